@@ -1,0 +1,134 @@
+"""The library entry points: :func:`run_batch` (synchronous) and :func:`open_batch` (inside trio)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+
+from .bus import CallbackSubscriber, Subscriber
+from .config import build_batch
+from .events import Tagged
+from .runner import BatchResult, BatchRun, execute, open_spec
+from .spec import BatchSpec, Query, RetryPolicy, Timeouts
+
+QueryLike = str | Query | Mapping[str, Any]
+
+
+def _spec(
+    queries: Iterable[QueryLike],
+    *,
+    backend: str,
+    concurrency: int,
+    retry: RetryPolicy | Mapping[str, Any] | None,
+    timeouts: Timeouts | Mapping[str, Any] | None,
+    log: str | None,
+    seed: int,
+    deadline: float | None,
+    options: Mapping[str, Any] | None,
+    backend_settings: Mapping[str, Mapping[str, Any]] | None,
+    job_defaults: Mapping[str, Any],
+) -> BatchSpec:
+    defaults: dict[str, Any] = {"backend": backend, "concurrency": concurrency, "seed": seed, **job_defaults}
+    if log is not None:
+        defaults["log"] = log
+    if deadline is not None:
+        defaults["deadline"] = deadline
+    if retry is not None:
+        defaults["retry"] = attrs.asdict(retry) if isinstance(retry, RetryPolicy) else dict(retry)
+    if timeouts is not None:
+        defaults["timeouts"] = attrs.asdict(timeouts) if isinstance(timeouts, Timeouts) else dict(timeouts)
+    if options:
+        defaults[backend] = dict(options)
+    if backend_settings:
+        defaults["backends"] = {name: dict(s) for name, s in backend_settings.items()}
+    return build_batch(queries, defaults)
+
+
+def run_batch(
+    queries: Iterable[QueryLike],
+    *,
+    backend: str = "sim",
+    concurrency: int = 16,
+    retry: RetryPolicy | Mapping[str, Any] | None = None,
+    timeouts: Timeouts | Mapping[str, Any] | None = None,
+    on_event: Callable[[Tagged], object] | None = None,
+    log: str | None = None,
+    seed: int = 0,
+    deadline: float | None = None,
+    options: Mapping[str, Any] | None = None,
+    backend_settings: Mapping[str, Mapping[str, Any]] | None = None,
+    keep_text: bool = True,
+    **job_defaults: Any,
+) -> BatchResult:
+    """Run every query and return the batch result (starts and ends its own trio run).
+
+    ``queries`` are prompts, :class:`Query` objects or job-like mappings. ``options`` are the
+    backend's per-job options; ``backend_settings`` maps backend names to batch-wide settings;
+    other keywords (``model``, ``system``, ``max_tokens``, ``temperature``) are job defaults.
+    ``on_event`` is called with every tagged event, on the bus, in per-job order.
+    Raises :class:`~orchestrator.errors.ConfigError` for bad input, before anything runs.
+    """
+    spec = _spec(
+        queries,
+        backend=backend,
+        concurrency=concurrency,
+        retry=retry,
+        timeouts=timeouts,
+        log=log,
+        seed=seed,
+        deadline=deadline,
+        options=options,
+        backend_settings=backend_settings,
+        job_defaults=job_defaults,
+    )
+    subscribers: list[Subscriber] = [CallbackSubscriber(on_event)] if on_event is not None else []
+    return trio.run(lambda: execute(spec, subscribers=subscribers, keep_text=keep_text))
+
+
+@asynccontextmanager
+async def open_batch(
+    queries: Iterable[QueryLike],
+    *,
+    backend: str = "sim",
+    concurrency: int = 16,
+    retry: RetryPolicy | Mapping[str, Any] | None = None,
+    timeouts: Timeouts | Mapping[str, Any] | None = None,
+    log: str | None = None,
+    seed: int = 0,
+    deadline: float | None = None,
+    options: Mapping[str, Any] | None = None,
+    backend_settings: Mapping[str, Mapping[str, Any]] | None = None,
+    keep_text: bool = True,
+    buffer: int = 1024,
+    **job_defaults: Any,
+) -> AsyncIterator[BatchRun]:
+    """Run a batch in the background of an ``async with`` block, inside your trio program::
+
+        async with open_batch(["a", "b"]) as batch:
+            async for tagged in batch:
+                print(tagged.job_id, tagged.event.kind)
+        print(batch.result.summary)
+
+    Events wait in a buffer of ``buffer`` events; a reader that falls behind slows the batch.
+    Leaving the block stops delivery to the iterator and waits for the batch to finish; call
+    ``batch.cancel()`` first to stop it early. Cancelling the surrounding scope tears it down.
+    """
+    spec = _spec(
+        queries,
+        backend=backend,
+        concurrency=concurrency,
+        retry=retry,
+        timeouts=timeouts,
+        log=log,
+        seed=seed,
+        deadline=deadline,
+        options=options,
+        backend_settings=backend_settings,
+        job_defaults=job_defaults,
+    )
+    async with open_spec(spec, buffer=buffer, keep_text=keep_text) as run:
+        yield run

@@ -1,0 +1,60 @@
+"""The contract between the runner and a backend.
+
+A backend streams one attempt of one job (``stream(job, attempt, emit)``) by calling ``await emit(event)`` for every stream event,
+in order, and returns once it has emitted :class:`~orchestrator.events.StreamFinished`. It ends a
+failed attempt by raising :class:`~orchestrator.errors.RetryableError` or
+:class:`~orchestrator.errors.FatalError`.
+
+Why a callback rather than an async iterator: the backend keeps ownership of its own nurseries
+and cancel scopes (an async generator must not yield from inside those under trio), and ``emit``
+is where backpressure, tagging and the idle watchdog live, so a backend cannot get them wrong.
+
+Cancellation: the runner cancels an attempt (timeout, Ctrl-C, deadline) by cancelling the scope
+``stream`` runs in. ``stream`` must then release everything it holds (close its connection, end
+its process) before the ``Cancelled`` exception leaves it, and emit nothing more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+from ..events import StreamEvent
+from ..spec import JobSpec
+
+Emit = Callable[[StreamEvent], Awaitable[None]]
+
+
+class Backend(Protocol):
+    """An opened backend, shared by every job of the batch that names it."""
+
+    async def stream(self, job: JobSpec, attempt: int, emit: Emit) -> None:
+        """Stream attempt number ``attempt`` (from 1) of ``job``; see the module docstring."""
+        ...
+
+
+class BackendKind(Protocol):
+    """What the registry knows about a backend before any of it runs.
+
+    ``Options`` (per job) and ``Settings`` (per batch) are attrs classes whose fields all have
+    defaults; job files fill them from ``[defaults.NAME]``/``[[jobs]] NAME = {...}`` and
+    ``[backends.NAME]``. ``default_concurrency`` caps this backend's in-flight attempts unless
+    the settings say otherwise (None: only the global limit applies).
+    """
+
+    name: str
+    Options: type
+    Settings: type
+    default_concurrency: int | None
+
+    def preflight(self, settings: Any, jobs: Sequence[JobSpec]) -> list[str]:
+        """Problems that make the batch impossible (missing CLI, missing API key), one per line.
+
+        Runs before anything starts; a non-empty answer ends the run with exit code 2.
+        """
+        ...
+
+    def open(self, settings: Any, *, seed: int) -> AbstractAsyncContextManager[Backend]:
+        """Open the backend for one batch (connection pools, a loaded model) and close it after."""
+        ...

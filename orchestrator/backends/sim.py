@@ -1,0 +1,197 @@
+"""``sim``: a seeded, deterministic simulated model with fault injection.
+
+For tests, demos and benchmarks. Each attempt is first *planned* by a pure function of
+(batch seed, job id, attempt number) and then played back with ``trio.sleep``, so a run under
+trio's virtual clock is exact and a rerun with the same seed is identical.
+
+Faults, chosen per attempt from ``faults`` (attempt 1 takes the first entry, ...) or drawn with
+``fault_rates``:
+
+``rate_limit``   429 before the stream, with ``retry_after`` seconds
+``overload``     529 before the stream
+``server_error`` 500 before the stream
+``mid_stream``   the connection drops after ``fault_after_tokens`` tokens
+``stall``        the stream hangs for ever after ``fault_after_tokens`` tokens
+``fatal``        400 bad request: never retried
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+
+from ..errors import FatalError, RetryableError
+from ..events import SessionStarted, StreamFinished, TextDelta, Tokens, ToolCall, ToolResult, UsageReported
+from ..spec import JobSpec
+from .base import Emit
+
+FAULTS = ("rate_limit", "overload", "server_error", "mid_stream", "stall", "fatal")
+_ACCEPTED_FAULTS = ("ok", *FAULTS)
+
+_WORDS = (
+    "the quick answer is that streams merge into one bus while retries keep going through rate limits "
+    "and every job ends once with a result the log keeps so nothing is lost or paid for twice when a "
+    "batch resumes after a crash or an interrupt"
+).split()
+
+
+@attrs.frozen
+class Options:
+    """Per-job behaviour of the simulated model (``[defaults.sim]`` or ``sim = {...}`` on a job)."""
+
+    ttft: float = attrs.field(default=0.3, metadata={"min": 0})
+    tokens_per_s: float = attrs.field(default=40.0, metadata={"min": 0})
+    """0 streams as fast as the bus takes it."""
+    reply_tokens: int = attrs.field(default=24, metadata={"min": 0})
+    reply_tokens_max: int | None = attrs.field(default=None, metadata={"min": 0})
+    """When set, each job's reply length is drawn from [reply_tokens, reply_tokens_max]."""
+    latency_jitter: float = attrs.field(default=0.0, metadata={"min": 0, "max": 1})
+    """Scales ttft and token gaps by a per-attempt factor drawn from [1 - j, 1 + j]."""
+    tool_calls: int = attrs.field(default=0, metadata={"min": 0})
+    text: str | None = None
+    """A fixed reply (split on spaces into tokens) instead of generated words."""
+    faults: tuple[str, ...] = attrs.field(default=(), metadata={"choices": _ACCEPTED_FAULTS})
+    fault_rates: Mapping[str, float] = attrs.field(factory=dict, metadata={"keys": FAULTS, "min": 0, "max": 1})
+    retry_after: float | None = attrs.field(default=1.0, metadata={"min": 0})
+    fault_after_tokens: int = attrs.field(default=3, metadata={"min": 0})
+    input_price: float = attrs.field(default=1.0, metadata={"min": 0})
+    """US dollars per million input tokens."""
+    output_price: float = attrs.field(default=5.0, metadata={"min": 0})
+
+
+@attrs.frozen
+class Settings:
+    """Batch-wide ``[backends.sim]`` settings."""
+
+    concurrency: int | None = attrs.field(default=None, metadata={"min": 1})
+
+
+@attrs.frozen
+class AttemptPlan:
+    """Everything one simulated attempt will do, decided up front."""
+
+    fault: str | None
+    tokens: tuple[str, ...]
+    ttft: float
+    token_gap: float
+    tool_calls: int
+    input_tokens: int
+
+
+def plan_attempt(job: JobSpec, options: Options, attempt: int, seed: int) -> AttemptPlan:
+    """Plan attempt ``attempt`` of ``job``: a pure function of its arguments."""
+    rng = random.Random(f"{seed}:{job.id}:{attempt}")
+    fault: str | None = None
+    if attempt <= len(options.faults):
+        fault = None if options.faults[attempt - 1] == "ok" else options.faults[attempt - 1]
+    else:
+        for name in FAULTS:
+            rate = options.fault_rates.get(name, 0.0)
+            if rate and rng.random() < rate:
+                fault = name
+                break
+    # The reply depends on the job, not the attempt, so a retry says the same thing.
+    reply_rng = random.Random(f"{seed}:{job.id}")
+    if options.text is not None:
+        words = options.text.split(" ")
+    else:
+        count = options.reply_tokens
+        if options.reply_tokens_max is not None and options.reply_tokens_max > count:
+            count = reply_rng.randint(count, options.reply_tokens_max)
+        words = [reply_rng.choice(_WORDS) for _ in range(count)]
+    tokens = tuple(word if i == 0 else " " + word for i, word in enumerate(words) if word or i == 0)
+    scale = 1.0 + options.latency_jitter * (2 * rng.random() - 1)
+    gap = scale / options.tokens_per_s if options.tokens_per_s > 0 else 0.0
+    return AttemptPlan(
+        fault=fault,
+        tokens=tokens if tokens != ("",) else (),
+        ttft=options.ttft * scale,
+        token_gap=gap,
+        tool_calls=options.tool_calls,
+        input_tokens=len(job.prompt) // 4 + 1,
+    )
+
+
+def _raise_before_stream(fault: str, options: Options) -> None:
+    if fault == "rate_limit":
+        raise RetryableError("429 rate limited (simulated)", kind="rate_limited", retry_after=options.retry_after)
+    if fault == "overload":
+        raise RetryableError("529 overloaded (simulated)", kind="overloaded")
+    if fault == "server_error":
+        raise RetryableError("500 internal server error (simulated)", kind="server_error")
+    if fault == "fatal":
+        raise FatalError("400 bad request (simulated)", kind="bad_request")
+
+
+class SimBackend:
+    """Plays back :func:`plan_attempt` plans. Cancellation-safe: it holds no resources."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    async def stream(self, job: JobSpec, attempt: int, emit: Emit) -> None:
+        options: Options = job.options if isinstance(job.options, Options) else Options()
+        plan = plan_attempt(job, options, attempt, self.seed)
+        start = trio.current_time()
+        await trio.sleep(plan.ttft)
+        if plan.fault is not None:
+            _raise_before_stream(plan.fault, options)
+        await emit(SessionStarted(session_id=f"sim-{job.id}-{attempt}", model=job.model or "sim-1"))
+        for n in range(plan.tool_calls):
+            call_id = f"call_{job.id}_{n}"
+            await emit(ToolCall(call_id=call_id, name="lookup", input={"query": job.prompt[:40], "n": n}))
+            await trio.sleep(plan.token_gap)
+            await emit(ToolResult(call_id=call_id, content=f"result {n}"))
+        fault_at = options.fault_after_tokens if plan.fault in ("mid_stream", "stall") else -1
+        for i, token in enumerate(plan.tokens):
+            if i == fault_at:
+                await _fault_mid_stream(plan.fault)
+            if plan.token_gap and i:
+                await trio.sleep(plan.token_gap)
+            await emit(TextDelta(token))
+        if fault_at >= len(plan.tokens):
+            await _fault_mid_stream(plan.fault)
+        tokens = Tokens(input=plan.input_tokens, output=len(plan.tokens))
+        cost = (tokens.input * options.input_price + tokens.output * options.output_price) / 1e6
+        await emit(UsageReported(tokens=tokens))
+        await emit(
+            StreamFinished(
+                stop_reason="end_turn",
+                tokens=tokens,
+                cost_usd=cost,
+                duration_s=trio.current_time() - start,
+                turns=1 + plan.tool_calls,
+                session_id=f"sim-{job.id}-{attempt}",
+            )
+        )
+
+
+async def _fault_mid_stream(fault: str | None) -> None:
+    if fault == "stall":
+        await trio.sleep_forever()
+    raise RetryableError("connection reset mid-stream (simulated)", kind="connection")
+
+
+class _Kind:
+    name = "sim"
+    Options = Options
+    Settings = Settings
+    default_concurrency: int | None = None
+
+    def preflight(self, settings: Settings, jobs: Sequence[JobSpec]) -> list[str]:
+        return []
+
+    @asynccontextmanager
+    async def _open(self, seed: int) -> AsyncIterator[SimBackend]:
+        yield SimBackend(seed)
+
+    def open(self, settings: Settings, *, seed: int) -> Any:
+        return self._open(seed)
+
+
+KIND = _Kind()

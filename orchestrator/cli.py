@@ -1,0 +1,170 @@
+"""``orchestrate``: argv → a run. Exit codes: 0 all succeeded, 1 some job did not succeed,
+2 bad input or usage, 130 interrupted (SIGINT), 143 terminated (SIGTERM)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+import attrs
+import trio
+
+from ._version import __version__
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+_EPILOG = """\
+exit codes: 0 all jobs succeeded, 1 some job failed (or the batch stopped early),
+2 bad input or usage, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
+First Ctrl-C stops gracefully (in-flight jobs are cancelled, the log is flushed, the
+partial summary is printed); a second one exits at once."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orchestrate",
+        description="Run every job of a TOML job file: concurrently, streaming, with retries and a JSONL event log.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("jobfile", help="the job file (TOML), e.g. jobs/batch.toml")
+    parser.add_argument("-c", "--concurrency", type=_positive_int, metavar="N", help="jobs in flight at once")
+    parser.add_argument("-b", "--backend", metavar="NAME", help="run every job on this backend")
+    logs = parser.add_mutually_exclusive_group()
+    logs.add_argument("--log", metavar="PATH", help="event log path ('-' for stdout); default runs/JOBFILE-TIME.jsonl")
+    logs.add_argument("--no-log", action="store_true", help="write no event log")
+    parser.add_argument("--deadline", type=_positive_float, metavar="S", help="stop the whole batch after S seconds")
+    parser.add_argument("--attempt-timeout", type=_positive_float, metavar="S", help="limit for one attempt")
+    parser.add_argument("--idle-timeout", type=_positive_float, metavar="S", help="longest silence in a stream")
+    parser.add_argument("--job-timeout", type=_positive_float, metavar="S", help="limit for a job, retries included")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no live progress; a one-line summary")
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
+    parser.add_argument("--version", action="version", version=f"orchestrate {__version__}")
+    return parser
+
+
+@attrs.define
+class _Signals:
+    first: int | None = None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.json and args.log == "-":
+        print("orchestrate: --json and --log - both want stdout; pick one", file=sys.stderr)
+        return EXIT_USAGE
+    # Imported here so that --help and usage errors stay fast.
+    from .config import Overrides, load_job_file
+    from .errors import ConfigError
+
+    timeouts = {
+        key: value
+        for key, value in (("attempt", args.attempt_timeout), ("idle", args.idle_timeout), ("job", args.job_timeout))
+        if value is not None
+    }
+    overrides = Overrides(
+        concurrency=args.concurrency, backend=args.backend, log=args.log, deadline=args.deadline, timeouts=timeouts
+    )
+    try:
+        spec = load_job_file(args.jobfile, overrides)
+        if args.no_log:
+            spec = attrs.evolve(spec, log=None)
+        elif spec.log is None:
+            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+            spec = attrs.evolve(spec, log=str(Path("runs") / f"{Path(args.jobfile).stem}-{stamp}.jsonl"))
+        from .runner import preflight
+
+        preflight(spec)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return EXIT_USAGE
+    signals = _Signals()
+    problems: list[str] = []
+    result = None
+    try:
+        result = trio.run(_run, spec, args, signals)
+    except* ConfigError as group:  # e.g. the log cannot be opened
+        problems = [line for exc in group.exceptions for line in getattr(exc, "problems", [str(exc)])]
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return EXIT_USAGE
+    if signals.first is not None:
+        return EXIT_SIGNAL.get(signals.first, 130)
+    return EXIT_OK if result is not None and result.ok else EXIT_FAILED
+
+
+async def _run(spec: object, args: argparse.Namespace, signals: _Signals) -> object:
+    from .display import Progress, print_summary, run_progress
+    from .runner import RunControl, execute
+    from .spec import BatchSpec
+
+    assert isinstance(spec, BatchSpec)
+    control = RunControl()
+    progress = Progress()
+    result = None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_watch_signals, control, nursery.cancel_scope, signals)
+        if not args.quiet:
+            nursery.start_soon(lambda: run_progress(progress, tty=sys.stderr.isatty()))
+        result = await execute(spec, subscribers=[progress], keep_text=False, control=control)
+        nursery.cancel_scope.cancel()
+    if result is None:  # torn down by a second signal
+        return None
+    out = sys.stderr if spec.log == "-" else sys.stdout
+    if args.json:
+        from .codec import summary_json
+
+        sys.stdout.buffer.write(summary_json(result.summary))
+        sys.stdout.flush()
+    elif args.quiet:
+        s = result.summary
+        print(f"{s.succeeded}/{s.jobs} succeeded, {s.failed} failed, ${s.cost_usd:.4f}, {s.wall_s:.1f}s", file=out)
+    else:
+        print_summary(result.summary, list(result.jobs.values()), stream=out, log=spec.log if spec.log != "-" else None)
+    return result
+
+
+async def _watch_signals(control: object, everything: trio.CancelScope, signals: _Signals) -> None:
+    """First SIGINT/SIGTERM: graceful stop. Second: cancel everything now."""
+    from .runner import RunControl
+
+    assert isinstance(control, RunControl)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as receiver:
+        async for signum in receiver:
+            if signals.first is None:
+                signals.first = signum
+                control.cancel("interrupted" if signum == signal.SIGINT else "terminated")
+                print("\nstopping: cancelling running jobs and flushing the log (again to exit at once)", file=sys.stderr)
+            else:
+                everything.cancel()
+                return
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""The one place that turns events and settings into JSON and back (cattrs + orjson).
+
+A log line is the tag and the event side by side::
+
+    {"job": "q1", "attempt": 1, "seq": 4, "ts": 0.8123, "kind": "text_delta", "text": "Hel"}
+
+Decoding is strict: an unknown ``kind``, an unknown key or a value of the wrong type is an error,
+never a silent coercion, because a log that does not read back exactly cannot be trusted for
+resume or reports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import cattrs
+import orjson
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
+
+from .events import CONTENT_BLOCKS, EVENT_TYPES, ContentBlock, Event, Tagged
+
+TAG_KEYS = ("job", "attempt", "seq", "ts", "kind")
+LOG_SCHEMA = 1
+
+
+class DecodeError(ValueError):
+    """A log line or JSON value that does not match the schema."""
+
+
+def _strict(kind: type, accept: tuple[type, ...]) -> Callable[[Any, type], Any]:
+    def structure(value: Any, _: type) -> Any:
+        # bool is an int subclass; a JSON true must never become 1.
+        if isinstance(value, bool) and kind is not bool:
+            raise DecodeError(f"expected {kind.__name__}, got {value!r}")
+        if not isinstance(value, accept):
+            raise DecodeError(f"expected {kind.__name__}, got {type(value).__name__}")
+        return kind(value) if kind is float else value
+
+    return structure
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=True)
+    conv.register_structure_hook(int, _strict(int, (int,)))
+    conv.register_structure_hook(float, _strict(float, (int, float)))
+    conv.register_structure_hook(str, _strict(str, (str,)))
+    conv.register_structure_hook(bool, _strict(bool, (bool,)))
+    # Free-form payloads (tool inputs, raw backend objects) pass through untouched.
+    conv.register_structure_hook_func(lambda t: t == Mapping[str, Any], lambda v, _: _require_mapping(v))
+    conv.register_unstructure_hook_func(lambda t: t == Mapping[str, Any], lambda v: v)
+
+    by_type = {cls.type: cls for cls in CONTENT_BLOCKS}
+
+    def structure_block(value: Any, _: type) -> ContentBlock:
+        mapping = dict(_require_mapping(value))
+        cls = by_type.get(mapping.pop("type", None))
+        if cls is None:
+            raise DecodeError(f"unknown content block type {value.get('type')!r}")
+        return conv.structure(mapping, cls)
+
+    conv.register_structure_hook_func(lambda t: t == ContentBlock, structure_block)
+    for cls in CONTENT_BLOCKS:
+        plain = make_dict_unstructure_fn(cls, conv)
+        conv.register_unstructure_hook(cls, lambda v, _p=plain, _t=cls.type: {"type": _t, **_p(v)})
+    conv.register_unstructure_hook_func(lambda t: t == ContentBlock, lambda v: conv.unstructure(v, type(v)))
+    return conv
+
+
+def _require_mapping(value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise DecodeError(f"expected an object, got {type(value).__name__}")
+    return value
+
+
+converter = _make_converter()
+
+# Generated per-kind functions: several times faster than attrs.asdict on the hot path.
+_UNSTRUCTURE: dict[type, Callable[[Any], dict[str, Any]]] = {
+    cls: make_dict_unstructure_fn(cls, converter) for cls in EVENT_TYPES.values()
+}
+_STRUCTURE: dict[str, Callable[[Mapping[str, Any], type], Any]] = {
+    kind: make_dict_structure_fn(cls, converter, _cattrs_forbid_extra_keys=True)
+    for kind, cls in EVENT_TYPES.items()
+}
+
+
+def event_to_dict(event: Event) -> dict[str, Any]:
+    """The event's fields plus its ``kind``."""
+    cls = type(event)
+    return {"kind": cls.kind, **_UNSTRUCTURE[cls](event)}
+
+
+def tagged_to_dict(tagged: Tagged) -> dict[str, Any]:
+    event = tagged.event
+    cls = type(event)
+    line = {"job": tagged.job_id, "attempt": tagged.attempt, "seq": tagged.seq, "ts": tagged.ts, "kind": cls.kind}
+    line.update(_UNSTRUCTURE[cls](event))
+    return line
+
+
+def encode_tagged(tagged: Tagged) -> bytes:
+    """One log line, newline included."""
+    return orjson.dumps(tagged_to_dict(tagged), option=orjson.OPT_APPEND_NEWLINE)
+
+
+def decode_event(kind: str, fields: Mapping[str, Any]) -> Event:
+    """Rebuild an event from its kind and fields; raises :class:`DecodeError` if they do not fit."""
+    structure = _STRUCTURE.get(kind)
+    if structure is None:
+        raise DecodeError(f"unknown event kind {kind!r}")
+    try:
+        return structure(fields, EVENT_TYPES[kind])
+    except DecodeError:
+        raise
+    except Exception as exc:  # cattrs reports through several exception types; name the kind
+        raise DecodeError(f"bad {kind} event: {_describe(exc)}") from exc
+
+
+def decode_tagged(obj: Mapping[str, Any]) -> Tagged:
+    """Rebuild a tagged event from a decoded log line (a dict)."""
+    fields = dict(obj)
+    try:
+        job, attempt, seq, ts, kind = (fields.pop(k) for k in TAG_KEYS)
+    except KeyError as exc:
+        raise DecodeError(f"log line lacks {exc.args[0]!r}") from None
+    if not (job is None or isinstance(job, str)) or not isinstance(kind, str):
+        raise DecodeError("log line has a bad job or kind")
+    if type(attempt) is not int or type(seq) is not int or type(ts) not in (int, float):
+        raise DecodeError("log line has a bad attempt, seq or ts")
+    return Tagged(job, attempt, seq, float(ts), decode_event(kind, fields))
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(e) for e in exc.exceptions)
+    return str(exc) or type(exc).__name__
+
+
+def to_jsonable(value: Any) -> Any:
+    """Unstructure any settings value (attrs objects included) into JSON-ready data."""
+    return converter.unstructure(value)
+
+
+def dumps(value: Any, *, sort_keys: bool = False) -> bytes:
+    option = orjson.OPT_SORT_KEYS if sort_keys else 0
+    return orjson.dumps(to_jsonable(value), option=option | orjson.OPT_NON_STR_KEYS)
+
+
+def content_hash(payload: Mapping[str, Any]) -> str:
+    """A short stable hash of a JSON-able payload (keys sorted, attrs objects unstructured)."""
+    return hashlib.sha256(dumps(payload, sort_keys=True)).hexdigest()[:16]
+
+
+def structure(value: Any, cls: type) -> Any:
+    """Strictly structure JSON data into ``cls`` (used for settings read back from a log)."""
+    return converter.structure(value, cls)
+
+
+def summary_json(summary: Any) -> bytes:
+    """The batch summary as one JSON line: the same bytes live (``--json``) and from a log."""
+    return orjson.dumps(converter.unstructure(summary), option=orjson.OPT_APPEND_NEWLINE)

@@ -1,0 +1,333 @@
+"""Job files and library queries → a validated :class:`~orchestrator.spec.BatchSpec`.
+
+All checking happens here, once; the runner trusts what it gets. Every problem in the input is
+reported (not just the first), one line each, as ``FILE: key.path: what is wrong``, and
+:class:`~orchestrator.errors.ConfigError` carries them all.
+
+A job file::
+
+    [defaults]            # batch-wide keys (concurrency, log, deadline, seed, fsync, name)
+    backend = "sim"       # and per-job defaults (backend, model, retry, timeouts, ...)
+    [defaults.retry]
+    max_attempts = 3
+    [defaults.sim]        # options of one backend, for the jobs that use it
+    ttft = 0.2
+    [backends.sim]        # settings of one backend for the whole batch
+    concurrency = 8
+    [[jobs]]
+    id = "greeting"       # optional: derived from the prompt when absent
+    prompt = "Say hi."
+    prompts_file = "more.jsonl"   # (top level) one JSON string or job object per line
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import orjson
+
+from . import codec
+from .backends import backend_kind, known_backends
+from .errors import ConfigError
+from .spec import BatchSpec, JobSpec, Query
+from .validate import Problems, build, check_table, check_value, describe, did_you_mean, join, type_hints
+
+_BATCH_KEYS = ("concurrency", "log", "deadline", "seed", "fsync", "name")
+_JOB_SETTINGS = ("backend", "model", "system", "max_tokens", "temperature", "seed", "retry", "timeouts", "metadata")
+_NESTED = ("retry", "timeouts", "metadata")
+_TOP_KEYS = ("defaults", "jobs", "prompts_file", "backends")
+_HASHED = ("prompt", "backend", "model", "system", "max_tokens", "temperature", "seed")
+
+
+@attrs.frozen
+class Overrides:
+    """Command-line settings that win over the job file."""
+
+    concurrency: int | None = None
+    backend: str | None = None
+    log: str | None = None
+    deadline: float | None = None
+    timeouts: Mapping[str, float] = attrs.field(factory=dict)
+
+
+def load_job_file(path: str | Path, overrides: Overrides = Overrides()) -> BatchSpec:
+    """Read, check and resolve a TOML job file; raises :class:`ConfigError` listing every problem."""
+    path = Path(path)
+    name = str(path)
+    text = _read_text(path, name)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{name}: invalid TOML: {exc}"]) from None
+    problems: Problems = []
+    for key in data:
+        if key not in _TOP_KEYS:
+            problems.append(f"{name}: {key}: unknown key{did_you_mean(key, _TOP_KEYS)}")
+    jobs: list[JobSource] = []
+    raw_jobs = data.get("jobs", [])
+    if not isinstance(raw_jobs, list):
+        problems.append(f"{name}: jobs: expected a list of tables ([[jobs]])")
+    else:
+        jobs.extend(JobSource(name, f"jobs[{i}]", table) for i, table in enumerate(raw_jobs))
+    prompts_file = data.get("prompts_file")
+    if prompts_file is not None:
+        if not isinstance(prompts_file, str):
+            problems.append(f"{name}: prompts_file: expected a string (a path), got {describe(prompts_file)}")
+        else:
+            jobs.extend(_read_prompts_file(path.parent / prompts_file, problems))
+    if not jobs and not problems:
+        problems.append(f"{name}: no jobs: add [[jobs]] tables or a prompts_file")
+    spec = resolve(data.get("defaults", {}), jobs, data.get("backends", {}), overrides=overrides, source=name, problems=problems)
+    if spec is None or problems:
+        raise ConfigError(problems)
+    return spec
+
+
+def _read_text(path: Path, name: str) -> str:
+    try:
+        raw = path.read_bytes()
+    except IsADirectoryError:
+        raise ConfigError([f"{name}: is a directory, not a job file"]) from None
+    except FileNotFoundError:
+        raise ConfigError([f"{name}: no such file"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{name}: cannot read: {exc.strerror or exc}"]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError([f"{name}: line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x})"]) from None
+    if not text.strip():
+        raise ConfigError([f"{name}: empty file: add [[jobs]] tables or a prompts_file"])
+    return text
+
+
+def _read_prompts_file(path: Path, problems: Problems) -> list[JobSource]:
+    """Jobs from a JSON-lines file: each line a JSON string (the prompt) or a job object."""
+    name = str(path)
+    try:
+        text = _read_text(path, name)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+        return []
+    jobs = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            problems.append(f"{name}: line {number}: invalid JSON: {exc}")
+            continue
+        if isinstance(value, str):
+            value = {"prompt": value}
+        elif not isinstance(value, dict):
+            problems.append(f"{name}: line {number}: expected a JSON string or object, got {describe(value)}")
+            continue
+        jobs.append(JobSource(f"{name}: line {number}", "", value))
+    return jobs
+
+
+def build_batch(queries: Iterable[str | Query | Mapping[str, Any]], defaults: Mapping[str, Any]) -> BatchSpec:
+    """Resolve library queries (strings, :class:`Query` objects or job-like mappings).
+
+    ``defaults`` is laid out like a job file's ``[defaults]`` table, plus ``backends``.
+    """
+    jobs: list[JobSource] = []
+    for i, query in enumerate(queries):
+        if isinstance(query, str):
+            query = {"prompt": query}
+        elif isinstance(query, Query):
+            table = {k: v for k, v in attrs.asdict(query, recurse=False).items() if v is not None}
+            options = dict(table.pop("options"))
+            if options:
+                table[query.backend or defaults.get("backend", "sim")] = options
+            if not table.get("metadata"):
+                table.pop("metadata", None)
+            query = table
+        jobs.append(JobSource(None, f"queries[{i}]", query))
+    problems: Problems = []
+    if not jobs:
+        problems.append("queries: no queries given")
+    layer = {k: v for k, v in defaults.items() if k != "backends"}
+    spec = resolve(layer, jobs, defaults.get("backends", {}), source=None, problems=problems)
+    if spec is None or problems:
+        raise ConfigError(problems)
+    return spec
+
+
+@attrs.frozen
+class JobSource:
+    """A job table and where it came from: ``file`` prefixes its problems, ``path`` is its key path."""
+
+    file: str | None
+    path: str
+    table: Any
+
+
+def resolve(
+    defaults: Any,
+    jobs: Sequence[JobSource],
+    backends: Any,
+    *,
+    overrides: Overrides = Overrides(),
+    source: str | None,
+    problems: Problems,
+) -> BatchSpec | None:
+    """Check every layer, merge defaults into each job and build the batch (None on problems).
+
+    Problems are appended as complete lines, prefixed with the file they are in.
+    """
+
+    def report(file: str | None, local: Problems) -> None:
+        problems.extend(f"{file}: {p}" if file else p for p in local)
+
+    local: Problems = []
+    batch_fields, job_defaults = _check_layer(defaults, "defaults", local, batch=True)
+    batch_fields.update({k: v for k, v in attrs.asdict(overrides).items() if v is not None and k in _BATCH_KEYS})
+    if overrides.timeouts:
+        job_defaults["timeouts"] = {**job_defaults.get("timeouts", {}), **overrides.timeouts}
+    report(source, local)
+    specs: list[JobSpec] = []
+    seen: dict[str, str] = {}
+    for job_source in jobs:
+        local = []
+        job = _resolve_job(job_source.path, job_source.table, job_defaults, overrides, local)
+        report(job_source.file or source, local)
+        if job is None:
+            continue
+        if job.id in seen:
+            if not _has_id(job_source.table):
+                # Equal prompts without ids are legitimate (sampling one prompt N times).
+                n = 2
+                while f"{job.id}-{n}" in seen:
+                    n += 1
+                job = attrs.evolve(job, id=f"{job.id}-{n}")
+            else:
+                where = join(job_source.path, "id")
+                report(job_source.file or source, [f"{where}: duplicate id {job.id!r} (also at {seen[job.id]})"])
+                continue
+        seen[job.id] = job_source.path or (job_source.file or "")
+        specs.append(job)
+    local = []
+    backend_settings = _resolve_backends(backends, {j.backend for j in specs}, local)
+    report(source, local)
+    if problems:
+        return None
+    return BatchSpec(jobs=tuple(specs), backends=backend_settings, source=source, **batch_fields)
+
+
+def _has_id(table: Any) -> bool:
+    return isinstance(table, Mapping) and table.get("id") is not None
+
+
+def _check_layer(table: Any, path: str, problems: Problems, *, batch: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split one table (defaults or a job) into checked batch keys and job keys.
+
+    Nested settings (retry, timeouts, metadata) and backend option tables stay dicts so that
+    layers merge key by key.
+    """
+    batch_fields: dict[str, Any] = {}
+    job_fields: dict[str, Any] = {}
+    if not isinstance(table, Mapping):
+        problems.append(f"{path}: expected a table")
+        return batch_fields, job_fields
+    backend_names = known_backends()
+    job_keys = (*_JOB_SETTINGS, *(() if batch else ("id", "prompt")))
+    for key, value in table.items():
+        where = join(path, key)
+        if key in _BATCH_KEYS and batch:
+            hint = type_hints(BatchSpec)[key]
+            meta = attrs.fields_dict(BatchSpec)[key].metadata
+            batch_fields[key] = check_value(value, hint, where, meta, problems)
+            if key == "seed":  # the batch seed is also every job's default sampling seed
+                job_fields["seed"] = batch_fields[key]
+        elif key in job_keys:
+            hint = type_hints(JobSpec)[key]
+            if key in _NESTED and key != "metadata":
+                job_fields[key] = check_table(value, hint, where, problems) or {}
+            else:
+                job_fields[key] = check_value(value, hint, where, attrs.fields_dict(JobSpec)[key].metadata, problems)
+        elif key in backend_names:
+            kind = backend_kind(key)
+            job_fields[key] = check_table(value, kind.Options, where, problems) or {}
+        elif key in _BATCH_KEYS:
+            problems.append(f"{where}: batch-wide setting: set it in [defaults]")
+        else:
+            known = (*job_keys, *(_BATCH_KEYS if batch else ()), *backend_names)
+            problems.append(f"{where}: unknown key{did_you_mean(key, known)}")
+    return batch_fields, job_fields
+
+
+def _resolve_job(
+    path: str, table: Any, defaults: Mapping[str, Any], overrides: Overrides, problems: Problems
+) -> JobSpec | None:
+    start = len(problems)
+    _, fields = _check_layer(table, path, problems, batch=False)
+    merged = {**defaults, **fields}
+    for key in (*_NESTED, *known_backends()):
+        if key in defaults and key in fields:
+            merged[key] = {**defaults[key], **fields[key]}
+    if overrides.backend is not None:
+        merged["backend"] = overrides.backend
+    backend = merged.setdefault("backend", "sim")
+    if "prompt" not in merged and isinstance(table, Mapping):
+        problems.append(f"{join(path, 'prompt')}: required")
+    if backend not in known_backends():
+        where = join(path, "backend") if "backend" in fields else "defaults.backend"
+        problems.append(
+            f"{where}: unknown backend {backend!r}{did_you_mean(backend, known_backends())}; "
+            f"known: {', '.join(known_backends())}"
+        )
+    if len(problems) > start:
+        return None
+    kind = backend_kind(backend)
+    options = build(kind.Options, merged.pop(backend, {}), join(path, backend), problems)
+    retry = build(type_hints(JobSpec)["retry"], merged.pop("retry", {}), join(path, "retry"), problems)
+    timeouts = build(type_hints(JobSpec)["timeouts"], merged.pop("timeouts", {}), join(path, "timeouts"), problems)
+    for name in known_backends():
+        merged.pop(name, None)
+    if len(problems) > start or merged.get("prompt") is None:
+        return None
+    if retry.max_delay < retry.base_delay:
+        problems.append(f"{join(path, 'retry')}: max_delay ({retry.max_delay}) is below base_delay ({retry.base_delay})")
+        return None
+    prompt = merged["prompt"]
+    job_id = merged.pop("id", None) or "p-" + hashlib.sha256(prompt.encode()).hexdigest()[:10]
+    payload = {k: merged.get(k) for k in _HASHED}
+    payload["options"] = options
+    return JobSpec(
+        id=job_id,
+        options=options,
+        retry=retry,
+        timeouts=timeouts,
+        content_hash=codec.content_hash(payload),
+        **merged,
+    )
+
+
+def _resolve_backends(table: Any, used: set[str], problems: Problems) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    if not isinstance(table, Mapping):
+        problems.append("backends: expected a table of backend names")
+        return settings
+    for name, value in table.items():
+        if name not in known_backends():
+            problems.append(
+                f"backends.{name}: unknown backend{did_you_mean(name, known_backends())}; "
+                f"known: {', '.join(known_backends())}"
+            )
+            continue
+        cls = backend_kind(name).Settings
+        checked = check_table(value, cls, f"backends.{name}", problems)
+        if checked is not None:
+            settings[name] = build(cls, checked, f"backends.{name}", problems)
+    for name in sorted(used):
+        if name not in settings:
+            settings[name] = backend_kind(name).Settings()
+    return settings

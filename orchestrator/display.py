@@ -1,0 +1,206 @@
+"""What a person sees: live progress (rich on a terminal, plain lines otherwise) and the summary.
+
+:class:`Progress` is a bus subscriber that only counts; drawing happens in :func:`run_progress`
+a few times a second, so the display never slows the batch.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+from typing import IO, Any
+
+import trio
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from .aggregate import JobResult
+from .events import (
+    AttemptStarted,
+    BatchSummary,
+    JobCancelled,
+    JobFailed,
+    JobQueued,
+    JobSkipped,
+    JobSucceeded,
+    RetryScheduled,
+    StreamFinished,
+    SystemNotice,
+    Tagged,
+    TextDelta,
+    UsageReported,
+)
+
+_TAIL = 70
+
+
+class Progress:
+    """Counts what the batch is doing, from its events."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.succeeded = 0
+        self.failed = 0
+        self.other = 0  # cancelled or skipped
+        self.retrying: set[str] = set()
+        self.running: dict[str, list[Any]] = {}  # job -> [attempt, output tokens, text tail]
+        self.output_tokens = 0
+        self.cost = 0.0
+        self.notices = 0
+        self.failures: list[str] = []
+        self.last_ts = 0.0
+
+    @property
+    def done(self) -> int:
+        return self.succeeded + self.failed + self.other
+
+    async def deliver(self, batch: Sequence[Tagged]) -> None:
+        for tagged in batch:
+            self.last_ts = tagged.ts
+            event, job = tagged.event, tagged.job_id
+            match event:
+                case TextDelta(text=text):
+                    row = self.running.get(job) if job is not None else None
+                    if row is not None:
+                        row[1] += 1
+                        row[2] = (row[2] + text)[-_TAIL:]
+                case StreamFinished(cost_usd=cost):
+                    if cost:
+                        self.cost += cost
+                case UsageReported(tokens=tokens):
+                    self.output_tokens += tokens.output
+                case AttemptStarted():
+                    assert job is not None
+                    self.retrying.discard(job)
+                    self.running[job] = [tagged.attempt, 0, ""]
+                case RetryScheduled():
+                    assert job is not None
+                    self.running.pop(job, None)
+                    self.retrying.add(job)
+                case JobQueued():
+                    self.total += 1
+                case JobSucceeded():
+                    self.succeeded += 1
+                    self._end(job)
+                case JobFailed(error_kind=kind, message=message):
+                    self.failed += 1
+                    self.failures.append(f"{job}: {kind}: {message}")
+                    self._end(job)
+                case JobCancelled() | JobSkipped():
+                    self.other += 1
+                    self._end(job)
+                case SystemNotice():
+                    self.notices += 1
+                case _:
+                    pass
+
+    def _end(self, job: str | None) -> None:
+        self.running.pop(job, None)  # type: ignore[arg-type]
+        self.retrying.discard(job)  # type: ignore[arg-type]
+
+    def status_line(self, elapsed: float) -> str:
+        rate = self.output_tokens / elapsed if elapsed > 0 else 0.0
+        eta = ""
+        if 0 < self.done < self.total and elapsed > 0:
+            eta = f"  eta {_duration((self.total - self.done) * elapsed / self.done)}"
+        return (
+            f"{self.done}/{self.total} done  {len(self.running)} running  {len(self.retrying)} retrying  "
+            f"{self.failed} failed  {rate:,.0f} tok/s  ${self.cost:.4f}  {_duration(elapsed)}{eta}"
+        )
+
+    def renderable(self, elapsed: float, rows: int = 8) -> Group:
+        table = Table(show_header=False, box=None, pad_edge=False, expand=False)
+        table.add_column(style="cyan", no_wrap=True, max_width=24)
+        table.add_column(style="dim", no_wrap=True)
+        table.add_column(no_wrap=True, overflow="ellipsis")
+        for job, (attempt, tokens, tail) in list(self.running.items())[:rows]:
+            label = f"#{attempt} {tokens} tok" if attempt > 1 else f"{tokens} tok"
+            table.add_row(job, label, tail.replace("\n", " "))
+        if len(self.running) > rows:
+            table.add_row("…", f"+{len(self.running) - rows} more", "")
+        return Group(Text(self.status_line(elapsed), style="bold"), table)
+
+
+async def run_progress(progress: Progress, *, tty: bool, stream: IO[str] = sys.stderr, interval: float = 2.0) -> None:
+    """Draw ``progress`` until cancelled: a live panel on a terminal, else a line when it changes
+    (at most every ``interval`` seconds) plus a line per failed job. Holds no resources beyond the
+    terminal; cancellation leaves the last frame on screen."""
+    start = trio.current_time()
+    if tty:
+        console = Console(file=stream)
+        with Live(console=console, auto_refresh=False, transient=True) as live:
+            while True:
+                live.update(progress.renderable(trio.current_time() - start), refresh=True)
+                await trio.sleep(0.2)
+    shown_failures = 0
+    last = ""
+    while True:
+        await trio.sleep(interval)
+        for line in progress.failures[shown_failures:]:
+            print(f"failed {line}", file=stream, flush=True)
+        shown_failures = len(progress.failures)
+        line = progress.status_line(trio.current_time() - start)
+        if line.split("  ")[0:4] != last.split("  ")[0:4]:
+            print(line, file=stream, flush=True)
+            last = line
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _opt(value: float | None, fmt: str = "{:.2f}s") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def print_summary(
+    summary: BatchSummary, jobs: Sequence[JobResult], *, stream: IO[str], log: str | None, max_rows: int = 20
+) -> None:
+    """The end-of-run summary: totals, and the jobs that did not succeed."""
+    console = Console(file=stream, soft_wrap=True)
+    status = "stopped: " + summary.stopped if summary.stopped else ("all succeeded" if summary.ok else "some failed")
+    table = Table(title=f"batch summary — {status}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    counts = f"{summary.succeeded} succeeded, {summary.failed} failed"
+    if summary.cancelled or summary.skipped:
+        counts += f", {summary.cancelled} cancelled, {summary.skipped} skipped"
+    table.add_row("jobs", f"{summary.jobs} ({counts})")
+    table.add_row("attempts", f"{summary.attempts} ({summary.retries} retries)")
+    tokens = summary.tokens
+    cache = f", cache read {tokens.cache_read:,} / write {tokens.cache_creation:,}" if tokens.cache_read or tokens.cache_creation else ""
+    table.add_row("tokens", f"{tokens.input:,} in, {tokens.output:,} out{cache}")
+    cost = f"${summary.cost_usd:.4f}"
+    if summary.cost_unknown_jobs:
+        cost += f" (+ unknown for {summary.cost_unknown_jobs} jobs)"
+    table.add_row("cost", cost)
+    table.add_row("wall time", f"{summary.wall_s:.2f}s ({summary.jobs_per_s:.2f} jobs/s, {summary.tokens_per_s:,.0f} tok/s)")
+    table.add_row(
+        "latency",
+        f"p50 {_opt(summary.latency_p50_s)}  p95 {_opt(summary.latency_p95_s)}  max {_opt(summary.latency_max_s)}"
+        f"  ttft p50 {_opt(summary.ttft_p50_s)}",
+    )
+    if summary.failures:
+        table.add_row("failures", ", ".join(f"{k} ×{v}" for k, v in summary.failures.items()))
+    if log:
+        table.add_row("log", log)
+    console.print(table)
+    unhappy = [j for j in jobs if not j.ok]
+    if unhappy:
+        failed = Table(title="jobs that did not succeed", title_justify="left")
+        for column in ("job", "status", "attempts", "error"):
+            failed.add_column(column)
+        for job in unhappy[:max_rows]:
+            failed.add_row(job.job_id, job.status, str(job.attempts), f"{job.error_kind}: {job.error}")
+        if len(unhappy) > max_rows:
+            failed.add_row("…", f"{len(unhappy) - max_rows} more", "", "")
+        console.print(failed)

@@ -1,0 +1,359 @@
+"""Everything that can happen in a batch, as a closed set of small frozen values.
+
+Two families share one bus:
+
+* stream events, emitted by a backend while one attempt of one job streams;
+* lifecycle events, emitted by the orchestrator around attempts, jobs and the batch.
+
+Each class has a stable ``kind`` string: it names the event in the JSONL log and never changes
+meaning. Adding a kind is a deliberate, reviewable change to this file and to :data:`Event`.
+Field names never collide with the tag fields (``job``, ``attempt``, ``seq``, ``ts``, ``kind``),
+so a log line is the tag and the event's fields side by side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import attrs
+
+
+# --- values carried by events -----------------------------------------------------------------
+
+
+@attrs.frozen(slots=True)
+class Tokens:
+    """Token counts; ``+`` adds them field by field."""
+
+    input: int = 0
+    output: int = 0
+    cache_read: int = 0
+    cache_creation: int = 0
+
+    def __add__(self, other: Tokens) -> Tokens:
+        return Tokens(
+            self.input + other.input,
+            self.output + other.output,
+            self.cache_read + other.cache_read,
+            self.cache_creation + other.cache_creation,
+        )
+
+    @property
+    def total(self) -> int:
+        return self.input + self.output + self.cache_read + self.cache_creation
+
+
+@attrs.frozen
+class BatchSummary:
+    """What a batch did, folded from its events alone (so a log reproduces it exactly).
+
+    Latencies are job durations (first attempt start to terminal event) of succeeded jobs;
+    percentiles use the nearest-rank method. ``cost_usd`` adds every known cost, retried attempts
+    included (they were paid for); ``cost_unknown_jobs`` counts jobs whose cost is not known.
+    """
+
+    jobs: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    skipped: int = 0
+    attempts: int = 0
+    retries: int = 0
+    tokens: Tokens = Tokens()
+    cost_usd: float = 0.0
+    cost_unknown_jobs: int = 0
+    wall_s: float = 0.0
+    jobs_per_s: float = 0.0
+    tokens_per_s: float = 0.0
+    latency_p50_s: float | None = None
+    latency_p95_s: float | None = None
+    latency_max_s: float | None = None
+    ttft_p50_s: float | None = None
+    failures: Mapping[str, int] = attrs.field(factory=dict)
+    stopped: str | None = None
+    """Why the batch stopped early (``"interrupted"``, ``"deadline"``), or None."""
+
+    @property
+    def ok(self) -> bool:
+        return self.succeeded == self.jobs and self.stopped is None
+
+# --- content blocks of a complete assistant message -------------------------------------------
+
+
+@attrs.frozen
+class TextBlock:
+    type: ClassVar[str] = "text"
+    text: str
+
+
+@attrs.frozen
+class ThinkingBlock:
+    type: ClassVar[str] = "thinking"
+    text: str
+
+
+@attrs.frozen
+class ToolUseBlock:
+    type: ClassVar[str] = "tool_use"
+    call_id: str
+    name: str
+    input: Mapping[str, Any]
+
+
+ContentBlock = TextBlock | ThinkingBlock | ToolUseBlock
+CONTENT_BLOCKS: tuple[type[ContentBlock], ...] = (TextBlock, ThinkingBlock, ToolUseBlock)
+
+# --- stream events (a backend emits these) ------------------------------------------------------
+
+
+@attrs.frozen
+class SessionStarted:
+    """The backend opened a session: its id, the model that answers, the tools it offers."""
+
+    kind: ClassVar[str] = "session_started"
+    session_id: str | None = None
+    model: str | None = None
+    tools: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class TextDelta:
+    """A piece of the reply text, in order."""
+
+    kind: ClassVar[str] = "text_delta"
+    text: str
+
+
+@attrs.frozen
+class ThinkingDelta:
+    """A piece of the model's visible reasoning, in order."""
+
+    kind: ClassVar[str] = "thinking_delta"
+    text: str
+
+
+@attrs.frozen
+class AssistantMessage:
+    """One complete assistant message (one turn), with all its content blocks."""
+
+    kind: ClassVar[str] = "assistant_message"
+    content: tuple[ContentBlock, ...]
+    message_id: str | None = None
+
+
+@attrs.frozen
+class ToolCall:
+    """The model asked for a tool, with its full input."""
+
+    kind: ClassVar[str] = "tool_call"
+    call_id: str
+    name: str
+    input: Mapping[str, Any]
+
+
+@attrs.frozen
+class ToolResult:
+    """A tool ran (inside the backend, e.g. the Claude Code CLI) and this is what it returned."""
+
+    kind: ClassVar[str] = "tool_result"
+    call_id: str
+    content: str
+    is_error: bool = False
+
+
+@attrs.frozen
+class SystemNotice:
+    """Something the backend reported about itself (its own retries, a model fallback, a status)."""
+
+    kind: ClassVar[str] = "system_notice"
+    subtype: str
+    data: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class UsageReported:
+    """Tokens one API call consumed. Several of these in an attempt add up."""
+
+    kind: ClassVar[str] = "usage"
+    tokens: Tokens
+
+
+@attrs.frozen
+class StreamFinished:
+    """The attempt's stream ended normally.
+
+    ``tokens``, when given, is the backend's own total for the attempt and replaces the sum of
+    the attempt's :class:`UsageReported` events. ``cost_usd`` is None when the cost is unknown.
+    """
+
+    kind: ClassVar[str] = "stream_finished"
+    stop_reason: str | None = None
+    tokens: Tokens | None = None
+    cost_usd: float | None = None
+    duration_s: float | None = None
+    turns: int | None = None
+    session_id: str | None = None
+
+
+@attrs.frozen
+class StreamWarning:
+    """The backend saw something odd (a line that is not JSON, say) and carried on."""
+
+    kind: ClassVar[str] = "stream_warning"
+    message: str
+
+
+@attrs.frozen
+class Unrecognized:
+    """Backend output of a type this version does not know, kept whole instead of dropped."""
+
+    kind: ClassVar[str] = "unrecognized"
+    data: Mapping[str, Any]
+
+
+# --- lifecycle events (the orchestrator emits these) --------------------------------------------
+
+
+@attrs.frozen
+class BatchStarted:
+    kind: ClassVar[str] = "batch_started"
+    run_id: str
+    jobs: int
+    started_at: str
+    """Wall-clock start, ISO 8601 UTC; every ``ts`` counts seconds from this instant."""
+
+
+@attrs.frozen
+class JobQueued:
+    kind: ClassVar[str] = "job_queued"
+    backend: str
+    model: str | None
+    content_hash: str
+    """Hash of the query and every setting that shapes the answer; resume matches on it."""
+
+
+@attrs.frozen
+class AttemptStarted:
+    kind: ClassVar[str] = "attempt_started"
+    backend: str
+
+
+@attrs.frozen
+class RetryScheduled:
+    """The attempt in the tag failed and the job will try again after ``delay_s``."""
+
+    kind: ClassVar[str] = "retry_scheduled"
+    delay_s: float
+    error_kind: str
+    message: str
+    retry_after_s: float | None = None
+
+
+@attrs.frozen
+class JobSucceeded:
+    kind: ClassVar[str] = "job_succeeded"
+    attempts: int
+
+
+@attrs.frozen
+class JobFailed:
+    kind: ClassVar[str] = "job_failed"
+    error_kind: str
+    message: str
+    retryable: bool
+    attempts: int
+
+
+@attrs.frozen
+class JobSkipped:
+    """The job never started (interrupted, deadline, or already done in a resumed log)."""
+
+    kind: ClassVar[str] = "job_skipped"
+    reason: str
+
+
+@attrs.frozen
+class JobCancelled:
+    """The job had started and was stopped from outside (Ctrl-C, batch deadline)."""
+
+    kind: ClassVar[str] = "job_cancelled"
+    reason: str
+    attempts: int
+
+
+@attrs.frozen
+class BatchFinished:
+    kind: ClassVar[str] = "batch_finished"
+    summary: BatchSummary
+
+
+StreamEvent = (
+    SessionStarted
+    | TextDelta
+    | ThinkingDelta
+    | AssistantMessage
+    | ToolCall
+    | ToolResult
+    | SystemNotice
+    | UsageReported
+    | StreamFinished
+    | StreamWarning
+    | Unrecognized
+)
+LifecycleEvent = (
+    BatchStarted
+    | JobQueued
+    | AttemptStarted
+    | RetryScheduled
+    | JobSucceeded
+    | JobFailed
+    | JobSkipped
+    | JobCancelled
+    | BatchFinished
+)
+Event = StreamEvent | LifecycleEvent
+TerminalEvent = JobSucceeded | JobFailed | JobSkipped | JobCancelled
+
+STREAM_EVENTS: tuple[type[StreamEvent], ...] = (
+    SessionStarted,
+    TextDelta,
+    ThinkingDelta,
+    AssistantMessage,
+    ToolCall,
+    ToolResult,
+    SystemNotice,
+    UsageReported,
+    StreamFinished,
+    StreamWarning,
+    Unrecognized,
+)
+LIFECYCLE_EVENTS: tuple[type[LifecycleEvent], ...] = (
+    BatchStarted,
+    JobQueued,
+    AttemptStarted,
+    RetryScheduled,
+    JobSucceeded,
+    JobFailed,
+    JobSkipped,
+    JobCancelled,
+    BatchFinished,
+)
+TERMINAL_EVENTS: tuple[type[TerminalEvent], ...] = (JobSucceeded, JobFailed, JobSkipped, JobCancelled)
+EVENT_TYPES: dict[str, type[Event]] = {cls.kind: cls for cls in (*STREAM_EVENTS, *LIFECYCLE_EVENTS)}
+
+
+@attrs.frozen(slots=True)
+class Tagged:
+    """An event as it travels on the bus and lands in the log.
+
+    ``job_id`` is None for batch-level events. ``seq`` counts the job's events from 0 without
+    gaps, across all its attempts; batch-level events have their own count. ``ts`` is seconds
+    since the batch started, on the run's clock (trio's clock, so virtual in tests).
+    """
+
+    job_id: str | None
+    attempt: int
+    seq: int
+    ts: float
+    event: Event

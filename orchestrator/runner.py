@@ -1,0 +1,441 @@
+"""Running a batch: the nursery, the limiters, the attempts, the retries.
+
+Task layout of one run (nothing outlives :func:`execute`)::
+
+    run nursery ── bus (delivers every event to the subscribers)
+                ├─ idle watchdog
+                └─ stop scope (Ctrl-C, deadline) ── work nursery ── feeder
+                                                                 └─ one task per started job
+
+The feeder takes a slot of the global :class:`trio.CapacityLimiter` before it starts a job, so
+at most ``concurrency`` jobs are alive plus those waiting out a backoff (which give their slot
+back while they sleep). Per-backend limiters bound each backend's in-flight attempts as well.
+
+Every job ends with exactly one terminal event: the job's own task emits ``job_succeeded`` or
+``job_failed``; after the work nursery has closed, the runner emits ``job_cancelled`` (started)
+or ``job_skipped`` (never started) for every job that has none. Then the summary is folded from
+the delivered events and sent as ``batch_finished``.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+import trio
+
+from . import codec
+from ._version import __version__
+from .aggregate import Aggregator, JobResult
+from .backends import Backend, BackendKind, backend_kind
+from .bus import Barrier, Item, Subscriber, run_bus
+from .errors import BackendError, ConfigError
+from .events import (
+    AttemptStarted,
+    BatchFinished,
+    BatchStarted,
+    BatchSummary,
+    Event,
+    JobCancelled,
+    JobFailed,
+    JobQueued,
+    JobSkipped,
+    JobSucceeded,
+    RetryScheduled,
+    StreamEvent,
+    StreamFinished,
+    Tagged,
+    TerminalEvent,
+)
+from .log import LogHeader, LogWriter
+from .retry import backoff_delay, should_retry
+from .spec import BatchSpec, JobSpec
+from .watchdog import IdleWatchdog, Watch
+
+CHANNEL_SIZE = 1024
+
+
+@attrs.frozen
+class BatchResult:
+    """What a finished batch returns: the summary and one result per job, in job order."""
+
+    summary: BatchSummary
+    jobs: Mapping[str, JobResult]
+    run_id: str
+    log: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.summary.ok
+
+
+class RunControl:
+    """A handle to stop a running batch gracefully: no new attempts start, running ones are
+    cancelled (backends clean up), every unfinished job gets its terminal event, the log is
+    flushed and the summary is computed. Safe to call at any time, from the run's trio thread."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self._scope: trio.CancelScope | None = None
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        if self.reason is None:
+            self.reason = reason
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def _attach(self, scope: trio.CancelScope) -> None:
+        self._scope = scope
+        if self.reason is not None:
+            scope.cancel()
+
+
+@attrs.frozen
+class _Failure:
+    kind: str
+    message: str
+    retryable: bool
+    retry_after: float | None = None
+
+
+def _failure_from(exc: Exception) -> _Failure:
+    """Classify whatever ended an attempt. Backend errors keep their kind; anything else is a bug
+    in the backend, fatal for this job only."""
+    if isinstance(exc, ExceptionGroup):
+        leaves = _leaves(exc)
+        exc = next((e for e in leaves if isinstance(e, BackendError)), leaves[0])
+    if isinstance(exc, BackendError):
+        return _Failure(exc.kind, exc.message, exc.retryable, getattr(exc, "retry_after", None))
+    return _Failure("internal", f"{type(exc).__name__}: {exc}", False)
+
+
+def _leaves(group: BaseExceptionGroup[Any]) -> list[Any]:
+    out: list[Any] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
+
+
+@attrs.define(slots=True, eq=False)
+class _Job:
+    """One job's mutable run state, owned by its task (and by the runner after the work ends)."""
+
+    spec: JobSpec
+    run: _Run
+    seq: int = 0
+    attempt: int = 0
+    started: bool = False
+    done: bool = False
+    holds_slot: bool = False
+    stream_finished: bool = False
+    watch: Watch | None = None
+
+    async def emit(self, event: Event) -> None:
+        """Tag and send one event. Not to be called from two tasks at once (seq order)."""
+        run = self.run
+        watch = self.watch
+        tagged = Tagged(self.spec.id, self.attempt, self.seq, trio.current_time() - run.t0, event)
+        if watch is None:
+            await run.send.send(tagged)
+        else:
+            watch.paused = True  # waiting on our own backpressure is not a stalled stream
+            await run.send.send(tagged)
+            watch.touch(trio.current_time())
+        self.seq += 1
+        if type(event) is StreamFinished:
+            self.stream_finished = True
+
+    async def emit_stream(self, event: StreamEvent) -> None:
+        await self.emit(event)
+
+
+class _Run:
+    """One execution of a :class:`BatchSpec`."""
+
+    def __init__(self, spec: BatchSpec, backends: Mapping[str, Backend], limits: Mapping[str, int | None]) -> None:
+        self.spec = spec
+        self.backends = backends
+        self.send: trio.MemorySendChannel[Item]
+        self.t0 = trio.current_time()
+        self.seq = 0
+        self.watchdog = IdleWatchdog()
+        self.limiter = trio.CapacityLimiter(spec.concurrency)
+        self.backend_limiters = {name: trio.CapacityLimiter(n) for name, n in limits.items() if n}
+        self.jobs = [_Job(spec=job, run=self) for job in spec.jobs]
+
+    async def emit_batch(self, event: Event, ts: float | None = None) -> None:
+        now = trio.current_time() - self.t0 if ts is None else ts
+        await self.send.send(Tagged(None, 0, self.seq, now, event))
+        self.seq += 1
+
+    async def feed(self, nursery: trio.Nursery) -> None:
+        for job in self.jobs:
+            await self.limiter.acquire_on_behalf_of(job)
+            job.holds_slot = True
+            job.started = True
+            nursery.start_soon(self.run_job, job)
+
+    async def run_job(self, job: _Job) -> None:
+        """Run every attempt of one job and emit its terminal event.
+
+        Cancellation (stop scope) leaves the job without a terminal event; the runner adds one.
+        """
+        timeouts = job.spec.timeouts
+        try:
+            terminal: TerminalEvent | None = None
+            with trio.CancelScope() as job_scope:
+                if timeouts.job is not None:
+                    job_scope.deadline = trio.current_time() + timeouts.job
+                terminal = await self.attempts(job)
+            if terminal is None:  # the job's own timeout fired
+                terminal = JobFailed("timeout_job", f"job timed out after {timeouts.job:g}s", False, job.attempt)
+            await job.emit(terminal)
+            job.done = True
+        finally:
+            if job.holds_slot:
+                self.limiter.release_on_behalf_of(job)
+                job.holds_slot = False
+
+    async def attempts(self, job: _Job) -> TerminalEvent:
+        spec = job.spec
+        while True:
+            job.attempt += 1
+            if not job.holds_slot:
+                await self.limiter.acquire_on_behalf_of(job)
+                job.holds_slot = True
+            failure = await self.attempt(job)
+            if failure is None:
+                return JobSucceeded(attempts=job.attempt)
+            if not should_retry(spec.retry, job.attempt, failure.retryable):
+                return JobFailed(failure.kind, failure.message, failure.retryable, job.attempt)
+            # Seeded per job and attempt: the schedule does not depend on task scheduling order.
+            u = random.Random(f"{self.spec.seed}:{spec.id}:{job.attempt}").random()
+            delay = backoff_delay(spec.retry, job.attempt, failure.retry_after, u)
+            await job.emit(RetryScheduled(delay, failure.kind, failure.message, failure.retry_after))
+            self.limiter.release_on_behalf_of(job)
+            job.holds_slot = False
+            await trio.sleep(delay)
+
+    async def attempt(self, job: _Job) -> _Failure | None:
+        """One attempt under the backend's limiter, attempt timeout and idle watchdog."""
+        spec = job.spec
+        timeouts = spec.timeouts
+        limiter = self.backend_limiters.get(spec.backend)
+        async with limiter if limiter is not None else nullcontext():
+            job.stream_finished = False
+            await job.emit(AttemptStarted(backend=spec.backend))
+            watch: Watch | None = None
+            with trio.CancelScope() as scope:
+                if timeouts.attempt is not None:
+                    scope.deadline = trio.current_time() + timeouts.attempt
+                if timeouts.idle is not None:
+                    watch = job.watch = self.watchdog.watch(scope, timeouts.idle)
+                try:
+                    await self.backends[spec.backend].stream(spec, job.attempt, job.emit_stream)
+                except Exception as exc:
+                    return _failure_from(exc)
+                finally:
+                    if watch is not None:
+                        watch.close()
+                    job.watch = None
+            if scope.cancelled_caught:
+                if watch is not None and watch.fired:
+                    return _Failure("timeout_idle", f"stream stalled: no event for {timeouts.idle:g}s", True)
+                return _Failure("timeout_attempt", f"attempt timed out after {timeouts.attempt:g}s", True)
+            if not job.stream_finished:
+                return _Failure("protocol", "stream ended without a stream_finished event", True)
+            return None
+
+    async def finish_leftovers(self, reason: str) -> None:
+        """Give every job that has no terminal event one, now that no job task runs."""
+        for job in self.jobs:
+            if job.done:
+                continue
+            if job.started:
+                await job.emit(JobCancelled(reason=reason, attempts=job.attempt))
+            else:
+                await job.emit(JobSkipped(reason=reason))
+            job.done = True
+
+
+class _Aggregating:
+    def __init__(self, aggregator: Aggregator) -> None:
+        self.aggregator = aggregator
+
+    async def deliver(self, batch: Sequence[Tagged]) -> None:
+        self.aggregator.apply_all(batch)
+
+
+def preflight(spec: BatchSpec) -> dict[str, BackendKind]:
+    """Look up every backend the batch uses and ask each whether it can run; raises ConfigError."""
+    kinds = {name: backend_kind(name) for name in sorted({job.backend for job in spec.jobs})}
+    problems: list[str] = []
+    for name, kind in kinds.items():
+        jobs = [job for job in spec.jobs if job.backend == name]
+        problems.extend(kind.preflight(spec.backends.get(name) or kind.Settings(), jobs))
+    if problems:
+        raise ConfigError(problems)
+    return kinds
+
+
+async def execute(
+    spec: BatchSpec,
+    *,
+    subscribers: Sequence[Subscriber] = (),
+    keep_text: bool = True,
+    control: RunControl | None = None,
+) -> BatchResult:
+    """Run the batch to the end and return its result.
+
+    Raises :class:`ConfigError` before anything runs if a backend cannot run (preflight) or the
+    log cannot be opened. A stop through ``control`` or the batch deadline still returns a result
+    (``summary.stopped`` says why). If this task itself is cancelled, the run is torn down:
+    backends clean up, but unfinished jobs get no terminal event.
+    """
+    kinds = preflight(spec)
+    control = control or RunControl()
+    run_id = uuid.uuid4().hex[:12]
+    started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
+    writer = LogWriter(spec.log, spec.fsync) if spec.log else None
+    if writer is not None:
+        header = LogHeader(
+            schema=codec.LOG_SCHEMA,
+            version=__version__,
+            run_id=run_id,
+            started_at=started_at,
+            job_file=spec.source,
+            jobs=len(spec.jobs),
+            settings=_settings_for_header(spec),
+        )
+        try:
+            writer.open(header)
+        except OSError as exc:
+            raise ConfigError([f"{spec.log}: cannot open log: {exc.strerror or exc}"]) from None
+    aggregator = Aggregator(keep_text=keep_text)
+    all_subscribers: list[Subscriber] = [*([writer] if writer else []), _Aggregating(aggregator), *subscribers]
+    send, receive = trio.open_memory_channel[Item](CHANNEL_SIZE)
+    try:
+        async with AsyncExitStack() as stack:
+            backends: dict[str, Backend] = {}
+            limits: dict[str, int | None] = {}
+            for name, kind in kinds.items():
+                settings = spec.backends.get(name) or kind.Settings()
+                backends[name] = await stack.enter_async_context(kind.open(settings, seed=spec.seed))
+                limits[name] = getattr(settings, "concurrency", None) or kind.default_concurrency
+            async with trio.open_nursery() as nursery:
+                run = _Run(spec, backends, limits)
+                run.send = send
+                bus_done = trio.Event()
+
+                async def bus() -> None:
+                    await run_bus(receive, all_subscribers)
+                    bus_done.set()
+
+                nursery.start_soon(bus)
+                nursery.start_soon(run.watchdog.run)
+                summary = await _drive(run, aggregator, control, run_id, started_at)
+                await bus_done.wait()
+                nursery.cancel_scope.cancel()  # the watchdog
+    finally:
+        if writer is not None:
+            writer.close()
+    results = aggregator.results
+    return BatchResult(
+        summary=summary,
+        jobs={job.id: results[job.id] for job in spec.jobs if job.id in results},
+        run_id=run_id,
+        log=spec.log,
+    )
+
+
+async def _drive(run: _Run, aggregator: Aggregator, control: RunControl, run_id: str, started_at: str) -> BatchSummary:
+    spec = run.spec
+    async with run.send:
+        await run.emit_batch(BatchStarted(run_id=run_id, jobs=len(spec.jobs), started_at=started_at))
+        for job in run.jobs:
+            await job.emit(JobQueued(backend=job.spec.backend, model=job.spec.model, content_hash=job.spec.content_hash))
+        with trio.CancelScope() as stop:
+            if spec.deadline is not None:
+                stop.deadline = run.t0 + spec.deadline
+            control._attach(stop)
+            async with trio.open_nursery() as work:
+                await run.feed(work)
+        stopped = control.reason or ("deadline" if stop.cancelled_caught else None)
+        if stopped is not None:
+            await run.finish_leftovers(stopped)
+        barrier = Barrier()
+        await run.send.send(barrier)
+        await barrier.reached.wait()
+        ts = trio.current_time() - run.t0
+        summary = aggregator.summary(ts, stopped=stopped)
+        await run.emit_batch(BatchFinished(summary=summary), ts=ts)
+    return summary
+
+
+def _settings_for_header(spec: BatchSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "concurrency": spec.concurrency,
+        "deadline": spec.deadline,
+        "seed": spec.seed,
+        "fsync": spec.fsync,
+        "backends": {name: codec.to_jsonable(s) for name, s in spec.backends.items()},
+    }
+
+
+@attrs.define(eq=False)
+class BatchRun:
+    """A batch running inside :func:`open_batch`: iterate it for tagged events as they happen.
+
+    ``result`` is set once the ``async with`` block has exited and the batch has finished.
+    """
+
+    _receive: trio.MemoryReceiveChannel[Tagged]
+    control: RunControl = attrs.Factory(RunControl)
+    result: BatchResult | None = None
+    _finished: trio.Event = attrs.Factory(trio.Event)
+
+    def __aiter__(self) -> AsyncIterator[Tagged]:
+        return self._receive.__aiter__()
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        """Stop the batch gracefully (see :class:`RunControl`)."""
+        self.control.cancel(reason)
+
+    async def wait(self) -> BatchResult:
+        """Stop listening to events and wait for the batch to finish."""
+        self._receive.close()
+        await self._finished.wait()
+        assert self.result is not None
+        return self.result
+
+
+@asynccontextmanager
+async def open_spec(
+    spec: BatchSpec, *, buffer: int = CHANNEL_SIZE, keep_text: bool = True, subscribers: Sequence[Subscriber] = ()
+) -> AsyncIterator[BatchRun]:
+    """Run ``spec`` in the background of the ``async with`` block; see :func:`open_batch`."""
+    from .bus import ChannelSubscriber
+
+    send, receive = trio.open_memory_channel[Tagged](buffer)
+    run = BatchRun(receive)
+    preflight(spec)  # bad input raises here, before the block runs
+
+    async def execute_and_close() -> None:
+        async with send:
+            run.result = await execute(
+                spec, subscribers=[*subscribers, ChannelSubscriber(send)], keep_text=keep_text, control=run.control
+            )
+            run._finished.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(execute_and_close)
+        try:
+            yield run
+        finally:
+            receive.close()

@@ -1,0 +1,110 @@
+"""What to run and how, as plain frozen data: built and validated once (by :mod:`.config` or
+:func:`.runner.build_batch`), then trusted by the mechanism.
+
+Field metadata (``min``, ``max``, ``gt``) states the valid range; :mod:`.config` enforces it
+with the key path of the offending value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import attrs
+
+FsyncPolicy = Literal["always", "terminal", "never"]
+
+
+def _range(**bounds: float) -> dict[str, float]:
+    return dict(bounds)
+
+
+@attrs.frozen
+class RetryPolicy:
+    """How a job retries after a retryable failure.
+
+    ``max_attempts`` counts every attempt, the first included (1 means never retry).
+    Delays grow as ``base_delay * 2**(n-1)``, capped at ``max_delay``, with full jitter.
+    A server's Retry-After is honoured up to ``max_retry_after`` seconds.
+    """
+
+    max_attempts: int = attrs.field(default=4, metadata=_range(min=1, max=1000))
+    base_delay: float = attrs.field(default=1.0, metadata=_range(min=0))
+    max_delay: float = attrs.field(default=30.0, metadata=_range(min=0))
+    max_retry_after: float = attrs.field(default=300.0, metadata=_range(min=0))
+
+
+@attrs.frozen
+class Timeouts:
+    """Per-job time limits in seconds; None means no limit.
+
+    ``idle``: longest gap between two events of a streaming attempt (a stalled stream).
+    ``attempt``: one attempt, start to finish. ``job``: all attempts and backoff together.
+    """
+
+    attempt: float | None = attrs.field(default=900.0, metadata=_range(gt=0))
+    idle: float | None = attrs.field(default=120.0, metadata=_range(gt=0))
+    job: float | None = attrs.field(default=None, metadata=_range(gt=0))
+
+
+@attrs.frozen
+class Query:
+    """One query as a library caller states it; unset fields take the batch defaults.
+
+    ``options`` are the backend's own per-job options (see each backend's ``Options``).
+    """
+
+    prompt: str
+    id: str | None = None
+    backend: str | None = None
+    model: str | None = None
+    system: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    seed: int | None = None
+    options: Mapping[str, Any] = attrs.field(factory=dict)
+    metadata: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class JobSpec:
+    """A fully resolved job: every default applied, every value checked.
+
+    ``options`` is the backend's validated options object. ``content_hash`` covers the prompt and
+    every setting that shapes the answer (not retry or timeouts); resume matches on it.
+    """
+
+    id: str
+    prompt: str
+    backend: str
+    model: str | None = None
+    system: str | None = None
+    max_tokens: int | None = attrs.field(default=None, metadata=_range(min=1))
+    temperature: float | None = attrs.field(default=None, metadata=_range(min=0, max=2))
+    seed: int | None = None
+    retry: RetryPolicy = RetryPolicy()
+    timeouts: Timeouts = Timeouts()
+    options: Any = None
+    metadata: Mapping[str, Any] = attrs.field(factory=dict)
+    content_hash: str = ""
+
+
+@attrs.frozen
+class BatchSpec:
+    """A whole run: its jobs and the settings that belong to the run rather than to a job.
+
+    ``backends`` maps each backend the jobs use to its validated settings object.
+    ``log`` is a file path, ``"-"`` for standard output, or None for no log.
+    ``deadline`` (seconds) bounds the whole batch. ``seed`` drives retry jitter (and the ``sim``
+    backend), so a run is reproducible.
+    """
+
+    jobs: tuple[JobSpec, ...]
+    concurrency: int = attrs.field(default=16, metadata=_range(min=1))
+    backends: Mapping[str, Any] = attrs.field(factory=dict)
+    log: str | None = None
+    deadline: float | None = attrs.field(default=None, metadata=_range(gt=0))
+    seed: int = 0
+    fsync: FsyncPolicy = "terminal"
+    source: str | None = None
+    name: str = "batch"

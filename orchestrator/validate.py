@@ -1,0 +1,189 @@
+"""Strict checking of TOML/JSON values against the typed fields of attrs classes.
+
+Every problem is reported with its key path (``jobs[3].retry.max_attempts``), and nothing is
+coerced: ``"8"`` is not an integer and ``"false"`` is not a boolean. Ranges come from field
+metadata: ``min``/``max`` (inclusive), ``gt`` (exclusive), ``choices`` (for strings and the
+items of string lists) and ``keys`` (allowed keys of a table).
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+Problems = list[str]
+
+
+def did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` when a choice is close to ``word``, else ``""``."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def describe(value: Any) -> str:
+    """A short phrase for a value as the user wrote it, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, int):
+        return f"integer {value}"
+    if isinstance(value, float):
+        return f"number {value}"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return f'string "{shown}"'
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return type(value).__name__
+
+
+@functools.cache
+def type_hints(cls: type) -> dict[str, Any]:
+    """The resolved field types of ``cls`` (cached: job files can hold 100,000 jobs)."""
+    return typing.get_type_hints(cls)
+
+
+def join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def check_value(value: Any, hint: Any, path: str, meta: Mapping[str, Any], problems: Problems) -> Any:
+    """Check ``value`` against the type ``hint``; append problems, return the checked value.
+
+    Lists become tuples and tables of attrs classes become instances, so the result can be
+    passed straight to the attrs constructor.
+    """
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        non_none = [o for o in options if o is not type(None)]
+        if len(non_none) == 1:
+            return check_value(value, non_none[0], path, meta, problems)
+        raise TypeError(f"unsupported union {hint!r}")
+    if origin is typing.Literal:
+        return _check_choice(value, typing.get_args(hint), path, problems)
+    if hint is bool:
+        return _check_type(value, bool, "true or false", path, problems)
+    if hint is int:
+        value = _check_type(value, int, "an integer", path, problems)
+        return _check_range(value, path, meta, problems)
+    if hint is float:
+        value = _check_type(value, (int, float), "a number", path, problems)
+        return _check_range(float(value), path, meta, problems) if value is not None else None
+    if hint is str:
+        value = _check_type(value, str, "a string", path, problems)
+        if value is not None and "choices" in meta:
+            return _check_choice(value, meta["choices"], path, problems)
+        return value
+    if origin is tuple:
+        item_hint = typing.get_args(hint)[0]
+        if not isinstance(value, list | tuple):
+            problems.append(f"{path}: expected a list, got {describe(value)}")
+            return None
+        return tuple(check_value(v, item_hint, join(path, i), meta, problems) for i, v in enumerate(value))
+    if origin in (dict, Mapping, typing.Mapping) or hint in (dict, Mapping):
+        args = typing.get_args(hint)
+        item_hint = args[1] if args else Any
+        if not isinstance(value, Mapping):
+            problems.append(f"{path}: expected a table, got {describe(value)}")
+            return None
+        allowed = meta.get("keys")
+        checked = {}
+        for key, item in value.items():
+            if allowed is not None and key not in allowed:
+                problems.append(
+                    f"{join(path, key)}: unknown key{did_you_mean(key, allowed)}; known: {', '.join(allowed)}"
+                )
+                continue
+            checked[key] = check_value(item, item_hint, join(path, key), meta, problems)
+        return checked
+    if attrs.has(hint):
+        fields = check_table(value, hint, path, problems)
+        return None if fields is None else build(hint, fields, path, problems)
+    raise TypeError(f"unsupported type {hint!r}")
+
+
+def check_table(value: Any, cls: type, path: str, problems: Problems, *, skip: frozenset[str] = frozenset()) -> dict[str, Any] | None:
+    """Check a table against the fields of attrs class ``cls`` without requiring any key.
+
+    Returns the checked fields (to merge with other layers), or None when ``value`` is not a
+    table. Keys in ``skip`` are left to the caller.
+    """
+    if not isinstance(value, Mapping):
+        problems.append(f"{path}: expected a table, got {describe(value)}")
+        return None
+    fields = {f.name: f for f in attrs.fields(cls) if f.init}
+    hints = type_hints(cls)
+    checked: dict[str, Any] = {}
+    for key, item in value.items():
+        if key in skip:
+            continue
+        field = fields.get(key)
+        if field is None:
+            problems.append(f"{join(path, key)}: unknown key{did_you_mean(key, fields)}")
+            continue
+        checked[key] = check_value(item, hints[key], join(path, key), field.metadata, problems)
+    return checked
+
+
+def build(cls: type, fields: Mapping[str, Any], path: str, problems: Problems) -> Any:
+    """Construct ``cls`` from checked fields; missing required fields are problems."""
+    missing = [f.name for f in attrs.fields(cls) if f.init and f.default is attrs.NOTHING and f.name not in fields]
+    for name in missing:
+        problems.append(f"{join(path, name)}: required")
+    if missing or any(v is None and not _nullable(cls, k) for k, v in fields.items()):
+        return None
+    return cls(**fields)
+
+
+def _nullable(cls: type, name: str) -> bool:
+    hint = type_hints(cls)[name]
+    return typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
+
+
+def _check_type(value: Any, kind: type | tuple[type, ...], wanted: str, path: str, problems: Problems) -> Any:
+    if isinstance(value, bool) and kind is not bool:
+        problems.append(f"{path}: expected {wanted}, got {describe(value)}")
+        return None
+    if not isinstance(value, kind):
+        problems.append(f"{path}: expected {wanted}, got {describe(value)}")
+        return None
+    return value
+
+
+def _check_range(value: Any, path: str, meta: Mapping[str, Any], problems: Problems) -> Any:
+    if value is None:
+        return None
+    if "min" in meta and value < meta["min"]:
+        problems.append(f"{path}: must be >= {meta['min']}, got {value}")
+    elif "gt" in meta and value <= meta["gt"]:
+        problems.append(f"{path}: must be > {meta['gt']}, got {value}")
+    elif "max" in meta and value > meta["max"]:
+        problems.append(f"{path}: must be <= {meta['max']}, got {value}")
+    else:
+        return value
+    return None
+
+
+def _check_choice(value: Any, choices: typing.Sequence[Any], path: str, problems: Problems) -> Any:
+    if any(value == c and type(value) is type(c) for c in choices):
+        return value
+    shown = ", ".join(repr(c) if not isinstance(c, str) else c for c in choices)
+    hint = did_you_mean(value, [str(c) for c in choices]) if isinstance(value, str) else ""
+    problems.append(f"{path}: {describe(value)} is not one of: {shown}{hint}")
+    return None

@@ -1,0 +1,81 @@
+"""One task that notices stalled streams, for every attempt of the batch at once.
+
+A timeout scope per read would cost a deadline update per event; instead each attempt records
+the time of its last event (a float store) and this task wakes only when some attempt's
+``last + idle`` comes due, re-checks it, and cancels that attempt's scope if it really was idle.
+Exact under trio's virtual clock.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+
+import attrs
+import trio
+
+
+@attrs.define(slots=True, eq=False)
+class Watch:
+    """One attempt under watch. ``touch`` after every event; ``pause`` while the runner is the
+    one keeping the stream waiting (backpressure), so a slow consumer is never called a stall."""
+
+    scope: trio.CancelScope
+    idle: float
+    last: float
+    paused: bool = False
+    active: bool = True
+    fired: bool = False
+
+    def touch(self, now: float) -> None:
+        self.last = now
+        self.paused = False
+
+    def close(self) -> None:
+        self.active = False
+
+
+class IdleWatchdog:
+    """Cancels the scope of any watched attempt that has had no event for ``idle`` seconds."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Watch]] = []
+        self._counter = itertools.count()
+        self._sleep: trio.CancelScope | None = None
+
+    def watch(self, scope: trio.CancelScope, idle: float) -> Watch:
+        """Start watching ``scope``; the caller must ``close()`` the watch when the attempt ends."""
+        now = trio.current_time()
+        watch = Watch(scope=scope, idle=idle, last=now)
+        self._push(now + idle, watch)
+        return watch
+
+    def _push(self, due: float, watch: Watch) -> None:
+        heapq.heappush(self._heap, (due, next(self._counter), watch))
+        if self._sleep is not None and due < self._sleep.deadline:
+            self._sleep.deadline = due
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Watch until cancelled. Holds no resources, so cancellation is always clean."""
+        task_status.started()
+        while True:
+            now = trio.current_time()
+            heap = self._heap
+            while heap and heap[0][0] <= now:
+                _, _, watch = heapq.heappop(heap)
+                if not watch.active:
+                    continue
+                if watch.paused:
+                    heapq.heappush(heap, (now + watch.idle, next(self._counter), watch))
+                    continue
+                due = watch.last + watch.idle
+                if due <= now:
+                    watch.fired = True
+                    watch.active = False
+                    watch.scope.cancel()
+                else:
+                    heapq.heappush(heap, (due, next(self._counter), watch))
+            with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as self._sleep:
+                await trio.sleep_forever()
+            self._sleep = None
