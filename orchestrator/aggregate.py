@@ -72,7 +72,7 @@ class _Attempt:
     parts: list[str] | None
     tool_calls: list[ToolCall] = attrs.Factory(list)
     first_output: float | None = None
-    usage: Tokens = Tokens()
+    usage: Tokens = attrs.Factory(Tokens)
     usage_cost: float | None = None
     finished: StreamFinished | None = None
 
@@ -94,7 +94,7 @@ class _Job:
     first_start: float | None = None
     attempts: int = 0
     current: _Attempt | None = None
-    tokens: Tokens = Tokens()
+    tokens: Tokens = attrs.Factory(Tokens)
     cost: float = 0.0
     cost_unknown: bool = False
 

@@ -48,7 +48,7 @@ def _positive_float(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="orchestrate",
-        description="Run every job of a TOML job file: concurrently, streaming, with retries and a JSONL event log.",
+        description="Run every job of a TOML job file: concurrently, streaming, retrying, logged as JSONL.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -56,12 +56,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-c", "--concurrency", type=_positive_int, metavar="N", help="jobs in flight at once")
     parser.add_argument("-b", "--backend", metavar="NAME", help="run every job on this backend")
     logs = parser.add_mutually_exclusive_group()
-    logs.add_argument("--log", metavar="PATH", help="event log path ('-' for stdout); default runs/JOBFILE-TIME.jsonl")
+    logs.add_argument(
+        "--log", metavar="PATH", help="event log path ('-' for stdout); default runs/JOBFILE-TIME.jsonl"
+    )
     logs.add_argument("--no-log", action="store_true", help="write no event log")
-    parser.add_argument("--deadline", type=_positive_float, metavar="S", help="stop the whole batch after S seconds")
+    parser.add_argument(
+        "--deadline", type=_positive_float, metavar="S", help="stop the whole batch after S seconds"
+    )
     parser.add_argument("--attempt-timeout", type=_positive_float, metavar="S", help="limit for one attempt")
-    parser.add_argument("--idle-timeout", type=_positive_float, metavar="S", help="longest silence in a stream")
-    parser.add_argument("--job-timeout", type=_positive_float, metavar="S", help="limit for a job, retries included")
+    parser.add_argument(
+        "--idle-timeout", type=_positive_float, metavar="S", help="longest silence in a stream"
+    )
+    parser.add_argument(
+        "--job-timeout", type=_positive_float, metavar="S", help="limit for a job, retries included"
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no live progress; a one-line summary")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
     parser.add_argument("--version", action="version", version=f"orchestrate {__version__}")
@@ -84,11 +92,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     timeouts = {
         key: value
-        for key, value in (("attempt", args.attempt_timeout), ("idle", args.idle_timeout), ("job", args.job_timeout))
+        for key, value in (
+            ("attempt", args.attempt_timeout),
+            ("idle", args.idle_timeout),
+            ("job", args.job_timeout),
+        )
         if value is not None
     }
     overrides = Overrides(
-        concurrency=args.concurrency, backend=args.backend, log=args.log, deadline=args.deadline, timeouts=timeouts
+        concurrency=args.concurrency,
+        backend=args.backend,
+        log=args.log,
+        deadline=args.deadline,
+        timeouts=timeouts,
     )
     try:
         spec = load_job_file(args.jobfile, overrides)
@@ -144,9 +160,14 @@ async def _run(spec: object, args: argparse.Namespace, signals: _Signals) -> obj
         sys.stdout.flush()
     elif args.quiet:
         s = result.summary
-        print(f"{s.succeeded}/{s.jobs} succeeded, {s.failed} failed, ${s.cost_usd:.4f}, {s.wall_s:.1f}s", file=out)
+        print(
+            f"{s.succeeded}/{s.jobs} succeeded, {s.failed} failed, ${s.cost_usd:.4f}, {s.wall_s:.1f}s",
+            file=out,
+        )
     else:
-        print_summary(result.summary, list(result.jobs.values()), stream=out, log=spec.log if spec.log != "-" else None)
+        print_summary(
+            result.summary, list(result.jobs.values()), stream=out, log=spec.log if spec.log != "-" else None
+        )
     return result
 
 
@@ -160,7 +181,10 @@ async def _watch_signals(control: object, everything: trio.CancelScope, signals:
             if signals.first is None:
                 signals.first = signum
                 control.cancel("interrupted" if signum == signal.SIGINT else "terminated")
-                print("\nstopping: cancelling running jobs and flushing the log (again to exit at once)", file=sys.stderr)
+                print(
+                    "\nstopping: cancelling running jobs and flushing the log (again to exit at once)",
+                    file=sys.stderr,
+                )
             else:
                 everything.cancel()
                 return

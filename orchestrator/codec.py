@@ -95,7 +95,13 @@ def event_to_dict(event: Event) -> dict[str, Any]:
 def tagged_to_dict(tagged: Tagged) -> dict[str, Any]:
     event = tagged.event
     cls = type(event)
-    line = {"job": tagged.job_id, "attempt": tagged.attempt, "seq": tagged.seq, "ts": tagged.ts, "kind": cls.kind}
+    line = {
+        "job": tagged.job_id,
+        "attempt": tagged.attempt,
+        "seq": tagged.seq,
+        "ts": tagged.ts,
+        "kind": cls.kind,
+    }
     line.update(_UNSTRUCTURE[cls](event))
     return line
 

@@ -38,7 +38,17 @@ from .spec import BatchSpec, JobSpec, Query
 from .validate import Problems, build, check_table, check_value, describe, did_you_mean, join, type_hints
 
 _BATCH_KEYS = ("concurrency", "log", "deadline", "seed", "fsync", "name")
-_JOB_SETTINGS = ("backend", "model", "system", "max_tokens", "temperature", "seed", "retry", "timeouts", "metadata")
+_JOB_SETTINGS = (
+    "backend",
+    "model",
+    "system",
+    "max_tokens",
+    "temperature",
+    "seed",
+    "retry",
+    "timeouts",
+    "metadata",
+)
 _NESTED = ("retry", "timeouts", "metadata")
 _TOP_KEYS = ("defaults", "jobs", "prompts_file", "backends")
 _HASHED = ("prompt", "backend", "model", "system", "max_tokens", "temperature", "seed")
@@ -79,10 +89,19 @@ def load_job_file(path: str | Path, overrides: Overrides = Overrides()) -> Batch
         if not isinstance(prompts_file, str):
             problems.append(f"{name}: prompts_file: expected a string (a path), got {describe(prompts_file)}")
         else:
-            jobs.extend(_read_prompts_file(path.parent / prompts_file, problems))
+            jobs.extend(
+                _read_prompts_file(path.parent / prompts_file, problems, owner=f"{name}: prompts_file: ")
+            )
     if not jobs and not problems:
         problems.append(f"{name}: no jobs: add [[jobs]] tables or a prompts_file")
-    spec = resolve(data.get("defaults", {}), jobs, data.get("backends", {}), overrides=overrides, source=name, problems=problems)
+    spec = resolve(
+        data.get("defaults", {}),
+        jobs,
+        data.get("backends", {}),
+        overrides=overrides,
+        source=name,
+        problems=problems,
+    )
     if spec is None or problems:
         raise ConfigError(problems)
     return spec
@@ -107,13 +126,16 @@ def _read_text(path: Path, name: str) -> str:
     return text
 
 
-def _read_prompts_file(path: Path, problems: Problems) -> list[JobSource]:
-    """Jobs from a JSON-lines file: each line a JSON string (the prompt) or a job object."""
+def _read_prompts_file(path: Path, problems: Problems, owner: str) -> list[JobSource]:
+    """Jobs from a JSON-lines file: each line a JSON string (the prompt) or a job object.
+
+    Problems with the file as a whole are reported against ``owner`` (the job file's key).
+    """
     name = str(path)
     try:
         text = _read_text(path, name)
     except ConfigError as exc:
-        problems.extend(exc.problems)
+        problems.extend(owner + p for p in exc.problems)
         return []
     jobs = []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -189,7 +211,9 @@ def resolve(
 
     local: Problems = []
     batch_fields, job_defaults = _check_layer(defaults, "defaults", local, batch=True)
-    batch_fields.update({k: v for k, v in attrs.asdict(overrides).items() if v is not None and k in _BATCH_KEYS})
+    batch_fields.update(
+        {k: v for k, v in attrs.asdict(overrides).items() if v is not None and k in _BATCH_KEYS}
+    )
     if overrides.timeouts:
         job_defaults["timeouts"] = {**job_defaults.get("timeouts", {}), **overrides.timeouts}
     report(source, local)
@@ -210,7 +234,9 @@ def resolve(
                 job = attrs.evolve(job, id=f"{job.id}-{n}")
             else:
                 where = join(job_source.path, "id")
-                report(job_source.file or source, [f"{where}: duplicate id {job.id!r} (also at {seen[job.id]})"])
+                report(
+                    job_source.file or source, [f"{where}: duplicate id {job.id!r} (also at {seen[job.id]})"]
+                )
                 continue
         seen[job.id] = job_source.path or (job_source.file or "")
         specs.append(job)
@@ -226,7 +252,9 @@ def _has_id(table: Any) -> bool:
     return isinstance(table, Mapping) and table.get("id") is not None
 
 
-def _check_layer(table: Any, path: str, problems: Problems, *, batch: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+def _check_layer(
+    table: Any, path: str, problems: Problems, *, batch: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split one table (defaults or a job) into checked batch keys and job keys.
 
     Nested settings (retry, timeouts, metadata) and backend option tables stay dicts so that
@@ -252,7 +280,9 @@ def _check_layer(table: Any, path: str, problems: Problems, *, batch: bool) -> t
             if key in _NESTED and key != "metadata":
                 job_fields[key] = check_table(value, hint, where, problems) or {}
             else:
-                job_fields[key] = check_value(value, hint, where, attrs.fields_dict(JobSpec)[key].metadata, problems)
+                job_fields[key] = check_value(
+                    value, hint, where, attrs.fields_dict(JobSpec)[key].metadata, problems
+                )
         elif key in backend_names:
             kind = backend_kind(key)
             job_fields[key] = check_table(value, kind.Options, where, problems) or {}
@@ -289,13 +319,16 @@ def _resolve_job(
     kind = backend_kind(backend)
     options = build(kind.Options, merged.pop(backend, {}), join(path, backend), problems)
     retry = build(type_hints(JobSpec)["retry"], merged.pop("retry", {}), join(path, "retry"), problems)
-    timeouts = build(type_hints(JobSpec)["timeouts"], merged.pop("timeouts", {}), join(path, "timeouts"), problems)
+    timeouts = build(
+        type_hints(JobSpec)["timeouts"], merged.pop("timeouts", {}), join(path, "timeouts"), problems
+    )
     for name in known_backends():
         merged.pop(name, None)
     if len(problems) > start or merged.get("prompt") is None:
         return None
     if retry.max_delay < retry.base_delay:
-        problems.append(f"{join(path, 'retry')}: max_delay ({retry.max_delay}) is below base_delay ({retry.base_delay})")
+        where = join(path, "retry") if "retry" in fields else "defaults.retry"
+        problems.append(f"{where}: max_delay ({retry.max_delay}) is below base_delay ({retry.base_delay})")
         return None
     prompt = merged["prompt"]
     job_id = merged.pop("id", None) or "p-" + hashlib.sha256(prompt.encode()).hexdigest()[:10]

@@ -124,7 +124,9 @@ class Progress:
         return Group(Text(self.status_line(elapsed), style="bold"), table)
 
 
-async def run_progress(progress: Progress, *, tty: bool, stream: IO[str] = sys.stderr, interval: float = 2.0) -> None:
+async def run_progress(
+    progress: Progress, *, tty: bool, stream: IO[str] = sys.stderr, interval: float = 2.0
+) -> None:
     """Draw ``progress`` until cancelled: a live panel on a terminal, else a line when it changes
     (at most every ``interval`` seconds) plus a line per failed job. Holds no resources beyond the
     terminal; cancellation leaves the last frame on screen."""
@@ -167,7 +169,11 @@ def print_summary(
 ) -> None:
     """The end-of-run summary: totals, and the jobs that did not succeed."""
     console = Console(file=stream, soft_wrap=True)
-    status = "stopped: " + summary.stopped if summary.stopped else ("all succeeded" if summary.ok else "some failed")
+    status = (
+        "stopped: " + summary.stopped
+        if summary.stopped
+        else ("all succeeded" if summary.ok else "some failed")
+    )
     table = Table(title=f"batch summary — {status}", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
@@ -177,20 +183,27 @@ def print_summary(
     table.add_row("jobs", f"{summary.jobs} ({counts})")
     table.add_row("attempts", f"{summary.attempts} ({summary.retries} retries)")
     tokens = summary.tokens
-    cache = f", cache read {tokens.cache_read:,} / write {tokens.cache_creation:,}" if tokens.cache_read or tokens.cache_creation else ""
+    cache = (
+        f", cache read {tokens.cache_read:,} / write {tokens.cache_creation:,}"
+        if tokens.cache_read or tokens.cache_creation
+        else ""
+    )
     table.add_row("tokens", f"{tokens.input:,} in, {tokens.output:,} out{cache}")
     cost = f"${summary.cost_usd:.4f}"
     if summary.cost_unknown_jobs:
         cost += f" (+ unknown for {summary.cost_unknown_jobs} jobs)"
     table.add_row("cost", cost)
-    table.add_row("wall time", f"{summary.wall_s:.2f}s ({summary.jobs_per_s:.2f} jobs/s, {summary.tokens_per_s:,.0f} tok/s)")
+    table.add_row(
+        "wall time",
+        f"{summary.wall_s:.2f}s ({summary.jobs_per_s:.2f} jobs/s, {summary.tokens_per_s:,.0f} tok/s)",
+    )
     table.add_row(
         "latency",
-        f"p50 {_opt(summary.latency_p50_s)}  p95 {_opt(summary.latency_p95_s)}  max {_opt(summary.latency_max_s)}"
-        f"  ttft p50 {_opt(summary.ttft_p50_s)}",
+        f"p50 {_opt(summary.latency_p50_s)}  p95 {_opt(summary.latency_p95_s)}"
+        f"  max {_opt(summary.latency_max_s)}  ttft p50 {_opt(summary.ttft_p50_s)}",
     )
     if summary.failures:
-        table.add_row("failures", ", ".join(f"{k} ×{v}" for k, v in summary.failures.items()))
+        table.add_row("failures", ", ".join(f"{k} x{v}" for k, v in summary.failures.items()))
     if log:
         table.add_row("log", log)
     console.print(table)

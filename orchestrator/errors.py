@@ -44,5 +44,6 @@ class ConfigError(Exception):
     """
 
     def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
+        # A bad default shared by many jobs is one problem, not one per job.
+        self.problems = list(dict.fromkeys(problems))
+        super().__init__("\n".join(self.problems))

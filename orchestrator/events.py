@@ -18,7 +18,6 @@ from typing import Any, ClassVar
 
 import attrs
 
-
 # --- values carried by events -----------------------------------------------------------------
 
 
@@ -77,6 +76,7 @@ class BatchSummary:
     @property
     def ok(self) -> bool:
         return self.succeeded == self.jobs and self.stopped is None
+
 
 # --- content blocks of a complete assistant message -------------------------------------------
 

@@ -57,7 +57,7 @@ class LogWriter:
         if self._owned:
             path = Path(self.target)
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(path, "ab", buffering=0)  # noqa: SIM115 - closed by close()
+            self._file = open(path, "ab", buffering=0)
         else:
             self._file = sys.stdout.buffer
         self._write(orjson.dumps({"kind": HEADER_KIND, **codec.to_jsonable(header)}) + b"\n")

@@ -157,7 +157,9 @@ class _Job:
 class _Run:
     """One execution of a :class:`BatchSpec`."""
 
-    def __init__(self, spec: BatchSpec, backends: Mapping[str, Backend], limits: Mapping[str, int | None]) -> None:
+    def __init__(
+        self, spec: BatchSpec, backends: Mapping[str, Backend], limits: Mapping[str, int | None]
+    ) -> None:
         self.spec = spec
         self.backends = backends
         self.send: trio.MemorySendChannel[Item]
@@ -193,7 +195,9 @@ class _Run:
                     job_scope.deadline = trio.current_time() + timeouts.job
                 terminal = await self.attempts(job)
             if terminal is None:  # the job's own timeout fired
-                terminal = JobFailed("timeout_job", f"job timed out after {timeouts.job:g}s", False, job.attempt)
+                terminal = JobFailed(
+                    "timeout_job", f"job timed out after {timeouts.job:g}s", False, job.attempt
+                )
             await job.emit(terminal)
             job.done = True
         finally:
@@ -317,7 +321,11 @@ async def execute(
         except OSError as exc:
             raise ConfigError([f"{spec.log}: cannot open log: {exc.strerror or exc}"]) from None
     aggregator = Aggregator(keep_text=keep_text)
-    all_subscribers: list[Subscriber] = [*([writer] if writer else []), _Aggregating(aggregator), *subscribers]
+    all_subscribers: list[Subscriber] = [
+        *([writer] if writer else []),
+        _Aggregating(aggregator),
+        *subscribers,
+    ]
     send, receive = trio.open_memory_channel[Item](CHANNEL_SIZE)
     try:
         async with AsyncExitStack() as stack:
@@ -353,12 +361,16 @@ async def execute(
     )
 
 
-async def _drive(run: _Run, aggregator: Aggregator, control: RunControl, run_id: str, started_at: str) -> BatchSummary:
+async def _drive(
+    run: _Run, aggregator: Aggregator, control: RunControl, run_id: str, started_at: str
+) -> BatchSummary:
     spec = run.spec
     async with run.send:
         await run.emit_batch(BatchStarted(run_id=run_id, jobs=len(spec.jobs), started_at=started_at))
         for job in run.jobs:
-            await job.emit(JobQueued(backend=job.spec.backend, model=job.spec.model, content_hash=job.spec.content_hash))
+            await job.emit(
+                JobQueued(backend=job.spec.backend, model=job.spec.model, content_hash=job.spec.content_hash)
+            )
         with trio.CancelScope() as stop:
             if spec.deadline is not None:
                 stop.deadline = run.t0 + spec.deadline
@@ -417,7 +429,11 @@ class BatchRun:
 
 @asynccontextmanager
 async def open_spec(
-    spec: BatchSpec, *, buffer: int = CHANNEL_SIZE, keep_text: bool = True, subscribers: Sequence[Subscriber] = ()
+    spec: BatchSpec,
+    *,
+    buffer: int = CHANNEL_SIZE,
+    keep_text: bool = True,
+    subscribers: Sequence[Subscriber] = (),
 ) -> AsyncIterator[BatchRun]:
     """Run ``spec`` in the background of the ``async with`` block; see :func:`open_batch`."""
     from .bus import ChannelSubscriber
@@ -429,7 +445,10 @@ async def open_spec(
     async def execute_and_close() -> None:
         async with send:
             run.result = await execute(
-                spec, subscribers=[*subscribers, ChannelSubscriber(send)], keep_text=keep_text, control=run.control
+                spec,
+                subscribers=[*subscribers, ChannelSubscriber(send)],
+                keep_text=keep_text,
+                control=run.control,
             )
             run._finished.set()
 

@@ -118,7 +118,9 @@ def check_value(value: Any, hint: Any, path: str, meta: Mapping[str, Any], probl
     raise TypeError(f"unsupported type {hint!r}")
 
 
-def check_table(value: Any, cls: type, path: str, problems: Problems, *, skip: frozenset[str] = frozenset()) -> dict[str, Any] | None:
+def check_table(
+    value: Any, cls: type, path: str, problems: Problems, *, skip: frozenset[str] = frozenset()
+) -> dict[str, Any] | None:
     """Check a table against the fields of attrs class ``cls`` without requiring any key.
 
     Returns the checked fields (to merge with other layers), or None when ``value`` is not a
@@ -143,7 +145,9 @@ def check_table(value: Any, cls: type, path: str, problems: Problems, *, skip: f
 
 def build(cls: type, fields: Mapping[str, Any], path: str, problems: Problems) -> Any:
     """Construct ``cls`` from checked fields; missing required fields are problems."""
-    missing = [f.name for f in attrs.fields(cls) if f.init and f.default is attrs.NOTHING and f.name not in fields]
+    missing = [
+        f.name for f in attrs.fields(cls) if f.init and f.default is attrs.NOTHING and f.name not in fields
+    ]
     for name in missing:
         problems.append(f"{join(path, name)}: required")
     if missing or any(v is None and not _nullable(cls, k) for k, v in fields.items()):

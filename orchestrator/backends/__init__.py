@@ -11,7 +11,7 @@ import importlib
 
 from .base import Backend, BackendKind, Emit
 
-_MODULES: dict[str, str] = {
+_MODULES: dict[str, str | BackendKind] = {
     "sim": "orchestrator.backends.sim",
 }
 
@@ -23,14 +23,21 @@ def known_backends() -> list[str]:
 
 def backend_kind(name: str) -> BackendKind:
     """The backend called ``name``; raises KeyError for an unknown name."""
-    module = importlib.import_module(_MODULES[name])
-    kind: BackendKind = module.KIND
+    entry = _MODULES[name]
+    if not isinstance(entry, str):
+        return entry
+    kind: BackendKind = importlib.import_module(entry).KIND
     return kind
 
 
-def register(name: str, module: str) -> None:
-    """Make a backend in ``module`` (which defines ``KIND``) available as ``name``."""
-    _MODULES[name] = module
+def register(name: str, kind: str | BackendKind) -> None:
+    """Make a backend available as ``name``: a :class:`BackendKind` object, or the dotted name
+    of a module defining ``KIND`` (imported on first use)."""
+    _MODULES[name] = kind
 
 
-__all__ = ["Backend", "BackendKind", "Emit", "backend_kind", "known_backends", "register"]
+def unregister(name: str) -> None:
+    _MODULES.pop(name, None)
+
+
+__all__ = ["Backend", "BackendKind", "Emit", "backend_kind", "known_backends", "register", "unregister"]

@@ -1,13 +1,16 @@
 """The contract between the runner and a backend.
 
-A backend streams one attempt of one job (``stream(job, attempt, emit)``) by calling ``await emit(event)`` for every stream event,
-in order, and returns once it has emitted :class:`~orchestrator.events.StreamFinished`. It ends a
-failed attempt by raising :class:`~orchestrator.errors.RetryableError` or
-:class:`~orchestrator.errors.FatalError`.
+A backend streams one attempt of one job (``stream(job, attempt, emit)``) by calling
+``await emit(event)`` for every stream event, in order, and returns once it has emitted
+:class:`~orchestrator.events.StreamFinished`. It ends a failed attempt by raising
+:class:`~orchestrator.errors.RetryableError` or :class:`~orchestrator.errors.FatalError`.
 
 Why a callback rather than an async iterator: the backend keeps ownership of its own nurseries
 and cancel scopes (an async generator must not yield from inside those under trio), and ``emit``
 is where backpressure, tagging and the idle watchdog live, so a backend cannot get them wrong.
+
+``emit`` must not be called from two tasks at once: a backend that reads several streams
+funnels their events through one task, so per-job sequence numbers stay in order.
 
 Cancellation: the runner cancels an attempt (timeout, Ctrl-C, deadline) by cancelling the scope
 ``stream`` runs in. ``stream`` must then release everything it holds (close its connection, end

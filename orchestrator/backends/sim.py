@@ -56,7 +56,9 @@ class Options:
     text: str | None = None
     """A fixed reply (split on spaces into tokens) instead of generated words."""
     faults: tuple[str, ...] = attrs.field(default=(), metadata={"choices": _ACCEPTED_FAULTS})
-    fault_rates: Mapping[str, float] = attrs.field(factory=dict, metadata={"keys": FAULTS, "min": 0, "max": 1})
+    fault_rates: Mapping[str, float] = attrs.field(
+        factory=dict, metadata={"keys": FAULTS, "min": 0, "max": 1}
+    )
     retry_after: float | None = attrs.field(default=1.0, metadata={"min": 0})
     fault_after_tokens: int = attrs.field(default=3, metadata={"min": 0})
     input_price: float = attrs.field(default=1.0, metadata={"min": 0})
@@ -119,7 +121,9 @@ def plan_attempt(job: JobSpec, options: Options, attempt: int, seed: int) -> Att
 
 def _raise_before_stream(fault: str, options: Options) -> None:
     if fault == "rate_limit":
-        raise RetryableError("429 rate limited (simulated)", kind="rate_limited", retry_after=options.retry_after)
+        raise RetryableError(
+            "429 rate limited (simulated)", kind="rate_limited", retry_after=options.retry_after
+        )
     if fault == "overload":
         raise RetryableError("529 overloaded (simulated)", kind="overloaded")
     if fault == "server_error":

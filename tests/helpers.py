@@ -1,0 +1,50 @@
+"""Shared test helpers: run a batch on trio's virtual clock and look at what came out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+import trio.testing
+
+from orchestrator.bus import Subscriber
+from orchestrator.config import build_batch
+from orchestrator.events import Tagged
+from orchestrator.runner import BatchResult, RunControl, execute
+from orchestrator.spec import BatchSpec
+
+
+class Recorder:
+    """A subscriber that keeps every event it is given."""
+
+    def __init__(self) -> None:
+        self.events: list[Tagged] = []
+
+    async def deliver(self, batch: Sequence[Tagged]) -> None:
+        self.events.extend(batch)
+
+    def of_job(self, job_id: str) -> list[Tagged]:
+        return [t for t in self.events if t.job_id == job_id]
+
+    def kinds(self, job_id: str) -> list[str]:
+        return [t.event.kind for t in self.of_job(job_id)]
+
+
+def make_spec(queries: Sequence[Any], **defaults: Any) -> BatchSpec:
+    defaults.setdefault("backend", "sim")
+    return build_batch(queries, defaults)
+
+
+def run_virtual(
+    spec: BatchSpec,
+    *,
+    subscribers: Sequence[Subscriber] = (),
+    control: RunControl | None = None,
+    keep_text: bool = True,
+) -> BatchResult:
+    """Run a batch to the end on a virtual clock that jumps whenever every task is idle."""
+    return trio.run(
+        lambda: execute(spec, subscribers=subscribers, control=control, keep_text=keep_text),
+        clock=trio.testing.MockClock(autojump_threshold=0),
+    )
