@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="no live progress; a one-line summary")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
     parser.add_argument("--version", action="version", version=f"orchestrate {__version__}")
+    parser.epilog = (parser.epilog or "") + "\n\nother commands: orchestrate report LOG... | orchestrate tail LOG"
     return parser
 
 
@@ -81,7 +82,17 @@ class _Signals:
     first: int | None = None
 
 
+# Subcommands live in their own modules, each with ``main(argv) -> int``; imported on use.
+SUBCOMMANDS = {"report": "orchestrator.report_cli", "tail": "orchestrator.tail"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        import importlib
+
+        command: int = importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
+        return command
     args = build_parser().parse_args(argv)
     if args.json and args.log == "-":
         print("orchestrate: --json and --log - both want stdout; pick one", file=sys.stderr)
