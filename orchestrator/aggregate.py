@@ -17,6 +17,7 @@ import attrs
 from .events import (
     AssistantMessage,
     AttemptStarted,
+    BatchStarted,
     BatchSummary,
     JobCancelled,
     JobFailed,
@@ -125,6 +126,7 @@ class Aggregator:
         self._attempts = 0
         self._retries = 0
         self._failures: dict[str, int] = {}
+        self._already_done = 0
 
     def apply_all(self, events: Iterable[Tagged]) -> None:
         for tagged in events:
@@ -133,6 +135,8 @@ class Aggregator:
     def apply(self, tagged: Tagged) -> None:
         job_id = tagged.job_id
         if job_id is None:
+            if isinstance(tagged.event, BatchStarted):
+                self._already_done = tagged.event.already_done
             return
         event = tagged.event
         job = self._running.get(job_id)
@@ -253,6 +257,7 @@ class Aggregator:
             ttft_p50_s=percentile(ttfts, 50),
             failures=dict(sorted(self._failures.items())),
             stopped=stopped,
+            already_done=self._already_done,
             **counts,
         )
 

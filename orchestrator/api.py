@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,6 +13,7 @@ import trio
 from .bus import CallbackSubscriber, Subscriber
 from .config import build_batch
 from .events import Tagged
+from .resume import plan
 from .runner import BatchResult, BatchRun, execute, open_spec
 from .spec import BatchSpec, Query, RetryPolicy, Timeouts
 
@@ -31,6 +33,8 @@ def _spec(
     options: Mapping[str, Any] | None,
     backend_settings: Mapping[str, Mapping[str, Any]] | None,
     job_defaults: Mapping[str, Any],
+    resume: str | None = None,
+    retry_failed: bool = False,
 ) -> BatchSpec:
     defaults: dict[str, Any] = {"backend": backend, "concurrency": concurrency, "seed": seed, **job_defaults}
     if log is not None:
@@ -45,7 +49,13 @@ def _spec(
         defaults[backend] = dict(options)
     if backend_settings:
         defaults["backends"] = {name: dict(s) for name, s in backend_settings.items()}
-    return build_batch(queries, defaults)
+    spec = build_batch(queries, defaults)
+    if resume is None:
+        return spec
+    if not os.path.exists(resume):  # first run of an idempotent script: start the log
+        return attrs.evolve(spec, log=resume)
+    planned = plan(spec, resume, retry_failed=retry_failed)
+    return attrs.evolve(planned.spec, already_done=planned.already_done)
 
 
 def run_batch(
@@ -62,6 +72,8 @@ def run_batch(
     options: Mapping[str, Any] | None = None,
     backend_settings: Mapping[str, Mapping[str, Any]] | None = None,
     keep_text: bool = True,
+    resume: str | None = None,
+    retry_failed: bool = False,
     **job_defaults: Any,
 ) -> BatchResult:
     """Run every query and return the batch result (starts and ends its own trio run).
@@ -70,6 +82,9 @@ def run_batch(
     backend's per-job options; ``backend_settings`` maps backend names to batch-wide settings;
     other keywords (``model``, ``system``, ``max_tokens``, ``temperature``) are job defaults.
     ``on_event`` is called with every tagged event, on the bus, in per-job order.
+    ``resume`` names a log: jobs it shows succeeded (same id and content hash) are not run again
+    and this run is appended to it (a missing log is simply started). ``retry_failed`` reruns
+    only the jobs whose last outcome there was a failure. Results hold the jobs run now.
     Raises :class:`~orchestrator.errors.ConfigError` for bad input, before anything runs.
     """
     spec = _spec(
@@ -84,6 +99,8 @@ def run_batch(
         options=options,
         backend_settings=backend_settings,
         job_defaults=job_defaults,
+        resume=resume,
+        retry_failed=retry_failed,
     )
     subscribers: list[Subscriber] = [CallbackSubscriber(on_event)] if on_event is not None else []
     return trio.run(lambda: execute(spec, subscribers=subscribers, keep_text=keep_text))

@@ -14,6 +14,7 @@ import attrs
 import trio
 
 from ._version import __version__
+from .spec import BatchSpec
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -61,6 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     logs.add_argument("--no-log", action="store_true", help="write no event log")
     parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        metavar="LOG",
+        help="skip the jobs LOG shows succeeded (same id and content) and append the rest to it; "
+        "default LOG: the job file's log, or its newest runs/JOBFILE-*.jsonl",
+    )
+    parser.add_argument(
+        "--retry-failed", action="store_true", help="like --resume, but rerun only failed jobs"
+    )
+    parser.add_argument(
         "--deadline", type=_positive_float, metavar="S", help="stop the whole batch after S seconds"
     )
     parser.add_argument("--attempt-timeout", type=_positive_float, metavar="S", help="limit for one attempt")
@@ -73,8 +85,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="no live progress; a one-line summary")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
     parser.add_argument("--version", action="version", version=f"orchestrate {__version__}")
-    parser.epilog = (parser.epilog or "") + "\n\nother commands: orchestrate report LOG... | orchestrate tail LOG"
+    parser.epilog = (
+        parser.epilog or ""
+    ) + "\n\nother commands: orchestrate report LOG... | orchestrate tail LOG"
     return parser
+
+
+def _resumed(spec: BatchSpec, args: argparse.Namespace) -> BatchSpec:
+    """The batch less what the log to resume shows done; raises ConfigError if there is no log."""
+    from .errors import ConfigError
+    from .resume import latest_log, plan
+
+    if args.no_log or args.log == "-":
+        raise ConfigError(["--resume needs a log file: drop --no-log / --log -"])
+    log = args.resume or latest_log(args.jobfile, spec.log)
+    if log is None:
+        raise ConfigError(
+            [f"{args.jobfile}: no log to resume (looked for runs/{Path(args.jobfile).stem}-*.jsonl)"]
+        )
+    if args.resume and not Path(log).exists():
+        # An explicit log that does not exist yet: this is the first run of a resumable loop.
+        return attrs.evolve(spec, log=log)
+    resumed = plan(spec, log, retry_failed=args.retry_failed)
+    return attrs.evolve(resumed.spec, already_done=resumed.already_done)
 
 
 @attrs.define
@@ -119,7 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         spec = load_job_file(args.jobfile, overrides)
-        if args.no_log:
+        if args.resume is not None or args.retry_failed:
+            spec = _resumed(spec, args)
+        elif args.no_log:
             spec = attrs.evolve(spec, log=None)
         elif spec.log is None:
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -146,12 +181,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_OK if result is not None and result.ok else EXIT_FAILED
 
 
-async def _run(spec: object, args: argparse.Namespace, signals: _Signals) -> object:
+async def _run(spec: BatchSpec, args: argparse.Namespace, signals: _Signals) -> object:
     from .display import Progress, print_summary, run_progress
     from .runner import RunControl, execute
-    from .spec import BatchSpec
 
-    assert isinstance(spec, BatchSpec)
     control = RunControl()
     progress = Progress()
     result = None

@@ -181,6 +181,8 @@ def print_summary(
     if summary.cancelled or summary.skipped:
         counts += f", {summary.cancelled} cancelled, {summary.skipped} skipped"
     table.add_row("jobs", f"{summary.jobs} ({counts})")
+    if summary.already_done:
+        table.add_row("resumed", f"{summary.already_done} jobs already done in the log, not run again")
     table.add_row("attempts", f"{summary.attempts} ({summary.retries} retries)")
     tokens = summary.tokens
     cache = (

@@ -72,6 +72,8 @@ class BatchSummary:
     failures: Mapping[str, int] = attrs.field(factory=dict)
     stopped: str | None = None
     """Why the batch stopped early (``"interrupted"``, ``"deadline"``), or None."""
+    already_done: int = 0
+    """Jobs a resumed run did not run again because the log shows them done."""
 
     @property
     def ok(self) -> bool:
@@ -222,6 +224,8 @@ class BatchStarted:
     jobs: int
     started_at: str
     """Wall-clock start, ISO 8601 UTC; every ``ts`` counts seconds from this instant."""
+    already_done: int = 0
+    """Jobs of the job file not run again because a resumed log shows them done."""
 
 
 @attrs.frozen

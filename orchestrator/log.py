@@ -38,6 +38,7 @@ class LogHeader:
     job_file: str | None
     jobs: int
     settings: Mapping[str, Any]
+    already_done: int = 0
 
 
 class LogWriter:
@@ -57,6 +58,7 @@ class LogWriter:
         if self._owned:
             path = Path(self.target)
             path.parent.mkdir(parents=True, exist_ok=True)
+            _drop_torn_tail(path)
             self._file = open(path, "ab", buffering=0)
         else:
             self._file = sys.stdout.buffer
@@ -86,6 +88,28 @@ class LogWriter:
             finally:
                 self._file.close()
         self._file = None
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a partial last line left by a crash, so an appended run starts on a line of its own."""
+    try:
+        f = open(path, "r+b")
+    except FileNotFoundError:
+        return
+    with f:
+        size = f.seek(0, os.SEEK_END)
+        step = 1 << 16
+        start = max(0, size - step)
+        cut = -1
+        while size:
+            f.seek(start)
+            cut = f.read(size - start).rfind(b"\n")
+            if cut >= 0 or start == 0:
+                break
+            start = max(0, start - step)
+        keep = start + cut + 1 if cut >= 0 else 0
+        if keep < size:
+            f.truncate(keep)
 
 
 @attrs.frozen

@@ -315,6 +315,7 @@ async def execute(
             job_file=spec.source,
             jobs=len(spec.jobs),
             settings=_settings_for_header(spec),
+            already_done=spec.already_done,
         )
         try:
             writer.open(header)
@@ -366,7 +367,11 @@ async def _drive(
 ) -> BatchSummary:
     spec = run.spec
     async with run.send:
-        await run.emit_batch(BatchStarted(run_id=run_id, jobs=len(spec.jobs), started_at=started_at))
+        await run.emit_batch(
+            BatchStarted(
+                run_id=run_id, jobs=len(spec.jobs), started_at=started_at, already_done=spec.already_done
+            )
+        )
         for job in run.jobs:
             await job.emit(
                 JobQueued(backend=job.spec.backend, model=job.spec.model, content_hash=job.spec.content_hash)

@@ -108,3 +108,5 @@ class BatchSpec:
     fsync: FsyncPolicy = "terminal"
     source: str | None = None
     name: str = "batch"
+    already_done: int = 0
+    """Jobs left out because the log being resumed shows them done (for the summary)."""

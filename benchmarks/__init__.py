@@ -1,0 +1,1 @@
+"""Benchmarks and long-running trials: ``python -m benchmarks [NAME ...]``."""
