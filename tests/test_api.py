@@ -1,0 +1,87 @@
+"""The library surface: run_batch, open_batch, Query."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from orchestrator import ConfigError, Query, RetryPolicy, open_batch, run_batch
+from orchestrator.events import JobSucceeded, Tagged, TextDelta
+from orchestrator.log import read_log
+
+
+def test_run_batch_takes_strings_and_queries_and_returns_results_in_order(tmp_path: Path) -> None:
+    seen: list[Tagged] = []
+    log = tmp_path / "lib.jsonl"
+    result = run_batch(
+        ["first", Query("second", id="two", options={"text": "fixed reply", "ttft": 0})],
+        options={"ttft": 0, "tokens_per_s": 0},
+        retry=RetryPolicy(max_attempts=2),
+        on_event=seen.append,
+        log=str(log),
+    )
+    assert result.ok and list(result.jobs)[1] == "two"
+    assert result.jobs["two"].text == "fixed reply"
+    assert [t for t in seen if isinstance(t.event, JobSucceeded)] != []
+    logged = [r.tagged for r in read_log(log) if r.tagged is not None]
+    assert logged == seen
+
+
+def test_run_batch_summary_from_the_issue_example() -> None:
+    summary = run_batch(["a", "b"], backend="sim", options={"ttft": 0, "tokens_per_s": 0}).summary
+    assert summary.jobs == summary.succeeded == 2 and summary.ok
+
+
+def test_bad_queries_raise_config_error_listing_every_problem() -> None:
+    with pytest.raises(ConfigError) as info:
+        run_batch([{"prompt": 5}, {"id": "x"}, "ok"], concurrency=0)
+    assert info.value.problems == [
+        "defaults.concurrency: must be >= 1, got 0",
+        "queries[0].prompt: expected a string, got integer 5",
+        "queries[1].prompt: required",
+    ]
+
+
+def test_resume_skips_what_the_log_shows_done(tmp_path: Path) -> None:
+    log = str(tmp_path / "r.jsonl")
+    queries: list[Any] = ["a", "b", {"prompt": "c", "sim": {"faults": ["fatal"]}}]
+    first = run_batch(queries, resume=log, options={"ttft": 0})
+    again = run_batch(queries, resume=log, options={"ttft": 0})
+    assert (first.summary.succeeded, first.summary.failed) == (2, 1)
+    assert (again.summary.jobs, again.summary.already_done) == (1, 2)
+
+
+async def test_open_batch_yields_events_as_they_happen(autojump_clock: Any) -> None:
+    texts: dict[str, str] = {}
+    async with open_batch(["x", "y"], options={"text": "hello there"}) as batch:
+        async for tagged in batch:
+            if isinstance(tagged.event, TextDelta):
+                texts[tagged.job_id] = texts.get(tagged.job_id, "") + tagged.event.text  # type: ignore[index]
+    assert batch.result is not None and batch.result.ok
+    assert sorted(texts.values()) == ["hello there", "hello there"]
+
+
+async def test_open_batch_cancel_stops_gracefully(autojump_clock: Any) -> None:
+    async with open_batch([f"q{i}" for i in range(5)], concurrency=1, options={"tokens_per_s": 1}) as batch:
+        async for tagged in batch:
+            if isinstance(tagged.event, TextDelta):
+                batch.cancel()
+    assert batch.result is not None
+    summary = batch.result.summary
+    assert summary.stopped == "cancelled" and summary.cancelled == 1 and summary.skipped == 4
+
+
+async def test_open_batch_without_reading_still_finishes(autojump_clock: Any) -> None:
+    async with open_batch([f"q{i}" for i in range(50)], buffer=4, options={"tokens_per_s": 0}) as batch:
+        result = await batch.wait()
+    assert result.summary.succeeded == 50
+
+
+async def test_cancelling_the_surrounding_scope_tears_the_batch_down(autojump_clock: Any) -> None:
+    with trio.move_on_after(1.0) as scope:
+        async with open_batch(["slow"], options={"tokens_per_s": 0.5}) as batch:
+            await batch.wait()
+    assert scope.cancelled_caught
