@@ -46,7 +46,8 @@ class Progress:
         self.failed = 0
         self.other = 0  # cancelled or skipped
         self.retrying: set[str] = set()
-        self.running: dict[str, list[Any]] = {}  # job -> [attempt, output tokens, text tail]
+        # job -> [attempt, deltas seen, text tail, deltas not yet in a usage report]
+        self.running: dict[str, list[Any]] = {}
         self.output_tokens = 0
         self.cost = 0.0
         self.notices = 0
@@ -66,16 +67,20 @@ class Progress:
                     row = self.running.get(job) if job is not None else None
                     if row is not None:
                         row[1] += 1
+                        row[3] += 1
                         row[2] = (row[2] + text)[-_TAIL:]
                 case StreamFinished(cost_usd=cost):
                     if cost:
                         self.cost += cost
                 case UsageReported(tokens=tokens):
                     self.output_tokens += tokens.output
+                    row = self.running.get(job) if job is not None else None
+                    if row is not None:
+                        row[3] = 0  # now counted in output_tokens
                 case AttemptStarted():
                     assert job is not None
                     self.retrying.discard(job)
-                    self.running[job] = [tagged.attempt, 0, ""]
+                    self.running[job] = [tagged.attempt, 0, "", 0]
                 case RetryScheduled():
                     assert job is not None
                     self.running.pop(job, None)
@@ -102,7 +107,9 @@ class Progress:
         self.retrying.discard(job)  # type: ignore[arg-type]
 
     def status_line(self, elapsed: float) -> str:
-        rate = self.output_tokens / elapsed if elapsed > 0 else 0.0
+        # Streaming deltas stand in for tokens until the attempt reports its real usage.
+        streamed = self.output_tokens + sum(row[3] for row in self.running.values())
+        rate = streamed / elapsed if elapsed > 0 else 0.0
         eta = ""
         if 0 < self.done < self.total and elapsed > 0:
             eta = f"  eta {_duration((self.total - self.done) * elapsed / self.done)}"
@@ -116,7 +123,7 @@ class Progress:
         table.add_column(style="cyan", no_wrap=True, max_width=24)
         table.add_column(style="dim", no_wrap=True)
         table.add_column(no_wrap=True, overflow="ellipsis")
-        for job, (attempt, tokens, tail) in list(self.running.items())[:rows]:
+        for job, (attempt, tokens, tail, _) in list(self.running.items())[:rows]:
             label = f"#{attempt} {tokens} tok" if attempt > 1 else f"{tokens} tok"
             table.add_row(job, label, tail.replace("\n", " "))
         if len(self.running) > rows:
