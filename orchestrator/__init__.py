@@ -6,15 +6,60 @@ The public API::
     from orchestrator import run_batch
     result = run_batch(["Name three primary colors.", "What is 12*7?"], backend="sim")
     print(result.summary)
+
+Names are imported on first use (PEP 562), so ``import orchestrator`` and ``orchestrate --help``
+stay fast; ``from orchestrator import run_batch`` loads what it needs.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .aggregate import JobResult
-from .api import open_batch, run_batch
-from .errors import BackendError, ConfigError, FatalError, RetryableError
-from .events import BatchSummary, Tagged, Tokens
-from .runner import BatchResult, BatchRun, RunControl
-from .spec import BatchSpec, JobSpec, Query, RetryPolicy, Timeouts
+
+if TYPE_CHECKING:
+    from .aggregate import JobResult
+    from .api import open_batch, run_batch
+    from .errors import BackendError, ConfigError, FatalError, RetryableError
+    from .events import BatchSummary, Tagged, Tokens
+    from .runner import BatchResult, BatchRun, RunControl
+    from .spec import BatchSpec, JobSpec, Query, RetryPolicy, Timeouts
+
+_EXPORTS = {
+    "JobResult": "aggregate",
+    "open_batch": "api",
+    "run_batch": "api",
+    "BackendError": "errors",
+    "ConfigError": "errors",
+    "FatalError": "errors",
+    "RetryableError": "errors",
+    "BatchSummary": "events",
+    "Tagged": "events",
+    "Tokens": "events",
+    "BatchResult": "runner",
+    "BatchRun": "runner",
+    "RunControl": "runner",
+    "BatchSpec": "spec",
+    "JobSpec": "spec",
+    "Query": "spec",
+    "RetryPolicy": "spec",
+    "Timeouts": "spec",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'orchestrator' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*_EXPORTS, "__version__"])
+
 
 __all__ = [
     "BackendError",

@@ -9,12 +9,12 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-
-import attrs
-import trio
+from typing import TYPE_CHECKING
 
 from ._version import __version__
-from .spec import BatchSpec
+
+if TYPE_CHECKING:
+    from .spec import BatchSpec
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _resumed(spec: BatchSpec, args: argparse.Namespace) -> BatchSpec:
     """The batch less what the log to resume shows done; raises ConfigError if there is no log."""
+    import attrs
+
     from .errors import ConfigError
     from .resume import latest_log, plan
 
@@ -110,9 +112,9 @@ def _resumed(spec: BatchSpec, args: argparse.Namespace) -> BatchSpec:
     return attrs.evolve(resumed.spec, already_done=resumed.already_done)
 
 
-@attrs.define
 class _Signals:
-    first: int | None = None
+    def __init__(self) -> None:
+        self.first: int | None = None
 
 
 # Subcommands live in their own modules, each with ``main(argv) -> int``; imported on use.
@@ -131,6 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("orchestrate: --json and --log - both want stdout; pick one", file=sys.stderr)
         return EXIT_USAGE
     # Imported here so that --help and usage errors stay fast.
+    import attrs
+    import trio
+
     from .config import Overrides, load_job_file
     from .errors import ConfigError
 
@@ -182,6 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _run(spec: BatchSpec, args: argparse.Namespace, signals: _Signals) -> object:
+    import trio
+
     from .display import Progress, print_summary, run_progress
     from .runner import RunControl, execute
 
@@ -215,10 +222,13 @@ async def _run(spec: BatchSpec, args: argparse.Namespace, signals: _Signals) -> 
     return result
 
 
-async def _watch_signals(control: object, everything: trio.CancelScope, signals: _Signals) -> None:
+async def _watch_signals(control: object, everything: object, signals: _Signals) -> None:
     """First SIGINT/SIGTERM: graceful stop. Second: cancel everything now."""
+    import trio
+
     from .runner import RunControl
 
+    assert isinstance(everything, trio.CancelScope)
     assert isinstance(control, RunControl)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as receiver:
         async for signum in receiver:
