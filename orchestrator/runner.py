@@ -1,17 +1,18 @@
-"""Running a batch: the nursery, the limiters, the attempts, the retries.
+"""Running a batch: the nursery, the workers, the attempts, the retries.
 
 Task layout of one run (nothing outlives :func:`execute`)::
 
     run nursery ── bus (delivers every event to the subscribers)
                 ├─ idle watchdog
-                └─ stop scope (Ctrl-C, deadline) ── work nursery ── feeder
-                                                                 └─ one task per started job
+                └─ stop scope (Ctrl-C, deadline) ── work nursery ── backoff timer
+                                                                 └─ ``concurrency`` workers
 
-The feeder takes a slot of the global :class:`trio.CapacityLimiter` before it starts a job, so
-at most ``concurrency`` jobs are alive plus those waiting out a backoff (which give their slot
-back while they sleep). Per-backend limiters bound each backend's in-flight attempts as well.
+Each worker takes the next job from a :class:`~orchestrator.schedule.JobQueue`, runs one attempt
+(under the backend's own limiter, if it has one) and either ends the job or puts it back with the
+time its backoff ends; a job waiting out a backoff holds no worker. So at most ``concurrency``
+attempts are ever in flight, and a 100,000-job batch has only ``concurrency`` job tasks.
 
-Every job ends with exactly one terminal event: the job's own task emits ``job_succeeded`` or
+Every job ends with exactly one terminal event: a worker emits ``job_succeeded`` or
 ``job_failed``; after the work nursery has closed, the runner emits ``job_cancelled`` (started)
 or ``job_skipped`` (never started) for every job that has none. Then the summary is folded from
 the delivered events and sent as ``batch_finished``.
@@ -54,6 +55,7 @@ from .events import (
 )
 from .log import LogHeader, LogWriter
 from .retry import backoff_delay, should_retry
+from .schedule import JobQueue
 from .spec import BatchSpec, JobSpec
 from .watchdog import IdleWatchdog, Watch
 
@@ -131,22 +133,32 @@ class _Job:
     attempt: int = 0
     started: bool = False
     done: bool = False
-    holds_slot: bool = False
+    deadline: float | None = None
     stream_finished: bool = False
     watch: Watch | None = None
 
     async def emit(self, event: Event) -> None:
-        """Tag and send one event. Not to be called from two tasks at once (seq order)."""
+        """Tag and send one event. Not to be called from two tasks at once (seq order).
+
+        While the bus has room this returns without yielding to the scheduler: a checkpoint per
+        event would cap the whole batch near 100k events/s. Only a full channel (a slow
+        consumer) makes it wait, and then the idle watchdog is paused, since the stream is not
+        the one stalling.
+        """
         run = self.run
-        watch = self.watch
-        tagged = Tagged(self.spec.id, self.attempt, self.seq, trio.current_time() - run.t0, event)
-        if watch is None:
+        now = run.now()
+        tagged = Tagged(self.spec.id, self.attempt, self.seq, now - run.t0, event)
+        try:
+            run.send.send_nowait(tagged)
+        except trio.WouldBlock:
+            watch = self.watch
+            if watch is not None:
+                watch.paused = True
             await run.send.send(tagged)
-        else:
-            watch.paused = True  # waiting on our own backpressure is not a stalled stream
-            await run.send.send(tagged)
-            watch.touch(trio.current_time())
+            now = run.now()
         self.seq += 1
+        if self.watch is not None:
+            self.watch.touch(now)
         if type(event) is StreamFinished:
             self.stream_finished = True
 
@@ -163,82 +175,83 @@ class _Run:
         self.spec = spec
         self.backends = backends
         self.send: trio.MemorySendChannel[Item]
-        self.t0 = trio.current_time()
+        # The clock's own method: trio.current_time() looks the clock up on every call.
+        self.now = trio.lowlevel.current_clock().current_time
+        self.t0 = self.now()
         self.seq = 0
         self.watchdog = IdleWatchdog()
-        self.limiter = trio.CapacityLimiter(spec.concurrency)
         self.backend_limiters = {name: trio.CapacityLimiter(n) for name, n in limits.items() if n}
         self.jobs = [_Job(spec=job, run=self) for job in spec.jobs]
+        self.queue = JobQueue(self.jobs, len(self.jobs))
 
     async def emit_batch(self, event: Event, ts: float | None = None) -> None:
         now = trio.current_time() - self.t0 if ts is None else ts
         await self.send.send(Tagged(None, 0, self.seq, now, event))
         self.seq += 1
 
-    async def feed(self, nursery: trio.Nursery) -> None:
-        for job in self.jobs:
-            await self.limiter.acquire_on_behalf_of(job)
-            job.holds_slot = True
-            job.started = True
-            nursery.start_soon(self.run_job, job)
+    async def work(self) -> None:
+        """Run every job to its end with ``concurrency`` workers; see the module docstring."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.queue.run_timer)
+            for _ in range(min(self.spec.concurrency, len(self.jobs))):
+                nursery.start_soon(self.worker)
 
-    async def run_job(self, job: _Job) -> None:
-        """Run every attempt of one job and emit its terminal event.
+    async def worker(self) -> None:
+        while (job := await self.queue.take()) is not None:
+            terminal = await self.step(job)
+            if terminal is not None:
+                await job.emit(terminal)
+                job.done = True
+                self.queue.finished()
 
-        Cancellation (stop scope) leaves the job without a terminal event; the runner adds one.
-        """
-        timeouts = job.spec.timeouts
-        try:
-            terminal: TerminalEvent | None = None
-            with trio.CancelScope() as job_scope:
-                if timeouts.job is not None:
-                    job_scope.deadline = trio.current_time() + timeouts.job
-                terminal = await self.attempts(job)
-            if terminal is None:  # the job's own timeout fired
-                terminal = JobFailed(
-                    "timeout_job", f"job timed out after {timeouts.job:g}s", False, job.attempt
-                )
-            await job.emit(terminal)
-            job.done = True
-        finally:
-            if job.holds_slot:
-                self.limiter.release_on_behalf_of(job)
-                job.holds_slot = False
-
-    async def attempts(self, job: _Job) -> TerminalEvent:
+    async def step(self, job: _Job) -> TerminalEvent | None:
+        """Run the job's next attempt. Returns its terminal event, or None when it will retry
+        (it is then back in the queue with the time its backoff ends)."""
         spec = job.spec
-        while True:
-            job.attempt += 1
-            if not job.holds_slot:
-                await self.limiter.acquire_on_behalf_of(job)
-                job.holds_slot = True
-            failure = await self.attempt(job)
-            if failure is None:
-                return JobSucceeded(attempts=job.attempt)
-            if not should_retry(spec.retry, job.attempt, failure.retryable):
-                return JobFailed(failure.kind, failure.message, failure.retryable, job.attempt)
-            # Seeded per job and attempt: the schedule does not depend on task scheduling order.
-            u = random.Random(f"{self.spec.seed}:{spec.id}:{job.attempt}").random()
-            delay = backoff_delay(spec.retry, job.attempt, failure.retry_after, u)
-            await job.emit(RetryScheduled(delay, failure.kind, failure.message, failure.retry_after))
-            self.limiter.release_on_behalf_of(job)
-            job.holds_slot = False
-            await trio.sleep(delay)
+        now = trio.current_time()
+        if not job.started:
+            job.started = True
+            if spec.timeouts.job is not None:
+                job.deadline = now + spec.timeouts.job
+        if job.deadline is not None and now >= job.deadline:
+            return self._job_timed_out(job)
+        job.attempt += 1
+        failure = await self.attempt(job)
+        if failure is None:
+            return JobSucceeded(attempts=job.attempt)
+        if failure.kind == "timeout_job":
+            return self._job_timed_out(job)
+        if not should_retry(spec.retry, job.attempt, failure.retryable):
+            return JobFailed(failure.kind, failure.message, failure.retryable, job.attempt)
+        # Seeded per job and attempt: the schedule does not depend on task scheduling order.
+        u = random.Random(f"{self.spec.seed}:{spec.id}:{job.attempt}").random()
+        delay = backoff_delay(spec.retry, job.attempt, failure.retry_after, u)
+        await job.emit(RetryScheduled(delay, failure.kind, failure.message, failure.retry_after))
+        due = trio.current_time() + delay
+        self.queue.later(job, due if job.deadline is None else min(due, job.deadline))
+        return None
+
+    def _job_timed_out(self, job: _Job) -> JobFailed:
+        limit = job.spec.timeouts.job
+        return JobFailed("timeout_job", f"job timed out after {limit:g}s", False, job.attempt)
 
     async def attempt(self, job: _Job) -> _Failure | None:
-        """One attempt under the backend's limiter, attempt timeout and idle watchdog."""
+        """One attempt under the backend's limiter, the attempt and job deadlines, and the idle
+        watchdog."""
         spec = job.spec
         timeouts = spec.timeouts
         limiter = self.backend_limiters.get(spec.backend)
         async with limiter if limiter is not None else nullcontext():
             job.stream_finished = False
             await job.emit(AttemptStarted(backend=spec.backend))
+            start = trio.current_time()
+            deadline = None if timeouts.attempt is None else start + timeouts.attempt
+            if job.deadline is not None:
+                deadline = job.deadline if deadline is None else min(deadline, job.deadline)
             watch: Watch | None = None
             with trio.CancelScope() as scope:
-                if timeouts.attempt is not None:
-                    scope.deadline = trio.current_time() + timeouts.attempt
-                if timeouts.idle is not None:
-                    watch = job.watch = self.watchdog.watch(scope, timeouts.idle)
+                if timeouts.idle is not None or deadline is not None:
+                    watch = job.watch = self.watchdog.watch(scope, timeouts.idle, deadline)
                 try:
                     await self.backends[spec.backend].stream(spec, job.attempt, job.emit_stream)
                 except Exception as exc:
@@ -247,9 +260,11 @@ class _Run:
                     if watch is not None:
                         watch.close()
                     job.watch = None
-            if scope.cancelled_caught:
-                if watch is not None and watch.fired:
+            if scope.cancelled_caught and watch is not None:
+                if watch.fired == "idle":
                     return _Failure("timeout_idle", f"stream stalled: no event for {timeouts.idle:g}s", True)
+                if job.deadline is not None and trio.current_time() >= job.deadline:
+                    return _Failure("timeout_job", "", False)
                 return _Failure("timeout_attempt", f"attempt timed out after {timeouts.attempt:g}s", True)
             if not job.stream_finished:
                 return _Failure("protocol", "stream ended without a stream_finished event", True)
@@ -380,8 +395,7 @@ async def _drive(
             if spec.deadline is not None:
                 stop.deadline = run.t0 + spec.deadline
             control._attach(stop)
-            async with trio.open_nursery() as work:
-                await run.feed(work)
+            await run.work()
         stopped = control.reason or ("deadline" if stop.cancelled_caught else None)
         if stopped is not None:
             await run.finish_leftovers(stopped)

@@ -17,6 +17,10 @@ Faults, chosen per attempt from ``faults`` (attempt 1 takes the first entry, ...
 
 from __future__ import annotations
 
+import hashlib
+import heapq
+import itertools
+import math
 import random
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -85,29 +89,36 @@ class AttemptPlan:
     input_tokens: int
 
 
+def _rng(*key: object) -> random.Random:
+    """A generator seeded by ``key``: stable across processes (unlike ``hash``), and cheaper to
+    seed than ``random.Random(str)``, which hashes with SHA-512."""
+    digest = hashlib.blake2b(repr(key).encode(), digest_size=8).digest()
+    return random.Random(int.from_bytes(digest, "little"))
+
+
 def plan_attempt(job: JobSpec, options: Options, attempt: int, seed: int) -> AttemptPlan:
     """Plan attempt ``attempt`` of ``job``: a pure function of its arguments."""
-    rng = random.Random(f"{seed}:{job.id}:{attempt}")
+    rng = _rng(seed, job.id, attempt) if options.fault_rates or options.latency_jitter else None
     fault: str | None = None
     if attempt <= len(options.faults):
         fault = None if options.faults[attempt - 1] == "ok" else options.faults[attempt - 1]
-    else:
+    elif rng is not None:
         for name in FAULTS:
             rate = options.fault_rates.get(name, 0.0)
             if rate and rng.random() < rate:
                 fault = name
                 break
     # The reply depends on the job, not the attempt, so a retry says the same thing.
-    reply_rng = random.Random(f"{seed}:{job.id}")
     if options.text is not None:
         words = options.text.split(" ")
     else:
+        reply_rng = _rng(seed, job.id)
         count = options.reply_tokens
         if options.reply_tokens_max is not None and options.reply_tokens_max > count:
             count = reply_rng.randint(count, options.reply_tokens_max)
-        words = [reply_rng.choice(_WORDS) for _ in range(count)]
+        words = [_WORDS[int(reply_rng.random() * len(_WORDS))] for _ in range(count)]
     tokens = tuple(word if i == 0 else " " + word for i, word in enumerate(words) if word or i == 0)
-    scale = 1.0 + options.latency_jitter * (2 * rng.random() - 1)
+    scale = 1.0 + options.latency_jitter * (2 * rng.random() - 1) if rng is not None else 1.0
     gap = scale / options.tokens_per_s if options.tokens_per_s > 0 else 0.0
     return AttemptPlan(
         fault=fault,
@@ -132,31 +143,68 @@ def _raise_before_stream(fault: str, options: Options) -> None:
         raise FatalError("400 bad request (simulated)", kind="bad_request")
 
 
+class _Clock:
+    """One timer task for every simulated stream of the batch.
+
+    ``trio.sleep`` costs a cancel scope and a raised ``Cancelled`` per call; with thousands of
+    simulated streams that overhead would swamp what the benchmarks measure. Sleepers here park
+    on an event that the timer task sets when it comes due. Exact under trio's virtual clock.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, trio.Event]] = []
+        self._count = itertools.count()
+        self._scope: trio.CancelScope | None = None
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds``; cancellable like ``trio.sleep`` (the wake-up is then dropped)."""
+        if seconds <= 0:
+            return
+        due = trio.current_time() + seconds
+        woken = trio.Event()
+        heapq.heappush(self._heap, (due, next(self._count), woken))
+        if self._scope is not None and due < self._scope.deadline:
+            self._scope.deadline = due
+        await woken.wait()
+
+    async def run(self) -> None:
+        while True:
+            now = trio.current_time()
+            heap = self._heap
+            while heap and heap[0][0] <= now:
+                heapq.heappop(heap)[2].set()
+            with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as self._scope:
+                await trio.sleep_forever()
+            self._scope = None
+
+
 class SimBackend:
     """Plays back :func:`plan_attempt` plans. Cancellation-safe: it holds no resources."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, clock: _Clock) -> None:
         self.seed = seed
+        self.clock = clock
 
     async def stream(self, job: JobSpec, attempt: int, emit: Emit) -> None:
         options: Options = job.options if isinstance(job.options, Options) else Options()
         plan = plan_attempt(job, options, attempt, self.seed)
+        sleep = self.clock.sleep
         start = trio.current_time()
-        await trio.sleep(plan.ttft)
+        await sleep(plan.ttft)
         if plan.fault is not None:
             _raise_before_stream(plan.fault, options)
         await emit(SessionStarted(session_id=f"sim-{job.id}-{attempt}", model=job.model or "sim-1"))
         for n in range(plan.tool_calls):
             call_id = f"call_{job.id}_{n}"
             await emit(ToolCall(call_id=call_id, name="lookup", input={"query": job.prompt[:40], "n": n}))
-            await trio.sleep(plan.token_gap)
+            await sleep(plan.token_gap)
             await emit(ToolResult(call_id=call_id, content=f"result {n}"))
         fault_at = options.fault_after_tokens if plan.fault in ("mid_stream", "stall") else -1
         for i, token in enumerate(plan.tokens):
             if i == fault_at:
                 await _fault_mid_stream(plan.fault)
             if plan.token_gap and i:
-                await trio.sleep(plan.token_gap)
+                await sleep(plan.token_gap)
             await emit(TextDelta(token))
         if fault_at >= len(plan.tokens):
             await _fault_mid_stream(plan.fault)
@@ -173,6 +221,8 @@ class SimBackend:
                 session_id=f"sim-{job.id}-{attempt}",
             )
         )
+        # A stream with no gaps would never yield; let the rest of the batch run.
+        await trio.lowlevel.checkpoint()
 
 
 async def _fault_mid_stream(fault: str | None) -> None:
@@ -192,7 +242,11 @@ class _Kind:
 
     @asynccontextmanager
     async def _open(self, seed: int) -> AsyncIterator[SimBackend]:
-        yield SimBackend(seed)
+        clock = _Clock()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(clock.run)
+            yield SimBackend(seed, clock)
+            nursery.cancel_scope.cancel()
 
     def open(self, settings: Settings, *, seed: int) -> Any:
         return self._open(seed)
