@@ -219,9 +219,10 @@ def resolve(
     report(source, local)
     specs: list[JobSpec] = []
     seen: dict[str, str] = {}
+    shared: dict[Any, Any] = {}
     for job_source in jobs:
         local = []
-        job = _resolve_job(job_source.path, job_source.table, job_defaults, overrides, local)
+        job = _resolve_job(job_source.path, job_source.table, job_defaults, overrides, local, shared)
         report(job_source.file or source, local)
         if job is None:
             continue
@@ -295,8 +296,17 @@ def _check_layer(
 
 
 def _resolve_job(
-    path: str, table: Any, defaults: Mapping[str, Any], overrides: Overrides, problems: Problems
+    path: str,
+    table: Any,
+    defaults: Mapping[str, Any],
+    overrides: Overrides,
+    problems: Problems,
+    shared: dict[Any, Any],
 ) -> JobSpec | None:
+    """One job: its table checked, defaults merged in, every object built; None on problems.
+
+    ``shared`` caches what jobs take unchanged from [defaults] (and options' canonical JSON).
+    """
     start = len(problems)
     _, fields = _check_layer(table, path, problems, batch=False)
     merged = {**defaults, **fields}
@@ -317,11 +327,20 @@ def _resolve_job(
     if len(problems) > start:
         return None
     kind = backend_kind(backend)
-    options = build(kind.Options, merged.pop(backend, {}), join(path, backend), problems)
-    retry = build(type_hints(JobSpec)["retry"], merged.pop("retry", {}), join(path, "retry"), problems)
-    timeouts = build(
-        type_hints(JobSpec)["timeouts"], merged.pop("timeouts", {}), join(path, "timeouts"), problems
-    )
+
+    def settled(key: str, cls: type) -> Any:
+        # Jobs that leave a table to [defaults] share one object: 100k jobs, one Options.
+        value = merged.pop(key, {})
+        if key in fields:
+            return build(cls, value, join(path, key), problems)
+        cache_key = (key, cls)
+        if cache_key not in shared:
+            shared[cache_key] = build(cls, value, join(path, key), problems)
+        return shared[cache_key]
+
+    options = settled(backend, kind.Options)
+    retry = settled("retry", type_hints(JobSpec)["retry"])
+    timeouts = settled("timeouts", type_hints(JobSpec)["timeouts"])
     for name in known_backends():
         merged.pop(name, None)
     if len(problems) > start or merged.get("prompt") is None:
@@ -332,8 +351,11 @@ def _resolve_job(
         return None
     prompt = merged["prompt"]
     job_id = merged.pop("id", None) or "p-" + hashlib.sha256(prompt.encode()).hexdigest()[:10]
+    options_json = shared.get(("json", id(options)))
+    if options_json is None:
+        options_json = shared[("json", id(options))] = codec.dumps(options, sort_keys=True).decode()
     payload = {k: merged.get(k) for k in _HASHED}
-    payload["options"] = options
+    payload["options"] = options_json
     return JobSpec(
         id=job_id,
         options=options,

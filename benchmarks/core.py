@@ -1,0 +1,374 @@
+"""The core's own cost: bus throughput, makespan, memory per job, a 100k-job batch, start-up.
+
+Every figure is a ratio against a baseline measured in the same process or script, because this
+machine is shared and noisy: an absolute number would mostly measure the neighbours.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import orjson
+import trio
+
+from orchestrator.backends import register, unregister
+from orchestrator.config import build_batch, load_job_file
+from orchestrator.events import AttemptStarted, StreamFinished, Tagged
+from orchestrator.runner import execute
+
+from .table import Row, Section
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _repeat(n: int, measure: Callable[[], float]) -> list[float]:
+    return [measure() for _ in range(n)]
+
+
+# --- events/s end to end ----------------------------------------------------------------------
+
+
+async def _raw_channel(events: int) -> None:
+    send, receive = trio.open_memory_channel[int](1024)
+
+    async def sender() -> None:
+        async with send:
+            for i in range(events):
+                await send.send(i)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sender)
+        async with receive:
+            async for _ in receive:
+                pass
+
+
+def bench_bus(quick: bool) -> Section:
+    """sim deltas as fast as the bus takes them → bus → aggregation → JSONL log on disk."""
+    events = 20_000 if quick else 400_000
+    jobs = 20
+    repeats = 1 if quick else 5
+
+    def raw() -> float:
+        start = time.perf_counter()
+        trio.run(_raw_channel, events)
+        return events / (time.perf_counter() - start)
+
+    def ours() -> float:
+        with tempfile.TemporaryDirectory() as tmp:
+            spec = build_batch(
+                [f"q{i}" for i in range(jobs)],
+                {
+                    "backend": "sim",
+                    "concurrency": jobs,
+                    "log": os.path.join(tmp, "bus.jsonl"),
+                    "sim": {"ttft": 0, "tokens_per_s": 0, "reply_tokens": events // jobs},
+                },
+            )
+            start = time.perf_counter()
+            trio.run(lambda: execute(spec, keep_text=False))
+            return events / (time.perf_counter() - start)
+
+    raw_rates, our_rates = [], []
+    for _ in range(repeats):  # interleaved, so background load hits both alike
+        raw_rates.append(raw())
+        our_rates.append(ours())
+    return Section(
+        "Bus throughput",
+        [
+            Row("events/s, sim → bus → aggregation → JSONL log", our_rates, "ev/s", higher_is_better=True),
+            Row(
+                "baseline: raw trio memory channel, 1 → 1, await each",
+                raw_rates,
+                "ev/s",
+                higher_is_better=True,
+            ),
+        ],
+        ratio=(statistics.median(our_rates) / statistics.median(raw_rates), ">= 0.8", None),
+        note=f"{events:,} text deltas from {jobs} concurrent sim jobs; medians of {repeats} interleaved runs.",
+    )
+
+
+# --- makespan ---------------------------------------------------------------------------------
+
+
+async def _bare_trio(jobs: int, concurrency: int, latency: float) -> None:
+    pending = iter(range(jobs))
+
+    async def worker() -> None:
+        for _ in pending:
+            await trio.sleep(latency)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(concurrency):
+            nursery.start_soon(worker)
+
+
+def bench_makespan(quick: bool) -> Section:
+    jobs, concurrency, latency = (1_000, 100, 0.1) if quick else (10_000, 1_000, 0.1)
+    repeats = 1 if quick else 3
+    ideal = math.ceil(jobs / concurrency) * latency
+
+    def bare() -> float:
+        start = time.perf_counter()
+        trio.run(_bare_trio, jobs, concurrency, latency)
+        return time.perf_counter() - start
+
+    def ours() -> float:
+        with tempfile.TemporaryDirectory() as tmp:
+            spec = build_batch(
+                [f"q{i}" for i in range(jobs)],
+                {
+                    "backend": "sim",
+                    "concurrency": concurrency,
+                    "log": os.path.join(tmp, "makespan.jsonl"),
+                    "sim": {"ttft": latency, "tokens_per_s": 0, "reply_tokens": 1},
+                },
+            )
+            start = time.perf_counter()
+            trio.run(lambda: execute(spec, keep_text=False))
+            return time.perf_counter() - start
+
+    bare_times, our_times = [], []
+    for _ in range(repeats):
+        bare_times.append(bare())
+        our_times.append(ours())
+    return Section(
+        "Makespan",
+        [
+            Row(
+                f"{jobs:,} sim jobs, {latency * 1000:.0f} ms each, concurrency {concurrency:,} (with log)",
+                our_times,
+                "s",
+            ),
+            Row("reference: bare trio, same workers sleeping", bare_times, "s"),
+            Row("ideal: ceil(N/C) x latency", [ideal], "s"),
+        ],
+        ratio=(min(our_times) / ideal, "<= 1.02", min(bare_times) / ideal),
+        note="Real clock. Each job is 7 events through the bus, the aggregator and the log. The bare-trio row "
+        "shows what the scheduler alone costs on this machine.",
+    )
+
+
+# --- memory per in-flight job -----------------------------------------------------------------
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@attrs.frozen
+class _Hold:
+    """A backend whose streams wait until released: every job stays in flight."""
+
+    name = "hold"
+    Options = attrs.make_class("Options", {})
+    Settings = attrs.make_class("Settings", {})
+    default_concurrency = None
+    release: trio.Event = attrs.field(factory=trio.Event)
+
+    def preflight(self, settings: Any, jobs: Any) -> list[str]:
+        return []
+
+    @asynccontextmanager
+    async def open(self, settings: Any, *, seed: int) -> AsyncIterator[Any]:
+        yield self
+
+    async def stream(self, job: Any, attempt: int, emit: Any) -> None:
+        await self.release.wait()
+        await emit(StreamFinished(stop_reason="end_turn"))
+
+
+def memory_child(kind: str, jobs: int) -> None:
+    """Run in a fresh process: print the resident memory added by ``jobs`` waiting jobs."""
+    if kind == "bare":
+
+        async def bare() -> None:
+            release = trio.Event()
+            before = _rss()
+            async with trio.open_nursery() as nursery:
+                for _ in range(jobs):
+                    nursery.start_soon(release.wait)
+                await trio.sleep(0.5)
+                print(_rss() - before)
+                release.set()
+
+        trio.run(bare)
+        return
+
+    hold = _Hold()
+    register("hold", hold)
+    spec = build_batch([f"q{i}" for i in range(jobs)], {"backend": "hold", "concurrency": jobs})
+
+    class Watch:
+        def __init__(self) -> None:
+            self.started = 0
+            self.before = 0
+
+        async def deliver(self, batch: Sequence[Tagged]) -> None:
+            self.started += sum(isinstance(t.event, AttemptStarted) for t in batch)
+            if self.started == jobs:
+                await trio.sleep(0.5)
+                print(_rss() - self.before)
+                hold.release.set()
+
+    async def ours() -> None:
+        watch = Watch()
+        watch.before = _rss()
+        await execute(spec, subscribers=[watch], keep_text=False)
+
+    trio.run(ours)
+    unregister("hold")
+
+
+def bench_memory(quick: bool) -> Section:
+    jobs = 1_000 if quick else 10_000
+    repeats = 1 if quick else 3
+
+    def child(kind: str) -> float:
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"from benchmarks.core import memory_child; memory_child({kind!r}, {jobs})",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return int(out.strip().splitlines()[-1]) / jobs
+
+    bare = _repeat(repeats, lambda: child("bare"))
+    ours = _repeat(repeats, lambda: child("ours"))
+    extra = (statistics.median(ours) - statistics.median(bare)) / 1024
+    return Section(
+        "Memory per in-flight job",
+        [
+            Row(f"{jobs:,} jobs in flight, streams held open (per job)", [b / 1024 for b in ours], "KiB"),
+            Row(
+                "baseline: the same number of bare tasks waiting on an event", [b / 1024 for b in bare], "KiB"
+            ),
+        ],
+        ratio=(extra, "<= 10 KiB above baseline", None),
+        ratio_label="KiB per job above baseline",
+        note="Resident set growth in a fresh process, measured once every job is in flight.",
+    )
+
+
+# --- a 100,000-job batch ----------------------------------------------------------------------
+
+
+def _scale_run(tmp: str, jobs: int, *, trace: bool) -> tuple[float, float, int, int]:
+    """(seconds to load, seconds to run, log bytes, bytes retained after the run)."""
+    prompts = Path(tmp, f"prompts-{jobs}.jsonl")
+    prompts.write_bytes(b"".join(orjson.dumps(f"prompt number {i}") + b"\n" for i in range(jobs)))
+    log = Path(tmp, f"scale-{jobs}-{trace}.jsonl")
+    job_file = Path(tmp, "scale.toml")
+    job_file.write_text(
+        f'prompts_file = "{prompts.name}"\n[defaults]\nconcurrency = 500\nlog = "{log}"\n'
+        "[defaults.sim]\nttft = 0\ntokens_per_s = 0\nreply_tokens = 4\n"
+    )
+    start = time.perf_counter()
+    spec = load_job_file(job_file)
+    loaded = time.perf_counter()
+    if trace:
+        tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    result = trio.run(lambda: execute(spec, keep_text=False))
+    retained = tracemalloc.get_traced_memory()[0] - before
+    finished = time.perf_counter()
+    if trace:
+        tracemalloc.stop()
+    assert result.summary.succeeded == jobs
+    return loaded - start, finished - loaded, log.stat().st_size, retained
+
+
+def bench_scale(quick: bool) -> Section:
+    jobs = 5_000 if quick else 100_000
+    traced_jobs = min(jobs, 20_000)  # tracing slows Python several times over: a smaller run
+    with tempfile.TemporaryDirectory() as tmp:
+        load_s, run_s, log_bytes, _ = _scale_run(tmp, jobs, trace=False)
+        _, _, _, retained = _scale_run(tmp, traced_jobs, trace=True)
+    per_job = retained / traced_jobs
+    return Section(
+        "A 100,000-job batch",
+        [
+            Row(f"{jobs:,} jobs from a prompts file: load and check", [load_s], "s"),
+            Row("run (sim, 4-token replies, concurrency 500, log on disk)", [run_s], "s"),
+            Row("jobs per second", [jobs / run_s], "jobs/s", higher_is_better=True),
+            Row("log written", [log_bytes / 2**20], "MiB"),
+            Row(
+                f"memory retained after the run, per finished job ({traced_jobs:,}-job traced run)",
+                [per_job],
+                "B",
+            ),
+        ],
+        ratio=(per_job / 1024, "<= 1 KiB per job", None),
+        ratio_label="KiB retained per job",
+        note="Retained = traced Python memory held after the run (the results), above what the loaded "
+        "spec already held; texts go to the log, not RAM (keep_text=False, as the CLI runs).",
+    )
+
+
+# --- start-up ---------------------------------------------------------------------------------
+
+
+def bench_startup(quick: bool) -> Section:
+    repeats = 3 if quick else 15
+
+    def timed(args: list[str]) -> float:
+        start = time.perf_counter()
+        subprocess.run(args, cwd=ROOT, check=True, capture_output=True)
+        return time.perf_counter() - start
+
+    python = sys.executable
+    commands = {
+        "python -c pass": [python, "-c", "pass"],
+        "import orchestrator": [python, "-c", "import orchestrator"],
+        "orchestrate --help": [python, "-m", "orchestrator", "--help"],
+        "from orchestrator import run_batch": [python, "-c", "from orchestrator import run_batch"],
+    }
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(repeats):
+        for name, args in commands.items():
+            times[name].append(timed(args))
+    base = min(times["python -c pass"])
+    extra = {name: (min(t) - base) * 1000 for name, t in times.items()}
+    return Section(
+        "Start-up",
+        [Row(name, t, "s") for name, t in times.items()],
+        ratio=(extra["import orchestrator"], "<= +150 ms", None),
+        ratio_label="import orchestrator, ms over python -c pass",
+        extra_ratios=[
+            ("orchestrate --help, ms over python -c pass", extra["orchestrate --help"], "<= +300 ms"),
+            (
+                "from orchestrator import run_batch, ms over python -c pass",
+                extra["from orchestrator import run_batch"],
+                "(for information)",
+            ),
+        ],
+        note=f"Minimum of {repeats} runs each, interleaved.",
+    )
+
+
+CORE = {
+    "bus": bench_bus,
+    "makespan": bench_makespan,
+    "memory": bench_memory,
+    "scale": bench_scale,
+    "startup": bench_startup,
+}

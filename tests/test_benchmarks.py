@@ -1,0 +1,31 @@
+"""Every core benchmark runs in its quick mode (tiny sizes, no targets), so none of them rots."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.core import CORE
+from benchmarks.table import Row, Section, meets
+
+
+@pytest.mark.parametrize("name", sorted(CORE))
+def test_benchmark_runs_in_quick_mode(name: str) -> None:
+    section = CORE[name](True)
+    assert section.rows and all(row.values for row in section.rows)
+    assert all(value >= 0 for row in section.rows for value in row.values)
+    markdown = section.markdown()
+    assert markdown.startswith(f"### {section.title}") and "target" in markdown
+
+
+@pytest.mark.parametrize(
+    "value, target, expected",
+    [(0.9, ">= 0.8", True), (0.7, ">= 0.8", False), (120.0, "<= +150 ms", True), (1.03, "<= 1.02", False)],
+)
+def test_targets_are_read_from_their_text(value: float, target: str, expected: bool) -> None:
+    assert meets(value, target) is expected
+    assert meets(value, "(for information)") is None
+
+
+def test_a_missed_target_is_said_plainly() -> None:
+    section = Section("x", [Row("r", [1.0, 2.0], "s")], ratio=(1.5, "<= 1.02", 1.1))
+    assert "**not met**" in section.markdown() and "reference: 1.1" in section.markdown()
