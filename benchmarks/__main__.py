@@ -49,7 +49,8 @@ def _machine() -> str:
 
     return (
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {cpu}, {os.cpu_count()} cores (shared); "
-        f"Python {platform.python_version()}, trio {trio.__version__}, {platform.system()} {platform.release()}"
+        f"Python {platform.python_version()}, trio {trio.__version__}, "
+        f"{platform.system()} {platform.release()}"
     )
 
 

@@ -97,7 +97,8 @@ def bench_bus(quick: bool) -> Section:
             ),
         ],
         ratio=(statistics.median(our_rates) / statistics.median(raw_rates), ">= 0.8", None),
-        note=f"{events:,} text deltas from {jobs} concurrent sim jobs; medians of {repeats} interleaved runs.",
+        note=f"{events:,} text deltas from {jobs} concurrent sim jobs; "
+        f"medians of {repeats} interleaved runs.",
     )
 
 
@@ -157,8 +158,8 @@ def bench_makespan(quick: bool) -> Section:
             Row("ideal: ceil(N/C) x latency", [ideal], "s"),
         ],
         ratio=(min(our_times) / ideal, "<= 1.02", min(bare_times) / ideal),
-        note="Real clock. Each job is 7 events through the bus, the aggregator and the log. The bare-trio row "
-        "shows what the scheduler alone costs on this machine.",
+        note="Real clock. Each job is 7 events through the bus, the aggregator and the log. "
+        "The bare-trio row shows what the scheduler alone costs on this machine.",
     )
 
 

@@ -54,10 +54,8 @@ class Section:
         if self.rows:
             lines += ["| measure | best | median | unit | runs |", "|---|---:|---:|---|---:|"]
             for row in self.rows:
-                lines.append(
-                    f"| {row.label} | {_num(row.best())} | {_num(statistics.median(row.values))} | {row.unit} "
-                    f"| {len(row.values)} |"
-                )
+                best, median = _num(row.best()), _num(statistics.median(row.values))
+                lines.append(f"| {row.label} | {best} | {median} | {row.unit} | {len(row.values)} |")
             lines.append("")
         for label, value, target, ok in self.checks():
             verdict = {True: "met", False: "**not met**", None: ""}[ok]
