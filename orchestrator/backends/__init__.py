@@ -13,6 +13,7 @@ from .base import Backend, BackendKind, Emit
 
 _MODULES: dict[str, str | BackendKind] = {
     "sim": "orchestrator.backends.sim",
+    "claude-code": "orchestrator.backends.claude_code",
 }
 
 
