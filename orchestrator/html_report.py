@@ -20,6 +20,7 @@ that script from the data it draws, ``data-drawn-bars`` for the rows in view, an
 
 from __future__ import annotations
 
+import math
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ from .report import AttemptSpan, Report, failure_groups, retry_groups
 
 BINS = 400
 """Time bins of the concurrency and tokens/s charts."""
+MAX_MARKS = 300
+"""Most limiter events marked on the concurrency chart."""
 OUTCOMES = ("succeeded", "retried", "failed", "cancelled", "unfinished")
 FIELDS = (
     "row",
@@ -282,13 +285,16 @@ def render_html(report: Report, title: str = "orchestrator report") -> str:
         for r, o in zip(report.runs, offsets, strict=True)
         if r.index > 1
     ]
+    offset_of = {r.index: o for r, o in zip(report.runs, offsets, strict=True)}
+    markers = [m for r in report.runs for m in r.markers]
+    # Thousands of vertical lines would hide the chart: keep an even sample of them.
+    step = max(1, math.ceil(len(markers) / MAX_MARKS))
     limiter_marks = [
         Mark(
-            offsets[m.run - 1] + m.ts,
+            offset_of[m.run] + m.ts,
             f"{m.kind} at {m.ts:.3f}s: {orjson.dumps(m.fields, default=str).decode()}",
         )
-        for r in report.runs
-        for m in r.markers
+        for m in markers[::step]
     ]
     peak, mean, backoff = concurrency_series(report, end)
     concurrency = time_chart(
@@ -302,9 +308,9 @@ def render_html(report: Report, title: str = "orchestrator report") -> str:
         [*run_marks, *limiter_marks],
         chart_id="concurrency",
     )
-    limiter_note = (
-        f"{len(limiter_marks)} limiter events marked" if limiter_marks else "no limiter events in the log"
-    )
+    limiter_note = f"{len(markers)} limiter events" if markers else "no limiter events in the log"
+    if step > 1:
+        limiter_note += f", every {step}th marked"
     tokens = time_chart(
         [Series("output tokens/s", tokens_per_s_series(report, end), "#059669", fill=True)],
         end,

@@ -189,7 +189,7 @@ class _RunFold:
             elif isinstance(event, BatchStarted):
                 self.started = True
             elif "limiter" in event.kind:
-                self.markers.append(Marker(self.index, tagged.ts, event.kind, codec.event_to_dict(event)))
+                self.markers.append(Marker(self.index, tagged.ts, event.kind, _fields(event)))
             return
         current = self.open.get(job)
         match event:
@@ -254,7 +254,7 @@ class _RunFold:
 
     def result(self) -> RunReport:
         for job in list(self.open):
-            self._close(job, self.last_ts, UNFINISHED)
+            self._close(job, self.last_ts, "unfinished")
         if self.finished is not None:
             wall, logged = self.finished
             summary = self.aggregator.summary(wall, stopped=logged.stopped)
@@ -310,6 +310,14 @@ def fold_runs(records: Iterable[tuple[str, LogRecord]], *, story_job: str | None
     runs = tuple(fold.result() for fold in folds)
     jobs = final_rows(runs)
     return Report(runs=runs, jobs=jobs, summary=combine(runs, jobs), story=tuple(story))
+
+
+def _fields(event: Any) -> dict[str, Any]:
+    """An event's fields; kinds this module does not know by name (limiter events) included."""
+    try:
+        return {k: v for k, v in codec.event_to_dict(event).items() if k != "kind"}
+    except KeyError:  # a kind the codec has no generated function for
+        return dict(codec.to_jsonable(event)) if attrs.has(type(event)) else {}
 
 
 def _empty(fold: _RunFold) -> bool:

@@ -203,7 +203,7 @@ def _print_jobs(console: Console, rows: Sequence[JobRow], *, show_run: bool) -> 
     styles = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "skipped": "dim"}
     for row in rows:
         error = f"{row.error_kind}: {row.error}" if row.error_kind and row.error else row.error_kind or ""
-        cells = [
+        cells: list[Text | str] = [
             Text(row.job_id),
             *([str(row.run)] if show_run else []),
             Text(row.status, style=styles.get(row.status, "magenta")),

@@ -7,15 +7,18 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import attrs
 import pytest
 
 from orchestrator.config import Overrides, load_job_file
+from orchestrator.events import Tagged
 from orchestrator.html_report import concurrency_series, render_html, tokens_per_s_series, write_html
-from orchestrator.log import read_log
-from orchestrator.report import read_report
+from orchestrator.log import LogRecord, read_log
+from orchestrator.report import fold_runs, read_report
 
 from .chromium import CHROMIUM, INSTALL, Chromium, Page, open_report
 from .helpers import make_spec, run_virtual
@@ -24,11 +27,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def page(tmp_path: Path) -> Page:
+def page(tmp_path: Path) -> Iterator[Page]:
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"{CHROMIUM} is missing: run `{INSTALL}` (it does apt-get install -y chromium)")
     with Chromium(tmp_path) as page:
-        yield page  # type: ignore[misc]
+        yield page
 
 
 def faults_log(tmp_path: Path) -> Path:
@@ -151,3 +154,41 @@ def test_concurrency_never_exceeds_the_limit_and_tokens_add_up(tmp_path: Path) -
     spread = sum(rate * end / 100 for rate in per_s)
     output = sum(span.tokens.output for spans in report.runs[0].attempts.values() for span in spans)
     assert spread == pytest.approx(output, rel=1e-6)
+
+
+@attrs.frozen
+class LimiterLowered:
+    """Stands in for the limiter events that the core will add (any kind containing "limiter")."""
+
+    kind: ClassVar[str] = "limiter_lowered"
+    concurrency: int
+
+
+def test_limiter_events_are_marked_on_the_concurrency_chart(tmp_path: Path) -> None:
+    log = faults_log(tmp_path)
+    records = [(str(log), record) for record in read_log(log)]
+    marker = LogRecord(0, tagged=Tagged(None, 0, 99, 0.75, LimiterLowered(concurrency=2)))  # type: ignore[arg-type]
+    report = fold_runs([*records[:30], (str(log), marker), *records[30:]])
+
+    ours = [m for m in report.runs[0].markers if m.kind == "limiter_lowered"]  # the runner may add its own
+    assert [(m.kind, m.ts, m.fields) for m in ours] == [("limiter_lowered", 0.75, {"concurrency": 2})]
+    html = render_html(report)
+    assert f"{len(report.runs[0].markers)} limiter events" in html
+    assert "limiter_lowered at 0.750s: {&quot;concurrency&quot;:2}" in html  # hover text of the mark
+
+
+def test_two_runs_share_one_time_axis_with_a_row_per_job(tmp_path: Path, page: Page) -> None:
+    log = tmp_path / "two.jsonl"
+    first = make_spec([{"id": "a", "prompt": "a", "sim": {"faults": ["fatal"]}}, {"id": "b", "prompt": "b"}])
+    run_virtual(attrs.evolve(first, log=str(log)))
+    run_virtual(attrs.evolve(make_spec([{"id": "a", "prompt": "a"}]), log=str(log)))
+    report = read_report([log])
+    html = tmp_path / "two.html"
+    write_html(report, html)
+
+    open_report(page, html)
+
+    assert timeline(page) == {"rows": "2", "bars": "3", "drawnBars": "3"}
+    assert page.evaluate("document.body.innerText").count("run 2 starts") == 0  # only in SVG titles
+    assert "run 2 starts" in html.read_text()
+    assert page.errors() == []

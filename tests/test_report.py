@@ -17,11 +17,13 @@ from orchestrator.aggregate import fold
 from orchestrator.config import Overrides, load_job_file
 from orchestrator.events import (
     AttemptStarted,
+    BatchFinished,
     JobQueued,
     JobSkipped,
     JobSucceeded,
     StreamFinished,
     Tagged,
+    TextDelta,
     Tokens,
 )
 from orchestrator.log import LogRecord, read_log
@@ -130,7 +132,9 @@ def test_run_option_reports_one_run_exactly_as_it_was_printed(
 ) -> None:
     log = run_twice(tmp_path)
     logged = [
-        r.tagged.event.summary for r in read_log(log) if r.tagged and r.tagged.event.kind == "batch_finished"
+        r.tagged.event.summary
+        for r in read_log(log)
+        if r.tagged is not None and isinstance(r.tagged.event, BatchFinished)
     ]
     for number, summary in ((1, logged[0]), (2, logged[1]), (-1, logged[1])):
         report_main([str(log), "--run", str(number), "--json"])
@@ -205,7 +209,7 @@ def test_job_story_shows_tool_calls_results_and_the_text(
     text = "".join(
         r.tagged.event.text
         for r in read_log(log)
-        if r.tagged and r.tagged.job_id == "tools" and r.tagged.event.kind == "text_delta"
+        if r.tagged is not None and r.tagged.job_id == "tools" and isinstance(r.tagged.event, TextDelta)
     )
     assert f"text: {text}" in out
 
