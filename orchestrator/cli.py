@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     logs.add_argument("--no-log", action="store_true", help="write no event log")
     parser.add_argument(
+        "--max-cost", type=_positive_float, metavar="USD", help="spend cap: start no new job once reached"
+    )
+    parser.add_argument("--hard-cap", action="store_true", help="with --max-cost: also cancel running jobs")
+    parser.add_argument(
         "--resume",
         nargs="?",
         const="",
@@ -154,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log=args.log,
         deadline=args.deadline,
         timeouts=timeouts,
+        max_cost_usd=args.max_cost,
+        hard_cap=args.hard_cap or None,
     )
     try:
         spec = load_job_file(args.jobfile, overrides)

@@ -34,10 +34,10 @@ import orjson
 from . import codec
 from .backends import backend_kind, known_backends
 from .errors import ConfigError
-from .spec import BatchSpec, JobSpec, Query
+from .spec import BackendLimits, BatchSpec, JobSpec, Query
 from .validate import Problems, build, check_table, check_value, describe, did_you_mean, join, type_hints
 
-_BATCH_KEYS = ("concurrency", "log", "deadline", "seed", "fsync", "name")
+_BATCH_KEYS = ("concurrency", "log", "deadline", "seed", "fsync", "name", "max_cost_usd", "hard_cap")
 _JOB_SETTINGS = (
     "backend",
     "model",
@@ -51,6 +51,7 @@ _JOB_SETTINGS = (
 )
 _NESTED = ("retry", "timeouts", "metadata")
 _TOP_KEYS = ("defaults", "jobs", "prompts_file", "backends")
+_LIMIT_KEYS = frozenset(f.name for f in attrs.fields(BackendLimits))
 _HASHED = ("prompt", "backend", "model", "system", "max_tokens", "temperature", "seed")
 
 
@@ -63,6 +64,8 @@ class Overrides:
     log: str | None = None
     deadline: float | None = None
     timeouts: Mapping[str, float] = attrs.field(factory=dict)
+    max_cost_usd: float | None = None
+    hard_cap: bool | None = None
 
 
 def load_job_file(path: str | Path, overrides: Overrides = Overrides()) -> BatchSpec:
@@ -242,11 +245,13 @@ def resolve(
         seen[job.id] = job_source.path or (job_source.file or "")
         specs.append(job)
     local = []
-    backend_settings = _resolve_backends(backends, {j.backend for j in specs}, local)
+    backend_settings, limits = _resolve_backends(backends, {j.backend for j in specs}, local)
     report(source, local)
     if problems:
         return None
-    return BatchSpec(jobs=tuple(specs), backends=backend_settings, source=source, **batch_fields)
+    return BatchSpec(
+        jobs=tuple(specs), backends=backend_settings, limits=limits, source=source, **batch_fields
+    )
 
 
 def _has_id(table: Any) -> bool:
@@ -366,11 +371,15 @@ def _resolve_job(
     )
 
 
-def _resolve_backends(table: Any, used: set[str], problems: Problems) -> dict[str, Any]:
+def _resolve_backends(
+    table: Any, used: set[str], problems: Problems
+) -> tuple[dict[str, Any], dict[str, BackendLimits]]:
+    """Each backend's own settings, and the rate limits the runner applies to it."""
     settings: dict[str, Any] = {}
+    limits: dict[str, BackendLimits] = {}
     if not isinstance(table, Mapping):
         problems.append("backends: expected a table of backend names")
-        return settings
+        return settings, limits
     for name, value in table.items():
         if name not in known_backends():
             problems.append(
@@ -379,10 +388,15 @@ def _resolve_backends(table: Any, used: set[str], problems: Problems) -> dict[st
             )
             continue
         cls = backend_kind(name).Settings
-        checked = check_table(value, cls, f"backends.{name}", problems)
+        where = f"backends.{name}"
+        checked = check_table(value, cls, where, problems, skip=_LIMIT_KEYS)
         if checked is not None:
-            settings[name] = build(cls, checked, f"backends.{name}", problems)
+            settings[name] = build(cls, checked, where, problems)
+            own = {k: v for k, v in value.items() if k in _LIMIT_KEYS}
+            limits[name] = build(
+                BackendLimits, check_table(own, BackendLimits, where, problems) or {}, where, problems
+            )
     for name in sorted(used):
         if name not in settings:
             settings[name] = backend_kind(name).Settings()
-    return settings
+    return settings, limits

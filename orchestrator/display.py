@@ -26,6 +26,7 @@ from .events import (
     JobQueued,
     JobSkipped,
     JobSucceeded,
+    LimiterChanged,
     RetryScheduled,
     StreamFinished,
     SystemNotice,
@@ -53,6 +54,7 @@ class Progress:
         self.notices = 0
         self.failures: list[str] = []
         self.last_ts = 0.0
+        self.limits: dict[str, str] = {}  # backend -> its latest limiter change, in words
 
     @property
     def done(self) -> int:
@@ -97,8 +99,13 @@ class Progress:
                 case JobCancelled() | JobSkipped():
                     self.other += 1
                     self._end(job)
-                case SystemNotice():
+                case SystemNotice(subtype=subtype):
                     self.notices += 1
+                    row = self.running.get(job) if job is not None else None
+                    if row is not None and subtype in ("api_retry", "model_fallback", "status"):
+                        row[2] = f"[{subtype}] {row[2]}"[-_TAIL:]
+                case LimiterChanged(backend=backend, change=change, value=value, until_s=until):
+                    self.limits[backend] = _describe_limit(change, value, until)
                 case _:
                     pass
 
@@ -113,9 +120,10 @@ class Progress:
         eta = ""
         if 0 < self.done < self.total and elapsed > 0:
             eta = f"  eta {_duration((self.total - self.done) * elapsed / self.done)}"
+        limits = "".join(f"  [{name}: {text}]" for name, text in self.limits.items())
         return (
             f"{self.done}/{self.total} done  {len(self.running)} running  {len(self.retrying)} retrying  "
-            f"{self.failed} failed  {rate:,.0f} tok/s  ${self.cost:.4f}  {_duration(elapsed)}{eta}"
+            f"{self.failed} failed  {rate:,.0f} tok/s  ${self.cost:.4f}  {_duration(elapsed)}{eta}{limits}"
         )
 
     def renderable(self, elapsed: float, rows: int = 8) -> Group:
@@ -155,6 +163,14 @@ async def run_progress(
         if line.split("  ")[0:4] != last.split("  ")[0:4]:
             print(line, file=stream, flush=True)
             last = line
+
+
+def _describe_limit(change: str, value: float | None, until: float | None) -> str:
+    if change in ("paused", "pacing") and until is not None:
+        return f"{change} until {until:.1f}s"
+    if change == "spend_cap":
+        return "spend cap reached"
+    return f"{change} {value:g}" if value is not None else change
 
 
 def _duration(seconds: float) -> str:

@@ -199,6 +199,23 @@ class StreamFinished:
 
 
 @attrs.frozen
+class RateLimitInfo:
+    """What the server said about its rate limits (response headers, the CLI's rate-limit event).
+
+    Limits are per minute; ``*_reset_s`` are seconds until the quota refills. The runner paces
+    the backend with it: a lower announced limit is adopted, an empty quota pauses new attempts.
+    """
+
+    kind: ClassVar[str] = "rate_limit_info"
+    requests_limit: int | None = None
+    requests_remaining: int | None = None
+    requests_reset_s: float | None = None
+    tokens_limit: int | None = None
+    tokens_remaining: int | None = None
+    tokens_reset_s: float | None = None
+
+
+@attrs.frozen
 class StreamWarning:
     """The backend saw something odd (a line that is not JSON, say) and carried on."""
 
@@ -287,6 +304,24 @@ class JobCancelled:
 
 
 @attrs.frozen
+class LimiterChanged:
+    """The runner changed how fast it sends to a backend (batch-level: ``job`` is null).
+
+    ``change``: ``concurrency`` (new in-flight limit in ``value``), ``rpm``/``tpm`` (a limit the
+    server announced), ``paused`` (no new attempts until ``until_s``), ``pacing`` (a start waits
+    until ``until_s`` for the rate limit), ``spend_cap`` (no new jobs: the cost cap is reached).
+    ``until_s`` counts seconds from the batch start, like ``ts``.
+    """
+
+    kind: ClassVar[str] = "limiter_changed"
+    backend: str
+    change: str
+    value: float | None
+    until_s: float | None
+    reason: str
+
+
+@attrs.frozen
 class BatchFinished:
     kind: ClassVar[str] = "batch_finished"
     summary: BatchSummary
@@ -304,6 +339,7 @@ StreamEvent = (
     | StreamFinished
     | StreamWarning
     | Unrecognized
+    | RateLimitInfo
 )
 LifecycleEvent = (
     BatchStarted
@@ -314,6 +350,7 @@ LifecycleEvent = (
     | JobFailed
     | JobSkipped
     | JobCancelled
+    | LimiterChanged
     | BatchFinished
 )
 Event = StreamEvent | LifecycleEvent
@@ -331,6 +368,7 @@ STREAM_EVENTS: tuple[type[StreamEvent], ...] = (
     StreamFinished,
     StreamWarning,
     Unrecognized,
+    RateLimitInfo,
 )
 LIFECYCLE_EVENTS: tuple[type[LifecycleEvent], ...] = (
     BatchStarted,
@@ -341,6 +379,7 @@ LIFECYCLE_EVENTS: tuple[type[LifecycleEvent], ...] = (
     JobFailed,
     JobSkipped,
     JobCancelled,
+    LimiterChanged,
     BatchFinished,
 )
 TERMINAL_EVENTS: tuple[type[TerminalEvent], ...] = (JobSucceeded, JobFailed, JobSkipped, JobCancelled)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,16 +47,20 @@ from .events import (
     JobQueued,
     JobSkipped,
     JobSucceeded,
+    LimiterChanged,
+    RateLimitInfo,
     RetryScheduled,
     StreamEvent,
     StreamFinished,
     Tagged,
     TerminalEvent,
+    UsageReported,
 )
+from .limits import Budget, Gate
 from .log import LogHeader, LogWriter
 from .retry import backoff_delay, should_retry
 from .schedule import JobQueue
-from .spec import BatchSpec, JobSpec
+from .spec import BackendLimits, BatchSpec, JobSpec
 from .watchdog import IdleWatchdog, Watch
 
 CHANNEL_SIZE = 1024
@@ -135,6 +139,8 @@ class _Job:
     done: bool = False
     deadline: float | None = None
     stream_finished: bool = False
+    finished: StreamFinished | None = None
+    usage_tokens: int = 0
     watch: Watch | None = None
 
     async def emit(self, event: Event) -> None:
@@ -159,8 +165,14 @@ class _Job:
         self.seq += 1
         if self.watch is not None:
             self.watch.touch(now)
-        if type(event) is StreamFinished:
+        kind = type(event)
+        if kind is StreamFinished:
             self.stream_finished = True
+            self.finished = event  # type: ignore[assignment]
+        elif kind is UsageReported:
+            self.usage_tokens += event.tokens.total  # type: ignore[union-attr]
+        elif kind is RateLimitInfo:
+            await run.gates[self.spec.backend].observe(self.spec.model, event)  # type: ignore[arg-type]
 
     async def emit_stream(self, event: StreamEvent) -> None:
         await self.emit(event)
@@ -170,24 +182,71 @@ class _Run:
     """One execution of a :class:`BatchSpec`."""
 
     def __init__(
-        self, spec: BatchSpec, backends: Mapping[str, Backend], limits: Mapping[str, int | None]
+        self,
+        spec: BatchSpec,
+        backends: Mapping[str, Backend],
+        kinds: Mapping[str, BackendKind],
+        ceilings: Mapping[str, int | None],
+        control: RunControl,
     ) -> None:
         self.spec = spec
         self.backends = backends
+        self.control = control
+        self.estimators = {name: getattr(kind, "estimate", None) for name, kind in kinds.items()}
+        self.gates = {
+            name: Gate(
+                name, spec.limits.get(name, BackendLimits()), self._ceiling(spec, name, n), self.notify
+            )
+            for name, n in ceilings.items()
+        }
+        self.budget = Budget(spec.max_cost_usd)
+        self.capped: str | None = None
         self.send: trio.MemorySendChannel[Item]
         # The clock's own method: trio.current_time() looks the clock up on every call.
         self.now = trio.lowlevel.current_clock().current_time
         self.t0 = self.now()
         self.seq = 0
         self.watchdog = IdleWatchdog()
-        self.backend_limiters = {name: trio.CapacityLimiter(n) for name, n in limits.items() if n}
         self.jobs = [_Job(spec=job, run=self) for job in spec.jobs]
         self.queue = JobQueue(self.jobs, len(self.jobs))
 
+    @staticmethod
+    def _ceiling(spec: BatchSpec, name: str, configured: int | None) -> int | None:
+        # Adaptive concurrency needs a limit to adapt; the global one is the natural ceiling.
+        if configured is None and spec.limits.get(name, BackendLimits()).adaptive:
+            return spec.concurrency
+        return configured
+
     async def emit_batch(self, event: Event, ts: float | None = None) -> None:
+        """Send a batch-level event. Its seq is taken before waiting, so batch events sent from
+        several tasks stay distinct."""
         now = trio.current_time() - self.t0 if ts is None else ts
-        await self.send.send(Tagged(None, 0, self.seq, now, event))
+        seq = self.seq
         self.seq += 1
+        await self.send.send(Tagged(None, 0, seq, now, event))
+
+    async def notify(self, change: LimiterChanged) -> None:
+        until = None if change.until_s is None else change.until_s - self.t0
+        await self.emit_batch(attrs.evolve(change, until_s=until))
+
+    def estimate(self, job: JobSpec) -> tuple[int, float]:
+        """Tokens and cost to reserve for one attempt (the backend's estimate when it has one)."""
+        estimator = self.estimators.get(job.backend)
+        if estimator is not None:
+            tokens, cost = estimator(job)
+            return tokens, cost or 0.0
+        text = len(job.prompt) + len(job.system or "")
+        return text // 4 + 1 + (job.max_tokens or 1024), 0.0
+
+    async def reach_spend_cap(self, job: _Job) -> None:
+        """No new job starts from now on; with ``hard_cap`` running ones are cancelled too."""
+        self.capped = "spend cap"
+        cap = self.spec.max_cost_usd
+        reason = f"spent ${self.budget.spent:.4f} + ${self.budget.reserved:.4f} running; cap ${cap:g}"
+        await self.emit_batch(LimiterChanged("*", "spend_cap", cap, None, reason))
+        self.queue.drop_new(also_taken=1)
+        if self.spec.hard_cap:
+            self.control.cancel("spend cap")
 
     async def work(self) -> None:
         """Run every job to its end with ``concurrency`` workers; see the module docstring."""
@@ -210,6 +269,12 @@ class _Run:
         spec = job.spec
         now = trio.current_time()
         if not job.started:
+            if self.capped is not None or not self.budget.allows(self.estimate(spec)[1]):
+                if self.capped is None:
+                    await self.reach_spend_cap(job)
+                else:
+                    self.queue.drop_new(also_taken=1)
+                return None
             job.started = True
             if spec.timeouts.job is not None:
                 job.deadline = now + spec.timeouts.job
@@ -236,39 +301,59 @@ class _Run:
         return JobFailed("timeout_job", f"job timed out after {limit:g}s", False, job.attempt)
 
     async def attempt(self, job: _Job) -> _Failure | None:
-        """One attempt under the backend's limiter, the attempt and job deadlines, and the idle
-        watchdog."""
+        """One attempt through its backend's gate (in-flight limit, rate limits, pauses), under
+        the attempt and job deadlines and the idle watchdog."""
+        spec = job.spec
+        gate = self.gates[spec.backend]
+        tokens, cost = self.estimate(spec)
+        ticket = await gate.enter(tokens, spec.model)
+        self.budget.reserve(cost)
+        job.finished, job.usage_tokens = None, 0
+        try:
+            failure = await self._stream(job)
+        finally:
+            finished = job.finished
+            ticket.used = (
+                finished.tokens.total if finished is not None and finished.tokens else job.usage_tokens
+            )
+            gate.leave(ticket)
+            self.budget.settle(cost, finished.cost_usd if finished is not None else None)
+        if failure is None:
+            await gate.succeeded(ticket)
+        else:
+            await gate.failed(ticket, failure.kind, failure.retry_after)
+        return failure
+
+    async def _stream(self, job: _Job) -> _Failure | None:
         spec = job.spec
         timeouts = spec.timeouts
-        limiter = self.backend_limiters.get(spec.backend)
-        async with limiter if limiter is not None else nullcontext():
-            job.stream_finished = False
-            await job.emit(AttemptStarted(backend=spec.backend))
-            start = trio.current_time()
-            deadline = None if timeouts.attempt is None else start + timeouts.attempt
-            if job.deadline is not None:
-                deadline = job.deadline if deadline is None else min(deadline, job.deadline)
-            watch: Watch | None = None
-            with trio.CancelScope() as scope:
-                if timeouts.idle is not None or deadline is not None:
-                    watch = job.watch = self.watchdog.watch(scope, timeouts.idle, deadline)
-                try:
-                    await self.backends[spec.backend].stream(spec, job.attempt, job.emit_stream)
-                except Exception as exc:
-                    return _failure_from(exc)
-                finally:
-                    if watch is not None:
-                        watch.close()
-                    job.watch = None
-            if scope.cancelled_caught and watch is not None:
-                if watch.fired == "idle":
-                    return _Failure("timeout_idle", f"stream stalled: no event for {timeouts.idle:g}s", True)
-                if job.deadline is not None and trio.current_time() >= job.deadline:
-                    return _Failure("timeout_job", "", False)
-                return _Failure("timeout_attempt", f"attempt timed out after {timeouts.attempt:g}s", True)
-            if not job.stream_finished:
-                return _Failure("protocol", "stream ended without a stream_finished event", True)
-            return None
+        job.stream_finished = False
+        await job.emit(AttemptStarted(backend=spec.backend))
+        start = trio.current_time()
+        deadline = None if timeouts.attempt is None else start + timeouts.attempt
+        if job.deadline is not None:
+            deadline = job.deadline if deadline is None else min(deadline, job.deadline)
+        watch: Watch | None = None
+        with trio.CancelScope() as scope:
+            if timeouts.idle is not None or deadline is not None:
+                watch = job.watch = self.watchdog.watch(scope, timeouts.idle, deadline)
+            try:
+                await self.backends[spec.backend].stream(spec, job.attempt, job.emit_stream)
+            except Exception as exc:
+                return _failure_from(exc)
+            finally:
+                if watch is not None:
+                    watch.close()
+                job.watch = None
+        if scope.cancelled_caught and watch is not None:
+            if watch.fired == "idle":
+                return _Failure("timeout_idle", f"stream stalled: no event for {timeouts.idle:g}s", True)
+            if job.deadline is not None and trio.current_time() >= job.deadline:
+                return _Failure("timeout_job", "", False)
+            return _Failure("timeout_attempt", f"attempt timed out after {timeouts.attempt:g}s", True)
+        if not job.stream_finished:
+            return _Failure("protocol", "stream ended without a stream_finished event", True)
+        return None
 
     async def finish_leftovers(self, reason: str) -> None:
         """Give every job that has no terminal event one, now that no job task runs."""
@@ -346,13 +431,13 @@ async def execute(
     try:
         async with AsyncExitStack() as stack:
             backends: dict[str, Backend] = {}
-            limits: dict[str, int | None] = {}
+            ceilings: dict[str, int | None] = {}
             for name, kind in kinds.items():
                 settings = spec.backends.get(name) or kind.Settings()
                 backends[name] = await stack.enter_async_context(kind.open(settings, seed=spec.seed))
-                limits[name] = getattr(settings, "concurrency", None) or kind.default_concurrency
+                ceilings[name] = getattr(settings, "concurrency", None) or kind.default_concurrency
             async with trio.open_nursery() as nursery:
-                run = _Run(spec, backends, limits)
+                run = _Run(spec, backends, kinds, ceilings, control)
                 run.send = send
                 bus_done = trio.Event()
 
@@ -396,7 +481,7 @@ async def _drive(
                 stop.deadline = run.t0 + spec.deadline
             control._attach(stop)
             await run.work()
-        stopped = control.reason or ("deadline" if stop.cancelled_caught else None)
+        stopped = control.reason or ("deadline" if stop.cancelled_caught else None) or run.capped
         if stopped is not None:
             await run.finish_leftovers(stopped)
         barrier = Barrier()

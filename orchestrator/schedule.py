@@ -58,6 +58,16 @@ class JobQueue(Generic[T]):
         if self._timer is not None and due < self._timer.deadline:
             self._timer.deadline = due
 
+    def drop_new(self, also_taken: int = 0) -> None:
+        """Start no more new jobs (they stay unstarted); ``also_taken`` counts jobs already taken
+        from the queue that will not run either."""
+        self._unfinished -= len(self._new) + also_taken
+        self._new.clear()
+        if self._unfinished == 0:
+            self._lot.unpark_all()
+            if self._timer is not None:
+                self._timer.cancel()
+
     def finished(self) -> None:
         """One job has ended for good; when none is left, every waiting worker is released."""
         self._unfinished -= 1

@@ -48,6 +48,30 @@ class Timeouts:
 
 
 @attrs.frozen
+class RateLimits:
+    """Requests and tokens per minute; None means no limit of that kind."""
+
+    rpm: float | None = attrs.field(default=None, metadata=_range(gt=0))
+    tpm: float | None = attrs.field(default=None, metadata=_range(gt=0))
+
+
+@attrs.frozen
+class BackendLimits:
+    """How fast the runner may send to one backend (``[backends.NAME]``, next to its settings).
+
+    ``models`` holds extra limits for single models of the backend. With ``adaptive`` the
+    backend's in-flight limit halves on rate-limit or overload errors and grows back by one per
+    round of successes, never below ``min_concurrency``.
+    """
+
+    rpm: float | None = attrs.field(default=None, metadata=_range(gt=0))
+    tpm: float | None = attrs.field(default=None, metadata=_range(gt=0))
+    adaptive: bool = True
+    min_concurrency: int = attrs.field(default=1, metadata=_range(min=1))
+    models: Mapping[str, RateLimits] = attrs.field(factory=dict)
+
+
+@attrs.frozen
 class Query:
     """One query as a library caller states it; unset fields take the batch defaults.
 
@@ -108,5 +132,10 @@ class BatchSpec:
     fsync: FsyncPolicy = "terminal"
     source: str | None = None
     name: str = "batch"
+    limits: Mapping[str, BackendLimits] = attrs.field(factory=dict)
+    max_cost_usd: float | None = attrs.field(default=None, metadata=_range(gt=0))
+    """Spend cap: no new job starts once the cost so far plus running reservations would pass it."""
+    hard_cap: bool = False
+    """With a spend cap: cancel running jobs too when it is reached."""
     already_done: int = 0
     """Jobs left out because the log being resumed shows them done (for the summary)."""

@@ -209,16 +209,16 @@ def test_global_and_per_backend_limits_bound_in_flight_attempts(recorder: Record
 
 def test_backoff_gives_the_slot_to_another_job(recorder: Recorder) -> None:
     spec = make_spec(
-        [
-            {"id": "a", "prompt": "p", "sim": {"faults": ["rate_limit"], "retry_after": 10.0}},
-            {"id": "b", "prompt": "p"},
-        ],
+        [{"id": "a", "prompt": "p", "sim": {"faults": ["server_error"]}}, {"id": "b", "prompt": "p"}],
         concurrency=1,
+        retry={"base_delay": 10.0, "max_delay": 10.0},
         sim={"ttft": 1.0, "tokens_per_s": 0, "reply_tokens": 2},
     )
     run_virtual(spec, subscribers=[recorder])
     b_start = next(t.ts for t in recorder.of_job("b") if isinstance(t.event, AttemptStarted))
-    assert b_start == pytest.approx(1.0)  # b ran while a waited out its Retry-After
+    retry = next(t.event for t in recorder.of_job("a") if isinstance(t.event, RetryScheduled))
+    assert retry.delay_s > 0.1  # had a held its slot while waiting, b would start after 1.0 + delay
+    assert b_start == pytest.approx(1.0)
 
 
 async def test_stop_cancels_running_jobs_and_skips_unstarted_ones(

@@ -33,6 +33,7 @@ from ..errors import FatalError, RetryableError
 from ..events import SessionStarted, StreamFinished, TextDelta, Tokens, ToolCall, ToolResult, UsageReported
 from ..spec import JobSpec
 from .base import Emit
+from .sim_server import SimServer
 
 FAULTS = ("rate_limit", "overload", "server_error", "mid_stream", "stall", "fatal")
 _ACCEPTED_FAULTS = ("ok", *FAULTS)
@@ -72,9 +73,15 @@ class Options:
 
 @attrs.frozen
 class Settings:
-    """Batch-wide ``[backends.sim]`` settings."""
+    """Batch-wide ``[backends.sim]`` settings: the simulated server's own rate limits."""
 
     concurrency: int | None = attrs.field(default=None, metadata={"min": 1})
+    server_rpm: float | None = attrs.field(default=None, metadata={"gt": 0})
+    server_tpm: float | None = attrs.field(default=None, metadata={"gt": 0})
+    server_change_at: float | None = attrs.field(default=None, metadata={"min": 0})
+    """Seconds after the start at which the server's limits become the ``*_after`` ones."""
+    server_rpm_after: float | None = attrs.field(default=None, metadata={"gt": 0})
+    server_tpm_after: float | None = attrs.field(default=None, metadata={"gt": 0})
 
 
 @attrs.frozen
@@ -181,18 +188,27 @@ class _Clock:
 class SimBackend:
     """Plays back :func:`plan_attempt` plans. Cancellation-safe: it holds no resources."""
 
-    def __init__(self, seed: int, clock: _Clock) -> None:
+    def __init__(self, seed: int, clock: _Clock, server: SimServer | None = None) -> None:
         self.seed = seed
         self.clock = clock
+        self.server = server
 
     async def stream(self, job: JobSpec, attempt: int, emit: Emit) -> None:
         options: Options = job.options if isinstance(job.options, Options) else Options()
         plan = plan_attempt(job, options, attempt, self.seed)
         sleep = self.clock.sleep
         start = trio.current_time()
+        verdict = None
+        if self.server is not None:
+            verdict = self.server.admit(start, plan.input_tokens + len(plan.tokens))
+            if not verdict.admitted:
+                message = f"429 rate limited by the simulated server: retry after {verdict.retry_after:.3f}s"
+                raise RetryableError(message, kind="rate_limited", retry_after=verdict.retry_after)
         await sleep(plan.ttft)
         if plan.fault is not None:
             _raise_before_stream(plan.fault, options)
+        if verdict is not None:
+            await emit(verdict.info)
         await emit(SessionStarted(session_id=f"sim-{job.id}-{attempt}", model=job.model or "sim-1"))
         for n in range(plan.tool_calls):
             call_id = f"call_{job.id}_{n}"
@@ -240,16 +256,35 @@ class _Kind:
     def preflight(self, settings: Settings, jobs: Sequence[JobSpec]) -> list[str]:
         return []
 
+    def estimate(self, job: JobSpec) -> tuple[int, float]:
+        """Tokens and cost of one attempt, at most (the reply's longest possible length)."""
+        options: Options = job.options if isinstance(job.options, Options) else Options()
+        reply = len(options.text.split(" ")) if options.text is not None else options.reply_tokens
+        if options.text is None and options.reply_tokens_max is not None:
+            reply = max(reply, options.reply_tokens_max)
+        prompt = len(job.prompt) // 4 + 1
+        return prompt + reply, (prompt * options.input_price + reply * options.output_price) / 1e6
+
     @asynccontextmanager
-    async def _open(self, seed: int) -> AsyncIterator[SimBackend]:
+    async def _open(self, settings: Settings, seed: int) -> AsyncIterator[SimBackend]:
         clock = _Clock()
+        server = None
+        if settings.server_rpm or settings.server_tpm:
+            server = SimServer(
+                settings.server_rpm,
+                settings.server_tpm,
+                start=trio.current_time(),
+                change_at=settings.server_change_at,
+                rpm_after=settings.server_rpm_after,
+                tpm_after=settings.server_tpm_after,
+            )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(clock.run)
-            yield SimBackend(seed, clock)
+            yield SimBackend(seed, clock, server)
             nursery.cancel_scope.cancel()
 
     def open(self, settings: Settings, *, seed: int) -> Any:
-        return self._open(seed)
+        return self._open(settings, seed)
 
 
 KIND = _Kind()

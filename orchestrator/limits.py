@@ -1,0 +1,248 @@
+"""Staying under a backend's rate limits: pacing, server-driven pauses, adaptive concurrency.
+
+* :class:`Pacer` spaces attempt starts so that requests per minute and tokens per minute stay
+  under the configured (or server-announced) limits. It is a virtual-scheduling (GCRA) pacer:
+  each start pushes the earliest time of the next one forward by ``60 / rpm`` seconds and by
+  ``tokens * 60 / tpm`` seconds, so in any 60-second window at most one request more than the
+  limit can start. Waiters queue on a FIFO lock: first come, first served, no busy waiting.
+* A 429/529 with Retry-After pauses the whole backend (every worker), not only the failed job.
+* :class:`AdaptiveLimit` runs AIMD on the backend's in-flight limit: halve on a rate-limit or
+  overload error (once per round of attempts), add one per round of successes.
+
+Decisions are pure arithmetic on trio's clock, so tests on the virtual clock are exact.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+
+import attrs
+import trio
+
+from .events import LimiterChanged, RateLimitInfo
+from .spec import BackendLimits
+
+Notify = Callable[[LimiterChanged], Awaitable[None]]
+
+# Error kinds that mean "too much load": they pause the backend and shrink its concurrency.
+BACKPRESSURE_KINDS = frozenset({"rate_limited", "overloaded"})
+# Waits shorter than this are ordinary pacing, not worth an event each.
+_NOTABLE_WAIT = 1.0
+
+
+@attrs.define(slots=True)
+class Reservation:
+    """What one attempt was charged up front, settled against its real usage afterwards."""
+
+    tokens: int
+    cost: float
+
+
+class Pacer:
+    """Paces attempt starts on one backend (or one model of it) to rpm and tpm."""
+
+    def __init__(self, name: str, rpm: float | None, tpm: float | None, notify: Notify) -> None:
+        self.name = name
+        self.rpm = rpm
+        self.tpm = tpm
+        self._configured = (rpm, tpm)
+        self._notify = notify
+        self._next_request = -math.inf
+        self._next_tokens = -math.inf
+        self.paused_until = -math.inf
+        self._lock = trio.Lock()  # trio's Lock is fair: waiters are served in arrival order
+
+    def ready_at(self, tokens: int) -> float:
+        """The earliest trio time a request of ``tokens`` may start."""
+        return max(self._next_request, self._next_tokens, self.paused_until)
+
+    async def acquire(self, tokens: int) -> None:
+        """Wait for this request's turn, then charge it. Cancellation leaves nothing charged."""
+        async with self._lock:
+            announced = False
+            while True:
+                now = trio.current_time()
+                ready = self.ready_at(tokens)
+                if ready <= now:
+                    break
+                if not announced and ready - now >= _NOTABLE_WAIT:
+                    announced = True
+                    reason = "paused" if ready == self.paused_until else "pacing"
+                    await self._notify(
+                        LimiterChanged(self.name, reason, None, ready, "waiting for the rate limit")
+                    )
+                await trio.sleep_until(ready)  # a pause may move ``ready`` meanwhile: look again
+            if self.rpm:
+                self._next_request = max(self._next_request, now) + 60.0 / self.rpm
+            if self.tpm:
+                self._next_tokens = max(self._next_tokens, now) + tokens * 60.0 / self.tpm
+
+    def settle(self, reserved: int, used: int) -> None:
+        """Correct the token schedule once an attempt's real usage is known."""
+        if self.tpm and used != reserved:
+            self._next_tokens += (used - reserved) * 60.0 / self.tpm
+
+    async def pause(self, seconds: float, reason: str) -> None:
+        """No new attempt starts for ``seconds`` (a server's Retry-After)."""
+        until = trio.current_time() + seconds
+        if until > self.paused_until:
+            self.paused_until = until
+            await self._notify(LimiterChanged(self.name, "paused", None, until, reason))
+
+    async def observe(self, info: RateLimitInfo) -> None:
+        """Adopt what the server announces: a lower limit than configured, or an empty bucket."""
+        configured_rpm, configured_tpm = self._configured
+        if info.requests_limit:
+            rpm = min(configured_rpm or math.inf, info.requests_limit)
+            if rpm != self.rpm:
+                self.rpm = rpm
+                await self._notify(LimiterChanged(self.name, "rpm", rpm, None, "announced by the server"))
+        if info.tokens_limit:
+            tpm = min(configured_tpm or math.inf, info.tokens_limit)
+            if tpm != self.tpm:
+                self.tpm = tpm
+                await self._notify(LimiterChanged(self.name, "tpm", tpm, None, "announced by the server"))
+        for remaining, reset, limit in (
+            (info.requests_remaining, info.requests_reset_s, info.requests_limit),
+            (info.tokens_remaining, info.tokens_reset_s, info.tokens_limit),
+        ):
+            if remaining is not None and remaining <= 0 and reset:
+                # ``reset`` is when the quota is full again; one unit's worth of it is enough
+                # to go on, and the pacer spaces what follows.
+                wait = reset / limit if limit else reset
+                await self.pause(wait, "the server's quota is used up")
+
+
+class AdaptiveLimit:
+    """AIMD on a backend's in-flight attempts, between ``floor`` and ``ceiling``.
+
+    A decrease happens at most once per round: failures of attempts that started before the last
+    decrease are echoes of the same overload and are ignored.
+    """
+
+    def __init__(self, name: str, ceiling: int, floor: int, notify: Notify) -> None:
+        self.name = name
+        self.ceiling = ceiling
+        self.floor = max(1, min(floor, ceiling))
+        self.value = float(ceiling)
+        self.limiter = trio.CapacityLimiter(ceiling)
+        self.epoch = 0
+        self._notify = notify
+
+    async def _apply(self, reason: str) -> None:
+        tokens = max(self.floor, min(self.ceiling, int(self.value)))
+        if tokens != self.limiter.total_tokens:
+            self.limiter.total_tokens = tokens
+            await self._notify(LimiterChanged(self.name, "concurrency", tokens, None, reason))
+
+    async def overloaded(self, started_in_epoch: int) -> None:
+        if started_in_epoch != self.epoch:
+            return
+        self.epoch += 1
+        self.value = max(float(self.floor), self.value / 2)
+        await self._apply("rate limited or overloaded: halved")
+
+    async def succeeded(self) -> None:
+        if self.value < self.ceiling:
+            self.value = min(float(self.ceiling), self.value + 1.0 / max(self.value, 1.0))
+            await self._apply("successes: one more")
+
+
+@attrs.define(slots=True, eq=False)
+class Ticket:
+    """One attempt's passage through a :class:`Gate`: what it reserved and what it used."""
+
+    tokens: int
+    epoch: int
+    model: str | None
+    used: int | None = None
+
+
+class Gate:
+    """Everything that decides when an attempt on one backend may start: its in-flight limit
+    (adaptive or fixed), its pacer, and the pacers of single models."""
+
+    def __init__(
+        self,
+        name: str,
+        limits: BackendLimits,
+        ceiling: int | None,
+        notify: Notify,
+    ) -> None:
+        self.name = name
+        self.adaptive: AdaptiveLimit | None = None
+        self.limiter: trio.CapacityLimiter | None = None
+        if ceiling is not None and limits.adaptive:
+            self.adaptive = AdaptiveLimit(name, ceiling, limits.min_concurrency, notify)
+            self.limiter = self.adaptive.limiter
+        elif ceiling is not None:
+            self.limiter = trio.CapacityLimiter(ceiling)
+        self.pacer = Pacer(name, limits.rpm, limits.tpm, notify)
+        self.models = {
+            model: Pacer(f"{name}/{model}", rate.rpm, rate.tpm, notify)
+            for model, rate in limits.models.items()
+        }
+
+    async def enter(self, tokens: int, model: str | None) -> Ticket:
+        """Wait for a slot and the rate limits; the caller must :meth:`leave` afterwards, also
+        on cancellation (which may happen here: then nothing is held)."""
+        if self.limiter is not None:
+            await self.limiter.acquire()
+        try:
+            epoch = self.adaptive.epoch if self.adaptive is not None else 0
+            await self.pacer.acquire(tokens)
+            pacer = self.models.get(model) if model is not None else None
+            if pacer is not None:
+                await pacer.acquire(tokens)
+        except BaseException:
+            if self.limiter is not None:
+                self.limiter.release()
+            raise
+        return Ticket(tokens, epoch, model)
+
+    def leave(self, ticket: Ticket) -> None:
+        if self.limiter is not None:
+            self.limiter.release()
+        if ticket.used is not None:
+            self.pacer.settle(ticket.tokens, ticket.used)
+            pacer = self.models.get(ticket.model) if ticket.model is not None else None
+            if pacer is not None:
+                pacer.settle(ticket.tokens, ticket.used)
+
+    async def succeeded(self, ticket: Ticket) -> None:
+        if self.adaptive is not None:
+            await self.adaptive.succeeded()
+
+    async def failed(self, ticket: Ticket, kind: str, retry_after: float | None) -> None:
+        """A rate-limit or overload error pauses the backend (Retry-After) and shrinks its limit."""
+        if kind not in BACKPRESSURE_KINDS:
+            return
+        if retry_after:
+            await self.pacer.pause(retry_after, f"{kind}: the server asked to wait {retry_after:g}s")
+        if self.adaptive is not None:
+            await self.adaptive.overloaded(ticket.epoch)
+
+    async def observe(self, model: str | None, info: RateLimitInfo) -> None:
+        pacer = self.models.get(model) if model is not None else None
+        await (pacer or self.pacer).observe(info)
+
+
+class Budget:
+    """The batch's spend cap: what has been spent, and what running attempts may still spend."""
+
+    def __init__(self, cap: float | None) -> None:
+        self.cap = cap
+        self.spent = 0.0
+        self.reserved = 0.0
+
+    def allows(self, estimate: float) -> bool:
+        return self.cap is None or self.spent + self.reserved + estimate <= self.cap + 1e-12
+
+    def reserve(self, estimate: float) -> None:
+        self.reserved += estimate
+
+    def settle(self, estimate: float, cost: float | None) -> None:
+        self.reserved -= estimate
+        if cost is not None:
+            self.spent += cost
