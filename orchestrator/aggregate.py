@@ -160,9 +160,11 @@ class Aggregator:
             case ThinkingDelta() | AssistantMessage():
                 if attempt is not None and attempt.first_output is None:
                     attempt.first_output = tagged.ts
-            case UsageReported(tokens=tokens):
+            case UsageReported(tokens=tokens, cost_usd=cost):
                 if attempt is not None:
                     attempt.usage = attempt.usage + tokens
+                    if cost is not None:
+                        attempt.usage_cost = (attempt.usage_cost or 0.0) + cost
             case StreamFinished():
                 if attempt is not None:
                     attempt.finished = event

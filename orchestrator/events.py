@@ -175,10 +175,14 @@ class SystemNotice:
 
 @attrs.frozen
 class UsageReported:
-    """Tokens one API call consumed. Several of these in an attempt add up."""
+    """Tokens one API call consumed, and its cost when known. Several in an attempt add up.
+
+    A failed attempt (no :class:`StreamFinished`) is charged what its usage events report.
+    """
 
     kind: ClassVar[str] = "usage"
     tokens: Tokens
+    cost_usd: float | None = None
 
 
 @attrs.frozen

@@ -139,3 +139,16 @@ def test_percentile_is_an_element_at_the_nearest_rank(values: list[float], p: fl
 
 def test_percentile_of_nothing_is_none() -> None:
     assert percentile([], 50) is None
+
+
+def test_a_failed_attempt_is_charged_what_its_usage_events_report() -> None:
+    events = [
+        Tagged("j", 1, 0, 0.0, AttemptStarted(backend="x")),
+        Tagged("j", 1, 1, 1.0, UsageReported(Tokens(input=10, output=3), cost_usd=0.25)),
+        Tagged("j", 1, 2, 1.0, RetryScheduled(1.0, "max_turns", "m")),
+        Tagged("j", 2, 3, 2.0, AttemptStarted(backend="x")),
+        Tagged("j", 2, 4, 3.0, StreamFinished(tokens=Tokens(input=10, output=5), cost_usd=0.5)),
+        Tagged("j", 2, 5, 3.0, JobSucceeded(attempts=2)),
+    ]
+    result = fold(events).results["j"]
+    assert result.cost_usd == 0.75 and result.tokens == Tokens(input=20, output=8)
