@@ -14,6 +14,8 @@ from .base import Backend, BackendKind, Emit
 _MODULES: dict[str, str | BackendKind] = {
     "sim": "orchestrator.backends.sim",
     "claude-code": "orchestrator.backends.claude_code",
+    "anthropic": "orchestrator.backends.anthropic",
+    "openai": "orchestrator.backends.openai",
 }
 
 
