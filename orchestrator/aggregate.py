@@ -190,17 +190,17 @@ class Aggregator:
         job.close_attempt()
         del self._running[job_id]
         status: JobStatus
-        error_kind = error = None
-        match event:
-            case JobSucceeded():
-                status = "succeeded"
-            case JobFailed(error_kind=error_kind, message=error):
-                status = "failed"
-                self._failures[error_kind] = self._failures.get(error_kind, 0) + 1
-            case JobCancelled(reason=error):
-                status, error_kind = "cancelled", "cancelled"
-            case _:
-                status, error_kind, error = "skipped", "skipped", getattr(event, "reason", None)
+        error_kind: str | None = None
+        error: str | None = None
+        if isinstance(event, JobSucceeded):
+            status = "succeeded"
+        elif isinstance(event, JobFailed):
+            status, error_kind, error = "failed", event.error_kind, event.message
+            self._failures[event.error_kind] = self._failures.get(event.error_kind, 0) + 1
+        elif isinstance(event, JobCancelled):
+            status, error_kind, error = "cancelled", "cancelled", event.reason
+        else:
+            status, error_kind, error = "skipped", "skipped", getattr(event, "reason", None)
         output = attempt if status == "succeeded" else None
         finished = attempt.finished if attempt is not None else None
         self.results[job_id] = JobResult(
@@ -211,7 +211,7 @@ class Aggregator:
             tool_calls=tuple(output.tool_calls) if output is not None else (),
             tokens=job.tokens,
             cost_usd=None if job.cost_unknown else job.cost,
-            ttft_s=_elapsed(attempt.started, attempt.first_output) if output is not None else None,
+            ttft_s=_elapsed(output.started, output.first_output) if output is not None else None,
             duration_s=_elapsed(job.first_start, tagged.ts),
             stop_reason=finished.stop_reason if finished is not None else None,
             session_id=finished.session_id if finished is not None else None,

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from .runner import BatchResult
     from .spec import BatchSpec
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+EXIT_SIGNAL: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 _EPILOG = """\
 exit codes: 0 all jobs succeeded, 1 some job failed (or the batch stopped early),
@@ -192,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_OK if result is not None and result.ok else EXIT_FAILED
 
 
-async def _run(spec: BatchSpec, args: argparse.Namespace, signals: _Signals) -> object:
+async def _run(spec: BatchSpec, args: argparse.Namespace, signals: _Signals) -> BatchResult | None:
     import trio
 
     from .display import Progress, print_summary, run_progress

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import cattrs
 import orjson
@@ -29,14 +29,14 @@ class DecodeError(ValueError):
     """A log line or JSON value that does not match the schema."""
 
 
-def _strict(kind: type, accept: tuple[type, ...]) -> Callable[[Any, type], Any]:
+def _strict(kind: Any, accept: tuple[type, ...]) -> Callable[[Any, type], Any]:
     def structure(value: Any, _: type) -> Any:
         # bool is an int subclass; a JSON true must never become 1.
         if isinstance(value, bool) and kind is not bool:
             raise DecodeError(f"expected {kind.__name__}, got {value!r}")
         if not isinstance(value, accept):
             raise DecodeError(f"expected {kind.__name__}, got {type(value).__name__}")
-        return kind(value) if kind is float else value
+        return float(cast(float, value)) if kind is float else value
 
     return structure
 

@@ -24,7 +24,7 @@ import math
 import random
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeAlias
 
 import attrs
 import trio
@@ -247,18 +247,23 @@ async def _fault_mid_stream(fault: str | None) -> None:
     raise RetryableError("connection reset mid-stream (simulated)", kind="connection")
 
 
+# Names the kind's methods can annotate with (inside its body, Options/Settings are attributes).
+SimOptions: TypeAlias = Options
+SimSettings: TypeAlias = Settings
+
+
 class _Kind:
     name = "sim"
     Options = Options
     Settings = Settings
     default_concurrency: int | None = None
 
-    def preflight(self, settings: Settings, jobs: Sequence[JobSpec]) -> list[str]:
+    def preflight(self, settings: SimSettings, jobs: Sequence[JobSpec]) -> list[str]:
         return []
 
     def estimate(self, job: JobSpec) -> tuple[int, float]:
         """Tokens and cost of one attempt, at most (the reply's longest possible length)."""
-        options: Options = job.options if isinstance(job.options, Options) else Options()
+        options = job.options if isinstance(job.options, SimOptions) else SimOptions()
         reply = len(options.text.split(" ")) if options.text is not None else options.reply_tokens
         if options.text is None and options.reply_tokens_max is not None:
             reply = max(reply, options.reply_tokens_max)
@@ -266,7 +271,7 @@ class _Kind:
         return prompt + reply, (prompt * options.input_price + reply * options.output_price) / 1e6
 
     @asynccontextmanager
-    async def _open(self, settings: Settings, seed: int) -> AsyncIterator[SimBackend]:
+    async def _open(self, settings: SimSettings, seed: int) -> AsyncIterator[SimBackend]:
         clock = _Clock()
         server = None
         if settings.server_rpm or settings.server_tpm:
@@ -283,7 +288,7 @@ class _Kind:
             yield SimBackend(seed, clock, server)
             nursery.cancel_scope.cancel()
 
-    def open(self, settings: Settings, *, seed: int) -> Any:
+    def open(self, settings: SimSettings, *, seed: int) -> Any:
         return self._open(settings, seed)
 
 
