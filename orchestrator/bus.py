@@ -17,7 +17,7 @@ import trio
 
 from .events import Tagged
 
-MAX_BATCH = 4096
+MAX_BATCH = 8192
 
 
 class Subscriber(Protocol):

@@ -58,7 +58,13 @@ class Pacer:
         return max(self._next_request, self._next_tokens, self.paused_until)
 
     async def acquire(self, tokens: int) -> None:
-        """Wait for this request's turn, then charge it. Cancellation leaves nothing charged."""
+        """Wait for this request's turn, then charge it. Cancellation leaves nothing charged.
+
+        Without limits and pauses there is nothing to wait for: return at once, no checkpoint.
+        """
+        if self.rpm is None and self.tpm is None and self.paused_until <= trio.current_time():
+            if not self._lock.locked():
+                return
         async with self._lock:
             announced = False
             while True:
@@ -188,7 +194,10 @@ class Gate:
         """Wait for a slot and the rate limits; the caller must :meth:`leave` afterwards, also
         on cancellation (which may happen here: then nothing is held)."""
         if self.limiter is not None:
-            await self.limiter.acquire()
+            try:
+                self.limiter.acquire_nowait()  # the common case, without a trip through the scheduler
+            except trio.WouldBlock:
+                await self.limiter.acquire()
         try:
             epoch = self.adaptive.epoch if self.adaptive is not None else 0
             await self.pacer.acquire(tokens)

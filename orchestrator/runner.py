@@ -63,7 +63,7 @@ from .schedule import JobQueue
 from .spec import BackendLimits, BatchSpec, JobSpec
 from .watchdog import IdleWatchdog, Watch
 
-CHANNEL_SIZE = 1024
+CHANNEL_SIZE = 8192
 
 
 @attrs.frozen
