@@ -23,7 +23,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import Protocol
 
 import trio
 
@@ -33,6 +33,7 @@ from ..http import (
     ConnectError,
     ConnectionPool,
     ProxyConfig,
+    Response,
     ServerSentEvent,
     SSEDecoder,
     SSEError,
@@ -208,7 +209,7 @@ async def stream_attempt(
         await emit(event)
 
 
-async def _read_to_end(response: Any) -> None:
+async def _read_to_end(response: Response) -> None:
     """Let the body end so the connection can be kept; a server that keeps it open after the
     end marker costs only this connection (the pool closes an unfinished one)."""
     if response.complete:
@@ -221,7 +222,7 @@ async def _read_to_end(response: Any) -> None:
             pass  # the reply is complete; only the connection is lost
 
 
-def _transport_failure(exc: TransportError, redact: Any) -> RetryableError | FatalError:
+def _transport_failure(exc: TransportError, redact: Redact) -> RetryableError | FatalError:
     message = redact(str(exc))
     if isinstance(exc, ConnectError):
         if exc.certificate:
