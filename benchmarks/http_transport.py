@@ -255,7 +255,15 @@ def driver(args: argparse.Namespace) -> None:
     variants = args.variants.split(",") if args.variants else list(VARIANTS)
     cpu: dict[str, list[float]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as certdir:
-        command = [sys.executable, "-m", "benchmarks.sse_server", "--certdir", certdir]
+        command = [
+            sys.executable,
+            "-m",
+            "benchmarks.sse_server",
+            "--certdir",
+            certdir,
+            "--delay",
+            str(args.delay),
+        ]
         if server_cpu is not None:
             command += ["--cpu", str(server_cpu)]
         server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
@@ -303,7 +311,8 @@ def report(args: argparse.Namespace, cpu: dict[str, list[float]]) -> str:
         f"Python {platform.python_version()}, {ssl.OPENSSL_VERSION}",
         f"versions: {versions}",
         f"workload: {args.requests} requests x {EVENTS_PER_RESPONSE} events over TLS, concurrency "
-        f"{args.concurrency}, connections reused, {args.repeats} repeats",
+        f"{args.concurrency}, server pause {args.delay:g}s between events, connections reused, "
+        f"{args.repeats} repeats",
         "",
         "| client | CPU s min | CPU s median | us/event (median) | vs aiohttp (median) | vs aiohttp (min) |",
         "|---|---|---|---|---|---|",
@@ -329,6 +338,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--delay", type=float, default=0.0, help="server pause between events (s)")
     parser.add_argument("--variants", default="", help=f"comma list of: {', '.join(VARIANTS)}")
     parser.add_argument("--no-pin", action="store_true", help="do not pin client and server to CPUs")
     args = parser.parse_args()

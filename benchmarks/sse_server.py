@@ -67,8 +67,9 @@ def build_events(n_deltas: int = N_DELTAS) -> list[bytes]:
 class _Protocol(asyncio.Protocol):
     """Sequential keep-alive requests on one connection (no pipelining)."""
 
-    def __init__(self, events: list[bytes]) -> None:
+    def __init__(self, events: list[bytes], delay: float) -> None:
         self.events = events
+        self.delay = delay
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
         self.task: asyncio.Task[None] | None = None
@@ -112,7 +113,7 @@ class _Protocol(asyncio.Protocol):
             if self.transport is None:
                 return
             transport.write(event + _LAST_CHUNK if i == last else event)
-            await asyncio.sleep(0)  # one write per loop turn: one TLS record per event
+            await asyncio.sleep(self.delay)  # one write per loop turn: one TLS record per event
         self.task = None
         self._maybe_respond()
 
@@ -131,11 +132,13 @@ def make_server_context(certdir: Path) -> ssl.SSLContext:
     return context
 
 
-async def serve(certdir: Path) -> None:
+async def serve(certdir: Path, delay: float) -> None:
     context = make_server_context(certdir)
     events = build_events()
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: _Protocol(events), "127.0.0.1", 0, ssl=context, backlog=1024)
+    server = await loop.create_server(
+        lambda: _Protocol(events, delay), "127.0.0.1", 0, ssl=context, backlog=1024
+    )
     print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
     async with server:
         await server.serve_forever()
@@ -145,11 +148,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--certdir", type=Path, required=True)
     parser.add_argument("--cpu", type=int, help="pin the server to this CPU")
+    parser.add_argument(
+        "--delay", type=float, default=0.0, help="pause between events (s): a token-paced reply"
+    )
     args = parser.parse_args()
     if args.cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.cpu})
     try:
-        asyncio.run(serve(args.certdir))
+        asyncio.run(serve(args.certdir, args.delay))
     except KeyboardInterrupt:
         pass
 
