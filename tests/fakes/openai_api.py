@@ -40,6 +40,8 @@ import attrs
 import orjson
 import trio
 
+from .openai_wire import partial_events, reply_events, sse
+
 HOST = "127.0.0.1"
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests"}
 _ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 429: "rate_limit_exceeded"}
@@ -303,7 +305,7 @@ async def _respond(stream: trio.abc.Stream, response: Response, request: Mapping
             return True
         case Reply():
             await stream.send_all(_head(200, _SSE_HEAD))
-            events = _reply_events(response, response.model or model, wants_usage)
+            events = reply_events(response, response.model or model, wants_usage)
             await _send_events(stream, events, response.event_gap, response.write_size, last=True)
             return True
         case ErrorMidStream():
@@ -311,19 +313,19 @@ async def _respond(stream: trio.abc.Stream, response: Response, request: Mapping
             error = {
                 "error": {"message": response.message, "type": response.type, "param": None, "code": None}
             }
-            events = [*_partial_events(response.partial, model), _sse(error)]
+            events = [*partial_events(response.partial, model), sse(error)]
             await _send_events(stream, events, 0.0, None, last=True)
             return True
         case Disconnect():
             if response.partial is not None:
                 await stream.send_all(_head(200, _SSE_HEAD))
-                await _send_events(stream, _partial_events(response.partial, model), 0.0, None)
+                await _send_events(stream, partial_events(response.partial, model), 0.0, None)
             _reset(stream)
             return False
         case Stall():
             if response.partial is not None:
                 await stream.send_all(_head(200, _SSE_HEAD))
-                await _send_events(stream, _partial_events(response.partial, model), 0.0, None)
+                await _send_events(stream, partial_events(response.partial, model), 0.0, None)
             await trio.sleep(math.inf if response.seconds is None else response.seconds)
             return False
 
@@ -362,66 +364,6 @@ async def _send_events(
     for piece in framed:
         await stream.send_all(piece)
         await trio.sleep(gap)
-
-
-def _sse(payload: Any) -> bytes:
-    return b"data: " + orjson.dumps(payload) + b"\n\n"
-
-
-def _chunk(model: str, delta: Mapping[str, Any] | None, finish: str | None = None, **extra: Any) -> bytes:
-    choices = (
-        [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
-    )
-    return _sse(
-        {
-            "id": "chatcmpl-fake",
-            "object": "chat.completion.chunk",
-            "created": 1700000000,
-            "model": model,
-            "system_fingerprint": "fp_fake",
-            "choices": choices,
-            **extra,
-        }
-    )
-
-
-def _partial_events(partial: str, model: str) -> list[bytes]:
-    return [_chunk(model, {"role": "assistant", "content": ""}), _chunk(model, {"content": partial})]
-
-
-def _reply_events(reply: Reply, model: str, wants_usage: bool) -> list[bytes]:
-    events = [_chunk(model, {"role": "assistant", "content": ""})]
-    events += [_chunk(model, {"reasoning_content": reply.reasoning})] if reply.reasoning else []
-    events += [_chunk(model, {"content": piece}) for piece in reply.pieces()]
-    for index, tool in enumerate(reply.tool_calls):
-        call_id = tool.id or f"call_fake_{index}"
-        function = {"name": tool.name, "arguments": ""}
-        events.append(
-            _chunk(
-                model,
-                {"tool_calls": [{"index": index, "id": call_id, "type": "function", "function": function}]},
-            )
-        )
-        text = orjson.dumps(dict(tool.arguments)).decode()
-        for i in range(0, len(text), tool.piece_chars):
-            piece = {"index": index, "function": {"arguments": text[i : i + tool.piece_chars]}}
-            events.append(_chunk(model, {"tool_calls": [piece]}))
-    finish = reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop")
-    events.append(_chunk(model, {}, finish))
-    if wants_usage and reply.usage:
-        completion = reply.completion_tokens
-        if completion is None:
-            completion = max(1, len(reply.pieces()))
-        usage = {
-            "prompt_tokens": reply.prompt_tokens,
-            "completion_tokens": completion,
-            "total_tokens": reply.prompt_tokens + completion,
-            "prompt_tokens_details": {"cached_tokens": reply.cached_tokens},
-        }
-        events.append(_chunk(model, None, usage=usage))
-    if reply.done:
-        events.append(b"data: [DONE]\n\n")
-    return events
 
 
 def _reset(stream: trio.abc.Stream) -> None:
