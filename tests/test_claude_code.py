@@ -245,6 +245,20 @@ async def test_max_turns_exceeded_fails_and_is_not_retried(claude_cli: str, home
     assert len(events(recorder, "j", ToolResult)) == 1  # the tool ran before the limit hit
 
 
+async def test_attempts_failing_on_max_turns_cost_what_the_cli_reported(claude_cli: str, home: Path) -> None:
+    async with open_fake_anthropic() as fake:
+        fake.script(echo_tool(), echo_tool())
+        options = {"max_turns": 1, "allowed_tools": ["Bash"], "retry_limits": True}
+        result, recorder = await run(
+            fake, home, claude_cli, [job()], options=options, retry={"max_attempts": 2}
+        )
+    outcome = result.jobs["j"]
+    assert (outcome.status, outcome.error_kind, outcome.attempts) == ("failed", "max_turns", 2)
+    costs = [notice["total_cost_usd"] for notice in notices(recorder, "result")]
+    assert len(costs) == 2 and all(cost > 0 for cost in costs)
+    assert outcome.cost_usd == pytest.approx(sum(costs))
+
+
 async def test_a_429_with_retry_after_is_waited_out_by_the_cli(claude_cli: str, home: Path) -> None:
     async with open_fake_anthropic() as fake:
         fake.script(HttpError(429, "slow down", retry_after=1), Reply.text("After waiting."))

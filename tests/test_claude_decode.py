@@ -12,24 +12,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.backends.claude_decode import (
-    BLOCK_SEPARATOR,
-    ClaudeDecoder,
-    LineSplitter,
-    Outcome,
-    classify_api_error,
-    classify_exit,
-    classify_result,
-)
+from orchestrator.aggregate import fold
+from orchestrator.backends.claude_content import BLOCK_SEPARATOR
+from orchestrator.backends.claude_decode import ClaudeDecoder
+from orchestrator.backends.claude_lines import LineSplitter
+from orchestrator.backends.claude_outcome import Outcome, classify_api_error, classify_exit, classify_result
 from orchestrator.errors import FatalError, RetryableError
 from orchestrator.events import (
     STREAM_EVENTS,
     AssistantMessage,
+    AttemptStarted,
+    JobFailed,
+    JobSucceeded,
     SessionStarted,
     StreamEvent,
     StreamFinished,
     StreamWarning,
     SystemNotice,
+    Tagged,
     TextBlock,
     TextDelta,
     ThinkingDelta,
@@ -83,6 +83,35 @@ def notices(events: Sequence[StreamEvent]) -> list[str]:
 
 def line(**fields: Any) -> str:
     return json.dumps(fields)
+
+
+def result_of(name: str) -> dict[str, Any]:
+    """The transcript's ``result`` line."""
+    results: list[dict[str, Any]] = [o for o in map(json.loads, lines_of(name)) if o.get("type") == "result"]
+    [result] = results
+    return result
+
+
+def tokens_of(usage: dict[str, Any]) -> Tokens:
+    return Tokens(
+        usage["input_tokens"],
+        usage["output_tokens"],
+        usage["cache_read_input_tokens"],
+        usage["cache_creation_input_tokens"],
+    )
+
+
+def tagged_attempt(attempt: int, events: Sequence[StreamEvent], first_seq: int) -> list[Tagged]:
+    """One attempt's events as the runner would tag them (the terminal event is the caller's)."""
+    started = [AttemptStarted(backend="claude-code"), *events]
+    return [Tagged("j", attempt, first_seq + i, float(attempt), e) for i, e in enumerate(started)]
+
+
+FAILED_WITH_RESULT = [
+    name
+    for name in TRANSCRIPTS
+    if any(b'"type":"result"' in raw for raw in lines_of(name)) and result_of(name)["is_error"]
+]
 
 
 # --- every transcript ------------------------------------------------------------------------------
@@ -271,6 +300,44 @@ def test_an_abandoned_stream_is_marked_and_the_recovered_answer_follows() -> Non
 def test_multibyte_text_split_across_deltas_is_reassembled_exactly() -> None:
     events, _ = replay("partial_utf8")
     assert text_of(events) == "Grüße, 世界! 👋🏽 e\u0301"
+
+
+@pytest.mark.parametrize("name", FAILED_WITH_RESULT)
+def test_a_failed_attempt_still_reports_the_clis_tokens_and_cost(name: str) -> None:
+    events, outcome = replay(name)
+    result = result_of(name)
+    assert not outcome.ok
+    assert of_type(events, UsageReported) == [
+        UsageReported(tokens_of(result["usage"]), cost_usd=result["total_cost_usd"])
+    ]
+
+
+def test_a_failed_result_without_usage_still_reports_its_cost() -> None:
+    events, _ = decode([line(type="result", subtype="error_max_turns", is_error=True, total_cost_usd=0.5)])
+    assert of_type(events, UsageReported) == [UsageReported(Tokens(), cost_usd=0.5)]
+
+
+def test_a_job_failing_on_max_turns_costs_what_the_cli_reported() -> None:
+    events, outcome = replay("max_turns")
+    assert outcome.error is not None
+    attempt = tagged_attempt(1, events, 0)
+    failed = JobFailed(outcome.error.kind, outcome.error.message, outcome.error.retryable, attempts=1)
+    job = fold([*attempt, Tagged("j", 1, len(attempt), 1.0, failed)]).results["j"]
+    result = result_of("max_turns")
+    assert job.status == "failed"
+    assert job.cost_usd == result["total_cost_usd"] > 0
+    assert job.tokens == tokens_of(result["usage"])
+
+
+def test_a_job_retried_after_max_turns_costs_both_attempts() -> None:
+    failing, _ = replay("max_turns", retry_limits=True)
+    succeeding, outcome = replay("plain_text")
+    assert outcome.ok
+    first = tagged_attempt(1, failing, 0)
+    second = tagged_attempt(2, succeeding, len(first))
+    job = fold([*first, *second, Tagged("j", 2, len(first) + len(second), 2.0, JobSucceeded(attempts=2))])
+    total = result_of("max_turns")["total_cost_usd"] + result_of("plain_text")["total_cost_usd"]
+    assert job.results["j"].cost_usd == pytest.approx(total)
 
 
 def test_killed_while_waiting_on_the_api_is_a_retryable_process_error() -> None:

@@ -2,8 +2,9 @@
 --verbose``, and streams what it prints as events.
 
 This module is the thin I/O shell: it builds the command line and environment (pure
-functions), owns the process, and feeds stdout to :class:`~.claude_decode.ClaudeDecoder`, which
-turns lines into events and decides the outcome.
+functions), owns the process, and feeds stdout, cut into lines by
+:class:`~.claude_lines.LineSplitter`, to :class:`~.claude_decode.ClaudeDecoder`, which turns lines
+into events and decides the outcome.
 
 Per attempt: the prompt goes to stdin, which is then closed (the CLI waits for EOF). The CLI
 runs in a new session and process group; stdout is read in chunks and cut into lines of any
@@ -52,7 +53,9 @@ from ..errors import FatalError
 from ..events import SystemNotice
 from ..spec import JobSpec
 from .base import Emit
-from .claude_decode import ClaudeDecoder, LineSplitter, Outcome
+from .claude_decode import ClaudeDecoder
+from .claude_lines import LineSplitter
+from .claude_outcome import Outcome
 
 DEFAULT_CONCURRENCY = 4
 """Each CLI holds about 200 MB resident; 4 keeps a laptop usable. Raise it on a big machine."""

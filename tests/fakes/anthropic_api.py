@@ -25,6 +25,10 @@ is a 500 that says the script ran out, so a test that under-scripts fails loudly
 ``Disconnect(...)``        starts the answer, then resets the connection
 ``Stall(...)``             starts the answer (or not), then sends nothing until the client gives up
 
+This module is the server; the responses and recorded requests are defined in
+:mod:`.anthropic_script` (and importable from here), their bytes on the wire in
+:mod:`.anthropic_wire`.
+
 Run it alone for demos (``orchestrate jobs/claude.toml``) with the :func:`demo_reply` responder::
 
     python -m tests.fakes.anthropic_api --port 8765
@@ -33,237 +37,63 @@ Run it alone for demos (``orchestrate jobs/claude.toml``) with the :func:`demo_r
 from __future__ import annotations
 
 import argparse
-import hashlib
-import math
 import socket
 import struct
 import sys
-import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-import attrs
 import orjson
 import trio
+
+from . import anthropic_wire as wire
+from .anthropic_script import (
+    Block,
+    Disconnect,
+    ErrorMidStream,
+    HttpError,
+    RecordedRequest,
+    Reply,
+    Responder,
+    Response,
+    Stall,
+    Text,
+    Thinking,
+    ToolUse,
+    Usage,
+    demo_reply,
+    script_exhausted,
+)
+
+__all__ = [
+    "HOST",
+    "Block",
+    "Disconnect",
+    "ErrorMidStream",
+    "FakeAnthropic",
+    "HttpError",
+    "RecordedRequest",
+    "Reply",
+    "Responder",
+    "Response",
+    "Stall",
+    "Text",
+    "Thinking",
+    "ToolUse",
+    "Usage",
+    "demo_reply",
+    "main",
+    "open_fake_anthropic",
+    "script_exhausted",
+]
 
 HOST = "127.0.0.1"
 _MAX_HEAD = 64 * 1024
 _FLUSH_AT = 64 * 1024
-_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    413: "Payload Too Large",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    529: "Overloaded",
-}
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    500: "api_error",
-    529: "overloaded_error",
-}
-_STATUS_OF_TYPE = {v: k for k, v in _ERROR_TYPES.items()}
-
-# --- what a test scripts ---------------------------------------------------------------------------
-
-
-@attrs.frozen
-class Text:
-    """A text block, streamed as ``text_delta`` pieces: ``chunks`` if given, else runs of
-    ``chunk_chars`` characters."""
-
-    text: str
-    chunks: tuple[str, ...] | None = None
-    chunk_chars: int = 24
-
-    def pieces(self) -> list[str]:
-        if self.chunks is not None:
-            return list(self.chunks)
-        n = max(1, self.chunk_chars)
-        return [self.text[i : i + n] for i in range(0, len(self.text), n)] or [""]
-
-
-@attrs.frozen
-class Thinking:
-    text: str
-    signature: str = "ZmFrZS1zaWduYXR1cmU="
-    chunk_chars: int = 24
-
-
-@attrs.frozen
-class ToolUse:
-    """A tool call; its input JSON is streamed in a few ``input_json_delta`` pieces."""
-
-    name: str
-    input: Mapping[str, Any]
-    id: str | None = None
-
-
-Block = Text | Thinking | ToolUse
-
-
-@attrs.frozen
-class Usage:
-    """Token counts the fake reports; ``output_tokens`` None: about a token per 4 characters."""
-
-    input_tokens: int = 10
-    output_tokens: int | None = None
-    cache_read_input_tokens: int = 0
-    cache_creation_input_tokens: int = 0
-
-
-@attrs.frozen
-class Reply:
-    """A complete answer.
-
-    ``stop_reason`` None means ``tool_use`` when a block is a :class:`ToolUse`, else
-    ``end_turn``. ``model`` None echoes the request's model. ``delay`` waits before the status
-    line; ``event_gap`` between events. ``write_size`` sends the streamed body in writes (HTTP
-    chunks) of that many bytes, so chunk boundaries fall inside multi-byte characters.
-    """
-
-    blocks: tuple[Block, ...]
-    stop_reason: str | None = None
-    usage: Usage = Usage()
-    model: str | None = None
-    delay: float = 0.0
-    event_gap: float = 0.0
-    write_size: int | None = None
-
-    @classmethod
-    def text(cls, *texts: str, **kwargs: Any) -> Reply:
-        """A reply of one text block per argument."""
-        return cls(tuple(Text(t) for t in texts), **kwargs)
-
-    def output_tokens(self) -> int:
-        if self.usage.output_tokens is not None:
-            return self.usage.output_tokens
-        chars = sum(len(b.text) if not isinstance(b, ToolUse) else len(_json(b.input)) for b in self.blocks)
-        return max(1, math.ceil(chars / 4))
-
-
-@attrs.frozen
-class HttpError:
-    """An error status with ``{"type": "error", "error": {...}}``; ``error_type`` None picks the API's
-    type for the status. ``retry_after`` (seconds) becomes the ``retry-after`` header."""
-
-    status: int
-    message: str | None = None
-    error_type: str | None = None
-    retry_after: float | None = None
-    headers: Mapping[str, str] = attrs.field(factory=dict)
-
-
-@attrs.frozen
-class ErrorMidStream:
-    """Streams ``partial`` as the start of a text block, then an SSE ``error`` event and ends.
-    A non-streaming request gets the error's status and JSON body instead."""
-
-    partial: str = "partial"
-    error_type: str = "overloaded_error"
-    message: str = "Overloaded"
-
-
-@attrs.frozen
-class Disconnect:
-    """Streams ``partial`` (None: nothing, not even the status line), then resets the connection."""
-
-    partial: str | None = "partial"
-
-
-@attrs.frozen
-class Stall:
-    """Streams ``partial`` (None: nothing, not even the status line), then goes silent for
-    ``seconds`` (None: until the client hangs up or the fake closes) and closes the connection."""
-
-    partial: str | None = None
-    seconds: float | None = None
-
-
-Response = Reply | HttpError | ErrorMidStream | Disconnect | Stall
-
-
-@attrs.frozen
-class RecordedRequest:
-    """One request as the fake received it. ``headers`` have lower-case names; ``body`` is the
-    parsed JSON body (None when empty or not JSON); ``time`` is ``trio.current_time()``."""
-
-    method: str
-    path: str
-    query: str
-    headers: Mapping[str, str]
-    body: Any
-    time: float
-    response: str
-    """The class name of the scripted response it got (``"Reply"``, ...), or ``"-"``."""
-
-    @property
-    def stream(self) -> bool:
-        return isinstance(self.body, dict) and self.body.get("stream") is True
-
-    @property
-    def model(self) -> str | None:
-        return self.body.get("model") if isinstance(self.body, dict) else None
-
-    def prompt(self) -> str:
-        """The text of the last user message, without ``<system-reminder>`` blocks."""
-        for message in reversed(_messages(self.body)):
-            if message.get("role") == "user":
-                return "\n".join(_user_texts(message))
-        return ""
-
-    def tool_results(self) -> list[Mapping[str, Any]]:
-        """The ``tool_result`` blocks of the last user message."""
-        for message in reversed(_messages(self.body)):
-            if message.get("role") == "user":
-                content = message.get("content")
-                return (
-                    [b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
-                    if isinstance(content, list)
-                    else []
-                )
-        return []
-
-
-Responder = Callable[[RecordedRequest], Response]
-
-
-def script_exhausted(request: RecordedRequest) -> Response:
-    """The default ``default``: a 500 saying the test scripted too few responses."""
-    return HttpError(500, "fake: no scripted response left for this request")
-
-
-def demo_reply(request: RecordedRequest) -> Response:
-    """A responder for demos: answers a tool result by quoting it; a prompt with a line
-    ``$ COMMAND`` (when the client offers a ``Bash`` tool) by asking to run that command; any
-    other prompt with a short text that quotes it."""
-    results = request.tool_results()
-    if results:
-        content = results[-1].get("content")
-        text = content if isinstance(content, str) else _json(content).decode()
-        return Reply.text(f"The command printed: {text.strip()[:300]}")
-    prompt = request.prompt()
-    tools = [t.get("name") for t in (request.body or {}).get("tools", []) if isinstance(t, dict)]
-    command = next((line[2:].strip() for line in prompt.splitlines() if line.startswith("$ ")), None)
-    if command and "Bash" in tools:
-        return Reply((Text("I will run it."), ToolUse("Bash", {"command": command, "description": "Run it"})))
-    first = prompt.strip().splitlines()[0][:200] if prompt.strip() else "(empty prompt)"
-    return Reply.text(f"This is a fake reply to: {first}")
-
-
-# --- the server ------------------------------------------------------------------------------------
+"""Streamed events are batched into HTTP chunks of about this size (unless an event gap or
+``write_size`` asks for smaller writes): a multi-megabyte reply is not a million tiny writes."""
 
 
 class FakeAnthropic:
@@ -298,7 +128,7 @@ class FakeAnthropic:
         return [r for r in self.requests if r.method == "POST" and r.path == "/v1/messages"]
 
     async def wait_for_requests(self, count: int) -> None:
-        """Return once ``count`` message requests have arrived."""
+        """Return once ``count`` message requests have arrived. Cancellable: nothing is lost."""
         async with self._arrived:
             while len(self.message_requests()) < count:
                 await self._arrived.wait()
@@ -313,7 +143,11 @@ class FakeAnthropic:
             self._arrived.notify_all()
 
     async def handle(self, stream: trio.SocketStream) -> None:
-        """Serve one connection: one request, one response, then close (``connection: close``)."""
+        """Serve one connection: one request, one response, then close (``connection: close``).
+
+        The request is recorded before it is answered. A client that hangs up first ends this
+        quietly; cancellation (the fake closing) closes the connection at once, mid-answer or not.
+        """
         try:
             head = await _read_request(stream)
             if head is None:
@@ -324,7 +158,7 @@ class FakeAnthropic:
             now = trio.current_time()
             if method == "HEAD":
                 await self._record(RecordedRequest(method, path, query, headers, body, now, "-"))
-                await stream.send_all(_head(200, {"content-length": "0"}))
+                await stream.send_all(wire.response_head(200, {"content-length": "0"}))
                 return
             if method == "POST" and path == "/v1/messages":
                 keys = (headers.get("x-api-key"), headers.get("authorization", "").removeprefix("Bearer "))
@@ -339,9 +173,11 @@ class FakeAnthropic:
                 return
             await self._record(RecordedRequest(method, path, query, headers, body, now, "-"))
             if method == "POST" and path == "/v1/messages/count_tokens":
-                await _send_json(stream, 200, {"input_tokens": max(1, len(raw) // 4)})
+                await stream.send_all(wire.json_response(200, {"input_tokens": max(1, len(raw) // 4)}))
             else:
-                await _send_error(stream, HttpError(404, f"fake: no route for {method} {path}"))
+                await stream.send_all(
+                    wire.error_response(HttpError(404, f"fake: no route for {method} {path}"))
+                )
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the client hung up first: nothing to answer
         finally:
@@ -354,7 +190,8 @@ async def open_fake_anthropic(
 ) -> AsyncIterator[FakeAnthropic]:
     """Serve a fake on 127.0.0.1 (``port`` 0: a free port) for the duration of the block.
 
-    Leaving the block closes the listener and every open connection (stalled ones included).
+    Leaving the block, normally or by cancellation, closes the listener and every open
+    connection (stalled ones included) before it returns: no task outlives the block.
     """
     async with trio.open_nursery() as nursery:
         listeners = await trio.open_tcp_listeners(port, host=HOST)
@@ -367,10 +204,110 @@ async def open_fake_anthropic(
             nursery.cancel_scope.cancel()
 
 
-# --- HTTP/1.1, just enough ---------------------------------------------------------------------------
+# --- answering ----------------------------------------------------------------------------------------
+
+
+async def _respond(stream: trio.SocketStream, response: Response, body: Mapping[str, Any]) -> None:
+    requested = body.get("model")
+    model = requested if isinstance(requested, str) else "claude-fake"
+    streaming = body.get("stream") is True
+    match response:
+        case HttpError():
+            await stream.send_all(wire.error_response(response))
+        case Reply():
+            await trio.sleep(response.delay)
+            if streaming:
+                async with _ChunkedWriter(stream, response.write_size) as out:
+                    for name, data in wire.reply_events(response, response.model or model):
+                        await out.event(name, data, response.event_gap)
+            else:
+                await stream.send_all(
+                    wire.json_response(200, wire.message(response, response.model or model))
+                )
+        case ErrorMidStream():
+            if not streaming:
+                status = wire.STATUS_OF_ERROR_TYPE.get(response.error_type, 500)
+                await stream.send_all(
+                    wire.error_response(HttpError(status, response.message, response.error_type))
+                )
+                return
+            async with _ChunkedWriter(stream, None) as out:
+                for name, data in wire.partial_events(response.partial, model):
+                    await out.event(name, data)
+                await out.event(*wire.error_event(response.error_type, response.message))
+        case Disconnect():
+            if response.partial is not None and streaming:
+                await _send_partial(stream, response.partial, model)
+            _reset(stream)
+        case Stall():
+            if response.partial is not None and streaming:
+                await _send_partial(stream, response.partial, model)
+            if response.seconds is None:
+                await trio.sleep_forever()
+            await trio.sleep(response.seconds)
+
+
+async def _send_partial(stream: trio.SocketStream, partial: str, model: str) -> None:
+    """The head and the opening events of an answer that will never end (no last chunk)."""
+    out = _ChunkedWriter(stream, None)
+    await out.start()
+    for name, data in wire.partial_events(partial, model):
+        await out.event(name, data)
+    await out.flush()
+
+
+class _ChunkedWriter:
+    """Writes an SSE body with chunked transfer encoding, batching events into chunks.
+
+    As a context manager it sends the head on entry and, when the block ends without an
+    exception, the rest of the events and the last chunk; after an exception the body stays
+    unfinished, as a server that broke off would leave it.
+    """
+
+    def __init__(self, stream: trio.SocketStream, write_size: int | None) -> None:
+        self.stream = stream
+        self.write_size = write_size
+        self.pending = bytearray()
+
+    async def __aenter__(self) -> _ChunkedWriter:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if exc_info[0] is None:
+            await self.flush()
+            await self.stream.send_all(wire.LAST_CHUNK)
+
+    async def start(self) -> None:
+        await self.stream.send_all(wire.response_head(200, wire.SSE_HEADERS))
+
+    async def event(self, name: str, data: Mapping[str, Any], gap: float = 0.0) -> None:
+        """Queue one event; with a ``gap``, send what is queued and wait that long after it."""
+        self.pending += wire.sse(name, data)
+        if gap > 0:
+            await self.flush()
+            await trio.sleep(gap)
+        elif len(self.pending) >= _FLUSH_AT:
+            await self.flush()
+
+    async def flush(self) -> None:
+        data, self.pending = bytes(self.pending), bytearray()
+        step = self.write_size or len(data) or 1
+        for i in range(0, len(data), step):
+            await self.stream.send_all(wire.chunk(data[i : i + step]))
+
+
+def _reset(stream: trio.SocketStream) -> None:
+    """Make the coming close a TCP reset (SO_LINGER 0): the client sees ECONNRESET, not a clean end."""
+    stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+# --- HTTP/1.1 requests, just enough ---------------------------------------------------------------------
 
 
 async def _read_request(stream: trio.SocketStream) -> tuple[str, str, dict[str, str], bytes] | None:
+    """Method, target, headers (lower-case names) and body of the one request; None when the
+    client sends no complete head (hangs up, or a head over 64 KiB)."""
     buffer = bytearray()
     while b"\r\n\r\n" not in buffer:
         if len(buffer) > _MAX_HEAD:
@@ -386,6 +323,7 @@ async def _read_request(stream: trio.SocketStream) -> tuple[str, str, dict[str, 
     for line in lines[1:]:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
+    body: bytes | bytearray
     if headers.get("transfer-encoding", "").lower() == "chunked":
         body = await _read_chunked(stream, bytearray(rest))
     else:
@@ -415,266 +353,15 @@ async def _read_chunked(stream: trio.SocketStream, buffer: bytearray) -> bytes:
         size = int(size_line.split(b";")[0], 16)
         del buffer[: len(size_line) + 2]
         wanted = size + 2
-        await fill(lambda wanted=wanted: len(buffer) >= wanted)
+
+        def complete(wanted: int = wanted) -> bool:
+            return len(buffer) >= wanted
+
+        await fill(complete)
         body += buffer[:size]
         del buffer[: size + 2]
         if size == 0:
             return bytes(body)
-
-
-def _head(status: int, headers: Mapping[str, str]) -> bytes:
-    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}"]
-    lines += [
-        f"{k}: {v}" for k, v in {"connection": "close", "request-id": _id("req_fake_"), **headers}.items()
-    ]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-async def _send_json(
-    stream: trio.SocketStream, status: int, payload: Any, headers: Mapping[str, str] | None = None
-) -> None:
-    data = _json(payload)
-    head = _head(
-        status, {"content-type": "application/json", "content-length": str(len(data)), **(headers or {})}
-    )
-    await stream.send_all(head + data)
-
-
-async def _send_error(stream: trio.SocketStream, error: HttpError) -> None:
-    error_type = error.error_type or _ERROR_TYPES.get(error.status, "api_error")
-    payload = {
-        "type": "error",
-        "error": {"type": error_type, "message": error.message or f"fake {error.status}"},
-        "request_id": _id("req_fake_"),
-    }
-    headers = dict(error.headers)
-    if error.retry_after is not None:
-        headers["retry-after"] = f"{error.retry_after:g}"
-    await _send_json(stream, error.status, payload, headers)
-
-
-async def _respond(stream: trio.SocketStream, response: Response, body: Mapping[str, Any]) -> None:
-    model = body.get("model") if isinstance(body.get("model"), str) else "claude-fake"
-    streaming = body.get("stream") is True
-    match response:
-        case HttpError():
-            await _send_error(stream, response)
-        case Reply():
-            await trio.sleep(response.delay)
-            if streaming:
-                async with _ChunkedWriter(stream, response.write_size) as out:
-                    await _stream_reply(out, response, response.model or model)
-            else:
-                await _send_json(stream, 200, _message(response, response.model or model))
-        case ErrorMidStream():
-            if not streaming:
-                status = _STATUS_OF_TYPE.get(response.error_type, 500)
-                await _send_error(stream, HttpError(status, response.message, response.error_type))
-                return
-            async with _ChunkedWriter(stream, None) as out:
-                await _stream_partial(out, response.partial, model)
-                error = {"type": response.error_type, "message": response.message}
-                await out.event("error", {"type": "error", "error": error})
-        case Disconnect():
-            if response.partial is not None and streaming:
-                out = _ChunkedWriter(stream, None)
-                await out.start()
-                await _stream_partial(out, response.partial, model)
-                await out.flush()
-            _reset(stream)
-        case Stall():
-            if response.partial is not None and streaming:
-                out = _ChunkedWriter(stream, None)
-                await out.start()
-                await _stream_partial(out, response.partial, model)
-                await out.flush()
-            if response.seconds is None:
-                await trio.sleep_forever()
-            await trio.sleep(response.seconds)
-
-
-class _ChunkedWriter:
-    """Writes an SSE body with chunked transfer encoding, batching events into chunks."""
-
-    def __init__(self, stream: trio.SocketStream, write_size: int | None) -> None:
-        self.stream = stream
-        self.write_size = write_size
-        self.pending = bytearray()
-
-    async def __aenter__(self) -> _ChunkedWriter:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if exc_info[0] is None:
-            await self.flush()
-            await self.stream.send_all(b"0\r\n\r\n")
-
-    async def start(self) -> None:
-        headers = {
-            "content-type": "text/event-stream; charset=utf-8",
-            "cache-control": "no-cache",
-            "transfer-encoding": "chunked",
-        }
-        await self.stream.send_all(_head(200, headers))
-
-    async def event(self, name: str, data: Mapping[str, Any], gap: float = 0.0) -> None:
-        self.pending += b"event: " + name.encode() + b"\ndata: " + _json(data) + b"\n\n"
-        if gap > 0:
-            await self.flush()
-            await trio.sleep(gap)
-        elif len(self.pending) >= _FLUSH_AT:
-            await self.flush()
-
-    async def flush(self) -> None:
-        data, self.pending = bytes(self.pending), bytearray()
-        step = self.write_size or len(data) or 1
-        for i in range(0, len(data), step):
-            piece = data[i : i + step]
-            await self.stream.send_all(b"%x\r\n%s\r\n" % (len(piece), piece))
-
-
-async def _stream_reply(out: _ChunkedWriter, reply: Reply, model: str) -> None:
-    gap = reply.event_gap
-    start = _message(reply, model, empty=True)
-    await out.event("message_start", {"type": "message_start", "message": start}, gap)
-    await out.event("ping", {"type": "ping"}, gap)
-    for index, block in enumerate(reply.blocks):
-        match block:
-            case Text():
-                await _block(
-                    out, index, {"type": "text", "text": ""}, "text_delta", "text", block.pieces(), gap
-                )
-            case Thinking():
-                pieces = Text(block.text, chunk_chars=block.chunk_chars).pieces()
-                opening = {"type": "thinking", "thinking": "", "signature": ""}
-                await _block(out, index, opening, "thinking_delta", "thinking", pieces, gap, stop=False)
-                delta = {"type": "signature_delta", "signature": block.signature}
-                await out.event(
-                    "content_block_delta",
-                    {"type": "content_block_delta", "index": index, "delta": delta},
-                    gap,
-                )
-                await out.event("content_block_stop", {"type": "content_block_stop", "index": index}, gap)
-            case ToolUse():
-                opening = {"type": "tool_use", "id": _tool_id(block, index), "name": block.name, "input": {}}
-                encoded = _json(block.input).decode()
-                pieces = ["", *(encoded[i : i + 16] for i in range(0, len(encoded), 16))]
-                await _block(out, index, opening, "input_json_delta", "partial_json", pieces, gap)
-    delta = {
-        "type": "message_delta",
-        "delta": {"stop_reason": _stop_reason(reply), "stop_sequence": None},
-        "usage": {"output_tokens": reply.output_tokens()},
-    }
-    await out.event("message_delta", delta, gap)
-    await out.event("message_stop", {"type": "message_stop"}, gap)
-
-
-async def _block(
-    out: _ChunkedWriter,
-    index: int,
-    opening: Mapping[str, Any],
-    delta_type: str,
-    field: str,
-    pieces: list[str],
-    gap: float,
-    *,
-    stop: bool = True,
-) -> None:
-    await out.event(
-        "content_block_start", {"type": "content_block_start", "index": index, "content_block": opening}, gap
-    )
-    for piece in pieces:
-        delta = {"type": delta_type, field: piece}
-        await out.event(
-            "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}, gap
-        )
-    if stop:
-        await out.event("content_block_stop", {"type": "content_block_stop", "index": index}, gap)
-
-
-async def _stream_partial(out: _ChunkedWriter, partial: str, model: str) -> None:
-    """The opening of an answer that will break: message_start and part of a text block."""
-    reply = Reply.text(partial)
-    await out.event("message_start", {"type": "message_start", "message": _message(reply, model, empty=True)})
-    await out.event(
-        "content_block_start",
-        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-    )
-    for piece in Text(partial).pieces():
-        delta = {"type": "text_delta", "text": piece}
-        await out.event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
-
-
-def _message(reply: Reply, model: str, *, empty: bool = False) -> dict[str, Any]:
-    """The Message object: complete (non-streaming answer) or as ``message_start`` carries it."""
-    content: list[dict[str, Any]] = []
-    if not empty:
-        for index, block in enumerate(reply.blocks):
-            match block:
-                case Text():
-                    content.append({"type": "text", "text": block.text})
-                case Thinking():
-                    content.append({"type": "thinking", "thinking": block.text, "signature": block.signature})
-                case ToolUse():
-                    content.append(
-                        {
-                            "type": "tool_use",
-                            "id": _tool_id(block, index),
-                            "name": block.name,
-                            "input": dict(block.input),
-                        }
-                    )
-    usage = {
-        "input_tokens": reply.usage.input_tokens,
-        "cache_creation_input_tokens": reply.usage.cache_creation_input_tokens,
-        "cache_read_input_tokens": reply.usage.cache_read_input_tokens,
-        "output_tokens": 1 if empty else reply.output_tokens(),
-    }
-    return {
-        "id": _id("msg_fake_"),
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": content,
-        "stop_reason": None if empty else _stop_reason(reply),
-        "stop_sequence": None,
-        "usage": usage,
-    }
-
-
-def _stop_reason(reply: Reply) -> str:
-    if reply.stop_reason is not None:
-        return reply.stop_reason
-    return "tool_use" if any(isinstance(b, ToolUse) for b in reply.blocks) else "end_turn"
-
-
-def _tool_id(block: ToolUse, index: int) -> str:
-    # Stable per block so the streamed and the JSON form of one reply agree.
-    digest = hashlib.sha256(block.name.encode() + _json(block.input)).hexdigest()[:12]
-    return block.id or f"toolu_fake_{index}_{digest}"
-
-
-def _reset(stream: trio.SocketStream) -> None:
-    """Make the coming close a TCP reset (SO_LINGER 0): the client sees ECONNRESET, not a clean end."""
-    stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-
-
-def _messages(body: Any) -> list[dict[str, Any]]:
-    messages = body.get("messages") if isinstance(body, dict) else None
-    return [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
-
-
-def _user_texts(message: Mapping[str, Any]) -> list[str]:
-    content = message.get("content")
-    if isinstance(content, str):
-        return [content]
-    texts = (
-        [b.get("text") for b in content if isinstance(b, dict) and b.get("type") == "text"]
-        if isinstance(content, list)
-        else []
-    )
-    return [t for t in texts if isinstance(t, str) and not t.lstrip().startswith("<system-reminder>")]
 
 
 def _parse_json(raw: bytes) -> Any:
@@ -684,15 +371,7 @@ def _parse_json(raw: bytes) -> Any:
         return None
 
 
-def _json(value: Any) -> bytes:
-    return orjson.dumps(value)
-
-
-def _id(prefix: str) -> str:
-    return prefix + uuid.uuid4().hex[:16]
-
-
-# --- standalone --------------------------------------------------------------------------------------
+# --- standalone ------------------------------------------------------------------------------------------
 
 
 async def _serve(port: int, quiet: bool) -> None:
@@ -713,6 +392,7 @@ async def _serve(port: int, quiet: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``python -m tests.fakes.anthropic_api``: serve the demo fake until Ctrl-C."""
     parser = argparse.ArgumentParser(description="A fake Anthropic Messages API on 127.0.0.1 (demo replies).")
     parser.add_argument("--port", type=int, default=8765, help="port to listen on (0: any free port)")
     parser.add_argument("--quiet", action="store_true", help="do not print a line per request")
