@@ -107,7 +107,9 @@ class _Job:
         self.tokens = self.tokens + tokens
         if cost is not None:
             self.cost += cost
-        elif tokens.total:
+        elif tokens.total or attempt.finished is not None:
+            # A finished stream without a cost (unknown price, no usage) is unknown, not free;
+            # an attempt refused before it consumed anything (a 429, say) cost nothing.
             self.cost_unknown = True
 
 

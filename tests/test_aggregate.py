@@ -152,3 +152,12 @@ def test_a_failed_attempt_is_charged_what_its_usage_events_report() -> None:
     ]
     result = fold(events).results["j"]
     assert result.cost_usd == 0.75 and result.tokens == Tokens(input=20, output=8)
+
+
+def test_a_finished_stream_without_cost_or_usage_is_unknown_not_free() -> None:
+    events = [
+        Tagged("j", 1, 0, 0.0, AttemptStarted(backend="x")),
+        Tagged("j", 1, 1, 1.0, StreamFinished(stop_reason="stop")),
+        Tagged("j", 1, 2, 1.0, JobSucceeded(attempts=1)),
+    ]
+    assert fold(events).results["j"].cost_usd is None
