@@ -13,6 +13,7 @@ from .base import Backend, BackendKind, Emit
 
 _MODULES: dict[str, str | BackendKind] = {
     "sim": "orchestrator.backends.sim",
+    "local": "orchestrator.backends.local",
     "claude-code": "orchestrator.backends.claude_code",
     "anthropic": "orchestrator.backends.anthropic",
     "openai": "orchestrator.backends.openai",
