@@ -201,7 +201,7 @@ def test_job_story_shows_each_attempt_retry_reason_and_delay(
 def test_job_story_shows_tool_calls_results_and_the_text(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    log = virtual_log("batch.toml", tmp_path / "run.jsonl")
+    log = virtual_log("sim.toml", tmp_path / "run.jsonl")
     report_main([str(log), "--job", "tools"])
     out = capsys.readouterr().out
     assert 'tool call lookup [call_tools_0] {"query":"Look something up, then answer.","n":0}' in out
@@ -248,7 +248,7 @@ def test_a_directory_is_not_a_log(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 
 def test_an_edited_summary_is_flagged(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    log = virtual_log("batch.toml", tmp_path / "run.jsonl")
+    log = virtual_log("sim.toml", tmp_path / "run.jsonl")
     lines = log.read_bytes().splitlines()
     last = orjson.loads(lines[-1])
     last["summary"]["succeeded"] = 99

@@ -102,7 +102,7 @@ def test_partial_lines_are_printed_only_once_complete(tmp_path: Path) -> None:
 
 def test_tail_of_a_finished_log_prints_it_and_exits(tmp_path: Path) -> None:
     log = tmp_path / "run.jsonl"
-    run_virtual(load_job_file(ROOT / "jobs" / "batch.toml", Overrides(log=str(log))), keep_text=False)
+    run_virtual(load_job_file(ROOT / "jobs" / "sim.toml", Overrides(log=str(log))), keep_text=False)
     proc = orchestrate("tail", str(log), "--no-deltas", cwd=tmp_path)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0 and err == ""
@@ -114,7 +114,7 @@ def test_tail_of_a_finished_log_prints_it_and_exits(tmp_path: Path) -> None:
 def test_ctrl_c_exits_130_quietly(tmp_path: Path) -> None:
     log = tmp_path / "run.jsonl"
     full = tmp_path / "full.jsonl"
-    run_virtual(load_job_file(ROOT / "jobs" / "batch.toml", Overrides(log=str(full))), keep_text=False)
+    run_virtual(load_job_file(ROOT / "jobs" / "sim.toml", Overrides(log=str(full))), keep_text=False)
     log.write_bytes(b"".join(full.read_bytes().splitlines(keepends=True)[:20]))  # no batch_finished
     proc = orchestrate("tail", str(log), cwd=tmp_path)
     assert proc.stdout is not None
