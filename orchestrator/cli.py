@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .spec import BatchSpec
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+ANSWERS_SHOWN = 20  # batches up to this size get their answers printed after the run
 EXIT_SIGNAL: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 _EPILOG = """\
@@ -206,7 +207,9 @@ async def _run(spec: BatchSpec, args: argparse.Namespace, signals: _Signals) -> 
         nursery.start_soon(_watch_signals, control, nursery.cancel_scope, signals)
         if not args.quiet:
             nursery.start_soon(lambda: run_progress(progress, tty=sys.stderr.isatty()))
-        result = await execute(spec, subscribers=[progress], keep_text=False, control=control)
+        # A small batch's answers are shown at the end; a large one's stay in the log, not in RAM.
+        keep_text = len(spec.jobs) <= ANSWERS_SHOWN
+        result = await execute(spec, subscribers=[progress], keep_text=keep_text, control=control)
         nursery.cancel_scope.cancel()
     if result is None:  # torn down by a second signal
         return None

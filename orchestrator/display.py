@@ -183,6 +183,13 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
+def _clip(text: str, lines: int = 6, chars: int = 400) -> str:
+    text = text.strip()
+    kept = text.splitlines()[:lines]
+    clipped = "\n".join(kept)[:chars]
+    return clipped + (" …" if len(clipped) < len(text) else "")
+
+
 def _opt(value: float | None, fmt: str = "{:.2f}s") -> str:
     return "-" if value is None else fmt.format(value)
 
@@ -190,8 +197,17 @@ def _opt(value: float | None, fmt: str = "{:.2f}s") -> str:
 def print_summary(
     summary: BatchSummary, jobs: Sequence[JobResult], *, stream: IO[str], log: str | None, max_rows: int = 20
 ) -> None:
-    """The end-of-run summary: totals, and the jobs that did not succeed."""
+    """The end-of-run summary: the answers (when the results kept them), the totals, and the jobs
+    that did not succeed."""
     console = Console(file=stream, soft_wrap=True)
+    answers = [job for job in jobs if job.ok and job.text is not None]
+    if answers:
+        table = Table(title="answers", title_justify="left", show_lines=True)
+        table.add_column("job", style="cyan", no_wrap=True)
+        table.add_column("answer", overflow="fold")
+        for job in answers:
+            table.add_row(job.job_id, _clip(job.text or ""))
+        console.print(table)
     status = (
         "stopped: " + summary.stopped
         if summary.stopped

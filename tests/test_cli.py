@@ -141,3 +141,12 @@ def test_log_path_that_cannot_be_opened_is_exit_2(tmp_path: Path) -> None:
     (tmp_path / "blocker").write_text("")
     proc = orchestrate(str(job), "--log", str(tmp_path / "blocker" / "x.jsonl"), cwd=tmp_path)
     assert proc.returncode == 2 and "cannot open log" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_small_batch_prints_its_answers(tmp_path: Path) -> None:
+    proc = orchestrate(str(ROOT / "jobs" / "sim.toml"), "--no-log", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    answers = proc.stdout.split("batch summary")[0]
+    assert "answers" in answers
+    for job in ("colors", "haiku", "tools"):
+        assert job in answers
