@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--job-timeout", type=_positive_float, metavar="S", help="limit for a job, retries included"
     )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="diagnostics on stderr (attempt failures, ...)"
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no live progress; a one-line summary")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
     parser.add_argument("--version", action="version", version=f"orchestrate {__version__}")
@@ -141,6 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imported here so that --help and usage errors stay fast.
     import attrs
     import trio
+
+    from .diagnostics import configure
+
+    configure(verbose=args.verbose)
 
     from .config import Overrides, load_job_file
     from .errors import ConfigError

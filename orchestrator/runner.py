@@ -35,6 +35,7 @@ from ._version import __version__
 from .aggregate import Aggregator, JobResult
 from .backends import Backend, BackendKind, backend_kind
 from .bus import Barrier, Item, Subscriber, run_bus
+from .diagnostics import logger
 from .errors import BackendError, ConfigError
 from .events import (
     AttemptStarted,
@@ -64,6 +65,7 @@ from .spec import BackendLimits, BatchSpec, JobSpec
 from .watchdog import IdleWatchdog, Watch
 
 CHANNEL_SIZE = 8192
+_log = logger("orchestrator.runner")
 
 
 @attrs.frozen
@@ -117,6 +119,8 @@ def _failure_from(exc: Exception) -> _Failure:
         exc = next((e for e in leaves if isinstance(e, BackendError)), leaves[0])
     if isinstance(exc, BackendError):
         return _Failure(exc.kind, exc.message, exc.retryable, getattr(exc, "retry_after", None))
+    # A bug, not an outcome: the job fails, and the traceback goes to the diagnostics.
+    logger("orchestrator.runner").warning("backend raised an unexpected exception", exc_info=exc)
     return _Failure("internal", f"{type(exc).__name__}: {exc}", False)
 
 
@@ -284,6 +288,9 @@ class _Run:
         failure = await self.attempt(job)
         if failure is None:
             return JobSucceeded(attempts=job.attempt)
+        _log.debug(
+            "attempt failed", job=spec.id, attempt=job.attempt, kind=failure.kind, error=failure.message
+        )
         if failure.kind == "timeout_job":
             return self._job_timed_out(job)
         if not should_retry(spec.retry, job.attempt, failure.retryable):

@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 import pytest
+import structlog.testing
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -301,10 +302,13 @@ def test_backend_bugs_fail_one_job_not_the_batch(boom: Any, recorder: Recorder) 
         backend="boom",
         retry={"max_attempts": 2, "base_delay": 0.1},
     )
-    result = run_virtual(spec, subscribers=[recorder])
+    with structlog.testing.capture_logs() as logs:
+        result = run_virtual(spec, subscribers=[recorder])
     assert result.jobs["bug"].error_kind == "internal" and "ZeroDivisionError" in (
         result.jobs["bug"].error or ""
     )
+    bugs = [entry for entry in logs if entry["event"] == "backend raised an unexpected exception"]
+    assert len(bugs) == 1 and isinstance(bugs[0]["exc_info"], ZeroDivisionError)  # the traceback is kept
     assert result.jobs["bug"].attempts == 1
     assert result.jobs["group"].error_kind == "connection" and result.jobs["group"].attempts == 2
     assert result.jobs["silent"].error_kind == "protocol"
