@@ -242,32 +242,70 @@ class Aggregator:
                     latencies.append(result.duration_s)
                 if result.ttft_s is not None:
                     ttfts.append(result.ttft_s)
-        latencies.sort()
-        ttfts.sort()
-        done = counts["succeeded"] + counts["failed"]
-        return BatchSummary(
+        return summarize(
+            counts=counts,
             jobs=self._queued,
             attempts=self._attempts,
             retries=self._retries,
             tokens=tokens,
-            cost_usd=round(cost, 9),
-            cost_unknown_jobs=cost_unknown,
+            cost=cost,
+            cost_unknown=cost_unknown,
             wall_s=wall_s,
-            jobs_per_s=done / wall_s if wall_s > 0 else 0.0,
-            tokens_per_s=tokens.output / wall_s if wall_s > 0 else 0.0,
-            latency_p50_s=percentile(latencies, 50),
-            latency_p95_s=percentile(latencies, 95),
-            latency_max_s=latencies[-1] if latencies else None,
-            ttft_p50_s=percentile(ttfts, 50),
-            failures=dict(sorted(self._failures.items())),
+            latencies=latencies,
+            ttfts=ttfts,
+            failures=self._failures,
             stopped=stopped,
             already_done=self._already_done,
-            **counts,
         )
 
     @property
     def running(self) -> Mapping[str, object]:
         return self._running
+
+
+def summarize(
+    *,
+    counts: Mapping[str, int],
+    jobs: int,
+    attempts: int,
+    retries: int,
+    tokens: Tokens,
+    cost: float,
+    cost_unknown: int,
+    wall_s: float,
+    latencies: list[float],
+    ttfts: list[float],
+    failures: Mapping[str, int],
+    stopped: str | None,
+    already_done: int = 0,
+) -> BatchSummary:
+    """A :class:`BatchSummary` from totals: rates, percentiles and rounding done one way for the
+    live fold and for reports that combine several runs."""
+    latencies = sorted(latencies)
+    ttfts = sorted(ttfts)
+    done = counts["succeeded"] + counts["failed"]
+    return BatchSummary(
+        jobs=jobs,
+        attempts=attempts,
+        retries=retries,
+        tokens=tokens,
+        cost_usd=round(cost, 9),
+        cost_unknown_jobs=cost_unknown,
+        wall_s=wall_s,
+        jobs_per_s=done / wall_s if wall_s > 0 else 0.0,
+        tokens_per_s=tokens.output / wall_s if wall_s > 0 else 0.0,
+        latency_p50_s=percentile(latencies, 50),
+        latency_p95_s=percentile(latencies, 95),
+        latency_max_s=latencies[-1] if latencies else None,
+        ttft_p50_s=percentile(ttfts, 50),
+        failures=dict(sorted(failures.items())),
+        stopped=stopped,
+        already_done=already_done,
+        succeeded=counts["succeeded"],
+        failed=counts["failed"],
+        cancelled=counts["cancelled"],
+        skipped=counts["skipped"],
+    )
 
 
 def percentile(sorted_values: Sequence[float], p: float) -> float | None:

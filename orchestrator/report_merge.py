@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from .aggregate import JobResult, percentile
+from .aggregate import JobResult, summarize
 from .events import BatchSummary, Tokens
 
 if TYPE_CHECKING:
@@ -114,31 +114,24 @@ def combine(runs: Sequence[RunReport], rows: Mapping[str, JobRow]) -> BatchSumma
                 latencies.append(row.duration_s)
             if row.ttft_s is not None:
                 ttfts.append(row.ttft_s)
-    latencies.sort()
-    ttfts.sort()
     tokens = Tokens()
     for run in runs:
         tokens = tokens + run.summary.tokens
     cost_unknown = {job for run in runs for job, result in run.results.items() if result.cost_usd is None}
-    wall = sum(run.summary.wall_s for run in runs)
-    done = counts["succeeded"] + counts["failed"]
-    return BatchSummary(
+    return summarize(
+        counts=counts,
         jobs=len(rows),
         attempts=sum(run.summary.attempts for run in runs),
         retries=sum(run.summary.retries for run in runs),
         tokens=tokens,
-        cost_usd=round(sum(run.summary.cost_usd for run in runs), 9),
-        cost_unknown_jobs=len(cost_unknown),
-        wall_s=wall,
-        jobs_per_s=done / wall if wall > 0 else 0.0,
-        tokens_per_s=tokens.output / wall if wall > 0 else 0.0,
-        latency_p50_s=percentile(latencies, 50),
-        latency_p95_s=percentile(latencies, 95),
-        latency_max_s=latencies[-1] if latencies else None,
-        ttft_p50_s=percentile(ttfts, 50),
-        failures=dict(sorted(failures.items())),
+        cost=sum(run.summary.cost_usd for run in runs),
+        cost_unknown=len(cost_unknown),
+        wall_s=sum(run.summary.wall_s for run in runs),
+        latencies=latencies,
+        ttfts=ttfts,
+        failures=failures,
         stopped=runs[-1].summary.stopped,
-        **counts,
+        already_done=runs[0].summary.already_done,
     )
 
 
