@@ -114,8 +114,8 @@ def _resumed(spec: BatchSpec, args: argparse.Namespace) -> BatchSpec:
         raise ConfigError(
             [f"{args.jobfile}: no log to resume (looked for runs/{Path(args.jobfile).stem}-*.jsonl)"]
         )
-    if args.resume and not Path(log).exists():
-        # An explicit log that does not exist yet: this is the first run of a resumable loop.
+    if (args.resume or spec.log is not None) and not Path(log).exists():
+        # A named log that does not exist yet: this is the first run of a resumable loop.
         return attrs.evolve(spec, log=log)
     resumed = plan(spec, log, retry_failed=args.retry_failed)
     return attrs.evolve(resumed.spec, already_done=resumed.already_done)

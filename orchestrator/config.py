@@ -217,8 +217,8 @@ def resolve(
     batch_fields.update(
         {k: v for k, v in attrs.asdict(overrides).items() if v is not None and k in _BATCH_KEYS}
     )
-    if overrides.timeouts:
-        job_defaults["timeouts"] = {**job_defaults.get("timeouts", {}), **overrides.timeouts}
+    if batch_fields.get("hard_cap") and batch_fields.get("max_cost_usd") is None:
+        local.append("defaults.hard_cap: needs a spend cap: max_cost_usd (or --max-cost)")
     report(source, local)
     specs: list[JobSpec] = []
     seen: dict[str, str] = {}
@@ -320,11 +320,16 @@ def _resolve_job(
             merged[key] = {**defaults[key], **fields[key]}
     if overrides.backend is not None:
         merged["backend"] = overrides.backend
+    if overrides.timeouts:  # the command line wins over a job's own timeouts too
+        merged["timeouts"] = {**merged.get("timeouts", {}), **overrides.timeouts}
     backend = merged.setdefault("backend", "sim")
     if "prompt" not in merged and isinstance(table, Mapping):
         problems.append(f"{join(path, 'prompt')}: required")
     if backend not in known_backends():
-        where = join(path, "backend") if "backend" in fields else "defaults.backend"
+        if overrides.backend is not None:
+            where = "--backend"
+        else:
+            where = join(path, "backend") if "backend" in fields else "defaults.backend"
         problems.append(
             f"{where}: unknown backend {backend!r}{did_you_mean(backend, known_backends())}; "
             f"known: {', '.join(known_backends())}"
@@ -350,6 +355,8 @@ def _resolve_job(
         merged.pop(name, None)
     if len(problems) > start or merged.get("prompt") is None:
         return None
+    if options is None or retry is None or timeouts is None:
+        return None  # a bad value in [defaults], reported there once
     if retry.max_delay < retry.base_delay:
         where = join(path, "retry") if "retry" in fields else "defaults.retry"
         problems.append(f"{where}: max_delay ({retry.max_delay}) is below base_delay ({retry.base_delay})")

@@ -31,14 +31,6 @@ BACKPRESSURE_KINDS = frozenset({"rate_limited", "overloaded"})
 _NOTABLE_WAIT = 1.0
 
 
-@attrs.define(slots=True)
-class Reservation:
-    """What one attempt was charged up front, settled against its real usage afterwards."""
-
-    tokens: int
-    cost: float
-
-
 class Pacer:
     """Paces attempt starts on one backend (or one model of it) to rpm and tpm."""
 
@@ -53,8 +45,8 @@ class Pacer:
         self.paused_until = -math.inf
         self._lock = trio.Lock()  # trio's Lock is fair: waiters are served in arrival order
 
-    def ready_at(self, tokens: int) -> float:
-        """The earliest trio time a request of ``tokens`` may start."""
+    def ready_at(self) -> float:
+        """The earliest trio time the next request may start."""
         return max(self._next_request, self._next_tokens, self.paused_until)
 
     async def acquire(self, tokens: int) -> None:
@@ -69,14 +61,14 @@ class Pacer:
             announced = False
             while True:
                 now = trio.current_time()
-                ready = self.ready_at(tokens)
+                ready = self.ready_at()
                 if ready <= now:
                     break
-                if not announced and ready - now >= _NOTABLE_WAIT:
+                # A pause was announced when it began; long pacing waits are announced here.
+                if not announced and ready - now >= _NOTABLE_WAIT and ready != self.paused_until:
                     announced = True
-                    reason = "paused" if ready == self.paused_until else "pacing"
                     await self._notify(
-                        LimiterChanged(self.name, reason, None, ready, "waiting for the rate limit")
+                        LimiterChanged(self.name, "pacing", None, ready, "waiting for the rate limit")
                     )
                 await trio.sleep_until(ready)  # a pause may move ``ready`` meanwhile: look again
             if self.rpm:
@@ -219,16 +211,18 @@ class Gate:
             if pacer is not None:
                 pacer.settle(ticket.tokens, ticket.used)
 
-    async def succeeded(self, ticket: Ticket) -> None:
+    async def succeeded(self) -> None:
         if self.adaptive is not None:
             await self.adaptive.succeeded()
 
-    async def failed(self, ticket: Ticket, kind: str, retry_after: float | None) -> None:
-        """A rate-limit or overload error pauses the backend (Retry-After) and shrinks its limit."""
+    async def failed(self, ticket: Ticket, kind: str, retry_after: float | None, max_pause: float) -> None:
+        """A rate-limit or overload error pauses the backend (Retry-After, at most ``max_pause``
+        seconds: the job's ``retry.max_retry_after``) and shrinks its in-flight limit."""
         if kind not in BACKPRESSURE_KINDS:
             return
         if retry_after:
-            await self.pacer.pause(retry_after, f"{kind}: the server asked to wait {retry_after:g}s")
+            wait = min(retry_after, max_pause)
+            await self.pacer.pause(wait, f"{kind}: the server asked to wait {retry_after:g}s")
         if self.adaptive is not None:
             await self.adaptive.overloaded(ticket.epoch)
 

@@ -109,7 +109,15 @@ def _drop_torn_tail(path: Path) -> None:
             start = max(0, start - step)
         keep = start + cut + 1 if cut >= 0 else 0
         if keep < size:
-            f.truncate(keep)
+            f.seek(keep)
+            tail = f.read()
+            try:
+                orjson.loads(tail)
+            except orjson.JSONDecodeError:
+                f.truncate(keep)  # a torn line: the crash cut it, nothing can use it
+            else:
+                f.seek(size)  # a whole record whose newline was lost: readers count it, keep it
+                f.write(b"\n")
 
 
 @attrs.frozen

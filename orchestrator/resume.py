@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from pathlib import Path
 
 import attrs
@@ -97,5 +98,10 @@ def latest_log(job_file: str, configured: str | None) -> str | None:
     newest ``runs/<job file stem>-*.jsonl``."""
     if configured is not None and configured != "-":
         return configured
-    candidates = sorted(glob.glob(str(Path("runs") / f"{Path(job_file).stem}-*.jsonl")))
+    stem = Path(job_file).stem
+    # Only this job file's own logs: runs/big-test-*.jsonl is not a log of big.toml.
+    own = re.compile(re.escape(stem) + r"-\d{8}-\d{6}\.jsonl")
+    candidates = sorted(
+        p for p in glob.glob(str(Path("runs") / f"{stem}-*.jsonl")) if own.fullmatch(Path(p).name)
+    )
     return candidates[-1] if candidates else None

@@ -51,7 +51,6 @@ from .events import (
     LimiterChanged,
     RateLimitInfo,
     RetryScheduled,
-    StreamEvent,
     StreamFinished,
     Tagged,
     TerminalEvent,
@@ -65,6 +64,7 @@ from .spec import BackendLimits, BatchSpec, JobSpec
 from .watchdog import IdleWatchdog, Watch
 
 CHANNEL_SIZE = 8192
+_TERMINAL_GRACE = 5.0  # seconds a job's terminal event may wait for the bus during a stop
 _log = logger("orchestrator.runner")
 
 
@@ -120,7 +120,7 @@ def _failure_from(exc: Exception) -> _Failure:
     if isinstance(exc, BackendError):
         return _Failure(exc.kind, exc.message, exc.retryable, getattr(exc, "retry_after", None))
     # A bug, not an outcome: the job fails, and the traceback goes to the diagnostics.
-    logger("orchestrator.runner").warning("backend raised an unexpected exception", exc_info=exc)
+    _log.warning("backend raised an unexpected exception", exc_info=exc)
     return _Failure("internal", f"{type(exc).__name__}: {exc}", False)
 
 
@@ -139,12 +139,15 @@ class _Job:
     run: _Run
     seq: int = 0
     attempt: int = 0
-    started: bool = False
+    admitted: bool = False  # passed the spend cap's check (its first attempt is reserved)
+    started: bool = False  # its first attempt got through the backend's gate
     done: bool = False
     deadline: float | None = None
     stream_finished: bool = False
     finished: StreamFinished | None = None
     usage_tokens: int = 0
+    usage_cost: float | None = None
+    reserved: float | None = None
     watch: Watch | None = None
 
     async def emit(self, event: Event) -> None:
@@ -175,11 +178,10 @@ class _Job:
             self.finished = event  # type: ignore[assignment]
         elif kind is UsageReported:
             self.usage_tokens += event.tokens.total  # type: ignore[union-attr]
+            if event.cost_usd is not None:  # type: ignore[union-attr]
+                self.usage_cost = (self.usage_cost or 0.0) + event.cost_usd  # type: ignore[union-attr]
         elif kind is RateLimitInfo:
             await run.gates[self.spec.backend].observe(self.spec.model, event)  # type: ignore[arg-type]
-
-    async def emit_stream(self, event: StreamEvent) -> None:
-        await self.emit(event)
 
 
 class _Run:
@@ -263,28 +265,32 @@ class _Run:
         while (job := await self.queue.take()) is not None:
             terminal = await self.step(job)
             if terminal is not None:
-                await job.emit(terminal)
+                # A stop arriving now must not turn a finished job into a cancelled one (it
+                # would be paid for again on resume); the bus still runs, so this is brief.
+                with trio.CancelScope(shield=True, deadline=trio.current_time() + _TERMINAL_GRACE):
+                    await job.emit(terminal)
                 job.done = True
                 self.queue.finished()
 
     async def step(self, job: _Job) -> TerminalEvent | None:
         """Run the job's next attempt. Returns its terminal event, or None when it will retry
-        (it is then back in the queue with the time its backoff ends)."""
+        (it is then back in the queue with the time its backoff ends) or will not run (cap)."""
         spec = job.spec
-        now = trio.current_time()
-        if not job.started:
-            if self.capped is not None or not self.budget.allows(self.estimate(spec)[1]):
+        if not job.admitted:
+            # Check and reserve in one step, with no await between: workers waiting at a
+            # backend's gate must not all pass the cap on the same budget.
+            cost = self.estimate(spec)[1]
+            if self.capped is not None or not self.budget.allows(cost):
                 if self.capped is None:
                     await self.reach_spend_cap(job)
                 else:
                     self.queue.drop_new(also_taken=1)
                 return None
-            job.started = True
-            if spec.timeouts.job is not None:
-                job.deadline = now + spec.timeouts.job
-        if job.deadline is not None and now >= job.deadline:
+            job.admitted = True
+            self.budget.reserve(cost)
+            job.reserved = cost
+        elif job.deadline is not None and trio.current_time() >= job.deadline:
             return self._job_timed_out(job)
-        job.attempt += 1
         failure = await self.attempt(job)
         if failure is None:
             return JobSucceeded(attempts=job.attempt)
@@ -309,13 +315,28 @@ class _Run:
 
     async def attempt(self, job: _Job) -> _Failure | None:
         """One attempt through its backend's gate (in-flight limit, rate limits, pauses), under
-        the attempt and job deadlines and the idle watchdog."""
+        the attempt and job deadlines and the idle watchdog.
+
+        The job counts as started, and its job timeout starts, only once the gate lets it
+        through: waiting for a slot is not running. Cancelled at the gate, it has not started.
+        """
         spec = job.spec
         gate = self.gates[spec.backend]
         tokens, cost = self.estimate(spec)
-        ticket = await gate.enter(tokens, spec.model)
-        self.budget.reserve(cost)
-        job.finished, job.usage_tokens = None, 0
+        if job.reserved is None:
+            self.budget.reserve(cost)
+            job.reserved = cost
+        try:
+            ticket = await gate.enter(tokens, spec.model)
+        except BaseException:
+            self._settle(job, None)
+            raise
+        if not job.started:
+            job.started = True
+            if spec.timeouts.job is not None:
+                job.deadline = trio.current_time() + spec.timeouts.job
+        job.attempt += 1
+        job.finished, job.usage_tokens, job.usage_cost = None, 0, None
         try:
             failure = await self._stream(job)
         finally:
@@ -324,12 +345,19 @@ class _Run:
                 finished.tokens.total if finished is not None and finished.tokens else job.usage_tokens
             )
             gate.leave(ticket)
-            self.budget.settle(cost, finished.cost_usd if finished is not None else None)
+            # The same cost the aggregator charges: the stream's total, else its usage events'.
+            cost_seen = finished.cost_usd if finished is not None and finished.cost_usd is not None else None
+            self._settle(job, cost_seen if cost_seen is not None else job.usage_cost)
         if failure is None:
-            await gate.succeeded(ticket)
+            await gate.succeeded()
         else:
-            await gate.failed(ticket, failure.kind, failure.retry_after)
+            await gate.failed(ticket, failure.kind, failure.retry_after, spec.retry.max_retry_after)
         return failure
+
+    def _settle(self, job: _Job, cost: float | None) -> None:
+        if job.reserved is not None:
+            self.budget.settle(job.reserved, cost)
+            job.reserved = None
 
     async def _stream(self, job: _Job) -> _Failure | None:
         spec = job.spec
@@ -345,7 +373,7 @@ class _Run:
             if timeouts.idle is not None or deadline is not None:
                 watch = job.watch = self.watchdog.watch(scope, timeouts.idle, deadline)
             try:
-                await self.backends[spec.backend].stream(spec, job.attempt, job.emit_stream)
+                await self.backends[spec.backend].stream(spec, job.attempt, job.emit)
             except Exception as exc:
                 return _failure_from(exc)
             finally:
@@ -355,7 +383,7 @@ class _Run:
         if scope.cancelled_caught and watch is not None:
             if watch.fired == "idle":
                 return _Failure("timeout_idle", f"stream stalled: no event for {timeouts.idle:g}s", True)
-            if job.deadline is not None and trio.current_time() >= job.deadline:
+            if job.deadline is not None and watch.deadline >= job.deadline:
                 return _Failure("timeout_job", "", False)
             return _Failure("timeout_attempt", f"attempt timed out after {timeouts.attempt:g}s", True)
         if not job.stream_finished:

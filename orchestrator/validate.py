@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -84,6 +85,11 @@ def check_value(value: Any, hint: Any, path: str, meta: Mapping[str, Any], probl
         return _check_range(value, path, meta, problems)
     if hint is float:
         value = _check_type(value, (int, float), "a number", path, problems)
+        if value is not None and not math.isfinite(value):
+            # TOML has nan and inf; every range check passes NaN, and an infinite limit is
+            # better said by leaving the key out.
+            problems.append(f"{path}: expected a finite number, got {value}")
+            return None
         return _check_range(float(value), path, meta, problems) if value is not None else None
     if hint is str:
         value = _check_type(value, str, "a string", path, problems)

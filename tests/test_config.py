@@ -118,3 +118,33 @@ def test_values_are_checked_strictly(defaults: dict[str, object], problem: str) 
     with pytest.raises(ConfigError) as info:
         build_batch(["p"], defaults)
     assert info.value.problems == [problem]
+
+
+def test_nan_and_infinity_are_refused() -> None:
+    with pytest.raises(ConfigError) as info:
+        build_batch(["p"], {"retry": {"max_delay": float("nan")}, "timeouts": {"idle": float("inf")}})
+    assert info.value.problems == [
+        "defaults.retry.max_delay: expected a finite number, got nan",
+        "defaults.timeouts.idle: expected a finite number, got inf",
+    ]
+
+
+def test_command_line_timeouts_win_over_a_jobs_own(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[[jobs]]\nid = "a"\nprompt = "p"\ntimeouts = {idle = 30}\n[[jobs]]\nid = "b"\nprompt = "q"\n',
+    )
+    spec = load_job_file(path, Overrides(timeouts={"idle": 5.0}))
+    assert [job.timeouts.idle for job in spec.jobs] == [5.0, 5.0]
+
+
+def test_hard_cap_needs_a_cap() -> None:
+    with pytest.raises(ConfigError) as info:
+        build_batch(["p"], {"hard_cap": True})
+    assert info.value.problems == ["defaults.hard_cap: needs a spend cap: max_cost_usd (or --max-cost)"]
+
+
+def test_a_bad_backend_from_the_command_line_is_named_as_such(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_job_file(write(tmp_path, '[[jobs]]\nprompt = "p"\n'), Overrides(backend="bogus"))
+    assert info.value.problems[0].startswith(f"{tmp_path / 'jobs.toml'}: --backend: unknown backend 'bogus'")
