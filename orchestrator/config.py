@@ -6,6 +6,7 @@ reported (not just the first), one line each, as ``FILE: key.path: what is wrong
 
 A job file::
 
+    prompts_file = "more.jsonl"   # (top level, before any table) a JSON string or job object per line
     [defaults]            # batch-wide keys (concurrency, log, deadline, seed, fsync, name)
     backend = "sim"       # and per-job defaults (backend, model, retry, timeouts, ...)
     [defaults.retry]
@@ -17,7 +18,6 @@ A job file::
     [[jobs]]
     id = "greeting"       # optional: derived from the prompt when absent
     prompt = "Say hi."
-    prompts_file = "more.jsonl"   # (top level) one JSON string or job object per line
 """
 
 from __future__ import annotations
