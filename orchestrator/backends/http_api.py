@@ -44,6 +44,7 @@ from ..http import (
 from ..spec import JobSpec
 from .base import Emit
 from .http_status import Redact, error_for_status
+from .ratelimit_headers import rate_limit_info
 
 DONE_GRACE = 2.0
 """After the reply's end marker, how long to wait for the end of the HTTP body (normally it is
@@ -167,6 +168,10 @@ async def stream_attempt(
     message and Retry-After), an error in the stream, a refused or broken connection, a stream
     cut short, no event within ``first_event_timeout``. Cancellation (the runner's timeouts,
     Ctrl-C) closes the connection and emits nothing more.
+
+    Rate-limit headers, when the response has any, become a ``RateLimitInfo`` emitted first: at
+    the start of a streamed reply, and before the error is raised for any other status (a 429
+    says how empty the quota is), so the runner paces the backend with them either way.
     """
     redact = redactor(key)
     waiting = trio.CancelScope(deadline=trio.current_time() + (first_event_timeout or math.inf))
@@ -174,6 +179,9 @@ async def stream_attempt(
     try:
         with waiting:
             async with pool.open_stream("POST", url, headers=headers, body=body) as response:
+                limits = rate_limit_info(response.headers, time.time())
+                if limits is not None:
+                    await emit(limits)
                 if response.status != 200:
                     raw = await response.read_all(ERROR_BODY_LIMIT)
                     reason = response.reason.decode("latin-1", "replace")

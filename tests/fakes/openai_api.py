@@ -16,9 +16,16 @@ Each request takes the next scripted response; when the script is empty it gets
 ``fake.default`` (a response, or a function of the request returning one; by default a 500
 saying the script ran out). Responses: :class:`Reply`, :class:`HttpError`,
 :class:`ErrorMidStream`, :class:`Disconnect` (reset after part of the reply) and :class:`Stall`
-(silence after part of the reply). Run it alone, answering every prompt, for demos::
+(silence after part of the reply); they live in :mod:`.openai_script` and are re-exported here.
 
-    python -m tests.fakes.openai_api --port 8766
+Rate limits (optional, ``limits=RateLimits(rpm, tpm, window)``): requests and tokens are
+metered with token buckets (:mod:`.openai_limits`); every chat response carries the
+``x-ratelimit-*`` headers, and a request over a limit gets OpenAI's 429 (``retry-after`` in
+whole seconds, ``retry-after-ms`` exact) while its scripted response waits for the next request.
+
+Run it alone, answering every prompt, for demos and benchmarks::
+
+    python -m tests.fakes.openai_api --port 8766 [--rpm 600 --tpm 60000 --window 6 --latency 0.5]
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import struct
 import sys
 import tempfile
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -40,125 +47,56 @@ import attrs
 import orjson
 import trio
 
+from .openai_limits import Meter, RateLimits
+from .openai_script import (
+    Disconnect,
+    ErrorMidStream,
+    HttpError,
+    RecordedRequest,
+    Reply,
+    Responder,
+    Response,
+    Stall,
+    Tool,
+    demo_reply,
+    script_exhausted,
+    timed_reply,
+)
 from .openai_wire import partial_events, reply_events, sse
+
+__all__ = [
+    "Disconnect",
+    "ErrorMidStream",
+    "FakeOpenAI",
+    "HttpError",
+    "RateLimits",
+    "RecordedRequest",
+    "Reply",
+    "Responder",
+    "Response",
+    "Stall",
+    "Tool",
+    "demo_reply",
+    "open_fake_openai",
+    "script_exhausted",
+    "timed_reply",
+]
 
 HOST = "127.0.0.1"
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests"}
 _ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 429: "rate_limit_exceeded"}
 
 
-@attrs.frozen
-class Tool:
-    """A tool call; its arguments are streamed in pieces of ``piece_chars`` characters."""
-
-    name: str
-    arguments: Mapping[str, Any]
-    id: str | None = None
-    piece_chars: int = 5
-
-
-@attrs.frozen
-class Reply:
-    """A streamed answer: ``text`` in deltas of ``chunk_chars`` characters (or ``chunks``), then
-    tool calls. ``usage`` False: no usage chunk even when asked; ``done`` False: no ``[DONE]``.
-    ``write_size`` splits the body into HTTP chunks of that many bytes (inside characters)."""
-
-    text: str = ""
-    tool_calls: tuple[Tool, ...] = ()
-    chunks: tuple[str, ...] | None = None
-    chunk_chars: int = 8
-    reasoning: str = ""
-    prompt_tokens: int = 10
-    cached_tokens: int = 0
-    completion_tokens: int | None = None
-    usage: bool = True
-    finish_reason: str | None = None
-    model: str | None = None
-    done: bool = True
-    event_gap: float = 0.0
-    write_size: int | None = None
-
-    def pieces(self) -> list[str]:
-        if self.chunks is not None:
-            return list(self.chunks)
-        n = max(1, self.chunk_chars)
-        return [self.text[i : i + n] for i in range(0, len(self.text), n)]
-
-
-@attrs.frozen
-class HttpError:
-    """An error status with OpenAI's ``{"error": {message, type, param, code}}`` body (or
-    ``body`` as is). ``retry_after`` may be seconds or an HTTP date."""
-
-    status: int
-    message: str = "fake error"
-    type: str | None = None
-    code: str | None = None
-    retry_after: float | str | None = None
-    retry_after_ms: float | None = None
-    body: bytes | None = None
-
-
-@attrs.frozen
-class ErrorMidStream:
-    """Streams ``partial``, then an error object inside the stream, and ends the body."""
-
-    partial: str = "partial"
-    message: str = "The server had an error while processing your request."
-    type: str = "server_error"
-
-
-@attrs.frozen
-class Disconnect:
-    """Streams ``partial`` (None: not even the status line), then resets the connection."""
-
-    partial: str | None = "partial"
-
-
-@attrs.frozen
-class Stall:
-    """Streams ``partial`` (None: not even the status line), then says nothing for ``seconds``
-    (None: until the client hangs up) and closes."""
-
-    partial: str | None = "partial"
-    seconds: float | None = None
-
-
-Response = Reply | HttpError | ErrorMidStream | Disconnect | Stall
-
-
-@attrs.frozen
-class RecordedRequest:
-    method: str
-    path: str
-    headers: Mapping[str, str]
-    body: Any
-    response: str
-
-    @property
-    def prompt(self) -> str:
-        messages = self.body.get("messages", []) if isinstance(self.body, dict) else []
-        users = [m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "user"]
-        return users[-1] if users and isinstance(users[-1], str) else ""
-
-
-Responder = Callable[[RecordedRequest], Response]
-
-
-def script_exhausted(request: RecordedRequest) -> Response:
-    return HttpError(500, "fake: no scripted response left for this request", type="server_error")
-
-
-def demo_reply(request: RecordedRequest) -> Response:
-    """Answers any prompt with a short text quoting it (for demos)."""
-    first = (request.prompt.strip().splitlines() or ["(empty prompt)"])[0][:200]
-    return Reply(f"This is a fake reply to: {first}", event_gap=0.01)
-
-
 class FakeOpenAI:
     """A running fake; see the module docstring. Use it from its trio run only."""
 
-    def __init__(self, port: int, default: Response | Responder | None, ca_file: str | None) -> None:
+    def __init__(
+        self,
+        port: int,
+        default: Response | Responder | None,
+        ca_file: str | None,
+        limits: RateLimits | None = None,
+    ) -> None:
         self.port = port
         self.default: Response | Responder = default if default is not None else script_exhausted
         self.ca_file = ca_file
@@ -169,6 +107,8 @@ class FakeOpenAI:
         """Connections not yet closed (0 once every client has hung up)."""
         self.peak_connections = 0
         """The most connections open at once."""
+        self.meter = Meter(limits, trio.current_time()) if limits is not None else None
+        """The rate limits' buckets and counts (``meter.refused``: 429s sent), if limited."""
         self._script: deque[Response | Responder] = deque()
         self._hold = 0
         self._all_arrived = trio.Event()
@@ -186,9 +126,26 @@ class FakeOpenAI:
     def script(self, *responses: Response | Responder) -> None:
         self._script.extend(responses)
 
-    def _next(self, request: RecordedRequest) -> Response:
-        entry = self._script.popleft() if self._script else self.default
-        return entry(request) if callable(entry) else entry
+    def _next(self, request: RecordedRequest) -> tuple[Response, dict[str, str]]:
+        """The response to a chat request and the rate-limit headers to send with it. A request
+        over the limits gets a 429 and leaves the script as it was (a responder is still called)."""
+        entry = self._script[0] if self._script else self.default
+        response = entry(request) if callable(entry) else entry
+        headers: dict[str, str] = {}
+        if self.meter is not None:
+            tokens = response.tokens() if isinstance(response, Reply) else 0
+            model = request.body.get("model") if isinstance(request.body, dict) else None
+            admission = self.meter.admit(trio.current_time(), tokens, str(model or "fake-model"))
+            headers = admission.headers
+            if admission.retry_after is not None:
+                wait = admission.retry_after
+                error = HttpError(
+                    429, admission.message, type=admission.refused_by, code="rate_limit_exceeded"
+                )
+                return attrs.evolve(error, retry_after=math.ceil(wait), retry_after_ms=wait * 1000), headers
+        if self._script:
+            self._script.popleft()
+        return response, headers
 
     async def handle(self, stream: trio.abc.Stream) -> None:
         """Serve requests on one connection until either side closes it."""
@@ -203,15 +160,16 @@ class FakeOpenAI:
                     return
                 method, path, headers, raw = request
                 body = orjson.loads(raw) if raw else None
+                extra: dict[str, str] = {}
                 if method == "POST" and path == "/v1/chat/completions":
-                    response = self._next(RecordedRequest(method, path, headers, body, "-"))
+                    response, extra = self._next(RecordedRequest(method, path, headers, body, "-"))
                 else:
                     response = HttpError(404, f"fake: no route for {method} {path}", type="not_found")
                 self.requests.append(RecordedRequest(method, path, headers, body, type(response).__name__))
                 if len(self.requests) >= self._hold:
                     self._all_arrived.set()
                 await self._all_arrived.wait()
-                if not await _respond(stream, response, body if isinstance(body, dict) else {}):
+                if not await _respond(stream, response, body if isinstance(body, dict) else {}, extra):
                     return
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the client hung up
@@ -222,17 +180,21 @@ class FakeOpenAI:
 
 @asynccontextmanager
 async def open_fake_openai(
-    *, port: int = 0, tls: bool = False, default: Response | Responder | None = None
+    *,
+    port: int = 0,
+    tls: bool = False,
+    default: Response | Responder | None = None,
+    limits: RateLimits | None = None,
 ) -> AsyncIterator[FakeOpenAI]:
     """Serve a fake on 127.0.0.1 for the block (``port`` 0: a free port; ``tls``: HTTPS with a
-    trustme CA in ``fake.ca_file``). Leaving the block closes every connection."""
+    trustme CA in ``fake.ca_file``; ``limits``: rate limits, buckets full at the start).
+    Leaving the block closes every connection."""
     with tempfile.TemporaryDirectory() as tmp:
         context = _server_context(Path(tmp)) if tls else None
         async with trio.open_nursery() as nursery:
             listeners = await trio.open_tcp_listeners(port, host=HOST, backlog=4096)
-            fake = FakeOpenAI(
-                listeners[0].socket.getsockname()[1], default, str(Path(tmp) / "ca.pem") if tls else None
-            )
+            ca_file = str(Path(tmp) / "ca.pem") if tls else None
+            fake = FakeOpenAI(listeners[0].socket.getsockname()[1], default, ca_file, limits)
 
             async def serve(stream: trio.SocketStream) -> None:
                 if context is None:
@@ -295,16 +257,20 @@ def _head(status: int, headers: Mapping[str, str]) -> bytes:
 _SSE_HEAD = {"content-type": "text/event-stream", "cache-control": "no-cache", "transfer-encoding": "chunked"}
 
 
-async def _respond(stream: trio.abc.Stream, response: Response, request: Mapping[str, Any]) -> bool:
-    """Answer one request; False when the connection must end afterwards."""
-    model = request.get("model") if isinstance(request.get("model"), str) else "fake-model"
+async def _respond(
+    stream: trio.abc.Stream, response: Response, request: Mapping[str, Any], extra: Mapping[str, str]
+) -> bool:
+    """Answer one request (``extra``: more headers); False when the connection must end."""
+    asked = request.get("model")
+    model = asked if isinstance(asked, str) else "fake-model"
     wants_usage = bool((request.get("stream_options") or {}).get("include_usage"))
     match response:
         case HttpError():
-            await _send_error(stream, response)
+            await _send_error(stream, response, extra)
             return True
         case Reply():
-            await stream.send_all(_head(200, _SSE_HEAD))
+            await trio.sleep(response.delay)
+            await stream.send_all(_head(200, {**_SSE_HEAD, **extra}))
             events = reply_events(response, response.model or model, wants_usage)
             await _send_events(stream, events, response.event_gap, response.write_size, last=True)
             return True
@@ -330,13 +296,13 @@ async def _respond(stream: trio.abc.Stream, response: Response, request: Mapping
             return False
 
 
-async def _send_error(stream: trio.abc.Stream, error: HttpError) -> None:
+async def _send_error(stream: trio.abc.Stream, error: HttpError, extra: Mapping[str, str]) -> None:
     body = error.body
     if body is None:
         kind = error.type or _ERROR_TYPES.get(error.status, "server_error")
         payload = {"error": {"message": error.message, "type": kind, "param": None, "code": error.code}}
         body = orjson.dumps(payload)
-    headers = {"content-type": "application/json", "content-length": str(len(body))}
+    headers = {"content-type": "application/json", "content-length": str(len(body)), **extra}
     if error.retry_after is not None:
         value = error.retry_after
         headers["retry-after"] = f"{value:g}" if isinstance(value, int | float) else value
@@ -373,13 +339,16 @@ def _reset(stream: trio.abc.Stream) -> None:
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
-async def _serve(port: int, quiet: bool) -> None:
-    def answer(request: RecordedRequest) -> Response:
-        if not quiet:
-            print(f"POST /v1/chat/completions model={request.body.get('model')}", file=sys.stderr, flush=True)
-        return demo_reply(request)
+async def _serve(args: argparse.Namespace) -> None:
+    reply = timed_reply(args.words, args.latency) if args.latency is not None else demo_reply
 
-    async with open_fake_openai(port=port, default=answer) as fake:
+    def answer(request: RecordedRequest) -> Response:
+        if not args.quiet:
+            print(f"POST /v1/chat/completions model={request.body.get('model')}", file=sys.stderr, flush=True)
+        return reply(request)
+
+    limits = RateLimits(args.rpm, args.tpm, args.window) if args.rpm or args.tpm else None
+    async with open_fake_openai(port=args.port, default=answer, limits=limits) as fake:
         print(f"fake OpenAI API on {fake.base_url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
         await trio.sleep_forever()
 
@@ -388,9 +357,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="A fake OpenAI chat-completions API on 127.0.0.1.")
     parser.add_argument("--port", type=int, default=8766, help="port to listen on (0: any free port)")
     parser.add_argument("--quiet", action="store_true", help="do not print a line per request")
+    parser.add_argument("--rpm", type=float, help="requests per minute (429 over it)")
+    parser.add_argument("--tpm", type=float, help="tokens per minute (429 over it)")
+    parser.add_argument("--window", type=float, default=60.0, help="seconds' worth a bucket holds")
+    parser.add_argument("--latency", type=float, help="answer every prompt after this many seconds")
+    parser.add_argument("--words", type=int, default=20, help="words in a --latency answer")
     args = parser.parse_args(argv)
     try:
-        trio.run(_serve, args.port, args.quiet)
+        trio.run(_serve, args)
     except KeyboardInterrupt:
         pass
 

@@ -1,5 +1,5 @@
 """The wire format of an OpenAI chat-completions stream, as the fake server writes it: pure
-functions from a scripted :class:`~tests.fakes.openai_api.Reply` to SSE event bytes."""
+functions from a scripted :class:`~tests.fakes.openai_script.Reply` to SSE event bytes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 if TYPE_CHECKING:
-    from .openai_api import Reply
+    from .openai_script import Reply
 
 
 def sse(payload: Any) -> bytes:
