@@ -222,7 +222,11 @@ def resolve(
     report(source, local)
     specs: list[JobSpec] = []
     seen: dict[str, str] = {}
-    shared: dict[Any, Any] = {}
+    # Batch-wide backend settings that shape answers (which model, which server) go into each
+    # job's content hash, so resuming against another model runs the jobs again.
+    backend_problems: Problems = []
+    backend_settings, limits = _resolve_backends(backends, backend_problems)
+    shared: dict[Any, Any] = {("answer", name): _answer_settings(s) for name, s in backend_settings.items()}
     for job_source in jobs:
         local = []
         job = _resolve_job(job_source.path, job_source.table, job_defaults, overrides, local, shared)
@@ -244,9 +248,9 @@ def resolve(
                 continue
         seen[job.id] = job_source.path or (job_source.file or "")
         specs.append(job)
-    local = []
-    backend_settings, limits = _resolve_backends(backends, {j.backend for j in specs}, local)
-    report(source, local)
+    for name in sorted({j.backend for j in specs} - set(backend_settings)):
+        backend_settings[name] = backend_kind(name).Settings()
+    report(source, backend_problems)
     if problems:
         return None
     return BatchSpec(
@@ -368,6 +372,9 @@ def _resolve_job(
         options_json = shared[("json", id(options))] = codec.dumps(options, sort_keys=True).decode()
     payload = {k: merged.get(k) for k in _HASHED}
     payload["options"] = options_json
+    answer = shared.get(("answer", backend))
+    if answer:
+        payload["backend_settings"] = answer
     return JobSpec(
         id=job_id,
         options=options,
@@ -378,9 +385,14 @@ def _resolve_job(
     )
 
 
-def _resolve_backends(
-    table: Any, used: set[str], problems: Problems
-) -> tuple[dict[str, Any], dict[str, BackendLimits]]:
+_ANSWER_SETTINGS = ("model", "model_path", "base_url")
+
+
+def _answer_settings(settings: Any) -> dict[str, Any]:
+    return {k: getattr(settings, k) for k in _ANSWER_SETTINGS if getattr(settings, k, None) is not None}
+
+
+def _resolve_backends(table: Any, problems: Problems) -> tuple[dict[str, Any], dict[str, BackendLimits]]:
     """Each backend's own settings, and the rate limits the runner applies to it."""
     settings: dict[str, Any] = {}
     limits: dict[str, BackendLimits] = {}
@@ -403,7 +415,4 @@ def _resolve_backends(
             limits[name] = build(
                 BackendLimits, check_table(own, BackendLimits, where, problems) or {}, where, problems
             )
-    for name in sorted(used):
-        if name not in settings:
-            settings[name] = backend_kind(name).Settings()
     return settings, limits

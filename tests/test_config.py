@@ -148,3 +148,21 @@ def test_a_bad_backend_from_the_command_line_is_named_as_such(tmp_path: Path) ->
     with pytest.raises(ConfigError) as info:
         load_job_file(write(tmp_path, '[[jobs]]\nprompt = "p"\n'), Overrides(backend="bogus"))
     assert info.value.problems[0].startswith(f"{tmp_path / 'jobs.toml'}: --backend: unknown backend 'bogus'")
+
+
+def test_the_content_hash_covers_the_backends_model_setting() -> None:
+    def job_hash(backends: dict[str, object]) -> str:
+        return build_batch([{"id": "x", "prompt": "p"}], {"backends": backends}).jobs[0].content_hash
+
+    assert job_hash({}) == job_hash({"sim": {"concurrency": 2}})  # how fast is not what
+
+    def local_hash(settings: dict[str, object]) -> str:
+        spec = build_batch(
+            [{"id": "x", "prompt": "p"}], {"backend": "local", "backends": {"local": settings}}
+        )
+        return spec.jobs[0].content_hash
+
+    assert local_hash({"model_path": "/a.gguf"}) != local_hash({"model_path": "/b.gguf"})
+    assert local_hash({"model_path": "/a.gguf", "slots": 1}) == local_hash(
+        {"model_path": "/a.gguf", "slots": 4}
+    )
