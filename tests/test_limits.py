@@ -72,8 +72,8 @@ async def test_a_lower_announced_limit_is_adopted_and_an_empty_quota_pauses(auto
     pacer = Pacer("x", rpm=100, tpm=None, notify=_no_notify)
     await pacer.observe(RateLimitInfo(requests_limit=30, requests_remaining=0, requests_reset_s=5.0))
     assert pacer.rpm == 30
-    # Full again in 5 s: one request's worth of that (5 s / 30) is enough to go on.
-    assert pacer.paused_until == pytest.approx(trio.current_time() + 5.0 / 30)
+    # One request of a 30-a-minute quota comes back in 2 s: enough to go on.
+    assert pacer.paused_until == pytest.approx(trio.current_time() + 60.0 / 30)
     await pacer.observe(RateLimitInfo(requests_limit=500))
     assert pacer.rpm == 100  # never above what the user configured
 
