@@ -2,7 +2,8 @@
 rewrite the results section of BENCHMARKS.md (unless ``--quick`` or ``--no-write``).
 
 Core benchmarks: bus, makespan, memory, scale, startup. Others run as their own scripts and
-their tables are kept as printed: local (needs the local model), http (needs the bench extra).
+their tables are kept as printed: local (needs the local model), http and ratelimit (need the
+bench extra).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ BEGIN, END = "<!-- results: begin -->", "<!-- results: end -->"
 EXTERNAL = {
     "local": ("Local backend tokens/s", ["benchmarks.local_tokens"]),
     "http": ("HTTP transport CPU per event", ["benchmarks.http_transport"]),
+    "ratelimit": ("A rate-limited API: makespan and 429s", ["benchmarks.ratelimit"]),
 }
 
 
