@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeAlias
 
 import attrs
 import orjson
@@ -150,21 +150,25 @@ class AnthropicBackend:
         )
 
 
+# The name _Kind's methods annotate with (inside its body, Settings is an attribute).
+AnthropicSettings: TypeAlias = Settings
+
+
 class _Kind:
     name = NAME
     Options = Options
     Settings = Settings
     default_concurrency: int | None = DEFAULT_CONCURRENCY
 
-    def preflight(self, settings: Settings, jobs: Sequence[JobSpec]) -> list[str]:
+    def preflight(self, settings: AnthropicSettings, jobs: Sequence[JobSpec]) -> list[str]:
         return check_settings(NAME, settings, jobs)
 
     @asynccontextmanager
-    async def _open(self, settings: Settings) -> AsyncIterator[AnthropicBackend]:
+    async def _open(self, settings: AnthropicSettings) -> AsyncIterator[AnthropicBackend]:
         async with open_http_pool(settings) as pool:
             yield AnthropicBackend(settings, pool, read_api_key(settings))
 
-    def open(self, settings: Settings, *, seed: int) -> Any:
+    def open(self, settings: AnthropicSettings, *, seed: int) -> Any:
         return self._open(settings)
 
 

@@ -44,7 +44,7 @@ import subprocess
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import attrs
 import trio
@@ -216,13 +216,14 @@ class _Stdout:
 
     async def receive(self) -> bytes:
         """The next chunk; ``b""`` at the end."""
+        # A ReceiveStream may give a bytearray; a pipe gives bytes, which bytes() returns as is.
         while not self.hurry:
             # A cancelled receive_some consumes nothing, so hurry_up() can interrupt it safely.
             with trio.CancelScope() as self._scope:
-                return await self.stream.receive_some(_CHUNK)
+                return bytes(await self.stream.receive_some(_CHUNK))
             self._scope = None
         with trio.move_on_after(_EOF_GRACE):
-            return await self.stream.receive_some(_CHUNK)
+            return bytes(await self.stream.receive_some(_CHUNK))
         return b""
 
     def hurry_up(self) -> None:
@@ -378,13 +379,17 @@ def resolve_cli(cli: str) -> str | None:
     return os.path.abspath(found) if found is not None else None
 
 
+# The name _Kind's methods annotate with (inside its body, Settings is an attribute).
+ClaudeCodeSettings: TypeAlias = Settings
+
+
 class _Kind:
     name = "claude-code"
     Options = Options
     Settings = Settings
     default_concurrency: int | None = DEFAULT_CONCURRENCY
 
-    def preflight(self, settings: Settings, jobs: Sequence[JobSpec]) -> list[str]:
+    def preflight(self, settings: ClaudeCodeSettings, jobs: Sequence[JobSpec]) -> list[str]:
         problems: list[str] = []
         if resolve_cli(settings.cli) is None:
             where = "" if os.sep in settings.cli else " on PATH"
@@ -410,10 +415,10 @@ class _Kind:
         return list(dict.fromkeys(problems))  # one line per distinct problem
 
     @asynccontextmanager
-    async def _open(self, settings: Settings) -> AsyncIterator[ClaudeCodeBackend]:
+    async def _open(self, settings: ClaudeCodeSettings) -> AsyncIterator[ClaudeCodeBackend]:
         yield ClaudeCodeBackend(settings, resolve_cli(settings.cli) or settings.cli)
 
-    def open(self, settings: Settings, *, seed: int) -> Any:
+    def open(self, settings: ClaudeCodeSettings, *, seed: int) -> Any:
         return self._open(settings)
 
 

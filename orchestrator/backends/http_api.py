@@ -88,15 +88,24 @@ def _same(text: str) -> str:
 
 
 class HttpSettings(Protocol):
-    """The settings fields every HTTP backend has (each backend's ``Settings`` class)."""
+    """The settings fields every HTTP backend has (each backend's ``Settings`` class).
 
-    base_url: str
-    api_key_env: str
-    api_key_required: bool
-    ca_file: str | None
-    proxy: bool
-    connect_timeout: float
-    first_event_timeout: float | None
+    Read-only properties, so the frozen attrs classes match."""
+
+    @property
+    def base_url(self) -> str: ...
+    @property
+    def api_key_env(self) -> str: ...
+    @property
+    def api_key_required(self) -> bool: ...
+    @property
+    def ca_file(self) -> str | None: ...
+    @property
+    def proxy(self) -> bool: ...
+    @property
+    def connect_timeout(self) -> float: ...
+    @property
+    def first_event_timeout(self) -> float | None: ...
 
 
 class StreamDecoder(Protocol):

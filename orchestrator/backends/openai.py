@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeAlias
 
 import attrs
 import orjson
@@ -145,21 +145,25 @@ class OpenAIBackend:
         )
 
 
+# The name _Kind's methods annotate with (inside its body, Settings is an attribute).
+OpenAISettings: TypeAlias = Settings
+
+
 class _Kind:
     name = NAME
     Options = Options
     Settings = Settings
     default_concurrency: int | None = DEFAULT_CONCURRENCY
 
-    def preflight(self, settings: Settings, jobs: Sequence[JobSpec]) -> list[str]:
+    def preflight(self, settings: OpenAISettings, jobs: Sequence[JobSpec]) -> list[str]:
         return check_settings(NAME, settings, jobs)
 
     @asynccontextmanager
-    async def _open(self, settings: Settings) -> AsyncIterator[OpenAIBackend]:
+    async def _open(self, settings: OpenAISettings) -> AsyncIterator[OpenAIBackend]:
         async with open_http_pool(settings) as pool:
             yield OpenAIBackend(settings, pool, read_api_key(settings))
 
-    def open(self, settings: Settings, *, seed: int) -> Any:
+    def open(self, settings: OpenAISettings, *, seed: int) -> Any:
         return self._open(settings)
 
 

@@ -120,7 +120,8 @@ class Response:
                 data, self._buffered = self._buffered, b""
             else:
                 try:
-                    data = await self._receive(READ_SIZE)
+                    # A Stream may give a bytearray; bytes() returns bytes as is (no copy).
+                    data = bytes(await self._receive(READ_SIZE))
                 except trio.BrokenResourceError as exc:
                     raise RemoteProtocolError(
                         f"connection lost mid-response: {describe_broken(exc)}"
@@ -179,7 +180,7 @@ async def exchange(connection: Connection, request: h11.Request, body: bytes) ->
                 if not data and not received and connection.reused:
                     raise StaleConnection("keep-alive connection closed by the server")
                 received = True
-                conn.receive_data(data)
+                conn.receive_data(data)  # type: ignore[arg-type]  # h11 takes any bytes-like; its hint says bytes
             elif type(event) is h11.Response:
                 break
             elif type(event) is not h11.InformationalResponse:

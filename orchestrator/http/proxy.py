@@ -155,7 +155,8 @@ async def open_tunnel(
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(READ_SIZE))
+                data = await stream.receive_some(READ_SIZE)
+                conn.receive_data(data)  # type: ignore[arg-type]  # h11 takes any bytes-like; its hint says bytes
             elif isinstance(event, h11.Response):
                 break
             elif not isinstance(event, h11.InformationalResponse):
