@@ -87,10 +87,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write(sections: list[Section]) -> None:
+    """Replace the sections just measured in the results block, keep the others, in order."""
     text = RESULTS.read_text() if RESULTS.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
     head, _, rest = text.partition(BEGIN)
-    _, _, tail = rest.partition(END)
-    body = f"Machine: {_machine()}\n\n" + "\n".join(s.markdown() for s in sections)
+    block, _, tail = rest.partition(END)
+    kept: dict[str, str] = {}
+    for chunk in block.split("\n### ")[1:]:
+        title = chunk.split("\n", 1)[0]
+        kept[title] = "### " + chunk.rstrip() + "\n"
+    stamp = f"<!-- measured: {_machine()} -->\n"
+    for section in sections:
+        kept[section.title] = "### " + section.title + "\n\n" + stamp + section.markdown().split("\n", 1)[1]
+    body = f"Machine: {_machine()}\n\n" + "\n".join(kept.values())
     RESULTS.write_text(f"{head}{BEGIN}\n{body}{END}{tail}")
 
 

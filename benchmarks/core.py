@@ -6,6 +6,7 @@ machine is shared and noisy: an absolute number would mostly measure the neighbo
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import statistics
@@ -287,9 +288,11 @@ def _scale_run(tmp: str, jobs: int, *, trace: bool) -> tuple[float, float, int, 
     spec = load_job_file(job_file)
     loaded = time.perf_counter()
     if trace:
+        gc.collect()
         tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     result = trio.run(lambda: execute(spec, keep_text=False))
+    gc.collect()  # what is retained, not cyclic garbage the collector has yet to visit
     retained = tracemalloc.get_traced_memory()[0] - before
     finished = time.perf_counter()
     if trace:

@@ -378,7 +378,7 @@ class _Run:
                 return _failure_from(exc)
             finally:
                 if watch is not None:
-                    watch.close()
+                    self.watchdog.release(watch)
                 job.watch = None
         if scope.cancelled_caught and watch is not None:
             if watch.fired == "idle":

@@ -47,6 +47,21 @@ class IdleWatchdog:
         self._heap: list[tuple[float, int, Watch]] = []
         self._counter = itertools.count()
         self._sleep: trio.CancelScope | None = None
+        self._closed = 0
+
+    def release(self, watch: Watch) -> None:
+        """The attempt ended: stop watching it.
+
+        Its heap entry stays until due (an attempt deadline can be many minutes away), so once
+        most entries belong to ended attempts the heap is rebuilt without them: memory stays
+        bounded by the attempts in flight, at amortised constant cost.
+        """
+        watch.close()
+        self._closed += 1
+        if self._closed > 1024 and self._closed * 2 > len(self._heap):
+            self._heap = [entry for entry in self._heap if entry[2].active]
+            heapq.heapify(self._heap)
+            self._closed = 0
 
     def watch(self, scope: trio.CancelScope, idle: float | None, deadline: float | None = None) -> Watch:
         """Start watching ``scope``; the caller must ``close()`` the watch when the attempt ends."""

@@ -54,3 +54,10 @@ async def test_a_later_short_watch_wakes_the_watchdog_early(autojump_clock: Any)
         assert trio.current_time() - start == pytest.approx(2.0)
         long_watch.close()
         nursery.cancel_scope.cancel()
+
+
+async def test_ended_attempts_do_not_pile_up_in_the_heap(autojump_clock: Any) -> None:
+    dog = IdleWatchdog()
+    for _ in range(10_000):  # attempts with a deadline far away, each ending at once
+        dog.release(dog.watch(trio.CancelScope(), None, trio.current_time() + 900.0))
+    assert len(dog._heap) <= 2048
