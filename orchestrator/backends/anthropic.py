@@ -16,27 +16,16 @@ the batch before it starts (exit 2). It is sent as ``x-api-key`` and nowhere els
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
-from typing import Any, TypeAlias
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
-import orjson
 
-from ..http import ConnectionPool
 from ..prices import ANTHROPIC_PRICES, Price
 from ..spec import JobSpec
 from .anthropic_decode import AnthropicDecoder
-from .base import Emit
-from .http_api import (
-    DEFAULT_CONCURRENCY,
-    ApiKey,
-    check_settings,
-    open_http_pool,
-    read_api_key,
-    redactor,
-    stream_attempt,
-)
+from .http_api import ApiKey
+from .http_backend import HttpApi, HttpKind
 
 NAME = "anthropic"
 
@@ -125,51 +114,15 @@ def request_headers(settings: Settings, options: Options, key: ApiKey | None) ->
     return headers
 
 
-class AnthropicBackend:
-    """Streams attempts over one shared connection pool. Cancellation-safe: a cancelled attempt
-    closes its connection (see :mod:`orchestrator.http.pool`)."""
-
-    def __init__(self, settings: Settings, pool: ConnectionPool, key: ApiKey | None) -> None:
-        self.settings = settings
-        self.pool = pool
-        self.key = key
-        self.url = settings.base_url.rstrip("/") + "/v1/messages"
-        self.prices = {**ANTHROPIC_PRICES, **settings.prices}
-
-    async def stream(self, job: JobSpec, attempt: int, emit: Emit) -> None:
-        options = job.options if isinstance(job.options, Options) else Options()
-        await stream_attempt(
-            self.pool,
-            self.url,
-            request_headers(self.settings, options, self.key),
-            orjson.dumps(request_body(job, options, self.settings)),
-            AnthropicDecoder(job.model, self.prices, redactor(self.key)),
-            emit,
-            first_event_timeout=self.settings.first_event_timeout,
-            key=self.key,
-        )
-
-
-# The name _Kind's methods annotate with (inside its body, Settings is an attribute).
-AnthropicSettings: TypeAlias = Settings
-
-
-class _Kind:
-    name = NAME
-    Options = Options
-    Settings = Settings
-    default_concurrency: int | None = DEFAULT_CONCURRENCY
-
-    def preflight(self, settings: AnthropicSettings, jobs: Sequence[JobSpec]) -> list[str]:
-        return check_settings(NAME, settings, jobs)
-
-    @asynccontextmanager
-    async def _open(self, settings: AnthropicSettings) -> AsyncIterator[AnthropicBackend]:
-        async with open_http_pool(settings) as pool:
-            yield AnthropicBackend(settings, pool, read_api_key(settings))
-
-    def open(self, settings: AnthropicSettings, *, seed: int) -> Any:
-        return self._open(settings)
-
-
-KIND = _Kind()
+KIND = HttpKind(
+    HttpApi(
+        name=NAME,
+        path="/v1/messages",
+        options=Options,
+        settings=Settings,
+        prices=ANTHROPIC_PRICES,
+        headers=request_headers,
+        body=request_body,
+        decoder=AnthropicDecoder,
+    )
+)

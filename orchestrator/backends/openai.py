@@ -15,26 +15,15 @@ variable named by ``api_key_env`` (``OPENAI_API_KEY``), sent as ``Authorization:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
-from typing import Any, TypeAlias
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
-import orjson
 
-from ..http import ConnectionPool
 from ..prices import OPENAI_PRICES, Price
 from ..spec import JobSpec
-from .base import Emit
-from .http_api import (
-    DEFAULT_CONCURRENCY,
-    ApiKey,
-    check_settings,
-    open_http_pool,
-    read_api_key,
-    redactor,
-    stream_attempt,
-)
+from .http_api import ApiKey
+from .http_backend import HttpApi, HttpKind
 from .openai_decode import OpenAIDecoder
 
 NAME = "openai"
@@ -112,59 +101,22 @@ def request_body(job: JobSpec, options: Options, settings: Settings) -> dict[str
     return body
 
 
-def request_headers(key: ApiKey | None) -> list[tuple[bytes, bytes]]:
+def request_headers(settings: Settings, options: Options, key: ApiKey | None) -> list[tuple[bytes, bytes]]:
     headers = [(b"content-type", b"application/json"), (b"accept", b"text/event-stream")]
     if key is not None:
         headers.append((b"authorization", b"Bearer " + key.reveal().encode()))
     return headers
 
 
-class OpenAIBackend:
-    """Streams attempts over one shared connection pool. Cancellation-safe: a cancelled attempt
-    closes its connection (see :mod:`orchestrator.http.pool`)."""
-
-    def __init__(self, settings: Settings, pool: ConnectionPool, key: ApiKey | None) -> None:
-        self.settings = settings
-        self.pool = pool
-        self.key = key
-        self.url = settings.base_url.rstrip("/") + "/chat/completions"
-        self.headers = request_headers(key)
-        self.prices = {**OPENAI_PRICES, **settings.prices}
-
-    async def stream(self, job: JobSpec, attempt: int, emit: Emit) -> None:
-        options = job.options if isinstance(job.options, Options) else Options()
-        await stream_attempt(
-            self.pool,
-            self.url,
-            self.headers,
-            orjson.dumps(request_body(job, options, self.settings)),
-            OpenAIDecoder(job.model, self.prices, redactor(self.key)),
-            emit,
-            first_event_timeout=self.settings.first_event_timeout,
-            key=self.key,
-        )
-
-
-# The name _Kind's methods annotate with (inside its body, Settings is an attribute).
-OpenAISettings: TypeAlias = Settings
-
-
-class _Kind:
-    name = NAME
-    Options = Options
-    Settings = Settings
-    default_concurrency: int | None = DEFAULT_CONCURRENCY
-
-    def preflight(self, settings: OpenAISettings, jobs: Sequence[JobSpec]) -> list[str]:
-        return check_settings(NAME, settings, jobs)
-
-    @asynccontextmanager
-    async def _open(self, settings: OpenAISettings) -> AsyncIterator[OpenAIBackend]:
-        async with open_http_pool(settings) as pool:
-            yield OpenAIBackend(settings, pool, read_api_key(settings))
-
-    def open(self, settings: OpenAISettings, *, seed: int) -> Any:
-        return self._open(settings)
-
-
-KIND = _Kind()
+KIND = HttpKind(
+    HttpApi(
+        name=NAME,
+        path="/chat/completions",
+        options=Options,
+        settings=Settings,
+        prices=OPENAI_PRICES,
+        headers=request_headers,
+        body=request_body,
+        decoder=OpenAIDecoder,
+    )
+)

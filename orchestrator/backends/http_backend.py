@@ -1,0 +1,98 @@
+"""What every streaming HTTP API backend shares: the backend object that runs an attempt over the
+batch's connection pool, and the registry kind that opens it.
+
+An API module (``anthropic``, ``openai``) supplies only what differs, as an :class:`HttpApi`:
+its URL path, request headers and body (pure functions of the job), its decoder and prices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import orjson
+
+from ..http import ConnectionPool
+from ..prices import Price
+from ..spec import JobSpec
+from .base import Emit
+from .http_api import (
+    DEFAULT_CONCURRENCY,
+    ApiKey,
+    StreamDecoder,
+    check_settings,
+    open_http_pool,
+    read_api_key,
+    redactor,
+    stream_attempt,
+)
+from .http_status import Redact
+
+Headers = list[tuple[bytes, bytes]]
+
+
+@attrs.frozen
+class HttpApi:
+    """One API's differences. ``headers(settings, options, key)`` and ``body(job, options,
+    settings)`` build the request; ``decoder(model, prices, redact)`` reads the reply."""
+
+    name: str
+    path: str
+    options: type
+    settings: type
+    prices: Mapping[str, Price]
+    headers: Callable[[Any, Any, ApiKey | None], Headers]
+    body: Callable[[JobSpec, Any, Any], dict[str, Any]]
+    decoder: Callable[[str | None, Mapping[str, Price], Redact], StreamDecoder]
+
+
+class HttpBackend:
+    """Streams attempts over one shared connection pool. Cancellation-safe: a cancelled attempt
+    closes its connection (see :mod:`orchestrator.http.pool`)."""
+
+    def __init__(self, api: HttpApi, settings: Any, pool: ConnectionPool, key: ApiKey | None) -> None:
+        self.api = api
+        self.settings = settings
+        self.pool = pool
+        self.key = key
+        self.url = settings.base_url.rstrip("/") + api.path
+        self.prices = {**api.prices, **settings.prices}
+
+    async def stream(self, job: JobSpec, attempt: int, emit: Emit) -> None:
+        api = self.api
+        options = job.options if isinstance(job.options, api.options) else api.options()
+        await stream_attempt(
+            self.pool,
+            self.url,
+            api.headers(self.settings, options, self.key),
+            orjson.dumps(api.body(job, options, self.settings)),
+            api.decoder(job.model, self.prices, redactor(self.key)),
+            emit,
+            first_event_timeout=self.settings.first_event_timeout,
+            key=self.key,
+        )
+
+
+class HttpKind:
+    """The registry entry of an HTTP API backend (see :class:`~.base.BackendKind`)."""
+
+    default_concurrency: int | None = DEFAULT_CONCURRENCY
+
+    def __init__(self, api: HttpApi) -> None:
+        self.api = api
+        self.name = api.name
+        self.Options = api.options
+        self.Settings = api.settings
+
+    def preflight(self, settings: Any, jobs: Sequence[JobSpec]) -> list[str]:
+        return check_settings(self.name, settings, jobs)
+
+    @asynccontextmanager
+    async def _open(self, settings: Any) -> AsyncIterator[HttpBackend]:
+        async with open_http_pool(settings) as pool:
+            yield HttpBackend(self.api, settings, pool, read_api_key(settings))
+
+    def open(self, settings: Any, *, seed: int) -> Any:
+        return self._open(settings)
