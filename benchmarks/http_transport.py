@@ -20,7 +20,7 @@ bytes and ``orjson.loads`` of each payload, and every response is checked. Varia
                   trio transport)
 
 The result: minimum and median CPU seconds per variant, microseconds per event, and the median
-ratio to aiohttp. Target (issue 5): ``orchestrator`` <= 1.5x ``aiohttp``.
+ratio to aiohttp. Target: ``orchestrator`` <= 1.5x ``aiohttp``.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ Clients, at the same concurrency ``C``:
 A short bucket also lets a client that sends in a burst finish a little before the ideal (the
 first bucketful is free); ours paces from the first request, so it cannot.
 
-Ideal makespan (issue 6): ``max(N / RPM, ceil(N / C) * latency)``, with the token limit's
+Ideal makespan: ``max(N / RPM, ceil(N / C) * latency)``, with the token limit's
 ``N * tokens / TPM`` as a third term (the defaults keep it below the request term). Target:
 ``orchestrator`` within 1.05x of the ideal with 429s on at most 1% of requests.
 """

@@ -30,7 +30,7 @@ def test_run_batch_takes_strings_and_queries_and_returns_results_in_order(tmp_pa
     assert logged == seen
 
 
-def test_run_batch_summary_from_the_issue_example() -> None:
+def test_run_batch_summary_as_in_the_readme() -> None:
     summary = run_batch(["a", "b"], backend="sim", options={"ttft": 0, "tokens_per_s": 0}).summary
     assert summary.jobs == summary.succeeded == 2 and summary.ok
 
