@@ -47,7 +47,8 @@ class Progress:
         self.failed = 0
         self.other = 0  # cancelled or skipped
         self.retrying: set[str] = set()
-        # job -> [attempt, deltas seen, text tail, deltas not yet in a usage report]
+        # job -> [attempt, deltas seen, text tail, deltas not yet in a usage report,
+        #         cost of usage events not yet settled by a finished stream or a failure]
         self.running: dict[str, list[Any]] = {}
         self.output_tokens = 0
         self.cost = 0.0
@@ -72,19 +73,24 @@ class Progress:
                         row[3] += 1
                         row[2] = (row[2] + text)[-_TAIL:]
                 case StreamFinished(cost_usd=cost):
+                    row = self.running.get(job) if job is not None else None
+                    if row is not None:
+                        row[4] = 0.0  # the stream's own total replaces its usage events' costs
                     if cost:
                         self.cost += cost
-                case UsageReported(tokens=tokens):
+                case UsageReported(tokens=tokens, cost_usd=cost):
                     self.output_tokens += tokens.output
                     row = self.running.get(job) if job is not None else None
                     if row is not None:
                         row[3] = 0  # now counted in output_tokens
+                        row[4] += cost or 0.0
                 case AttemptStarted():
                     assert job is not None
                     self.retrying.discard(job)
-                    self.running[job] = [tagged.attempt, 0, "", 0]
+                    self.running[job] = [tagged.attempt, 0, "", 0, 0.0]
                 case RetryScheduled():
                     assert job is not None
+                    self._charge_unfinished(job)
                     self.running.pop(job, None)
                     self.retrying.add(job)
                 case JobQueued():
@@ -93,6 +99,7 @@ class Progress:
                     self.succeeded += 1
                     self._end(job)
                 case JobFailed(error_kind=kind, message=message):
+                    self._charge_unfinished(job)
                     self.failed += 1
                     self.failures.append(f"{job}: {kind}: {message}")
                     self._end(job)
@@ -108,6 +115,13 @@ class Progress:
                     self.limits[backend] = _describe_limit(change, value, until)
                 case _:
                     pass
+
+    def _charge_unfinished(self, job: str | None) -> None:
+        """An attempt that failed is charged what its usage events cost (as the summary does)."""
+        row = self.running.get(job) if job is not None else None
+        if row is not None:
+            self.cost += row[4]
+            row[4] = 0.0
 
     def _end(self, job: str | None) -> None:
         self.running.pop(job, None)  # type: ignore[arg-type]
@@ -131,7 +145,7 @@ class Progress:
         table.add_column(style="cyan", no_wrap=True, max_width=24)
         table.add_column(style="dim", no_wrap=True)
         table.add_column(no_wrap=True, overflow="ellipsis")
-        for job, (attempt, tokens, tail, _) in list(self.running.items())[:rows]:
+        for job, (attempt, tokens, tail, *_) in list(self.running.items())[:rows]:
             label = f"#{attempt} {tokens} tok" if attempt > 1 else f"{tokens} tok"
             table.add_row(job, label, tail.replace("\n", " "))
         if len(self.running) > rows:

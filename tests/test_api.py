@@ -85,3 +85,23 @@ async def test_cancelling_the_surrounding_scope_tears_the_batch_down(autojump_cl
         async with open_batch(["slow"], options={"tokens_per_s": 0.5}) as batch:
             await batch.wait()
     assert scope.cancelled_caught
+
+
+def test_progress_cost_matches_the_summary_including_failed_attempts() -> None:
+    from orchestrator.display import Progress
+    from orchestrator.events import AttemptStarted, JobFailed, StreamFinished, Tokens, UsageReported
+
+    def tag(seq: int, attempt: int, event: object) -> Tagged:
+        return Tagged("j", attempt, seq, float(seq), event)  # type: ignore[arg-type]
+
+    progress = Progress()
+    events = [
+        tag(0, 1, AttemptStarted(backend="x")),
+        tag(1, 1, UsageReported(Tokens(output=3), cost_usd=0.25)),
+        tag(2, 1, StreamFinished(cost_usd=0.5)),  # the stream's total replaces the usage cost
+        tag(3, 2, AttemptStarted(backend="x")),
+        tag(4, 2, UsageReported(Tokens(output=1), cost_usd=0.125)),
+        tag(5, 2, JobFailed("max_turns", "m", False, 2)),  # failed: charged its usage cost
+    ]
+    trio.run(progress.deliver, events)
+    assert progress.cost == 0.625
