@@ -28,6 +28,7 @@ from .events import (
     StreamFinished,
     Tagged,
     TextDelta,
+    TextRetracted,
     ThinkingDelta,
     Tokens,
     ToolCall,
@@ -154,6 +155,10 @@ class Aggregator:
                         attempt.first_output = tagged.ts
                     if attempt.parts is not None:
                         attempt.parts.append(text)
+            case TextRetracted(chars=chars):
+                if attempt is not None and attempt.parts is not None and chars > 0:
+                    text = "".join(attempt.parts)
+                    attempt.parts[:] = [text[: max(0, len(text) - chars)]]
             case ToolCall():
                 if attempt is not None:
                     if attempt.first_output is None:

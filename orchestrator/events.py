@@ -128,6 +128,15 @@ class TextDelta:
 
 
 @attrs.frozen
+class TextRetracted:
+    """The backend abandoned the last ``chars`` characters of reply text it had streamed (a
+    broken stream it then recovered from): they are not part of the answer."""
+
+    kind: ClassVar[str] = "text_retracted"
+    chars: int
+
+
+@attrs.frozen
 class ThinkingDelta:
     """A piece of the model's visible reasoning, in order."""
 
@@ -334,6 +343,7 @@ class BatchFinished:
 StreamEvent = (
     SessionStarted
     | TextDelta
+    | TextRetracted
     | ThinkingDelta
     | AssistantMessage
     | ToolCall
@@ -363,6 +373,7 @@ TerminalEvent = JobSucceeded | JobFailed | JobSkipped | JobCancelled
 STREAM_EVENTS: tuple[type[StreamEvent], ...] = (
     SessionStarted,
     TextDelta,
+    TextRetracted,
     ThinkingDelta,
     AssistantMessage,
     ToolCall,

@@ -32,6 +32,7 @@ from orchestrator.events import (
     Tagged,
     TextBlock,
     TextDelta,
+    TextRetracted,
     ThinkingDelta,
     Tokens,
     ToolCall,
@@ -289,12 +290,17 @@ def test_partial_messages_stream_text_once_not_again_from_the_blocks() -> None:
     assert "".join(e.text for e in of_type(events, ThinkingDelta)) == "Hmm."
 
 
-def test_an_abandoned_stream_is_marked_and_the_recovered_answer_follows() -> None:
-    # Known gap (see the decoder's docstring): the abandoned fragment's deltas were already out.
+def test_an_abandoned_stream_is_taken_back_and_the_recovered_answer_is_the_text() -> None:
     events, outcome = replay("partial_error_mid_stream")
     assert outcome.ok
     assert "abandoned_blocks" in notices(events)
-    assert text_of(events) == "partial answer" + BLOCK_SEPARATOR + "Recovered."
+    # The fragment was streamed before the CLI gave it up; the retraction removes exactly it,
+    # and the recovered answer starts the reply afresh (no paragraph break before it).
+    assert text_of(events) == "partial answer" + "Recovered."
+    assert [e.chars for e in of_type(events, TextRetracted)] == [len("partial answer")]
+    tagged = tagged_attempt(1, events, first_seq=0)
+    tagged.append(Tagged("j", 1, len(tagged), 1.0, JobSucceeded(attempts=1)))
+    assert fold(tagged).results["j"].text == "Recovered."
 
 
 def test_multibyte_text_split_across_deltas_is_reassembled_exactly() -> None:

@@ -14,6 +14,7 @@ from ..events import (
     ContentBlock,
     TextBlock,
     TextDelta,
+    TextRetracted,
     ThinkingBlock,
     ToolUseBlock,
 )
@@ -114,6 +115,7 @@ class ReplyText:
     def __init__(self) -> None:
         self._block: BlockKey | None = None
         self._started = False
+        self.sent: dict[BlockKey | None, int] = {}  # characters sent per block, separators included
 
     def delta(self, block_key: BlockKey | None, text: str) -> TextDelta:
         """The delta for ``text``; ``block_key`` names its streamed block, None a whole block."""
@@ -122,4 +124,21 @@ class ReplyText:
         if new_block and self._started:
             text = BLOCK_SEPARATOR + text
         self._started = True
+        self.sent[block_key] = self.sent.get(block_key, 0) + len(text)
         return TextDelta(text)
+
+    def retract(self, message_id: str | None, from_index: int) -> TextRetracted | None:
+        """Take back the text sent for blocks ``from_index`` on of message ``message_id``."""
+        gone = [
+            key
+            for key in self.sent
+            if isinstance(key, tuple)
+            and key[0] == message_id
+            and isinstance(key[1], int)
+            and key[1] >= from_index
+        ]
+        chars = sum(self.sent.pop(key) for key in gone)
+        if not self.sent:
+            self._started = False  # nothing left: the next text starts the reply afresh
+        self._block = None
+        return TextRetracted(chars) if chars else None

@@ -48,9 +48,9 @@ paragraphs; :class:`AssistantMessage` keeps each block exactly. Text of subagent
 (``parent_tool_use_id`` set) is not part of the reply: no deltas, but their messages, tool calls
 and results are still events.
 
-Known gap: the deltas of a stream the CLI abandons are already out when it says so; until events
-can retract text, a job run with partial messages may keep the abandoned fragment before the
-recovered answer (the ``abandoned_blocks`` notice marks it).
+The deltas of a stream the CLI abandons are already out when it says so: a ``text_retracted``
+event then takes them back (after the ``abandoned_blocks`` notice), and the job's text is the
+recovered answer alone.
 
 Success is decided from ``is_error``, never from ``subtype``: the CLI reports a failed API call
 as ``subtype: "success"`` with ``is_error: true``. See :func:`.claude_outcome.classify_result`.
@@ -224,6 +224,14 @@ class ClaudeDecoder:
             abandoned = obj.get("abandoned_blocks")
             if abandoned is not None:
                 events.append(SystemNotice("abandoned_blocks", {"abandoned_blocks": abandoned}))
+                # The CLI throws the partial text away and asks again: take it back too.
+                details = dict_or_empty(abandoned)
+                from_index = details.get("from_block_index")
+                if isinstance(from_index, int) and not isinstance(from_index, bool):
+                    gone_from = str_or_none(details.get("api_message_id")) or message_id
+                    retracted = self._reply.retract(gone_from, from_index)
+                    if retracted is not None:
+                        events.append(retracted)
             return events
         if kind == "error":
             return [SystemNotice("stream_error", {"error": event.get("error")})]
