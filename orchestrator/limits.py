@@ -35,8 +35,16 @@ _CATCH_UP = 0.05  # seconds of lateness a paced start may make up
 class Pacer:
     """Paces attempt starts on one backend (or one model of it) to rpm and tpm."""
 
-    def __init__(self, name: str, rpm: float | None, tpm: float | None, notify: Notify) -> None:
+    def __init__(
+        self,
+        name: str,
+        rpm: float | None,
+        tpm: float | None,
+        notify: Notify,
+        on_pause: Callable[[float], None] = lambda until: None,
+    ) -> None:
         self.name = name
+        self._on_pause = on_pause
         self.rpm = rpm
         self.tpm = tpm
         self._configured = (rpm, tpm)
@@ -93,6 +101,7 @@ class Pacer:
         until = trio.current_time() + seconds
         if until > self.paused_until:
             self.paused_until = until
+            self._on_pause(until)
             if announce:
                 await self._notify(LimiterChanged(self.name, "paused", None, until, reason))
 
@@ -176,6 +185,7 @@ class Gate:
         limits: BackendLimits,
         ceiling: int | None,
         notify: Notify,
+        on_pause: Callable[[float], None] = lambda until: None,
     ) -> None:
         self.name = name
         self.adaptive: AdaptiveLimit | None = None
@@ -185,11 +195,17 @@ class Gate:
             self.limiter = self.adaptive.limiter
         elif ceiling is not None:
             self.limiter = trio.CapacityLimiter(ceiling)
-        self.pacer = Pacer(name, limits.rpm, limits.tpm, notify)
+        self.pacer = Pacer(name, limits.rpm, limits.tpm, notify, on_pause)
         self.models = {
             model: Pacer(f"{name}/{model}", rate.rpm, rate.tpm, notify)
             for model, rate in limits.models.items()
         }
+
+    def has_room(self) -> bool:
+        """Whether an attempt could start now without waiting for a slot or a pause."""
+        if self.limiter is not None and self.limiter.available_tokens <= 0:
+            return False
+        return self.pacer.paused_until <= trio.current_time()
 
     async def enter(self, tokens: int, model: str | None) -> Ticket:
         """Wait for a slot and the rate limits; the caller must :meth:`leave` afterwards, also

@@ -201,7 +201,11 @@ class _Run:
         self.estimators = {name: getattr(kind, "estimate", None) for name, kind in kinds.items()}
         self.gates = {
             name: Gate(
-                name, spec.limits.get(name, BackendLimits()), self._ceiling(spec, name, n), self.notify
+                name,
+                spec.limits.get(name, BackendLimits()),
+                self._ceiling(spec, name, n),
+                self.notify,
+                on_pause=lambda until: self.queue.wake_at(until),
             )
             for name, n in ceilings.items()
         }
@@ -214,7 +218,11 @@ class _Run:
         self.seq = 0
         self.watchdog = IdleWatchdog()
         self.jobs = [_Job(spec=job, run=self) for job in spec.jobs]
-        self.queue = JobQueue(self.jobs, len(self.jobs))
+        self.queue: JobQueue[_Job] = JobQueue(
+            self.jobs,
+            lane_of=lambda job: job.spec.backend,
+            room=lambda lane: self.gates[str(lane)].has_room(),
+        )
 
     @staticmethod
     def _ceiling(spec: BatchSpec, name: str, configured: int | None) -> int | None:
@@ -306,7 +314,10 @@ class _Run:
         delay = backoff_delay(spec.retry, job.attempt, failure.retry_after, u)
         await job.emit(RetryScheduled(delay, failure.kind, failure.message, failure.retry_after))
         due = trio.current_time() + delay
-        self.queue.later(job, due if job.deadline is None else min(due, job.deadline))
+        if job.deadline is not None and job.deadline <= due:
+            self.queue.later(job, job.deadline, urgent=True)  # it will time out, not run again
+        else:
+            self.queue.later(job, due)
         return None
 
     def _job_timed_out(self, job: _Job) -> JobFailed:
@@ -352,6 +363,7 @@ class _Run:
             await gate.succeeded()
         else:
             await gate.failed(ticket, failure.kind, failure.retry_after, spec.retry.max_retry_after)
+        self.queue.wake()  # a slot of this backend is free again
         return failure
 
     def _settle(self, job: _Job, cost: float | None) -> None:

@@ -1,9 +1,14 @@
-"""Which job a free worker runs next: retries whose backoff is over first, then new jobs in order.
+"""Which job a free worker runs next.
 
 The runner keeps ``concurrency`` worker tasks; each takes a job from this queue, runs one attempt
 and either finishes the job or hands it back with a time at which it may run again. A job waiting
 out its backoff therefore holds no worker and no task, and the number of attempts in flight can
 never exceed the number of workers.
+
+Jobs wait in lanes, one per backend: retries whose backoff is over first, then new jobs in order.
+A worker only takes a job from a lane that has room (its backend has a free slot and is not
+paused), so a slow, tightly limited backend cannot hold every worker while the jobs of another
+backend wait. Lanes with room take turns.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import heapq
 import itertools
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Generic, TypeVar
 
 import trio
@@ -20,27 +25,71 @@ import trio
 T = TypeVar("T")
 
 
-class JobQueue(Generic[T]):
-    """Jobs waiting for a worker. All methods run on the batch's trio thread."""
+class _Lane(Generic[T]):
+    def __init__(self) -> None:
+        self.ready: deque[T] = deque()
+        self.new: deque[T] = deque()
 
-    def __init__(self, jobs: Iterable[T], count: int) -> None:
-        self._new: deque[T] = deque(jobs)
-        self._ready: deque[T] = deque()
-        self._delayed: list[tuple[float, int, T]] = []
+    def pop(self) -> T | None:
+        if self.ready:
+            return self.ready.popleft()
+        if self.new:
+            return self.new.popleft()
+        return None
+
+    def __bool__(self) -> bool:
+        return bool(self.ready or self.new)
+
+
+class JobQueue(Generic[T]):
+    """Jobs waiting for a worker. All methods run on the batch's trio thread.
+
+    ``lane_of(job)`` names a job's lane; ``room(lane)`` says whether that lane may start an
+    attempt now. Whoever makes room (a slot freed, a pause over) calls :meth:`wake`.
+    """
+
+    def __init__(
+        self,
+        jobs: Iterable[T],
+        lane_of: Callable[[T], Hashable] = lambda job: None,
+        room: Callable[[Hashable], bool] = lambda lane: True,
+    ) -> None:
+        self._lane_of = lane_of
+        self._room = room
+        self._lanes: dict[Hashable, _Lane[T]] = {}
+        count = 0
+        for job in jobs:
+            self._lane(job).new.append(job)
+            count += 1
+        self._turn = 0
+        self._urgent: deque[T] = deque()  # due jobs that need no room (their end is decided)
+        self._delayed: list[tuple[float, int, T | None, bool]] = []
         self._order = itertools.count()
         self._unfinished = count
         self._lot = trio.lowlevel.ParkingLot()
         self._timer: trio.CancelScope | None = None
 
+    def _lane(self, job: T) -> _Lane[T]:
+        key = self._lane_of(job)
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = _Lane()
+        return lane
+
     def take_nowait(self) -> T | None:
-        if self._ready:
-            return self._ready.popleft()
-        if self._new:
-            return self._new.popleft()
+        """The next job of a lane with room, lanes taking turns; None if there is none."""
+        if self._urgent:
+            return self._urgent.popleft()
+        lanes = list(self._lanes.items())
+        for i in range(len(lanes)):
+            key, lane = lanes[(self._turn + i) % len(lanes)]
+            if lane and self._room(key):
+                self._turn = (self._turn + i + 1) % len(lanes)
+                return lane.pop()
         return None
 
     async def take(self) -> T | None:
-        """The next job to run, waiting if none is ready; None once every job has finished.
+        """The next job to run, waiting if none can run now; None once every job has finished.
 
         Cancellation: a waiting worker is simply woken; no job is lost, since none was taken.
         """
@@ -52,37 +101,52 @@ class JobQueue(Generic[T]):
                 return None
             await self._lot.park()
 
-    def later(self, job: T, due: float) -> None:
-        """Hand ``job`` back, to be ready again at trio time ``due``."""
-        heapq.heappush(self._delayed, (due, next(self._order), job))
+    def wake(self, count: int = 1) -> None:
+        """Room was made somewhere: let waiting workers look again."""
+        self._lot.unpark(count=count)
+
+    def wake_at(self, when: float) -> None:
+        """Let waiting workers look again at trio time ``when`` (a pause ends)."""
+        self._push(when, None, False)
+
+    def later(self, job: T, due: float, *, urgent: bool = False) -> None:
+        """Hand ``job`` back, to be ready again at trio time ``due``; an ``urgent`` job (one that
+        will only be ended, e.g. by its timeout) is served then even if its lane has no room."""
+        self._push(due, job, urgent)
+
+    def _push(self, due: float, job: T | None, urgent: bool) -> None:
+        heapq.heappush(self._delayed, (due, next(self._order), job, urgent))
         if self._timer is not None and due < self._timer.deadline:
             self._timer.deadline = due
 
     def drop_new(self, also_taken: int = 0) -> None:
         """Start no more new jobs (they stay unstarted); ``also_taken`` counts jobs already taken
         from the queue that will not run either."""
-        self._unfinished -= len(self._new) + also_taken
-        self._new.clear()
-        if self._unfinished == 0:
-            self._lot.unpark_all()
-            if self._timer is not None:
-                self._timer.cancel()
+        dropped = sum(len(lane.new) for lane in self._lanes.values())
+        for lane in self._lanes.values():
+            lane.new.clear()
+        self._finish(dropped + also_taken)
 
     def finished(self) -> None:
         """One job has ended for good; when none is left, every waiting worker is released."""
-        self._unfinished -= 1
+        self._finish(1)
+
+    def _finish(self, count: int) -> None:
+        self._unfinished -= count
         if self._unfinished == 0:
             self._lot.unpark_all()
             if self._timer is not None:
                 self._timer.cancel()
 
     async def run_timer(self) -> None:
-        """Move delayed jobs to the ready queue when they come due, until every job has finished."""
+        """Move delayed jobs to their lanes when they come due, until every job has finished."""
         while self._unfinished:
             now = trio.current_time()
             woken = 0
             while self._delayed and self._delayed[0][0] <= now:
-                self._ready.append(heapq.heappop(self._delayed)[2])
+                _, _, job, urgent = heapq.heappop(self._delayed)
+                if job is not None:
+                    (self._urgent if urgent else self._lane(job).ready).append(job)
                 woken += 1
             if woken:
                 self._lot.unpark(count=woken)

@@ -368,3 +368,31 @@ def test_in_flight_count_by_job_is_consistent_with_events(recorder: Recorder) ->
             per_job[t.job_id].append(t)
     assert all(isinstance(events[-1].event, JobSucceeded | JobFailed) for events in per_job.values())
     assert max_in_flight(recorder.events) <= 3
+
+
+@pytest.fixture
+def second_sim() -> Any:
+    register("sim-b", "orchestrator.backends.sim")
+    yield
+    unregister("sim-b")
+
+
+def test_a_backend_at_its_limit_does_not_hold_the_workers_of_another(
+    second_sim: Any, recorder: Recorder
+) -> None:
+    slow = [{"id": f"slow{i}", "prompt": "p", "backend": "sim"} for i in range(8)]
+    fast = [{"id": f"fast{i}", "prompt": "p", "backend": "sim-b"} for i in range(8)]
+    spec = make_spec(
+        slow + fast,
+        concurrency=4,
+        backends={"sim": {"concurrency": 1}},
+        sim={"ttft": 1.0, "tokens_per_s": 0, "reply_tokens": 2},
+        **{"sim-b": {"ttft": 1.0, "tokens_per_s": 0, "reply_tokens": 2}},
+    )
+    result = run_virtual(spec, subscribers=[recorder])
+    assert result.summary.succeeded == 16
+    first_fast = min(
+        t.ts for t in recorder.events if t.job_id == "fast0" and isinstance(t.event, AttemptStarted)
+    )
+    assert first_fast == 0.0  # not after the slow backend's queue
+    assert max_in_flight([t for t in recorder.events if (t.job_id or "").startswith("slow")]) == 1

@@ -248,7 +248,10 @@ class ClaudeDecoder:
                 text = str_or_none(delta.get("text"))
                 if subagent or not text:
                     return []
-                return [self._reply.delta((message_id, event.get("index")), text)]
+                index = event.get("index")
+                if not isinstance(index, int) or isinstance(index, bool):
+                    index = None  # only a block number can be taken back later; junk is not one
+                return [self._reply.delta((message_id, index), text)]
             case "thinking_delta":
                 thinking = str_or_none(delta.get("thinking"))
                 return [ThinkingDelta(thinking)] if thinking and not subagent else []
