@@ -274,9 +274,14 @@ class _Run:
             terminal = await self.step(job)
             if terminal is not None:
                 # A stop arriving now must not turn a finished job into a cancelled one (it
-                # would be paid for again on resume); the bus still runs, so this is brief.
-                with trio.CancelScope(shield=True, deadline=trio.current_time() + _TERMINAL_GRACE):
+                # would be paid for again on resume). Only a full bus can make the send wait;
+                # then shield it (the bus still runs during a stop, so the wait is brief).
+                stats = self.send.statistics()
+                if stats.current_buffer_used < stats.max_buffer_size:
                     await job.emit(terminal)
+                else:
+                    with trio.CancelScope(shield=True, deadline=trio.current_time() + _TERMINAL_GRACE):
+                        await job.emit(terminal)
                 job.done = True
                 self.queue.finished()
 
