@@ -191,14 +191,14 @@ class _Run:
         self,
         spec: BatchSpec,
         backends: Mapping[str, Backend],
-        kinds: Mapping[str, BackendKind],
         ceilings: Mapping[str, int | None],
         control: RunControl,
     ) -> None:
         self.spec = spec
         self.backends = backends
         self.control = control
-        self.estimators = {name: getattr(kind, "estimate", None) for name, kind in kinds.items()}
+        # A backend may estimate an attempt's tokens and cost (for pacing and the spend cap).
+        self.estimators = {name: getattr(backend, "estimate", None) for name, backend in backends.items()}
         self.gates = {
             name: Gate(
                 name,
@@ -489,7 +489,7 @@ async def execute(
                 backends[name] = await stack.enter_async_context(kind.open(settings, seed=spec.seed))
                 ceilings[name] = getattr(settings, "concurrency", None) or kind.default_concurrency
             async with trio.open_nursery() as nursery:
-                run = _Run(spec, backends, kinds, ceilings, control)
+                run = _Run(spec, backends, ceilings, control)
                 run.send = send
                 bus_done = trio.Event()
 

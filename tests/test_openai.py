@@ -7,6 +7,7 @@ import pytest
 from orchestrator.backends.openai_decode import OpenAIDecoder
 from orchestrator.errors import ConfigError, FatalError, RetryableError
 from orchestrator.events import (
+    AttemptStarted,
     RetryScheduled,
     SessionStarted,
     StreamFinished,
@@ -264,3 +265,25 @@ def test_a_stream_cut_before_finish_is_retryable_and_errors_in_stream_are_classi
         decoder().feed(sse('{"object":"error","message":"bad","type":"BadRequestError","code":400}'))
     with pytest.raises(RetryableError):
         decoder().feed(sse('{"object":"error","message":"oops","type":"InternalServerError","code":500}'))
+
+
+async def test_the_spend_cap_reserves_each_attempts_worst_case_at_the_models_price() -> None:
+    price = OPENAI_PRICES["gpt-4o-mini"]
+    prompt = "x" * 400  # about 101 tokens by the backend's estimate
+    worst = (101 * price.input + 200 * price.output) / 1e6  # the prompt and the whole reply budget
+    async with open_fake_openai() as fake:
+        fake.default = Reply("short", prompt_tokens=101)
+        result, recorder = await run_jobs(
+            "openai",
+            settings(fake),
+            [{"id": f"j{i}", "prompt": prompt} for i in range(6)],
+            model="gpt-4o-mini",
+            max_tokens=200,
+            concurrency=4,
+            max_cost_usd=worst * 1.5,
+        )
+    # Each attempt reserves its worst case: a second one at once would pass the cap, so the batch
+    # stops there (without the estimate nothing would be reserved and all six would run).
+    summary = result.summary
+    assert summary.stopped == "spend cap" and summary.skipped >= 1 and summary.cost_usd <= worst * 1.5
+    assert len([t for t in recorder.events if isinstance(t.event, AttemptStarted)]) < 6

@@ -14,8 +14,9 @@ from typing import Any
 import attrs
 import orjson
 
+from ..events import Tokens
 from ..http import ConnectionPool
-from ..prices import Price
+from ..prices import Price, cost_usd, find_price
 from ..spec import JobSpec
 from .base import Emit
 from .http_api import (
@@ -31,6 +32,7 @@ from .http_api import (
 from .http_status import Redact
 
 Headers = list[tuple[bytes, bytes]]
+_UNBOUNDED_REPLY = 1024  # reply tokens assumed when neither the job nor the settings cap them
 
 
 @attrs.frozen
@@ -59,6 +61,15 @@ class HttpBackend:
         self.key = key
         self.url = settings.base_url.rstrip("/") + api.path
         self.prices = {**api.prices, **settings.prices}
+
+    def estimate(self, job: JobSpec) -> tuple[int, float | None]:
+        """At most what one attempt may use: the prompt (about four characters a token) and the
+        whole reply budget; its cost at the model's price (None if the price is unknown)."""
+        prompt = (len(job.prompt) + len(job.system or "")) // 4 + 1
+        reply = job.max_tokens or getattr(self.settings, "max_tokens", None) or _UNBOUNDED_REPLY
+        return prompt + reply, cost_usd(
+            find_price(self.prices, job.model), Tokens(input=prompt, output=reply)
+        )
 
     async def stream(self, job: JobSpec, attempt: int, emit: Emit) -> None:
         api = self.api

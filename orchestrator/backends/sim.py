@@ -193,6 +193,15 @@ class SimBackend:
         self.clock = clock
         self.server = server
 
+    def estimate(self, job: JobSpec) -> tuple[int, float]:
+        """Tokens and cost of one attempt, at most (the reply's longest possible length)."""
+        options = job.options if isinstance(job.options, Options) else Options()
+        reply = len(options.text.split(" ")) if options.text is not None else options.reply_tokens
+        if options.text is None and options.reply_tokens_max is not None:
+            reply = max(reply, options.reply_tokens_max)
+        prompt = len(job.prompt) // 4 + 1
+        return prompt + reply, (prompt * options.input_price + reply * options.output_price) / 1e6
+
     async def stream(self, job: JobSpec, attempt: int, emit: Emit) -> None:
         options: Options = job.options if isinstance(job.options, Options) else Options()
         plan = plan_attempt(job, options, attempt, self.seed)
@@ -260,15 +269,6 @@ class _Kind:
 
     def preflight(self, settings: SimSettings, jobs: Sequence[JobSpec]) -> list[str]:
         return []
-
-    def estimate(self, job: JobSpec) -> tuple[int, float]:
-        """Tokens and cost of one attempt, at most (the reply's longest possible length)."""
-        options = job.options if isinstance(job.options, SimOptions) else SimOptions()
-        reply = len(options.text.split(" ")) if options.text is not None else options.reply_tokens
-        if options.text is None and options.reply_tokens_max is not None:
-            reply = max(reply, options.reply_tokens_max)
-        prompt = len(job.prompt) // 4 + 1
-        return prompt + reply, (prompt * options.input_price + reply * options.output_price) / 1e6
 
     @asynccontextmanager
     async def _open(self, settings: SimSettings, seed: int) -> AsyncIterator[SimBackend]:
