@@ -21,11 +21,11 @@ from typing import Any
 
 import attrs
 
-from ..prices import ANTHROPIC_PRICES, Price
+from ..prices import ANTHROPIC_PRICES
 from ..spec import JobSpec
 from .anthropic_decode import AnthropicDecoder
 from .http_api import ApiKey
-from .http_backend import HttpApi, HttpKind
+from .http_backend import HttpApi, HttpKind, TransportSettings
 
 NAME = "anthropic"
 
@@ -49,7 +49,7 @@ class Options:
 
 
 @attrs.frozen
-class Settings:
+class Settings(TransportSettings):
     """Batch-wide ``[backends.anthropic]`` settings."""
 
     base_url: str = "https://api.anthropic.com"
@@ -60,17 +60,6 @@ class Settings:
     anthropic_version: str = "2023-06-01"
     max_tokens: int = attrs.field(default=4096, metadata={"min": 1})
     """For jobs that set no max_tokens."""
-    concurrency: int | None = attrs.field(default=None, metadata={"min": 1})
-    """Streams in flight at once; None: 64."""
-    ca_file: str | None = None
-    """A CA certificate (PEM) to trust besides the system store."""
-    proxy: bool = True
-    """Honour ``HTTPS_PROXY``/``NO_PROXY`` from the environment."""
-    connect_timeout: float = attrs.field(default=30.0, metadata={"gt": 0})
-    first_event_timeout: float | None = attrs.field(default=None, metadata={"gt": 0})
-    """Longest wait for the first event of a reply; None: only the job's idle timeout applies."""
-    prices: Mapping[str, Price] = attrs.field(factory=dict)
-    """Prices per million tokens, added to (and overriding) the built-in table."""
 
 
 def request_body(job: JobSpec, options: Options, settings: Settings) -> dict[str, Any]:

@@ -36,6 +36,24 @@ _UNBOUNDED_REPLY = 1024  # reply tokens assumed when neither the job nor the set
 
 
 @attrs.frozen
+class TransportSettings:
+    """The batch-wide settings every HTTP API backend has (``[backends.NAME]``); each API's own
+    ``Settings`` adds its URL, key and request fields."""
+
+    concurrency: int | None = attrs.field(default=None, metadata={"min": 1})
+    """Streams in flight at once; None: 64."""
+    ca_file: str | None = None
+    """A CA certificate (PEM) to trust besides the system store."""
+    proxy: bool = True
+    """Honour ``HTTPS_PROXY``/``NO_PROXY`` from the environment."""
+    connect_timeout: float = attrs.field(default=30.0, metadata={"gt": 0})
+    first_event_timeout: float | None = attrs.field(default=None, metadata={"gt": 0})
+    """Longest wait for the first event of a reply; None: only the job's idle timeout applies."""
+    prices: Mapping[str, Price] = attrs.field(factory=dict)
+    """Prices per million tokens, added to (and overriding) the built-in table."""
+
+
+@attrs.frozen
 class HttpApi:
     """One API's differences. ``headers(settings, options, key)`` and ``body(job, options,
     settings)`` build the request; ``decoder(model, prices, redact)`` reads the reply."""

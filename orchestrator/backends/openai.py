@@ -20,10 +20,10 @@ from typing import Any
 
 import attrs
 
-from ..prices import OPENAI_PRICES, Price
+from ..prices import OPENAI_PRICES
 from ..spec import JobSpec
 from .http_api import ApiKey
-from .http_backend import HttpApi, HttpKind
+from .http_backend import HttpApi, HttpKind, TransportSettings
 from .openai_decode import OpenAIDecoder
 
 NAME = "openai"
@@ -45,7 +45,7 @@ class Options:
 
 
 @attrs.frozen
-class Settings:
+class Settings(TransportSettings):
     """Batch-wide ``[backends.openai]`` settings."""
 
     base_url: str = "https://api.openai.com/v1"
@@ -60,17 +60,6 @@ class Settings:
     ``max_tokens``."""
     include_usage: bool = True
     """Ask for the usage chunk (``stream_options``); turn off for servers that reject it."""
-    concurrency: int | None = attrs.field(default=None, metadata={"min": 1})
-    """Streams in flight at once; None: 64."""
-    ca_file: str | None = None
-    """A CA certificate (PEM) to trust besides the system store."""
-    proxy: bool = True
-    """Honour ``HTTPS_PROXY``/``NO_PROXY`` from the environment."""
-    connect_timeout: float = attrs.field(default=30.0, metadata={"gt": 0})
-    first_event_timeout: float | None = attrs.field(default=None, metadata={"gt": 0})
-    """Longest wait for the first event of a reply; None: only the job's idle timeout applies."""
-    prices: Mapping[str, Price] = attrs.field(factory=dict)
-    """Prices per million tokens, added to (and overriding) the built-in table."""
 
 
 def request_body(job: JobSpec, options: Options, settings: Settings) -> dict[str, Any]:
