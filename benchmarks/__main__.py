@@ -9,6 +9,7 @@ bench extra).
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from pathlib import Path
 import trio
 
 from .core import CORE
-from .table import Section
+from .table import Section, cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "BENCHMARKS.md"
@@ -39,16 +40,7 @@ def _external(title: str, module: list[str], quick: bool) -> Section:
 
 
 def _machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
+    cpu = cpu_model()
     return (
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {cpu}, {os.cpu_count()} cores (shared); "
         f"Python {platform.python_version()}, trio {trio.__version__}, "

@@ -50,6 +50,8 @@ from typing import Any
 
 import attrs
 
+from .table import cpu_model
+
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_RATIO = 1.05
 TARGET_429 = 0.01
@@ -225,14 +227,7 @@ RUNNERS = {"orchestrator": run_orchestrator, "naive": run_naive, "orchestrator-l
 def machine() -> str:
     import trio
 
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     versions = f"trio {trio.__version__}"
     try:
         import aiohttp
