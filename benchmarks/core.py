@@ -34,8 +34,13 @@ from .table import Row, Section
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _repeat(n: int, measure: Callable[[], float]) -> list[float]:
-    return [measure() for _ in range(n)]
+def _interleaved(n: int, *measures: Callable[[], float]) -> list[list[float]]:
+    """Each measure ``n`` times, taking turns, so background load hits them all alike."""
+    results: list[list[float]] = [[] for _ in measures]
+    for _ in range(n):
+        for values, measure in zip(results, measures, strict=True):
+            values.append(measure())
+    return results
 
 
 # --- events/s end to end ----------------------------------------------------------------------
@@ -82,10 +87,7 @@ def bench_bus(quick: bool) -> Section:
             trio.run(lambda: execute(spec, keep_text=False))
             return events / (time.perf_counter() - start)
 
-    raw_rates, our_rates = [], []
-    for _ in range(repeats):  # interleaved, so background load hits both alike
-        raw_rates.append(raw())
-        our_rates.append(ours())
+    raw_rates, our_rates = _interleaved(repeats, raw, ours)
     return Section(
         "Bus throughput",
         [
@@ -143,10 +145,7 @@ def bench_makespan(quick: bool) -> Section:
             trio.run(lambda: execute(spec, keep_text=False))
             return time.perf_counter() - start
 
-    bare_times, our_times = [], []
-    for _ in range(repeats):
-        bare_times.append(bare())
-        our_times.append(ours())
+    bare_times, our_times = _interleaved(repeats, bare, ours)
     return Section(
         "Makespan",
         [
@@ -254,8 +253,7 @@ def bench_memory(quick: bool) -> Section:
         ).stdout
         return int(out.strip().splitlines()[-1]) / jobs
 
-    bare = _repeat(repeats, lambda: child("bare"))
-    ours = _repeat(repeats, lambda: child("ours"))
+    bare, ours = _interleaved(repeats, lambda: child("bare"), lambda: child("ours"))
     extra = (statistics.median(ours) - statistics.median(bare)) / 1024
     return Section(
         "Memory per in-flight job",
