@@ -21,7 +21,7 @@ import hashlib
 import heapq
 import itertools
 import math
-import random
+import struct
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
@@ -96,16 +96,39 @@ class AttemptPlan:
     input_tokens: int
 
 
-def _rng(*key: object) -> random.Random:
-    """A generator seeded by ``key``: stable across processes (unlike ``hash``), and cheaper to
-    seed than ``random.Random(str)``, which hashes with SHA-512."""
-    digest = hashlib.blake2b(repr(key).encode(), digest_size=8).digest()
-    return random.Random(int.from_bytes(digest, "little"))
+class _Draws:
+    """Uniform draws in [0, 1) determined by a key: BLAKE2b in counter mode, 8 draws per hash.
+
+    Stable across processes and Python versions (unlike ``hash``), and a new key costs one hash
+    where seeding a Mersenne Twister costs several microseconds: the sim plans an attempt per job,
+    and a 100k-job benchmark should measure the orchestrator, not the seeding.
+    """
+
+    __slots__ = ("_block", "_key", "_pool")
+
+    def __init__(self, *key: object) -> None:
+        self._key = repr(key).encode()
+        self._block = 0
+        self._pool: list[int] = []
+
+    def random(self) -> float:
+        if not self._pool:
+            block = self._block.to_bytes(4, "little")
+            self._pool = list(struct.unpack("<8Q", hashlib.blake2b(self._key + block).digest()))
+            self._block += 1
+        return (self._pool.pop() >> 11) * _TO_UNIT
+
+    def randint(self, low: int, high: int) -> int:
+        """An integer in [low, high], both included."""
+        return low + min(high - low, int(self.random() * (high - low + 1)))
+
+
+_TO_UNIT = 1.0 / (1 << 53)
 
 
 def plan_attempt(job: JobSpec, options: Options, attempt: int, seed: int) -> AttemptPlan:
     """Plan attempt ``attempt`` of ``job``: a pure function of its arguments."""
-    rng = _rng(seed, job.id, attempt) if options.fault_rates or options.latency_jitter else None
+    rng = _Draws(seed, job.id, attempt) if options.fault_rates or options.latency_jitter else None
     fault: str | None = None
     if attempt <= len(options.faults):
         fault = None if options.faults[attempt - 1] == "ok" else options.faults[attempt - 1]
@@ -119,7 +142,7 @@ def plan_attempt(job: JobSpec, options: Options, attempt: int, seed: int) -> Att
     if options.text is not None:
         words = options.text.split(" ")
     else:
-        reply_rng = _rng(seed, job.id)
+        reply_rng = _Draws(seed, job.id)
         count = options.reply_tokens
         if options.reply_tokens_max is not None and options.reply_tokens_max > count:
             count = reply_rng.randint(count, options.reply_tokens_max)
@@ -150,16 +173,18 @@ def _raise_before_stream(fault: str, options: Options) -> None:
         raise FatalError("400 bad request (simulated)", kind="bad_request")
 
 
-class _Clock:
+class SimClock:
     """One timer task for every simulated stream of the batch.
 
     ``trio.sleep`` costs a cancel scope and a raised ``Cancelled`` per call; with thousands of
     simulated streams that overhead would swamp what the benchmarks measure. Sleepers here park
-    on an event that the timer task sets when it comes due. Exact under trio's virtual clock.
+    their task in one heap, and the timer task reschedules each when it comes due. Exact under
+    trio's virtual clock.
     """
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, trio.Event]] = []
+        # Entries are lists so that a cancelled sleeper can blank its task in place.
+        self._heap: list[list[Any]] = []
         self._count = itertools.count()
         self._scope: trio.CancelScope | None = None
 
@@ -168,18 +193,26 @@ class _Clock:
         if seconds <= 0:
             return
         due = trio.current_time() + seconds
-        woken = trio.Event()
-        heapq.heappush(self._heap, (due, next(self._count), woken))
+        entry = [due, next(self._count), trio.lowlevel.current_task()]
+        heapq.heappush(self._heap, entry)
         if self._scope is not None and due < self._scope.deadline:
             self._scope.deadline = due
-        await woken.wait()
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            entry[2] = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
 
     async def run(self) -> None:
+        reschedule = trio.lowlevel.reschedule
         while True:
             now = trio.current_time()
             heap = self._heap
             while heap and heap[0][0] <= now:
-                heapq.heappop(heap)[2].set()
+                task = heapq.heappop(heap)[2]
+                if task is not None:
+                    reschedule(task)
             with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as self._scope:
                 await trio.sleep_forever()
             self._scope = None
@@ -188,7 +221,7 @@ class _Clock:
 class SimBackend:
     """Plays back :func:`plan_attempt` plans. Cancellation-safe: it holds no resources."""
 
-    def __init__(self, seed: int, clock: _Clock, server: SimServer | None = None) -> None:
+    def __init__(self, seed: int, clock: SimClock, server: SimServer | None = None) -> None:
         self.seed = seed
         self.clock = clock
         self.server = server
@@ -246,8 +279,9 @@ class SimBackend:
                 session_id=f"sim-{job.id}-{attempt}",
             )
         )
-        # A stream with no gaps would never yield; let the rest of the batch run.
-        await trio.lowlevel.checkpoint()
+        if not (plan.ttft > 0 or (plan.token_gap > 0 and (len(plan.tokens) > 1 or plan.tool_calls))):
+            # A stream with no gaps never yielded; let the rest of the batch run.
+            await trio.lowlevel.checkpoint()
 
 
 async def _fault_mid_stream(fault: str | None) -> None:
@@ -272,7 +306,7 @@ class _Kind:
 
     @asynccontextmanager
     async def _open(self, settings: SimSettings, seed: int) -> AsyncIterator[SimBackend]:
-        clock = _Clock()
+        clock = SimClock()
         server = None
         if settings.server_rpm or settings.server_tpm:
             server = SimServer(
