@@ -130,6 +130,55 @@ class Pacer:
                 await self.pause(wait, "the server's quota is used up", announce=wait >= _NOTABLE_WAIT)
 
 
+class Slots:
+    """A limit on attempts in flight: ``trio.CapacityLimiter`` without its per-borrower records,
+    which cost several microseconds per attempt and which the runner has no use for (each attempt
+    takes one slot and gives it back in a ``finally``). Waiters are served first come, first
+    served; a freed slot goes straight to the next waiter, so nobody can take it in between.
+    """
+
+    def __init__(self, total: int) -> None:
+        self._total = total
+        self.used = 0
+        self._waiting = trio.lowlevel.ParkingLot()
+
+    @property
+    def total(self) -> int:
+        return self._total
+
+    @total.setter
+    def total(self, value: int) -> None:
+        """Lowering it lets running attempts finish; raising it lets waiters in at once."""
+        self._total = value
+        while self.used < value and self._waiting:
+            self.used += 1
+            self._waiting.unpark()
+
+    def has_room(self) -> bool:
+        return self.used < self._total and not self._waiting
+
+    def acquire_nowait(self) -> None:
+        """Take a slot, or raise ``trio.WouldBlock`` (also when others are already waiting)."""
+        if not self.has_room():
+            raise trio.WouldBlock
+        self.used += 1
+
+    async def acquire(self) -> None:
+        """Take a slot, waiting for one. Cancelled while waiting, it holds nothing."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self.has_room():
+            self.used += 1
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        else:
+            await self._waiting.park()  # woken holding the slot its releaser handed over
+
+    def release(self) -> None:
+        if self.used <= self._total and self._waiting:
+            self._waiting.unpark()  # the slot changes hands; ``used`` stays
+        else:
+            self.used -= 1
+
+
 class AdaptiveLimit:
     """AIMD on a backend's in-flight attempts, between ``floor`` and ``ceiling``.
 
@@ -142,14 +191,14 @@ class AdaptiveLimit:
         self.ceiling = ceiling
         self.floor = max(1, min(floor, ceiling))
         self.value = float(ceiling)
-        self.limiter = trio.CapacityLimiter(ceiling)
+        self.slots = Slots(ceiling)
         self.epoch = 0
         self._notify = notify
 
     async def _apply(self, reason: str) -> None:
         tokens = max(self.floor, min(self.ceiling, int(self.value)))
-        if tokens != self.limiter.total_tokens:
-            self.limiter.total_tokens = tokens
+        if tokens != self.slots.total:
+            self.slots.total = tokens
             await self._notify(LimiterChanged(self.name, "concurrency", tokens, None, reason))
 
     async def overloaded(self, started_in_epoch: int) -> None:
@@ -189,12 +238,12 @@ class Gate:
     ) -> None:
         self.name = name
         self.adaptive: AdaptiveLimit | None = None
-        self.limiter: trio.CapacityLimiter | None = None
+        self.slots: Slots | None = None
         if ceiling is not None and limits.adaptive:
             self.adaptive = AdaptiveLimit(name, ceiling, limits.min_concurrency, notify)
-            self.limiter = self.adaptive.limiter
+            self.slots = self.adaptive.slots
         elif ceiling is not None:
-            self.limiter = trio.CapacityLimiter(ceiling)
+            self.slots = Slots(ceiling)
         self.pacer = Pacer(name, limits.rpm, limits.tpm, notify, on_pause)
         self.models = {
             model: Pacer(f"{name}/{model}", rate.rpm, rate.tpm, notify)
@@ -203,18 +252,18 @@ class Gate:
 
     def has_room(self) -> bool:
         """Whether an attempt could start now without waiting for a slot or a pause."""
-        if self.limiter is not None and self.limiter.available_tokens <= 0:
+        if self.slots is not None and not self.slots.has_room():
             return False
         return self.pacer.paused_until <= trio.current_time()
 
     async def enter(self, tokens: int, model: str | None) -> Ticket:
         """Wait for a slot and the rate limits; the caller must :meth:`leave` afterwards, also
         on cancellation (which may happen here: then nothing is held)."""
-        if self.limiter is not None:
+        if self.slots is not None:
             try:
-                self.limiter.acquire_nowait()  # the common case, without a trip through the scheduler
+                self.slots.acquire_nowait()  # the common case, without a trip through the scheduler
             except trio.WouldBlock:
-                await self.limiter.acquire()
+                await self.slots.acquire()
         try:
             epoch = self.adaptive.epoch if self.adaptive is not None else 0
             await self.pacer.acquire(tokens)
@@ -222,14 +271,14 @@ class Gate:
             if pacer is not None:
                 await pacer.acquire(tokens)
         except BaseException:
-            if self.limiter is not None:
-                self.limiter.release()
+            if self.slots is not None:
+                self.slots.release()
             raise
         return Ticket(tokens, epoch, model)
 
     def leave(self, ticket: Ticket) -> None:
-        if self.limiter is not None:
-            self.limiter.release()
+        if self.slots is not None:
+            self.slots.release()
         if ticket.used is not None:
             self.pacer.settle(ticket.tokens, ticket.used)
             pacer = self.models.get(ticket.model) if ticket.model is not None else None

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 import trio
 import trio.lowlevel
+import trio.testing
 
 from orchestrator.events import AttemptStarted, LimiterChanged, RateLimitInfo, RetryScheduled, Tagged
-from orchestrator.limits import AdaptiveLimit, Pacer
+from orchestrator.limits import AdaptiveLimit, Pacer, Slots
 from orchestrator.runner import RunControl, execute
 
 from .helpers import Recorder, make_spec, run_virtual
@@ -78,22 +79,68 @@ async def test_a_lower_announced_limit_is_adopted_and_an_empty_quota_pauses(auto
     assert pacer.rpm == 100  # never above what the user configured
 
 
+async def test_slots_serve_waiters_in_order_and_hand_over_freed_slots() -> None:
+    slots = Slots(1)
+    slots.acquire_nowait()
+    order: list[str] = []
+
+    async def waiter(name: str) -> None:
+        await slots.acquire()
+        order.append(name)
+
+    async with trio.open_nursery() as nursery:
+        for name in ("a", "b"):
+            nursery.start_soon(waiter, name)
+            await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.WouldBlock):
+            slots.acquire_nowait()  # nobody jumps the queue
+        slots.release()  # to "a", directly
+        assert slots.used == 1 and not slots.has_room()
+        await trio.testing.wait_all_tasks_blocked()
+        slots.release()  # to "b"
+    assert order == ["a", "b"] and slots.used == 1
+
+
+async def test_slots_a_cancelled_waiter_holds_nothing(autojump_clock: Any) -> None:
+    slots = Slots(1)
+    slots.acquire_nowait()
+    with trio.move_on_after(1):
+        await slots.acquire()
+    slots.release()
+    assert slots.used == 0 and slots.has_room()
+
+
+async def test_slots_follow_a_lowered_and_a_raised_total() -> None:
+    slots = Slots(2)
+    slots.acquire_nowait()
+    slots.acquire_nowait()
+    slots.total = 1  # running attempts go on; the next release only frees a slot
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(slots.acquire)
+        await trio.testing.wait_all_tasks_blocked()
+        slots.release()
+        await trio.testing.wait_all_tasks_blocked()
+        assert slots.used == 1 and nursery.child_tasks  # still waiting: 1 of 1 in use
+        slots.total = 2  # raising it lets the waiter in at once
+    assert slots.used == 2
+
+
 async def test_aimd_halves_once_per_round_and_grows_by_one_per_round() -> None:
     limit = AdaptiveLimit("x", ceiling=16, floor=2, notify=_no_notify)
     epoch = limit.epoch
     await limit.overloaded(epoch)
     await limit.overloaded(epoch)  # an echo of the same overload
-    assert limit.limiter.total_tokens == 8
+    assert limit.slots.total == 8
     await limit.overloaded(limit.epoch)
     await limit.overloaded(limit.epoch)
     await limit.overloaded(limit.epoch)
-    assert limit.limiter.total_tokens == 2  # the floor
+    assert limit.slots.total == 2  # the floor
     for _ in range(3):  # +1/value each: one step up per round of `value` successes
         await limit.succeeded()
-    assert limit.limiter.total_tokens == 3
+    assert limit.slots.total == 3
     for _ in range(4):
         await limit.succeeded()
-    assert limit.limiter.total_tokens == 4
+    assert limit.slots.total == 4
 
 
 def attempt_times(events: Sequence[Tagged]) -> list[float]:
