@@ -37,6 +37,7 @@ from .events import (
 
 JobStatus = Literal["succeeded", "failed", "cancelled", "skipped"]
 _FIRST_OUTPUT = (TextDelta, ThinkingDelta, ToolCall, AssistantMessage)
+_NONE = Tokens()  # frozen, so every fresh attempt and job can share it
 
 
 @attrs.frozen
@@ -74,7 +75,7 @@ class _Attempt:
     parts: list[str] | None
     tool_calls: list[ToolCall] = attrs.Factory(list)
     first_output: float | None = None
-    usage: Tokens = attrs.Factory(Tokens)
+    usage: Tokens = _NONE
     usage_cost: float | None = None
     finished: StreamFinished | None = None
 
@@ -96,7 +97,7 @@ class _Job:
     first_start: float | None = None
     attempts: int = 0
     current: _Attempt | None = None
-    tokens: Tokens = attrs.Factory(Tokens)
+    tokens: Tokens = _NONE
     cost: float = 0.0
     cost_unknown: bool = False
 
@@ -105,7 +106,7 @@ class _Job:
         if attempt is None:
             return
         tokens, cost = attempt.tokens(), attempt.cost()
-        self.tokens = self.tokens + tokens
+        self.tokens = tokens if self.tokens is _NONE else self.tokens + tokens
         if cost is not None:
             self.cost += cost
         elif tokens.total or attempt.finished is not None:

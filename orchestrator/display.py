@@ -20,10 +20,10 @@ from rich.text import Text
 from .aggregate import JobResult
 from .events import (
     AttemptStarted,
+    BatchStarted,
     BatchSummary,
     JobCancelled,
     JobFailed,
-    JobQueued,
     JobSkipped,
     JobSucceeded,
     LimiterChanged,
@@ -93,8 +93,8 @@ class Progress:
                     self._charge_unfinished(job)
                     self.running.pop(job, None)
                     self.retrying.add(job)
-                case JobQueued():
-                    self.total += 1
+                case BatchStarted(jobs=jobs):
+                    self.total = jobs  # known at once, before every job is announced
                 case JobSucceeded():
                     self.succeeded += 1
                     self._end(job)

@@ -260,6 +260,10 @@ class BatchStarted:
 
 @attrs.frozen
 class JobQueued:
+    """A job's first event: it is part of this run. Sent in job order as the run starts (the
+    first jobs at once, the rest while the first attempts run), and always before the job's
+    first attempt or its terminal event."""
+
     kind: ClassVar[str] = "job_queued"
     backend: str
     model: str | None

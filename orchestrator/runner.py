@@ -64,6 +64,7 @@ from .spec import BackendLimits, BatchSpec, JobSpec
 from .watchdog import IdleWatchdog, Watch
 
 CHANNEL_SIZE = 8192
+_ANNOUNCE_CHUNK = 256  # jobs announced between two checkpoints, once the first workers have theirs
 _TERMINAL_GRACE = 5.0  # seconds a job's terminal event may wait for the bus during a stop
 _log = logger("orchestrator.runner")
 
@@ -139,6 +140,7 @@ class _Job:
     run: _Run
     seq: int = 0
     attempt: int = 0
+    queued: bool = False  # its job_queued event is sent
     admitted: bool = False  # passed the spend cap's check (its first attempt is reserved)
     started: bool = False  # its first attempt got through the backend's gate
     done: bool = False
@@ -148,6 +150,7 @@ class _Job:
     usage_tokens: int = 0
     usage_cost: float | None = None
     reserved: float | None = None
+    estimate: tuple[int, float] | None = None  # tokens and cost of one attempt, once worked out
     watch: Watch | None = None
 
     async def emit(self, event: Event) -> None:
@@ -219,9 +222,10 @@ class _Run:
         self.watchdog = IdleWatchdog()
         self.jobs = [_Job(spec=job, run=self) for job in spec.jobs]
         self.queue: JobQueue[_Job] = JobQueue(
-            self.jobs,
+            (),
             lane_of=lambda job: job.spec.backend,
             room=lambda lane: self.gates[str(lane)].has_room(),
+            expected=len(self.jobs),
         )
 
     @staticmethod
@@ -243,14 +247,19 @@ class _Run:
         until = None if change.until_s is None else change.until_s - self.t0
         await self.emit_batch(attrs.evolve(change, until_s=until))
 
-    def estimate(self, job: JobSpec) -> tuple[int, float]:
-        """Tokens and cost to reserve for one attempt (the backend's estimate when it has one)."""
-        estimator = self.estimators.get(job.backend)
-        if estimator is not None:
-            tokens, cost = estimator(job)
-            return tokens, cost or 0.0
-        text = len(job.prompt) + len(job.system or "")
-        return text // 4 + 1 + (job.max_tokens or 1024), 0.0
+    def estimate(self, job: _Job) -> tuple[int, float]:
+        """Tokens and cost to reserve for one attempt (the backend's estimate when it has one).
+        Worked out once per job: it depends on the job's spec alone."""
+        if job.estimate is None:
+            spec = job.spec
+            estimator = self.estimators.get(spec.backend)
+            if estimator is not None:
+                tokens, cost = estimator(spec)
+                job.estimate = tokens, cost or 0.0
+            else:
+                text = len(spec.prompt) + len(spec.system or "")
+                job.estimate = text // 4 + 1 + (spec.max_tokens or 1024), 0.0
+        return job.estimate
 
     async def reach_spend_cap(self, job: _Job) -> None:
         """No new job starts from now on; with ``hard_cap`` running ones are cancelled too."""
@@ -266,8 +275,34 @@ class _Run:
         """Run every job to its end with ``concurrency`` workers; see the module docstring."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.queue.run_timer)
+            nursery.start_soon(self.announce)
             for _ in range(min(self.spec.concurrency, len(self.jobs))):
                 nursery.start_soon(self.worker)
+
+    async def announce(self) -> None:
+        """Send each job's ``job_queued`` and then hand the job to the queue, in job order.
+
+        The first ``concurrency`` jobs go at once, the rest in chunks with a checkpoint between
+        them: the first attempts start right away rather than after every announcement of a
+        100k-job batch, and the remaining announcements run while those attempts wait on their
+        backends. A job is never taken before it is announced, so its events stay in order.
+        Jobs left unannounced by a stop or the spend cap are announced by :meth:`finish_leftovers`.
+        """
+        jobs = self.jobs
+        start, size = 0, max(self.spec.concurrency, 1)
+        while start < len(jobs) and self.queue.accepting:
+            chunk = jobs[start : start + size]
+            for job in chunk:
+                await self.announce_one(job)
+            self.queue.add(chunk)
+            start += size
+            size = _ANNOUNCE_CHUNK
+            await trio.lowlevel.checkpoint()
+
+    async def announce_one(self, job: _Job) -> None:
+        spec = job.spec
+        job.queued = True
+        await job.emit(JobQueued(backend=spec.backend, model=spec.model, content_hash=spec.content_hash))
 
     async def worker(self) -> None:
         while (job := await self.queue.take()) is not None:
@@ -292,7 +327,7 @@ class _Run:
         if not job.admitted:
             # Check and reserve in one step, with no await between: workers waiting at a
             # backend's gate must not all pass the cap on the same budget.
-            cost = self.estimate(spec)[1]
+            cost = self.estimate(job)[1]
             if self.capped is not None or not self.budget.allows(cost):
                 if self.capped is None:
                     await self.reach_spend_cap(job)
@@ -338,7 +373,7 @@ class _Run:
         """
         spec = job.spec
         gate = self.gates[spec.backend]
-        tokens, cost = self.estimate(spec)
+        tokens, cost = self.estimate(job)
         if job.reserved is None:
             self.budget.reserve(cost)
             job.reserved = cost
@@ -412,6 +447,8 @@ class _Run:
         for job in self.jobs:
             if job.done:
                 continue
+            if not job.queued:
+                await self.announce_one(job)
             if job.started:
                 await job.emit(JobCancelled(reason=reason, attempts=job.attempt))
             else:
@@ -524,10 +561,6 @@ async def _drive(
                 run_id=run_id, jobs=len(spec.jobs), started_at=started_at, already_done=spec.already_done
             )
         )
-        for job in run.jobs:
-            await job.emit(
-                JobQueued(backend=job.spec.backend, model=job.spec.model, content_hash=job.spec.content_hash)
-            )
         with trio.CancelScope() as stop:
             if spec.deadline is not None:
                 stop.deadline = run.t0 + spec.deadline

@@ -53,7 +53,11 @@ class JobQueue(Generic[T]):
         jobs: Iterable[T],
         lane_of: Callable[[T], Hashable] = lambda job: None,
         room: Callable[[Hashable], bool] = lambda lane: True,
+        *,
+        expected: int | None = None,
     ) -> None:
+        """``expected`` counts every job the queue will see, when some arrive later through
+        :meth:`add`; by default the queue holds all of them from the start."""
         self._lane_of = lane_of
         self._room = room
         self._lanes: dict[Hashable, _Lane[T]] = {}
@@ -65,7 +69,9 @@ class JobQueue(Generic[T]):
         self._urgent: deque[T] = deque()  # due jobs that need no room (their end is decided)
         self._delayed: list[tuple[float, int, T | None, bool]] = []
         self._order = itertools.count()
-        self._unfinished = count
+        self._unfinished = count if expected is None else expected
+        self._to_come = self._unfinished - count  # expected jobs not added yet
+        self._accepting = True
         self._lot = trio.lowlevel.ParkingLot()
         self._timer: trio.CancelScope | None = None
 
@@ -80,6 +86,9 @@ class JobQueue(Generic[T]):
         """The next job of a lane with room, lanes taking turns; None if there is none."""
         if self._urgent:
             return self._urgent.popleft()
+        if len(self._lanes) == 1:  # the common case: one backend, no turns to take
+            ((key, lane),) = self._lanes.items()
+            return lane.pop() if lane and self._room(key) else None
         lanes = list(self._lanes.items())
         for i in range(len(lanes)):
             key, lane = lanes[(self._turn + i) % len(lanes)]
@@ -101,9 +110,28 @@ class JobQueue(Generic[T]):
                 return None
             await self._lot.park()
 
+    @property
+    def accepting(self) -> bool:
+        """False once :meth:`drop_new` has been called: new jobs would not start."""
+        return self._accepting
+
+    def add(self, jobs: Iterable[T]) -> None:
+        """Jobs counted in ``expected`` join their lanes as new; ignored after :meth:`drop_new`
+        (which already counted them as finished)."""
+        if not self._accepting:
+            return
+        added = 0
+        for job in jobs:
+            self._lane(job).new.append(job)
+            added += 1
+        self._to_come -= added
+        self.wake(added)
+
     def wake(self, count: int = 1) -> None:
-        """Room was made somewhere: let waiting workers look again."""
-        self._lot.unpark(count=count)
+        """Room was made somewhere: let waiting workers look again (if any job is waiting: at
+        the end of a batch, idle workers would only wake to park again)."""
+        if self._lot and (self._urgent or any(self._lanes.values())):
+            self._lot.unpark(count=count)
 
     def wake_at(self, when: float) -> None:
         """Let waiting workers look again at trio time ``when`` (a pause ends)."""
@@ -122,9 +150,10 @@ class JobQueue(Generic[T]):
     def drop_new(self, also_taken: int = 0) -> None:
         """Start no more new jobs (they stay unstarted); ``also_taken`` counts jobs already taken
         from the queue that will not run either."""
-        dropped = sum(len(lane.new) for lane in self._lanes.values())
+        dropped = sum(len(lane.new) for lane in self._lanes.values()) + self._to_come
         for lane in self._lanes.values():
             lane.new.clear()
+        self._accepting, self._to_come = False, 0
         self._finish(dropped + also_taken)
 
     def finished(self) -> None:

@@ -248,6 +248,35 @@ async def test_stop_cancels_running_jobs_and_skips_unstarted_ones(
     assert recorder.events[-1].event.kind == "batch_finished"
 
 
+def test_every_job_is_announced_in_order_before_it_starts_and_work_starts_at_once(
+    recorder: Recorder,
+) -> None:
+    jobs = 700  # several announcement chunks
+    spec = make_spec(
+        [{"id": f"q{i}", "prompt": f"p{i}"} for i in range(jobs)],
+        concurrency=3,
+        sim={"ttft": 0.01, "reply_tokens": 1},
+    )
+    run_virtual(spec, subscribers=[recorder])
+    queued = [i for i, t in enumerate(recorder.events) if t.event.kind == "job_queued"]
+    assert [recorder.events[i].job_id for i in queued] == [f"q{i}" for i in range(jobs)]
+    for i in range(jobs):
+        assert recorder.kinds(f"q{i}")[:2] == ["job_queued", "attempt_started"]
+    first_start = next(i for i, t in enumerate(recorder.events) if t.event.kind == "attempt_started")
+    assert first_start < queued[-1]  # the first attempts did not wait for every announcement
+
+
+def test_a_batch_stopped_before_it_starts_still_ends_every_job_once(recorder: Recorder) -> None:
+    spec = make_spec([{"id": f"q{i}", "prompt": f"p{i}"} for i in range(300)], concurrency=2)
+    control = RunControl()
+    control.cancel("interrupted")
+    result = run_virtual(spec, subscribers=[recorder], control=control)
+    for i in range(300):
+        events = recorder.of_job(f"q{i}")
+        assert [(t.seq, t.event.kind) for t in events] == [(0, "job_queued"), (1, "job_skipped")]
+    assert result.summary.jobs == 300 and result.summary.skipped == 300
+
+
 def test_batch_deadline_stops_the_batch(recorder: Recorder) -> None:
     spec = make_spec(
         [f"q{i}" for i in range(4)],
