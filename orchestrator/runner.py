@@ -5,6 +5,7 @@ Task layout of one run (nothing outlives :func:`execute`)::
     run nursery ── bus (delivers every event to the subscribers)
                 ├─ idle watchdog
                 └─ stop scope (Ctrl-C, deadline) ── work nursery ── backoff timer
+                                                                 ├─ announcer (job_queued, in order)
                                                                  └─ ``concurrency`` workers
 
 Each worker takes the next job from a :class:`~orchestrator.schedule.JobQueue`, runs one attempt
@@ -300,9 +301,11 @@ class _Run:
             await trio.lowlevel.checkpoint()
 
     async def announce_one(self, job: _Job) -> None:
+        """Send the job's ``job_queued``. Cancelled while the bus is full, the job stays
+        unannounced (``finish_leftovers`` then announces it before its terminal event)."""
         spec = job.spec
-        job.queued = True
         await job.emit(JobQueued(backend=spec.backend, model=spec.model, content_hash=spec.content_hash))
+        job.queued = True
 
     async def worker(self) -> None:
         while (job := await self.queue.take()) is not None:

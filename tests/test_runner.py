@@ -13,9 +13,11 @@ import attrs
 import pytest
 import structlog.testing
 import trio
+import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from orchestrator import runner
 from orchestrator.backends import register, unregister
 from orchestrator.backends.sim import FAULTS
 from orchestrator.errors import RetryableError
@@ -275,6 +277,37 @@ def test_a_batch_stopped_before_it_starts_still_ends_every_job_once(recorder: Re
         events = recorder.of_job(f"q{i}")
         assert [(t.seq, t.event.kind) for t in events] == [(0, "job_queued"), (1, "job_skipped")]
     assert result.summary.jobs == 300 and result.summary.skipped == 300
+
+
+async def test_a_stop_while_the_bus_is_full_still_gives_every_job_its_job_queued_first(
+    autojump_clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner, "CHANNEL_SIZE", 8)  # the announcer soon waits on a full bus
+    release = trio.Event()
+
+    class Stuck(Recorder):
+        async def deliver(self, batch: Sequence[Tagged]) -> None:
+            await super().deliver(batch)
+            await release.wait()
+
+    stuck = Stuck()
+    spec = make_spec([{"id": f"q{i}", "prompt": f"p{i}"} for i in range(100)], concurrency=2)
+    control = RunControl()
+    async with trio.open_nursery() as nursery:
+
+        async def stop_then_release() -> None:
+            await trio.testing.wait_all_tasks_blocked()
+            control.cancel("interrupted")  # the announcer is cancelled in the middle of a send
+            await trio.testing.wait_all_tasks_blocked()
+            release.set()
+
+        nursery.start_soon(stop_then_release)
+        await execute(spec, subscribers=[stuck], control=control)
+    for i in range(100):
+        events = stuck.of_job(f"q{i}")
+        assert [t.seq for t in events] == list(range(len(events)))
+        assert events[0].event.kind == "job_queued"
+        assert sum(isinstance(t.event, TERMINAL_EVENTS) for t in events) == 1
 
 
 def test_batch_deadline_stops_the_batch(recorder: Recorder) -> None:
