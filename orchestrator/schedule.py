@@ -100,8 +100,10 @@ class JobQueue(Generic[T]):
     async def take(self) -> T | None:
         """The next job to run, waiting if none can run now; None once every job has finished.
 
-        Cancellation: a waiting worker is simply woken; no job is lost, since none was taken.
+        Cancellation: a cancelled caller takes no job (it is checked before taking), and a
+        waiting one is simply woken; no job is lost, since none was taken.
         """
+        await trio.lowlevel.checkpoint_if_cancelled()
         while True:
             job = self.take_nowait()
             if job is not None:
