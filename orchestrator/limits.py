@@ -235,8 +235,13 @@ class Gate:
         ceiling: int | None,
         notify: Notify,
         on_pause: Callable[[float], None] = lambda until: None,
+        *,
+        refund: bool = True,
     ) -> None:
+        """``refund``: whether tokens an attempt reserved and did not use go back to the token
+        pace (the server gives them back), or stay spent (it charged the whole reservation)."""
         self.name = name
+        self.refund = refund
         self.adaptive: AdaptiveLimit | None = None
         self.slots: Slots | None = None
         if ceiling is not None and limits.adaptive:
@@ -280,10 +285,11 @@ class Gate:
         if self.slots is not None:
             self.slots.release()
         if ticket.used is not None:
-            self.pacer.settle(ticket.tokens, ticket.used)
+            used = ticket.used if self.refund else max(ticket.used, ticket.tokens)
+            self.pacer.settle(ticket.tokens, used)
             pacer = self.models.get(ticket.model) if ticket.model is not None else None
             if pacer is not None:
-                pacer.settle(ticket.tokens, ticket.used)
+                pacer.settle(ticket.tokens, used)
 
     async def succeeded(self) -> None:
         if self.adaptive is not None:

@@ -210,6 +210,7 @@ class _Run:
                 self._ceiling(spec, name, n),
                 self.notify,
                 on_pause=lambda until: self.queue.wake_at(until),
+                refund=getattr(backends[name], "refunds_unused_tokens", True),
             )
             for name, n in ceilings.items()
         }

@@ -103,6 +103,25 @@ async def test_a_batch_paced_to_the_servers_rpm_and_tpm_gets_no_429() -> None:
     assert events_of(recorder, RateLimitInfo)[0].requests_limit == RPM  # what the server said
 
 
+async def test_openai_keeps_unused_completion_budgets_spent_so_the_pace_gets_no_429() -> None:
+    # Each request asks for 3x the tokens its reply uses; OpenAI charges the whole budget on
+    # arrival. Giving the unused two thirds back to the pace would run into the token limit.
+    n = 24
+    async with open_fake_openai(
+        default=timed_reply(WORDS, 0.05), limits=RateLimits(None, TPM, WINDOW)
+    ) as fake:
+        result, _ = await run_jobs(
+            "openai",
+            {"base_url": fake.base_url, "tpm": TPM},
+            questions(n),
+            model="gpt-4o",
+            max_tokens=3 * WORDS,
+            concurrency=8,
+        )
+    assert result.summary.succeeded == n and result.summary.retries == 0
+    assert fake.meter is not None and fake.meter.refused == 0
+
+
 async def test_without_configured_limits_the_backend_learns_them_from_the_headers() -> None:
     n, concurrency = 60, 16  # the first burst is 16 requests at a bucket of 10
     async with open_fake_openai(

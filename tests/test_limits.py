@@ -12,8 +12,9 @@ import trio.lowlevel
 import trio.testing
 
 from orchestrator.events import AttemptStarted, LimiterChanged, RateLimitInfo, RetryScheduled, Tagged
-from orchestrator.limits import AdaptiveLimit, Pacer, Slots
+from orchestrator.limits import AdaptiveLimit, Gate, Pacer, Slots
 from orchestrator.runner import RunControl, execute
+from orchestrator.spec import BackendLimits
 
 from .helpers import Recorder, make_spec, run_virtual
 
@@ -51,6 +52,19 @@ async def test_pacer_spaces_by_tokens_and_gives_back_what_was_not_used(autojump_
     start = trio.current_time()
     await pacer.acquire(10)
     assert trio.current_time() - start == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize(("refund", "wait"), [(True, 4.0), (False, 10.0)])
+async def test_a_gate_gives_unused_tokens_back_only_to_a_server_that_refunds_them(
+    autojump_clock: Any, refund: bool, wait: float
+) -> None:
+    gate = Gate("x", BackendLimits(tpm=600), None, _no_notify, refund=refund)  # 10 tokens a second
+    ticket = await gate.enter(100, None)
+    ticket.used = 40
+    gate.leave(ticket)
+    start = trio.current_time()
+    await gate.enter(10, None)
+    assert trio.current_time() - start == pytest.approx(wait)  # 40 or all 100 tokens spent
 
 
 async def test_a_pause_holds_every_waiter_and_is_announced(autojump_clock: Any) -> None:

@@ -30,7 +30,13 @@ Emit = Callable[[StreamEvent], Awaitable[None]]
 
 
 class Backend(Protocol):
-    """An opened backend, shared by every job of the batch that names it."""
+    """An opened backend, shared by every job of the batch that names it.
+
+    Optional members the runner uses when present: ``estimate(job) -> (tokens, cost or None)``,
+    at most what one attempt may use (for pacing and the spend cap), and
+    ``refunds_unused_tokens: bool`` (default True), whether the server's token rate limit gives
+    back what an attempt reserved and did not use.
+    """
 
     async def stream(self, job: JobSpec, attempt: int, emit: Emit) -> None:
         """Stream attempt number ``attempt`` (from 1) of ``job``; see the module docstring."""

@@ -66,6 +66,10 @@ class HttpApi:
     headers: Callable[[Any, Any, ApiKey | None], Headers]
     body: Callable[[JobSpec, Any, Any], dict[str, Any]]
     decoder: Callable[[str | None, Mapping[str, Price], Redact], StreamDecoder]
+    refunds_unused_tokens: bool = True
+    """Whether the server's token rate limit gives back what a request reserved and did not use.
+    Anthropic corrects its output-token estimate when a reply ends; OpenAI charges the prompt
+    plus the requested ``max_tokens`` when the request arrives and keeps it."""
 
 
 class HttpBackend:
@@ -79,6 +83,7 @@ class HttpBackend:
         self.key = key
         self.url = settings.base_url.rstrip("/") + api.path
         self.prices = {**api.prices, **settings.prices}
+        self.refunds_unused_tokens = api.refunds_unused_tokens
 
     def estimate(self, job: JobSpec) -> tuple[int, float | None]:
         """At most what one attempt may use: the prompt (about four characters a token) and the

@@ -107,5 +107,6 @@ KIND = HttpKind(
         headers=request_headers,
         body=request_body,
         decoder=OpenAIDecoder,
+        refunds_unused_tokens=False,
     )
 )

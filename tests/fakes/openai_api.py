@@ -19,7 +19,10 @@ saying the script ran out). Responses: :class:`Reply`, :class:`HttpError`,
 (silence after part of the reply); they live in :mod:`.openai_script` and are re-exported here.
 
 Rate limits (optional, ``limits=RateLimits(rpm, tpm, window)``): requests and tokens are
-metered with token buckets (:mod:`.openai_limits`); every chat response carries the
+metered with token buckets (:mod:`.openai_limits`). Like OpenAI, a request is charged when it
+arrives: its prompt (guessed from its characters) plus the completion budget it asks for
+(``max_tokens`` or ``max_completion_tokens``; the reply's own length when it names none), and an
+unused budget is not given back. Every chat response carries the
 ``x-ratelimit-*`` headers, and a request over a limit gets OpenAI's 429 (``retry-after`` in
 whole seconds, ``retry-after-ms`` exact) while its scripted response waits for the next request.
 
@@ -87,6 +90,22 @@ _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"
 _ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 429: "rate_limit_exceeded"}
 
 
+def _charged_tokens(request: RecordedRequest, response: Response) -> int:
+    """What OpenAI's token limit charges a request on arrival: the prompt, guessed from its
+    characters (about four a token, not tokenized), plus the completion budget it asks for."""
+    if not isinstance(response, Reply):
+        return 0
+    body = request.body if isinstance(request.body, dict) else {}
+    budget = body.get("max_completion_tokens", body.get("max_tokens"))
+    if not isinstance(budget, int) or isinstance(budget, bool):
+        return response.tokens()
+    messages = body.get("messages", [])
+    chars = sum(
+        len(m["content"]) for m in messages if isinstance(m, dict) and isinstance(m.get("content"), str)
+    )
+    return max(1, chars // 4) + budget
+
+
 class FakeOpenAI:
     """A running fake; see the module docstring. Use it from its trio run only."""
 
@@ -133,7 +152,7 @@ class FakeOpenAI:
         response = entry(request) if callable(entry) else entry
         headers: dict[str, str] = {}
         if self.meter is not None:
-            tokens = response.tokens() if isinstance(response, Reply) else 0
+            tokens = _charged_tokens(request, response)
             model = request.body.get("model") if isinstance(request.body, dict) else None
             admission = self.meter.admit(trio.current_time(), tokens, str(model or "fake-model"))
             headers = admission.headers
