@@ -68,6 +68,17 @@ def test_every_event_survives_a_trip_through_a_log_line(tag: tuple[Any, ...], ev
     assert codec.decode_tagged(orjson.loads(line)) == tagged
 
 
+@given(tags, events)
+def test_a_log_line_is_the_tag_then_the_converters_fields_in_order(tag: tuple[Any, ...], event: Any) -> None:
+    job, attempt, seq, ts = tag
+    expected = {"job": job, "attempt": attempt, "seq": seq, "ts": ts, **codec.event_to_dict(event)}
+    line = codec.tagged_to_dict(Tagged(job, attempt, seq, ts, event))
+    assert list(line.items()) == list(expected.items())  # same keys, values and key order
+    assert codec.encode_tagged(Tagged(job, attempt, seq, ts, event)) == orjson.dumps(
+        expected, option=orjson.OPT_APPEND_NEWLINE
+    )
+
+
 def test_event_fields_never_collide_with_the_tag() -> None:
     for cls in EVENT_TYPES.values():
         names = {f.name for f in attrs.fields(cls)}
