@@ -54,6 +54,10 @@ class Pacer:
         self.paused_until = -math.inf
         self._lock = trio.Lock()  # trio's Lock is fair: waiters are served in arrival order
 
+    def paused(self) -> bool:
+        """Whether a pause is in force now (the clock is only read if one was ever set)."""
+        return self.paused_until != -math.inf and self.paused_until > trio.current_time()
+
     def ready_at(self) -> float:
         """The earliest trio time the next request may start."""
         return max(self._next_request, self._next_tokens, self.paused_until)
@@ -63,7 +67,7 @@ class Pacer:
 
         Without limits and pauses there is nothing to wait for: return at once, no checkpoint.
         """
-        if self.rpm is None and self.tpm is None and self.paused_until <= trio.current_time():
+        if self.rpm is None and self.tpm is None and not self.paused():
             if not self._lock.locked():
                 return
         async with self._lock:
@@ -259,7 +263,7 @@ class Gate:
         """Whether an attempt could start now without waiting for a slot or a pause."""
         if self.slots is not None and not self.slots.has_room():
             return False
-        return self.pacer.paused_until <= trio.current_time()
+        return not self.pacer.paused()
 
     async def enter(self, tokens: int, model: str | None) -> Ticket:
         """Wait for a slot and the rate limits; the caller must :meth:`leave` afterwards, also

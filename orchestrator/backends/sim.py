@@ -147,7 +147,8 @@ def plan_attempt(job: JobSpec, options: Options, attempt: int, seed: int) -> Att
         if options.reply_tokens_max is not None and options.reply_tokens_max > count:
             count = reply_rng.randint(count, options.reply_tokens_max)
         words = [_WORDS[int(reply_rng.random() * len(_WORDS))] for _ in range(count)]
-    tokens = tuple(word if i == 0 else " " + word for i, word in enumerate(words) if word or i == 0)
+    # Stream pieces: the first word, then every further non-empty word after its space.
+    tokens = (words[0], *[" " + word for word in words[1:] if word]) if words else ()
     scale = 1.0 + options.latency_jitter * (2 * rng.random() - 1) if rng is not None else 1.0
     gap = scale / options.tokens_per_s if options.tokens_per_s > 0 else 0.0
     return AttemptPlan(
