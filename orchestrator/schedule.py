@@ -13,14 +13,13 @@ backend wait. Lanes with room take turns.
 
 from __future__ import annotations
 
-import heapq
-import itertools
-import math
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from typing import Generic, TypeVar
 
 import trio
+
+from .timers import Timeline
 
 T = TypeVar("T")
 
@@ -67,13 +66,11 @@ class JobQueue(Generic[T]):
             count += 1
         self._turn = 0
         self._urgent: deque[T] = deque()  # due jobs that need no room (their end is decided)
-        self._delayed: list[tuple[float, int, T | None, bool]] = []
-        self._order = itertools.count()
+        self._delayed: Timeline[tuple[T | None, bool]] = Timeline()  # (job or a wake-up, urgent)
         self._unfinished = count if expected is None else expected
         self._to_come = self._unfinished - count  # expected jobs not added yet
         self._accepting = True
         self._lot = trio.lowlevel.ParkingLot()
-        self._timer: trio.CancelScope | None = None
 
     def _lane(self, job: T) -> _Lane[T]:
         key = self._lane_of(job)
@@ -145,9 +142,7 @@ class JobQueue(Generic[T]):
         self._push(due, job, urgent)
 
     def _push(self, due: float, job: T | None, urgent: bool) -> None:
-        heapq.heappush(self._delayed, (due, next(self._order), job, urgent))
-        if self._timer is not None and due < self._timer.deadline:
-            self._timer.deadline = due
+        self._delayed.push(due, (job, urgent))
 
     def drop_new(self, also_taken: int = 0) -> None:
         """Start no more new jobs (they stay unstarted); ``also_taken`` counts jobs already taken
@@ -166,21 +161,16 @@ class JobQueue(Generic[T]):
         self._unfinished -= count
         if self._unfinished == 0:
             self._lot.unpark_all()
-            if self._timer is not None:
-                self._timer.cancel()
+            self._delayed.wake()
 
     async def run_timer(self) -> None:
         """Move delayed jobs to their lanes when they come due, until every job has finished."""
         while self._unfinished:
-            now = trio.current_time()
             woken = 0
-            while self._delayed and self._delayed[0][0] <= now:
-                _, _, job, urgent = heapq.heappop(self._delayed)
+            for job, urgent in self._delayed.pop_due(trio.current_time()):
                 if job is not None:
                     (self._urgent if urgent else self._lane(job).ready).append(job)
                 woken += 1
             if woken:
                 self._lot.unpark(count=woken)
-            with trio.CancelScope(deadline=self._delayed[0][0] if self._delayed else math.inf) as self._timer:
-                await trio.sleep_forever()
-            self._timer = None
+            await self._delayed.sleep()

@@ -8,12 +8,12 @@ Exact under trio's virtual clock.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import math
 
 import attrs
 import trio
+
+from .timers import Timeline
 
 
 @attrs.define(slots=True, eq=False)
@@ -44,9 +44,7 @@ class IdleWatchdog:
     trio deadline per attempt, and exact under trio's virtual clock."""
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Watch]] = []
-        self._counter = itertools.count()
-        self._sleep: trio.CancelScope | None = None
+        self._timeline: Timeline[Watch] = Timeline()
         self._closed = 0
 
     def release(self, watch: Watch) -> None:
@@ -58,9 +56,8 @@ class IdleWatchdog:
         """
         watch.close()
         self._closed += 1
-        if self._closed > 1024 and self._closed * 2 > len(self._heap):
-            self._heap = [entry for entry in self._heap if entry[2].active]
-            heapq.heapify(self._heap)
+        if self._closed > 1024 and self._closed * 2 > len(self._timeline):
+            self._timeline.keep(lambda watch: watch.active)
             self._closed = 0
 
     def watch(self, scope: trio.CancelScope, idle: float | None, deadline: float | None = None) -> Watch:
@@ -72,13 +69,8 @@ class IdleWatchdog:
             deadline=math.inf if deadline is None else deadline,
             last=now,
         )
-        self._push(min(now + watch.idle, watch.deadline), watch)
+        self._timeline.push(min(now + watch.idle, watch.deadline), watch)
         return watch
-
-    def _push(self, due: float, watch: Watch) -> None:
-        heapq.heappush(self._heap, (due, next(self._counter), watch))
-        if self._sleep is not None and due < self._sleep.deadline:
-            self._sleep.deadline = due
 
     def _check(self, watch: Watch, now: float) -> None:
         if watch.deadline <= now:
@@ -88,7 +80,7 @@ class IdleWatchdog:
         else:
             # Still fine; while paused only the deadline counts, so look again after one idle span.
             due = min(now + watch.idle if watch.paused else watch.last + watch.idle, watch.deadline)
-            heapq.heappush(self._heap, (due, next(self._counter), watch))
+            self._timeline.push(due, watch)
             return
         watch.fired = reason
         watch.active = False
@@ -99,11 +91,7 @@ class IdleWatchdog:
         task_status.started()
         while True:
             now = trio.current_time()
-            heap = self._heap
-            while heap and heap[0][0] <= now:
-                watch = heapq.heappop(heap)[2]
+            for watch in self._timeline.pop_due(now):
                 if watch.active:
-                    self._check(watch, now)
-            with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as self._sleep:
-                await trio.sleep_forever()
-            self._sleep = None
+                    self._check(watch, now)  # pushes it again if it is still fine: due after now
+            await self._timeline.sleep()

@@ -60,4 +60,4 @@ async def test_ended_attempts_do_not_pile_up_in_the_heap(autojump_clock: Any) ->
     dog = IdleWatchdog()
     for _ in range(10_000):  # attempts with a deadline far away, each ending at once
         dog.release(dog.watch(trio.CancelScope(), None, trio.current_time() + 900.0))
-    assert len(dog._heap) <= 2048
+    assert len(dog._timeline) <= 2048

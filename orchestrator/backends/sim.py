@@ -18,9 +18,6 @@ Faults, chosen per attempt from ``faults`` (attempt 1 takes the first entry, ...
 from __future__ import annotations
 
 import hashlib
-import heapq
-import itertools
-import math
 import struct
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -32,6 +29,7 @@ import trio
 from ..errors import FatalError, RetryableError
 from ..events import SessionStarted, StreamFinished, TextDelta, Tokens, ToolCall, ToolResult, UsageReported
 from ..spec import JobSpec
+from ..timers import Timeline
 from .base import Emit
 from .sim_server import SimServer
 
@@ -184,23 +182,18 @@ class SimClock:
     """
 
     def __init__(self) -> None:
-        # Entries are lists so that a cancelled sleeper can blank its task in place.
-        self._heap: list[list[Any]] = []
-        self._count = itertools.count()
-        self._scope: trio.CancelScope | None = None
+        # Each sleeper is a one-item list, so that a cancelled one can blank its task in place.
+        self._timeline: Timeline[list[trio.lowlevel.Task | None]] = Timeline()
 
     async def sleep(self, seconds: float) -> None:
         """Sleep ``seconds``; cancellable like ``trio.sleep`` (the wake-up is then dropped)."""
         if seconds <= 0:
             return
-        due = trio.current_time() + seconds
-        entry = [due, next(self._count), trio.lowlevel.current_task()]
-        heapq.heappush(self._heap, entry)
-        if self._scope is not None and due < self._scope.deadline:
-            self._scope.deadline = due
+        sleeper: list[trio.lowlevel.Task | None] = [trio.lowlevel.current_task()]
+        self._timeline.push(trio.current_time() + seconds, sleeper)
 
         def abort(_: Any) -> trio.lowlevel.Abort:
-            entry[2] = None
+            sleeper[0] = None
             return trio.lowlevel.Abort.SUCCEEDED
 
         await trio.lowlevel.wait_task_rescheduled(abort)
@@ -208,15 +201,10 @@ class SimClock:
     async def run(self) -> None:
         reschedule = trio.lowlevel.reschedule
         while True:
-            now = trio.current_time()
-            heap = self._heap
-            while heap and heap[0][0] <= now:
-                task = heapq.heappop(heap)[2]
+            for (task,) in self._timeline.pop_due(trio.current_time()):
                 if task is not None:
                     reschedule(task)
-            with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as self._scope:
-                await trio.sleep_forever()
-            self._scope = None
+            await self._timeline.sleep()
 
 
 class SimBackend:
