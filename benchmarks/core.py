@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -109,33 +109,32 @@ def bench_bus(quick: bool) -> Section:
 # --- makespan ---------------------------------------------------------------------------------
 
 
-async def _bare_trio(jobs: int, concurrency: int, latency: float) -> None:
+async def _bare_workers(
+    jobs: int, concurrency: int, latency: float, sleep: Callable[[float], Awaitable[None]]
+) -> None:
+    """``concurrency`` bare trio workers sharing ``jobs`` jobs, each job one ``sleep(latency)``."""
     pending = iter(range(jobs))
 
     async def worker() -> None:
         for _ in pending:
-            await trio.sleep(latency)
+            await sleep(latency)
 
     async with trio.open_nursery() as nursery:
         for _ in range(concurrency):
             nursery.start_soon(worker)
 
 
+async def _bare_trio(jobs: int, concurrency: int, latency: float) -> None:
+    await _bare_workers(jobs, concurrency, latency, trio.sleep)
+
+
 async def _bare_shared_timer(jobs: int, concurrency: int, latency: float) -> None:
     """The same workers, sleeping on the sim's one shared timer: the least any trio program can
     spend on the timers of this benchmark."""
-    pending = iter(range(jobs))
     clock = SimClock()
-
-    async def worker() -> None:
-        for _ in pending:
-            await clock.sleep(latency)
-
     async with trio.open_nursery() as outer:
         outer.start_soon(clock.run)
-        async with trio.open_nursery() as nursery:
-            for _ in range(concurrency):
-                nursery.start_soon(worker)
+        await _bare_workers(jobs, concurrency, latency, clock.sleep)
         outer.cancel_scope.cancel()
 
 

@@ -77,3 +77,15 @@ async def test_the_clock_wakes_each_sleeper_exactly_on_time_and_drops_cancelled_
                 await clock.sleep(5.0)  # cancelled: its wake-up must not fire later
         outer.cancel_scope.cancel()
     assert sorted(woke) == [("early", 0.5), ("late", 2.0)]
+
+
+def test_a_plan_knows_whether_playing_it_back_waits() -> None:
+    def waits(**sim: Any) -> bool:
+        job = _job(**sim)
+        return plan_attempt(job, job.options, 1, seed=0).waits
+
+    assert waits(ttft=0.1, tokens_per_s=0, reply_tokens=1)
+    assert not waits(ttft=0, tokens_per_s=0, reply_tokens=5)  # no pause anywhere
+    assert not waits(ttft=0, tokens_per_s=10, reply_tokens=1)  # one token: no gap between two
+    assert waits(ttft=0, tokens_per_s=10, reply_tokens=2)
+    assert waits(ttft=0, tokens_per_s=10, reply_tokens=1, tool_calls=1)  # a pause after the call

@@ -93,6 +93,11 @@ class AttemptPlan:
     tool_calls: int
     input_tokens: int
 
+    @property
+    def waits(self) -> bool:
+        """Whether playing it back sleeps at all: before the first token, or between two."""
+        return self.ttft > 0 or (self.token_gap > 0 and (len(self.tokens) > 1 or self.tool_calls > 0))
+
 
 class _Draws:
     """Uniform draws in [0, 1) determined by a key: BLAKE2b in counter mode, 8 draws per hash.
@@ -268,7 +273,7 @@ class SimBackend:
                 session_id=f"sim-{job.id}-{attempt}",
             )
         )
-        if not (plan.ttft > 0 or (plan.token_gap > 0 and (len(plan.tokens) > 1 or plan.tool_calls))):
+        if not plan.waits:
             # A stream with no gaps never yielded; let the rest of the batch run.
             await trio.lowlevel.checkpoint()
 
