@@ -19,8 +19,8 @@ from pathlib import Path
 
 import trio
 
-from .core import CORE
-from .table import Section, cpu_model
+from benchmarks.core import CORE
+from benchmarks.table import Section, cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "BENCHMARKS.md"

@@ -24,13 +24,12 @@ import attrs
 import orjson
 import trio
 
+from benchmarks.table import Row, Section
 from orchestrator.backends import register, unregister
-from orchestrator.backends.sim import SimClock
-from orchestrator.config import build_batch, load_job_file
+from orchestrator.backends.sim.backend import SimClock
+from orchestrator.config.jobfile import build_batch, load_job_file
 from orchestrator.events import AttemptStarted, StreamFinished, Tagged
-from orchestrator.runner import execute
-
-from .table import Row, Section
+from orchestrator.run.runner import execute
 
 ROOT = Path(__file__).resolve().parent.parent
 

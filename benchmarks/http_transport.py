@@ -13,7 +13,7 @@ bytes and ``orjson.loads`` of each payload, and every response is checked. Varia
 
 ``aiohttp``       aiohttp under asyncio: the reference (it cannot run under trio)
 ``orchestrator``  our pool (:mod:`orchestrator.http`) under trio
-``openai``        our whole ``openai`` backend through :func:`orchestrator.runner.execute` (no log):
+``openai``        our whole ``openai`` backend through :func:`orchestrator.run.runner.execute` (no log):
                   the decoder, events, bus and aggregation on top of the transport (not part of
                   the target; shows what a real batch costs per event)
 ``trio-floor``    not a client: trio's TLS stream with no HTTP parsing at all (a floor for any
@@ -41,9 +41,8 @@ from typing import Any
 
 import orjson
 
+from benchmarks.sse_server import EVENTS_PER_RESPONSE, N_DELTAS, PROMPT_TOKENS
 from orchestrator.http import ServerSentEvent, SSEDecoder, client_ssl_context
-
-from .sse_server import EVENTS_PER_RESPONSE, N_DELTAS, PROMPT_TOKENS
 
 PATH = "/v1/chat/completions"
 REQUEST = {
@@ -157,8 +156,8 @@ def run_orchestrator(url: str, ca: str, requests: int, concurrency: int) -> floa
 def run_openai(url: str, ca: str, requests: int, concurrency: int) -> float:
     import trio
 
-    from orchestrator.config import build_batch
-    from orchestrator.runner import execute
+    from orchestrator.config.jobfile import build_batch
+    from orchestrator.run.runner import execute
 
     os.environ["BENCH_OPENAI_KEY"] = "sk-bench"
     settings = {

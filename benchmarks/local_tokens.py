@@ -30,8 +30,8 @@ import attrs
 import orjson
 
 from orchestrator import run_batch
-from orchestrator.backends import local_model
-from orchestrator.backends.local import Options, Settings, _load_server, build_request
+from orchestrator.backends.local.backend import Options, Settings, _load_server, build_request
+from orchestrator.backends.local.backend import model as local_model
 from orchestrator.events import AttemptStarted, JobSucceeded, Tagged
 from orchestrator.spec import JobSpec
 

@@ -5,7 +5,7 @@ the server's retry-after.
     python -m benchmarks.ratelimit [--requests 2000] [--write RESULT.md]
 
 Needs the ``bench`` extra (aiohttp). The server is the tests' fake OpenAI API
-(``python -m tests.fakes.openai_api``) in its own process, a fresh one per client so each
+(``python -m orchestrator.testing.openai``) in its own process, a fresh one per client so each
 starts with full buckets. It meters requests and tokens per minute with token buckets, answers
 a request over either limit with OpenAI's 429 (``retry-after`` in whole seconds,
 ``retry-after-ms`` exact, the JSON error body) and sends ``x-ratelimit-*`` headers with every
@@ -19,7 +19,7 @@ inside the free burst and no client could be compared with the ideal below.
 Clients, at the same concurrency ``C``:
 
 ``orchestrator``
-    the ``openai`` backend through :func:`orchestrator.runner.execute`, with
+    the ``openai`` backend through :func:`orchestrator.run.runner.execute`, with
     ``[backends.openai] rpm/tpm`` set to the server's limits and the default retry policy
 ``orchestrator-learned`` (not run by default)
     the same without rpm/tpm: the backend adopts the limits the ``x-ratelimit-*`` headers announce
@@ -50,7 +50,7 @@ from typing import Any
 
 import attrs
 
-from .table import cpu_model
+from benchmarks.table import cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_RATIO = 1.05
@@ -100,7 +100,7 @@ class FakeServer:
 
     def __init__(self, setup: Setup) -> None:
         self.command = [
-            sys.executable, "-m", "tests.fakes.openai_api", "--port", "0", "--quiet",
+            sys.executable, "-m", "orchestrator.testing.openai", "--port", "0", "--quiet",
             "--rpm", str(setup.rpm), "--tpm", str(setup.tpm), "--window", str(setup.window),
             "--latency", str(setup.latency), "--words", str(setup.words),
         ]  # fmt: skip
@@ -128,9 +128,9 @@ def run_orchestrator(setup: Setup, base_url: str, *, configured: bool = True) ->
     """Our batch; ``configured`` False: no rpm/tpm set, the backend learns them from headers."""
     import trio
 
-    from orchestrator.config import build_batch
+    from orchestrator.config.jobfile import build_batch
     from orchestrator.events import JobFailed, RetryScheduled, Tagged
-    from orchestrator.runner import execute
+    from orchestrator.run.runner import execute
 
     os.environ["BENCH_OPENAI_KEY"] = "sk-bench"
     refused = [0]

@@ -16,18 +16,18 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._version import __version__
+from orchestrator._version import __version__
 
 if TYPE_CHECKING:
-    from .aggregate import JobResult
-    from .api import open_batch, run_batch
-    from .errors import BackendError, ConfigError, FatalError, RetryableError
-    from .events import BatchSummary, Tagged, Tokens
-    from .runner import BatchResult, BatchRun, RunControl
-    from .spec import BatchSpec, JobSpec, Query, RetryPolicy, Timeouts
+    from orchestrator.api import open_batch, run_batch
+    from orchestrator.errors import BackendError, ConfigError, FatalError, RetryableError
+    from orchestrator.events import BatchSummary, Tagged, Tokens
+    from orchestrator.record.aggregate import JobResult
+    from orchestrator.run.runner import BatchResult, BatchRun, RunControl
+    from orchestrator.spec import BatchSpec, JobSpec, Query, RetryPolicy, Timeouts
 
 _EXPORTS = {
-    "JobResult": "aggregate",
+    "JobResult": "record.aggregate",
     "open_batch": "api",
     "run_batch": "api",
     "BackendError": "errors",
@@ -37,9 +37,9 @@ _EXPORTS = {
     "BatchSummary": "events",
     "Tagged": "events",
     "Tokens": "events",
-    "BatchResult": "runner",
-    "BatchRun": "runner",
-    "RunControl": "runner",
+    "BatchResult": "run.runner",
+    "BatchRun": "run.runner",
+    "RunControl": "run.runner",
     "BatchSpec": "spec",
     "JobSpec": "spec",
     "Query": "spec",

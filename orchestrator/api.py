@@ -10,12 +10,12 @@ from typing import Any
 import attrs
 import trio
 
-from .bus import CallbackSubscriber, Subscriber
-from .config import build_batch
-from .events import Tagged
-from .resume import plan
-from .runner import BatchResult, BatchRun, execute, open_spec
-from .spec import BatchSpec, Query, RetryPolicy, Timeouts
+from orchestrator.config.jobfile import build_batch
+from orchestrator.events import Tagged
+from orchestrator.record.resume import plan
+from orchestrator.run.bus import CallbackSubscriber, Subscriber
+from orchestrator.run.runner import BatchResult, BatchRun, execute, open_spec
+from orchestrator.spec import BatchSpec, Query, RetryPolicy, Timeouts
 
 QueryLike = str | Query | Mapping[str, Any]
 

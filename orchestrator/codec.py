@@ -21,7 +21,7 @@ import cattrs
 import orjson
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
 
-from .events import CONTENT_BLOCKS, EVENT_TYPES, ContentBlock, Event, Tagged
+from orchestrator.events import CONTENT_BLOCKS, EVENT_TYPES, ContentBlock, Event, Tagged
 
 TAG_KEYS = ("job", "attempt", "seq", "ts", "kind")
 LOG_SCHEMA = 1

@@ -1,8 +1,8 @@
-"""What to run and how, as plain frozen data: built and validated once (by :mod:`.config` or
-:func:`.runner.build_batch`), then trusted by the mechanism.
+"""What to run and how, as plain frozen data: built and validated once (by
+:mod:`orchestrator.config.jobfile`), then trusted by the mechanism.
 
-Field metadata (``min``, ``max``, ``gt``) states the valid range; :mod:`.config` enforces it
-with the key path of the offending value.
+Field metadata (``min``, ``max``, ``gt``) states the valid range; :mod:`orchestrator.config.jobfile`
+enforces it with the key path of the offending value.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import settings
 
-from .helpers import Recorder
+from tests.helpers import Recorder
 
 # Timing belongs in benchmarks: on a shared, busy machine a per-example deadline only makes
 # property tests flaky, so none applies.

@@ -8,10 +8,10 @@ from typing import Any
 import trio
 import trio.testing
 
-from orchestrator.bus import Subscriber
-from orchestrator.config import build_batch
+from orchestrator.config.jobfile import build_batch
 from orchestrator.events import Tagged
-from orchestrator.runner import BatchResult, RunControl, execute
+from orchestrator.run.bus import Subscriber
+from orchestrator.run.runner import BatchResult, RunControl, execute
 from orchestrator.spec import BatchSpec
 
 

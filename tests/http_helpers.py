@@ -9,11 +9,10 @@ from typing import Any
 
 import trio
 
-from orchestrator.config import build_batch
+from orchestrator.config.jobfile import build_batch
 from orchestrator.http import ConnectionPool, SSEDecoder
-from orchestrator.runner import BatchResult, execute
-
-from .helpers import Recorder
+from orchestrator.run.runner import BatchResult, execute
+from tests.helpers import Recorder
 
 REQUEST = b'{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[]}'
 

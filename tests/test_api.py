@@ -10,7 +10,7 @@ import trio
 
 from orchestrator import ConfigError, Query, RetryPolicy, open_batch, run_batch
 from orchestrator.events import JobSucceeded, Tagged, TextDelta
-from orchestrator.log import read_log
+from orchestrator.record.log import read_log
 
 
 def test_run_batch_takes_strings_and_queries_and_returns_results_in_order(tmp_path: Path) -> None:
@@ -88,7 +88,7 @@ async def test_cancelling_the_surrounding_scope_tears_the_batch_down(autojump_cl
 
 
 def test_progress_cost_matches_the_summary_including_failed_attempts() -> None:
-    from orchestrator.display import Progress
+    from orchestrator.cli.display import Progress
     from orchestrator.events import AttemptStarted, JobFailed, StreamFinished, Tokens, UsageReported
 
     def tag(seq: int, attempt: int, event: object) -> Tagged:

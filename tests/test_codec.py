@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from orchestrator import codec
+from orchestrator.config.check import type_hints
 from orchestrator.events import CONTENT_BLOCKS, EVENT_TYPES, BatchSummary, Tagged, Tokens
-from orchestrator.validate import type_hints
 
 json_scalars = (
     st.none()

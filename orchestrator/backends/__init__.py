@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import importlib
 
-from .base import Backend, BackendKind, Emit
+from orchestrator.backends.base import Backend, BackendKind, Emit
 
 _MODULES: dict[str, str | BackendKind] = {
-    "sim": "orchestrator.backends.sim",
-    "local": "orchestrator.backends.local",
-    "claude-code": "orchestrator.backends.claude_code",
-    "anthropic": "orchestrator.backends.anthropic",
-    "openai": "orchestrator.backends.openai",
+    "sim": "orchestrator.backends.sim.backend",
+    "local": "orchestrator.backends.local.backend",
+    "claude-code": "orchestrator.backends.claude_code.backend",
+    "anthropic": "orchestrator.backends.http.anthropic",
+    "openai": "orchestrator.backends.http.openai",
 }
 
 

@@ -23,8 +23,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
-from ..events import StreamEvent
-from ..spec import JobSpec
+from orchestrator.events import StreamEvent
+from orchestrator.spec import JobSpec
 
 Emit = Callable[[StreamEvent], Awaitable[None]]
 

@@ -8,12 +8,12 @@ tunnels, ``HTTPS_PROXY``/``NO_PROXY``), :mod:`.tls` (verification context).
 
 from __future__ import annotations
 
-from .connection import Response
-from .errors import ConnectError, ProxyError, RemoteProtocolError, TransportError
-from .pool import ConnectionPool, PoolStats, open_pool
-from .proxy import Origin, ProxyConfig
-from .sse import ServerSentEvent, SSEDecoder, SSEError
-from .tls import client_ssl_context
+from orchestrator.http.connection import Response
+from orchestrator.http.errors import ConnectError, ProxyError, RemoteProtocolError, TransportError
+from orchestrator.http.pool import ConnectionPool, PoolStats, open_pool
+from orchestrator.http.proxy import Origin, ProxyConfig
+from orchestrator.http.sse import ServerSentEvent, SSEDecoder, SSEError
+from orchestrator.http.tls import client_ssl_context
 
 __all__ = [
     "ConnectError",

@@ -14,8 +14,8 @@ import ssl
 import h11
 import trio
 
-from .errors import RemoteProtocolError, TransportError
-from .framing import BodyDecoder, ChunkedDecoder, LengthDecoder, UntilCloseDecoder
+from orchestrator.http.errors import RemoteProtocolError, TransportError
+from orchestrator.http.framing import BodyDecoder, ChunkedDecoder, LengthDecoder, UntilCloseDecoder
 
 READ_SIZE = 65536
 Headers = list[tuple[bytes, bytes]]

@@ -13,7 +13,7 @@ After ``done`` every further byte fed goes to ``trailing``.
 
 from __future__ import annotations
 
-from .errors import RemoteProtocolError
+from orchestrator.http.errors import RemoteProtocolError
 
 MAX_LINE = 4096
 """Longest chunk-size line (with extensions) or trailer line accepted."""

@@ -23,7 +23,7 @@ and httpx do (a server that closed an idle connection never saw the request).
 No limit on connections in use: the caller bounds concurrency (the runner's per-backend
 limiter), so the pool never holds more than that many. Timeouts here: ``connect_timeout``
 (TCP, proxy tunnel and TLS handshake together). Time to first event, idle streams and whole
-attempts are timed by the caller (see :mod:`orchestrator.watchdog`), which cancels the block:
+attempts are timed by the caller (see :mod:`orchestrator.run.watchdog`), which cancels the block:
 a watchdog over per-stream timestamps costs almost nothing per event, a timeout scope per
 read costs about half again the client's CPU.
 """
@@ -39,10 +39,10 @@ import attrs
 import h11
 import trio
 
-from .connection import Connection, Response, StaleConnection, describe_broken, exchange
-from .errors import ConnectError, ProxyError
-from .proxy import Origin, ProxyConfig, open_tunnel
-from .tls import TLSStream, client_ssl_context
+from orchestrator.http.connection import Connection, Response, StaleConnection, describe_broken, exchange
+from orchestrator.http.errors import ConnectError, ProxyError
+from orchestrator.http.proxy import Origin, ProxyConfig, open_tunnel
+from orchestrator.http.tls import TLSStream, client_ssl_context
 
 USER_AGENT = b"orchestrator"
 _PoolKey = tuple[Origin, str | None]

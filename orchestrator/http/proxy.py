@@ -23,8 +23,8 @@ import attrs
 import h11
 import trio
 
-from .errors import ProxyError
-from .tls import TLSStream
+from orchestrator.http.errors import ProxyError
+from orchestrator.http.tls import TLSStream
 
 READ_SIZE = 65536
 

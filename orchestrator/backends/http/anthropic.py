@@ -1,0 +1,117 @@
+"""``anthropic``: the Anthropic Messages API, streamed (``POST {base_url}/v1/messages``).
+
+This module is the thin shell: settings and options, the request (a pure function of the
+job), and the attempt, which :func:`.exchange.stream_attempt` runs with an
+:class:`.decoders.anthropic.AnthropicDecoder`.
+
+Job fields used: ``prompt`` (one user message), ``model`` (required), ``system``,
+``max_tokens`` (the API requires one: ``[backends.anthropic] max_tokens`` when the job has
+none), ``temperature``. ``seed`` has no API equivalent and is ignored. Options add tools,
+``tool_choice``, stop sequences, ``top_p``/``top_k``, extended thinking, beta headers and raw
+extra body fields.
+
+The key: ``ANTHROPIC_API_KEY``, or the variable named by ``api_key_env``; a missing key stops
+the batch before it starts (exit 2). It is sent as ``x-api-key`` and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from orchestrator.backends.http.backend import HttpApi, HttpKind, TransportSettings
+from orchestrator.backends.http.decoders.anthropic import AnthropicDecoder
+from orchestrator.backends.http.exchange import ApiKey
+from orchestrator.backends.http.prices import ANTHROPIC_PRICES
+from orchestrator.spec import JobSpec
+
+NAME = "anthropic"
+
+
+@attrs.frozen
+class Options:
+    """Per-job options (``[defaults.anthropic]`` or ``anthropic = {...}`` on a job)."""
+
+    tools: tuple[Mapping[str, Any], ...] = ()
+    """Tool definitions as the API takes them: ``{name, description, input_schema}``."""
+    tool_choice: Mapping[str, Any] | None = None
+    stop_sequences: tuple[str, ...] = ()
+    top_p: float | None = attrs.field(default=None, metadata={"min": 0, "max": 1})
+    top_k: int | None = attrs.field(default=None, metadata={"min": 1})
+    thinking_budget: int | None = attrs.field(default=None, metadata={"min": 1024})
+    """Extended thinking with this many tokens (must be below max_tokens); None: off."""
+    betas: tuple[str, ...] = ()
+    """``anthropic-beta`` header values."""
+    extra_body: Mapping[str, Any] = attrs.field(factory=dict)
+    """More request fields, as is (they win over the fields built from the job)."""
+
+
+@attrs.frozen
+class Settings(TransportSettings):
+    """Batch-wide ``[backends.anthropic]`` settings."""
+
+    base_url: str = "https://api.anthropic.com"
+    api_key_env: str = "ANTHROPIC_API_KEY"
+    """The environment variable holding the key (the key itself never goes in a job file)."""
+    api_key_required: bool = True
+    """False: run without a key when the variable is unset (a local fake or proxy)."""
+    anthropic_version: str = "2023-06-01"
+    max_tokens: int = attrs.field(default=4096, metadata={"min": 1})
+    """For jobs that set no max_tokens."""
+
+
+def request_body(job: JobSpec, options: Options, settings: Settings) -> dict[str, Any]:
+    """The JSON body of one attempt's request."""
+    body: dict[str, Any] = {
+        "model": job.model,
+        "max_tokens": job.max_tokens or settings.max_tokens,
+        "messages": [{"role": "user", "content": job.prompt}],
+        "stream": True,
+    }
+    if job.system is not None:
+        body["system"] = job.system
+    if job.temperature is not None:
+        body["temperature"] = job.temperature
+    if options.tools:
+        body["tools"] = [dict(tool) for tool in options.tools]
+    if options.tool_choice is not None:
+        body["tool_choice"] = dict(options.tool_choice)
+    if options.stop_sequences:
+        body["stop_sequences"] = list(options.stop_sequences)
+    if options.top_p is not None:
+        body["top_p"] = options.top_p
+    if options.top_k is not None:
+        body["top_k"] = options.top_k
+    if options.thinking_budget is not None:
+        body["thinking"] = {"type": "enabled", "budget_tokens": options.thinking_budget}
+    body.update(options.extra_body)
+    return body
+
+
+def request_headers(settings: Settings, options: Options, key: ApiKey | None) -> list[tuple[bytes, bytes]]:
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"accept", b"text/event-stream"),
+        (b"anthropic-version", settings.anthropic_version.encode()),
+    ]
+    if options.betas:
+        headers.append((b"anthropic-beta", ",".join(options.betas).encode()))
+    if key is not None:
+        headers.append((b"x-api-key", key.reveal().encode()))
+    return headers
+
+
+KIND = HttpKind(
+    HttpApi(
+        name=NAME,
+        path="/v1/messages",
+        options=Options,
+        settings=Settings,
+        prices=ANTHROPIC_PRICES,
+        headers=request_headers,
+        body=request_body,
+        decoder=AnthropicDecoder,
+    )
+)

@@ -1,0 +1,132 @@
+"""What every streaming HTTP API backend shares: the backend object that runs an attempt over the
+batch's connection pool, and the registry kind that opens it.
+
+An API module (``anthropic``, ``openai``) supplies only what differs, as an :class:`HttpApi`:
+its URL path, request headers and body (pure functions of the job), its decoder and prices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import orjson
+
+from orchestrator.backends.base import Emit
+from orchestrator.backends.http.exchange import (
+    DEFAULT_CONCURRENCY,
+    ApiKey,
+    StreamDecoder,
+    check_settings,
+    open_http_pool,
+    read_api_key,
+    redactor,
+    stream_attempt,
+)
+from orchestrator.backends.http.prices import Price, cost_usd, find_price
+from orchestrator.backends.http.status import Redact
+from orchestrator.events import Tokens
+from orchestrator.http import ConnectionPool
+from orchestrator.spec import JobSpec
+
+Headers = list[tuple[bytes, bytes]]
+_UNBOUNDED_REPLY = 1024  # reply tokens assumed when neither the job nor the settings cap them
+
+
+@attrs.frozen
+class TransportSettings:
+    """The batch-wide settings every HTTP API backend has (``[backends.NAME]``); each API's own
+    ``Settings`` adds its URL, key and request fields."""
+
+    concurrency: int | None = attrs.field(default=None, metadata={"min": 1})
+    """Streams in flight at once; None: 64."""
+    ca_file: str | None = None
+    """A CA certificate (PEM) to trust besides the system store."""
+    proxy: bool = True
+    """Honour ``HTTPS_PROXY``/``NO_PROXY`` from the environment."""
+    connect_timeout: float = attrs.field(default=30.0, metadata={"gt": 0})
+    first_event_timeout: float | None = attrs.field(default=None, metadata={"gt": 0})
+    """Longest wait for the first event of a reply; None: only the job's idle timeout applies."""
+    prices: Mapping[str, Price] = attrs.field(factory=dict)
+    """Prices per million tokens, added to (and overriding) the built-in table."""
+
+
+@attrs.frozen
+class HttpApi:
+    """One API's differences. ``headers(settings, options, key)`` and ``body(job, options,
+    settings)`` build the request; ``decoder(model, prices, redact)`` reads the reply."""
+
+    name: str
+    path: str
+    options: type
+    settings: type
+    prices: Mapping[str, Price]
+    headers: Callable[[Any, Any, ApiKey | None], Headers]
+    body: Callable[[JobSpec, Any, Any], dict[str, Any]]
+    decoder: Callable[[str | None, Mapping[str, Price], Redact], StreamDecoder]
+    refunds_unused_tokens: bool = True
+    """Whether the server's token rate limit gives back what a request reserved and did not use.
+    Anthropic corrects its output-token estimate when a reply ends; OpenAI charges the prompt
+    plus the requested ``max_tokens`` when the request arrives and keeps it."""
+
+
+class HttpBackend:
+    """Streams attempts over one shared connection pool. Cancellation-safe: a cancelled attempt
+    closes its connection (see :mod:`orchestrator.http.pool`)."""
+
+    def __init__(self, api: HttpApi, settings: Any, pool: ConnectionPool, key: ApiKey | None) -> None:
+        self.api = api
+        self.settings = settings
+        self.pool = pool
+        self.key = key
+        self.url = settings.base_url.rstrip("/") + api.path
+        self.prices = {**api.prices, **settings.prices}
+        self.refunds_unused_tokens = api.refunds_unused_tokens
+
+    def estimate(self, job: JobSpec) -> tuple[int, float | None]:
+        """At most what one attempt may use: the prompt (about four characters a token) and the
+        whole reply budget; its cost at the model's price (None if the price is unknown)."""
+        prompt = (len(job.prompt) + len(job.system or "")) // 4 + 1
+        reply = job.max_tokens or getattr(self.settings, "max_tokens", None) or _UNBOUNDED_REPLY
+        return prompt + reply, cost_usd(
+            find_price(self.prices, job.model), Tokens(input=prompt, output=reply)
+        )
+
+    async def stream(self, job: JobSpec, attempt: int, emit: Emit) -> None:
+        api = self.api
+        options = job.options if isinstance(job.options, api.options) else api.options()
+        await stream_attempt(
+            self.pool,
+            self.url,
+            api.headers(self.settings, options, self.key),
+            orjson.dumps(api.body(job, options, self.settings)),
+            api.decoder(job.model, self.prices, redactor(self.key)),
+            emit,
+            first_event_timeout=self.settings.first_event_timeout,
+            key=self.key,
+        )
+
+
+class HttpKind:
+    """The registry entry of an HTTP API backend (see :class:`~.base.BackendKind`)."""
+
+    default_concurrency: int | None = DEFAULT_CONCURRENCY
+
+    def __init__(self, api: HttpApi) -> None:
+        self.api = api
+        self.name = api.name
+        self.Options = api.options
+        self.Settings = api.settings
+
+    def preflight(self, settings: Any, jobs: Sequence[JobSpec]) -> list[str]:
+        return check_settings(self.name, settings, jobs)
+
+    @asynccontextmanager
+    async def _open(self, settings: Any) -> AsyncIterator[HttpBackend]:
+        async with open_http_pool(settings) as pool:
+            yield HttpBackend(self.api, settings, pool, read_api_key(settings))
+
+    def open(self, settings: Any, *, seed: int) -> Any:
+        return self._open(settings)

@@ -1,0 +1,206 @@
+"""Anthropic Messages API stream → stream events. Pure: server-sent events in, events out.
+
+Wire format (``POST /v1/messages`` with ``"stream": true``): ``message_start`` (id, model,
+input usage), then per content block ``content_block_start``, ``content_block_delta`` (
+``text_delta``, ``thinking_delta``, ``signature_delta``, ``input_json_delta``, ...) and
+``content_block_stop``, then ``message_delta`` (stop reason, cumulative usage) and
+``message_stop``; ``ping`` at any time; ``error`` when the server gives up mid-stream. Unknown
+event and delta types are ignored, so a new API feature does not break old clients.
+
+Events made: :class:`SessionStarted` at ``message_start``; :class:`TextDelta` and
+:class:`ThinkingDelta` as they arrive; :class:`ToolCall` with the whole input once a tool block
+stops (its JSON arrives in pieces); at ``message_stop`` the :class:`AssistantMessage`, one
+:class:`UsageReported` and :class:`StreamFinished` (tokens including cache reads and writes,
+cost from the price table, None for a model without a price). Usage is reported only at the end:
+a stream cut short reports none, since its totals are unknown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+import orjson
+
+from orchestrator.backends.http.prices import Price, cost_usd, find_price, unpriced
+from orchestrator.backends.http.status import Redact, error_in_stream
+from orchestrator.errors import RetryableError
+from orchestrator.events import (
+    AssistantMessage,
+    ContentBlock,
+    SessionStarted,
+    StreamEvent,
+    StreamFinished,
+    StreamWarning,
+    TextBlock,
+    TextDelta,
+    ThinkingBlock,
+    ThinkingDelta,
+    Tokens,
+    ToolCall,
+    ToolUseBlock,
+    UsageReported,
+)
+from orchestrator.http import ServerSentEvent
+
+
+@attrs.define
+class _Block:
+    type: str
+    parts: list[str] = attrs.Factory(list)
+    call_id: str = ""
+    name: str = ""
+    signature: str = ""
+
+
+def parse_tool_input(raw: str) -> tuple[Mapping[str, Any], str | None]:
+    """A tool's input from its assembled JSON text, and a warning when it is not a JSON object
+    (the text is then kept whole under ``"_raw"`` rather than lost)."""
+    if not raw.strip():
+        return {}, None
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {"_raw": raw}, "tool input is not valid JSON; kept as text under '_raw'"
+    if not isinstance(value, dict):
+        return {"_raw": raw}, "tool input is not a JSON object; kept as text under '_raw'"
+    return value, None
+
+
+class AnthropicDecoder:
+    """One attempt's stream. ``model`` is the job's (the server's, from ``message_start``,
+    wins for pricing); ``prices`` the backend's price table."""
+
+    def __init__(self, model: str | None, prices: Mapping[str, Price], redact: Redact) -> None:
+        self.model = model
+        self.prices = prices
+        self.redact = redact
+        self.done = False
+        self.message_id: str | None = None
+        self.stop_reason: str | None = None
+        self.usage: dict[str, int] = {}
+        self.blocks: dict[int, _Block] = {}
+        self._handlers: dict[str, Callable[[Mapping[str, Any]], list[StreamEvent]]] = {
+            "content_block_delta": self._delta,
+            "content_block_start": self._block_start,
+            "content_block_stop": self._block_stop,
+            "message_start": self._message_start,
+            "message_delta": self._message_delta,
+            "message_stop": self._message_stop,
+            "error": self._error,
+        }
+
+    def feed(self, event: ServerSentEvent) -> list[StreamEvent]:
+        try:
+            data = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            return [StreamWarning(f"event {event.event!r} is not JSON: {event.data[:200]!r}")]
+        if not isinstance(data, dict):
+            return []
+        handler = self._handlers.get(data.get("type") or event.event)
+        return handler(data) if handler is not None else []  # ping and unknown types
+
+    def finish(self) -> list[StreamEvent]:
+        raise RetryableError("stream ended before message_stop: the reply is incomplete", kind="connection")
+
+    def _delta(self, data: Mapping[str, Any]) -> list[StreamEvent]:
+        delta = data.get("delta") or {}
+        block = self.blocks.get(data.get("index", -1))
+        kind = delta.get("type")
+        if kind == "text_delta":
+            text = delta.get("text") or ""
+            if block is not None:
+                block.parts.append(text)
+            return [TextDelta(text)] if text else []
+        if kind == "thinking_delta":
+            text = delta.get("thinking") or ""
+            if block is not None:
+                block.parts.append(text)
+            return [ThinkingDelta(text)] if text else []
+        if block is not None:
+            if kind == "input_json_delta":
+                block.parts.append(delta.get("partial_json") or "")
+            elif kind == "signature_delta":
+                block.signature += delta.get("signature") or ""
+        return []
+
+    def _block_start(self, data: Mapping[str, Any]) -> list[StreamEvent]:
+        content = data.get("content_block") or {}
+        kind = content.get("type") or "unknown"
+        block = _Block(kind, call_id=content.get("id") or "", name=content.get("name") or "")
+        self.blocks[data.get("index", len(self.blocks))] = block
+        if kind == "text" and content.get("text"):
+            block.parts.append(content["text"])
+            return [TextDelta(content["text"])]
+        if kind == "thinking" and content.get("thinking"):
+            block.parts.append(content["thinking"])
+            return [ThinkingDelta(content["thinking"])]
+        return []
+
+    def _block_stop(self, data: Mapping[str, Any]) -> list[StreamEvent]:
+        block = self.blocks.get(data.get("index", -1))
+        if block is None or block.type != "tool_use":
+            return []
+        tool_input, warning = parse_tool_input("".join(block.parts))
+        call = ToolCall(call_id=block.call_id, name=block.name, input=tool_input)
+        return [StreamWarning(f"tool {block.name!r}: {warning}"), call] if warning else [call]
+
+    def _message_start(self, data: Mapping[str, Any]) -> list[StreamEvent]:
+        message = data.get("message") or {}
+        self.message_id = message.get("id")
+        self.model = message.get("model") or self.model
+        self._take_usage(message.get("usage"))
+        return [SessionStarted(session_id=self.message_id, model=self.model)]
+
+    def _message_delta(self, data: Mapping[str, Any]) -> list[StreamEvent]:
+        delta = data.get("delta") or {}
+        self.stop_reason = delta.get("stop_reason") or self.stop_reason
+        self._take_usage(data.get("usage"))
+        return []
+
+    def _take_usage(self, usage: Any) -> None:
+        # Counts in message_delta are cumulative: the latest value of each field wins.
+        if isinstance(usage, dict):
+            self.usage.update({k: v for k, v in usage.items() if isinstance(v, int)})
+
+    def _message_stop(self, data: Mapping[str, Any]) -> list[StreamEvent]:
+        self.done = True
+        usage = self.usage
+        tokens = Tokens(
+            input=usage.get("input_tokens", 0),
+            output=usage.get("output_tokens", 0),
+            cache_read=usage.get("cache_read_input_tokens", 0),
+            cache_creation=usage.get("cache_creation_input_tokens", 0),
+        )
+        content: list[ContentBlock] = []
+        for _, block in sorted(self.blocks.items()):
+            if block.type == "text":
+                content.append(TextBlock("".join(block.parts)))
+            elif block.type == "thinking":
+                content.append(ThinkingBlock("".join(block.parts)))
+            elif block.type == "tool_use":
+                content.append(
+                    ToolUseBlock(block.call_id, block.name, parse_tool_input("".join(block.parts))[0])
+                )
+        price = find_price(self.prices, self.model)
+        events: list[StreamEvent] = [
+            AssistantMessage(content=tuple(content), message_id=self.message_id),
+            UsageReported(tokens=tokens),
+        ]
+        if price is None:
+            events.append(StreamWarning(unpriced(self.model, "anthropic")))
+        events.append(
+            StreamFinished(
+                stop_reason=self.stop_reason,
+                tokens=tokens,
+                cost_usd=cost_usd(price, tokens),
+                session_id=self.message_id,
+            )
+        )
+        return events
+
+    def _error(self, data: Mapping[str, Any]) -> list[StreamEvent]:
+        error = data.get("error") or {}
+        message = str(error.get("message") or "no message")
+        raise error_in_stream(message, error.get("type"), None, redact=self.redact)

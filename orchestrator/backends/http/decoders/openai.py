@@ -1,0 +1,184 @@
+"""OpenAI chat-completions stream → stream events. Pure: server-sent events in, events out.
+
+Wire format (``POST /chat/completions`` with ``"stream": true`` and
+``stream_options.include_usage``): ``chat.completion.chunk`` objects whose ``choices[0].delta``
+carries ``content`` pieces or ``tool_calls`` pieces (joined by their ``index``: the first piece
+has the call's id and function name, later ones more of the ``arguments`` text), then a chunk
+with ``finish_reason``, then a usage chunk with empty ``choices``, then ``data: [DONE]``.
+
+OpenAI-compatible servers (vLLM, llama.cpp, Ollama, LM Studio) differ, and all of this is
+tolerated: extra fields; ``reasoning_content``/``reasoning`` deltas (shown as thinking); usage
+on the last choice chunk or not at all (tokens and cost are then unknown, and a warning says
+so); no ``[DONE]`` after a ``finish_reason`` (the body's end then ends the reply). An error
+object inside the stream (``{"error": {...}}``, or vLLM's ``{"object": "error", ...}``) ends
+the attempt with the server's message.
+
+Only the first choice is read: a job asks for one reply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import orjson
+
+from orchestrator.backends.http.decoders.anthropic import parse_tool_input
+from orchestrator.backends.http.prices import Price, cost_usd, find_price, unpriced
+from orchestrator.backends.http.status import Redact, error_in_stream, message_of
+from orchestrator.errors import RetryableError
+from orchestrator.events import (
+    AssistantMessage,
+    ContentBlock,
+    SessionStarted,
+    StreamEvent,
+    StreamFinished,
+    StreamWarning,
+    TextBlock,
+    TextDelta,
+    ThinkingBlock,
+    ThinkingDelta,
+    Tokens,
+    ToolCall,
+    ToolUseBlock,
+    UsageReported,
+)
+from orchestrator.http import ServerSentEvent
+
+
+@attrs.define
+class _Call:
+    call_id: str = ""
+    name: str = ""
+    arguments: list[str] = attrs.Factory(list)
+
+
+class OpenAIDecoder:
+    """One attempt's stream. ``model`` is the job's (the server's wins for pricing)."""
+
+    def __init__(self, model: str | None, prices: Mapping[str, Price], redact: Redact) -> None:
+        self.model = model
+        self.prices = prices
+        self.redact = redact
+        self.done = False
+        self.started = False
+        self.reply_id: str | None = None
+        self.finish_reason: str | None = None
+        self.usage: Mapping[str, Any] | None = None
+        self.text: list[str] = []
+        self.thinking: list[str] = []
+        self.calls: dict[int, _Call] = {}
+
+    def feed(self, event: ServerSentEvent) -> list[StreamEvent]:
+        raw = event.data
+        if raw == "[DONE]":
+            self.done = True
+            return self._final()
+        try:
+            chunk = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return [StreamWarning(f"stream data is not JSON: {raw[:200]!r}")]
+        if not isinstance(chunk, dict):
+            return []
+        if "error" in chunk or chunk.get("object") == "error":
+            self._raise_error(chunk)
+        out: list[StreamEvent] = []
+        if not self.started:
+            self.started = True
+            self.reply_id = chunk.get("id")
+            self.model = chunk.get("model") or self.model
+            out.append(SessionStarted(session_id=self.reply_id, model=self.model))
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self.usage = usage
+        choices = chunk.get("choices")
+        if not choices or not isinstance(choices, list):
+            return out
+        choice = choices[0]
+        if not isinstance(choice, dict):
+            return out
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            self._delta(delta, out)
+        if choice.get("finish_reason"):
+            self.finish_reason = choice["finish_reason"]
+        return out
+
+    def finish(self) -> list[StreamEvent]:
+        if self.finish_reason is None:
+            raise RetryableError("stream ended before the reply was complete", kind="connection")
+        self.done = True  # a server that ends the body without [DONE]
+        return self._final()
+
+    def _delta(self, delta: Mapping[str, Any], out: list[StreamEvent]) -> None:
+        text = delta.get("content") or delta.get("refusal")
+        if text:
+            self.text.append(text)
+            out.append(TextDelta(text))
+        thought = delta.get("reasoning_content") or delta.get("reasoning")
+        if thought and isinstance(thought, str):
+            self.thinking.append(thought)
+            out.append(ThinkingDelta(thought))
+        for piece in delta.get("tool_calls") or ():
+            if not isinstance(piece, dict):
+                continue
+            call = self.calls.setdefault(piece.get("index", len(self.calls)), _Call())
+            call.call_id = call.call_id or piece.get("id") or ""
+            function = piece.get("function") or {}
+            call.name = call.name or function.get("name") or ""
+            if function.get("arguments"):
+                call.arguments.append(function["arguments"])
+
+    def _final(self) -> list[StreamEvent]:
+        out: list[StreamEvent] = []
+        content: list[ContentBlock] = []
+        if self.thinking:
+            content.append(ThinkingBlock("".join(self.thinking)))
+        if self.text:
+            content.append(TextBlock("".join(self.text)))
+        for index, call in sorted(self.calls.items()):
+            tool_input, warning = parse_tool_input("".join(call.arguments))
+            call_id = call.call_id or f"call_{index}"
+            if warning:
+                out.append(StreamWarning(f"tool {call.name!r}: {warning}"))
+            out.append(ToolCall(call_id=call_id, name=call.name, input=tool_input))
+            content.append(ToolUseBlock(call_id, call.name, tool_input))
+        out.append(AssistantMessage(content=tuple(content), message_id=self.reply_id))
+        tokens = _tokens(self.usage) if self.usage is not None else None
+        cost = None
+        if tokens is None:
+            out.append(StreamWarning("the server reported no usage: tokens and cost unknown"))
+        else:
+            out.append(UsageReported(tokens=tokens))
+            price = find_price(self.prices, self.model)
+            if price is None:
+                out.append(StreamWarning(unpriced(self.model, "openai")))
+            cost = cost_usd(price, tokens)
+        out.append(
+            StreamFinished(
+                stop_reason=self.finish_reason, tokens=tokens, cost_usd=cost, session_id=self.reply_id
+            )
+        )
+        return out
+
+    def _raise_error(self, chunk: Mapping[str, Any]) -> None:
+        message, kind = message_of(chunk)
+        error = chunk.get("error")
+        code = error.get("code") if isinstance(error, dict) else chunk.get("code")
+        status = code if isinstance(code, int) else None
+        raise error_in_stream(message, kind, status, redact=self.redact)
+
+
+def _tokens(usage: Mapping[str, Any]) -> Tokens:
+    """OpenAI counts cached prompt tokens inside ``prompt_tokens``; ours are disjoint."""
+    prompt = _int(usage.get("prompt_tokens"))
+    details = usage.get("prompt_tokens_details")
+    cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    return Tokens(
+        input=max(0, prompt - cached), output=_int(usage.get("completion_tokens")), cache_read=cached
+    )
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -1,0 +1,248 @@
+"""What the HTTP API backends (``anthropic``, ``openai``) share: the API key, the settings
+checks, the connection pool, and the attempt loop that turns one streamed response into events.
+
+Each backend supplies the request (a pure function of the job) and a decoder: a pure state
+machine taking server-sent events and returning stream events (see :class:`StreamDecoder`).
+
+Timeouts of an attempt and who enforces them:
+
+``connect_timeout``      the pool: TCP, proxy tunnel and TLS handshake of a new connection
+``first_event_timeout``  here: one cancel scope per attempt, lifted at the first stream event
+``timeouts.idle``        the runner's watchdog: no event for that long cancels the attempt
+``timeouts.attempt``     the runner: the whole attempt
+
+Secrets: the key is read from the environment when the batch opens and kept in an
+:class:`ApiKey`, whose ``repr`` and ``str`` hide it. It goes into one request header and nowhere
+else; every error message passes through :meth:`ApiKey.redact` in case a server echoes it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Protocol
+
+import trio
+
+from orchestrator.backends.base import Emit
+from orchestrator.backends.http.ratelimit_headers import rate_limit_info
+from orchestrator.backends.http.status import Redact, error_for_status
+from orchestrator.errors import FatalError, RetryableError
+from orchestrator.events import StreamEvent
+from orchestrator.http import (
+    ConnectError,
+    ConnectionPool,
+    ProxyConfig,
+    Response,
+    ServerSentEvent,
+    SSEDecoder,
+    SSEError,
+    TransportError,
+    client_ssl_context,
+    open_pool,
+)
+from orchestrator.spec import JobSpec
+
+DONE_GRACE = 2.0
+"""After the reply's end marker, how long to wait for the end of the HTTP body (normally it is
+in the same read) before closing the connection instead of keeping it."""
+ERROR_BODY_LIMIT = 64 * 1024
+DEFAULT_CONCURRENCY = 64
+"""Streams in flight per HTTP backend unless its settings say otherwise: a streamed reply costs
+about 25 us of CPU per event here, so 64 streams at 50 tokens/s use a tenth of a core; the API's
+rate limits, not the client, are what a higher number runs into."""
+
+
+class ApiKey:
+    """An API key that does not show itself: ``repr``/``str`` say ``<redacted>``."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The key itself, for the one request header that carries it."""
+        return self._value
+
+    def redact(self, text: str) -> str:
+        """``text`` with every occurrence of the key replaced."""
+        return text.replace(self._value, "<redacted>") if self._value and self._value in text else text
+
+    def __repr__(self) -> str:
+        return "ApiKey(<redacted>)"
+
+    __str__ = __repr__
+
+
+def redactor(key: ApiKey | None) -> Redact:
+    """The function that hides ``key`` in a message (nothing to hide without a key)."""
+    return key.redact if key is not None else _same
+
+
+def _same(text: str) -> str:
+    return text
+
+
+class HttpSettings(Protocol):
+    """The settings fields every HTTP backend has (each backend's ``Settings`` class).
+
+    Read-only properties, so the frozen attrs classes match."""
+
+    @property
+    def base_url(self) -> str: ...
+    @property
+    def api_key_env(self) -> str: ...
+    @property
+    def api_key_required(self) -> bool: ...
+    @property
+    def ca_file(self) -> str | None: ...
+    @property
+    def proxy(self) -> bool: ...
+    @property
+    def connect_timeout(self) -> float: ...
+    @property
+    def first_event_timeout(self) -> float | None: ...
+
+
+class StreamDecoder(Protocol):
+    """A pure decoder of one attempt's server-sent events.
+
+    ``feed`` returns the stream events one server event makes (raising RetryableError or
+    FatalError for an error the server sent in the stream); ``done`` turns true at the reply's
+    end marker, with the final events (usage, ``StreamFinished``) returned by that ``feed``;
+    ``finish`` is called when the body ends before ``done`` and returns the final events of a
+    reply that may end that way, or raises RetryableError for a cut stream.
+    """
+
+    done: bool
+
+    def feed(self, event: ServerSentEvent) -> list[StreamEvent]: ...
+
+    def finish(self) -> list[StreamEvent]: ...
+
+
+def read_api_key(settings: HttpSettings, environ: Mapping[str, str] | None = None) -> ApiKey | None:
+    env = os.environ if environ is None else environ
+    value = env.get(settings.api_key_env, "").strip()
+    return ApiKey(value) if value else None
+
+
+def check_settings(name: str, settings: HttpSettings, jobs: Sequence[JobSpec]) -> list[str]:
+    """Problems that stop a batch before it starts: no key, a bad URL or CA file, no model."""
+    problems: list[str] = []
+    where = f"backends.{name}"
+    if settings.api_key_required and read_api_key(settings) is None:
+        problems.append(
+            f"{where}: the API key is missing: environment variable {settings.api_key_env} is not set "
+            f"(export it, or set api_key_env to the variable that holds the key)"
+        )
+    if not settings.base_url.startswith(("https://", "http://")):
+        problems.append(f"{where}.base_url: expected an http:// or https:// URL, got {settings.base_url!r}")
+    if settings.ca_file is not None and not os.path.isfile(settings.ca_file):
+        problems.append(f"{where}.ca_file: no such file: {settings.ca_file}")
+    missing = [job.id for job in jobs if not job.model]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        problems.append(f"{name}: jobs without a model ({shown}): set model in [defaults] or on the job")
+    return problems
+
+
+@asynccontextmanager
+async def open_http_pool(settings: HttpSettings) -> AsyncIterator[ConnectionPool]:
+    """The batch's connection pool: TLS context, proxy from the environment when allowed."""
+    context = client_ssl_context(settings.ca_file) if settings.base_url.startswith("https://") else None
+    proxy = ProxyConfig.from_env() if settings.proxy else ProxyConfig()
+    async with open_pool(context, proxy=proxy, connect_timeout=settings.connect_timeout) as pool:
+        yield pool
+
+
+async def stream_attempt(
+    pool: ConnectionPool,
+    url: str,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    decoder: StreamDecoder,
+    emit: Emit,
+    *,
+    first_event_timeout: float | None,
+    key: ApiKey | None,
+) -> None:
+    """POST ``body`` to ``url`` and emit the events of the streamed reply.
+
+    Raises RetryableError or FatalError for every failure: an error status (with the server's
+    message and Retry-After), an error in the stream, a refused or broken connection, a stream
+    cut short, no event within ``first_event_timeout``. Cancellation (the runner's timeouts,
+    Ctrl-C) closes the connection and emits nothing more.
+
+    Rate-limit headers, when the response has any, become a ``RateLimitInfo`` emitted first: at
+    the start of a streamed reply, and before the error is raised for any other status (a 429
+    says how empty the quota is), so the runner paces the backend with them either way.
+    """
+    redact = redactor(key)
+    waiting = trio.CancelScope(deadline=trio.current_time() + (first_event_timeout or math.inf))
+    finals: list[StreamEvent] = []
+    try:
+        with waiting:
+            async with pool.open_stream("POST", url, headers=headers, body=body) as response:
+                limits = rate_limit_info(response.headers, time.time())
+                if limits is not None:
+                    await emit(limits)
+                if response.status != 200:
+                    raw = await response.read_all(ERROR_BODY_LIMIT)
+                    reason = response.reason.decode("latin-1", "replace")
+                    raise error_for_status(
+                        response.status, reason, raw, response.headers, now=time.time(), redact=redact
+                    )
+                sse = SSEDecoder()
+                feed = decoder.feed
+                first = True
+                while not decoder.done and (data := await response.receive_some()):
+                    for server_event in sse.feed(data):
+                        events = feed(server_event)
+                        if events and first:
+                            first = False
+                            waiting.deadline = math.inf
+                        for event in events:
+                            await emit(event)
+                        if decoder.done:
+                            break
+                if decoder.done:
+                    await _read_to_end(response)
+                else:
+                    finals = decoder.finish()
+    except TransportError as exc:
+        raise _transport_failure(exc, redact) from None
+    except SSEError as exc:
+        raise RetryableError(f"bad event stream: {exc}", kind="protocol") from None
+    if waiting.cancelled_caught:
+        raise RetryableError(
+            f"no event within {first_event_timeout:g}s of the request", kind="timeout_first_event"
+        )
+    for event in finals:
+        await emit(event)
+
+
+async def _read_to_end(response: Response) -> None:
+    """Let the body end so the connection can be kept; a server that keeps it open after the
+    end marker costs only this connection (the pool closes an unfinished one)."""
+    if response.complete:
+        return
+    with trio.move_on_after(DONE_GRACE):
+        try:
+            while await response.receive_some():
+                pass
+        except TransportError:
+            pass  # the reply is complete; only the connection is lost
+
+
+def _transport_failure(exc: TransportError, redact: Redact) -> RetryableError | FatalError:
+    message = redact(str(exc))
+    if isinstance(exc, ConnectError):
+        if exc.certificate:
+            return FatalError(f"TLS certificate not trusted: {message}", kind="tls")
+        return RetryableError(f"cannot connect: {message}", kind="connect")
+    return RetryableError(message, kind="connection")

@@ -1,0 +1,331 @@
+"""``sim``: a seeded, deterministic simulated model with fault injection.
+
+For tests, demos and benchmarks. Each attempt is first *planned* by a pure function of
+(batch seed, job id, attempt number) and then played back with ``trio.sleep``, so a run under
+trio's virtual clock is exact and a rerun with the same seed is identical.
+
+Faults, chosen per attempt from ``faults`` (attempt 1 takes the first entry, ...) or drawn with
+``fault_rates``:
+
+``rate_limit``   429 before the stream, with ``retry_after`` seconds
+``overload``     529 before the stream
+``server_error`` 500 before the stream
+``mid_stream``   the connection drops after ``fault_after_tokens`` tokens
+``stall``        the stream hangs for ever after ``fault_after_tokens`` tokens
+``fatal``        400 bad request: never retried
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeAlias
+
+import attrs
+import trio
+
+from orchestrator.backends.base import Emit
+from orchestrator.backends.sim.server import SimServer
+from orchestrator.errors import FatalError, RetryableError
+from orchestrator.events import (
+    SessionStarted,
+    StreamFinished,
+    TextDelta,
+    Tokens,
+    ToolCall,
+    ToolResult,
+    UsageReported,
+)
+from orchestrator.spec import JobSpec
+from orchestrator.timers import Timeline
+
+FAULTS = ("rate_limit", "overload", "server_error", "mid_stream", "stall", "fatal")
+_ACCEPTED_FAULTS = ("ok", *FAULTS)
+
+_WORDS = (
+    "the quick answer is that streams merge into one bus while retries keep going through rate limits "
+    "and every job ends once with a result the log keeps so nothing is lost or paid for twice when a "
+    "batch resumes after a crash or an interrupt"
+).split()
+
+
+@attrs.frozen
+class Options:
+    """Per-job behaviour of the simulated model (``[defaults.sim]`` or ``sim = {...}`` on a job)."""
+
+    ttft: float = attrs.field(default=0.3, metadata={"min": 0})
+    tokens_per_s: float = attrs.field(default=40.0, metadata={"min": 0})
+    """0 streams as fast as the bus takes it."""
+    reply_tokens: int = attrs.field(default=24, metadata={"min": 0})
+    reply_tokens_max: int | None = attrs.field(default=None, metadata={"min": 0})
+    """When set, each job's reply length is drawn from [reply_tokens, reply_tokens_max]."""
+    latency_jitter: float = attrs.field(default=0.0, metadata={"min": 0, "max": 1})
+    """Scales ttft and token gaps by a per-attempt factor drawn from [1 - j, 1 + j]."""
+    tool_calls: int = attrs.field(default=0, metadata={"min": 0})
+    text: str | None = None
+    """A fixed reply (split on spaces into tokens) instead of generated words."""
+    faults: tuple[str, ...] = attrs.field(default=(), metadata={"choices": _ACCEPTED_FAULTS})
+    fault_rates: Mapping[str, float] = attrs.field(
+        factory=dict, metadata={"keys": FAULTS, "min": 0, "max": 1}
+    )
+    retry_after: float | None = attrs.field(default=1.0, metadata={"min": 0})
+    fault_after_tokens: int = attrs.field(default=3, metadata={"min": 0})
+    input_price: float = attrs.field(default=1.0, metadata={"min": 0})
+    """US dollars per million input tokens."""
+    output_price: float = attrs.field(default=5.0, metadata={"min": 0})
+
+
+@attrs.frozen
+class Settings:
+    """Batch-wide ``[backends.sim]`` settings: the simulated server's own rate limits."""
+
+    concurrency: int | None = attrs.field(default=None, metadata={"min": 1})
+    server_rpm: float | None = attrs.field(default=None, metadata={"gt": 0})
+    server_tpm: float | None = attrs.field(default=None, metadata={"gt": 0})
+    server_change_at: float | None = attrs.field(default=None, metadata={"min": 0})
+    """Seconds after the start at which the server's limits become the ``*_after`` ones."""
+    server_rpm_after: float | None = attrs.field(default=None, metadata={"gt": 0})
+    server_tpm_after: float | None = attrs.field(default=None, metadata={"gt": 0})
+
+
+@attrs.frozen
+class AttemptPlan:
+    """Everything one simulated attempt will do, decided up front."""
+
+    fault: str | None
+    tokens: tuple[str, ...]
+    ttft: float
+    token_gap: float
+    tool_calls: int
+    input_tokens: int
+
+    @property
+    def waits(self) -> bool:
+        """Whether playing it back sleeps at all: before the first token, or between two."""
+        return self.ttft > 0 or (self.token_gap > 0 and (len(self.tokens) > 1 or self.tool_calls > 0))
+
+
+class _Draws:
+    """Uniform draws in [0, 1) determined by a key: BLAKE2b in counter mode, 8 draws per hash.
+
+    Stable across processes and Python versions (unlike ``hash``), and a new key costs one hash
+    where seeding a Mersenne Twister costs several microseconds: the sim plans an attempt per job,
+    and a 100k-job benchmark should measure the orchestrator, not the seeding.
+    """
+
+    __slots__ = ("_block", "_key", "_pool")
+
+    def __init__(self, *key: object) -> None:
+        self._key = repr(key).encode()
+        self._block = 0
+        self._pool: list[int] = []
+
+    def random(self) -> float:
+        if not self._pool:
+            block = self._block.to_bytes(4, "little")
+            self._pool = list(struct.unpack("<8Q", hashlib.blake2b(self._key + block).digest()))
+            self._block += 1
+        return (self._pool.pop() >> 11) * _TO_UNIT
+
+    def randint(self, low: int, high: int) -> int:
+        """An integer in [low, high], both included."""
+        return low + min(high - low, int(self.random() * (high - low + 1)))
+
+
+_TO_UNIT = 1.0 / (1 << 53)
+
+
+def plan_attempt(job: JobSpec, options: Options, attempt: int, seed: int) -> AttemptPlan:
+    """Plan attempt ``attempt`` of ``job``: a pure function of its arguments."""
+    rng = _Draws(seed, job.id, attempt) if options.fault_rates or options.latency_jitter else None
+    fault: str | None = None
+    if attempt <= len(options.faults):
+        fault = None if options.faults[attempt - 1] == "ok" else options.faults[attempt - 1]
+    elif rng is not None:
+        for name in FAULTS:
+            rate = options.fault_rates.get(name, 0.0)
+            if rate and rng.random() < rate:
+                fault = name
+                break
+    # The reply depends on the job, not the attempt, so a retry says the same thing.
+    if options.text is not None:
+        words = options.text.split(" ")
+    else:
+        reply_rng = _Draws(seed, job.id)
+        count = options.reply_tokens
+        if options.reply_tokens_max is not None and options.reply_tokens_max > count:
+            count = reply_rng.randint(count, options.reply_tokens_max)
+        words = [_WORDS[int(reply_rng.random() * len(_WORDS))] for _ in range(count)]
+    # Stream pieces: the first word, then every further non-empty word after its space.
+    tokens = (words[0], *[" " + word for word in words[1:] if word]) if words else ()
+    scale = 1.0 + options.latency_jitter * (2 * rng.random() - 1) if rng is not None else 1.0
+    gap = scale / options.tokens_per_s if options.tokens_per_s > 0 else 0.0
+    return AttemptPlan(
+        fault=fault,
+        tokens=tokens if tokens != ("",) else (),
+        ttft=options.ttft * scale,
+        token_gap=gap,
+        tool_calls=options.tool_calls,
+        input_tokens=len(job.prompt) // 4 + 1,
+    )
+
+
+def _raise_before_stream(fault: str, options: Options) -> None:
+    if fault == "rate_limit":
+        raise RetryableError(
+            "429 rate limited (simulated)", kind="rate_limited", retry_after=options.retry_after
+        )
+    if fault == "overload":
+        raise RetryableError("529 overloaded (simulated)", kind="overloaded")
+    if fault == "server_error":
+        raise RetryableError("500 internal server error (simulated)", kind="server_error")
+    if fault == "fatal":
+        raise FatalError("400 bad request (simulated)", kind="bad_request")
+
+
+class SimClock:
+    """One timer task for every simulated stream of the batch.
+
+    ``trio.sleep`` costs a cancel scope and a raised ``Cancelled`` per call; with thousands of
+    simulated streams that overhead would swamp what the benchmarks measure. Sleepers here park
+    their task in one heap, and the timer task reschedules each when it comes due. Exact under
+    trio's virtual clock.
+    """
+
+    def __init__(self) -> None:
+        # Each sleeper is a one-item list, so that a cancelled one can blank its task in place.
+        self._timeline: Timeline[list[trio.lowlevel.Task | None]] = Timeline()
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds``; cancellable like ``trio.sleep`` (the wake-up is then dropped)."""
+        if seconds <= 0:
+            return
+        sleeper: list[trio.lowlevel.Task | None] = [trio.lowlevel.current_task()]
+        self._timeline.push(trio.current_time() + seconds, sleeper)
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            sleeper[0] = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    async def run(self) -> None:
+        reschedule = trio.lowlevel.reschedule
+        while True:
+            for (task,) in self._timeline.pop_due(trio.current_time()):
+                if task is not None:
+                    reschedule(task)
+            await self._timeline.sleep()
+
+
+class SimBackend:
+    """Plays back :func:`plan_attempt` plans. Cancellation-safe: it holds no resources."""
+
+    def __init__(self, seed: int, clock: SimClock, server: SimServer | None = None) -> None:
+        self.seed = seed
+        self.clock = clock
+        self.server = server
+
+    def estimate(self, job: JobSpec) -> tuple[int, float]:
+        """Tokens and cost of one attempt, at most (the reply's longest possible length)."""
+        options = job.options if isinstance(job.options, Options) else Options()
+        reply = len(options.text.split(" ")) if options.text is not None else options.reply_tokens
+        if options.text is None and options.reply_tokens_max is not None:
+            reply = max(reply, options.reply_tokens_max)
+        prompt = len(job.prompt) // 4 + 1
+        return prompt + reply, (prompt * options.input_price + reply * options.output_price) / 1e6
+
+    async def stream(self, job: JobSpec, attempt: int, emit: Emit) -> None:
+        options: Options = job.options if isinstance(job.options, Options) else Options()
+        plan = plan_attempt(job, options, attempt, self.seed)
+        sleep = self.clock.sleep
+        start = trio.current_time()
+        verdict = None
+        if self.server is not None:
+            verdict = self.server.admit(start, plan.input_tokens + len(plan.tokens))
+            if not verdict.admitted:
+                message = f"429 rate limited by the simulated server: retry after {verdict.retry_after:.3f}s"
+                raise RetryableError(message, kind="rate_limited", retry_after=verdict.retry_after)
+        await sleep(plan.ttft)
+        if plan.fault is not None:
+            _raise_before_stream(plan.fault, options)
+        if verdict is not None:
+            await emit(verdict.info)
+        await emit(SessionStarted(session_id=f"sim-{job.id}-{attempt}", model=job.model or "sim-1"))
+        for n in range(plan.tool_calls):
+            call_id = f"call_{job.id}_{n}"
+            await emit(ToolCall(call_id=call_id, name="lookup", input={"query": job.prompt[:40], "n": n}))
+            await sleep(plan.token_gap)
+            await emit(ToolResult(call_id=call_id, content=f"result {n}"))
+        fault_at = options.fault_after_tokens if plan.fault in ("mid_stream", "stall") else -1
+        for i, token in enumerate(plan.tokens):
+            if i == fault_at:
+                await _fault_mid_stream(plan.fault)
+            if plan.token_gap and i:
+                await sleep(plan.token_gap)
+            await emit(TextDelta(token))
+        if fault_at >= len(plan.tokens):
+            await _fault_mid_stream(plan.fault)
+        tokens = Tokens(input=plan.input_tokens, output=len(plan.tokens))
+        cost = (tokens.input * options.input_price + tokens.output * options.output_price) / 1e6
+        await emit(UsageReported(tokens=tokens))
+        await emit(
+            StreamFinished(
+                stop_reason="end_turn",
+                tokens=tokens,
+                cost_usd=cost,
+                duration_s=trio.current_time() - start,
+                turns=1 + plan.tool_calls,
+                session_id=f"sim-{job.id}-{attempt}",
+            )
+        )
+        if not plan.waits:
+            # A stream with no gaps never yielded; let the rest of the batch run.
+            await trio.lowlevel.checkpoint()
+
+
+async def _fault_mid_stream(fault: str | None) -> None:
+    if fault == "stall":
+        await trio.sleep_forever()
+    raise RetryableError("connection reset mid-stream (simulated)", kind="connection")
+
+
+# Names the kind's methods can annotate with (inside its body, Options/Settings are attributes).
+SimOptions: TypeAlias = Options
+SimSettings: TypeAlias = Settings
+
+
+class _Kind:
+    name = "sim"
+    Options = Options
+    Settings = Settings
+    default_concurrency: int | None = None
+
+    def preflight(self, settings: SimSettings, jobs: Sequence[JobSpec]) -> list[str]:
+        return []
+
+    @asynccontextmanager
+    async def _open(self, settings: SimSettings, seed: int) -> AsyncIterator[SimBackend]:
+        clock = SimClock()
+        server = None
+        if settings.server_rpm or settings.server_tpm:
+            server = SimServer(
+                settings.server_rpm,
+                settings.server_tpm,
+                start=trio.current_time(),
+                change_at=settings.server_change_at,
+                rpm_after=settings.server_rpm_after,
+                tpm_after=settings.server_tpm_after,
+            )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(clock.run)
+            yield SimBackend(seed, clock, server)
+            nursery.cancel_scope.cancel()
+
+    def open(self, settings: SimSettings, *, seed: int) -> Any:
+        return self._open(settings, seed)
+
+
+KIND = _Kind()

@@ -1,0 +1,274 @@
+"""What a person sees: live progress (rich on a terminal, plain lines otherwise) and the summary.
+
+:class:`Progress` is a bus subscriber that only counts; drawing happens in :func:`run_progress`
+a few times a second, so the display never slows the batch.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+from typing import IO, Any
+
+import trio
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from orchestrator.events import (
+    AttemptStarted,
+    BatchStarted,
+    BatchSummary,
+    JobCancelled,
+    JobFailed,
+    JobSkipped,
+    JobSucceeded,
+    LimiterChanged,
+    RetryScheduled,
+    StreamFinished,
+    SystemNotice,
+    Tagged,
+    TextDelta,
+    UsageReported,
+)
+from orchestrator.record.aggregate import JobResult
+
+_TAIL = 70
+
+
+class Progress:
+    """Counts what the batch is doing, from its events."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.succeeded = 0
+        self.failed = 0
+        self.other = 0  # cancelled or skipped
+        self.retrying: set[str] = set()
+        # job -> [attempt, deltas seen, text tail, deltas not yet in a usage report,
+        #         cost of usage events not yet settled by a finished stream or a failure]
+        self.running: dict[str, list[Any]] = {}
+        self.output_tokens = 0
+        self.cost = 0.0
+        self.notices = 0
+        self.failures: list[str] = []
+        self.last_ts = 0.0
+        self.limits: dict[str, str] = {}  # backend -> its latest limiter change, in words
+
+    @property
+    def done(self) -> int:
+        return self.succeeded + self.failed + self.other
+
+    async def deliver(self, batch: Sequence[Tagged]) -> None:
+        for tagged in batch:
+            self.last_ts = tagged.ts
+            event, job = tagged.event, tagged.job_id
+            match event:
+                case TextDelta(text=text):
+                    row = self.running.get(job) if job is not None else None
+                    if row is not None:
+                        row[1] += 1
+                        row[3] += 1
+                        row[2] = (row[2] + text)[-_TAIL:]
+                case StreamFinished(cost_usd=cost):
+                    row = self.running.get(job) if job is not None else None
+                    if row is not None:
+                        row[4] = 0.0  # the stream's own total replaces its usage events' costs
+                    if cost:
+                        self.cost += cost
+                case UsageReported(tokens=tokens, cost_usd=cost):
+                    self.output_tokens += tokens.output
+                    row = self.running.get(job) if job is not None else None
+                    if row is not None:
+                        row[3] = 0  # now counted in output_tokens
+                        row[4] += cost or 0.0
+                case AttemptStarted():
+                    assert job is not None
+                    self.retrying.discard(job)
+                    self.running[job] = [tagged.attempt, 0, "", 0, 0.0]
+                case RetryScheduled():
+                    assert job is not None
+                    self._charge_unfinished(job)
+                    self.running.pop(job, None)
+                    self.retrying.add(job)
+                case BatchStarted(jobs=jobs):
+                    self.total = jobs  # known at once, before every job is announced
+                case JobSucceeded():
+                    self.succeeded += 1
+                    self._end(job)
+                case JobFailed(error_kind=kind, message=message):
+                    self._charge_unfinished(job)
+                    self.failed += 1
+                    self.failures.append(f"{job}: {kind}: {message}")
+                    self._end(job)
+                case JobCancelled() | JobSkipped():
+                    self.other += 1
+                    self._end(job)
+                case SystemNotice(subtype=subtype):
+                    self.notices += 1
+                    row = self.running.get(job) if job is not None else None
+                    if row is not None and subtype in ("api_retry", "model_fallback", "status"):
+                        row[2] = f"[{subtype}] {row[2]}"[-_TAIL:]
+                case LimiterChanged(backend=backend, change=change, value=value, until_s=until):
+                    self.limits[backend] = _describe_limit(change, value, until)
+                case _:
+                    pass
+
+    def _charge_unfinished(self, job: str | None) -> None:
+        """An attempt that failed is charged what its usage events cost (as the summary does)."""
+        row = self.running.get(job) if job is not None else None
+        if row is not None:
+            self.cost += row[4]
+            row[4] = 0.0
+
+    def _end(self, job: str | None) -> None:
+        self.running.pop(job, None)  # type: ignore[arg-type]
+        self.retrying.discard(job)  # type: ignore[arg-type]
+
+    def status_line(self, elapsed: float) -> str:
+        # Streaming deltas stand in for tokens until the attempt reports its real usage.
+        streamed = self.output_tokens + sum(row[3] for row in self.running.values())
+        rate = streamed / elapsed if elapsed > 0 else 0.0
+        eta = ""
+        if 0 < self.done < self.total and elapsed > 0:
+            eta = f"  eta {_duration((self.total - self.done) * elapsed / self.done)}"
+        limits = "".join(f"  [{name}: {text}]" for name, text in self.limits.items())
+        return (
+            f"{self.done}/{self.total} done  {len(self.running)} running  {len(self.retrying)} retrying  "
+            f"{self.failed} failed  {rate:,.0f} tok/s  ${self.cost:.4f}  {_duration(elapsed)}{eta}{limits}"
+        )
+
+    def renderable(self, elapsed: float, rows: int = 8) -> Group:
+        table = Table(show_header=False, box=None, pad_edge=False, expand=False)
+        table.add_column(style="cyan", no_wrap=True, max_width=24)
+        table.add_column(style="dim", no_wrap=True)
+        table.add_column(no_wrap=True, overflow="ellipsis")
+        for job, (attempt, tokens, tail, *_) in list(self.running.items())[:rows]:
+            label = f"#{attempt} {tokens} tok" if attempt > 1 else f"{tokens} tok"
+            table.add_row(job, label, tail.replace("\n", " "))
+        if len(self.running) > rows:
+            table.add_row("…", f"+{len(self.running) - rows} more", "")
+        return Group(Text(self.status_line(elapsed), style="bold"), table)
+
+
+async def run_progress(
+    progress: Progress, *, tty: bool, stream: IO[str] = sys.stderr, interval: float = 2.0
+) -> None:
+    """Draw ``progress`` until cancelled: a live panel on a terminal, else a line when it changes
+    (at most every ``interval`` seconds) plus a line per failed job. Holds no resources beyond the
+    terminal; cancellation leaves the last frame on screen."""
+    start = trio.current_time()
+    if tty:
+        console = Console(file=stream)
+        with Live(console=console, auto_refresh=False, transient=True) as live:
+            while True:
+                live.update(progress.renderable(trio.current_time() - start), refresh=True)
+                await trio.sleep(0.2)
+    shown_failures = 0
+    last = ""
+    while True:
+        await trio.sleep(interval)
+        for line in progress.failures[shown_failures:]:
+            print(f"failed {line}", file=stream, flush=True)
+        shown_failures = len(progress.failures)
+        line = progress.status_line(trio.current_time() - start)
+        if line.split("  ")[0:4] != last.split("  ")[0:4]:
+            print(line, file=stream, flush=True)
+            last = line
+
+
+def _describe_limit(change: str, value: float | None, until: float | None) -> str:
+    if change in ("paused", "pacing") and until is not None:
+        return f"{change} until {until:.1f}s"
+    if change == "spend_cap":
+        return "spend cap reached"
+    return f"{change} {value:g}" if value is not None else change
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _clip(text: str, lines: int = 6, chars: int = 400) -> str:
+    text = text.strip()
+    kept = text.splitlines()[:lines]
+    clipped = "\n".join(kept)[:chars]
+    return clipped + (" …" if len(clipped) < len(text) else "")
+
+
+def _opt(value: float | None, fmt: str = "{:.2f}s") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def print_summary(
+    summary: BatchSummary, jobs: Sequence[JobResult], *, stream: IO[str], log: str | None, max_rows: int = 20
+) -> None:
+    """The end-of-run summary: the answers (when the results kept them), the totals, and the jobs
+    that did not succeed."""
+    console = Console(file=stream, soft_wrap=True)
+    answers = [job for job in jobs if job.ok and job.text is not None]
+    if answers:
+        table = Table(title="answers", title_justify="left", show_lines=True)
+        table.add_column("job", style="cyan", no_wrap=True)
+        table.add_column("answer", overflow="fold")
+        for job in answers:
+            table.add_row(job.job_id, _clip(job.text or ""))
+        console.print(table)
+    status = (
+        "stopped: " + summary.stopped
+        if summary.stopped
+        else ("all succeeded" if summary.ok else "some failed")
+    )
+    table = Table(title=f"batch summary — {status}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    counts = f"{summary.succeeded} succeeded, {summary.failed} failed"
+    if summary.cancelled or summary.skipped:
+        counts += f", {summary.cancelled} cancelled, {summary.skipped} skipped"
+    table.add_row("jobs", f"{summary.jobs} ({counts})")
+    if summary.already_done:
+        table.add_row("resumed", f"{summary.already_done} jobs already done in the log, not run again")
+    table.add_row("attempts", f"{summary.attempts} ({summary.retries} retries)")
+    tokens = summary.tokens
+    cache = (
+        f", cache read {tokens.cache_read:,} / write {tokens.cache_creation:,}"
+        if tokens.cache_read or tokens.cache_creation
+        else ""
+    )
+    table.add_row("tokens", f"{tokens.input:,} in, {tokens.output:,} out{cache}")
+    cost = f"${summary.cost_usd:.4f}"
+    if summary.cost_unknown_jobs:
+        cost += f" (+ unknown for {summary.cost_unknown_jobs} jobs)"
+    table.add_row("cost", cost)
+    table.add_row(
+        "wall time",
+        f"{summary.wall_s:.2f}s ({summary.jobs_per_s:.2f} jobs/s, {summary.tokens_per_s:,.0f} tok/s)",
+    )
+    table.add_row(
+        "latency",
+        f"p50 {_opt(summary.latency_p50_s)}  p95 {_opt(summary.latency_p95_s)}"
+        f"  max {_opt(summary.latency_max_s)}  ttft p50 {_opt(summary.ttft_p50_s)}",
+    )
+    if summary.failures:
+        table.add_row("failures", ", ".join(f"{k} x{v}" for k, v in summary.failures.items()))
+    if log:
+        table.add_row("log", log)
+    console.print(table)
+    unhappy = [j for j in jobs if not j.ok]
+    if unhappy:
+        failed = Table(title="jobs that did not succeed", title_justify="left")
+        for column in ("job", "status", "attempts", "error"):
+            failed.add_column(column)
+        for job in unhappy[:max_rows]:
+            failed.add_row(job.job_id, job.status, str(job.attempts), f"{job.error_kind}: {job.error}")
+        if len(unhappy) > max_rows:
+            failed.add_row("…", f"{len(unhappy) - max_rows} more", "", "")
+        console.print(failed)

@@ -1,0 +1,265 @@
+"""``orchestrate``: argv → a run. Exit codes: 0 all succeeded, 1 some job did not succeed,
+2 bad input or usage, 130 interrupted (SIGINT), 143 terminated (SIGTERM)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from orchestrator._version import __version__
+
+if TYPE_CHECKING:
+    from orchestrator.run.runner import BatchResult
+    from orchestrator.spec import BatchSpec
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+ANSWERS_SHOWN = 20  # batches up to this size get their answers printed after the run
+EXIT_SIGNAL: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+_EPILOG = """\
+exit codes: 0 all jobs succeeded, 1 some job failed (or the batch stopped early),
+2 bad input or usage, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
+First Ctrl-C stops gracefully (in-flight jobs are cancelled, the log is flushed, the
+partial summary is printed); a second one exits at once."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orchestrate",
+        description="Run every job of a TOML job file: concurrently, streaming, retrying, logged as JSONL.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("jobfile", help="the job file (TOML), e.g. jobs/batch.toml")
+    parser.add_argument("-c", "--concurrency", type=_positive_int, metavar="N", help="jobs in flight at once")
+    parser.add_argument("-b", "--backend", metavar="NAME", help="run every job on this backend")
+    logs = parser.add_mutually_exclusive_group()
+    logs.add_argument(
+        "--log", metavar="PATH", help="event log path ('-' for stdout); default runs/JOBFILE-TIME.jsonl"
+    )
+    logs.add_argument("--no-log", action="store_true", help="write no event log")
+    parser.add_argument(
+        "--max-cost", type=_positive_float, metavar="USD", help="spend cap: start no new job once reached"
+    )
+    parser.add_argument("--hard-cap", action="store_true", help="with --max-cost: also cancel running jobs")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        metavar="LOG",
+        help="skip the jobs LOG shows succeeded (same id and content) and append the rest to it; "
+        "default LOG: the job file's log, or its newest runs/JOBFILE-*.jsonl",
+    )
+    parser.add_argument(
+        "--retry-failed", action="store_true", help="like --resume, but rerun only failed jobs"
+    )
+    parser.add_argument(
+        "--deadline", type=_positive_float, metavar="S", help="stop the whole batch after S seconds"
+    )
+    parser.add_argument("--attempt-timeout", type=_positive_float, metavar="S", help="limit for one attempt")
+    parser.add_argument(
+        "--idle-timeout", type=_positive_float, metavar="S", help="longest silence in a stream"
+    )
+    parser.add_argument(
+        "--job-timeout", type=_positive_float, metavar="S", help="limit for a job, retries included"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="diagnostics on stderr (attempt failures, ...)"
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no live progress; a one-line summary")
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
+    parser.add_argument("--version", action="version", version=f"orchestrate {__version__}")
+    parser.epilog = (
+        parser.epilog or ""
+    ) + "\n\nother commands: orchestrate report LOG... | orchestrate tail LOG"
+    return parser
+
+
+def _resumed(spec: BatchSpec, args: argparse.Namespace) -> BatchSpec:
+    """The batch less what the log to resume shows done; raises ConfigError if there is no log."""
+    import attrs
+
+    from orchestrator.errors import ConfigError
+    from orchestrator.record.resume import latest_log, plan
+
+    if args.no_log or args.log == "-":
+        raise ConfigError(["--resume needs a log file: drop --no-log / --log -"])
+    log = args.resume or latest_log(args.jobfile, spec.log)
+    if log is None:
+        raise ConfigError(
+            [f"{args.jobfile}: no log to resume (looked for runs/{Path(args.jobfile).stem}-*.jsonl)"]
+        )
+    if (args.resume or spec.log is not None) and not Path(log).exists():
+        # A named log that does not exist yet: this is the first run of a resumable loop.
+        return attrs.evolve(spec, log=log)
+    resumed = plan(spec, log, retry_failed=args.retry_failed)
+    return attrs.evolve(resumed.spec, already_done=resumed.already_done)
+
+
+class _Signals:
+    def __init__(self) -> None:
+        self.first: int | None = None
+
+
+# Subcommands live in their own modules, each with ``main(argv) -> int``; imported on use.
+SUBCOMMANDS = {"report": "orchestrator.cli.report", "tail": "orchestrator.cli.tail"}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        import importlib
+
+        command: int = importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
+        return command
+    args = build_parser().parse_args(argv)
+    if args.json and args.log == "-":
+        print("orchestrate: --json and --log - both want stdout; pick one", file=sys.stderr)
+        return EXIT_USAGE
+    # Imported here so that --help and usage errors stay fast.
+    import attrs
+    import trio
+
+    from orchestrator.diagnostics import configure
+
+    configure(verbose=args.verbose)
+
+    from orchestrator.config.jobfile import Overrides, load_job_file
+    from orchestrator.errors import ConfigError
+
+    timeouts = {
+        key: value
+        for key, value in (
+            ("attempt", args.attempt_timeout),
+            ("idle", args.idle_timeout),
+            ("job", args.job_timeout),
+        )
+        if value is not None
+    }
+    overrides = Overrides(
+        concurrency=args.concurrency,
+        backend=args.backend,
+        log=args.log,
+        deadline=args.deadline,
+        timeouts=timeouts,
+        max_cost_usd=args.max_cost,
+        hard_cap=args.hard_cap or None,
+    )
+    try:
+        spec = load_job_file(args.jobfile, overrides)
+        if args.resume is not None or args.retry_failed:
+            spec = _resumed(spec, args)
+        elif args.no_log:
+            spec = attrs.evolve(spec, log=None)
+        elif spec.log is None:
+            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+            spec = attrs.evolve(spec, log=str(Path("runs") / f"{Path(args.jobfile).stem}-{stamp}.jsonl"))
+        from orchestrator.run.runner import preflight
+
+        preflight(spec)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return EXIT_USAGE
+    signals = _Signals()
+    problems: list[str] = []
+    result = None
+    try:
+        result = trio.run(_run, spec, args, signals)
+    except* ConfigError as group:  # e.g. the log cannot be opened
+        problems = [line for exc in group.exceptions for line in getattr(exc, "problems", [str(exc)])]
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return EXIT_USAGE
+    if signals.first is not None:
+        return EXIT_SIGNAL.get(signals.first, 130)
+    return EXIT_OK if result is not None and result.ok else EXIT_FAILED
+
+
+async def _run(spec: BatchSpec, args: argparse.Namespace, signals: _Signals) -> BatchResult | None:
+    import trio
+
+    from orchestrator.cli.display import Progress, print_summary, run_progress
+    from orchestrator.run.runner import RunControl, execute
+
+    control = RunControl()
+    progress = Progress()
+    result = None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_watch_signals, control, nursery.cancel_scope, signals)
+        if not args.quiet:
+            nursery.start_soon(lambda: run_progress(progress, tty=sys.stderr.isatty()))
+        # A small batch's answers are shown at the end; a large one's stay in the log, not in RAM.
+        keep_text = len(spec.jobs) <= ANSWERS_SHOWN
+        result = await execute(spec, subscribers=[progress], keep_text=keep_text, control=control)
+        nursery.cancel_scope.cancel()
+    if result is None:  # torn down by a second signal
+        return None
+    out = sys.stderr if spec.log == "-" else sys.stdout
+    if args.json:
+        from orchestrator.codec import summary_json
+
+        sys.stdout.buffer.write(summary_json(result.summary))
+        sys.stdout.flush()
+    elif args.quiet:
+        s = result.summary
+        print(
+            f"{s.succeeded}/{s.jobs} succeeded, {s.failed} failed, ${s.cost_usd:.4f}, {s.wall_s:.1f}s",
+            file=out,
+        )
+    else:
+        print_summary(
+            result.summary, list(result.jobs.values()), stream=out, log=spec.log if spec.log != "-" else None
+        )
+    return result
+
+
+async def _watch_signals(control: object, everything: object, signals: _Signals) -> None:
+    """First SIGINT/SIGTERM: graceful stop. Second: cancel everything now."""
+    import trio
+
+    from orchestrator.run.runner import RunControl
+
+    assert isinstance(everything, trio.CancelScope)
+    assert isinstance(control, RunControl)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as receiver:
+        async for signum in receiver:
+            if signals.first is None:
+                signals.first = signum
+                control.cancel("interrupted" if signum == signal.SIGINT else "terminated")
+                print(
+                    "\nstopping: cancelling running jobs and flushing the log (again to exit at once)",
+                    file=sys.stderr,
+                )
+            else:
+                everything.cancel()
+                return
+
+
+if __name__ == "__main__":
+    sys.exit(main())

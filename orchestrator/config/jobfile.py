@@ -1,0 +1,427 @@
+"""Job files and library queries → a validated :class:`~orchestrator.spec.BatchSpec`.
+
+All checking happens here, once; the runner trusts what it gets. Every problem in the input is
+reported (not just the first), one line each, as ``FILE: key.path: what is wrong``, and
+:class:`~orchestrator.errors.ConfigError` carries them all.
+
+A job file::
+
+    prompts_file = "more.jsonl"   # (top level, before any table) a JSON string or job object per line
+    [defaults]            # batch-wide keys (concurrency, log, deadline, seed, fsync, name)
+    backend = "sim"       # and per-job defaults (backend, model, retry, timeouts, ...)
+    [defaults.retry]
+    max_attempts = 3
+    [defaults.sim]        # options of one backend, for the jobs that use it
+    ttft = 0.2
+    [backends.sim]        # settings of one backend for the whole batch
+    concurrency = 8
+    [[jobs]]
+    id = "greeting"       # optional: derived from the prompt when absent
+    prompt = "Say hi."
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import orjson
+
+from orchestrator import codec
+from orchestrator.backends import backend_kind, known_backends
+from orchestrator.config.check import (
+    Problems,
+    build,
+    check_table,
+    check_value,
+    describe,
+    did_you_mean,
+    join,
+    type_hints,
+)
+from orchestrator.errors import ConfigError
+from orchestrator.spec import BackendLimits, BatchSpec, JobSpec, Query
+
+_BATCH_KEYS = ("concurrency", "log", "deadline", "seed", "fsync", "name", "max_cost_usd", "hard_cap")
+_JOB_SETTINGS = (
+    "backend",
+    "model",
+    "system",
+    "max_tokens",
+    "temperature",
+    "seed",
+    "retry",
+    "timeouts",
+    "metadata",
+)
+_NESTED = ("retry", "timeouts", "metadata")
+_TOP_KEYS = ("defaults", "jobs", "prompts_file", "backends")
+_LIMIT_KEYS = frozenset(f.name for f in attrs.fields(BackendLimits))
+_HASHED = ("prompt", "backend", "model", "system", "max_tokens", "temperature", "seed")
+
+
+@attrs.frozen
+class Overrides:
+    """Command-line settings that win over the job file."""
+
+    concurrency: int | None = None
+    backend: str | None = None
+    log: str | None = None
+    deadline: float | None = None
+    timeouts: Mapping[str, float] = attrs.field(factory=dict)
+    max_cost_usd: float | None = None
+    hard_cap: bool | None = None
+
+
+def load_job_file(path: str | Path, overrides: Overrides = Overrides()) -> BatchSpec:
+    """Read, check and resolve a TOML job file; raises :class:`ConfigError` listing every problem."""
+    path = Path(path)
+    name = str(path)
+    text = _read_text(path, name)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{name}: invalid TOML: {exc}"]) from None
+    problems: Problems = []
+    for key in data:
+        if key not in _TOP_KEYS:
+            problems.append(f"{name}: {key}: unknown key{did_you_mean(key, _TOP_KEYS)}")
+    jobs: list[JobSource] = []
+    raw_jobs = data.get("jobs", [])
+    if not isinstance(raw_jobs, list):
+        problems.append(f"{name}: jobs: expected a list of tables ([[jobs]])")
+    else:
+        jobs.extend(JobSource(name, f"jobs[{i}]", table) for i, table in enumerate(raw_jobs))
+    prompts_file = data.get("prompts_file")
+    if prompts_file is not None:
+        if not isinstance(prompts_file, str):
+            problems.append(f"{name}: prompts_file: expected a string (a path), got {describe(prompts_file)}")
+        else:
+            jobs.extend(
+                _read_prompts_file(path.parent / prompts_file, problems, owner=f"{name}: prompts_file: ")
+            )
+    if not jobs and not problems:
+        problems.append(f"{name}: no jobs: add [[jobs]] tables or a prompts_file")
+    spec = resolve(
+        data.get("defaults", {}),
+        jobs,
+        data.get("backends", {}),
+        overrides=overrides,
+        source=name,
+        problems=problems,
+    )
+    if spec is None or problems:
+        raise ConfigError(problems)
+    return spec
+
+
+def _read_text(path: Path, name: str) -> str:
+    try:
+        raw = path.read_bytes()
+    except IsADirectoryError:
+        raise ConfigError([f"{name}: is a directory, not a job file"]) from None
+    except FileNotFoundError:
+        raise ConfigError([f"{name}: no such file"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{name}: cannot read: {exc.strerror or exc}"]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError([f"{name}: line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x})"]) from None
+    if not text.strip():
+        raise ConfigError([f"{name}: empty file: add [[jobs]] tables or a prompts_file"])
+    return text
+
+
+def _read_prompts_file(path: Path, problems: Problems, owner: str) -> list[JobSource]:
+    """Jobs from a JSON-lines file: each line a JSON string (the prompt) or a job object.
+
+    Problems with the file as a whole are reported against ``owner`` (the job file's key).
+    """
+    name = str(path)
+    try:
+        text = _read_text(path, name)
+    except ConfigError as exc:
+        problems.extend(owner + p for p in exc.problems)
+        return []
+    jobs = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            problems.append(f"{name}: line {number}: invalid JSON: {exc}")
+            continue
+        if isinstance(value, str):
+            value = {"prompt": value}
+        elif not isinstance(value, dict):
+            problems.append(f"{name}: line {number}: expected a JSON string or object, got {describe(value)}")
+            continue
+        jobs.append(JobSource(f"{name}: line {number}", "", value))
+    return jobs
+
+
+def build_batch(queries: Iterable[str | Query | Mapping[str, Any]], defaults: Mapping[str, Any]) -> BatchSpec:
+    """Resolve library queries (strings, :class:`Query` objects or job-like mappings).
+
+    ``defaults`` is laid out like a job file's ``[defaults]`` table, plus ``backends``.
+    """
+    jobs: list[JobSource] = []
+    for i, query in enumerate(queries):
+        if isinstance(query, str):
+            query = {"prompt": query}
+        elif isinstance(query, Query):
+            table = {k: v for k, v in attrs.asdict(query, recurse=False).items() if v is not None}
+            options = dict(table.pop("options"))
+            if options:
+                table[query.backend or defaults.get("backend", "sim")] = options
+            if not table.get("metadata"):
+                table.pop("metadata", None)
+            query = table
+        jobs.append(JobSource(None, f"queries[{i}]", query))
+    problems: Problems = []
+    if not jobs:
+        problems.append("queries: no queries given")
+    layer = {k: v for k, v in defaults.items() if k != "backends"}
+    spec = resolve(layer, jobs, defaults.get("backends", {}), source=None, problems=problems)
+    if spec is None or problems:
+        raise ConfigError(problems)
+    return spec
+
+
+@attrs.frozen
+class JobSource:
+    """A job table and where it came from: ``file`` prefixes its problems, ``path`` is its key path."""
+
+    file: str | None
+    path: str
+    table: Any
+
+
+def resolve(
+    defaults: Any,
+    jobs: Sequence[JobSource],
+    backends: Any,
+    *,
+    overrides: Overrides = Overrides(),
+    source: str | None,
+    problems: Problems,
+) -> BatchSpec | None:
+    """Check every layer, merge defaults into each job and build the batch (None on problems).
+
+    Problems are appended as complete lines, prefixed with the file they are in.
+    """
+
+    def report(file: str | None, local: Problems) -> None:
+        problems.extend(f"{file}: {p}" if file else p for p in local)
+
+    local: Problems = []
+    batch_fields, job_defaults = _check_layer(defaults, "defaults", local, batch=True)
+    batch_fields.update(
+        {k: v for k, v in attrs.asdict(overrides).items() if v is not None and k in _BATCH_KEYS}
+    )
+    if batch_fields.get("hard_cap") and batch_fields.get("max_cost_usd") is None:
+        local.append("defaults.hard_cap: needs a spend cap: max_cost_usd (or --max-cost)")
+    report(source, local)
+    specs: list[JobSpec] = []
+    seen: dict[str, str] = {}
+    # Batch-wide backend settings that shape answers (which model, which server) go into each
+    # job's content hash, so resuming against another model runs the jobs again.
+    backend_problems: Problems = []
+    backend_settings, limits = _resolve_backends(backends, backend_problems)
+    shared: dict[Any, Any] = {("answer", name): _answer_settings(s) for name, s in backend_settings.items()}
+    for job_source in jobs:
+        local = []
+        job = _resolve_job(job_source.path, job_source.table, job_defaults, overrides, local, shared)
+        report(job_source.file or source, local)
+        if job is None:
+            continue
+        if job.id in seen:
+            if not _has_id(job_source.table):
+                # Equal prompts without ids are legitimate (sampling one prompt N times).
+                n = 2
+                while f"{job.id}-{n}" in seen:
+                    n += 1
+                job = attrs.evolve(job, id=f"{job.id}-{n}")
+            else:
+                where = join(job_source.path, "id")
+                report(
+                    job_source.file or source, [f"{where}: duplicate id {job.id!r} (also at {seen[job.id]})"]
+                )
+                continue
+        seen[job.id] = job_source.path or (job_source.file or "")
+        specs.append(job)
+    for name in sorted({j.backend for j in specs} - set(backend_settings)):
+        backend_settings[name] = backend_kind(name).Settings()
+    report(source, backend_problems)
+    if problems:
+        return None
+    return BatchSpec(
+        jobs=tuple(specs), backends=backend_settings, limits=limits, source=source, **batch_fields
+    )
+
+
+def _has_id(table: Any) -> bool:
+    return isinstance(table, Mapping) and table.get("id") is not None
+
+
+def _check_layer(
+    table: Any, path: str, problems: Problems, *, batch: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split one table (defaults or a job) into checked batch keys and job keys.
+
+    Nested settings (retry, timeouts, metadata) and backend option tables stay dicts so that
+    layers merge key by key.
+    """
+    batch_fields: dict[str, Any] = {}
+    job_fields: dict[str, Any] = {}
+    if not isinstance(table, Mapping):
+        problems.append(f"{path}: expected a table")
+        return batch_fields, job_fields
+    backend_names = known_backends()
+    job_keys = (*_JOB_SETTINGS, *(() if batch else ("id", "prompt")))
+    for key, value in table.items():
+        where = join(path, key)
+        if key in _BATCH_KEYS and batch:
+            hint = type_hints(BatchSpec)[key]
+            meta = attrs.fields_dict(BatchSpec)[key].metadata
+            batch_fields[key] = check_value(value, hint, where, meta, problems)
+            if key == "seed":  # the batch seed is also every job's default sampling seed
+                job_fields["seed"] = batch_fields[key]
+        elif key in job_keys:
+            hint = type_hints(JobSpec)[key]
+            if key in _NESTED and key != "metadata":
+                job_fields[key] = check_table(value, hint, where, problems) or {}
+            else:
+                job_fields[key] = check_value(
+                    value, hint, where, attrs.fields_dict(JobSpec)[key].metadata, problems
+                )
+        elif key in backend_names:
+            kind = backend_kind(key)
+            job_fields[key] = check_table(value, kind.Options, where, problems) or {}
+        elif key in _BATCH_KEYS:
+            problems.append(f"{where}: batch-wide setting: set it in [defaults]")
+        else:
+            known = (*job_keys, *(_BATCH_KEYS if batch else ()), *backend_names)
+            problems.append(f"{where}: unknown key{did_you_mean(key, known)}")
+    return batch_fields, job_fields
+
+
+def _resolve_job(
+    path: str,
+    table: Any,
+    defaults: Mapping[str, Any],
+    overrides: Overrides,
+    problems: Problems,
+    shared: dict[Any, Any],
+) -> JobSpec | None:
+    """One job: its table checked, defaults merged in, every object built; None on problems.
+
+    ``shared`` caches what jobs take unchanged from [defaults] (and options' canonical JSON).
+    """
+    start = len(problems)
+    _, fields = _check_layer(table, path, problems, batch=False)
+    merged = {**defaults, **fields}
+    for key in (*_NESTED, *known_backends()):
+        if key in defaults and key in fields:
+            merged[key] = {**defaults[key], **fields[key]}
+    if overrides.backend is not None:
+        merged["backend"] = overrides.backend
+    if overrides.timeouts:  # the command line wins over a job's own timeouts too
+        merged["timeouts"] = {**merged.get("timeouts", {}), **overrides.timeouts}
+    backend = merged.setdefault("backend", "sim")
+    if "prompt" not in merged and isinstance(table, Mapping):
+        problems.append(f"{join(path, 'prompt')}: required")
+    if backend not in known_backends():
+        if overrides.backend is not None:
+            where = "--backend"
+        else:
+            where = join(path, "backend") if "backend" in fields else "defaults.backend"
+        problems.append(
+            f"{where}: unknown backend {backend!r}{did_you_mean(backend, known_backends())}; "
+            f"known: {', '.join(known_backends())}"
+        )
+    if len(problems) > start:
+        return None
+    kind = backend_kind(backend)
+
+    def settled(key: str, cls: type) -> Any:
+        # Jobs that leave a table to [defaults] share one object: 100k jobs, one Options.
+        value = merged.pop(key, {})
+        if key in fields:
+            return build(cls, value, join(path, key), problems)
+        cache_key = (key, cls)
+        if cache_key not in shared:
+            shared[cache_key] = build(cls, value, join(path, key), problems)
+        return shared[cache_key]
+
+    options = settled(backend, kind.Options)
+    retry = settled("retry", type_hints(JobSpec)["retry"])
+    timeouts = settled("timeouts", type_hints(JobSpec)["timeouts"])
+    for name in known_backends():
+        merged.pop(name, None)
+    if len(problems) > start or merged.get("prompt") is None:
+        return None
+    if options is None or retry is None or timeouts is None:
+        return None  # a bad value in [defaults], reported there once
+    if retry.max_delay < retry.base_delay:
+        where = join(path, "retry") if "retry" in fields else "defaults.retry"
+        problems.append(f"{where}: max_delay ({retry.max_delay}) is below base_delay ({retry.base_delay})")
+        return None
+    prompt = merged["prompt"]
+    job_id = merged.pop("id", None) or "p-" + hashlib.sha256(prompt.encode()).hexdigest()[:10]
+    options_json = shared.get(("json", id(options)))
+    if options_json is None:
+        options_json = shared[("json", id(options))] = codec.dumps(options, sort_keys=True).decode()
+    payload = {k: merged.get(k) for k in _HASHED}
+    payload["options"] = options_json
+    answer = shared.get(("answer", backend))
+    if answer:
+        payload["backend_settings"] = answer
+    return JobSpec(
+        id=job_id,
+        options=options,
+        retry=retry,
+        timeouts=timeouts,
+        content_hash=codec.content_hash(payload),
+        **merged,
+    )
+
+
+_ANSWER_SETTINGS = ("model", "model_path", "base_url")
+
+
+def _answer_settings(settings: Any) -> dict[str, Any]:
+    return {k: getattr(settings, k) for k in _ANSWER_SETTINGS if getattr(settings, k, None) is not None}
+
+
+def _resolve_backends(table: Any, problems: Problems) -> tuple[dict[str, Any], dict[str, BackendLimits]]:
+    """Each backend's own settings, and the rate limits the runner applies to it."""
+    settings: dict[str, Any] = {}
+    limits: dict[str, BackendLimits] = {}
+    if not isinstance(table, Mapping):
+        problems.append("backends: expected a table of backend names")
+        return settings, limits
+    for name, value in table.items():
+        if name not in known_backends():
+            problems.append(
+                f"backends.{name}: unknown backend{did_you_mean(name, known_backends())}; "
+                f"known: {', '.join(known_backends())}"
+            )
+            continue
+        cls = backend_kind(name).Settings
+        where = f"backends.{name}"
+        checked = check_table(value, cls, where, problems, skip=_LIMIT_KEYS)
+        if checked is not None:
+            settings[name] = build(cls, checked, where, problems)
+            own = {k: v for k, v in value.items() if k in _LIMIT_KEYS}
+            limits[name] = build(
+                BackendLimits, check_table(own, BackendLimits, where, problems) or {}, where, problems
+            )
+    return settings, limits

@@ -1,0 +1,263 @@
+"""A batch read back from its log: each run's summary, each job's result, every attempt. Pure.
+
+A log holds one or more runs (a resumed run appends a new ``log_header`` and its events).
+Each run is folded on its own with the very fold the live run used
+(:class:`~orchestrator.record.aggregate.Aggregator`), so a run's summary here is the summary its
+``orchestrate --json`` printed, bit for bit:
+
+* ``wall_s`` is the ``ts`` of the run's ``batch_finished`` event, and ``stopped`` the reason
+  that event gives; the live runner computes its summary at exactly that instant, after every
+  job event.
+* A run cut short (a crash, a kill, or a run still going) has no ``batch_finished``: ``wall_s``
+  is the ``ts`` of its last event and ``stopped`` is ``"unfinished"``. Jobs that had started
+  but not ended count in ``jobs`` only, as they would have at that instant.
+
+Several runs (one log with resumed runs, or several logs given in order) make one combined
+report: a job's result is the one from the latest run that gave it one, except that a
+``job_skipped`` never hides an earlier real result (a skipped job did not run). The combined
+summary (see :func:`combine`) takes the job counts, latencies, time to first token and failure
+kinds from those final results, and adds up what every run spent: attempts, retries, tokens,
+cost and wall time (the gaps between runs excluded). With a single run it *is* that run's
+summary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from orchestrator import codec
+from orchestrator.events import (
+    AssistantMessage,
+    AttemptStarted,
+    BatchFinished,
+    BatchStarted,
+    BatchSummary,
+    JobCancelled,
+    JobFailed,
+    JobQueued,
+    JobSkipped,
+    JobSucceeded,
+    RetryScheduled,
+    StreamFinished,
+    Tagged,
+    TextDelta,
+    ThinkingDelta,
+    Tokens,
+    ToolCall,
+    UsageReported,
+)
+from orchestrator.record.aggregate import Aggregator
+from orchestrator.record.log import LogHeader, LogRecord, read_log
+from orchestrator.report.merge import combine, failure_groups, final_rows, retry_groups
+from orchestrator.report.model import (
+    UNFINISHED,
+    AttemptOutcome,
+    AttemptSpan,
+    JobRow,
+    Marker,
+    Report,
+    RunReport,
+)
+
+__all__ = [
+    "UNFINISHED",
+    "AttemptSpan",
+    "JobRow",
+    "Marker",
+    "Report",
+    "RunReport",
+    "combine",
+    "failure_groups",
+    "final_rows",
+    "fold_runs",
+    "read_report",
+    "retry_groups",
+]
+
+
+
+@attrs.define
+class _Open:
+    """An attempt that has started and not yet ended."""
+
+    number: int
+    start: float
+    usage: Tokens = attrs.Factory(Tokens)
+    finished: StreamFinished | None = None
+    first_output: float | None = None
+
+
+class _RunFold:
+    """Folds one run's events: the live aggregator plus the per-attempt spans it does not keep."""
+
+    def __init__(self, index: int, source: str, header: LogHeader | None) -> None:
+        self.index = index
+        self.source = source
+        self.header = header
+        self.aggregator = Aggregator(keep_text=False)  # texts are not part of any summary
+        self.queued: dict[str, None] = {}
+        self.open: dict[str, _Open] = {}
+        self.spans: dict[str, list[AttemptSpan]] = {}
+        self.markers: list[Marker] = []
+        self.finished: tuple[float, BatchSummary] | None = None
+        self.started = False
+        self.last_ts = 0.0
+
+    def apply(self, tagged: Tagged) -> None:
+        self.aggregator.apply(tagged)
+        self.last_ts = max(self.last_ts, tagged.ts)
+        event, job = tagged.event, tagged.job_id
+        if job is None:
+            if isinstance(event, BatchFinished):
+                self.finished = (tagged.ts, event.summary)
+            elif isinstance(event, BatchStarted):
+                self.started = True
+            elif "limiter" in event.kind:
+                self.markers.append(Marker(self.index, tagged.ts, event.kind, _fields(event)))
+            return
+        current = self.open.get(job)
+        match event:
+            case JobQueued():
+                self.queued[job] = None
+            case AttemptStarted():
+                if current is not None:  # never written by our runner; close it rather than lose it
+                    self._close(job, tagged.ts, "retried")
+                self.queued.setdefault(job, None)
+                self.open[job] = _Open(tagged.attempt, tagged.ts)
+            case TextDelta() | ThinkingDelta() | ToolCall() | AssistantMessage() if current is not None:
+                if current.first_output is None:
+                    current.first_output = tagged.ts
+            case UsageReported(tokens=tokens) if current is not None:
+                current.usage = current.usage + tokens
+            case StreamFinished() if current is not None:
+                current.finished = event
+            case RetryScheduled():
+                self._close(job, tagged.ts, "retried", event.error_kind, event.message, event.delay_s)
+            case JobSucceeded():
+                self._close(job, tagged.ts, "succeeded")
+            case JobFailed():
+                self._close(job, tagged.ts, "failed", event.error_kind, event.message)
+            case JobCancelled():
+                self._close(job, tagged.ts, "cancelled", "cancelled", event.reason)
+            case JobSkipped():
+                self.queued.setdefault(job, None)
+            case _:
+                pass
+
+    def _close(
+        self,
+        job: str,
+        ts: float,
+        outcome: AttemptOutcome,
+        error_kind: str | None = None,
+        error: str | None = None,
+        delay: float | None = None,
+    ) -> None:
+        current = self.open.pop(job, None)
+        if current is None:
+            return
+        finished = current.finished
+        # The same rule as the aggregator: the backend's own total wins over summed usage.
+        tokens = finished.tokens if finished is not None and finished.tokens is not None else current.usage
+        self.spans.setdefault(job, []).append(
+            AttemptSpan(
+                job_id=job,
+                run=self.index,
+                number=current.number,
+                start=current.start,
+                end=ts,
+                outcome=outcome,
+                tokens=tokens,
+                cost_usd=finished.cost_usd if finished is not None else None,
+                first_output=current.first_output,
+                error_kind=error_kind,
+                error=error,
+                retry_delay_s=delay,
+            )
+        )
+
+    def result(self) -> RunReport:
+        for job in list(self.open):
+            self._close(job, self.last_ts, "unfinished")
+        if self.finished is not None:
+            wall, logged = self.finished
+            summary = self.aggregator.summary(wall, stopped=logged.stopped)
+        else:
+            wall, logged = self.last_ts, None
+            summary = self.aggregator.summary(wall, stopped=UNFINISHED)
+        return RunReport(
+            index=self.index,
+            source=self.source,
+            header=self.header,
+            summary=summary,
+            logged_summary=logged,
+            results=dict(self.aggregator.results),
+            queued=tuple(self.queued),
+            attempts={job: tuple(spans) for job, spans in self.spans.items()},
+            markers=tuple(self.markers),
+            end_ts=wall,
+        )
+
+
+def fold_runs(records: Iterable[tuple[str, LogRecord]], *, story_job: str | None = None) -> Report:
+    """Fold log records (each with the name of the log it came from) into a :class:`Report`.
+
+    A run starts at each ``log_header``, at the start of each log, and at a second
+    ``batch_started`` without a header between (logs joined by hand). ``story_job`` keeps every
+    event of that job for :attr:`Report.story`.
+    """
+    folds: list[_RunFold] = []
+    story: list[tuple[int, Tagged]] = []
+    current: _RunFold | None = None
+    source: str | None = None
+    for name, record in records:
+        tagged = record.tagged
+        new_source = name != source
+        source = name
+        new_run = (
+            current is None
+            or new_source
+            or record.header is not None
+            or (tagged is not None and isinstance(tagged.event, BatchStarted) and current.started)
+        )
+        if new_run:
+            if current is not None and not _empty(current):
+                folds.append(current)
+            current = _RunFold(len(folds) + 1, name, record.header)
+        assert current is not None
+        if tagged is not None:
+            current.apply(tagged)
+            if story_job is not None and tagged.job_id == story_job:
+                story.append((current.index, tagged))
+    if current is not None and not _empty(current):
+        folds.append(current)
+    runs = tuple(fold.result() for fold in folds)
+    jobs = final_rows(runs)
+    return Report(runs=runs, jobs=jobs, summary=combine(runs, jobs), story=tuple(story))
+
+
+def _fields(event: Any) -> dict[str, Any]:
+    """An event's fields; kinds this module does not know by name (limiter events) included."""
+    try:
+        return {k: v for k, v in codec.event_to_dict(event).items() if k != "kind"}
+    except KeyError:  # a kind the codec has no generated function for
+        return dict(codec.to_jsonable(event)) if attrs.has(type(event)) else {}
+
+
+def _empty(fold: _RunFold) -> bool:
+    return fold.header is None and not fold.started and not fold.queued and fold.finished is None
+
+
+def read_report(paths: Sequence[str | Path], *, story_job: str | None = None) -> Report:
+    """Read and fold the logs, in the order given. Raises OSError or :class:`~.log.LogError`."""
+
+    def records() -> Iterable[tuple[str, LogRecord]]:
+        for path in paths:
+            for record in read_log(path):
+                yield str(path), record
+
+    return fold_runs(records(), story_job=story_job)

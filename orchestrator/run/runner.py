@@ -1,0 +1,653 @@
+"""Running a batch: the nursery, the workers, the attempts, the retries.
+
+Task layout of one run (nothing outlives :func:`execute`)::
+
+    run nursery ── bus (delivers every event to the subscribers)
+                ├─ idle watchdog
+                └─ stop scope (Ctrl-C, deadline) ── work nursery ── backoff timer
+                                                                 ├─ announcer (job_queued, in order)
+                                                                 └─ ``concurrency`` workers
+
+Each worker takes the next job from a :class:`~orchestrator.run.schedule.JobQueue`, runs one attempt
+(under the backend's own limiter, if it has one) and either ends the job or puts it back with the
+time its backoff ends; a job waiting out a backoff holds no worker. So at most ``concurrency``
+attempts are ever in flight, and a 100,000-job batch has only ``concurrency`` job tasks.
+
+Every job ends with exactly one terminal event: a worker emits ``job_succeeded`` or
+``job_failed``; after the work nursery has closed, the runner emits ``job_cancelled`` (started)
+or ``job_skipped`` (never started) for every job that has none. Then the summary is folded from
+the delivered events and sent as ``batch_finished``.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+import trio
+
+from orchestrator import codec
+from orchestrator._version import __version__
+from orchestrator.backends import Backend, BackendKind, backend_kind
+from orchestrator.diagnostics import logger
+from orchestrator.errors import BackendError, ConfigError
+from orchestrator.events import (
+    AttemptStarted,
+    BatchFinished,
+    BatchStarted,
+    BatchSummary,
+    Event,
+    JobCancelled,
+    JobFailed,
+    JobQueued,
+    JobSkipped,
+    JobSucceeded,
+    LimiterChanged,
+    RateLimitInfo,
+    RetryScheduled,
+    StreamFinished,
+    Tagged,
+    TerminalEvent,
+    UsageReported,
+)
+from orchestrator.record.aggregate import Aggregator, JobResult
+from orchestrator.record.log import LogHeader, LogWriter
+from orchestrator.run.bus import Barrier, Item, Subscriber, run_bus
+from orchestrator.run.limits import Budget, Gate
+from orchestrator.run.retry import backoff_delay, should_retry
+from orchestrator.run.schedule import JobQueue
+from orchestrator.run.watchdog import IdleWatchdog, Watch
+from orchestrator.spec import BackendLimits, BatchSpec, JobSpec
+
+CHANNEL_SIZE = 8192
+_ANNOUNCE_CHUNK = 256  # jobs announced between two checkpoints, once the first workers have theirs
+_TERMINAL_GRACE = 5.0  # seconds a job's terminal event may wait for the bus during a stop
+_log = logger("orchestrator.run.runner")
+
+
+@attrs.frozen
+class BatchResult:
+    """What a finished batch returns: the summary and one result per job, in job order."""
+
+    summary: BatchSummary
+    jobs: Mapping[str, JobResult]
+    run_id: str
+    log: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.summary.ok
+
+
+class RunControl:
+    """A handle to stop a running batch gracefully: no new attempts start, running ones are
+    cancelled (backends clean up), every unfinished job gets its terminal event, the log is
+    flushed and the summary is computed. Safe to call at any time, from the run's trio thread."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self._scope: trio.CancelScope | None = None
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        if self.reason is None:
+            self.reason = reason
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def _attach(self, scope: trio.CancelScope) -> None:
+        self._scope = scope
+        if self.reason is not None:
+            scope.cancel()
+
+
+@attrs.frozen
+class _Failure:
+    kind: str
+    message: str
+    retryable: bool
+    retry_after: float | None = None
+
+
+def _failure_from(exc: Exception) -> _Failure:
+    """Classify whatever ended an attempt. Backend errors keep their kind; anything else is a bug
+    in the backend, fatal for this job only."""
+    if isinstance(exc, ExceptionGroup):
+        leaves = _leaves(exc)
+        exc = next((e for e in leaves if isinstance(e, BackendError)), leaves[0])
+    if isinstance(exc, BackendError):
+        return _Failure(exc.kind, exc.message, exc.retryable, getattr(exc, "retry_after", None))
+    # A bug, not an outcome: the job fails, and the traceback goes to the diagnostics.
+    _log.warning("backend raised an unexpected exception", exc_info=exc)
+    return _Failure("internal", f"{type(exc).__name__}: {exc}", False)
+
+
+def _leaves(group: BaseExceptionGroup[Any]) -> list[Any]:
+    out: list[Any] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
+
+
+@attrs.define(slots=True, eq=False)
+class _Job:
+    """One job's mutable run state, owned by its task (and by the runner after the work ends)."""
+
+    spec: JobSpec
+    run: _Run
+    seq: int = 0
+    attempt: int = 0
+    queued: bool = False  # its job_queued event is sent
+    admitted: bool = False  # passed the spend cap's check (its first attempt is reserved)
+    started: bool = False  # its first attempt got through the backend's gate
+    done: bool = False
+    deadline: float | None = None
+    stream_finished: bool = False
+    finished: StreamFinished | None = None
+    usage_tokens: int = 0
+    usage_cost: float | None = None
+    reserved: float | None = None
+    estimate: tuple[int, float] | None = None  # tokens and cost of one attempt, once worked out
+    watch: Watch | None = None
+
+    async def emit(self, event: Event) -> None:
+        """Tag and send one event. Not to be called from two tasks at once (seq order).
+
+        While the bus has room this returns without yielding to the scheduler: a checkpoint per
+        event would cap the whole batch near 100k events/s. Only a full channel (a slow
+        consumer) makes it wait, and then the idle watchdog is paused, since the stream is not
+        the one stalling.
+        """
+        run = self.run
+        now = run.now()
+        tagged = Tagged(self.spec.id, self.attempt, self.seq, now - run.t0, event)
+        try:
+            run.send.send_nowait(tagged)
+        except trio.WouldBlock:
+            watch = self.watch
+            if watch is not None:
+                watch.paused = True
+            await run.send.send(tagged)
+            now = run.now()
+        self.seq += 1
+        if self.watch is not None:
+            self.watch.touch(now)
+        kind = type(event)
+        if kind is StreamFinished:
+            self.stream_finished = True
+            self.finished = event  # type: ignore[assignment]
+        elif kind is UsageReported:
+            self.usage_tokens += event.tokens.total  # type: ignore[union-attr]
+            if event.cost_usd is not None:  # type: ignore[union-attr]
+                self.usage_cost = (self.usage_cost or 0.0) + event.cost_usd  # type: ignore[union-attr]
+        elif kind is RateLimitInfo:
+            await run.gates[self.spec.backend].observe(self.spec.model, event)  # type: ignore[arg-type]
+
+
+class _Run:
+    """One execution of a :class:`BatchSpec`."""
+
+    def __init__(
+        self,
+        spec: BatchSpec,
+        backends: Mapping[str, Backend],
+        ceilings: Mapping[str, int | None],
+        control: RunControl,
+    ) -> None:
+        self.spec = spec
+        self.backends = backends
+        self.control = control
+        # A backend may estimate an attempt's tokens and cost (for pacing and the spend cap).
+        self.estimators = {name: getattr(backend, "estimate", None) for name, backend in backends.items()}
+        self.gates = {
+            name: Gate(
+                name,
+                spec.limits.get(name, BackendLimits()),
+                self._ceiling(spec, name, n),
+                self.notify,
+                on_pause=lambda until: self.queue.wake_at(until),
+                refund=getattr(backends[name], "refunds_unused_tokens", True),
+            )
+            for name, n in ceilings.items()
+        }
+        self.budget = Budget(spec.max_cost_usd)
+        self.capped: str | None = None
+        self.send: trio.MemorySendChannel[Item]
+        # The clock's own method: trio.current_time() looks the clock up on every call.
+        self.now = trio.lowlevel.current_clock().current_time
+        self.t0 = self.now()
+        self.seq = 0
+        self.watchdog = IdleWatchdog()
+        self.jobs = [_Job(spec=job, run=self) for job in spec.jobs]
+        self.queue: JobQueue[_Job] = JobQueue(
+            (),
+            lane_of=lambda job: job.spec.backend,
+            room=lambda lane: self.gates[str(lane)].has_room(),
+            expected=len(self.jobs),
+        )
+
+    @staticmethod
+    def _ceiling(spec: BatchSpec, name: str, configured: int | None) -> int | None:
+        # Adaptive concurrency needs a limit to adapt; the global one is the natural ceiling.
+        if configured is None and spec.limits.get(name, BackendLimits()).adaptive:
+            return spec.concurrency
+        return configured
+
+    async def emit_batch(self, event: Event, ts: float | None = None) -> None:
+        """Send a batch-level event. Its seq is taken before waiting, so batch events sent from
+        several tasks stay distinct."""
+        now = trio.current_time() - self.t0 if ts is None else ts
+        seq = self.seq
+        self.seq += 1
+        await self.send.send(Tagged(None, 0, seq, now, event))
+
+    async def notify(self, change: LimiterChanged) -> None:
+        until = None if change.until_s is None else change.until_s - self.t0
+        await self.emit_batch(attrs.evolve(change, until_s=until))
+
+    def estimate(self, job: _Job) -> tuple[int, float]:
+        """Tokens and cost to reserve for one attempt (the backend's estimate when it has one).
+        Worked out once per job: it depends on the job's spec alone."""
+        if job.estimate is None:
+            spec = job.spec
+            estimator = self.estimators.get(spec.backend)
+            if estimator is not None:
+                tokens, cost = estimator(spec)
+                job.estimate = tokens, cost or 0.0
+            else:
+                text = len(spec.prompt) + len(spec.system or "")
+                job.estimate = text // 4 + 1 + (spec.max_tokens or 1024), 0.0
+        return job.estimate
+
+    async def reach_spend_cap(self, job: _Job) -> None:
+        """No new job starts from now on; with ``hard_cap`` running ones are cancelled too."""
+        self.capped = "spend cap"
+        cap = self.spec.max_cost_usd
+        reason = f"spent ${self.budget.spent:.4f} + ${self.budget.reserved:.4f} running; cap ${cap:g}"
+        await self.emit_batch(LimiterChanged("*", "spend_cap", cap, None, reason))
+        self.queue.drop_new(also_taken=1)
+        if self.spec.hard_cap:
+            self.control.cancel("spend cap")
+
+    async def work(self) -> None:
+        """Run every job to its end with ``concurrency`` workers; see the module docstring."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.queue.run_timer)
+            nursery.start_soon(self.announce)
+            for _ in range(min(self.spec.concurrency, len(self.jobs))):
+                nursery.start_soon(self.worker)
+
+    async def announce(self) -> None:
+        """Send each job's ``job_queued`` and then hand the job to the queue, in job order.
+
+        The first ``concurrency`` jobs go at once, the rest in chunks with a checkpoint between
+        them: the first attempts start right away rather than after every announcement of a
+        100k-job batch, and the remaining announcements run while those attempts wait on their
+        backends. A job is never taken before it is announced, so its events stay in order.
+        Jobs left unannounced by a stop or the spend cap are announced by :meth:`finish_leftovers`.
+        """
+        jobs = self.jobs
+        start, size = 0, max(self.spec.concurrency, 1)
+        while start < len(jobs) and self.queue.accepting:
+            chunk = jobs[start : start + size]
+            for job in chunk:
+                await self.announce_one(job)
+            self.queue.add(chunk)
+            start += size
+            size = _ANNOUNCE_CHUNK
+            await trio.lowlevel.checkpoint()
+
+    async def announce_one(self, job: _Job) -> None:
+        """Send the job's ``job_queued``. Cancelled while the bus is full, the job stays
+        unannounced (``finish_leftovers`` then announces it before its terminal event)."""
+        spec = job.spec
+        await job.emit(JobQueued(backend=spec.backend, model=spec.model, content_hash=spec.content_hash))
+        job.queued = True
+
+    async def worker(self) -> None:
+        while (job := await self.queue.take()) is not None:
+            terminal = await self.step(job)
+            if terminal is not None:
+                # A stop arriving now must not turn a finished job into a cancelled one (it
+                # would be paid for again on resume). Only a full bus can make the send wait;
+                # then shield it (the bus still runs during a stop, so the wait is brief).
+                stats = self.send.statistics()
+                if stats.current_buffer_used < stats.max_buffer_size:
+                    await job.emit(terminal)
+                else:
+                    with trio.CancelScope(shield=True, deadline=trio.current_time() + _TERMINAL_GRACE):
+                        await job.emit(terminal)
+                job.done = True
+                self.queue.finished()
+
+    async def step(self, job: _Job) -> TerminalEvent | None:
+        """Run the job's next attempt. Returns its terminal event, or None when it will retry
+        (it is then back in the queue with the time its backoff ends) or will not run (cap)."""
+        spec = job.spec
+        if not job.admitted:
+            # Check and reserve in one step, with no await between: workers waiting at a
+            # backend's gate must not all pass the cap on the same budget.
+            cost = self.estimate(job)[1]
+            if self.capped is not None or not self.budget.allows(cost):
+                if self.capped is None:
+                    await self.reach_spend_cap(job)
+                else:
+                    self.queue.drop_new(also_taken=1)
+                return None
+            job.admitted = True
+            self.budget.reserve(cost)
+            job.reserved = cost
+        elif job.deadline is not None and trio.current_time() >= job.deadline:
+            return self._job_timed_out(job)
+        failure = await self.attempt(job)
+        if failure is None:
+            return JobSucceeded(attempts=job.attempt)
+        _log.debug(
+            "attempt failed", job=spec.id, attempt=job.attempt, kind=failure.kind, error=failure.message
+        )
+        if failure.kind == "timeout_job":
+            return self._job_timed_out(job)
+        if not should_retry(spec.retry, job.attempt, failure.retryable):
+            return JobFailed(failure.kind, failure.message, failure.retryable, job.attempt)
+        # Seeded per job and attempt: the schedule does not depend on task scheduling order.
+        u = random.Random(f"{self.spec.seed}:{spec.id}:{job.attempt}").random()
+        delay = backoff_delay(spec.retry, job.attempt, failure.retry_after, u)
+        await job.emit(RetryScheduled(delay, failure.kind, failure.message, failure.retry_after))
+        due = trio.current_time() + delay
+        if job.deadline is not None and job.deadline <= due:
+            self.queue.later(job, job.deadline, urgent=True)  # it will time out, not run again
+        else:
+            self.queue.later(job, due)
+        return None
+
+    def _job_timed_out(self, job: _Job) -> JobFailed:
+        limit = job.spec.timeouts.job
+        return JobFailed("timeout_job", f"job timed out after {limit:g}s", False, job.attempt)
+
+    async def attempt(self, job: _Job) -> _Failure | None:
+        """One attempt through its backend's gate (in-flight limit, rate limits, pauses), under
+        the attempt and job deadlines and the idle watchdog.
+
+        The job counts as started, and its job timeout starts, only once the gate lets it
+        through: waiting for a slot is not running. Cancelled at the gate, it has not started.
+        """
+        spec = job.spec
+        gate = self.gates[spec.backend]
+        tokens, cost = self.estimate(job)
+        if job.reserved is None:
+            self.budget.reserve(cost)
+            job.reserved = cost
+        try:
+            ticket = await gate.enter(tokens, spec.model)
+        except BaseException:
+            self._settle(job, None)
+            raise
+        if not job.started:
+            job.started = True
+            if spec.timeouts.job is not None:
+                job.deadline = trio.current_time() + spec.timeouts.job
+        job.attempt += 1
+        job.finished, job.usage_tokens, job.usage_cost = None, 0, None
+        try:
+            failure = await self._stream(job)
+        finally:
+            finished = job.finished
+            ticket.used = (
+                finished.tokens.total if finished is not None and finished.tokens else job.usage_tokens
+            )
+            gate.leave(ticket)
+            # The same cost the aggregator charges: the stream's total, else its usage events'.
+            cost_seen = finished.cost_usd if finished is not None and finished.cost_usd is not None else None
+            self._settle(job, cost_seen if cost_seen is not None else job.usage_cost)
+        if failure is None:
+            await gate.succeeded()
+        else:
+            await gate.failed(ticket, failure.kind, failure.retry_after, spec.retry.max_retry_after)
+        self.queue.wake()  # a slot of this backend is free again
+        return failure
+
+    def _settle(self, job: _Job, cost: float | None) -> None:
+        if job.reserved is not None:
+            self.budget.settle(job.reserved, cost)
+            job.reserved = None
+
+    async def _stream(self, job: _Job) -> _Failure | None:
+        spec = job.spec
+        timeouts = spec.timeouts
+        job.stream_finished = False
+        await job.emit(AttemptStarted(backend=spec.backend))
+        start = trio.current_time()
+        deadline = None if timeouts.attempt is None else start + timeouts.attempt
+        if job.deadline is not None:
+            deadline = job.deadline if deadline is None else min(deadline, job.deadline)
+        watch: Watch | None = None
+        with trio.CancelScope() as scope:
+            if timeouts.idle is not None or deadline is not None:
+                watch = job.watch = self.watchdog.watch(scope, timeouts.idle, deadline)
+            try:
+                await self.backends[spec.backend].stream(spec, job.attempt, job.emit)
+            except Exception as exc:
+                return _failure_from(exc)
+            finally:
+                if watch is not None:
+                    self.watchdog.release(watch)
+                job.watch = None
+        if scope.cancelled_caught and watch is not None:
+            if watch.fired == "idle":
+                return _Failure("timeout_idle", f"stream stalled: no event for {timeouts.idle:g}s", True)
+            if job.deadline is not None and watch.deadline >= job.deadline:
+                return _Failure("timeout_job", "", False)
+            return _Failure("timeout_attempt", f"attempt timed out after {timeouts.attempt:g}s", True)
+        if not job.stream_finished:
+            return _Failure("protocol", "stream ended without a stream_finished event", True)
+        return None
+
+    async def finish_leftovers(self, reason: str) -> None:
+        """Give every job that has no terminal event one, now that no job task runs."""
+        for job in self.jobs:
+            if job.done:
+                continue
+            if not job.queued:
+                await self.announce_one(job)
+            if job.started:
+                await job.emit(JobCancelled(reason=reason, attempts=job.attempt))
+            else:
+                await job.emit(JobSkipped(reason=reason))
+            job.done = True
+
+
+class _Aggregating:
+    def __init__(self, aggregator: Aggregator) -> None:
+        self.aggregator = aggregator
+
+    async def deliver(self, batch: Sequence[Tagged]) -> None:
+        self.aggregator.apply_all(batch)
+
+
+def preflight(spec: BatchSpec) -> dict[str, BackendKind]:
+    """Look up every backend the batch uses and ask each whether it can run; raises ConfigError."""
+    kinds = {name: backend_kind(name) for name in sorted({job.backend for job in spec.jobs})}
+    problems: list[str] = []
+    for name, kind in kinds.items():
+        jobs = [job for job in spec.jobs if job.backend == name]
+        problems.extend(kind.preflight(spec.backends.get(name) or kind.Settings(), jobs))
+    if problems:
+        raise ConfigError(problems)
+    return kinds
+
+
+async def execute(
+    spec: BatchSpec,
+    *,
+    subscribers: Sequence[Subscriber] = (),
+    keep_text: bool = True,
+    control: RunControl | None = None,
+) -> BatchResult:
+    """Run the batch to the end and return its result.
+
+    Raises :class:`ConfigError` before anything runs if a backend cannot run (preflight) or the
+    log cannot be opened. A stop through ``control`` or the batch deadline still returns a result
+    (``summary.stopped`` says why). If this task itself is cancelled, the run is torn down:
+    backends clean up, but unfinished jobs get no terminal event.
+    """
+    kinds = preflight(spec)
+    control = control or RunControl()
+    run_id = uuid.uuid4().hex[:12]
+    started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
+    writer = LogWriter(spec.log, spec.fsync) if spec.log else None
+    if writer is not None:
+        header = LogHeader(
+            schema=codec.LOG_SCHEMA,
+            version=__version__,
+            run_id=run_id,
+            started_at=started_at,
+            job_file=spec.source,
+            jobs=len(spec.jobs),
+            settings=_settings_for_header(spec),
+            already_done=spec.already_done,
+        )
+        try:
+            writer.open(header)
+        except OSError as exc:
+            raise ConfigError([f"{spec.log}: cannot open log: {exc.strerror or exc}"]) from None
+    aggregator = Aggregator(keep_text=keep_text)
+    all_subscribers: list[Subscriber] = [
+        *([writer] if writer else []),
+        _Aggregating(aggregator),
+        *subscribers,
+    ]
+    send, receive = trio.open_memory_channel[Item](CHANNEL_SIZE)
+    try:
+        async with AsyncExitStack() as stack:
+            backends: dict[str, Backend] = {}
+            ceilings: dict[str, int | None] = {}
+            for name, kind in kinds.items():
+                settings = spec.backends.get(name) or kind.Settings()
+                backends[name] = await stack.enter_async_context(kind.open(settings, seed=spec.seed))
+                ceilings[name] = getattr(settings, "concurrency", None) or kind.default_concurrency
+            async with trio.open_nursery() as nursery:
+                run = _Run(spec, backends, ceilings, control)
+                run.send = send
+                bus_done = trio.Event()
+
+                async def bus() -> None:
+                    await run_bus(receive, all_subscribers)
+                    bus_done.set()
+
+                nursery.start_soon(bus)
+                nursery.start_soon(run.watchdog.run)
+                summary = await _drive(run, aggregator, control, run_id, started_at)
+                await bus_done.wait()
+                nursery.cancel_scope.cancel()  # the watchdog
+    finally:
+        if writer is not None:
+            writer.close()
+    results = aggregator.results
+    return BatchResult(
+        summary=summary,
+        jobs={job.id: results[job.id] for job in spec.jobs if job.id in results},
+        run_id=run_id,
+        log=spec.log,
+    )
+
+
+async def _drive(
+    run: _Run, aggregator: Aggregator, control: RunControl, run_id: str, started_at: str
+) -> BatchSummary:
+    spec = run.spec
+    async with run.send:
+        await run.emit_batch(
+            BatchStarted(
+                run_id=run_id, jobs=len(spec.jobs), started_at=started_at, already_done=spec.already_done
+            )
+        )
+        with trio.CancelScope() as stop:
+            if spec.deadline is not None:
+                stop.deadline = run.t0 + spec.deadline
+            control._attach(stop)
+            await run.work()
+        stopped = control.reason or ("deadline" if stop.cancelled_caught else None) or run.capped
+        if stopped is not None:
+            await run.finish_leftovers(stopped)
+        barrier = Barrier()
+        await run.send.send(barrier)
+        await barrier.reached.wait()
+        ts = trio.current_time() - run.t0
+        summary = aggregator.summary(ts, stopped=stopped)
+        await run.emit_batch(BatchFinished(summary=summary), ts=ts)
+    return summary
+
+
+def _settings_for_header(spec: BatchSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "concurrency": spec.concurrency,
+        "deadline": spec.deadline,
+        "seed": spec.seed,
+        "fsync": spec.fsync,
+        "backends": {name: codec.to_jsonable(s) for name, s in spec.backends.items()},
+    }
+
+
+@attrs.define(eq=False)
+class BatchRun:
+    """A batch running inside :func:`open_batch`: iterate it for tagged events as they happen.
+
+    ``result`` is set once the ``async with`` block has exited and the batch has finished.
+    """
+
+    _receive: trio.MemoryReceiveChannel[Tagged]
+    control: RunControl = attrs.Factory(RunControl)
+    result: BatchResult | None = None
+    _finished: trio.Event = attrs.Factory(trio.Event)
+
+    def __aiter__(self) -> AsyncIterator[Tagged]:
+        return self._receive.__aiter__()
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        """Stop the batch gracefully (see :class:`RunControl`)."""
+        self.control.cancel(reason)
+
+    async def wait(self) -> BatchResult:
+        """Stop listening to events and wait for the batch to finish."""
+        self._receive.close()
+        await self._finished.wait()
+        assert self.result is not None
+        return self.result
+
+
+@asynccontextmanager
+async def open_spec(
+    spec: BatchSpec,
+    *,
+    buffer: int = CHANNEL_SIZE,
+    keep_text: bool = True,
+    subscribers: Sequence[Subscriber] = (),
+) -> AsyncIterator[BatchRun]:
+    """Run ``spec`` in the background of the ``async with`` block; see :func:`open_batch`."""
+    from orchestrator.run.bus import ChannelSubscriber
+
+    send, receive = trio.open_memory_channel[Tagged](buffer)
+    run = BatchRun(receive)
+    preflight(spec)  # bad input raises here, before the block runs
+
+    async def execute_and_close() -> None:
+        async with send:
+            run.result = await execute(
+                spec,
+                subscribers=[*subscribers, ChannelSubscriber(send)],
+                keep_text=keep_text,
+                control=run.control,
+            )
+            run._finished.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(execute_and_close)
+        try:
+            yield run
+        finally:
+            receive.close()

@@ -1,0 +1,410 @@
+"""A fake Anthropic Messages API on 127.0.0.1, scripted per request, for tests and demos.
+
+It speaks the real wire format of ``POST /v1/messages`` (any query string, e.g. ``?beta=true``):
+server-sent events when the body says ``"stream": true`` (``message_start``, ``ping``,
+``content_block_start``/``_delta``/``_stop`` with ``text_delta``, ``input_json_delta``,
+``thinking_delta``, ``signature_delta``, ``message_delta``, ``message_stop``, ``error``), a JSON
+``Message`` otherwise (the Claude Code CLI falls back to that after a broken stream), and JSON
+error bodies with their status codes and ``retry-after`` headers. It binds 127.0.0.1 only, on a
+random port unless told otherwise, and keeps every request it gets.
+
+Use it inside a trio test::
+
+    async with open_fake_anthropic() as fake:
+        fake.script(Reply.text("Hello!"), HttpError(429, retry_after=1), Reply.text("Again"))
+        ...  # point the client at fake.base_url with any API key
+        assert [r.stream for r in fake.requests] == [True, True, True]
+
+Each ``POST /v1/messages`` takes the next scripted response; when the script is empty it gets
+``fake.default`` (a response, or a function of the request returning one; the default default
+is a 500 that says the script ran out, so a test that under-scripts fails loudly). Responses:
+
+``Reply(blocks, ...)``     a complete answer: :class:`Text`, :class:`Thinking`, :class:`ToolUse` blocks
+``HttpError(status, ...)`` an error status with a JSON error body (``retry_after`` → header)
+``ErrorMidStream(...)``    starts the answer, then an SSE ``error`` event (non-streaming: the error's status)
+``Disconnect(...)``        starts the answer, then resets the connection
+``Stall(...)``             starts the answer (or not), then sends nothing until the client gives up
+
+This module is the server; the responses and recorded requests are defined in
+:mod:`.script` (and importable from here), their bytes on the wire in
+:mod:`.wire`.
+
+Run it alone for demos (``orchestrate jobs/claude.toml``) with the :func:`demo_reply` responder::
+
+    python -m orchestrator.testing.anthropic --port 8765
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import struct
+import sys
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+import trio
+
+from orchestrator.testing.anthropic import wire
+from orchestrator.testing.anthropic.script import (
+    Block,
+    Disconnect,
+    ErrorMidStream,
+    HttpError,
+    RecordedRequest,
+    Reply,
+    Responder,
+    Response,
+    Stall,
+    Text,
+    Thinking,
+    ToolUse,
+    Usage,
+    demo_reply,
+    script_exhausted,
+)
+
+__all__ = [
+    "HOST",
+    "Block",
+    "Disconnect",
+    "ErrorMidStream",
+    "FakeAnthropic",
+    "HttpError",
+    "RecordedRequest",
+    "Reply",
+    "Responder",
+    "Response",
+    "Stall",
+    "Text",
+    "Thinking",
+    "ToolUse",
+    "Usage",
+    "demo_reply",
+    "main",
+    "open_fake_anthropic",
+    "script_exhausted",
+]
+
+HOST = "127.0.0.1"
+_MAX_HEAD = 64 * 1024
+_FLUSH_AT = 64 * 1024
+"""Streamed events are batched into HTTP chunks of about this size (unless an event gap or
+``write_size`` asks for smaller writes): a multi-megabyte reply is not a million tiny writes."""
+
+
+class FakeAnthropic:
+    """A running fake; see the module docstring. Not thread-safe: use it from its trio run."""
+
+    def __init__(self, port: int, default: Response | Responder | None, api_key: str | None) -> None:
+        self.port = port
+        self.default: Response | Responder = default if default is not None else script_exhausted
+        self.api_key = api_key
+        """When set, a request without this key (``x-api-key`` or ``authorization: Bearer``) gets a
+        401, and takes nothing from the script."""
+        self.requests: list[RecordedRequest] = []
+        self._script: deque[Response | Responder] = deque()
+        self._arrived = trio.Condition()
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT``: what ``ANTHROPIC_BASE_URL`` should say."""
+        return f"http://{HOST}:{self.port}"
+
+    def script(self, *responses: Response | Responder) -> None:
+        """Queue responses for the next requests, in order (a function answers one request)."""
+        self._script.extend(responses)
+
+    @property
+    def unused(self) -> int:
+        """How many scripted responses no request has taken yet."""
+        return len(self._script)
+
+    def message_requests(self) -> list[RecordedRequest]:
+        """The ``POST /v1/messages`` requests so far."""
+        return [r for r in self.requests if r.method == "POST" and r.path == "/v1/messages"]
+
+    async def wait_for_requests(self, count: int) -> None:
+        """Return once ``count`` message requests have arrived. Cancellable: nothing is lost."""
+        async with self._arrived:
+            while len(self.message_requests()) < count:
+                await self._arrived.wait()
+
+    def _next(self, request: RecordedRequest) -> Response:
+        entry = self._script.popleft() if self._script else self.default
+        return entry(request) if callable(entry) else entry
+
+    async def _record(self, request: RecordedRequest) -> None:
+        self.requests.append(request)
+        async with self._arrived:
+            self._arrived.notify_all()
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        """Serve one connection: one request, one response, then close (``connection: close``).
+
+        The request is recorded before it is answered. A client that hangs up first ends this
+        quietly; cancellation (the fake closing) closes the connection at once, mid-answer or not.
+        """
+        try:
+            head = await _read_request(stream)
+            if head is None:
+                return
+            method, target, headers, raw = head
+            path, _, query = target.partition("?")
+            body = _parse_json(raw)
+            now = trio.current_time()
+            if method == "HEAD":
+                await self._record(RecordedRequest(method, path, query, headers, body, now, "-"))
+                await stream.send_all(wire.response_head(200, {"content-length": "0"}))
+                return
+            if method == "POST" and path == "/v1/messages":
+                keys = (headers.get("x-api-key"), headers.get("authorization", "").removeprefix("Bearer "))
+                if self.api_key is not None and self.api_key not in keys:
+                    response: Response = HttpError(401, "invalid x-api-key")
+                else:
+                    response = self._next(RecordedRequest(method, path, query, headers, body, now, "-"))
+                await self._record(
+                    RecordedRequest(method, path, query, headers, body, now, type(response).__name__)
+                )
+                await _respond(stream, response, body if isinstance(body, dict) else {})
+                return
+            await self._record(RecordedRequest(method, path, query, headers, body, now, "-"))
+            if method == "POST" and path == "/v1/messages/count_tokens":
+                await stream.send_all(wire.json_response(200, {"input_tokens": max(1, len(raw) // 4)}))
+            else:
+                await stream.send_all(
+                    wire.error_response(HttpError(404, f"fake: no route for {method} {path}"))
+                )
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client hung up first: nothing to answer
+        finally:
+            await trio.aclose_forcefully(stream)
+
+
+@asynccontextmanager
+async def open_fake_anthropic(
+    *, port: int = 0, default: Response | Responder | None = None, api_key: str | None = None
+) -> AsyncIterator[FakeAnthropic]:
+    """Serve a fake on 127.0.0.1 (``port`` 0: a free port) for the duration of the block.
+
+    Leaving the block, normally or by cancellation, closes the listener and every open
+    connection (stalled ones included) before it returns: no task outlives the block.
+    """
+    async with trio.open_nursery() as nursery:
+        listeners = await trio.open_tcp_listeners(port, host=HOST)
+        bound = listeners[0].socket.getsockname()[1]
+        fake = FakeAnthropic(bound, default, api_key)
+        await nursery.start(trio.serve_listeners, fake.handle, listeners)
+        try:
+            yield fake
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+# --- answering ----------------------------------------------------------------------------------------
+
+
+async def _respond(stream: trio.SocketStream, response: Response, body: Mapping[str, Any]) -> None:
+    requested = body.get("model")
+    model = requested if isinstance(requested, str) else "claude-fake"
+    streaming = body.get("stream") is True
+    match response:
+        case HttpError():
+            await stream.send_all(wire.error_response(response))
+        case Reply():
+            await trio.sleep(response.delay)
+            if streaming:
+                async with _ChunkedWriter(stream, response.write_size) as out:
+                    for name, data in wire.reply_events(response, response.model or model):
+                        await out.event(name, data, response.event_gap)
+            else:
+                await stream.send_all(
+                    wire.json_response(200, wire.message(response, response.model or model))
+                )
+        case ErrorMidStream():
+            if not streaming:
+                status = wire.STATUS_OF_ERROR_TYPE.get(response.error_type, 500)
+                await stream.send_all(
+                    wire.error_response(HttpError(status, response.message, response.error_type))
+                )
+                return
+            async with _ChunkedWriter(stream, None) as out:
+                for name, data in wire.partial_events(response.partial, model):
+                    await out.event(name, data)
+                await out.event(*wire.error_event(response.error_type, response.message))
+        case Disconnect():
+            if response.partial is not None and streaming:
+                await _send_partial(stream, response.partial, model)
+            _reset(stream)
+        case Stall():
+            if response.partial is not None and streaming:
+                await _send_partial(stream, response.partial, model)
+            if response.seconds is None:
+                await trio.sleep_forever()
+            await trio.sleep(response.seconds)
+
+
+async def _send_partial(stream: trio.SocketStream, partial: str, model: str) -> None:
+    """The head and the opening events of an answer that will never end (no last chunk)."""
+    out = _ChunkedWriter(stream, None)
+    await out.start()
+    for name, data in wire.partial_events(partial, model):
+        await out.event(name, data)
+    await out.flush()
+
+
+class _ChunkedWriter:
+    """Writes an SSE body with chunked transfer encoding, batching events into chunks.
+
+    As a context manager it sends the head on entry and, when the block ends without an
+    exception, the rest of the events and the last chunk; after an exception the body stays
+    unfinished, as a server that broke off would leave it.
+    """
+
+    def __init__(self, stream: trio.SocketStream, write_size: int | None) -> None:
+        self.stream = stream
+        self.write_size = write_size
+        self.pending = bytearray()
+
+    async def __aenter__(self) -> _ChunkedWriter:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if exc_info[0] is None:
+            await self.flush()
+            await self.stream.send_all(wire.LAST_CHUNK)
+
+    async def start(self) -> None:
+        await self.stream.send_all(wire.response_head(200, wire.SSE_HEADERS))
+
+    async def event(self, name: str, data: Mapping[str, Any], gap: float = 0.0) -> None:
+        """Queue one event; with a ``gap``, send what is queued and wait that long after it."""
+        self.pending += wire.sse(name, data)
+        if gap > 0:
+            await self.flush()
+            await trio.sleep(gap)
+        elif len(self.pending) >= _FLUSH_AT:
+            await self.flush()
+
+    async def flush(self) -> None:
+        data, self.pending = bytes(self.pending), bytearray()
+        step = self.write_size or len(data) or 1
+        for i in range(0, len(data), step):
+            await self.stream.send_all(wire.chunk(data[i : i + step]))
+
+
+def _reset(stream: trio.SocketStream) -> None:
+    """Make the coming close a TCP reset (SO_LINGER 0): the client sees ECONNRESET, not a clean end."""
+    stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+# --- HTTP/1.1 requests, just enough ---------------------------------------------------------------------
+
+
+async def _read_request(stream: trio.SocketStream) -> tuple[str, str, dict[str, str], bytes] | None:
+    """Method, target, headers (lower-case names) and body of the one request; None when the
+    client sends no complete head (hangs up, or a head over 64 KiB)."""
+    buffer = bytearray()
+    while b"\r\n\r\n" not in buffer:
+        if len(buffer) > _MAX_HEAD:
+            return None
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            return None
+        buffer += chunk
+    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    method, target, _version = [*lines[0].split(" ", 2), "", ""][:3]
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    body: bytes | bytearray
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        body = await _read_chunked(stream, bytearray(rest))
+    else:
+        length = int(headers.get("content-length") or 0)
+        body = bytearray(rest)
+        while len(body) < length:
+            chunk = await stream.receive_some(max(65536, length - len(body)))
+            if not chunk:
+                break
+            body += chunk
+    return method, target, headers, bytes(body)
+
+
+async def _read_chunked(stream: trio.SocketStream, buffer: bytearray) -> bytes:
+    body = bytearray()
+
+    async def fill(predicate: Callable[[], bool]) -> None:
+        while not predicate():
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                raise trio.BrokenResourceError("eof inside a chunked body")
+            buffer.extend(chunk)
+
+    while True:
+        await fill(lambda: b"\r\n" in buffer)
+        size_line, _, _ = bytes(buffer).partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        del buffer[: len(size_line) + 2]
+        wanted = size + 2
+
+        def complete(wanted: int = wanted) -> bool:
+            return len(buffer) >= wanted
+
+        await fill(complete)
+        body += buffer[:size]
+        del buffer[: size + 2]
+        if size == 0:
+            return bytes(body)
+
+
+def _parse_json(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        return None
+
+
+# --- standalone ------------------------------------------------------------------------------------------
+
+
+async def _serve(port: int, quiet: bool) -> None:
+    def log_and_answer(request: RecordedRequest) -> Response:
+        response = demo_reply(request)
+        if not quiet:
+            mode = "stream" if request.stream else "json"
+            print(
+                f"{request.method} {request.path} {mode} model={request.model} -> {type(response).__name__}",
+                file=sys.stderr,
+                flush=True,
+            )
+        return response
+
+    async with open_fake_anthropic(port=port, default=log_and_answer) as fake:
+        print(f"fake Anthropic API on {fake.base_url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+        await trio.sleep_forever()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m orchestrator.testing.anthropic``: serve the demo fake until Ctrl-C."""
+    parser = argparse.ArgumentParser(
+        prog="python -m orchestrator.testing.anthropic",
+        description="A fake Anthropic Messages API on 127.0.0.1 (demo replies).",
+    )
+    parser.add_argument("--port", type=int, default=8765, help="port to listen on (0: any free port)")
+    parser.add_argument("--quiet", action="store_true", help="do not print a line per request")
+    args = parser.parse_args(argv)
+    try:
+        trio.run(_serve, args.port, args.quiet)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""``python -m orchestrator.testing.openai``: serve the fake until Ctrl-C (``--help`` for options)."""
+
+from orchestrator.testing.openai.server import main
+
+main()

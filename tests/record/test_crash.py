@@ -1,0 +1,152 @@
+"""Crash safety through the real CLI: kill -9 and resume, torn log lines, Ctrl-C and SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import orjson
+import pytest
+
+from benchmarks.crash_trials import run_trial
+from orchestrator.record.log import read_log
+
+ROOT = Path(__file__).resolve().parents[2]
+TRIAL_SEEDS = range(1000, 1020)
+
+
+@pytest.fixture(scope="module")
+def kill_trials(tmp_path_factory: pytest.TempPathFactory) -> dict[int, object]:
+    workdir = tmp_path_factory.mktemp("trials")
+    with ThreadPoolExecutor(max_workers=2) as pool:  # each trial is two real processes in turn
+        return dict(zip(TRIAL_SEEDS, pool.map(lambda s: run_trial(s, workdir), TRIAL_SEEDS), strict=True))
+
+
+@pytest.mark.parametrize("seed", TRIAL_SEEDS)
+def test_kill_9_then_resume_loses_and_repeats_nothing(seed: int, kill_trials: dict[int, object]) -> None:
+    result = kill_trials[seed]
+    assert result.lost == [] and result.duplicated == []  # type: ignore[attr-defined]
+    assert result.resume_exit == 0 and result.succeeded_once == result.jobs == 200  # type: ignore[attr-defined]
+
+
+def test_the_trials_kill_at_many_different_moments(kill_trials: dict[int, object]) -> None:
+    moments = {r.killed_after for r in kill_trials.values()}  # type: ignore[attr-defined]
+    assert len(moments) >= 10
+
+
+def orchestrate(*args: str, cwd: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def finish(proc: subprocess.Popen[bytes]) -> int:
+    proc.communicate(timeout=30)
+    return proc.returncode
+
+
+def wait_for(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, "condition not reached"
+        time.sleep(0.01)
+
+
+def slow_job_file(tmp_path: Path) -> Path:
+    job = tmp_path / "slow.toml"
+    job.write_text(
+        "[defaults]\nconcurrency = 3\n[defaults.sim]\nttft = 0.2\ntokens_per_s = 5\nreply_tokens = 50\n"
+        + "".join(f'[[jobs]]\nid = "j{i}"\nprompt = "p{i}"\n' for i in range(8))
+    )
+    return job
+
+
+@pytest.mark.parametrize(
+    "signum, code, reason", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+)
+def test_a_signal_stops_gracefully_within_2_seconds(
+    signum: int, code: int, reason: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "run.jsonl"
+    proc = orchestrate(str(slow_job_file(tmp_path)), "--log", str(log), cwd=tmp_path)
+    wait_for(lambda: log.exists() and b"text_delta" in log.read_bytes())
+    sent = time.monotonic()
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=10)
+    assert time.monotonic() - sent < 2.0
+    assert proc.returncode == code, err
+    records = [r.tagged for r in read_log(log) if r.tagged]
+    finished = records[-1].event
+    assert finished.kind == "batch_finished" and finished.summary.stopped == reason
+    assert finished.summary.cancelled == 3 and finished.summary.skipped == 5
+    terminal_kinds = {"job_succeeded", "job_failed", "job_cancelled", "job_skipped"}
+    per_job = {}
+    for t in records:
+        if t.job_id and t.event.kind in terminal_kinds:
+            assert t.job_id not in per_job
+            per_job[t.job_id] = t.event.kind
+    assert len(per_job) == 8
+    assert f"stopped: {reason}".encode() in out and b"Traceback" not in err
+
+
+def test_a_second_ctrl_c_exits_at_once(tmp_path: Path) -> None:
+    job = tmp_path / "stubborn.toml"
+    # A graceful stop would have to wait for nothing here, so check the second signal is honoured
+    # even while the first is being handled: send both back to back.
+    job.write_text(
+        "[defaults.sim]\nttft = 0.2\ntokens_per_s = 2\nreply_tokens = 100\n[[jobs]]\nprompt = 'x'\n"
+    )
+    log = tmp_path / "run.jsonl"
+    proc = orchestrate(str(job), "--log", str(log), cwd=tmp_path)
+    wait_for(lambda: log.exists() and b"text_delta" in log.read_bytes())
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=5)
+    assert proc.returncode == 130 and b"Traceback" not in err
+
+
+def test_resume_after_a_torn_last_line(tmp_path: Path) -> None:
+    job = tmp_path / "small.toml"
+    job.write_text(
+        "[defaults.sim]\nttft = 0\ntokens_per_s = 0\n"
+        + "".join(f'[[jobs]]\nprompt = "p{i}"\n' for i in range(5))
+    )
+    log = tmp_path / "run.jsonl"
+    assert finish(orchestrate(str(job), "--log", str(log), "-q", cwd=tmp_path)) == 0
+    lines = log.read_bytes().split(b"\n")
+    # Cut the log just inside the third job_succeeded line, as a crash mid-write would.
+    succeeded_at = [i for i, line in enumerate(lines) if b'"job_succeeded"' in line][2]
+    log.write_bytes(b"\n".join(lines[:succeeded_at]) + b"\n" + lines[succeeded_at][:25])
+    assert sum(1 for r in read_log(log) if r.tagged and r.tagged.event.kind == "job_succeeded") == 2
+    second = orchestrate(str(job), "--resume", str(log), "--json", cwd=tmp_path)
+    out, err = second.communicate(timeout=30)
+    assert second.returncode == 0, err
+    summary = orjson.loads(out)
+    assert summary["jobs"] == 3 and summary["already_done"] == 2 and summary["succeeded"] == 3
+    kinds = [r.tagged.event.kind for r in read_log(log) if r.tagged]
+    assert kinds.count("job_succeeded") == 5
+
+
+def test_an_edited_prompt_runs_again_on_resume(tmp_path: Path) -> None:
+    job = tmp_path / "edit.toml"
+    job.write_text(
+        '[defaults.sim]\nttft = 0\n[[jobs]]\nid = "a"\nprompt = "one"\n[[jobs]]\nid = "b"\nprompt = "two"\n'
+    )
+    log = tmp_path / "run.jsonl"
+    assert finish(orchestrate(str(job), "--log", str(log), "-q", cwd=tmp_path)) == 0
+    job.write_text(job.read_text().replace('"two"', '"two, edited"'))
+    proc = orchestrate(str(job), "--resume", str(log), "--json", cwd=tmp_path)
+    out, _ = proc.communicate(timeout=30)
+    summary = orjson.loads(out)
+    assert (summary["jobs"], summary["already_done"]) == (1, 1)
+    headers = [r.header for r in read_log(log) if r.header]
+    assert len(headers) == 2 and headers[1].already_done == 1

@@ -1,0 +1,326 @@
+"""Rate limits, adaptive concurrency and the spend cap, on trio's virtual clock."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+import trio
+import trio.lowlevel
+import trio.testing
+
+from orchestrator.events import AttemptStarted, LimiterChanged, RateLimitInfo, RetryScheduled, Tagged
+from orchestrator.run.limits import AdaptiveLimit, Gate, Pacer, Slots
+from orchestrator.run.runner import RunControl, execute
+from orchestrator.spec import BackendLimits
+from tests.helpers import Recorder, make_spec, run_virtual
+
+
+async def _no_notify(change: LimiterChanged) -> None:
+    pass
+
+
+def max_in_window(times: Sequence[float], window: float = 60.0) -> int:
+    """The most events in any half-open window of ``window`` seconds."""
+    ordered = sorted(times)
+    return max((bisect.bisect_left(ordered, t + window) - i for i, t in enumerate(ordered)), default=0)
+
+
+async def test_pacer_spaces_requests_evenly_and_serves_in_order(autojump_clock: Any) -> None:
+    pacer = Pacer("x", rpm=60, tpm=None, notify=_no_notify)
+    starts: list[tuple[int, float]] = []
+
+    async def request(n: int) -> None:
+        await pacer.acquire(1)
+        starts.append((n, trio.current_time()))
+
+    async with trio.open_nursery() as nursery:
+        for n in range(5):
+            nursery.start_soon(request, n)
+            await trio.lowlevel.checkpoint()  # arrive in order
+    assert [n for n, _ in starts] == [0, 1, 2, 3, 4]
+    assert [t for _, t in starts] == pytest.approx([0.0, 1.0, 2.0, 3.0, 4.0])
+
+
+async def test_pacer_spaces_by_tokens_and_gives_back_what_was_not_used(autojump_clock: Any) -> None:
+    pacer = Pacer("x", rpm=None, tpm=600, notify=_no_notify)  # 10 tokens a second
+    await pacer.acquire(100)
+    pacer.settle(reserved=100, used=40)  # 60 tokens were reserved for nothing
+    start = trio.current_time()
+    await pacer.acquire(10)
+    assert trio.current_time() - start == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize(("refund", "wait"), [(True, 4.0), (False, 10.0)])
+async def test_a_gate_gives_unused_tokens_back_only_to_a_server_that_refunds_them(
+    autojump_clock: Any, refund: bool, wait: float
+) -> None:
+    gate = Gate("x", BackendLimits(tpm=600), None, _no_notify, refund=refund)  # 10 tokens a second
+    ticket = await gate.enter(100, None)
+    ticket.used = 40
+    gate.leave(ticket)
+    start = trio.current_time()
+    await gate.enter(10, None)
+    assert trio.current_time() - start == pytest.approx(wait)  # 40 or all 100 tokens spent
+
+
+async def test_a_pause_holds_every_waiter_and_is_announced(autojump_clock: Any) -> None:
+    changes: list[LimiterChanged] = []
+
+    async def notify(change: LimiterChanged) -> None:
+        changes.append(change)
+
+    pacer = Pacer("x", rpm=None, tpm=None, notify=notify)
+    await pacer.pause(7.0, "429")
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(pacer.acquire, 1)
+    assert trio.current_time() - start == pytest.approx(7.0)
+    assert [c.change for c in changes] == ["paused"]  # announced once, when it began
+
+
+async def test_a_lower_announced_limit_is_adopted_and_an_empty_quota_pauses(autojump_clock: Any) -> None:
+    pacer = Pacer("x", rpm=100, tpm=None, notify=_no_notify)
+    await pacer.observe(RateLimitInfo(requests_limit=30, requests_remaining=0, requests_reset_s=5.0))
+    assert pacer.rpm == 30
+    # One request of a 30-a-minute quota comes back in 2 s: enough to go on.
+    assert pacer.paused_until == pytest.approx(trio.current_time() + 60.0 / 30)
+    await pacer.observe(RateLimitInfo(requests_limit=500))
+    assert pacer.rpm == 100  # never above what the user configured
+
+
+async def test_slots_serve_waiters_in_order_and_hand_over_freed_slots() -> None:
+    slots = Slots(1)
+    slots.acquire_nowait()
+    order: list[str] = []
+
+    async def waiter(name: str) -> None:
+        await slots.acquire()
+        order.append(name)
+
+    async with trio.open_nursery() as nursery:
+        for name in ("a", "b"):
+            nursery.start_soon(waiter, name)
+            await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.WouldBlock):
+            slots.acquire_nowait()  # nobody jumps the queue
+        slots.release()  # to "a", directly
+        assert slots.used == 1 and not slots.has_room()
+        await trio.testing.wait_all_tasks_blocked()
+        slots.release()  # to "b"
+    assert order == ["a", "b"] and slots.used == 1
+
+
+async def test_slots_a_cancelled_waiter_holds_nothing(autojump_clock: Any) -> None:
+    slots = Slots(1)
+    slots.acquire_nowait()
+    with trio.move_on_after(1):
+        await slots.acquire()
+    slots.release()
+    assert slots.used == 0 and slots.has_room()
+
+
+async def test_slots_follow_a_lowered_and_a_raised_total() -> None:
+    slots = Slots(2)
+    slots.acquire_nowait()
+    slots.acquire_nowait()
+    slots.total = 1  # running attempts go on; the next release only frees a slot
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(slots.acquire)
+        await trio.testing.wait_all_tasks_blocked()
+        slots.release()
+        await trio.testing.wait_all_tasks_blocked()
+        assert slots.used == 1 and nursery.child_tasks  # still waiting: 1 of 1 in use
+        slots.total = 2  # raising it lets the waiter in at once
+    assert slots.used == 2
+
+
+async def test_aimd_halves_once_per_round_and_grows_by_one_per_round() -> None:
+    limit = AdaptiveLimit("x", ceiling=16, floor=2, notify=_no_notify)
+    epoch = limit.epoch
+    await limit.overloaded(epoch)
+    await limit.overloaded(epoch)  # an echo of the same overload
+    assert limit.slots.total == 8
+    await limit.overloaded(limit.epoch)
+    await limit.overloaded(limit.epoch)
+    await limit.overloaded(limit.epoch)
+    assert limit.slots.total == 2  # the floor
+    for _ in range(3):  # +1/value each: one step up per round of `value` successes
+        await limit.succeeded()
+    assert limit.slots.total == 3
+    for _ in range(4):
+        await limit.succeeded()
+    assert limit.slots.total == 4
+
+
+def attempt_times(events: Sequence[Tagged]) -> list[float]:
+    return [t.ts for t in events if isinstance(t.event, AttemptStarted)]
+
+
+def test_a_paced_batch_stays_under_the_server_limits_and_finishes_near_the_ideal(recorder: Recorder) -> None:
+    jobs, rpm, latency = 300, 120, 2.0
+    spec = make_spec(
+        [f"q{i}" for i in range(jobs)],
+        concurrency=50,
+        backends={"sim": {"rpm": rpm, "server_rpm": rpm}},
+        sim={"ttft": latency, "tokens_per_s": 0, "reply_tokens": 5},
+    )
+    result = run_virtual(spec, subscribers=[recorder])
+    starts = attempt_times(recorder.events)
+    assert result.summary.succeeded == jobs and result.summary.retries == 0  # not one 429
+    assert max_in_window(starts) <= rpm + 1
+    ideal = max(jobs / rpm * 60, -(-jobs // 50) * latency)
+    assert result.summary.wall_s <= ideal * 1.05
+
+
+def test_token_limits_are_kept_too(recorder: Recorder) -> None:
+    # Each request: 1 prompt token + 20 reply tokens = 21; 660 tokens a minute = 31.4 requests.
+    spec = make_spec(
+        [f"q{i}" for i in range(90)],
+        concurrency=20,
+        max_tokens=20,
+        backends={"sim": {"tpm": 660, "server_tpm": 660}},
+        sim={"ttft": 0.5, "tokens_per_s": 0, "reply_tokens": 20},
+    )
+    result = run_virtual(spec, subscribers=[recorder])
+    assert result.summary.succeeded == 90 and result.summary.retries == 0
+    assert max_in_window(attempt_times(recorder.events)) * 21 <= 660 + 21  # over by one request at most
+
+
+def test_the_batch_adapts_when_the_server_lowers_its_limit(recorder: Recorder) -> None:
+    spec = make_spec(
+        [f"q{i}" for i in range(400)],
+        concurrency=50,
+        backends={"sim": {"rpm": 240, "server_rpm": 240, "server_change_at": 60, "server_rpm_after": 60}},
+        sim={"ttft": 1.0, "tokens_per_s": 0, "reply_tokens": 3},
+    )
+    result = run_virtual(spec, subscribers=[recorder])
+    assert result.summary.succeeded == 400
+    changes = [t.event for t in recorder.events if isinstance(t.event, LimiterChanged)]
+    assert any(c.change == "rpm" and c.value == 60 for c in changes)
+    late = [t for t in attempt_times(recorder.events) if t >= 130]  # well after the change
+    assert late and max_in_window(late) <= 60 + 1
+    assert result.summary.retries <= 60  # a burst of 429s at the change, then none
+
+
+def test_retry_after_pauses_every_worker_of_the_backend(recorder: Recorder) -> None:
+    spec = make_spec(
+        [{"id": "limited", "prompt": "p", "sim": {"faults": ["rate_limit"], "retry_after": 10.0}}]
+        + [{"id": f"other{i}", "prompt": "p", "sim": {"ttft": 3.0}} for i in range(3)],
+        concurrency=1,
+        sim={"ttft": 1.0, "tokens_per_s": 0, "reply_tokens": 2},
+    )
+    run_virtual(spec, subscribers=[recorder])
+    starts = sorted(attempt_times(recorder.events))
+    assert starts[0] == 0.0 and all(t >= 11.0 for t in starts[1:])  # nobody started during the pause
+    paused = [
+        t.event for t in recorder.events if isinstance(t.event, LimiterChanged) and t.event.change == "paused"
+    ]
+    assert paused and paused[0].until_s == pytest.approx(11.0)
+
+
+def test_spend_cap_stops_new_work_exactly_at_the_cap(recorder: Recorder) -> None:
+    # Each job: 1 prompt token at $1/M + 10 reply tokens at $5/M = $0.000051.
+    per_job = (1 * 1.0 + 10 * 5.0) / 1e6
+    spec = make_spec(
+        [f"q{i}" for i in range(10)],
+        concurrency=1,
+        max_cost_usd=per_job * 4.5,
+        sim={"ttft": 1.0, "tokens_per_s": 0, "reply_tokens": 10},
+    )
+    result = run_virtual(spec, subscribers=[recorder])
+    summary = result.summary
+    assert (summary.succeeded, summary.skipped) == (4, 6)
+    assert summary.stopped == "spend cap" and summary.cost_usd == pytest.approx(per_job * 4)
+    assert any(isinstance(t.event, LimiterChanged) and t.event.change == "spend_cap" for t in recorder.events)
+
+
+def test_hard_cap_cancels_running_jobs(recorder: Recorder) -> None:
+    per_job = (1 * 1.0 + 10 * 5.0) / 1e6
+    spec = make_spec(
+        [f"q{i}" for i in range(10)],
+        concurrency=3,
+        max_cost_usd=per_job * 4.5,
+        hard_cap=True,
+        sim={"ttft": 1.0, "tokens_per_s": 0, "reply_tokens": 10, "latency_jitter": 0.5},
+    )
+    summary = run_virtual(spec, subscribers=[recorder]).summary
+    assert summary.stopped == "spend cap" and summary.cancelled >= 1
+    assert summary.cost_usd <= per_job * 4.5
+    assert summary.succeeded + summary.cancelled + summary.skipped == 10
+
+
+def test_rate_limited_failures_shrink_concurrency(recorder: Recorder) -> None:
+    spec = make_spec(
+        [f"q{i}" for i in range(40)],
+        concurrency=16,
+        sim={"ttft": 1.0, "fault_rates": {"overload": 0.3}, "tokens_per_s": 0, "reply_tokens": 2},
+    )
+    run_virtual(spec, subscribers=[recorder])
+    values = [
+        t.event.value
+        for t in recorder.events
+        if isinstance(t.event, LimiterChanged) and t.event.change == "concurrency"
+    ]
+    assert values and min(values) < 16  # type: ignore[operator]
+    assert any(isinstance(t.event, RetryScheduled) for t in recorder.events)
+
+
+def test_a_retry_after_pause_is_capped_by_max_retry_after(recorder: Recorder) -> None:
+    spec = make_spec(
+        [{"id": "a", "prompt": "p", "sim": {"faults": ["rate_limit"], "retry_after": 1000.0}}, "other"],
+        concurrency=1,
+        retry={"max_retry_after": 2.0},
+        sim={"ttft": 1.0, "tokens_per_s": 0, "reply_tokens": 2},
+    )
+    result = run_virtual(spec, subscribers=[recorder])
+    assert result.summary.succeeded == 2 and result.summary.wall_s < 10
+
+
+def test_the_spend_cap_holds_with_jobs_waiting_at_a_backend_limit(recorder: Recorder) -> None:
+    per_job = (1 * 1.0 + 10 * 5.0) / 1e6
+    spec = make_spec(
+        [f"q{i}" for i in range(20)],
+        concurrency=8,
+        backends={"sim": {"concurrency": 1}},
+        max_cost_usd=per_job * 3.5,
+        sim={"ttft": 1.0, "tokens_per_s": 0, "reply_tokens": 10},
+    )
+    summary = run_virtual(spec, subscribers=[recorder]).summary
+    assert summary.succeeded == 3 and summary.cost_usd <= per_job * 3.5
+
+
+def test_waiting_for_a_backend_slot_does_not_count_against_the_job_timeout(recorder: Recorder) -> None:
+    spec = make_spec(
+        [f"q{i}" for i in range(4)],
+        concurrency=4,
+        backends={"sim": {"concurrency": 1}},
+        timeouts={"job": 2.5},
+        sim={"ttft": 1.0, "tokens_per_s": 0, "reply_tokens": 2},
+    )
+    result = run_virtual(spec, subscribers=[recorder])
+    assert result.summary.succeeded == 4 and result.summary.wall_s == pytest.approx(4.0)
+
+
+async def test_jobs_cancelled_while_waiting_at_the_gate_never_started(
+    autojump_clock: Any, recorder: Recorder
+) -> None:
+    spec = make_spec(
+        ["a", "b", "c"],
+        concurrency=3,
+        backends={"sim": {"concurrency": 1}},
+        sim={"ttft": 1.0, "tokens_per_s": 0, "reply_tokens": 2},
+    )
+    control = RunControl()
+    async with trio.open_nursery() as nursery:
+
+        async def stop() -> None:
+            await trio.sleep(0.5)
+            control.cancel("interrupted")
+
+        nursery.start_soon(stop)
+        summary = (await execute(spec, subscribers=[recorder], control=control)).summary
+    assert (summary.cancelled, summary.skipped, summary.attempts) == (1, 2, 1)

@@ -1,0 +1,459 @@
+"""The runner's contract, on trio's virtual clock: terminal events, seq, limits, timeouts, retries."""
+
+from __future__ import annotations
+
+import tempfile
+from collections import defaultdict
+from collections.abc import Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import structlog.testing
+import trio
+import trio.testing
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from orchestrator.backends import register, unregister
+from orchestrator.backends.sim.backend import FAULTS
+from orchestrator.errors import RetryableError
+from orchestrator.events import (
+    TERMINAL_EVENTS,
+    AttemptStarted,
+    JobCancelled,
+    JobFailed,
+    JobSkipped,
+    JobSucceeded,
+    RetryScheduled,
+    Tagged,
+    TextDelta,
+)
+from orchestrator.record.log import read_log
+from orchestrator.run import runner
+from orchestrator.run.runner import RunControl, execute
+from tests.helpers import Recorder, make_spec, run_virtual
+
+ENDS_ATTEMPT = (RetryScheduled, *TERMINAL_EVENTS)
+
+
+def max_in_flight(events: Sequence[Tagged]) -> int:
+    """Attempts running at once, from attempt_started to the event that ends the attempt."""
+    running: set[str] = set()
+    peak = 0
+    for tagged in events:
+        if isinstance(tagged.event, AttemptStarted):
+            assert tagged.job_id not in running
+            running.add(tagged.job_id)  # type: ignore[arg-type]
+            peak = max(peak, len(running))
+        elif isinstance(tagged.event, ENDS_ATTEMPT):
+            running.discard(tagged.job_id)  # type: ignore[arg-type]
+    return peak
+
+
+def expected_outcome(faults: Sequence[str], max_attempts: int) -> tuple[str, int]:
+    """What a sim job with these per-attempt faults must end as, and after how many attempts."""
+    for attempt in range(1, max_attempts + 1):
+        fault = faults[attempt - 1] if attempt <= len(faults) else "ok"
+        if fault == "ok":
+            return "job_succeeded", attempt
+        if fault == "fatal":
+            return "job_failed", attempt
+    return "job_failed", max_attempts
+
+
+fault_lists = st.lists(st.sampled_from(("ok", *FAULTS)), max_size=4)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    jobs=st.lists(fault_lists, min_size=1, max_size=10),
+    concurrency=st.integers(1, 4),
+    max_attempts=st.integers(1, 4),
+    seed=st.integers(0, 1000),
+)
+def test_batch_invariants_under_random_faults(
+    jobs: list[list[str]], concurrency: int, max_attempts: int, seed: int
+) -> None:
+    recorder = Recorder()
+    with tempfile.TemporaryDirectory() as tmp:
+        log = str(Path(tmp) / "run.jsonl")
+        spec = make_spec(
+            [{"id": f"j{i}", "prompt": f"p{i}", "sim": {"faults": faults}} for i, faults in enumerate(jobs)],
+            concurrency=concurrency,
+            seed=seed,
+            log=log,
+            retry={"max_attempts": max_attempts, "base_delay": 0.5, "max_delay": 4},
+            timeouts={"idle": 2.0},
+            sim={
+                "ttft": 0.1,
+                "tokens_per_s": 20,
+                "reply_tokens": 6,
+                "retry_after": 1.5,
+                "fault_after_tokens": 2,
+            },
+        )
+        result = run_virtual(spec, subscribers=[recorder])
+        logged = [r.tagged for r in read_log(log) if r.tagged is not None]
+
+    assert logged == recorder.events  # every delivered event is in the log, once, in order
+    assert max_in_flight(recorder.events) <= concurrency
+    for i, faults in enumerate(jobs):
+        events = recorder.of_job(f"j{i}")
+        assert [t.seq for t in events] == list(range(len(events)))  # gap-free across attempts
+        terminals = [t for t in events if isinstance(t.event, TERMINAL_EVENTS)]
+        assert len(terminals) == 1 and terminals[0] is events[-1]
+        attempts = sum(isinstance(t.event, AttemptStarted) for t in events)
+        assert attempts <= max_attempts
+        kind, expected_attempts = expected_outcome(faults, max_attempts)
+        assert (terminals[0].event.kind, attempts) == (kind, expected_attempts)
+    assert result.summary.succeeded + result.summary.failed == len(jobs)
+
+
+def test_stalled_stream_is_caught_after_exactly_the_idle_timeout(recorder: Recorder) -> None:
+    spec = make_spec(
+        [{"id": "s", "prompt": "p", "sim": {"faults": ["stall"], "fault_after_tokens": 3}}],
+        timeouts={"idle": 5.0},
+        sim={"ttft": 1.0, "tokens_per_s": 10},
+    )
+    result = run_virtual(spec, subscribers=[recorder])
+    events = recorder.of_job("s")
+    retry = next(t for t in events if isinstance(t.event, RetryScheduled))
+    last_delta = [t for t in events if isinstance(t.event, TextDelta) and t.attempt == 1][-1]
+    assert retry.event.error_kind == "timeout_idle"
+    assert retry.ts - last_delta.ts == pytest.approx(5.0)
+    assert result.jobs["s"].ok and result.jobs["s"].attempts == 2
+
+
+def test_attempt_timeout_cuts_a_slow_stream_and_retries(recorder: Recorder) -> None:
+    spec = make_spec(
+        [{"id": "slow", "prompt": "p"}],
+        timeouts={"attempt": 3.0, "idle": 10.0},
+        retry={"max_attempts": 2},
+        sim={"ttft": 0.5, "tokens_per_s": 2, "reply_tokens": 100},
+    )
+    result = run_virtual(spec, subscribers=[recorder])
+    events = recorder.of_job("slow")
+    starts = [t.ts for t in events if isinstance(t.event, AttemptStarted)]
+    retry = next(t for t in events if isinstance(t.event, RetryScheduled))
+    assert retry.event.error_kind == "timeout_attempt"
+    assert retry.ts - starts[0] == pytest.approx(3.0)
+    failed = result.jobs["slow"]
+    assert failed.status == "failed" and failed.error_kind == "timeout_attempt" and failed.attempts == 2
+
+
+def test_job_timeout_covers_attempts_and_backoff(recorder: Recorder) -> None:
+    spec = make_spec(
+        [{"id": "j", "prompt": "p", "sim": {"faults": ["rate_limit"] * 10, "retry_after": 4.0}}],
+        timeouts={"job": 10.0},
+        retry={"max_attempts": 10},
+        sim={"ttft": 0.5},
+    )
+    result = run_virtual(spec, subscribers=[recorder])
+    end = recorder.of_job("j")[-1]
+    assert isinstance(end.event, JobFailed) and end.event.error_kind == "timeout_job"
+    assert end.ts == pytest.approx(10.0, abs=1e-6)
+    assert result.jobs["j"].attempts == 3  # starts at 0, 4.5 and 9.0
+
+
+def test_retry_waits_at_least_the_servers_retry_after(recorder: Recorder) -> None:
+    spec = make_spec(
+        [{"id": "r", "prompt": "p", "sim": {"faults": ["rate_limit"], "retry_after": 7.0}}],
+        retry={"base_delay": 0.1, "max_delay": 1.0},
+    )
+    run_virtual(spec, subscribers=[recorder])
+    events = recorder.of_job("r")
+    retry = next(t for t in events if isinstance(t.event, RetryScheduled))
+    second = [t for t in events if isinstance(t.event, AttemptStarted)][1]
+    assert retry.event.delay_s == 7.0 and retry.event.retry_after_s == 7.0
+    assert second.ts - retry.ts == pytest.approx(7.0)
+
+
+def test_fatal_errors_are_not_retried(recorder: Recorder) -> None:
+    spec = make_spec([{"id": "f", "prompt": "p", "sim": {"faults": ["fatal"]}}], retry={"max_attempts": 5})
+    result = run_virtual(spec, subscribers=[recorder])
+    assert recorder.kinds("f").count("attempt_started") == 1
+    assert result.jobs["f"].error_kind == "bad_request"
+    assert not result.summary.ok and result.summary.failures == {"bad_request": 1}
+
+
+def test_a_retried_attempts_partial_output_stays_out_of_the_result(recorder: Recorder) -> None:
+    spec = make_spec(
+        [
+            {
+                "id": "m",
+                "prompt": "p",
+                "sim": {"faults": ["mid_stream"], "fault_after_tokens": 4, "text": "a b c d e f g"},
+            }
+        ]
+    )
+    result = run_virtual(spec, subscribers=[recorder])
+    first = [t.event.text for t in recorder.of_job("m") if isinstance(t.event, TextDelta) and t.attempt == 1]
+    final = [t.event.text for t in recorder.of_job("m") if isinstance(t.event, TextDelta) and t.attempt == 2]
+    assert first == ["a", " b", " c", " d"]  # in the log
+    assert result.jobs["m"].text == "".join(final) == "a b c d e f g"
+    assert result.jobs["m"].tokens.output == 7  # the failed attempt reported no usage
+
+
+def test_global_and_per_backend_limits_bound_in_flight_attempts(recorder: Recorder) -> None:
+    spec = make_spec(
+        [f"q{i}" for i in range(20)],
+        concurrency=10,
+        backends={"sim": {"concurrency": 3}},
+        sim={"ttft": 1.0, "tokens_per_s": 5, "reply_tokens": 3, "latency_jitter": 0.5},
+    )
+    result = run_virtual(spec, subscribers=[recorder])
+    assert result.summary.succeeded == 20
+    assert max_in_flight(recorder.events) == 3
+
+
+def test_backoff_gives_the_slot_to_another_job(recorder: Recorder) -> None:
+    spec = make_spec(
+        [{"id": "a", "prompt": "p", "sim": {"faults": ["server_error"]}}, {"id": "b", "prompt": "p"}],
+        concurrency=1,
+        retry={"base_delay": 10.0, "max_delay": 10.0},
+        sim={"ttft": 1.0, "tokens_per_s": 0, "reply_tokens": 2},
+    )
+    run_virtual(spec, subscribers=[recorder])
+    b_start = next(t.ts for t in recorder.of_job("b") if isinstance(t.event, AttemptStarted))
+    retry = next(t.event for t in recorder.of_job("a") if isinstance(t.event, RetryScheduled))
+    assert retry.delay_s > 0.1  # had a held its slot while waiting, b would start after 1.0 + delay
+    assert b_start == pytest.approx(1.0)
+
+
+async def test_stop_cancels_running_jobs_and_skips_unstarted_ones(
+    autojump_clock: Any, recorder: Recorder
+) -> None:
+    spec = make_spec(
+        [f"q{i}" for i in range(6)], concurrency=2, sim={"ttft": 1.0, "tokens_per_s": 1, "reply_tokens": 5}
+    )
+    control = RunControl()
+    async with trio.open_nursery() as nursery:
+
+        async def stop_later() -> None:
+            await trio.sleep(2.5)
+            control.cancel("interrupted")
+
+        nursery.start_soon(stop_later)
+        result = await execute(spec, subscribers=[recorder], control=control)
+    terminal = [t.event for t in recorder.events if isinstance(t.event, TERMINAL_EVENTS)]
+    assert sorted(type(e).__name__ for e in terminal) == ["JobCancelled"] * 2 + ["JobSkipped"] * 4
+    assert all(e.reason == "interrupted" for e in terminal if isinstance(e, JobCancelled | JobSkipped))
+    assert (
+        result.summary.stopped == "interrupted"
+        and result.summary.cancelled == 2
+        and result.summary.skipped == 4
+    )
+    assert recorder.events[-1].event.kind == "batch_finished"
+
+
+def test_every_job_is_announced_in_order_before_it_starts_and_work_starts_at_once(
+    recorder: Recorder,
+) -> None:
+    jobs = 700  # several announcement chunks
+    spec = make_spec(
+        [{"id": f"q{i}", "prompt": f"p{i}"} for i in range(jobs)],
+        concurrency=3,
+        sim={"ttft": 0.01, "reply_tokens": 1},
+    )
+    run_virtual(spec, subscribers=[recorder])
+    queued = [i for i, t in enumerate(recorder.events) if t.event.kind == "job_queued"]
+    assert [recorder.events[i].job_id for i in queued] == [f"q{i}" for i in range(jobs)]
+    for i in range(jobs):
+        assert recorder.kinds(f"q{i}")[:2] == ["job_queued", "attempt_started"]
+    first_start = next(i for i, t in enumerate(recorder.events) if t.event.kind == "attempt_started")
+    assert first_start < queued[-1]  # the first attempts did not wait for every announcement
+
+
+def test_a_batch_stopped_before_it_starts_still_ends_every_job_once(recorder: Recorder) -> None:
+    spec = make_spec([{"id": f"q{i}", "prompt": f"p{i}"} for i in range(300)], concurrency=2)
+    control = RunControl()
+    control.cancel("interrupted")
+    result = run_virtual(spec, subscribers=[recorder], control=control)
+    for i in range(300):
+        events = recorder.of_job(f"q{i}")
+        assert [(t.seq, t.event.kind) for t in events] == [(0, "job_queued"), (1, "job_skipped")]
+    assert result.summary.jobs == 300 and result.summary.skipped == 300
+
+
+async def test_a_stop_while_the_bus_is_full_still_gives_every_job_its_job_queued_first(
+    autojump_clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner, "CHANNEL_SIZE", 8)  # the announcer soon waits on a full bus
+    release = trio.Event()
+
+    class Stuck(Recorder):
+        async def deliver(self, batch: Sequence[Tagged]) -> None:
+            await super().deliver(batch)
+            await release.wait()
+
+    stuck = Stuck()
+    spec = make_spec([{"id": f"q{i}", "prompt": f"p{i}"} for i in range(100)], concurrency=2)
+    control = RunControl()
+    async with trio.open_nursery() as nursery:
+
+        async def stop_then_release() -> None:
+            await trio.testing.wait_all_tasks_blocked()
+            control.cancel("interrupted")  # the announcer is cancelled in the middle of a send
+            await trio.testing.wait_all_tasks_blocked()
+            release.set()
+
+        nursery.start_soon(stop_then_release)
+        await execute(spec, subscribers=[stuck], control=control)
+    for i in range(100):
+        events = stuck.of_job(f"q{i}")
+        assert [t.seq for t in events] == list(range(len(events)))
+        assert events[0].event.kind == "job_queued"
+        assert sum(isinstance(t.event, TERMINAL_EVENTS) for t in events) == 1
+
+
+def test_batch_deadline_stops_the_batch(recorder: Recorder) -> None:
+    spec = make_spec(
+        [f"q{i}" for i in range(4)],
+        concurrency=2,
+        deadline=3.0,
+        sim={"ttft": 1.0, "tokens_per_s": 4, "reply_tokens": 6},
+    )
+    result = run_virtual(spec, subscribers=[recorder])
+    assert result.summary.stopped == "deadline"
+    assert result.summary.succeeded == 2 and result.summary.cancelled == 2
+    assert recorder.events[-1].ts == pytest.approx(3.0)
+
+
+@attrs.frozen
+class _Boom:
+    name = "boom"
+    Options = attrs.make_class("Options", {})
+    Settings = attrs.make_class("Settings", {})
+    default_concurrency = None
+
+    def preflight(self, settings: Any, jobs: Any) -> list[str]:
+        return []
+
+    @asynccontextmanager
+    async def open(self, settings: Any, *, seed: int) -> Any:
+        yield self
+
+    async def stream(self, job: Any, attempt: int, emit: Any) -> None:
+        if job.prompt == "bug":
+            raise ZeroDivisionError("backend bug")
+        if job.prompt == "group":
+            raise ExceptionGroup("from a nursery", [RetryableError("reset", kind="connection")])
+        if job.prompt == "silent":
+            return
+        await emit(TextDelta("x"))
+
+
+@pytest.fixture
+def boom() -> Any:
+    register("boom", _Boom())
+    yield
+    unregister("boom")
+
+
+def test_backend_bugs_fail_one_job_not_the_batch(boom: Any, recorder: Recorder) -> None:
+    spec = make_spec(
+        [
+            {"id": "bug", "prompt": "bug"},
+            {"id": "group", "prompt": "group"},
+            {"id": "silent", "prompt": "silent"},
+        ],
+        backend="boom",
+        retry={"max_attempts": 2, "base_delay": 0.1},
+    )
+    with structlog.testing.capture_logs() as logs:
+        result = run_virtual(spec, subscribers=[recorder])
+    assert result.jobs["bug"].error_kind == "internal" and "ZeroDivisionError" in (
+        result.jobs["bug"].error or ""
+    )
+    bugs = [entry for entry in logs if entry["event"] == "backend raised an unexpected exception"]
+    assert len(bugs) == 1 and isinstance(bugs[0]["exc_info"], ZeroDivisionError)  # the traceback is kept
+    assert result.jobs["bug"].attempts == 1
+    assert result.jobs["group"].error_kind == "connection" and result.jobs["group"].attempts == 2
+    assert result.jobs["silent"].error_kind == "protocol"
+
+
+def test_a_slow_subscriber_slows_the_batch_but_loses_nothing(recorder: Recorder) -> None:
+    class Slow:
+        def __init__(self) -> None:
+            self.count = 0
+            self.batches = 0
+
+        async def deliver(self, batch: Sequence[Tagged]) -> None:
+            self.count += len(batch)
+            self.batches += 1
+            await trio.sleep(1.0)
+
+    slow = Slow()
+    tokens = 10_000  # far more events than the bus holds, so producers must wait for the consumer
+    spec = make_spec([f"q{i}" for i in range(5)], sim={"ttft": 0, "tokens_per_s": 0, "reply_tokens": tokens})
+    fast = run_virtual(spec)
+    slowed = run_virtual(spec, subscribers=[slow, recorder])
+    # per job: queued, attempt, session, deltas, usage, finished, succeeded; plus the batch's two
+    assert slow.count == len(recorder.events) == 5 * (tokens + 6) + 2
+    assert slow.batches >= 4
+    assert fast.summary.wall_s == 0.0
+    assert slowed.summary.wall_s >= slow.batches - 2  # every delivery but the last ones held the batch up
+
+
+def test_results_come_back_in_job_order_with_text() -> None:
+    spec = make_spec(
+        [
+            {"id": f"j{i}", "prompt": "p", "sim": {"text": f"answer {i}", "ttft": 1.0 / (i + 1)}}
+            for i in range(4)
+        ]
+    )
+    result = run_virtual(spec)
+    assert list(result.jobs) == ["j0", "j1", "j2", "j3"]
+    assert [j.text for j in result.jobs.values()] == ["answer 0", "answer 1", "answer 2", "answer 3"]
+
+
+def test_keep_text_false_keeps_no_text() -> None:
+    result = run_virtual(make_spec(["p"]), keep_text=False)
+    (job,) = result.jobs.values()
+    assert job.ok and job.text is None and job.tokens.output > 0
+
+
+def test_in_flight_count_by_job_is_consistent_with_events(recorder: Recorder) -> None:
+    spec = make_spec(
+        [f"q{i}" for i in range(8)],
+        concurrency=3,
+        sim={"fault_rates": {"overload": 0.5}, "latency_jitter": 0.9},
+    )
+    run_virtual(spec, subscribers=[recorder])
+    per_job = defaultdict(list)
+    for t in recorder.events:
+        if t.job_id:
+            per_job[t.job_id].append(t)
+    assert all(isinstance(events[-1].event, JobSucceeded | JobFailed) for events in per_job.values())
+    assert max_in_flight(recorder.events) <= 3
+
+
+@pytest.fixture
+def second_sim() -> Any:
+    register("sim-b", "orchestrator.backends.sim.backend")
+    yield
+    unregister("sim-b")
+
+
+def test_a_backend_at_its_limit_does_not_hold_the_workers_of_another(
+    second_sim: Any, recorder: Recorder
+) -> None:
+    slow = [{"id": f"slow{i}", "prompt": "p", "backend": "sim"} for i in range(8)]
+    fast = [{"id": f"fast{i}", "prompt": "p", "backend": "sim-b"} for i in range(8)]
+    spec = make_spec(
+        slow + fast,
+        concurrency=4,
+        backends={"sim": {"concurrency": 1}},
+        sim={"ttft": 1.0, "tokens_per_s": 0, "reply_tokens": 2},
+        **{"sim-b": {"ttft": 1.0, "tokens_per_s": 0, "reply_tokens": 2}},
+    )
+    result = run_virtual(spec, subscribers=[recorder])
+    assert result.summary.succeeded == 16
+    first_fast = min(
+        t.ts for t in recorder.events if t.job_id == "fast0" and isinstance(t.event, AttemptStarted)
+    )
+    assert first_fast == 0.0  # not after the slow backend's queue
+    assert max_in_flight([t for t in recorder.events if (t.job_id or "").startswith("slow")]) == 1
