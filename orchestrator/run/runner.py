@@ -21,7 +21,6 @@ the delivered events and sent as ``batch_finished``.
 
 from __future__ import annotations
 
-import random
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -35,34 +34,36 @@ from orchestrator import codec
 from orchestrator._version import __version__
 from orchestrator.backends import Backend, BackendKind, backend_kind
 from orchestrator.diagnostics import logger
-from orchestrator.errors import BackendError, ConfigError
+from orchestrator.errors import ConfigError
 from orchestrator.events import (
     AttemptStarted,
     BatchFinished,
     BatchStarted,
     BatchSummary,
     Event,
-    JobCancelled,
-    JobFailed,
     JobQueued,
-    JobSkipped,
-    JobSucceeded,
     LimiterChanged,
     RateLimitInfo,
-    RetryScheduled,
-    StreamFinished,
     Tagged,
     TerminalEvent,
-    UsageReported,
 )
 from orchestrator.record.aggregate import Aggregator, JobResult
 from orchestrator.record.log import LogHeader, LogWriter
 from orchestrator.run.bus import Barrier, Item, Subscriber, run_bus
+from orchestrator.run.job import (
+    Failure,
+    JobState,
+    Retry,
+    attempt_failure,
+    failure_from,
+    internal_failure,
+    leftover_terminal,
+    next_step,
+)
 from orchestrator.run.limits import Budget, Gate
-from orchestrator.run.retry import backoff_delay, should_retry
 from orchestrator.run.schedule import JobQueue
 from orchestrator.run.watchdog import IdleWatchdog, Watch
-from orchestrator.spec import BackendLimits, BatchSpec, JobSpec
+from orchestrator.spec import BackendLimits, BatchSpec
 
 CHANNEL_SIZE = 8192
 _ANNOUNCE_CHUNK = 256  # jobs announced between two checkpoints, once the first workers have theirs
@@ -105,54 +106,11 @@ class RunControl:
             scope.cancel()
 
 
-@attrs.frozen
-class _Failure:
-    kind: str
-    message: str
-    retryable: bool
-    retry_after: float | None = None
-
-
-def _failure_from(exc: Exception) -> _Failure:
-    """Classify whatever ended an attempt. Backend errors keep their kind; anything else is a bug
-    in the backend, fatal for this job only."""
-    if isinstance(exc, ExceptionGroup):
-        leaves = _leaves(exc)
-        exc = next((e for e in leaves if isinstance(e, BackendError)), leaves[0])
-    if isinstance(exc, BackendError):
-        return _Failure(exc.kind, exc.message, exc.retryable, getattr(exc, "retry_after", None))
-    # A bug, not an outcome: the job fails, and the traceback goes to the diagnostics.
-    _log.warning("backend raised an unexpected exception", exc_info=exc)
-    return _Failure("internal", f"{type(exc).__name__}: {exc}", False)
-
-
-def _leaves(group: BaseExceptionGroup[Any]) -> list[Any]:
-    out: list[Any] = []
-    for exc in group.exceptions:
-        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return out
-
-
 @attrs.define(slots=True, eq=False)
-class _Job:
-    """One job's mutable run state, owned by its task (and by the runner after the work ends)."""
+class _Job(JobState):
+    """A job's state (:class:`~orchestrator.run.job.JobState`) bound to the run that sends its events."""
 
-    spec: JobSpec
-    run: _Run
-    seq: int = 0
-    attempt: int = 0
-    queued: bool = False  # its job_queued event is sent
-    admitted: bool = False  # passed the spend cap's check (its first attempt is reserved)
-    started: bool = False  # its first attempt got through the backend's gate
-    done: bool = False
-    deadline: float | None = None
-    stream_finished: bool = False
-    finished: StreamFinished | None = None
-    usage_tokens: int = 0
-    usage_cost: float | None = None
-    reserved: float | None = None
-    estimate: tuple[int, float] | None = None  # tokens and cost of one attempt, once worked out
-    watch: Watch | None = None
+    run: _Run = attrs.field(kw_only=True)
 
     async def emit(self, event: Event) -> None:
         """Tag and send one event. Not to be called from two tasks at once (seq order).
@@ -176,16 +134,10 @@ class _Job:
         self.seq += 1
         if self.watch is not None:
             self.watch.touch(now)
-        kind = type(event)
-        if kind is StreamFinished:
-            self.stream_finished = True
-            self.finished = event  # type: ignore[assignment]
-        elif kind is UsageReported:
-            self.usage_tokens += event.tokens.total  # type: ignore[union-attr]
-            if event.cost_usd is not None:  # type: ignore[union-attr]
-                self.usage_cost = (self.usage_cost or 0.0) + event.cost_usd  # type: ignore[union-attr]
-        elif kind is RateLimitInfo:
+        if type(event) is RateLimitInfo:
             await run.gates[self.spec.backend].observe(self.spec.model, event)  # type: ignore[arg-type]
+        else:
+            self.observe(event)
 
 
 class _Run:
@@ -338,37 +290,23 @@ class _Run:
                 else:
                     self.queue.drop_new(also_taken=1)
                 return None
-            job.admitted = True
             self.budget.reserve(cost)
-            job.reserved = cost
-        elif job.deadline is not None and trio.current_time() >= job.deadline:
-            return self._job_timed_out(job)
+            job.admit(cost)
+        elif job.timed_out(trio.current_time()):
+            return job.timeout_failure()
         failure = await self.attempt(job)
-        if failure is None:
-            return JobSucceeded(attempts=job.attempt)
-        _log.debug(
-            "attempt failed", job=spec.id, attempt=job.attempt, kind=failure.kind, error=failure.message
-        )
-        if failure.kind == "timeout_job":
-            return self._job_timed_out(job)
-        if not should_retry(spec.retry, job.attempt, failure.retryable):
-            return JobFailed(failure.kind, failure.message, failure.retryable, job.attempt)
-        # Seeded per job and attempt: the schedule does not depend on task scheduling order.
-        u = random.Random(f"{self.spec.seed}:{spec.id}:{job.attempt}").random()
-        delay = backoff_delay(spec.retry, job.attempt, failure.retry_after, u)
-        await job.emit(RetryScheduled(delay, failure.kind, failure.message, failure.retry_after))
-        due = trio.current_time() + delay
-        if job.deadline is not None and job.deadline <= due:
-            self.queue.later(job, job.deadline, urgent=True)  # it will time out, not run again
-        else:
-            self.queue.later(job, due)
-        return None
+        if failure is not None:
+            _log.debug(
+                "attempt failed", job=spec.id, attempt=job.attempt, kind=failure.kind, error=failure.message
+            )
+        step = next_step(job, failure, now=trio.current_time(), seed=self.spec.seed)
+        if isinstance(step, Retry):
+            await job.emit(step.event)
+            self.queue.later(job, step.due, urgent=step.urgent)
+            return None
+        return step
 
-    def _job_timed_out(self, job: _Job) -> JobFailed:
-        limit = job.spec.timeouts.job
-        return JobFailed("timeout_job", f"job timed out after {limit:g}s", False, job.attempt)
-
-    async def attempt(self, job: _Job) -> _Failure | None:
+    async def attempt(self, job: _Job) -> Failure | None:
         """One attempt through its backend's gate (in-flight limit, rate limits, pauses), under
         the attempt and job deadlines and the idle watchdog.
 
@@ -386,23 +324,13 @@ class _Run:
         except BaseException:
             self._settle(job, None)
             raise
-        if not job.started:
-            job.started = True
-            if spec.timeouts.job is not None:
-                job.deadline = trio.current_time() + spec.timeouts.job
-        job.attempt += 1
-        job.finished, job.usage_tokens, job.usage_cost = None, 0, None
+        job.begin_attempt(trio.current_time())
         try:
             failure = await self._stream(job)
         finally:
-            finished = job.finished
-            ticket.used = (
-                finished.tokens.total if finished is not None and finished.tokens else job.usage_tokens
-            )
+            ticket.used = job.attempt_tokens()
             gate.leave(ticket)
-            # The same cost the aggregator charges: the stream's total, else its usage events'.
-            cost_seen = finished.cost_usd if finished is not None and finished.cost_usd is not None else None
-            self._settle(job, cost_seen if cost_seen is not None else job.usage_cost)
+            self._settle(job, job.attempt_cost())
         if failure is None:
             await gate.succeeded()
         else:
@@ -415,10 +343,10 @@ class _Run:
             self.budget.settle(job.reserved, cost)
             job.reserved = None
 
-    async def _stream(self, job: _Job) -> _Failure | None:
+    async def _stream(self, job: _Job) -> Failure | None:
+        """Run one attempt's stream under the idle watch and the attempt and job deadlines."""
         spec = job.spec
         timeouts = spec.timeouts
-        job.stream_finished = False
         await job.emit(AttemptStarted(backend=spec.backend))
         start = trio.current_time()
         deadline = None if timeouts.attempt is None else start + timeouts.attempt
@@ -431,20 +359,19 @@ class _Run:
             try:
                 await self.backends[spec.backend].stream(spec, job.attempt, job.emit)
             except Exception as exc:
-                return _failure_from(exc)
+                failure = failure_from(exc)
+                if failure is None:
+                    # A bug, not an outcome: the job fails, and the traceback goes to the diagnostics.
+                    _log.warning("backend raised an unexpected exception", exc_info=exc)
+                    failure = internal_failure(exc)
+                return failure
             finally:
                 if watch is not None:
                     self.watchdog.release(watch)
                 job.watch = None
         if scope.cancelled_caught and watch is not None:
-            if watch.fired == "idle":
-                return _Failure("timeout_idle", f"stream stalled: no event for {timeouts.idle:g}s", True)
-            if job.deadline is not None and watch.deadline >= job.deadline:
-                return _Failure("timeout_job", "", False)
-            return _Failure("timeout_attempt", f"attempt timed out after {timeouts.attempt:g}s", True)
-        if not job.stream_finished:
-            return _Failure("protocol", "stream ended without a stream_finished event", True)
-        return None
+            return attempt_failure(job, timeouts, fired=watch.fired, attempt_deadline=watch.deadline)
+        return attempt_failure(job, timeouts, fired=None, attempt_deadline=0.0)
 
     async def finish_leftovers(self, reason: str) -> None:
         """Give every job that has no terminal event one, now that no job task runs."""
@@ -453,10 +380,7 @@ class _Run:
                 continue
             if not job.queued:
                 await self.announce_one(job)
-            if job.started:
-                await job.emit(JobCancelled(reason=reason, attempts=job.attempt))
-            else:
-                await job.emit(JobSkipped(reason=reason))
+            await job.emit(leftover_terminal(job, reason))
             job.done = True
 
 

@@ -1,0 +1,218 @@
+"""One job's life, decided in one place: its states, and what ends an attempt and the job.
+
+Everything that decides where a job goes next lives in this file; the runner
+(:mod:`orchestrator.run.runner`) only carries the decisions out (sends the events, waits at
+gates, sleeps out backoffs). A job moves through these states::
+
+    new ──announce──> queued ──admit──> admitted ──enter gate──> running ──┬──> succeeded
+     │                  │                  │    ^                          ├──> failed
+     │                  │                  │    └──── backoff <── retry ───┘
+     └──────────────────┴──────────────────┴──> skipped (never started) / cancelled (started)
+
+* **queued**: its ``job_queued`` event is sent (always its first event, ``seq`` 0).
+* **admitted**: the spend cap let its first attempt's worst case in (:meth:`JobState.admit`).
+* **running**: an attempt passed its backend's gate; the first time, the job counts as started
+  and its job timeout starts (:meth:`JobState.begin_attempt`).
+* The attempt ends in a :class:`Failure` or success (:func:`attempt_failure`,
+  :func:`failure_from`); :func:`next_step` then says: the job succeeded, failed, or retries
+  after a delay (its backoff holds no worker).
+* A stop (Ctrl-C, deadline, spend cap) ends every job that has no terminal event yet:
+  ``job_cancelled`` if it started, else ``job_skipped`` (:func:`leftover_terminal`).
+
+Every job ends with exactly one terminal event. Pure: no I/O, no clock reads (times are passed
+in), randomness only from the seed.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import attrs
+
+from orchestrator.errors import BackendError
+from orchestrator.events import (
+    Event,
+    JobCancelled,
+    JobFailed,
+    JobSkipped,
+    JobSucceeded,
+    RetryScheduled,
+    StreamFinished,
+    TerminalEvent,
+    UsageReported,
+)
+from orchestrator.run.retry import backoff_delay, should_retry
+from orchestrator.run.watchdog import Watch
+from orchestrator.spec import JobSpec, Timeouts
+
+
+@attrs.frozen
+class Failure:
+    """Why an attempt failed: an error kind, the message, whether another attempt may help, and
+    the server's requested wait."""
+
+    kind: str
+    message: str
+    retryable: bool
+    retry_after: float | None = None
+
+
+@attrs.frozen
+class Retry:
+    """The job tries again: ``event`` is its ``retry_scheduled``; it becomes ready at ``due``
+    (``urgent`` when the job timeout falls first: it will then time out, not run again)."""
+
+    event: RetryScheduled
+    due: float
+    urgent: bool = False
+
+
+Step = TerminalEvent | Retry
+
+
+@attrs.define(slots=True, eq=False)
+class JobState:
+    """One job's mutable state, owned by the worker running it (and by the runner once the work
+    has ended). ``seq`` is its next event's sequence number."""
+
+    spec: JobSpec
+    seq: int = 0
+    attempt: int = 0
+    queued: bool = False  # its job_queued event is sent
+    admitted: bool = False  # passed the spend cap's check (its first attempt is reserved)
+    started: bool = False  # its first attempt got through the backend's gate
+    done: bool = False  # its terminal event is sent
+    deadline: float | None = None  # when its job timeout fires (set when it starts)
+    stream_finished: bool = False
+    finished: StreamFinished | None = None
+    usage_tokens: int = 0
+    usage_cost: float | None = None
+    reserved: float | None = None  # the spend-cap reservation its running attempt holds
+    estimate: tuple[int, float] | None = None  # tokens and cost of one attempt, once worked out
+    watch: Watch | None = None
+
+    def admit(self, cost: float) -> None:
+        """The spend cap let the job in, reserving ``cost`` for its first attempt."""
+        self.admitted = True
+        self.reserved = cost
+
+    def begin_attempt(self, now: float) -> None:
+        """An attempt passed its backend's gate at ``now``. The first one starts the job: its job
+        timeout counts from here (waiting for a slot is not running)."""
+        if not self.started:
+            self.started = True
+            if self.spec.timeouts.job is not None:
+                self.deadline = now + self.spec.timeouts.job
+        self.attempt += 1
+        self.stream_finished = False
+        self.finished, self.usage_tokens, self.usage_cost = None, 0, None
+
+    def observe(self, event: Event) -> None:
+        """Keep what the attempt's stream has told so far (its end, its usage)."""
+        kind = type(event)
+        if kind is StreamFinished:
+            self.stream_finished = True
+            self.finished = event  # type: ignore[assignment]
+        elif kind is UsageReported:
+            self.usage_tokens += event.tokens.total  # type: ignore[union-attr]
+            if event.cost_usd is not None:  # type: ignore[union-attr]
+                self.usage_cost = (self.usage_cost or 0.0) + event.cost_usd  # type: ignore[union-attr]
+
+    def attempt_tokens(self) -> int:
+        """Tokens the last attempt used: the stream's total, else what its usage events added up to."""
+        finished = self.finished
+        if finished is not None and finished.tokens:
+            return finished.tokens.total
+        return self.usage_tokens
+
+    def attempt_cost(self) -> float | None:
+        """What the last attempt cost, as the aggregator charges it: the stream's total, else its
+        usage events' sum; None when nothing was reported."""
+        finished = self.finished
+        if finished is not None and finished.cost_usd is not None:
+            return finished.cost_usd
+        return self.usage_cost
+
+    def timed_out(self, now: float) -> bool:
+        """Whether the job timeout has passed at ``now``."""
+        return self.deadline is not None and now >= self.deadline
+
+    def timeout_failure(self) -> JobFailed:
+        """The terminal event of a job whose job timeout fired."""
+        limit = self.spec.timeouts.job
+        return JobFailed("timeout_job", f"job timed out after {limit:g}s", False, self.attempt)
+
+
+def failure_from(exc: Exception) -> Failure | None:
+    """Classify an exception that ended an attempt. Backend errors keep their kind; anything
+    else is a bug in the backend (None: the caller records it as ``internal``, with its
+    traceback in the diagnostics)."""
+    if isinstance(exc, ExceptionGroup):
+        leaves = _leaves(exc)
+        exc = next((e for e in leaves if isinstance(e, BackendError)), leaves[0])
+    if isinstance(exc, BackendError):
+        return Failure(exc.kind, exc.message, exc.retryable, getattr(exc, "retry_after", None))
+    return None
+
+
+def internal_failure(exc: BaseException) -> Failure:
+    """A backend's unexpected exception: fatal for this job only, the batch goes on."""
+    return Failure("internal", f"{type(exc).__name__}: {exc}", False)
+
+
+def _leaves(group: BaseExceptionGroup[Any]) -> list[Any]:
+    out: list[Any] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
+
+
+def attempt_failure(
+    job: JobState, timeouts: Timeouts, *, fired: str | None, attempt_deadline: float
+) -> Failure | None:
+    """How an attempt whose stream returned (or was cut by the watchdog) ended.
+
+    ``fired`` is what the watchdog cut it for (``"idle"`` or ``"deadline"``), None if it was not
+    cut; ``attempt_deadline`` is the deadline the watchdog held. A stream that returned without
+    ``stream_finished`` broke the backend contract (a retryable ``protocol`` failure).
+    """
+    if fired == "idle":
+        return Failure("timeout_idle", f"stream stalled: no event for {timeouts.idle:g}s", True)
+    if fired is not None:
+        if job.deadline is not None and attempt_deadline >= job.deadline:
+            return Failure("timeout_job", "", False)
+        return Failure("timeout_attempt", f"attempt timed out after {timeouts.attempt:g}s", True)
+    if not job.stream_finished:
+        return Failure("protocol", "stream ended without a stream_finished event", True)
+    return None
+
+
+def next_step(job: JobState, failure: Failure | None, *, now: float, seed: int) -> Step:
+    """Where the job goes after its attempt ended with ``failure`` (None: success).
+
+    A job timeout ends the job; a failure the retry policy allows schedules another attempt after
+    a backoff drawn from a generator seeded per job and attempt (so the schedule does not depend
+    on task scheduling order), never sooner than the server's Retry-After.
+    """
+    spec = job.spec
+    if failure is None:
+        return JobSucceeded(attempts=job.attempt)
+    if failure.kind == "timeout_job":
+        return job.timeout_failure()
+    if not should_retry(spec.retry, job.attempt, failure.retryable):
+        return JobFailed(failure.kind, failure.message, failure.retryable, job.attempt)
+    u = random.Random(f"{seed}:{spec.id}:{job.attempt}").random()
+    delay = backoff_delay(spec.retry, job.attempt, failure.retry_after, u)
+    event = RetryScheduled(delay, failure.kind, failure.message, failure.retry_after)
+    due = now + delay
+    if job.deadline is not None and job.deadline <= due:
+        return Retry(event, job.deadline, urgent=True)
+    return Retry(event, due)
+
+
+def leftover_terminal(job: JobState, reason: str) -> TerminalEvent:
+    """The terminal event of a job a stop left without one: cancelled if it started, else skipped."""
+    if job.started:
+        return JobCancelled(reason=reason, attempts=job.attempt)
+    return JobSkipped(reason=reason)
