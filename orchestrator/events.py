@@ -326,7 +326,8 @@ class LimiterChanged:
 
     ``change``: ``concurrency`` (new in-flight limit in ``value``), ``rpm``/``tpm`` (a limit the
     server announced), ``paused`` (no new attempts until ``until_s``), ``pacing`` (a start waits
-    until ``until_s`` for the rate limit), ``spend_cap`` (no new jobs: the cost cap is reached).
+    until ``until_s`` for the rate limit), ``spend_cap`` (no new jobs: the cost cap is reached),
+    ``halted`` (no new jobs on this backend: its jobs keep failing; see :mod:`orchestrator.run.halt`).
     ``until_s`` counts seconds from the batch start, like ``ts``.
     """
 

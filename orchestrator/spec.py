@@ -72,6 +72,22 @@ class BackendLimits:
 
 
 @attrs.frozen
+class HaltPolicy:
+    """When a backend stops taking new jobs because the batch cannot succeed on it.
+
+    ``fatal``: after this many jobs in a row on one backend failed with the same error kind that
+    is about the backend rather than the job (a bad key, no permission, an unknown model, no
+    credit), with no success in between; 0 never halts. ``failed_fraction``: once at least
+    ``min_finished`` jobs on a backend have ended, when more than this fraction of them failed.
+    Jobs already started finish; the rest end as ``job_skipped``.
+    """
+
+    fatal: int = attrs.field(default=3, metadata=_range(min=0))
+    failed_fraction: float | None = attrs.field(default=None, metadata=_range(gt=0, max=1))
+    min_finished: int = attrs.field(default=10, metadata=_range(min=1))
+
+
+@attrs.frozen
 class Query:
     """One query as a library caller states it; unset fields take the batch defaults.
 
@@ -137,5 +153,7 @@ class BatchSpec:
     """Spend cap: no new job starts once the cost so far plus running reservations would pass it."""
     hard_cap: bool = False
     """With a spend cap: cancel running jobs too when it is reached."""
+    halt: HaltPolicy = HaltPolicy()
+    """When a backend whose jobs keep failing stops taking new ones."""
     already_done: int = 0
     """Jobs left out because the log being resumed shows them done (for the summary)."""

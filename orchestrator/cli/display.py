@@ -184,6 +184,8 @@ def _describe_limit(change: str, value: float | None, until: float | None) -> st
         return f"{change} until {until:.1f}s"
     if change == "spend_cap":
         return "spend cap reached"
+    if change == "halted":
+        return "halted: its jobs keep failing"
     return f"{change} {value:g}" if value is not None else change
 
 

@@ -46,7 +46,7 @@ from orchestrator.config.check import (
 from orchestrator.errors import ConfigError
 from orchestrator.spec import BackendLimits, BatchSpec, JobSpec, Query
 
-_BATCH_KEYS = ("concurrency", "log", "deadline", "seed", "fsync", "name", "max_cost_usd", "hard_cap")
+_BATCH_KEYS = ("concurrency", "log", "deadline", "seed", "fsync", "name", "max_cost_usd", "hard_cap", "halt")
 _JOB_SETTINGS = (
     "backend",
     "model",

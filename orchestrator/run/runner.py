@@ -50,6 +50,7 @@ from orchestrator.events import (
 from orchestrator.record.aggregate import Aggregator, JobResult
 from orchestrator.record.log import LogHeader, LogWriter
 from orchestrator.run.bus import Barrier, Item, Subscriber, run_bus
+from orchestrator.run.halt import HaltWatch
 from orchestrator.run.job import (
     Failure,
     JobState,
@@ -168,6 +169,7 @@ class _Run:
         }
         self.budget = Budget(spec.max_cost_usd)
         self.capped: str | None = None
+        self.halt = HaltWatch(spec.halt)
         self.send: trio.MemorySendChannel[Item]
         # The clock's own method: trio.current_time() looks the clock up on every call.
         self.now = trio.lowlevel.current_clock().current_time
@@ -225,6 +227,17 @@ class _Run:
         if self.spec.hard_cap:
             self.control.cancel("spend cap")
 
+    async def halt_backend(self, backend: str, reason: str) -> None:
+        """The backend's jobs cannot succeed: none of its new jobs starts from now on."""
+        _log.warning("backend halted", backend=backend, reason=reason)
+        await self.emit_batch(LimiterChanged(backend, "halted", 0, None, reason))
+        self.queue.close_lane(backend)
+
+    @property
+    def stopped_by_halt(self) -> str | None:
+        """The halt reason, if a halt left jobs unstarted (the first backend that halted)."""
+        return next(iter(self.halt.halted.values()), None)
+
     async def work(self) -> None:
         """Run every job to its end with ``concurrency`` workers; see the module docstring."""
         async with trio.open_nursery() as nursery:
@@ -275,6 +288,9 @@ class _Run:
                         await job.emit(terminal)
                 job.done = True
                 self.queue.finished()
+                halted = self.halt.record(job.spec.backend, terminal)
+                if halted is not None:
+                    await self.halt_backend(job.spec.backend, halted)
 
     async def step(self, job: _Job) -> TerminalEvent | None:
         """Run the job's next attempt. Returns its terminal event, or None when it will retry
@@ -495,6 +511,8 @@ async def _drive(
             control._attach(stop)
             await run.work()
         stopped = control.reason or ("deadline" if stop.cancelled_caught else None) or run.capped
+        if stopped is None and any(not job.done for job in run.jobs):
+            stopped = run.stopped_by_halt
         if stopped is not None:
             await run.finish_leftovers(stopped)
         barrier = Barrier()

@@ -70,6 +70,7 @@ class JobQueue(Generic[T]):
         self._unfinished = count if expected is None else expected
         self._to_come = self._unfinished - count  # expected jobs not added yet
         self._accepting = True
+        self._closed_lanes: set[Hashable] = set()
         self._lot = trio.lowlevel.ParkingLot()
 
     def _lane(self, job: T) -> _Lane[T]:
@@ -119,11 +120,16 @@ class JobQueue(Generic[T]):
         (which already counted them as finished)."""
         if not self._accepting:
             return
-        added = 0
+        added = dropped = 0
         for job in jobs:
+            if self._closed_lanes and self._lane_of(job) in self._closed_lanes:
+                dropped += 1
+                continue
             self._lane(job).new.append(job)
             added += 1
-        self._to_come -= added
+        self._to_come -= added + dropped
+        if dropped:
+            self._finish(dropped)
         self.wake(added)
 
     def wake(self, count: int = 1) -> None:
@@ -152,6 +158,16 @@ class JobQueue(Generic[T]):
             lane.new.clear()
         self._accepting, self._to_come = False, 0
         self._finish(dropped + also_taken)
+
+    def close_lane(self, lane: Hashable) -> None:
+        """Start no more new jobs of one lane (now or added later); they stay unstarted. Jobs of
+        the lane that already ran keep their retries."""
+        self._closed_lanes.add(lane)
+        queue = self._lanes.get(lane)
+        if queue is not None and queue.new:
+            count = len(queue.new)
+            queue.new.clear()
+            self._finish(count)
 
     def finished(self) -> None:
         """One job has ended for good; when none is left, every waiting worker is released."""

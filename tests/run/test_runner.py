@@ -59,7 +59,7 @@ def expected_outcome(faults: Sequence[str], max_attempts: int) -> tuple[str, int
         fault = faults[attempt - 1] if attempt <= len(faults) else "ok"
         if fault == "ok":
             return "job_succeeded", attempt
-        if fault == "fatal":
+        if fault in ("fatal", "auth"):
             return "job_failed", attempt
     return "job_failed", max_attempts
 
@@ -85,6 +85,7 @@ def test_batch_invariants_under_random_faults(
             concurrency=concurrency,
             seed=seed,
             log=log,
+            halt={"fatal": 0},  # every job runs to its own end (halting is tested in test_halt.py)
             retry={"max_attempts": max_attempts, "base_delay": 0.5, "max_delay": 4},
             timeouts={"idle": 2.0},
             sim={

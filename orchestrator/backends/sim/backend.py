@@ -13,6 +13,7 @@ Faults, chosen per attempt from ``faults`` (attempt 1 takes the first entry, ...
 ``mid_stream``   the connection drops after ``fault_after_tokens`` tokens
 ``stall``        the stream hangs for ever after ``fault_after_tokens`` tokens
 ``fatal``        400 bad request: never retried
+``auth``         401 invalid API key: never retried (and, repeated, halts the backend)
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from orchestrator.events import (
 from orchestrator.spec import JobSpec
 from orchestrator.timers import Timeline
 
-FAULTS = ("rate_limit", "overload", "server_error", "mid_stream", "stall", "fatal")
+FAULTS = ("rate_limit", "overload", "server_error", "mid_stream", "stall", "fatal", "auth")
 _ACCEPTED_FAULTS = ("ok", *FAULTS)
 
 _WORDS = (
@@ -183,6 +184,8 @@ def _raise_before_stream(fault: str, options: Options) -> None:
         raise RetryableError("500 internal server error (simulated)", kind="server_error")
     if fault == "fatal":
         raise FatalError("400 bad request (simulated)", kind="bad_request")
+    if fault == "auth":
+        raise FatalError("401 invalid x-api-key (simulated)", kind="auth")
 
 
 class SimClock:
