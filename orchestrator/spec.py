@@ -66,9 +66,22 @@ class BackendLimits:
 
     rpm: float | None = attrs.field(default=None, metadata=_range(gt=0))
     tpm: float | None = attrs.field(default=None, metadata=_range(gt=0))
+    burst: Literal["full", "none"] | float = attrs.field(default="full", metadata=_range(min=0, max=60))
+    """How much of a minute's quota may go out at once: ``"full"`` (the provider's bucket holds a
+    minute's worth, as Anthropic's and OpenAI's do), ``"none"`` (every start evenly spaced), or
+    the seconds' worth of refill the bucket holds."""
     adaptive: bool = True
     min_concurrency: int = attrs.field(default=1, metadata=_range(min=1))
     models: Mapping[str, RateLimits] = attrs.field(factory=dict)
+
+    @property
+    def burst_s(self) -> float:
+        """The bucket's size in seconds of refill."""
+        if self.burst == "full":
+            return 60.0
+        if self.burst == "none":
+            return 0.0
+        return float(self.burst)
 
 
 @attrs.frozen

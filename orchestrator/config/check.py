@@ -75,6 +75,17 @@ def check_value(value: Any, hint: Any, path: str, meta: Mapping[str, Any], probl
         non_none = [o for o in options if o is not type(None)]
         if len(non_none) == 1:
             return check_value(value, non_none[0], path, meta, problems)
+        words = [o for o in non_none if typing.get_origin(o) is typing.Literal]
+        numbers = [o for o in non_none if o in (int, float)]
+        if len(words) == 1 and len(numbers) == 1 and len(non_none) == 2:
+            # A named setting or a number (``burst = "full"`` or ``burst = 10``).
+            if isinstance(value, str):
+                return _check_choice(value, typing.get_args(words[0]), path, problems)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return check_value(value, numbers[0], path, meta, problems)
+            choices = ", ".join(repr(c) for c in typing.get_args(words[0]))
+            problems.append(f"{path}: expected {choices} or a number, got {describe(value)}")
+            return None
         raise TypeError(f"unsupported union {hint!r}")
     if origin is typing.Literal:
         return _check_choice(value, typing.get_args(hint), path, problems)

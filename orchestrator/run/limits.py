@@ -1,11 +1,18 @@
 """Staying under a backend's rate limits: pacing, server-driven pauses, adaptive concurrency.
 
-* :class:`Pacer` spaces attempt starts so that requests per minute and tokens per minute stay
-  under the configured (or server-announced) limits. It is a virtual-scheduling (GCRA) pacer:
-  each start pushes the earliest time of the next one forward by ``60 / rpm`` seconds and by
-  ``tokens * 60 / tpm`` seconds, so in any 60-second window at most one request more than the
-  limit can start. Waiters queue on a FIFO lock: first come, first served, no busy waiting.
-* A 429/529 with Retry-After pauses the whole backend (every worker), not only the failed job.
+* :class:`Pacer` models the provider's own meter: a token bucket per limit (requests, tokens)
+  that holds ``burst`` seconds of refill (a minute's worth by default, as Anthropic and OpenAI
+  meter) and refills continuously at the limit. A fresh batch may spend what the bucket holds at
+  once, then starts are paced at the refill rate. It is kept as a virtual-scheduling (GCRA)
+  schedule: each start pushes its bucket's "theoretical arrival time" forward by ``60 / rpm``
+  seconds (``tokens * 60 / tpm`` for tokens), and a start may go when that time is at most
+  ``burst`` seconds ahead of now (less what the start itself costs). ``burst`` 0 spaces every
+  start evenly. When the server tells how much of its quota remains, the bucket is drained to
+  match if the server's view is the tighter one (its snapshot never counts requests sent since).
+  Waiters queue on a FIFO lock: first come, first served, no busy waiting.
+* A 429/529 with Retry-After pauses the whole backend (every worker), not only the failed job;
+  a second 429 within a minute means the provider enforces a shorter window than its announced
+  limit suggests: the backend then paces smoothly (no burst) for the rest of the batch.
 * :class:`AdaptiveLimit` runs AIMD on the backend's in-flight limit: halve on a rate-limit or
   overload error (once per round of attempts), add one per round of successes.
 
@@ -30,10 +37,13 @@ BACKPRESSURE_KINDS = frozenset({"rate_limited", "overloaded"})
 # Waits shorter than this are ordinary pacing, not worth an event each.
 _NOTABLE_WAIT = 1.0
 _CATCH_UP = 0.05  # seconds of lateness a paced start may make up
+_SMOOTH_AFTER = 60.0  # two 429s this close together turn bursting off
+_BUCKET_SHARE = 0.95  # of the provider's bucket that a burst may spend
 
 
 class Pacer:
-    """Paces attempt starts on one backend (or one model of it) to rpm and tpm."""
+    """Paces attempt starts on one backend (or one model of it) to rpm and tpm, with a bucket of
+    ``burst`` seconds' worth of each (0: evenly spaced starts)."""
 
     def __init__(
         self,
@@ -42,13 +52,19 @@ class Pacer:
         tpm: float | None,
         notify: Notify,
         on_pause: Callable[[float], None] = lambda until: None,
+        *,
+        burst: float = 0.0,
     ) -> None:
         self.name = name
         self._on_pause = on_pause
         self.rpm = rpm
         self.tpm = tpm
+        self._bucket = burst  # seconds of refill the provider's bucket holds, as configured
+        # A burst spends a little less: our clock and the provider's meter never agree exactly.
+        self.burst = burst * _BUCKET_SHARE
         self._configured = (rpm, tpm)
         self._notify = notify
+        # When each bucket would be full again ("theoretical arrival time"); -inf: full now.
         self._next_request = -math.inf
         self._next_tokens = -math.inf
         self.paused_until = -math.inf
@@ -58,9 +74,14 @@ class Pacer:
         """Whether a pause is in force now (the clock is only read if one was ever set)."""
         return self.paused_until != -math.inf and self.paused_until > trio.current_time()
 
-    def ready_at(self) -> float:
-        """The earliest trio time the next request may start."""
-        return max(self._next_request, self._next_tokens, self.paused_until)
+    def ready_at(self, tokens: int = 0) -> float:
+        """The earliest trio time a start of ``tokens`` may go."""
+        ready = self.paused_until
+        if self.rpm:
+            ready = max(ready, self._next_request - max(self.burst - 60.0 / self.rpm, 0.0))
+        if self.tpm:
+            ready = max(ready, self._next_tokens - max(self.burst - tokens * 60.0 / self.tpm, 0.0))
+        return ready
 
     async def acquire(self, tokens: int) -> None:
         """Wait for this request's turn, then charge it. Cancellation leaves nothing charged.
@@ -75,7 +96,7 @@ class Pacer:
             slept = False
             while True:
                 now = trio.current_time()
-                ready = self.ready_at()
+                ready = self.ready_at(tokens)
                 if ready <= now:
                     break
                 # A pause was announced when it began; long pacing waits are announced here.
@@ -100,6 +121,13 @@ class Pacer:
         if self.tpm and used != reserved:
             self._next_tokens += (used - reserved) * 60.0 / self.tpm
 
+    async def smooth(self, reason: str) -> None:
+        """Pace evenly from now on (the provider meters a shorter window than a full bucket)."""
+        if self.burst > 0:
+            self.burst = self._bucket = 0.0
+            # Whatever was spent ahead of the pace now counts against the next starts.
+            await self._notify(LimiterChanged(self.name, "burst", 0.0, None, reason))
+
     async def pause(self, seconds: float, reason: str, *, announce: bool = True) -> None:
         """No new attempt starts for ``seconds`` (a server's Retry-After, an empty quota)."""
         until = trio.current_time() + seconds
@@ -110,7 +138,8 @@ class Pacer:
                 await self._notify(LimiterChanged(self.name, "paused", None, until, reason))
 
     async def observe(self, info: RateLimitInfo) -> None:
-        """Adopt what the server announces: a lower limit than configured, or an empty bucket."""
+        """Adopt what the server announces: a lower limit than configured, how much of its
+        quota remains, or an empty bucket."""
         configured_rpm, configured_tpm = self._configured
         if info.requests_limit:
             rpm = min(configured_rpm or math.inf, info.requests_limit)
@@ -122,6 +151,15 @@ class Pacer:
             if tpm != self.tpm:
                 self.tpm = tpm
                 await self._notify(LimiterChanged(self.name, "tpm", tpm, None, "announced by the server"))
+        now = trio.current_time()
+        if info.requests_limit and info.requests_remaining is not None:
+            self._next_request = max(
+                self._next_request, self._server_level(now, info.requests_limit, info.requests_remaining)
+            )
+        if info.tokens_limit and info.tokens_remaining is not None:
+            self._next_tokens = max(
+                self._next_tokens, self._server_level(now, info.tokens_limit, info.tokens_remaining)
+            )
         for remaining, reset, limit in (
             (info.requests_remaining, info.requests_reset_s, info.requests_limit),
             (info.tokens_remaining, info.tokens_reset_s, info.tokens_limit),
@@ -132,6 +170,12 @@ class Pacer:
                 wait = min(reset, 60.0 / limit) if limit else reset
                 # Routine for a paced batch near its limit: only waits that matter are events.
                 await self.pause(wait, "the server's quota is used up", announce=wait >= _NOTABLE_WAIT)
+
+    def _server_level(self, now: float, limit: int, remaining: int) -> float:
+        """The schedule time at which our bucket holds no more than the server says remains of
+        its minute's worth (``limit - remaining`` used, refilling at ``limit`` a minute)."""
+        used_s = max(limit - max(remaining, 0), 0) * 60.0 / limit
+        return now + used_s - (60.0 - self._bucket)
 
 
 class Slots:
@@ -253,11 +297,13 @@ class Gate:
             self.slots = self.adaptive.slots
         elif ceiling is not None:
             self.slots = Slots(ceiling)
-        self.pacer = Pacer(name, limits.rpm, limits.tpm, notify, on_pause)
+        burst = limits.burst_s
+        self.pacer = Pacer(name, limits.rpm, limits.tpm, notify, on_pause, burst=burst)
         self.models = {
-            model: Pacer(f"{name}/{model}", rate.rpm, rate.tpm, notify)
+            model: Pacer(f"{name}/{model}", rate.rpm, rate.tpm, notify, burst=burst)
             for model, rate in limits.models.items()
         }
+        self._last_429 = -math.inf
 
     def has_room(self) -> bool:
         """Whether an attempt could start now without waiting for a slot or a pause."""
@@ -304,6 +350,13 @@ class Gate:
         seconds: the job's ``retry.max_retry_after``) and shrinks its in-flight limit."""
         if kind not in BACKPRESSURE_KINDS:
             return
+        if kind == "rate_limited":
+            now = trio.current_time()
+            if now - self._last_429 < _SMOOTH_AFTER:
+                reason = "a second 429 within a minute: even pacing for the rest of the batch"
+                for pacer in (self.pacer, *self.models.values()):
+                    await pacer.smooth(reason)
+            self._last_429 = now
         if retry_after:
             wait = min(retry_after, max_pause)
             await self.pacer.pause(wait, f"{kind}: the server asked to wait {retry_after:g}s")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,6 +12,7 @@ import trio
 import trio.lowlevel
 import trio.testing
 
+from orchestrator.errors import ConfigError
 from orchestrator.events import AttemptStarted, LimiterChanged, RateLimitInfo, RetryScheduled, Tagged
 from orchestrator.run.limits import AdaptiveLimit, Gate, Pacer, Slots
 from orchestrator.run.runner import RunControl, execute
@@ -20,6 +22,19 @@ from tests.helpers import Recorder, make_spec, run_virtual
 
 async def _no_notify(change: LimiterChanged) -> None:
     pass
+
+
+def bucket_overdraft(
+    times: Sequence[float], per_minute: float, cost: float = 1.0, bucket_s: float = 60.0
+) -> float:
+    """How far ``times`` (starts costing ``cost`` each) overdraw a token bucket that holds
+    ``bucket_s`` seconds of refill at ``per_minute``: 0 when every start found enough in it."""
+    unit = cost * 60.0 / per_minute
+    tat, worst = -math.inf, 0.0
+    for t in sorted(times):
+        worst = max(worst, tat - t - max(bucket_s - unit, 0.0))
+        tat = max(tat, t) + unit
+    return worst
 
 
 def max_in_window(times: Sequence[float], window: float = 60.0) -> int:
@@ -57,7 +72,8 @@ async def test_pacer_spaces_by_tokens_and_gives_back_what_was_not_used(autojump_
 async def test_a_gate_gives_unused_tokens_back_only_to_a_server_that_refunds_them(
     autojump_clock: Any, refund: bool, wait: float
 ) -> None:
-    gate = Gate("x", BackendLimits(tpm=600), None, _no_notify, refund=refund)  # 10 tokens a second
+    # 10 tokens a second, evenly spaced (no bucket to absorb the first request)
+    gate = Gate("x", BackendLimits(tpm=600, burst="none"), None, _no_notify, refund=refund)
     ticket = await gate.enter(100, None)
     ticket.used = 40
     gate.leave(ticket)
@@ -160,7 +176,7 @@ def attempt_times(events: Sequence[Tagged]) -> list[float]:
     return [t.ts for t in events if isinstance(t.event, AttemptStarted)]
 
 
-def test_a_paced_batch_stays_under_the_server_limits_and_finishes_near_the_ideal(recorder: Recorder) -> None:
+def test_a_paced_batch_spends_the_full_bucket_then_keeps_the_pace(recorder: Recorder) -> None:
     jobs, rpm, latency = 300, 120, 2.0
     spec = make_spec(
         [f"q{i}" for i in range(jobs)],
@@ -171,6 +187,26 @@ def test_a_paced_batch_stays_under_the_server_limits_and_finishes_near_the_ideal
     result = run_virtual(spec, subscribers=[recorder])
     starts = attempt_times(recorder.events)
     assert result.summary.succeeded == jobs and result.summary.retries == 0  # not one 429
+    assert bucket_overdraft(starts, rpm) <= 1e-9
+    # The first minute's worth goes out as fast as the 50 slots allow, the rest at the pace.
+    assert max_in_window(starts) > rpm + 1
+    # Ideal: a full bucket at once, the rest at the refill rate, then the last reply's latency;
+    # the burst keeps 5% of the bucket back as a margin.
+    ideal = max((jobs - rpm) / rpm * 60, -(-jobs // 50) * latency) + latency
+    assert result.summary.wall_s <= ideal * 1.07
+
+
+def test_burst_none_spaces_every_start_evenly(recorder: Recorder) -> None:
+    jobs, rpm, latency = 300, 120, 2.0
+    spec = make_spec(
+        [f"q{i}" for i in range(jobs)],
+        concurrency=50,
+        backends={"sim": {"rpm": rpm, "burst": "none", "server_rpm": rpm}},
+        sim={"ttft": latency, "tokens_per_s": 0, "reply_tokens": 5},
+    )
+    result = run_virtual(spec, subscribers=[recorder])
+    starts = attempt_times(recorder.events)
+    assert result.summary.succeeded == jobs and result.summary.retries == 0
     assert max_in_window(starts) <= rpm + 1
     ideal = max(jobs / rpm * 60, -(-jobs // 50) * latency)
     assert result.summary.wall_s <= ideal * 1.05
@@ -187,23 +223,82 @@ def test_token_limits_are_kept_too(recorder: Recorder) -> None:
     )
     result = run_virtual(spec, subscribers=[recorder])
     assert result.summary.succeeded == 90 and result.summary.retries == 0
-    assert max_in_window(attempt_times(recorder.events)) * 21 <= 660 + 21  # over by one request at most
+    assert bucket_overdraft(attempt_times(recorder.events), 660, cost=21) <= 1e-9
 
 
 def test_the_batch_adapts_when_the_server_lowers_its_limit(recorder: Recorder) -> None:
     spec = make_spec(
-        [f"q{i}" for i in range(400)],
+        [f"q{i}" for i in range(500)],
         concurrency=50,
-        backends={"sim": {"rpm": 240, "server_rpm": 240, "server_change_at": 60, "server_rpm_after": 60}},
+        backends={"sim": {"rpm": 240, "server_rpm": 240, "server_change_at": 20, "server_rpm_after": 60}},
         sim={"ttft": 1.0, "tokens_per_s": 0, "reply_tokens": 3},
     )
     result = run_virtual(spec, subscribers=[recorder])
-    assert result.summary.succeeded == 400
+    assert result.summary.succeeded == 500
     changes = [t.event for t in recorder.events if isinstance(t.event, LimiterChanged)]
     assert any(c.change == "rpm" and c.value == 60 for c in changes)
     late = [t for t in attempt_times(recorder.events) if t >= 130]  # well after the change
-    assert late and max_in_window(late) <= 60 + 1
+    assert late and bucket_overdraft(late, 60) <= 1e-9
     assert result.summary.retries <= 60  # a burst of 429s at the change, then none
+
+
+async def test_a_full_bucket_lets_a_minutes_worth_go_at_once_then_paces(autojump_clock: Any) -> None:
+    pacer = Pacer("x", rpm=60, tpm=None, notify=_no_notify, burst=60.0)
+    start = trio.current_time()
+    for _ in range(57):
+        await pacer.acquire(1)
+    assert trio.current_time() == start  # the bucket (less a 5% margin) at once
+    await pacer.acquire(1)
+    assert trio.current_time() - start == pytest.approx(1.0)  # then one per second
+    await pacer.acquire(1)
+    assert trio.current_time() - start == pytest.approx(2.0)
+
+
+async def test_what_the_server_says_remains_drains_the_bucket(autojump_clock: Any) -> None:
+    pacer = Pacer("x", rpm=None, tpm=None, notify=_no_notify, burst=60.0)
+    await pacer.observe(RateLimitInfo(requests_limit=60, requests_remaining=5, requests_reset_s=55.0))
+    start = trio.current_time()
+    for _ in range(2):
+        await pacer.acquire(1)
+    assert trio.current_time() == start  # what remains, less the margin, goes at once
+    await pacer.acquire(1)
+    assert trio.current_time() - start == pytest.approx(1.0)  # then the refill rate
+    # A server that says more remains than we have spent does not loosen our own count.
+    await pacer.observe(RateLimitInfo(requests_limit=60, requests_remaining=60))
+    await pacer.acquire(1)
+    assert trio.current_time() - start == pytest.approx(2.0)
+
+
+async def test_a_second_429_within_a_minute_turns_bursting_off(autojump_clock: Any) -> None:
+    changes: list[LimiterChanged] = []
+
+    async def notify(change: LimiterChanged) -> None:
+        changes.append(change)
+
+    gate = Gate("x", BackendLimits(rpm=60), None, notify)
+    ticket = await gate.enter(1, None)
+    gate.leave(ticket)
+    await gate.failed(ticket, "rate_limited", None, 60.0)
+    assert gate.pacer.burst > 0  # one 429 may be bad luck
+    await trio.sleep(30)
+    await gate.failed(ticket, "overloaded", None, 60.0)
+    assert gate.pacer.burst > 0  # an overload is not the rate limit
+    await gate.failed(ticket, "rate_limited", None, 60.0)
+    assert gate.pacer.burst == 0.0
+    assert [(c.change, c.value) for c in changes] == [("burst", 0.0)]
+    start = trio.current_time()
+    await gate.enter(1, None)
+    await gate.enter(1, None)
+    assert trio.current_time() - start >= 1.0  # evenly spaced from now on
+
+
+def test_burst_is_a_name_or_seconds_in_the_job_file() -> None:
+    spec = make_spec(["q"], backends={"sim": {"burst": 10}})
+    assert spec.limits["sim"].burst_s == 10.0
+    with pytest.raises(ConfigError, match=r"backends.sim.burst: expected 'full', 'none' or a number"):
+        make_spec(["q"], backends={"sim": {"burst": True}})
+    with pytest.raises(ConfigError, match=r"backends.sim.burst: must be <= 60"):
+        make_spec(["q"], backends={"sim": {"burst": 61}})
 
 
 def test_retry_after_pauses_every_worker_of_the_backend(recorder: Recorder) -> None:

@@ -89,7 +89,7 @@ async def test_a_batch_paced_to_the_servers_rpm_and_tpm_gets_no_429() -> None:
         started = time.perf_counter()
         result, recorder = await run_jobs(
             "openai",
-            {"base_url": fake.base_url, "rpm": RPM, "tpm": TPM},
+            {"base_url": fake.base_url, "rpm": RPM, "tpm": TPM, "burst": "none"},
             questions(n),
             model="gpt-4o",
             max_tokens=WORDS,
@@ -111,7 +111,7 @@ async def test_openai_keeps_unused_completion_budgets_spent_so_the_pace_gets_no_
     ) as fake:
         result, _ = await run_jobs(
             "openai",
-            {"base_url": fake.base_url, "tpm": TPM},
+            {"base_url": fake.base_url, "tpm": TPM, "burst": "none"},
             questions(n),
             model="gpt-4o",
             max_tokens=3 * WORDS,
