@@ -35,7 +35,7 @@ from orchestrator import codec
 from orchestrator._version import __version__
 from orchestrator.backends import Backend, BackendKind, backend_kind
 from orchestrator.diagnostics import logger
-from orchestrator.errors import BackendError, ConfigError
+from orchestrator.errors import BackendError, ConfigError, ErrorKind
 from orchestrator.events import (
     AttemptStarted,
     BatchFinished,
@@ -107,7 +107,7 @@ class RunControl:
 
 @attrs.frozen
 class _Failure:
-    kind: str
+    kind: ErrorKind
     message: str
     retryable: bool
     retry_after: float | None = None
@@ -123,7 +123,7 @@ def _failure_from(exc: Exception) -> _Failure:
         return _Failure(exc.kind, exc.message, exc.retryable, getattr(exc, "retry_after", None))
     # A bug, not an outcome: the job fails, and the traceback goes to the diagnostics.
     _log.warning("backend raised an unexpected exception", exc_info=exc)
-    return _Failure("internal", f"{type(exc).__name__}: {exc}", False)
+    return _Failure(ErrorKind.INTERNAL, f"{type(exc).__name__}: {exc}", False)
 
 
 def _leaves(group: BaseExceptionGroup[Any]) -> list[Any]:
@@ -349,7 +349,7 @@ class _Run:
         _log.debug(
             "attempt failed", job=spec.id, attempt=job.attempt, kind=failure.kind, error=failure.message
         )
-        if failure.kind == "timeout_job":
+        if failure.kind is ErrorKind.TIMEOUT_JOB:
             return self._job_timed_out(job)
         if not should_retry(spec.retry, job.attempt, failure.retryable):
             return JobFailed(failure.kind, failure.message, failure.retryable, job.attempt)
@@ -366,7 +366,7 @@ class _Run:
 
     def _job_timed_out(self, job: _Job) -> JobFailed:
         limit = job.spec.timeouts.job
-        return JobFailed("timeout_job", f"job timed out after {limit:g}s", False, job.attempt)
+        return JobFailed(ErrorKind.TIMEOUT_JOB, f"job timed out after {limit:g}s", False, job.attempt)
 
     async def attempt(self, job: _Job) -> _Failure | None:
         """One attempt through its backend's gate (in-flight limit, rate limits, pauses), under
@@ -438,12 +438,14 @@ class _Run:
                 job.watch = None
         if scope.cancelled_caught and watch is not None:
             if watch.fired == "idle":
-                return _Failure("timeout_idle", f"stream stalled: no event for {timeouts.idle:g}s", True)
+                return _Failure(
+                    ErrorKind.TIMEOUT_IDLE, f"stream stalled: no event for {timeouts.idle:g}s", True
+                )
             if job.deadline is not None and watch.deadline >= job.deadline:
-                return _Failure("timeout_job", "", False)
-            return _Failure("timeout_attempt", f"attempt timed out after {timeouts.attempt:g}s", True)
+                return _Failure(ErrorKind.TIMEOUT_JOB, "", False)
+            return _Failure(ErrorKind.TIMEOUT_ATTEMPT, f"attempt timed out after {timeouts.attempt:g}s", True)
         if not job.stream_finished:
-            return _Failure("protocol", "stream ended without a stream_finished event", True)
+            return _Failure(ErrorKind.PROTOCOL, "stream ended without a stream_finished event", True)
         return None
 
     async def finish_leftovers(self, reason: str) -> None:
