@@ -310,7 +310,7 @@ def test_decoder_counts_tokens_up_to_the_stop_string() -> None:
     assert decoder.stop_matched
 
 
-def test_decoder_context_overflow_is_fatal() -> None:
+def test_decoder_a_prompt_over_the_context_is_fatal_context_length() -> None:
     error = {"code": 400, "type": "exceed_context_size_error", "message": "request (731 tokens) exceeds..."}
     with pytest.raises(FatalError) as caught:
         ChunkDecoder("m").feed([orjson.dumps({"error": error}).decode()])
