@@ -129,6 +129,7 @@ def run_orchestrator(setup: Setup, base_url: str, *, configured: bool = True) ->
     import trio
 
     from orchestrator.config.jobfile import build_batch
+    from orchestrator.errors import ErrorKind
     from orchestrator.events import JobFailed, RetryScheduled, Tagged
     from orchestrator.run.runner import execute
 
@@ -142,7 +143,10 @@ def run_orchestrator(setup: Setup, base_url: str, *, configured: bool = True) ->
         async def deliver(self, batch: Sequence[Tagged]) -> None:
             for tagged in batch:
                 event = tagged.event
-                if isinstance(event, RetryScheduled | JobFailed) and event.error_kind == "rate_limited":
+                if (
+                    isinstance(event, RetryScheduled | JobFailed)
+                    and event.error_kind is ErrorKind.RATE_LIMITED
+                ):
                     refused[0] += 1
 
     spec = build_batch(

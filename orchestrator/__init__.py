@@ -20,7 +20,7 @@ from orchestrator._version import __version__
 
 if TYPE_CHECKING:
     from orchestrator.api import open_batch, run_batch
-    from orchestrator.errors import BackendError, ConfigError, FatalError, RetryableError
+    from orchestrator.errors import BackendError, ConfigError, ErrorKind, FatalError, RetryableError
     from orchestrator.events import BatchSummary, Tagged, Tokens
     from orchestrator.record.aggregate import JobResult
     from orchestrator.run.runner import BatchResult, BatchRun, RunControl
@@ -32,6 +32,7 @@ _EXPORTS = {
     "run_batch": "api",
     "BackendError": "errors",
     "ConfigError": "errors",
+    "ErrorKind": "errors",
     "FatalError": "errors",
     "RetryableError": "errors",
     "BatchSummary": "events",
@@ -68,6 +69,7 @@ __all__ = [
     "BatchSpec",
     "BatchSummary",
     "ConfigError",
+    "ErrorKind",
     "FatalError",
     "JobResult",
     "JobSpec",

@@ -6,7 +6,8 @@ A log line is the tag and the event side by side::
 
 Decoding is strict: an unknown ``kind``, an unknown key or a value of the wrong type is an error,
 never a silent coercion, because a log that does not read back exactly cannot be trusted for
-resume or reports.
+resume or reports. The one lenient field is an error kind: older versions used other names for
+some kinds, and :meth:`~orchestrator.errors.ErrorKind.parse` reads any name.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import cattrs
 import orjson
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
 
+from orchestrator.errors import ErrorKind
 from orchestrator.events import CONTENT_BLOCKS, EVENT_TYPES, ContentBlock, Event, Tagged
 
 TAG_KEYS = ("job", "attempt", "seq", "ts", "kind")
@@ -49,6 +51,14 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook(float, _strict(float, (int, float)))
     conv.register_structure_hook(str, _strict(str, (str,)))
     conv.register_structure_hook(bool, _strict(bool, (bool,)))
+    # An error kind is read leniently: a name an older version wrote becomes the kind it is now,
+    # and one this version does not know becomes ``unknown``, so every log stays readable.
+    conv.register_structure_hook(ErrorKind, lambda v, _: ErrorKind.parse(_strict(str, (str,))(v, str)))
+    conv.register_structure_hook_func(lambda t: t == Mapping[ErrorKind, int], _structure_failures)
+    # orjson takes only exact str keys without a slower option.
+    conv.register_unstructure_hook_func(
+        lambda t: t == Mapping[ErrorKind, int], lambda v: {str(k): n for k, n in v.items()}
+    )
     # Free-form payloads (tool inputs, raw backend objects) pass through untouched.
     conv.register_structure_hook_func(lambda t: t == Mapping[str, Any], lambda v, _: _require_mapping(v))
     conv.register_unstructure_hook_func(lambda t: t == Mapping[str, Any], lambda v: v)
@@ -68,6 +78,15 @@ def _make_converter() -> cattrs.Converter:
         conv.register_unstructure_hook(cls, lambda v, _p=plain, _t=cls.type: {"type": _t, **_p(v)})
     conv.register_unstructure_hook_func(lambda t: t == ContentBlock, lambda v: conv.unstructure(v, type(v)))
     return conv
+
+
+def _structure_failures(value: Any, _: type) -> dict[ErrorKind, int]:
+    """Failure counts by kind; two old names for one kind add up."""
+    counts: dict[ErrorKind, int] = {}
+    for name, count in _require_mapping(value).items():
+        kind = converter.structure(name, ErrorKind)
+        counts[kind] = counts.get(kind, 0) + converter.structure(count, int)
+    return counts
 
 
 def _require_mapping(value: Any) -> Mapping[str, Any]:
@@ -94,7 +113,8 @@ def event_to_dict(event: Event) -> dict[str, Any]:
     return {"kind": cls.kind, **_UNSTRUCTURE[cls](event)}
 
 
-_JSON_NATIVE = {str, int, float, bool, str | None, int | None, float | None, bool | None}
+# orjson writes these as they are (an ErrorKind as its name).
+_JSON_NATIVE = {str, int, float, bool, str | None, int | None, float | None, bool | None, ErrorKind}
 
 
 def _line_builder(kind: str, cls: type) -> Callable[[Tagged], dict[str, Any]]:

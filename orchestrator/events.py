@@ -18,6 +18,8 @@ from typing import Any, ClassVar
 
 import attrs
 
+from orchestrator.errors import ErrorKind
+
 # --- values carried by events -----------------------------------------------------------------
 
 
@@ -69,7 +71,8 @@ class BatchSummary:
     latency_p95_s: float | None = None
     latency_max_s: float | None = None
     ttft_p50_s: float | None = None
-    failures: Mapping[str, int] = attrs.field(factory=dict)
+    failures: Mapping[ErrorKind, int] = attrs.field(factory=dict)
+    """Failed jobs by the kind of their last failure."""
     stopped: str | None = None
     """Why the batch stopped early (``"interrupted"``, ``"deadline"``), or None."""
     already_done: int = 0
@@ -283,7 +286,7 @@ class RetryScheduled:
 
     kind: ClassVar[str] = "retry_scheduled"
     delay_s: float
-    error_kind: str
+    error_kind: ErrorKind
     message: str
     retry_after_s: float | None = None
 
@@ -297,7 +300,7 @@ class JobSucceeded:
 @attrs.frozen
 class JobFailed:
     kind: ClassVar[str] = "job_failed"
-    error_kind: str
+    error_kind: ErrorKind
     message: str
     retryable: bool
     attempts: int

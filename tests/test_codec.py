@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from orchestrator import codec
 from orchestrator.config.check import type_hints
+from orchestrator.errors import ErrorKind
 from orchestrator.events import CONTENT_BLOCKS, EVENT_TYPES, BatchSummary, Tagged, Tokens
 
 json_scalars = (
@@ -39,6 +40,8 @@ def strategy_for(hint: Any) -> st.SearchStrategy[Any]:
         return st.floats(allow_nan=False, allow_infinity=False)
     if hint is bool:
         return st.booleans()
+    if hint is ErrorKind:
+        return st.sampled_from(ErrorKind)
     if origin in (typing.Union, __import__("types").UnionType):
         if all(attrs.has(a) for a in args):  # the content block union
             return st.one_of([strategy_for(a) for a in args])
@@ -47,7 +50,7 @@ def strategy_for(hint: Any) -> st.SearchStrategy[Any]:
         return st.lists(strategy_for(args[0]), max_size=3).map(tuple)
     if origin is not None and "Mapping" in repr(origin):
         if args and args[1] is int:
-            return st.dictionaries(st.text(max_size=8), st.integers(0, 100), max_size=3)
+            return st.dictionaries(strategy_for(args[0]), st.integers(0, 100), max_size=3)
         return json_objects
     if attrs.has(hint):
         return st.builds(hint, **{f.name: strategy_for(type_hints(hint)[f.name]) for f in attrs.fields(hint)})
@@ -121,7 +124,9 @@ def test_decoding_is_strict(obj: dict[str, Any], message: str) -> None:
 
 
 def test_summary_json_is_one_line_with_every_field() -> None:
-    summary = BatchSummary(jobs=2, succeeded=1, failed=1, tokens=Tokens(1, 2, 3, 4), failures={"auth": 1})
+    summary = BatchSummary(
+        jobs=2, succeeded=1, failed=1, tokens=Tokens(1, 2, 3, 4), failures={ErrorKind.AUTH: 1}
+    )
     data = codec.summary_json(summary)
     assert data.endswith(b"\n") and data.count(b"\n") == 1
     decoded = orjson.loads(data)

@@ -14,6 +14,7 @@ from typing import Literal
 
 import attrs
 
+from orchestrator.errors import ErrorKind
 from orchestrator.events import (
     AssistantMessage,
     AttemptStarted,
@@ -59,7 +60,8 @@ class JobResult:
     duration_s: float | None
     stop_reason: str | None = None
     session_id: str | None = None
-    error_kind: str | None = None
+    error_kind: ErrorKind | Literal["cancelled", "skipped"] | None = None
+    """Why a failed job failed; a cancelled or skipped job's status (it was stopped, not failed)."""
     error: str | None = None
 
     @property
@@ -129,7 +131,7 @@ class Aggregator:
         self._queued = 0
         self._attempts = 0
         self._retries = 0
-        self._failures: dict[str, int] = {}
+        self._failures: dict[ErrorKind, int] = {}
         self._already_done = 0
 
     def apply_all(self, events: Iterable[Tagged]) -> None:
@@ -198,7 +200,7 @@ class Aggregator:
         job.close_attempt()
         del self._running[job_id]
         status: JobStatus
-        error_kind: str | None = None
+        error_kind: ErrorKind | Literal["cancelled", "skipped"] | None = None
         error: str | None = None
         if isinstance(event, JobSucceeded):
             status = "succeeded"
@@ -281,7 +283,7 @@ def summarize(
     wall_s: float,
     latencies: list[float],
     ttfts: list[float],
-    failures: Mapping[str, int],
+    failures: Mapping[ErrorKind, int],
     stopped: str | None,
     already_done: int = 0,
 ) -> BatchSummary:

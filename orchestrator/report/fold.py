@@ -25,11 +25,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
 from orchestrator import codec
+from orchestrator.errors import ErrorKind
 from orchestrator.events import (
     AssistantMessage,
     AttemptStarted,
@@ -153,7 +154,7 @@ class _RunFold:
         job: str,
         ts: float,
         outcome: AttemptOutcome,
-        error_kind: str | None = None,
+        error_kind: ErrorKind | Literal["cancelled"] | None = None,
         error: str | None = None,
         delay: float | None = None,
     ) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
+from orchestrator.errors import ErrorKind
 from orchestrator.events import BatchSummary, Tokens
 from orchestrator.record.aggregate import JobResult, summarize
 from orchestrator.report.model import UNFINISHED, AttemptSpan, JobRow, RunReport
@@ -73,13 +74,13 @@ def combine(runs: Sequence[RunReport], rows: Mapping[str, JobRow]) -> BatchSumma
     if not runs:
         return BatchSummary()
     counts = {"succeeded": 0, "failed": 0, "cancelled": 0, "skipped": 0}
-    failures: dict[str, int] = {}
+    failures: dict[ErrorKind, int] = {}
     latencies: list[float] = []
     ttfts: list[float] = []
     for row in rows.values():
         if row.status in counts:
             counts[row.status] += 1
-        if row.status == "failed" and row.error_kind is not None:
+        if row.status == "failed" and isinstance(row.error_kind, ErrorKind):
             failures[row.error_kind] = failures.get(row.error_kind, 0) + 1
         if row.ok:
             if row.duration_s is not None:

@@ -8,15 +8,16 @@ makes several runs one; the views (:mod:`orchestrator.report.story`,
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import attrs
 
+from orchestrator.errors import ErrorKind
 from orchestrator.events import BatchSummary, Tagged, Tokens
 from orchestrator.record.aggregate import JobResult
 from orchestrator.record.log import LogHeader
 
-UNFINISHED = "unfinished"
+UNFINISHED: Final = "unfinished"
 """``stopped`` of a run whose log ends without ``batch_finished``; status of a job without an end."""
 
 
@@ -32,7 +33,8 @@ class JobRow:
     cost_usd: float | None
     ttft_s: float | None
     duration_s: float | None
-    error_kind: str | None = None
+    error_kind: ErrorKind | Literal["cancelled", "skipped", "unfinished"] | None = None
+    """Why a failed job failed; the status of a job that was stopped, not run or never ended."""
     error: str | None = None
 
     @property
@@ -60,7 +62,7 @@ class AttemptSpan:
     tokens: Tokens = attrs.field(factory=Tokens)
     cost_usd: float | None = None
     first_output: float | None = None
-    error_kind: str | None = None
+    error_kind: ErrorKind | Literal["cancelled"] | None = None
     error: str | None = None
     retry_delay_s: float | None = None
 

@@ -13,18 +13,16 @@ from collections import defaultdict
 
 import attrs
 
+from orchestrator.errors import BACKEND_WIDE, ErrorKind
 from orchestrator.events import JobFailed, JobSucceeded, TerminalEvent
 from orchestrator.spec import HaltPolicy
-
-BACKEND_WIDE_KINDS = frozenset({"auth", "permission", "not_found", "billing", "quota"})
-"""Error kinds that say the backend (its key, account or model), not the job, is at fault."""
 
 
 @attrs.define
 class _Record:
     ended: int = 0
     failed: int = 0
-    streak_kind: str | None = None
+    streak_kind: ErrorKind | None = None
     streak: int = 0
 
 
@@ -44,10 +42,10 @@ class HaltWatch:
         policy = self.policy
         record = self._records[backend]
         record.ended += 1
-        kind = str(terminal.error_kind) if isinstance(terminal, JobFailed) else None
+        kind = terminal.error_kind if isinstance(terminal, JobFailed) else None
         if kind is not None:
             record.failed += 1
-        if kind in BACKEND_WIDE_KINDS:
+        if kind in BACKEND_WIDE:
             record.streak = record.streak + 1 if kind == record.streak_kind else 1
             record.streak_kind = kind
         else:

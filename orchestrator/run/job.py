@@ -30,7 +30,7 @@ from typing import Any
 
 import attrs
 
-from orchestrator.errors import BackendError
+from orchestrator.errors import BackendError, ErrorKind
 from orchestrator.events import (
     Event,
     JobCancelled,
@@ -52,7 +52,7 @@ class Failure:
     """Why an attempt failed: an error kind, the message, whether another attempt may help, and
     the server's requested wait."""
 
-    kind: str
+    kind: ErrorKind
     message: str
     retryable: bool
     retry_after: float | None = None
@@ -141,7 +141,7 @@ class JobState:
     def timeout_failure(self) -> JobFailed:
         """The terminal event of a job whose job timeout fired."""
         limit = self.spec.timeouts.job
-        return JobFailed("timeout_job", f"job timed out after {limit:g}s", False, self.attempt)
+        return JobFailed(ErrorKind.TIMEOUT_JOB, f"job timed out after {limit:g}s", False, self.attempt)
 
 
 def failure_from(exc: Exception) -> Failure | None:
@@ -158,7 +158,7 @@ def failure_from(exc: Exception) -> Failure | None:
 
 def internal_failure(exc: BaseException) -> Failure:
     """A backend's unexpected exception: fatal for this job only, the batch goes on."""
-    return Failure("internal", f"{type(exc).__name__}: {exc}", False)
+    return Failure(ErrorKind.INTERNAL, f"{type(exc).__name__}: {exc}", False)
 
 
 def _leaves(group: BaseExceptionGroup[Any]) -> list[Any]:
@@ -178,13 +178,13 @@ def attempt_failure(
     ``stream_finished`` broke the backend contract (a retryable ``protocol`` failure).
     """
     if fired == "idle":
-        return Failure("timeout_idle", f"stream stalled: no event for {timeouts.idle:g}s", True)
+        return Failure(ErrorKind.TIMEOUT_IDLE, f"stream stalled: no event for {timeouts.idle:g}s", True)
     if fired is not None:
         if job.deadline is not None and attempt_deadline >= job.deadline:
-            return Failure("timeout_job", "", False)
-        return Failure("timeout_attempt", f"attempt timed out after {timeouts.attempt:g}s", True)
+            return Failure(ErrorKind.TIMEOUT_JOB, "", False)
+        return Failure(ErrorKind.TIMEOUT_ATTEMPT, f"attempt timed out after {timeouts.attempt:g}s", True)
     if not job.stream_finished:
-        return Failure("protocol", "stream ended without a stream_finished event", True)
+        return Failure(ErrorKind.PROTOCOL, "stream ended without a stream_finished event", True)
     return None
 
 
@@ -198,7 +198,7 @@ def next_step(job: JobState, failure: Failure | None, *, now: float, seed: int) 
     spec = job.spec
     if failure is None:
         return JobSucceeded(attempts=job.attempt)
-    if failure.kind == "timeout_job":
+    if failure.kind == ErrorKind.TIMEOUT_JOB:
         return job.timeout_failure()
     if not should_retry(spec.retry, job.attempt, failure.retryable):
         return JobFailed(failure.kind, failure.message, failure.retryable, job.attempt)

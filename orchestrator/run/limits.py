@@ -27,13 +27,14 @@ from collections.abc import Awaitable, Callable
 import attrs
 import trio
 
+from orchestrator.errors import ErrorKind
 from orchestrator.events import LimiterChanged, RateLimitInfo
 from orchestrator.spec import BackendLimits
 
 Notify = Callable[[LimiterChanged], Awaitable[None]]
 
 # Error kinds that mean "too much load": they pause the backend and shrink its concurrency.
-BACKPRESSURE_KINDS = frozenset({"rate_limited", "overloaded"})
+BACKPRESSURE_KINDS = frozenset({ErrorKind.RATE_LIMITED, ErrorKind.OVERLOADED})
 # Waits shorter than this are ordinary pacing, not worth an event each.
 _NOTABLE_WAIT = 1.0
 _CATCH_UP = 0.05  # seconds of lateness a paced start may make up
@@ -345,7 +346,9 @@ class Gate:
         if self.adaptive is not None:
             await self.adaptive.succeeded()
 
-    async def failed(self, ticket: Ticket, kind: str, retry_after: float | None, max_pause: float) -> None:
+    async def failed(
+        self, ticket: Ticket, kind: ErrorKind, retry_after: float | None, max_pause: float
+    ) -> None:
         """A rate-limit or overload error pauses the backend (Retry-After, at most ``max_pause``
         seconds: the job's ``retry.max_retry_after``) and shrinks its in-flight limit."""
         if kind not in BACKPRESSURE_KINDS:

@@ -5,14 +5,15 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from orchestrator.errors import BACKEND_WIDE, ErrorKind
 from orchestrator.events import JobCancelled, JobFailed, JobSkipped, JobSucceeded, LimiterChanged
-from orchestrator.run.halt import BACKEND_WIDE_KINDS, HaltWatch
+from orchestrator.run.halt import HaltWatch
 from orchestrator.spec import HaltPolicy
 from tests.helpers import Recorder, make_spec, run_virtual
 
 
 def failed(kind: str) -> JobFailed:
-    return JobFailed(kind, "no", False, 1)
+    return JobFailed(ErrorKind(kind), "no", False, 1)
 
 
 def test_three_auth_failures_in_a_row_halt_the_backend() -> None:
@@ -60,14 +61,14 @@ def test_a_failed_fraction_halts_once_enough_jobs_ended() -> None:
     assert watch.record("api", JobSucceeded(attempts=1)) == "halted (3 of 4 jobs failed)"
 
 
-@given(st.lists(st.sampled_from([*sorted(BACKEND_WIDE_KINDS), "bad_request", "ok"]), max_size=30))
+@given(st.lists(st.sampled_from([*sorted(BACKEND_WIDE), "bad_request", "ok"]), max_size=30))
 def test_a_halt_needs_exactly_fatal_equal_backend_wide_failures_in_a_row(outcomes: list[str]) -> None:
     watch = HaltWatch(HaltPolicy(fatal=3))
     for n, outcome in enumerate(outcomes):
         terminal = JobSucceeded(attempts=1) if outcome == "ok" else failed(outcome)
         reason = watch.record("api", terminal)
         last3 = outcomes[max(0, n - 2) : n + 1]
-        streak = len(last3) == 3 and len(set(last3)) == 1 and last3[0] in BACKEND_WIDE_KINDS
+        streak = len(last3) == 3 and len(set(last3)) == 1 and last3[0] in BACKEND_WIDE
         if reason is not None:
             assert streak and reason == f"halted ({outcome})"
             break

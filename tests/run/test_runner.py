@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from orchestrator.backends import register, unregister
 from orchestrator.backends.sim.backend import FAULTS
-from orchestrator.errors import RetryableError
+from orchestrator.errors import ErrorKind, RetryableError
 from orchestrator.events import (
     TERMINAL_EVENTS,
     AttemptStarted,
@@ -341,7 +341,7 @@ class _Boom:
         if job.prompt == "bug":
             raise ZeroDivisionError("backend bug")
         if job.prompt == "group":
-            raise ExceptionGroup("from a nursery", [RetryableError("reset", kind="connection")])
+            raise ExceptionGroup("from a nursery", [RetryableError("reset", kind=ErrorKind.CONNECTION)])
         if job.prompt == "silent":
             return
         await emit(TextDelta("x"))

@@ -53,7 +53,7 @@ from orchestrator.backends.base import Emit
 from orchestrator.backends.claude_code.decode import ClaudeDecoder
 from orchestrator.backends.claude_code.lines import LineSplitter
 from orchestrator.backends.claude_code.outcome import Outcome
-from orchestrator.errors import FatalError
+from orchestrator.errors import ErrorKind, FatalError
 from orchestrator.events import SystemNotice
 from orchestrator.spec import JobSpec
 
@@ -310,7 +310,7 @@ class ClaudeCodeBackend:
         env = environment(os.environ, self.settings, options, job)
         cwd = options.cwd
         if cwd is not None and not await trio.Path(cwd).is_dir():
-            raise FatalError(f"working directory {cwd!r} does not exist", kind="cwd")
+            raise FatalError(f"working directory {cwd!r} does not exist", kind=ErrorKind.CWD)
         try:
             process = await trio.lowlevel.open_process(
                 command_line(self.cli, job, options),
@@ -323,7 +323,7 @@ class ClaudeCodeBackend:
             )
         except OSError as exc:
             message = f"cannot start {self.cli!r}: {exc.strerror or exc}; {INSTALL_HINT}"
-            raise FatalError(message, kind="cli_missing") from None
+            raise FatalError(message, kind=ErrorKind.CLI_MISSING) from None
         try:
             await emit(SystemNotice("process", {"pid": process.pid, "cwd": cwd or os.getcwd()}))
             outcome = await self._run(process, job.prompt, options, env, emit)

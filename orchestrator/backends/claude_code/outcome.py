@@ -20,7 +20,8 @@ from typing import Any
 import attrs
 
 from orchestrator.backends.claude_code.fields import int_or_none, list_or_empty, number_or_none, str_or_none
-from orchestrator.errors import BackendError, FatalError, RetryableError
+from orchestrator.backends.status import is_context_length, kind_for
+from orchestrator.errors import BackendError, ErrorKind, FatalError, RetryableError
 from orchestrator.events import StreamEvent, Tokens, UsageReported
 
 
@@ -92,11 +93,11 @@ def classify_result(
         return None
     message = _result_message(result, api_error)
     if subtype == "error_max_turns" or terminal == "max_turns":
-        return _limit_error(f"max turns reached: {message}", "max_turns", retry_limits)
+        return _limit_error(f"max turns reached: {message}", ErrorKind.MAX_TURNS, retry_limits)
     if subtype == "error_max_budget_usd" or terminal == "budget_exhausted":
-        return _limit_error(f"max budget reached: {message}", "max_budget", retry_limits)
+        return _limit_error(f"max budget reached: {message}", ErrorKind.MAX_BUDGET, retry_limits)
     if subtype.startswith("error_") and terminal != "api_error":
-        return RetryableError(f"{subtype}: {message}", kind="cli_error")
+        return RetryableError(f"{subtype}: {message}", kind=ErrorKind.CLI_ERROR)
     status = int_or_none(result.get("api_error_status"))
     if status is None and api_error is not None:
         status = int_or_none(api_error.get("status"))
@@ -106,14 +107,14 @@ def classify_result(
     code = str_or_none(result.get("api_error")) or (
         str_or_none(api_error.get("error")) if api_error else None
     )
-    kind, retryable = classify_api_error(status, error_type, code, message)
-    if not retryable:
+    kind = classify_api_error(status, error_type, code, message)
+    if not kind.retryable:
         return FatalError(message, kind=kind)
     retry_after = None
     if (
         last_retry is not None
         and int_or_none(last_retry.get("error_status")) == status
-        and kind in ("rate_limited", "overloaded")
+        and kind in (ErrorKind.RATE_LIMITED, ErrorKind.OVERLOADED)
     ):
         delay_ms = number_or_none(last_retry.get("retry_delay_ms"))
         retry_after = delay_ms / 1000 if delay_ms is not None and delay_ms >= 0 else None
@@ -132,91 +133,62 @@ def _result_message(result: Mapping[str, Any], api_error: Mapping[str, Any] | No
     return str_or_none(result.get("subtype")) or "error"
 
 
-def _limit_error(message: str, kind: str, retry: bool) -> BackendError:
+def _limit_error(message: str, kind: ErrorKind, retry: bool) -> BackendError:
     return RetryableError(message, kind=kind) if retry else FatalError(message, kind=kind)
 
 
 # --- a failed API call ---------------------------------------------------------------------------------
 
 _STATUS_IN_TEXT = re.compile(r"\b([45]\d\d)\b")
-_BY_ERROR_TYPE = {
-    "rate_limit_error": ("rate_limited", True),
-    "overloaded_error": ("overloaded", True),
-    "api_error": ("server_error", True),
-    "authentication_error": ("auth", False),
-    "permission_error": ("auth", False),
-    "invalid_request_error": ("bad_request", False),
-    "not_found_error": ("not_found", False),
-    "request_too_large": ("request_too_large", False),
-}
+# The CLI's own codes for a failed call, where it gives no status or API error type.
 _BY_CLI_CODE = {
-    "rate_limit": ("rate_limited", True),
-    "overloaded": ("overloaded", True),
-    "server_error": ("server_error", True),
-    "authentication_failed": ("auth", False),
-    "invalid_request": ("bad_request", False),
-    "max_output_tokens": ("max_output_tokens", False),
-    "connection_failed": ("connection", True),
-    "timeout": ("timeout", True),
+    "rate_limit": ErrorKind.RATE_LIMITED,
+    "overloaded": ErrorKind.OVERLOADED,
+    "server_error": ErrorKind.SERVER_ERROR,
+    "authentication_failed": ErrorKind.AUTH,
+    "invalid_request": ErrorKind.BAD_REQUEST,
+    "max_output_tokens": ErrorKind.MAX_OUTPUT_TOKENS,
+    "connection_failed": ErrorKind.CONNECTION,
+    "timeout": ErrorKind.TIMEOUT,
 }
 
 
-def classify_api_error(
-    status: int | None, error_type: str | None, code: str | None, text: str
-) -> tuple[str, bool]:
-    """``(kind, retryable)`` for a failed API call.
+def classify_api_error(status: int | None, error_type: str | None, code: str | None, text: str) -> ErrorKind:
+    """The kind of a failed API call; the kind says whether it is retried.
 
-    The HTTP status decides when known; then the API's error type; then the CLI's own error code
+    A too-long prompt is ``context_length`` whatever else is said. Then the HTTP status and API
+    error type decide, through the table every backend shares
+    (:func:`~orchestrator.backends.status.kind_for`); then the CLI's own error code
     (``rate_limit``, ``overloaded``, ``authentication_failed``, ``connection_failed``,
     ``max_output_tokens``, ...); then the message text, since the status is null for dropped
     connections and timeouts.
     """
     lowered = text.lower()
+    if is_context_length(text, error_type):
+        return ErrorKind.CONTEXT_LENGTH
     if status is None:
         found = _STATUS_IN_TEXT.search(text)
         if found and ("error" in lowered or "(" + found.group(1) + ")" in text):
             status = int(found.group(1))
-    placed = _by_status(status, error_type) if status is not None else None
+    placed = kind_for(status, error_type)
     if placed is not None:
         return placed
-    if error_type in _BY_ERROR_TYPE:
-        return _BY_ERROR_TYPE[error_type]
     if code in _BY_CLI_CODE:
         return _BY_CLI_CODE[code]
     if "output token maximum" in lowered:
-        return "max_output_tokens", False
+        return ErrorKind.MAX_OUTPUT_TOKENS
     if "invalid api key" in lowered or "authentication" in lowered or "unauthorized" in lowered:
-        return "auth", False
+        return ErrorKind.AUTH
     if "rate limit" in lowered:
-        return "rate_limited", True
+        return ErrorKind.RATE_LIMITED
     if "overloaded" in lowered:
-        return "overloaded", True
+        return ErrorKind.OVERLOADED
     if "timed out" in lowered or "timeout" in lowered:
-        return "timeout", True
+        return ErrorKind.TIMEOUT
     if "connection" in lowered or "econn" in lowered or "socket" in lowered or "network" in lowered:
-        return "connection", True
+        return ErrorKind.CONNECTION
     # An API failure we cannot place: the runner's attempt limit bounds the cost of guessing wrong.
-    return "api_error", True
-
-
-def _by_status(status: int, error_type: str | None) -> tuple[str, bool] | None:
-    if status == 429:
-        return "rate_limited", True
-    if status == 529:
-        return "overloaded", True
-    if status in (401, 403):
-        return "auth", False
-    if status == 404:
-        return "not_found", False
-    if status == 413:
-        return "request_too_large", False
-    if status in (408, 409, 425):
-        return "transient", True
-    if 400 <= status < 500:
-        return "bad_request", False
-    if status >= 500:
-        return ("overloaded", True) if error_type == "overloaded_error" else ("server_error", True)
-    return None  # not an error status: the type, the code or the text may still place it
+    return ErrorKind.API_ERROR
 
 
 # --- no result line ------------------------------------------------------------------------------------
@@ -248,8 +220,8 @@ def classify_exit(returncode: int | None, stderr_tail: str) -> BackendError:
     tail = stderr_tail.strip()
     message = f"claude {how} without a result line" + (f"; stderr: {tail}" if tail else "; stderr was empty")
     if any(marker in tail.lower() for marker in _USAGE_ERRORS):
-        return FatalError(message, kind="cli_usage")
-    return RetryableError(message, kind="process")
+        return FatalError(message, kind=ErrorKind.CLI_USAGE)
+    return RetryableError(message, kind=ErrorKind.PROCESS)
 
 
 def _signal_name(number: int) -> str:

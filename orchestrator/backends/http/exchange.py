@@ -30,7 +30,7 @@ import trio
 from orchestrator.backends.base import Emit
 from orchestrator.backends.http.ratelimit_headers import rate_limit_info
 from orchestrator.backends.http.status import Redact, error_for_status
-from orchestrator.errors import FatalError, RetryableError
+from orchestrator.errors import ErrorKind, FatalError, RetryableError
 from orchestrator.events import StreamEvent
 from orchestrator.http import (
     ConnectError,
@@ -217,10 +217,10 @@ async def stream_attempt(
     except TransportError as exc:
         raise _transport_failure(exc, redact) from None
     except SSEError as exc:
-        raise RetryableError(f"bad event stream: {exc}", kind="protocol") from None
+        raise RetryableError(f"bad event stream: {exc}", kind=ErrorKind.PROTOCOL) from None
     if waiting.cancelled_caught:
         raise RetryableError(
-            f"no event within {first_event_timeout:g}s of the request", kind="timeout_first_event"
+            f"no event within {first_event_timeout:g}s of the request", kind=ErrorKind.TIMEOUT_FIRST_EVENT
         )
     for event in finals:
         await emit(event)
@@ -243,6 +243,6 @@ def _transport_failure(exc: TransportError, redact: Redact) -> RetryableError | 
     message = redact(str(exc))
     if isinstance(exc, ConnectError):
         if exc.certificate:
-            return FatalError(f"TLS certificate not trusted: {message}", kind="tls")
-        return RetryableError(f"cannot connect: {message}", kind="connect")
-    return RetryableError(message, kind="connection")
+            return FatalError(f"TLS certificate not trusted: {message}", kind=ErrorKind.TLS)
+        return RetryableError(f"cannot connect: {message}", kind=ErrorKind.CONNECT)
+    return RetryableError(message, kind=ErrorKind.CONNECTION)

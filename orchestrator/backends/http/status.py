@@ -1,9 +1,11 @@
 """How an HTTP API's failures become retryable or fatal attempt errors. Pure: the current time
 is passed in, and every message goes through the caller's ``redact`` before it is kept.
 
-Retryable: 408, 409, 429, 5xx (529 is Anthropic's "overloaded"), error events mid-stream that
-say overload, rate limit or a server-side failure. Fatal, with the server's own message: 400,
-401, 403, 404, 413, 422 and other 4xx, and context-length errors whatever their status.
+The status and error type become a kind through the table every backend shares
+(:mod:`orchestrator.backends.status`), and the kind says whether to retry: 408, 409, 429, 5xx
+(529 is Anthropic's "overloaded") and error events mid-stream that say overload, rate limit or a
+server-side failure are retried; 400, 401, 403, 404, 413, 422, 501 and other 4xx, an exhausted
+quota and context-length errors whatever their status fail at once, with the server's message.
 """
 
 from __future__ import annotations
@@ -14,59 +16,11 @@ from typing import Any
 
 import orjson
 
-from orchestrator.errors import BackendError, FatalError, RetryableError
+from orchestrator.backends.status import is_context_length, kind_for, kind_for_status
+from orchestrator.errors import BackendError, ErrorKind, FatalError, error_for
 
 Redact = Callable[[str], str]
 MAX_MESSAGE = 600
-
-_KINDS = {
-    400: "bad_request",
-    401: "auth",
-    403: "permission",
-    404: "not_found",
-    408: "timeout",
-    409: "conflict",
-    413: "too_large",
-    422: "unprocessable",
-    429: "rate_limited",
-    529: "overloaded",
-}
-_RETRYABLE_STATUS = frozenset({408, 409, 429})
-_CONTEXT_MARKERS = (
-    "context_length_exceeded",
-    "context length",
-    "context window",
-    "prompt is too long",
-    "maximum context",
-    "too many tokens",
-)
-# Error types and codes that no retry can fix, whatever the status says (OpenAI sends a 429
-# for an exhausted quota).
-_FATAL_TYPES = {
-    "invalid_request_error": "bad_request",
-    "authentication_error": "auth",
-    "invalid_api_key": "auth",
-    "permission_error": "permission",
-    "not_found_error": "not_found",
-    "request_too_large": "too_large",
-    "billing_error": "billing",
-    "insufficient_quota": "quota",
-}
-# Error types and codes that mean "try again later" when a server sends them inside a stream.
-_RETRYABLE_TYPES = frozenset(
-    {
-        "overloaded_error",
-        "api_error",
-        "rate_limit_error",
-        "timeout_error",
-        "server_error",
-        "rate_limit_exceeded",
-        "internal_error",
-        "service_unavailable",
-        "overloaded",
-        "timeout",
-    }
-)
 
 
 def retry_after_seconds(headers: Sequence[tuple[bytes, bytes]], now: float) -> float | None:
@@ -127,11 +81,6 @@ def _text(value: Any) -> str:
     return text[:MAX_MESSAGE]
 
 
-def is_context_length(message: str, kind: str | None) -> bool:
-    lowered = f"{kind or ''} {message}".lower()
-    return any(marker in lowered for marker in _CONTEXT_MARKERS)
-
-
 def error_for_status(
     status: int,
     reason: str,
@@ -145,13 +94,9 @@ def error_for_status(
     message, kind = server_message(body)
     text = redact(f"HTTP {status} {reason}: {message}" if message else f"HTTP {status} {reason}")
     if is_context_length(message, kind):
-        return FatalError(text, kind="context_length")
-    if kind == "insufficient_quota":
-        return FatalError(text, kind="quota")
-    name = _KINDS.get(status) or ("server_error" if status >= 500 else f"http_{status}")
-    if status in _RETRYABLE_STATUS or status >= 500:
-        return RetryableError(text, kind=name, retry_after=retry_after_seconds(headers, now))
-    return FatalError(text, kind=name)
+        return FatalError(text, kind=ErrorKind.CONTEXT_LENGTH)
+    name = kind_for(status, kind) or kind_for_status(status)
+    return error_for(name, text, retry_after=retry_after_seconds(headers, now))
 
 
 def error_in_stream(message: str, kind: str | None, status: int | None, *, redact: Redact) -> BackendError:
@@ -159,14 +104,6 @@ def error_in_stream(message: str, kind: str | None, status: int | None, *, redac
     label = kind or (f"HTTP {status}" if status else "error")
     text = redact(f"error in stream: {label}: {message}")
     if is_context_length(message, kind):
-        return FatalError(text, kind="context_length")
-    if kind in _FATAL_TYPES:
-        return FatalError(text, kind=_FATAL_TYPES[kind])
-    if kind == "overloaded_error" or status == 529:
-        return RetryableError(text, kind="overloaded")
-    if kind in ("rate_limit_error", "rate_limit_exceeded") or status == 429:
-        return RetryableError(text, kind="rate_limited")
-    if kind in _RETRYABLE_TYPES or status is None or status >= 500 or status in _RETRYABLE_STATUS:
-        # An unexplained error after the stream began is most likely the server's trouble.
-        return RetryableError(text, kind="server_error")
-    return FatalError(text, kind=_KINDS.get(status, "bad_request"))
+        return FatalError(text, kind=ErrorKind.CONTEXT_LENGTH)
+    # An unexplained error after the stream began is most likely the server's trouble.
+    return error_for(kind_for(status, kind) or ErrorKind.SERVER_ERROR, text)

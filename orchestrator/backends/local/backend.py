@@ -30,7 +30,7 @@ from orchestrator.backends.base import Emit
 from orchestrator.backends.local import model as local_model
 from orchestrator.backends.local.decode import ChunkDecoder
 from orchestrator.backends.local.model import DEFAULT_MODEL, KNOWN_MODELS, ModelFile
-from orchestrator.errors import BackendError, ConfigError, FatalError
+from orchestrator.errors import BackendError, ConfigError, ErrorKind, FatalError
 from orchestrator.spec import JobSpec
 
 DEFAULT_MAX_TOKENS = 256
@@ -194,7 +194,7 @@ class LocalBackend:
         """
         server = self._server
         if server is None:
-            raise FatalError("local backend: the model is already closed", kind="closed")
+            raise FatalError("local backend: the model is already closed", kind=ErrorKind.INTERNAL)
         options = job.options if isinstance(job.options, Options) else Options()
         request = orjson.dumps(build_request(job, options)).decode()
         decoder = ChunkDecoder(self.model.name, options.stop)
@@ -213,7 +213,9 @@ class LocalBackend:
                     for event in events:
                         await emit(event)
                     if error is not None:
-                        raise FatalError(f"local model rejected the request: {error}", kind="bad_request")
+                        raise FatalError(
+                            f"local model rejected the request: {error}", kind=ErrorKind.BAD_REQUEST
+                        )
             except BackendError as exc:
                 failure = exc
             finally:

@@ -14,7 +14,8 @@ from typing import Any
 
 import orjson
 
-from orchestrator.errors import BackendError, FatalError, RetryableError
+from orchestrator.backends.status import kind_for
+from orchestrator.errors import BackendError, ErrorKind, RetryableError, error_for
 from orchestrator.events import (
     SessionStarted,
     StreamEvent,
@@ -72,16 +73,18 @@ def _overlap(text: str, stop: str) -> int:
 
 
 def error_from(error: Mapping[str, Any]) -> BackendError:
-    """The error for an ``{"error": {...}}`` chunk from llama.cpp's server (HTTP-style codes)."""
+    """The error for an ``{"error": {...}}`` chunk from llama.cpp's server: its HTTP-style code
+    and error type go through the table every backend shares."""
     code = error.get("code")
+    error_type = error.get("type")
     message = f"local model: {error.get('message') or error}"
-    if error.get("type") == "exceed_context_size_error":
-        return FatalError(message + " (raise n_ctx in [backends.local])", kind="context_overflow")
-    if error.get("type") == "unavailable_error" or code == 503:
-        return RetryableError(message, kind="overloaded")
-    if isinstance(code, int) and code >= 500 and code != 501:
-        return RetryableError(message, kind="server_error")
-    return FatalError(message, kind="bad_request")
+    kind = kind_for(
+        code if isinstance(code, int) and not isinstance(code, bool) else None,
+        error_type if isinstance(error_type, str) else None,
+    )
+    if kind is ErrorKind.CONTEXT_LENGTH:
+        message += " (raise n_ctx in [backends.local])"
+    return error_for(kind or ErrorKind.BAD_REQUEST, message)
 
 
 class ChunkDecoder:
@@ -159,7 +162,9 @@ class ChunkDecoder:
         elif self.finish_reason is not None:
             stop_reason = _STOP_REASONS.get(self.finish_reason, self.finish_reason)
         else:
-            raise RetryableError("local model: the stream ended without a finish reason", kind="incomplete")
+            raise RetryableError(
+                "local model: the stream ended without a finish reason", kind=ErrorKind.CONNECTION
+            )
         return [
             UsageReported(tokens=self.tokens),
             StreamFinished(

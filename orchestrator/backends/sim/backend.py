@@ -29,7 +29,8 @@ import trio
 
 from orchestrator.backends.base import Emit
 from orchestrator.backends.sim.server import SimServer
-from orchestrator.errors import FatalError, RetryableError
+from orchestrator.backends.status import kind_for_status
+from orchestrator.errors import ErrorKind, RetryableError, error_for
 from orchestrator.events import (
     SessionStarted,
     StreamFinished,
@@ -173,19 +174,21 @@ def plan_attempt(job: JobSpec, options: Options, attempt: int, seed: int) -> Att
     )
 
 
+# The HTTP status and message each injected fault plays; the status names its kind.
+_FAULTS = {
+    "rate_limit": (429, "429 rate limited (simulated)"),
+    "overload": (529, "529 overloaded (simulated)"),
+    "server_error": (500, "500 internal server error (simulated)"),
+    "fatal": (400, "400 bad request (simulated)"),
+    "auth": (401, "401 invalid x-api-key (simulated)"),
+}
+
+
 def _raise_before_stream(fault: str, options: Options) -> None:
-    if fault == "rate_limit":
-        raise RetryableError(
-            "429 rate limited (simulated)", kind="rate_limited", retry_after=options.retry_after
-        )
-    if fault == "overload":
-        raise RetryableError("529 overloaded (simulated)", kind="overloaded")
-    if fault == "server_error":
-        raise RetryableError("500 internal server error (simulated)", kind="server_error")
-    if fault == "fatal":
-        raise FatalError("400 bad request (simulated)", kind="bad_request")
-    if fault == "auth":
-        raise FatalError("401 invalid x-api-key (simulated)", kind="auth")
+    if fault in _FAULTS:
+        status, message = _FAULTS[fault]
+        retry_after = options.retry_after if fault == "rate_limit" else None
+        raise error_for(kind_for_status(status), message, retry_after=retry_after)
 
 
 class SimClock:
@@ -250,7 +253,7 @@ class SimBackend:
             verdict = self.server.admit(start, plan.input_tokens + len(plan.tokens))
             if not verdict.admitted:
                 message = f"429 rate limited by the simulated server: retry after {verdict.retry_after:.3f}s"
-                raise RetryableError(message, kind="rate_limited", retry_after=verdict.retry_after)
+                raise RetryableError(message, kind=kind_for_status(429), retry_after=verdict.retry_after)
         await sleep(plan.ttft)
         if plan.fault is not None:
             _raise_before_stream(plan.fault, options)
@@ -292,7 +295,7 @@ class SimBackend:
 async def _fault_mid_stream(fault: str | None) -> None:
     if fault == "stall":
         await trio.sleep_forever()
-    raise RetryableError("connection reset mid-stream (simulated)", kind="connection")
+    raise RetryableError("connection reset mid-stream (simulated)", kind=ErrorKind.CONNECTION)
 
 
 # Names the kind's methods can annotate with (inside its body, Options/Settings are attributes).

@@ -444,11 +444,13 @@ def test_bytes_and_str_lines_decode_the_same() -> None:
         (503, None, None, "", ("server_error", True)),
         (500, "overloaded_error", None, "", ("overloaded", True)),
         (401, None, None, "", ("auth", False)),
-        (403, None, None, "", ("auth", False)),
+        (403, None, None, "", ("permission", False)),
         (400, None, None, "", ("bad_request", False)),
         (404, None, None, "", ("not_found", False)),
-        (413, None, None, "", ("request_too_large", False)),
-        (408, None, None, "", ("transient", True)),
+        (413, None, None, "", ("too_large", False)),
+        (408, None, None, "", ("timeout", True)),
+        (409, None, None, "", ("conflict", True)),
+        (400, "invalid_request_error", None, "prompt is too long: 210000 tokens", ("context_length", False)),
         (None, "overloaded_error", None, "", ("overloaded", True)),
         (None, "authentication_error", None, "", ("auth", False)),
         (None, None, "connection_failed", "", ("connection", True)),
@@ -465,7 +467,8 @@ def test_bytes_and_str_lines_decode_the_same() -> None:
 def test_api_errors_are_classified_by_status_then_type_then_code_then_text(
     status: int | None, error_type: str | None, code: str | None, text: str, expected: tuple[str, bool]
 ) -> None:
-    assert classify_api_error(status, error_type, code, text) == expected
+    kind = classify_api_error(status, error_type, code, text)
+    assert (kind, kind.retryable) == expected
 
 
 def test_success_is_decided_by_is_error_whatever_the_subtype() -> None:

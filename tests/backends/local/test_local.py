@@ -216,7 +216,7 @@ def test_a_prompt_longer_than_the_context_fails_the_job_without_retry(model: Non
     )
     (only,) = result.jobs.values()
     assert only.status == "failed"
-    assert only.error_kind == "context_overflow"
+    assert only.error_kind == "context_length"
     assert only.attempts == 1
 
 
@@ -310,11 +310,11 @@ def test_decoder_counts_tokens_up_to_the_stop_string() -> None:
     assert decoder.stop_matched
 
 
-def test_decoder_context_overflow_is_fatal() -> None:
+def test_decoder_a_prompt_over_the_context_is_fatal_context_length() -> None:
     error = {"code": 400, "type": "exceed_context_size_error", "message": "request (731 tokens) exceeds..."}
     with pytest.raises(FatalError) as caught:
         ChunkDecoder("m").feed([orjson.dumps({"error": error}).decode()])
-    assert caught.value.kind == "context_overflow"
+    assert caught.value.kind == "context_length"
 
 
 def test_decoder_warns_about_a_chunk_that_is_not_json() -> None:

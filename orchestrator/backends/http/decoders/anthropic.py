@@ -25,7 +25,7 @@ import orjson
 
 from orchestrator.backends.http.prices import Price, cost_usd, find_price, unpriced
 from orchestrator.backends.http.status import Redact, error_in_stream
-from orchestrator.errors import RetryableError
+from orchestrator.errors import ErrorKind, RetryableError
 from orchestrator.events import (
     AssistantMessage,
     ContentBlock,
@@ -102,7 +102,9 @@ class AnthropicDecoder:
         return handler(data) if handler is not None else []  # ping and unknown types
 
     def finish(self) -> list[StreamEvent]:
-        raise RetryableError("stream ended before message_stop: the reply is incomplete", kind="connection")
+        raise RetryableError(
+            "stream ended before message_stop: the reply is incomplete", kind=ErrorKind.CONNECTION
+        )
 
     def _delta(self, data: Mapping[str, Any]) -> list[StreamEvent]:
         delta = data.get("delta") or {}

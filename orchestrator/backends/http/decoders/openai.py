@@ -27,7 +27,7 @@ import orjson
 from orchestrator.backends.http.decoders.anthropic import parse_tool_input
 from orchestrator.backends.http.prices import Price, cost_usd, find_price, unpriced
 from orchestrator.backends.http.status import Redact, error_in_stream, message_of
-from orchestrator.errors import RetryableError
+from orchestrator.errors import ErrorKind, RetryableError
 from orchestrator.events import (
     AssistantMessage,
     ContentBlock,
@@ -107,7 +107,7 @@ class OpenAIDecoder:
 
     def finish(self) -> list[StreamEvent]:
         if self.finish_reason is None:
-            raise RetryableError("stream ended before the reply was complete", kind="connection")
+            raise RetryableError("stream ended before the reply was complete", kind=ErrorKind.CONNECTION)
         self.done = True  # a server that ends the body without [DONE]
         return self._final()
 
