@@ -9,7 +9,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -131,44 +130,41 @@ async def test_concurrent_jobs_each_get_their_own_text(model: None) -> None:
     assert all(text.strip() for text in together.values())
 
 
-async def test_cancelling_stops_generation_at_once_and_leaks_no_thread(model: None) -> None:
+async def test_cancelling_stops_generation_and_leaks_no_thread(model: None) -> None:
+    # How soon a cancel returns is measured by ``python -m benchmarks.stop --local``.
     long = job("Write a long story about a dragon.", max_tokens=400, ignore_eos=True)
     async with open_local(Settings(slots=1), seed=0) as backend:
         threads_before = threading.active_count()
-        cancelled_at: float | None = None
+        cancelled = False
         deltas = 0
         with trio.CancelScope() as scope:
 
             async def emit(event: StreamEvent) -> None:
-                nonlocal cancelled_at, deltas
+                nonlocal cancelled, deltas
                 await trio.lowlevel.checkpoint()
-                assert cancelled_at is None, f"emitted after the cancel: {event}"
+                assert not cancelled, f"emitted after the cancel: {event}"
                 deltas += isinstance(event, TextDelta)
                 if deltas == 3:
-                    cancelled_at = time.perf_counter()
+                    cancelled = True
                     scope.cancel()
 
             await backend.stream(long, 1, emit)
-        assert scope.cancelled_caught and cancelled_at is not None
-        assert time.perf_counter() - cancelled_at < 0.5  # a token takes ~15-40 ms here
+        assert scope.cancelled_caught and cancelled
         assert local_threads() == []
         assert threading.active_count() <= threads_before
-        # The one slot is free again at once: the 400-token generation did not go on.
-        started = time.perf_counter()
+        # The one slot is free again: a follow-up request gets its reply.
         follow_up = await generate(backend, job("Say hi.", max_tokens=4))
         assert follow_up.finished.stop_reason in ("end_turn", "max_tokens")
-        assert time.perf_counter() - started < 3
 
 
-async def test_cancelling_while_the_prompt_is_read_returns_within_a_prompt_batch(model: None) -> None:
+async def test_cancelling_while_the_prompt_is_read_leaks_no_thread(model: None) -> None:
+    # The cancel returns after the current 128-token prompt batch, not the whole prompt; how
+    # soon is measured by ``python -m benchmarks.stop --local``.
     long_prompt = job("Summarize this. " + "The cat sat on the mat. " * 200, max_tokens=4)
     async with open_local(Settings(slots=1, n_ctx=2048), seed=0) as backend:
-        started = time.perf_counter()
         with trio.move_on_after(0.3) as scope:
             await generate(backend, long_prompt)  # ~1400 prompt tokens
         assert scope.cancelled_caught
-        # The rest of the current 128-token prompt batch: ~1.3 s here, the whole prompt ~14 s.
-        assert time.perf_counter() - started < 5
         assert local_threads() == []
 
 
