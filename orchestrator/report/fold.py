@@ -79,7 +79,6 @@ __all__ = [
 ]
 
 
-
 @attrs.define
 class _Open:
     """An attempt that has started and not yet ended."""

@@ -292,8 +292,7 @@ async def _fault_mid_stream(fault: str | None) -> None:
     raise RetryableError("connection reset mid-stream (simulated)", kind="connection")
 
 
-# Names the kind's methods can annotate with (inside its body, Options/Settings are attributes).
-SimOptions: TypeAlias = Options
+# A name the kind's methods can annotate with (inside its body, Settings is an attribute).
 SimSettings: TypeAlias = Settings
 
 
