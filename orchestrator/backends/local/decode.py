@@ -85,13 +85,13 @@ def _overlap(text: str, stop: str) -> int:
 def error_from(error: Any) -> BackendError:
     """The error for an ``{"error": ...}`` chunk from llama.cpp's server (HTTP-style codes)."""
     details = dict_or_empty(error)
-    code = details.get("code")
+    code = int_or_none(details.get("code"))
     message = f"local model: {str_or_none(details.get('message')) or error}"
     if details.get("type") == "exceed_context_size_error":
         return FatalError(message + " (raise n_ctx in [backends.local])", kind="context_overflow")
     if details.get("type") == "unavailable_error" or code == 503:
         return RetryableError(message, kind="overloaded")
-    if int_or_none(code) is not None and code >= 500 and code != 501:
+    if code is not None and code >= 500 and code != 501:
         return RetryableError(message, kind="server_error")
     return FatalError(message, kind="bad_request")
 
