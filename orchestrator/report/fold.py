@@ -79,6 +79,7 @@ __all__ = [
 ]
 
 
+
 @attrs.define
 class _Open:
     """An attempt that has started and not yet ended."""

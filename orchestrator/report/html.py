@@ -327,7 +327,7 @@ def render_html(report: Report, title: str = "orchestrator report") -> str:
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{escape(title)} — {heading}</title>
-<style>{asset("report.css")}</style></head>
+<style>{asset('report.css')}</style></head>
 <body>
 <header><h1>{escape(title)}</h1>
 <p class="sub">{heading} · {len(report.runs)} run(s) · log: {escape(sources)}</p></header>
@@ -358,7 +358,7 @@ def render_html(report: Report, title: str = "orchestrator report") -> str:
 {_runs_html(report)}
 <footer>orchestrator {__version__} · generated offline from the event log alone</footer>
 <script type="application/json" id="timeline-data">{payload}</script>
-<script>{asset("report.js")}</script>
+<script>{asset('report.js')}</script>
 </body></html>
 """
 
