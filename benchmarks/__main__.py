@@ -1,7 +1,7 @@
 """``python -m benchmarks [NAME ...] [--quick] [--no-write]``: run benchmarks, print the results and
 rewrite the results section of BENCHMARKS.md (unless ``--quick`` or ``--no-write``).
 
-Core benchmarks: bus, makespan, memory, scale, startup. Others run as their own scripts and
+Core benchmarks: bus, makespan, memory, scale, startup, stop. Others run as their own scripts and
 their tables are kept as printed: local (needs the local model), http and ratelimit (need the
 bench extra).
 """

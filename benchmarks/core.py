@@ -24,6 +24,7 @@ import attrs
 import orjson
 import trio
 
+from benchmarks.stop import bench_stop
 from benchmarks.table import Row, Section
 from orchestrator.backends import register, unregister
 from orchestrator.backends.sim.backend import SimClock
@@ -402,4 +403,5 @@ CORE = {
     "memory": bench_memory,
     "scale": bench_scale,
     "startup": bench_startup,
+    "stop": bench_stop,
 }

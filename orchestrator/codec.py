@@ -157,11 +157,12 @@ def decode_event(kind: str, fields: Mapping[str, Any]) -> Event:
     if structure is None:
         raise DecodeError(f"unknown event kind {kind!r}")
     try:
-        return structure(fields, EVENT_TYPES[kind])
+        event: Event = structure(fields, EVENT_TYPES[kind])
     except DecodeError:
         raise
     except Exception as exc:  # cattrs reports through several exception types; name the kind
         raise DecodeError(f"bad {kind} event: {_describe(exc)}") from exc
+    return event
 
 
 def decode_tagged(obj: Mapping[str, Any]) -> Tagged:

@@ -125,7 +125,7 @@ class Progress:
 
     def _end(self, job: str | None) -> None:
         self.running.pop(job, None)  # type: ignore[arg-type]
-        self.retrying.discard(job)  # type: ignore[arg-type]
+        self.retrying.discard(job)
 
     def status_line(self, elapsed: float) -> str:
         # Streaming deltas stand in for tokens until the attempt reports its real usage.

@@ -72,10 +72,6 @@ class TLSStream(trio.abc.Stream):
                 raise trio.BrokenResourceError(f"TLS handshake failed: {exc}") from exc
         await self._flush()
 
-    @property
-    def alpn_protocol(self) -> str | None:
-        return self._tls.selected_alpn_protocol()
-
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         try:
             self._tls.write(data)

@@ -108,10 +108,6 @@ class RunReport:
     def finished(self) -> bool:
         return self.logged_summary is not None
 
-    @property
-    def unfinished_jobs(self) -> tuple[str, ...]:
-        return tuple(job for job in self.queued if job not in self.results)
-
 
 @attrs.frozen
 class Report:

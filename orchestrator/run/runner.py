@@ -136,7 +136,7 @@ class _Job(JobState):
         if self.watch is not None:
             self.watch.touch(now)
         if type(event) is RateLimitInfo:
-            await run.gates[self.spec.backend].observe(self.spec.model, event)  # type: ignore[arg-type]
+            await run.gates[self.spec.backend].observe(self.spec.model, event)
         else:
             self.observe(event)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import trio
 
 from orchestrator.testing.openai.server import Reply, open_fake_openai
 from tests.http_helpers import collect_garbage, run_jobs, wait_until_zero
@@ -20,7 +19,6 @@ async def test_a_thousand_concurrent_streams_complete_without_errors_or_leaks(
         pytest.importorskip("trustme")
     streams = STREAMS["https" if tls else "http"]
     monkeypatch.setenv("OPENAI_API_KEY", "sk-load")
-    started = trio.current_time()
     async with open_fake_openai(tls=tls, default=Reply("one two three four five six", chunk_chars=4)) as fake:
         fake.hold_until(streams)  # no reply before every stream is in flight
         settings = {"base_url": fake.base_url, "ca_file": fake.ca_file, "concurrency": streams}
@@ -36,4 +34,3 @@ async def test_a_thousand_concurrent_streams_complete_without_errors_or_leaks(
     assert fake.connections == fake.peak_connections == streams
     assert all(job.text == "one two three four five six" for job in result.jobs.values())
     collect_garbage()
-    assert trio.current_time() - started < 30

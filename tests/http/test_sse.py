@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from orchestrator.http.sse import ServerSentEvent, SSEDecoder, SSEError
+from tests.fuzz import JSON
 
 # A recorded Anthropic-style stream: named events, a comment, a multi-line data field, an id,
 # a retry, multi-byte characters (2, 3 and 4 bytes), and a field without a colon.
@@ -122,3 +125,40 @@ def test_an_oversized_line_or_event_is_refused() -> None:
         SSEDecoder(max_event_bytes=10).feed(b"data: " + b"x" * 20)
     with pytest.raises(SSEError):
         SSEDecoder(max_event_bytes=10).feed(b"data: 12345\ndata: 12345\n")
+
+
+SSE_PIECES = st.lists(
+    st.sampled_from(
+        [
+            b"data:",
+            b"data: ",
+            b"event: ",
+            b"id: ",
+            b"retry: ",
+            b"retry: 15",
+            b":",
+            b"\n",
+            b"\r",
+            b"\r\n",
+            b"\xef\xbb\xbf",
+            b"\x00",
+        ]
+    )
+    | st.binary(max_size=12)
+    | JSON.map(lambda value: json.dumps(value, ensure_ascii=False).encode()),
+    max_size=40,
+)
+
+
+@given(SSE_PIECES, st.integers(min_value=1, max_value=64))
+def test_the_decoder_is_total_whatever_the_bytes(pieces: list[bytes], max_event_bytes: int) -> None:
+    decoder = SSEDecoder(max_event_bytes=max_event_bytes)
+    try:
+        for piece in pieces:
+            for event in decoder.feed(piece):
+                assert isinstance(event, ServerSentEvent)
+                assert isinstance(event.data, str) and isinstance(event.event, str) and event.event
+                assert isinstance(event.id, str) and "\x00" not in event.id
+                assert event.retry is None or (type(event.retry) is int and event.retry >= 0)
+    except SSEError:
+        pass  # a line or an event over the limit: the decoder's one declared error

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.backends.claude_code.fields import dict_or_empty, str_or_none
+from orchestrator.backends.fields import dict_or_empty, str_or_none
 from orchestrator.events import (
     AssistantMessage,
     ContentBlock,

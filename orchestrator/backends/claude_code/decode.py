@@ -69,14 +69,14 @@ from orchestrator.backends.claude_code.content import (
     content_block,
     tool_result_text,
 )
-from orchestrator.backends.claude_code.fields import (
+from orchestrator.backends.claude_code.outcome import Outcome, classify_exit, classify_result, result_usage
+from orchestrator.backends.fields import (
     dict_or_empty,
     int_or_none,
     list_or_empty,
     number_or_none,
     str_or_none,
 )
-from orchestrator.backends.claude_code.outcome import Outcome, classify_exit, classify_result, result_usage
 from orchestrator.errors import BackendError
 from orchestrator.events import (
     SessionStarted,

@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from orchestrator.backends.claude_code.fields import int_or_none, list_or_empty, number_or_none, str_or_none
+from orchestrator.backends.fields import int_or_none, list_or_empty, number_or_none, str_or_none
 from orchestrator.backends.status import is_context_length, kind_for
 from orchestrator.errors import BackendError, ErrorKind, FatalError, RetryableError
 from orchestrator.events import StreamEvent, Tokens, UsageReported

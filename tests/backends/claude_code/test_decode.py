@@ -21,7 +21,7 @@ from orchestrator.backends.claude_code.outcome import (
     classify_exit,
     classify_result,
 )
-from orchestrator.errors import FatalError, RetryableError
+from orchestrator.errors import BackendError, FatalError, RetryableError
 from orchestrator.events import (
     STREAM_EVENTS,
     AssistantMessage,
@@ -46,6 +46,7 @@ from orchestrator.events import (
     UsageReported,
 )
 from orchestrator.record.aggregate import fold
+from tests.fuzz import check_events, stream_of
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "claude"
 TRANSCRIPTS = sorted(p.stem for p in FIXTURES.glob("*.jsonl"))
@@ -633,3 +634,17 @@ def test_a_multi_megabyte_line_arriving_in_small_chunks_is_one_line() -> None:
     assert len(lines) == 1
     events, _ = decode(lines)
     assert text_of(events) == text
+
+
+TRANSCRIPT_OBJECTS = [[json.loads(raw) for raw in lines_of(name)] for name in TRANSCRIPTS]
+
+
+@settings(max_examples=300)
+@given(st.sampled_from(TRANSCRIPT_OBJECTS).flatmap(stream_of), st.none() | st.integers(-20, 255))
+def test_mutated_transcripts_decode_to_well_typed_events_and_an_outcome(
+    objects: list[Any], returncode: int | None
+) -> None:
+    events, outcome = decode([json.dumps(o) for o in objects], returncode=returncode)
+    check_events(events)
+    assert no_decoder_errors(events)
+    assert outcome.error is None or isinstance(outcome.error, BackendError)

@@ -6,34 +6,22 @@ without it these tests fail with the install command rather than skip.
 
 from __future__ import annotations
 
-import itertools
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 import trio
-from hypothesis import given
-from hypothesis import strategies as st
 
 from orchestrator import run_batch
 from orchestrator.backends.local.backend import KIND, LocalBackend, Options, Settings, open_local
-from orchestrator.backends.local.decode import ChunkDecoder, StopMatcher
-from orchestrator.errors import FatalError
 from orchestrator.events import (
-    SessionStarted,
     StreamEvent,
     StreamFinished,
-    StreamWarning,
     Tagged,
     TextDelta,
-    Tokens,
-    UsageReported,
 )
 from orchestrator.spec import JobSpec
 
@@ -142,44 +130,41 @@ async def test_concurrent_jobs_each_get_their_own_text(model: None) -> None:
     assert all(text.strip() for text in together.values())
 
 
-async def test_cancelling_stops_generation_at_once_and_leaks_no_thread(model: None) -> None:
+async def test_cancelling_stops_generation_and_leaks_no_thread(model: None) -> None:
+    # How soon a cancel returns is measured by ``python -m benchmarks.stop --local``.
     long = job("Write a long story about a dragon.", max_tokens=400, ignore_eos=True)
     async with open_local(Settings(slots=1), seed=0) as backend:
         threads_before = threading.active_count()
-        cancelled_at: float | None = None
+        cancelled = False
         deltas = 0
         with trio.CancelScope() as scope:
 
             async def emit(event: StreamEvent) -> None:
-                nonlocal cancelled_at, deltas
+                nonlocal cancelled, deltas
                 await trio.lowlevel.checkpoint()
-                assert cancelled_at is None, f"emitted after the cancel: {event}"
+                assert not cancelled, f"emitted after the cancel: {event}"
                 deltas += isinstance(event, TextDelta)
                 if deltas == 3:
-                    cancelled_at = time.perf_counter()
+                    cancelled = True
                     scope.cancel()
 
             await backend.stream(long, 1, emit)
-        assert scope.cancelled_caught and cancelled_at is not None
-        assert time.perf_counter() - cancelled_at < 0.5  # a token takes ~15-40 ms here
+        assert scope.cancelled_caught and cancelled
         assert local_threads() == []
         assert threading.active_count() <= threads_before
-        # The one slot is free again at once: the 400-token generation did not go on.
-        started = time.perf_counter()
+        # The one slot is free again: a follow-up request gets its reply.
         follow_up = await generate(backend, job("Say hi.", max_tokens=4))
         assert follow_up.finished.stop_reason in ("end_turn", "max_tokens")
-        assert time.perf_counter() - started < 3
 
 
-async def test_cancelling_while_the_prompt_is_read_returns_within_a_prompt_batch(model: None) -> None:
+async def test_cancelling_while_the_prompt_is_read_leaks_no_thread(model: None) -> None:
+    # The cancel returns after the current 128-token prompt batch, not the whole prompt; how
+    # soon is measured by ``python -m benchmarks.stop --local``.
     long_prompt = job("Summarize this. " + "The cat sat on the mat. " * 200, max_tokens=4)
     async with open_local(Settings(slots=1, n_ctx=2048), seed=0) as backend:
-        started = time.perf_counter()
         with trio.move_on_after(0.3) as scope:
             await generate(backend, long_prompt)  # ~1400 prompt tokens
         assert scope.cancelled_caught
-        # The rest of the current 128-token prompt batch: ~1.3 s here, the whole prompt ~14 s.
-        assert time.perf_counter() - started < 5
         assert local_threads() == []
 
 
@@ -245,103 +230,3 @@ def test_jobs_naming_another_model_are_a_preflight_problem(model: None) -> None:
         Settings(), [job("hi"), JobSpec(id="x", prompt="hi", backend="local", model="gpt-9")]
     )
     assert len(problems) == 1 and "'gpt-9'" in problems[0]
-
-
-# --- the pure decoder ---------------------------------------------------------------------------
-
-
-def chunk(**fields: object) -> str:
-    return orjson.dumps({"id": "chatcmpl-1", "object": "chat.completion.chunk", **fields}).decode()
-
-
-def content(text: str, *, predicted: int) -> str:
-    timings = {"prompt_n": 30, "cache_n": 5, "predicted_n": predicted}
-    return chunk(choices=[{"index": 0, "delta": {"content": text}, "finish_reason": None}], timings=timings)
-
-
-def finish(reason: str) -> str:
-    return chunk(choices=[{"index": 0, "delta": {}, "finish_reason": reason}])
-
-
-USAGE = chunk(
-    choices=[],
-    usage={
-        "completion_tokens": 3,
-        "prompt_tokens": 35,
-        "total_tokens": 38,
-        "prompt_tokens_details": {"cached_tokens": 5},
-    },
-)
-ROLE = chunk(choices=[{"index": 0, "delta": {"role": "assistant", "content": None}, "finish_reason": None}])
-
-
-def decode(chunks: Sequence[str], stops: Sequence[str] = ()) -> tuple[ChunkDecoder, list[StreamEvent]]:
-    decoder = ChunkDecoder("m", stops)
-    events = [e for c in chunks for e in decoder.feed([c])]
-    return decoder, events + decoder.finish(1.0)
-
-
-def test_decoder_streams_text_then_usage_and_finish() -> None:
-    _, events = decode([ROLE, content("Hel", predicted=1), content("lo", predicted=2), finish("stop"), USAGE])
-    assert events[0] == SessionStarted(session_id="chatcmpl-1", model="m")
-    assert events[1:3] == [TextDelta("Hel"), TextDelta("lo")]
-    assert events[3] == UsageReported(Tokens(input=30, output=3, cache_read=5))
-    assert events[4] == StreamFinished("end_turn", Tokens(30, 3, 5), 0.0, 1.0, 1, "chatcmpl-1")
-
-
-def test_decoder_merges_the_text_of_one_batch() -> None:
-    decoder = ChunkDecoder("m")
-    events = decoder.feed(
-        [ROLE, content("a", predicted=1), content("b", predicted=2), content("c", predicted=3)]
-    )
-    assert events[1:] == [TextDelta("abc")]
-
-
-def test_decoder_maps_length_to_max_tokens() -> None:
-    _, events = decode([ROLE, content("x", predicted=1), finish("length"), USAGE])
-    assert isinstance(events[-1], StreamFinished) and events[-1].stop_reason == "max_tokens"
-
-
-def test_decoder_counts_tokens_up_to_the_stop_string() -> None:
-    chunks = [ROLE, content("1, 2", predicted=2), content(", 3", predicted=4), content(", 4", predicted=6)]
-    decoder, events = decode(chunks, stops=[", 3"])
-    assert [e.text for e in events if isinstance(e, TextDelta)] == ["1, 2"]
-    assert events[-1] == StreamFinished("stop_sequence", Tokens(30, 4, 5), 0.0, 1.0, 1, "chatcmpl-1")
-    assert decoder.stop_matched
-
-
-def test_decoder_a_prompt_over_the_context_is_fatal_context_length() -> None:
-    error = {"code": 400, "type": "exceed_context_size_error", "message": "request (731 tokens) exceeds..."}
-    with pytest.raises(FatalError) as caught:
-        ChunkDecoder("m").feed([orjson.dumps({"error": error}).decode()])
-    assert caught.value.kind == "context_length"
-
-
-def test_decoder_warns_about_a_chunk_that_is_not_json() -> None:
-    events = ChunkDecoder("m").feed(["data: [DONE]"])
-    assert len(events) == 1 and isinstance(events[0], StreamWarning)
-
-
-def test_a_stream_without_finish_reason_is_retryable() -> None:
-    decoder = ChunkDecoder("m")
-    decoder.feed([ROLE, content("x", predicted=1)])
-    with pytest.raises(Exception) as caught:
-        decoder.finish(1.0)
-    assert getattr(caught.value, "retryable", False)
-
-
-@given(
-    text=st.text(alphabet="ab, ", max_size=40),
-    stops=st.lists(st.text(alphabet="ab, ", min_size=1, max_size=4), max_size=3),
-    cuts=st.lists(st.integers(0, 40), max_size=8),
-)
-def test_stop_matcher_output_is_the_text_before_the_first_stop_whatever_the_chunking(
-    text: str, stops: list[str], cuts: list[int]
-) -> None:
-    bounds = sorted({0, len(text), *(c for c in cuts if c <= len(text))})
-    matcher = StopMatcher(stops)
-    out = "".join(matcher.push(text[a:b]) for a, b in itertools.pairwise(bounds))
-    out += matcher.flush()
-    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
-    assert out == (text[: min(hits)] if hits else text)
-    assert matcher.matched == bool(hits)

@@ -13,6 +13,11 @@ stops (its JSON arrives in pieces); at ``message_stop`` the :class:`AssistantMes
 :class:`UsageReported` and :class:`StreamFinished` (tokens including cache reads and writes,
 cost from the price table, None for a model without a price). Usage is reported only at the end:
 a stream cut short reports none, since its totals are unknown.
+
+Malformed data never escapes as an exception of its own: an event that is not a JSON object is a
+:class:`StreamWarning`; a field the reply is made of (text, tool calls, block indexes, the stop
+reason) with the wrong type ends the attempt with a retryable ``protocol`` error; ids, the model
+name and usage counts of the wrong type read as unknown (see :mod:`orchestrator.backends.fields`).
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ from typing import Any
 import attrs
 import orjson
 
+from orchestrator.backends.fields import int_at, int_or_none, object_at, str_at, str_or_none
 from orchestrator.backends.http.prices import Price, cost_usd, find_price, unpriced
-from orchestrator.backends.http.status import Redact, error_in_stream
+from orchestrator.backends.http.status import Redact, error_in_stream, message_of
 from orchestrator.errors import ErrorKind, RetryableError
 from orchestrator.events import (
     AssistantMessage,
@@ -92,13 +98,15 @@ class AnthropicDecoder:
         }
 
     def feed(self, event: ServerSentEvent) -> list[StreamEvent]:
+        """The events one server-sent event makes. Raises :class:`BackendError` for an ``error``
+        event and for a known event whose fields have the wrong types (``protocol``)."""
         try:
             data = orjson.loads(event.data)
         except orjson.JSONDecodeError:
             return [StreamWarning(f"event {event.event!r} is not JSON: {event.data[:200]!r}")]
         if not isinstance(data, dict):
-            return []
-        handler = self._handlers.get(data.get("type") or event.event)
+            return [StreamWarning(f"event {event.event!r} is not a JSON object: {event.data[:200]!r}")]
+        handler = self._handlers.get(str_or_none(data.get("type")) or event.event)
         return handler(data) if handler is not None else []  # ping and unknown types
 
     def finish(self) -> list[StreamEvent]:
@@ -106,42 +114,50 @@ class AnthropicDecoder:
             "stream ended before message_stop: the reply is incomplete", kind=ErrorKind.CONNECTION
         )
 
+    def _block_at(self, data: Mapping[str, Any], where: str) -> _Block | None:
+        return self.blocks.get(_index(data, where, -1))
+
     def _delta(self, data: Mapping[str, Any]) -> list[StreamEvent]:
-        delta = data.get("delta") or {}
-        block = self.blocks.get(data.get("index", -1))
-        kind = delta.get("type")
+        where = "content_block_delta"
+        delta = object_at(data, "delta", where)
+        block = self._block_at(data, where)
+        kind = str_at(delta, "type", f"{where}.delta")
         if kind == "text_delta":
-            text = delta.get("text") or ""
+            text = str_at(delta, "text", f"{where}.delta") or ""
             if block is not None:
                 block.parts.append(text)
             return [TextDelta(text)] if text else []
         if kind == "thinking_delta":
-            text = delta.get("thinking") or ""
+            text = str_at(delta, "thinking", f"{where}.delta") or ""
             if block is not None:
                 block.parts.append(text)
             return [ThinkingDelta(text)] if text else []
         if block is not None:
             if kind == "input_json_delta":
-                block.parts.append(delta.get("partial_json") or "")
+                block.parts.append(str_at(delta, "partial_json", f"{where}.delta") or "")
             elif kind == "signature_delta":
-                block.signature += delta.get("signature") or ""
+                block.signature += str_or_none(delta.get("signature")) or ""
         return []
 
     def _block_start(self, data: Mapping[str, Any]) -> list[StreamEvent]:
-        content = data.get("content_block") or {}
-        kind = content.get("type") or "unknown"
-        block = _Block(kind, call_id=content.get("id") or "", name=content.get("name") or "")
-        self.blocks[data.get("index", len(self.blocks))] = block
-        if kind == "text" and content.get("text"):
-            block.parts.append(content["text"])
-            return [TextDelta(content["text"])]
-        if kind == "thinking" and content.get("thinking"):
-            block.parts.append(content["thinking"])
-            return [ThinkingDelta(content["thinking"])]
+        where = "content_block_start.content_block"
+        content = object_at(data, "content_block", "content_block_start")
+        kind = str_at(content, "type", where) or "unknown"
+        block = _Block(kind)
+        if kind == "tool_use":
+            block.call_id = str_at(content, "id", where) or ""
+            block.name = str_at(content, "name", where) or ""
+        self.blocks[_index(data, "content_block_start", len(self.blocks))] = block
+        if kind == "text" and (text := str_at(content, "text", where)):
+            block.parts.append(text)
+            return [TextDelta(text)]
+        if kind == "thinking" and (text := str_at(content, "thinking", where)):
+            block.parts.append(text)
+            return [ThinkingDelta(text)]
         return []
 
     def _block_stop(self, data: Mapping[str, Any]) -> list[StreamEvent]:
-        block = self.blocks.get(data.get("index", -1))
+        block = self._block_at(data, "content_block_stop")
         if block is None or block.type != "tool_use":
             return []
         tool_input, warning = parse_tool_input("".join(block.parts))
@@ -149,22 +165,22 @@ class AnthropicDecoder:
         return [StreamWarning(f"tool {block.name!r}: {warning}"), call] if warning else [call]
 
     def _message_start(self, data: Mapping[str, Any]) -> list[StreamEvent]:
-        message = data.get("message") or {}
-        self.message_id = message.get("id")
-        self.model = message.get("model") or self.model
+        message = object_at(data, "message", "message_start")
+        self.message_id = str_or_none(message.get("id"))
+        self.model = str_or_none(message.get("model")) or self.model
         self._take_usage(message.get("usage"))
         return [SessionStarted(session_id=self.message_id, model=self.model)]
 
     def _message_delta(self, data: Mapping[str, Any]) -> list[StreamEvent]:
-        delta = data.get("delta") or {}
-        self.stop_reason = delta.get("stop_reason") or self.stop_reason
+        delta = object_at(data, "delta", "message_delta")
+        self.stop_reason = str_at(delta, "stop_reason", "message_delta.delta") or self.stop_reason
         self._take_usage(data.get("usage"))
         return []
 
     def _take_usage(self, usage: Any) -> None:
         # Counts in message_delta are cumulative: the latest value of each field wins.
         if isinstance(usage, dict):
-            self.usage.update({k: v for k, v in usage.items() if isinstance(v, int)})
+            self.usage.update({k: v for k, v in usage.items() if int_or_none(v) is not None and v >= 0})
 
     def _message_stop(self, data: Mapping[str, Any]) -> list[StreamEvent]:
         self.done = True
@@ -203,6 +219,11 @@ class AnthropicDecoder:
         return events
 
     def _error(self, data: Mapping[str, Any]) -> list[StreamEvent]:
-        error = data.get("error") or {}
-        message = str(error.get("message") or "no message")
-        raise error_in_stream(message, error.get("type"), None, redact=self.redact)
+        message, kind = message_of(data)
+        raise error_in_stream(message, kind, None, redact=self.redact)
+
+
+def _index(data: Mapping[str, Any], where: str, default: int) -> int:
+    """The event's content block ``index`` (``default`` when it has none)."""
+    index = int_at(data, "index", where)
+    return default if index is None else index

@@ -11,7 +11,11 @@ tolerated: extra fields; ``reasoning_content``/``reasoning`` deltas (shown as th
 on the last choice chunk or not at all (tokens and cost are then unknown, and a warning says
 so); no ``[DONE]`` after a ``finish_reason`` (the body's end then ends the reply). An error
 object inside the stream (``{"error": {...}}``, or vLLM's ``{"object": "error", ...}``) ends
-the attempt with the server's message.
+the attempt with the server's message. Data that breaks the format is never an exception of
+its own: a chunk that is not a JSON object is a :class:`StreamWarning`; a field the reply is made
+of (choices, delta text, tool calls, the finish reason) with the wrong type ends the attempt with
+a retryable ``protocol`` error; ids, the model name and usage counts of the wrong type read as
+unknown (see :mod:`orchestrator.backends.fields`).
 
 Only the first choice is read: a job asks for one reply.
 """
@@ -24,6 +28,16 @@ from typing import Any
 import attrs
 import orjson
 
+from orchestrator.backends.fields import (
+    as_object,
+    count_or_zero,
+    dict_or_empty,
+    int_at,
+    list_at,
+    object_at,
+    str_at,
+    str_or_none,
+)
 from orchestrator.backends.http.decoders.anthropic import parse_tool_input
 from orchestrator.backends.http.prices import Price, cost_usd, find_price, unpriced
 from orchestrator.backends.http.status import Redact, error_in_stream, message_of
@@ -80,29 +94,26 @@ class OpenAIDecoder:
         except orjson.JSONDecodeError:
             return [StreamWarning(f"stream data is not JSON: {raw[:200]!r}")]
         if not isinstance(chunk, dict):
-            return []
+            return [StreamWarning(f"stream data is not a JSON object: {raw[:200]!r}")]
         if "error" in chunk or chunk.get("object") == "error":
             self._raise_error(chunk)
         out: list[StreamEvent] = []
         if not self.started:
             self.started = True
-            self.reply_id = chunk.get("id")
-            self.model = chunk.get("model") or self.model
+            self.reply_id = str_or_none(chunk.get("id"))
+            self.model = str_or_none(chunk.get("model")) or self.model
             out.append(SessionStarted(session_id=self.reply_id, model=self.model))
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             self.usage = usage
-        choices = chunk.get("choices")
-        if not choices or not isinstance(choices, list):
+        choices = list_at(chunk, "choices", "chunk")
+        if not choices:
             return out
-        choice = choices[0]
-        if not isinstance(choice, dict):
-            return out
-        delta = choice.get("delta")
-        if isinstance(delta, dict):
-            self._delta(delta, out)
-        if choice.get("finish_reason"):
-            self.finish_reason = choice["finish_reason"]
+        choice = as_object(choices[0], "chunk.choices[0]")
+        self._delta(object_at(choice, "delta", "chunk.choices[0]"), out)
+        finish_reason = str_at(choice, "finish_reason", "chunk.choices[0]")
+        if finish_reason:
+            self.finish_reason = finish_reason
         return out
 
     def finish(self) -> list[StreamEvent]:
@@ -112,23 +123,25 @@ class OpenAIDecoder:
         return self._final()
 
     def _delta(self, delta: Mapping[str, Any], out: list[StreamEvent]) -> None:
-        text = delta.get("content") or delta.get("refusal")
+        where = "chunk.choices[0].delta"
+        text = str_at(delta, "content", where) or str_at(delta, "refusal", where)
         if text:
             self.text.append(text)
             out.append(TextDelta(text))
-        thought = delta.get("reasoning_content") or delta.get("reasoning")
-        if thought and isinstance(thought, str):
+        thought = str_at(delta, "reasoning_content", where) or str_at(delta, "reasoning", where)
+        if thought:
             self.thinking.append(thought)
             out.append(ThinkingDelta(thought))
-        for piece in delta.get("tool_calls") or ():
-            if not isinstance(piece, dict):
-                continue
-            call = self.calls.setdefault(piece.get("index", len(self.calls)), _Call())
-            call.call_id = call.call_id or piece.get("id") or ""
-            function = piece.get("function") or {}
-            call.name = call.name or function.get("name") or ""
-            if function.get("arguments"):
-                call.arguments.append(function["arguments"])
+        for n, raw in enumerate(list_at(delta, "tool_calls", where)):
+            piece_at = f"{where}.tool_calls[{n}]"
+            piece = as_object(raw, piece_at)
+            index = int_at(piece, "index", piece_at)
+            call = self.calls.setdefault(len(self.calls) if index is None else index, _Call())
+            call.call_id = call.call_id or str_at(piece, "id", piece_at) or ""
+            function = object_at(piece, "function", piece_at)
+            call.name = call.name or str_at(function, "name", f"{piece_at}.function") or ""
+            if arguments := str_at(function, "arguments", f"{piece_at}.function"):
+                call.arguments.append(arguments)
 
     def _final(self) -> list[StreamEvent]:
         out: list[StreamEvent] = []
@@ -145,7 +158,7 @@ class OpenAIDecoder:
             out.append(ToolCall(call_id=call_id, name=call.name, input=tool_input))
             content.append(ToolUseBlock(call_id, call.name, tool_input))
         out.append(AssistantMessage(content=tuple(content), message_id=self.reply_id))
-        tokens = _tokens(self.usage) if self.usage is not None else None
+        tokens = tokens_of_usage(self.usage) if self.usage is not None else None
         cost = None
         if tokens is None:
             out.append(StreamWarning("the server reported no usage: tokens and cost unknown"))
@@ -170,15 +183,11 @@ class OpenAIDecoder:
         raise error_in_stream(message, kind, status, redact=self.redact)
 
 
-def _tokens(usage: Mapping[str, Any]) -> Tokens:
-    """OpenAI counts cached prompt tokens inside ``prompt_tokens``; ours are disjoint."""
-    prompt = _int(usage.get("prompt_tokens"))
-    details = usage.get("prompt_tokens_details")
-    cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
-    return Tokens(
-        input=max(0, prompt - cached), output=_int(usage.get("completion_tokens")), cache_read=cached
-    )
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+def tokens_of_usage(usage: Mapping[str, Any]) -> Tokens:
+    """Tokens from an OpenAI-style ``usage`` object (odd counts read as 0). OpenAI counts cached
+    prompt tokens inside ``prompt_tokens``; ours are disjoint."""
+    prompt = count_or_zero(usage.get("prompt_tokens"))
+    details = dict_or_empty(usage.get("prompt_tokens_details"))
+    cached = min(prompt, count_or_zero(details.get("cached_tokens")))
+    output = count_or_zero(usage.get("completion_tokens"))
+    return Tokens(input=prompt - cached, output=output, cache_read=cached)
