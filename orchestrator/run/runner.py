@@ -56,6 +56,7 @@ from orchestrator.events import (
     UsageReported,
 )
 from orchestrator.record.aggregate import Aggregator, JobResult
+from orchestrator.record.cost import AttemptMeter
 from orchestrator.record.log import LogHeader, LogWriter
 from orchestrator.run.bus import Barrier, Item, Subscriber, run_bus
 from orchestrator.run.limits import Budget, Gate
@@ -147,9 +148,7 @@ class _Job:
     done: bool = False
     deadline: float | None = None
     stream_finished: bool = False
-    finished: StreamFinished | None = None
-    usage_tokens: int = 0
-    usage_cost: float | None = None
+    meter: AttemptMeter = attrs.Factory(AttemptMeter)  # what the current attempt has spent
     reserved: float | None = None
     estimate: tuple[int, float] | None = None  # tokens and cost of one attempt, once worked out
     watch: Watch | None = None
@@ -179,11 +178,9 @@ class _Job:
         kind = type(event)
         if kind is StreamFinished:
             self.stream_finished = True
-            self.finished = event  # type: ignore[assignment]
+            self.meter.finish(event)  # type: ignore[arg-type]
         elif kind is UsageReported:
-            self.usage_tokens += event.tokens.total  # type: ignore[union-attr]
-            if event.cost_usd is not None:  # type: ignore[union-attr]
-                self.usage_cost = (self.usage_cost or 0.0) + event.cost_usd  # type: ignore[union-attr]
+            self.meter.add_usage(event)  # type: ignore[arg-type]
         elif kind is RateLimitInfo:
             await run.gates[self.spec.backend].observe(self.spec.model, event)  # type: ignore[arg-type]
 
@@ -391,18 +388,14 @@ class _Run:
             if spec.timeouts.job is not None:
                 job.deadline = trio.current_time() + spec.timeouts.job
         job.attempt += 1
-        job.finished, job.usage_tokens, job.usage_cost = None, 0, None
+        job.meter = AttemptMeter()
         try:
             failure = await self._stream(job)
         finally:
-            finished = job.finished
-            ticket.used = (
-                finished.tokens.total if finished is not None and finished.tokens else job.usage_tokens
-            )
+            spent = job.meter.cost()  # what the summary charges this attempt, too
+            ticket.used = spent.tokens.total
             gate.leave(ticket)
-            # The same cost the aggregator charges: the stream's total, else its usage events'.
-            cost_seen = finished.cost_usd if finished is not None and finished.cost_usd is not None else None
-            self._settle(job, cost_seen if cost_seen is not None else job.usage_cost)
+            self._settle(job, spent.cost_usd)
         if failure is None:
             await gate.succeeded()
         else:
