@@ -273,10 +273,12 @@ def test_the_html_tooltip_shows_each_attempts_cost(name: str, tmp_path: Path) ->
     assert shown == [-1 if cost is None else cost for cost in case.attempt_costs]  # -1 draws "?"
 
 
-@pytest.mark.parametrize("name", ["usage costs, stream total without cost", "a failed job that reported its cost"])
-def test_the_spend_cap_is_charged_the_rule(name: str, tmp_path: Path) -> None:
-    # Three jobs of the same case under a cap of 2.5 jobs' cost: the cap stops new jobs once
-    # the runner has settled more than that, which it does only if it charges the rule's cost.
+@pytest.mark.parametrize(
+    "name", ["usage costs, stream total without cost", "a failed job that reported its cost"]
+)
+def test_the_spend_cap_is_charged_the_rule(name: str) -> None:
+    # Four jobs of the same case, one at a time, under a cap of 2.5 jobs' cost: the third job
+    # starts (2 spent) and the fourth does not (3 spent), provided the runner charges the rule.
     cost = CASES[name].job_cost
     assert cost
     spec = make_spec(
