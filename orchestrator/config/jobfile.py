@@ -1,6 +1,8 @@
-"""Job files and library queries → a validated :class:`~orchestrator.spec.BatchSpec`.
+"""Job files → a validated :class:`~orchestrator.spec.BatchSpec`.
 
-All checking happens here, once; the runner trusts what it gets. Every problem in the input is
+All checking happens here (and for library arguments in :mod:`orchestrator.config.library`,
+which shares :func:`assemble`: defaults merged into jobs, ids, content hashes), once; the runner
+trusts what it gets. Every problem in the input is
 reported (not just the first), one line each, as ``FILE: key.path: what is wrong``, and
 :class:`~orchestrator.errors.ConfigError` carries them all.
 
@@ -45,7 +47,7 @@ from orchestrator.config.check import (
     type_hints,
 )
 from orchestrator.errors import ConfigError
-from orchestrator.spec import BackendLimits, BatchSpec, JobSpec, Query
+from orchestrator.spec import BackendLimits, BatchSpec, JobSpec
 
 BATCH_KEYS = ("concurrency", "log", "deadline", "seed", "fsync", "name", "max_cost_usd", "hard_cap")
 _JOB_SETTINGS = (
@@ -168,24 +170,15 @@ def _read_prompts_file(path: Path, problems: Problems, owner: str) -> list[JobSo
     return jobs
 
 
-def build_batch(queries: Iterable[str | Query | Mapping[str, Any]], defaults: Mapping[str, Any]) -> BatchSpec:
-    """Resolve library queries (strings, :class:`Query` objects or job-like mappings).
-
-    ``defaults`` is laid out like a job file's ``[defaults]`` table, plus ``backends``.
+def build_batch(queries: Iterable[str | Mapping[str, Any]], defaults: Mapping[str, Any]) -> BatchSpec:
+    """Resolve job-file-shaped data held in memory: prompts or job tables, and ``defaults`` laid
+    out like a job file's ``[defaults]`` table plus ``backends``. (Library callers with typed
+    values use :func:`orchestrator.config.library.library_batch`, through ``run_batch``.)
     """
-    jobs: list[JobSource] = []
-    for i, query in enumerate(queries):
-        if isinstance(query, str):
-            query = {"prompt": query}
-        elif isinstance(query, Query):
-            table = {k: v for k, v in attrs.asdict(query, recurse=False).items() if v is not None}
-            options = dict(table.pop("options"))
-            if options:
-                table[query.backend or defaults.get("backend", "sim")] = options
-            if not table.get("metadata"):
-                table.pop("metadata", None)
-            query = table
-        jobs.append(JobSource(None, f"queries[{i}]", query))
+    jobs = [
+        JobSource(None, f"queries[{i}]", {"prompt": query} if isinstance(query, str) else query)
+        for i, query in enumerate(queries)
+    ]
     problems: Problems = []
     if not jobs:
         problems.append("queries: no queries given")
