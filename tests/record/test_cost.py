@@ -243,6 +243,10 @@ def test_the_live_panel_shows_what_the_summary_says(name: str, tmp_path: Path) -
     result, progress, _ = run_case(name, tmp_path)
     assert progress.cost == result.summary.cost_usd
     assert len(progress.cost_unknown) == result.summary.cost_unknown_jobs
+    unknown = result.summary.cost_unknown_jobs
+    assert f"${result.summary.cost_usd:.4f}" + (f" (+{unknown} unknown)" if unknown else "  ") in (
+        progress.status_line(1.0)
+    )
     assert progress.output_tokens == result.summary.tokens.output
     assert progress.running == {}
 
