@@ -20,6 +20,7 @@ from orchestrator._version import __version__
 
 if TYPE_CHECKING:
     from orchestrator.api import open_batch, run_batch
+    from orchestrator.config.library import BatchKeywords
     from orchestrator.errors import BackendError, ConfigError, ErrorKind, FatalError, RetryableError
     from orchestrator.events import BatchSummary, Tagged, Tokens
     from orchestrator.record.aggregate import JobResult
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from orchestrator.spec import BatchSpec, JobSpec, Query, RetryPolicy, Timeouts
 
 _EXPORTS = {
+    "BatchKeywords": "config.library",
     "JobResult": "record.aggregate",
     "open_batch": "api",
     "run_batch": "api",
@@ -64,6 +66,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "BackendError",
+    "BatchKeywords",
     "BatchResult",
     "BatchRun",
     "BatchSpec",

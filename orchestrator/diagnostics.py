@@ -2,8 +2,14 @@
 
 The event log records what happened to the jobs; diagnostics say what the orchestrator itself
 noticed: a backend that raised something it should not have (with its traceback), attempts
-failing and how they were classified, limiter decisions. They go to standard error, quiet by
-default (warnings only); ``orchestrate -v`` or ``ORCHESTRATOR_DEBUG=1`` shows everything.
+failing and how they were classified.
+
+A library leaves its host's logging alone: nothing here configures structlog on import or on a
+``run_batch``. Only the ``orchestrate`` command calls :func:`configure` (stderr; warnings only
+unless ``-v`` or ``ORCHESTRATOR_DEBUG=1``). Library code logs through :func:`logger`, which
+follows the host: through the host's structlog configuration when it has one, else through the
+standard library's ``logging`` under the module's name (so with no logging set up at all, only
+warnings reach stderr, as with any well-behaved library).
 """
 
 from __future__ import annotations
@@ -15,12 +21,19 @@ from typing import Any
 
 import structlog
 
-_configured = False
+# Used only when the host has not configured structlog: render for stdlib logging, and drop
+# events below the stdlib logger's level before any rendering work.
+_STDLIB_PROCESSORS: list[structlog.typing.Processor] = [
+    structlog.stdlib.filter_by_level,
+    structlog.processors.format_exc_info,
+    structlog.dev.ConsoleRenderer(colors=False),
+]
 
 
 def configure(*, verbose: bool = False) -> None:
-    """Send diagnostics to stderr, at debug level when ``verbose`` (or ORCHESTRATOR_DEBUG is set)."""
-    global _configured
+    """For the ``orchestrate`` command only: send diagnostics to stderr, at debug level when
+    ``verbose`` (or ORCHESTRATOR_DEBUG is set), else warnings only. Replaces any structlog
+    configuration of the process, so a library must never call it."""
     level = logging.DEBUG if verbose or os.environ.get("ORCHESTRATOR_DEBUG") else logging.WARNING
     structlog.configure(
         processors=[
@@ -33,11 +46,28 @@ def configure(*, verbose: bool = False) -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=False,
     )
-    _configured = True
+
+
+class _HostLogger:
+    """Chooses at each call, so a host may configure structlog before or after importing us."""
+
+    __slots__ = ("_name", "_stdlib")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._stdlib = structlog.wrap_logger(
+            logging.getLogger(name),
+            processors=_STDLIB_PROCESSORS,
+            wrapper_class=structlog.stdlib.BoundLogger,
+        )
+
+    def __getattr__(self, method: str) -> Any:
+        target = structlog.get_logger(self._name) if structlog.is_configured() else self._stdlib
+        return getattr(target, method)
 
 
 def logger(name: str) -> Any:
-    """A bound logger; configures the quiet default on first use."""
-    if not _configured:
-        configure()
-    return structlog.get_logger(name)
+    """A logger for library code (``debug``, ``warning``, ... with key-value context) that
+    configures nothing: it logs through the host's structlog configuration when there is one,
+    else through stdlib ``logging.getLogger(name)``."""
+    return _HostLogger(name)

@@ -1,8 +1,9 @@
 """What to run and how, as plain frozen data: built and validated once (by
 :mod:`orchestrator.config.jobfile`), then trusted by the mechanism.
 
-Field metadata (``min``, ``max``, ``gt``) states the valid range; :mod:`orchestrator.config.jobfile`
-enforces it with the key path of the offending value.
+Field metadata (``min``, ``max``, ``gt``) states the valid range of each field, and a class whose
+fields constrain each other says how in a ``conflicts`` method; :mod:`orchestrator.config.check`
+enforces both, for job files and library arguments alike, with the path of the offending value.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ class RetryPolicy:
     base_delay: float = attrs.field(default=1.0, metadata=_range(min=0))
     max_delay: float = attrs.field(default=30.0, metadata=_range(min=0))
     max_retry_after: float = attrs.field(default=300.0, metadata=_range(min=0))
+
+    def conflicts(self) -> list[tuple[str | None, str]]:
+        """What is wrong with the fields taken together: (field or None for the whole, problem)."""
+        if self.max_delay < self.base_delay:
+            return [(None, f"max_delay ({self.max_delay}) is below base_delay ({self.base_delay})")]
+        return []
 
 
 @attrs.frozen
@@ -170,3 +177,9 @@ class BatchSpec:
     """When a backend whose jobs keep failing stops taking new ones."""
     already_done: int = 0
     """Jobs left out because the log being resumed shows them done (for the summary)."""
+
+    def conflicts(self) -> list[tuple[str | None, str]]:
+        """What is wrong with the fields taken together: (field or None for the whole, problem)."""
+        if self.hard_cap and self.max_cost_usd is None:
+            return [("hard_cap", "needs a spend cap: max_cost_usd")]
+        return []

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-from orchestrator import ConfigError, Query, RetryPolicy, open_batch, run_batch
+from orchestrator import ConfigError, Query, RetryPolicy, Timeouts, open_batch, run_batch
+from orchestrator.config.jobfile import build_batch
+from orchestrator.config.library import BatchKeywords, library_batch
 from orchestrator.events import JobSucceeded, Tagged, TextDelta
 from orchestrator.record.log import read_log
 
@@ -39,10 +42,131 @@ def test_bad_queries_raise_config_error_listing_every_problem() -> None:
     with pytest.raises(ConfigError) as info:
         run_batch([{"prompt": 5}, {"id": "x"}, "ok"], concurrency=0)
     assert info.value.problems == [
-        "defaults.concurrency: must be >= 1, got 0",
-        "queries[0].prompt: expected a string, got integer 5",
-        "queries[1].prompt: required",
+        "run_batch(concurrency=...): must be >= 1, got 0",
+        "run_batch(queries=...)[0].prompt: expected a string, got integer 5",
+        "run_batch(queries=...)[1].prompt: required",
     ]
+
+
+@pytest.mark.parametrize(
+    "keywords, problem",
+    [
+        (
+            {"retry": RetryPolicy(base_delay=10.0, max_delay=1.0)},
+            "run_batch(retry=...): max_delay (1.0) is below base_delay (10.0)",
+        ),
+        (
+            {"retry": {"base_delay": 10.0, "max_delay": 1.0}},
+            "run_batch(retry=...): max_delay (1.0) is below base_delay (10.0)",
+        ),
+        ({"retry": RetryPolicy(max_attempts=0)}, "run_batch(retry=...).max_attempts: must be >= 1, got 0"),
+        (
+            {"retry": RetryPolicy(max_attempts=True)},  # type: ignore[arg-type]
+            "run_batch(retry=...).max_attempts: expected an integer, got boolean true",
+        ),
+        (
+            {"retry": {"max_attempt": 2}},
+            "run_batch(retry=...).max_attempt: unknown key (did you mean 'max_attempts'?)",
+        ),
+        ({"retry": "often"}, 'run_batch(retry=...): expected a table, got string "often"'),
+        ({"timeouts": Timeouts(idle=0)}, "run_batch(timeouts=...).idle: must be > 0, got 0"),
+        (
+            {"timeouts": Timeouts(attempt=float("nan"))},
+            "run_batch(timeouts=...).attempt: expected a finite number, got nan",
+        ),
+        ({"temperature": 3}, "run_batch(temperature=...): must be <= 2, got 3.0"),
+        (
+            {"fsync": "sometimes"},
+            'run_batch(fsync=...): string "sometimes" is not one of: always, terminal, never',
+        ),
+        ({"hard_cap": True}, "run_batch(hard_cap=...): needs a spend cap: max_cost_usd"),
+        (
+            {"options": {"tokens_per_s": False}},
+            "run_batch(options=...).tokens_per_s: expected a number, got boolean false",
+        ),
+        (
+            {"backend": "simm"},
+            "run_batch(backend=...): unknown backend 'simm' (did you mean 'sim'?); known: ",
+        ),
+        (
+            {"backend_settings": {"simm": {}}},
+            "run_batch(backend_settings=...).simm: unknown backend (did you mean 'sim'?)",
+        ),
+        ({"max_token": 5}, "run_batch(max_token=...): unknown keyword (did you mean 'max_tokens'?)"),
+    ],
+)
+def test_each_problem_names_the_argument(keywords: dict[str, Any], problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        run_batch(["p"], **keywords)
+    assert len(info.value.problems) == 1 and info.value.problems[0].startswith(problem)
+
+
+@pytest.mark.parametrize(
+    "query, problem",
+    [
+        (Query("p", max_tokens=0), "run_batch(queries=...)[1].max_tokens: must be >= 1, got 0"),
+        (Query("p", temperature=-1.0), "run_batch(queries=...)[1].temperature: must be >= 0, got -1.0"),
+        (Query(5), "run_batch(queries=...)[1].prompt: expected a string, got integer 5"),  # type: ignore[arg-type]
+        (
+            Query("p", options={"ttf": 0}),
+            "run_batch(queries=...)[1].options.ttf: unknown key (did you mean 'ttft'?)",
+        ),
+        (Query("p", backend="nope"), "run_batch(queries=...)[1].backend: unknown backend 'nope'"),
+        (
+            {"prompt": "p", "retry": {"max_delay": 0.5}},
+            "run_batch(queries=...)[1].retry: max_delay (0.5) is below base_delay (1.0)",
+        ),
+        (7, "run_batch(queries=...)[1]: expected a table"),
+    ],
+)
+def test_a_bad_query_is_named_by_its_index(query: Any, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        run_batch(["fine", query])
+    assert len(info.value.problems) == 1 and info.value.problems[0].startswith(problem)
+
+
+async def test_open_batch_names_itself_in_problems() -> None:
+    with pytest.raises(ConfigError) as info:
+        async with open_batch(["p"], retry=RetryPolicy(base_delay=10.0, max_delay=1.0)):
+            pass  # pragma: no cover - never entered
+    assert info.value.problems == ["open_batch(retry=...): max_delay (1.0) is below base_delay (10.0)"]
+
+
+def test_typed_defaults_reach_every_job_unchanged_and_a_job_may_change_one_key() -> None:
+    policy = RetryPolicy(max_attempts=2, base_delay=0.5, max_delay=2.0)
+    timeouts = Timeouts(idle=7.0)
+    spec = library_batch(
+        "run_batch",
+        ["a", Query("b"), {"prompt": "c", "retry": {"max_attempts": 5}}],
+        {"retry": policy, "timeouts": timeouts},
+    )
+    a, b, c = spec.jobs
+    assert a.retry is policy and b.retry is policy and a.timeouts is timeouts
+    assert c.retry == RetryPolicy(max_attempts=5, base_delay=0.5, max_delay=2.0)
+
+
+def test_a_job_hashes_the_same_given_as_a_query_a_mapping_or_a_job_file_table() -> None:
+    typed = library_batch(
+        "run_batch", [Query("p", id="x", max_tokens=5, options={"ttft": 0.5})], {"model": "m", "seed": 3}
+    )
+    mapping = library_batch(
+        "run_batch",
+        [{"id": "x", "prompt": "p", "max_tokens": 5, "sim": {"ttft": 0.5}}],
+        {"model": "m", "seed": 3},
+    )
+    table = build_batch(
+        [{"id": "x", "prompt": "p", "max_tokens": 5, "sim": {"ttft": 0.5}}], {"model": "m", "seed": 3}
+    )
+    assert typed.jobs == mapping.jobs == table.jobs
+
+
+def test_both_entry_points_take_one_keyword_set() -> None:
+    run = inspect.signature(run_batch).parameters
+    opened = inspect.signature(open_batch).parameters
+    assert run["keywords"].annotation == opened["keywords"].annotation == "Unpack[BatchKeywords]"
+    assert {"resume", "retry_failed", "keep_text", "retry", "max_cost_usd"} <= set(
+        BatchKeywords.__optional_keys__
+    )
 
 
 def test_resume_skips_what_the_log_shows_done(tmp_path: Path) -> None:
@@ -52,6 +176,18 @@ def test_resume_skips_what_the_log_shows_done(tmp_path: Path) -> None:
     again = run_batch(queries, resume=log, options={"ttft": 0})
     assert (first.summary.succeeded, first.summary.failed) == (2, 1)
     assert (again.summary.jobs, again.summary.already_done) == (1, 2)
+
+
+async def test_open_batch_resumes_from_a_log_as_run_batch_does(tmp_path: Path, autojump_clock: Any) -> None:
+    log = str(tmp_path / "r.jsonl")
+    queries: list[Any] = ["a", "b", {"prompt": "c", "sim": {"faults": ["fatal"]}}]
+    async with open_batch(queries, resume=log, options={"ttft": 0}) as batch:
+        first = await batch.wait()
+    async with open_batch(queries, resume=log, retry_failed=True, options={"ttft": 0}) as batch:
+        again = await batch.wait()
+    assert (first.summary.succeeded, first.summary.failed) == (2, 1)
+    assert (again.summary.jobs, again.summary.already_done) == (1, 2)
+    assert [r.header is not None for r in read_log(log)].count(True) == 2  # appended, one header per run
 
 
 async def test_open_batch_yields_events_as_they_happen(autojump_clock: Any) -> None:

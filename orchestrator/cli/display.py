@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Sequence
-from typing import IO, Any
+from typing import IO
 
+import attrs
 import trio
 from rich.console import Console, Group
 from rich.live import Live
@@ -34,12 +35,28 @@ from orchestrator.events import (
     UsageReported,
 )
 from orchestrator.record.aggregate import JobResult
+from orchestrator.record.cost import AttemptMeter
 
 _TAIL = 70
 
 
+@attrs.define(slots=True)
+class RunningAttempt:
+    """A running attempt as the live panel shows it."""
+
+    attempt: int
+    deltas: int = 0  # text deltas seen
+    tail: str = ""  # the end of its text
+    unreported: int = 0  # deltas not yet counted by a usage report (they stand in for tokens)
+    meter: AttemptMeter = attrs.Factory(AttemptMeter)
+
+
 class Progress:
-    """Counts what the batch is doing, from its events."""
+    """Counts what the batch is doing, from its events.
+
+    Tokens and cost of an attempt are settled when it ends, by the rule the summary uses
+    (:func:`~orchestrator.record.cost.attempt_cost`), so the panel's final cost is the summary's.
+    """
 
     def __init__(self) -> None:
         self.total = 0
@@ -47,11 +64,10 @@ class Progress:
         self.failed = 0
         self.other = 0  # cancelled or skipped
         self.retrying: set[str] = set()
-        # job -> [attempt, deltas seen, text tail, deltas not yet in a usage report,
-        #         cost of usage events not yet settled by a finished stream or a failure]
-        self.running: dict[str, list[Any]] = {}
-        self.output_tokens = 0
-        self.cost = 0.0
+        self.running: dict[str, RunningAttempt] = {}
+        self.output_tokens = 0  # of ended attempts
+        self.cost = 0.0  # known cost of ended attempts
+        self.cost_unknown: set[str] = set()  # jobs with an attempt of unknown cost
         self.notices = 0
         self.failures: list[str] = []
         self.last_ts = 0.0
@@ -65,33 +81,30 @@ class Progress:
         for tagged in batch:
             self.last_ts = tagged.ts
             event, job = tagged.event, tagged.job_id
+            row = self.running.get(job) if job is not None else None
             match event:
                 case TextDelta(text=text):
-                    row = self.running.get(job) if job is not None else None
                     if row is not None:
-                        row[1] += 1
-                        row[3] += 1
-                        row[2] = (row[2] + text)[-_TAIL:]
-                case StreamFinished(cost_usd=cost):
-                    row = self.running.get(job) if job is not None else None
+                        row.deltas += 1
+                        row.unreported += 1
+                        row.tail = (row.tail + text)[-_TAIL:]
+                case StreamFinished():
                     if row is not None:
-                        row[4] = 0.0  # the stream's own total replaces its usage events' costs
-                    if cost:
-                        self.cost += cost
-                case UsageReported(tokens=tokens, cost_usd=cost):
-                    self.output_tokens += tokens.output
-                    row = self.running.get(job) if job is not None else None
+                        row.meter.finish(event)
+                        if event.tokens is not None:  # the stream's own total counts every delta
+                            row.unreported = 0
+                case UsageReported():
                     if row is not None:
-                        row[3] = 0  # now counted in output_tokens
-                        row[4] += cost or 0.0
+                        row.meter.add_usage(event)
+                        row.unreported = 0
                 case AttemptStarted():
                     assert job is not None
+                    self._settle(job)
                     self.retrying.discard(job)
-                    self.running[job] = [tagged.attempt, 0, "", 0, 0.0]
+                    self.running[job] = RunningAttempt(tagged.attempt)
                 case RetryScheduled():
                     assert job is not None
-                    self._charge_unfinished(job)
-                    self.running.pop(job, None)
+                    self._settle(job)
                     self.retrying.add(job)
                 case BatchStarted(jobs=jobs):
                     self.total = jobs  # known at once, before every job is announced
@@ -99,7 +112,6 @@ class Progress:
                     self.succeeded += 1
                     self._end(job)
                 case JobFailed(error_kind=kind, message=message):
-                    self._charge_unfinished(job)
                     self.failed += 1
                     self.failures.append(f"{job}: {kind}: {message}")
                     self._end(job)
@@ -108,36 +120,45 @@ class Progress:
                     self._end(job)
                 case SystemNotice(subtype=subtype):
                     self.notices += 1
-                    row = self.running.get(job) if job is not None else None
                     if row is not None and subtype in ("api_retry", "model_fallback", "status"):
-                        row[2] = f"[{subtype}] {row[2]}"[-_TAIL:]
+                        row.tail = f"[{subtype}] {row.tail}"[-_TAIL:]
                 case LimiterChanged(backend=backend, change=change, value=value, until_s=until):
                     self.limits[backend] = _describe_limit(change, value, until)
                 case _:
                     pass
 
-    def _charge_unfinished(self, job: str | None) -> None:
-        """An attempt that failed is charged what its usage events cost (as the summary does)."""
-        row = self.running.get(job) if job is not None else None
-        if row is not None:
-            self.cost += row[4]
-            row[4] = 0.0
+    def _settle(self, job: str) -> None:
+        """End the job's running attempt, if any: add what it used (the summary's rule)."""
+        row = self.running.pop(job, None)
+        if row is None:
+            return
+        spent = row.meter.cost()
+        self.output_tokens += spent.tokens.output
+        if spent.cost_usd is None:
+            self.cost_unknown.add(job)
+        else:
+            self.cost += spent.cost_usd
 
     def _end(self, job: str | None) -> None:
-        self.running.pop(job, None)  # type: ignore[arg-type]
-        self.retrying.discard(job)
+        if job is not None:
+            self._settle(job)
+            self.retrying.discard(job)
 
     def status_line(self, elapsed: float) -> str:
         # Streaming deltas stand in for tokens until the attempt reports its real usage.
-        streamed = self.output_tokens + sum(row[3] for row in self.running.values())
+        streamed = self.output_tokens + sum(
+            row.meter.cost().tokens.output + row.unreported for row in self.running.values()
+        )
         rate = streamed / elapsed if elapsed > 0 else 0.0
         eta = ""
         if 0 < self.done < self.total and elapsed > 0:
             eta = f"  eta {_duration((self.total - self.done) * elapsed / self.done)}"
         limits = "".join(f"  [{name}: {text}]" for name, text in self.limits.items())
+        unknown = f" (+{len(self.cost_unknown)} unknown)" if self.cost_unknown else ""
         return (
             f"{self.done}/{self.total} done  {len(self.running)} running  {len(self.retrying)} retrying  "
-            f"{self.failed} failed  {rate:,.0f} tok/s  ${self.cost:.4f}  {_duration(elapsed)}{eta}{limits}"
+            f"{self.failed} failed  {rate:,.0f} tok/s  ${self.cost:.4f}{unknown}  "
+            f"{_duration(elapsed)}{eta}{limits}"
         )
 
     def renderable(self, elapsed: float, rows: int = 8) -> Group:
@@ -145,9 +166,9 @@ class Progress:
         table.add_column(style="cyan", no_wrap=True, max_width=24)
         table.add_column(style="dim", no_wrap=True)
         table.add_column(no_wrap=True, overflow="ellipsis")
-        for job, (attempt, tokens, tail, *_) in list(self.running.items())[:rows]:
-            label = f"#{attempt} {tokens} tok" if attempt > 1 else f"{tokens} tok"
-            table.add_row(job, label, tail.replace("\n", " "))
+        for job, row in list(self.running.items())[:rows]:
+            label = f"#{row.attempt} {row.deltas} tok" if row.attempt > 1 else f"{row.deltas} tok"
+            table.add_row(job, label, row.tail.replace("\n", " "))
         if len(self.running) > rows:
             table.add_row("…", f"+{len(self.running) - rows} more", "")
         return Group(Text(self.status_line(elapsed), style="bold"), table)

@@ -3,7 +3,9 @@
 Every problem is reported with its key path (``jobs[3].retry.max_attempts``), and nothing is
 coerced: ``"8"`` is not an integer and ``"false"`` is not a boolean. Ranges come from field
 metadata: ``min``/``max`` (inclusive), ``gt`` (exclusive), ``choices`` (for strings and the
-items of string lists) and ``keys`` (allowed keys of a table).
+items of string lists) and ``keys`` (allowed keys of a table); rules that tie fields together
+from the class's ``conflicts()`` method. Values of attrs classes may come as tables (a job file)
+or as instances (a library caller): both meet the same rules here.
 """
 
 from __future__ import annotations
@@ -130,6 +132,8 @@ def check_value(value: Any, hint: Any, path: str, meta: Mapping[str, Any], probl
             checked[key] = check_value(item, item_hint, join(path, key), meta, problems)
         return checked
     if attrs.has(hint):
+        if isinstance(value, hint):
+            return check_instance(value, path, problems)
         fields = check_table(value, hint, path, problems)
         return None if fields is None else build(hint, fields, path, problems)
     raise TypeError(f"unsupported type {hint!r}")
@@ -161,7 +165,7 @@ def check_table(
 
 
 def build(cls: type, fields: Mapping[str, Any], path: str, problems: Problems) -> Any:
-    """Construct ``cls`` from checked fields; missing required fields are problems."""
+    """Construct ``cls`` from checked fields; missing required fields and conflicts are problems."""
     missing = [
         f.name for f in attrs.fields(cls) if f.init and f.default is attrs.NOTHING and f.name not in fields
     ]
@@ -169,7 +173,35 @@ def build(cls: type, fields: Mapping[str, Any], path: str, problems: Problems) -
         problems.append(f"{join(path, name)}: required")
     if missing or any(v is None and not _nullable(cls, k) for k, v in fields.items()):
         return None
-    return cls(**fields)
+    return _without_conflicts(cls(**fields), path, problems)
+
+
+def check_instance(value: Any, path: str, problems: Problems) -> Any:
+    """Check an attrs instance made by a caller against its class's rules (the field metadata
+    and ``conflicts()``) as if it had been read as a table; return it, or None on problems."""
+    start = len(problems)
+    cls: type = type(value)
+    hints = type_hints(cls)
+    for field in attrs.fields(cls):
+        if field.init:
+            item = getattr(value, field.name)
+            check_value(item, hints[field.name], join(path, field.name), field.metadata, problems)
+    if len(problems) > start:
+        return None
+    return _without_conflicts(value, path, problems)
+
+
+def conflicts(value: Any) -> list[tuple[str | None, str]]:
+    """The problems of an object's fields taken together (its ``conflicts()``; none without one)."""
+    method = getattr(value, "conflicts", None)
+    return method() if method is not None else []
+
+
+def _without_conflicts(value: Any, path: str, problems: Problems) -> Any:
+    found = conflicts(value)
+    for key, text in found:
+        problems.append(f"{path if key is None else join(path, key)}: {text}")
+    return None if found else value
 
 
 def _nullable(cls: type, name: str) -> bool:

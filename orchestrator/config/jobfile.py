@@ -1,6 +1,8 @@
-"""Job files and library queries → a validated :class:`~orchestrator.spec.BatchSpec`.
+"""Job files → a validated :class:`~orchestrator.spec.BatchSpec`.
 
-All checking happens here, once; the runner trusts what it gets. Every problem in the input is
+All checking happens here (and for library arguments in :mod:`orchestrator.config.library`,
+which shares :func:`assemble`: defaults merged into jobs, ids, content hashes), once; the runner
+trusts what it gets. Every problem in the input is
 reported (not just the first), one line each, as ``FILE: key.path: what is wrong``, and
 :class:`~orchestrator.errors.ConfigError` carries them all.
 
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +40,16 @@ from orchestrator.config.check import (
     build,
     check_table,
     check_value,
+    conflicts,
     describe,
     did_you_mean,
     join,
     type_hints,
 )
 from orchestrator.errors import ConfigError
-from orchestrator.spec import BackendLimits, BatchSpec, JobSpec, Query
+from orchestrator.spec import BackendLimits, BatchSpec, JobSpec
 
-_BATCH_KEYS = ("concurrency", "log", "deadline", "seed", "fsync", "name", "max_cost_usd", "hard_cap", "halt")
+BATCH_KEYS = ("concurrency", "log", "deadline", "seed", "fsync", "name", "max_cost_usd", "hard_cap", "halt")
 _JOB_SETTINGS = (
     "backend",
     "model",
@@ -167,24 +170,15 @@ def _read_prompts_file(path: Path, problems: Problems, owner: str) -> list[JobSo
     return jobs
 
 
-def build_batch(queries: Iterable[str | Query | Mapping[str, Any]], defaults: Mapping[str, Any]) -> BatchSpec:
-    """Resolve library queries (strings, :class:`Query` objects or job-like mappings).
-
-    ``defaults`` is laid out like a job file's ``[defaults]`` table, plus ``backends``.
+def build_batch(queries: Iterable[str | Mapping[str, Any]], defaults: Mapping[str, Any]) -> BatchSpec:
+    """Resolve job-file-shaped data held in memory: prompts or job tables, and ``defaults`` laid
+    out like a job file's ``[defaults]`` table plus ``backends``. (Library callers with typed
+    values use :func:`orchestrator.config.library.library_batch`, through ``run_batch``.)
     """
-    jobs: list[JobSource] = []
-    for i, query in enumerate(queries):
-        if isinstance(query, str):
-            query = {"prompt": query}
-        elif isinstance(query, Query):
-            table = {k: v for k, v in attrs.asdict(query, recurse=False).items() if v is not None}
-            options = dict(table.pop("options"))
-            if options:
-                table[query.backend or defaults.get("backend", "sim")] = options
-            if not table.get("metadata"):
-                table.pop("metadata", None)
-            query = table
-        jobs.append(JobSource(None, f"queries[{i}]", query))
+    jobs = [
+        JobSource(None, f"queries[{i}]", {"prompt": query} if isinstance(query, str) else query)
+        for i, query in enumerate(queries)
+    ]
     problems: Problems = []
     if not jobs:
         problems.append("queries: no queries given")
@@ -204,6 +198,31 @@ class JobSource:
     table: Any
 
 
+@attrs.frozen
+class CheckedJob:
+    """A job's own settings, checked, and where they came from: ``problems`` the check found
+    (reported with the job's others), ``table`` whether it was a table at all (else "prompt:
+    required" would only repeat that)."""
+
+    file: str | None
+    path: str
+    fields: dict[str, Any]
+    problems: tuple[str, ...] = ()
+    table: bool = True
+
+
+def check_job(source: JobSource) -> CheckedJob:
+    """A job table's own settings checked (as :func:`check_layer` does for any job layer)."""
+    local: Problems = []
+    _, fields = check_layer(source.table, source.path, local, batch=False)
+    return CheckedJob(source.file, source.path, fields, tuple(local), isinstance(source.table, Mapping))
+
+
+def defaults_path(key: str) -> str:
+    """Where a job file sets a default: ``defaults.KEY``."""
+    return join("defaults", key)
+
+
 def resolve(
     defaults: Any,
     jobs: Sequence[JobSource],
@@ -217,49 +236,80 @@ def resolve(
 
     Problems are appended as complete lines, prefixed with the file they are in.
     """
-
-    def report(file: str | None, local: Problems) -> None:
-        problems.extend(f"{file}: {p}" if file else p for p in local)
-
     local: Problems = []
-    batch_fields, job_defaults = _check_layer(defaults, "defaults", local, batch=True)
+    batch_fields, job_defaults = check_layer(defaults, "defaults", local, batch=True)
     batch_fields.update(
-        {k: v for k, v in attrs.asdict(overrides).items() if v is not None and k in _BATCH_KEYS}
+        {k: v for k, v in attrs.asdict(overrides).items() if v is not None and k in BATCH_KEYS}
     )
-    if batch_fields.get("hard_cap") and batch_fields.get("max_cost_usd") is None:
-        local.append("defaults.hard_cap: needs a spend cap: max_cost_usd (or --max-cost)")
-    report(source, local)
+    problems.extend(f"{source}: {p}" if source else p for p in local)
+    backend_problems: Problems = []
+    backend_settings, limits = resolve_backends(backends, "backends", backend_problems)
+    return assemble(
+        batch_fields,
+        job_defaults,
+        map(check_job, jobs),  # one at a time: 100k checked jobs need not exist at once
+        backend_settings,
+        limits,
+        overrides=overrides,
+        source=source,
+        problems=problems,
+        late_problems=backend_problems,
+        defaults_path=defaults_path,
+    )
+
+
+def assemble(
+    batch_fields: Mapping[str, Any],
+    job_defaults: Mapping[str, Any],
+    jobs: Iterable[CheckedJob],
+    backend_settings: dict[str, Any],
+    limits: dict[str, BackendLimits],
+    *,
+    overrides: Overrides = Overrides(),
+    source: str | None,
+    problems: Problems,
+    late_problems: Sequence[str] = (),
+    defaults_path: Callable[[str], str],
+    shared: dict[Any, Any] | None = None,
+) -> BatchSpec | None:
+    """Merge the checked defaults into each checked job and build the batch (None on problems).
+
+    ``defaults_path`` names where a default was set, for problems with it; ``shared`` may hold
+    default objects already built and checked (``(key, cls) -> object``), which jobs that do
+    not set that key take unchanged. ``late_problems`` are reported after the jobs' own.
+    """
+    for key, text in conflicts(BatchSpec(jobs=(), **batch_fields)):
+        line = f"{defaults_path(key or '')}: {text}"
+        problems.append(f"{source}: {line}" if source else line)
     specs: list[JobSpec] = []
     seen: dict[str, str] = {}
     # Batch-wide backend settings that shape answers (which model, which server) go into each
     # job's content hash, so resuming against another model runs the jobs again.
-    backend_problems: Problems = []
-    backend_settings, limits = _resolve_backends(backends, backend_problems)
-    shared: dict[Any, Any] = {("answer", name): _answer_settings(s) for name, s in backend_settings.items()}
-    for job_source in jobs:
-        local = []
-        job = _resolve_job(job_source.path, job_source.table, job_defaults, overrides, local, shared)
-        report(job_source.file or source, local)
+    shared = {} if shared is None else shared
+    shared.update({("answer", name): _answer_settings(s) for name, s in backend_settings.items()})
+    for checked in jobs:
+        local = list(checked.problems)
+        job = _resolve_job(checked, job_defaults, overrides, local, shared, defaults_path)
+        file = checked.file or source
+        problems.extend(f"{file}: {p}" if file else p for p in local)
         if job is None:
             continue
         if job.id in seen:
-            if not _has_id(job_source.table):
+            if checked.fields.get("id") is None:
                 # Equal prompts without ids are legitimate (sampling one prompt N times).
                 n = 2
                 while f"{job.id}-{n}" in seen:
                     n += 1
                 job = attrs.evolve(job, id=f"{job.id}-{n}")
             else:
-                where = join(job_source.path, "id")
-                report(
-                    job_source.file or source, [f"{where}: duplicate id {job.id!r} (also at {seen[job.id]})"]
-                )
+                duplicate = f"{join(checked.path, 'id')}: duplicate id {job.id!r} (also at {seen[job.id]})"
+                problems.append(f"{file}: {duplicate}" if file else duplicate)
                 continue
-        seen[job.id] = job_source.path or (job_source.file or "")
+        seen[job.id] = checked.path or (checked.file or "")
         specs.append(job)
     for name in sorted({j.backend for j in specs} - set(backend_settings)):
         backend_settings[name] = backend_kind(name).Settings()
-    report(source, backend_problems)
+    problems.extend(f"{source}: {p}" if source else p for p in late_problems)
     if problems:
         return None
     return BatchSpec(
@@ -267,11 +317,7 @@ def resolve(
     )
 
 
-def _has_id(table: Any) -> bool:
-    return isinstance(table, Mapping) and table.get("id") is not None
-
-
-def _check_layer(
+def check_layer(
     table: Any, path: str, problems: Problems, *, batch: bool
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split one table (defaults or a job) into checked batch keys and job keys.
@@ -288,7 +334,7 @@ def _check_layer(
     job_keys = (*_JOB_SETTINGS, *(() if batch else ("id", "prompt")))
     for key, value in table.items():
         where = join(path, key)
-        if key in _BATCH_KEYS and batch:
+        if key in BATCH_KEYS and batch:
             hint = type_hints(BatchSpec)[key]
             meta = attrs.fields_dict(BatchSpec)[key].metadata
             batch_fields[key] = check_value(value, hint, where, meta, problems)
@@ -305,28 +351,28 @@ def _check_layer(
         elif key in backend_names:
             kind = backend_kind(key)
             job_fields[key] = check_table(value, kind.Options, where, problems) or {}
-        elif key in _BATCH_KEYS:
+        elif key in BATCH_KEYS:
             problems.append(f"{where}: batch-wide setting: set it in [defaults]")
         else:
-            known = (*job_keys, *(_BATCH_KEYS if batch else ()), *backend_names)
+            known = (*job_keys, *(BATCH_KEYS if batch else ()), *backend_names)
             problems.append(f"{where}: unknown key{did_you_mean(key, known)}")
     return batch_fields, job_fields
 
 
 def _resolve_job(
-    path: str,
-    table: Any,
+    checked: CheckedJob,
     defaults: Mapping[str, Any],
     overrides: Overrides,
     problems: Problems,
     shared: dict[Any, Any],
+    defaults_path: Callable[[str], str],
 ) -> JobSpec | None:
-    """One job: its table checked, defaults merged in, every object built; None on problems.
+    """One job: defaults merged into its checked settings, every object built; None on problems.
 
-    ``shared`` caches what jobs take unchanged from [defaults] (and options' canonical JSON).
+    ``shared`` caches what jobs take unchanged from the defaults (and options' canonical JSON).
     """
     start = len(problems)
-    _, fields = _check_layer(table, path, problems, batch=False)
+    path, fields = checked.path, checked.fields
     merged = {**defaults, **fields}
     for key in (*_NESTED, *known_backends()):
         if key in defaults and key in fields:
@@ -336,29 +382,29 @@ def _resolve_job(
     if overrides.timeouts:  # the command line wins over a job's own timeouts too
         merged["timeouts"] = {**merged.get("timeouts", {}), **overrides.timeouts}
     backend = merged.setdefault("backend", "sim")
-    if "prompt" not in merged and isinstance(table, Mapping):
+    if "prompt" not in merged and checked.table:
         problems.append(f"{join(path, 'prompt')}: required")
     if backend not in known_backends():
         if overrides.backend is not None:
             where = "--backend"
         else:
-            where = join(path, "backend") if "backend" in fields else "defaults.backend"
+            where = join(path, "backend") if "backend" in fields else defaults_path("backend")
         problems.append(
             f"{where}: unknown backend {backend!r}{did_you_mean(backend, known_backends())}; "
             f"known: {', '.join(known_backends())}"
         )
-    if len(problems) > start:
+    if checked.problems or len(problems) > start:
         return None
     kind = backend_kind(backend)
 
     def settled(key: str, cls: type) -> Any:
-        # Jobs that leave a table to [defaults] share one object: 100k jobs, one Options.
+        # Jobs that leave a table to the defaults share one object: 100k jobs, one Options.
         value = merged.pop(key, {})
         if key in fields:
             return build(cls, value, join(path, key), problems)
         cache_key = (key, cls)
         if cache_key not in shared:
-            shared[cache_key] = build(cls, value, join(path, key), problems)
+            shared[cache_key] = build(cls, value, defaults_path(key), problems)
         return shared[cache_key]
 
     options = settled(backend, kind.Options)
@@ -369,11 +415,7 @@ def _resolve_job(
     if len(problems) > start or merged.get("prompt") is None:
         return None
     if options is None or retry is None or timeouts is None:
-        return None  # a bad value in [defaults], reported there once
-    if retry.max_delay < retry.base_delay:
-        where = join(path, "retry") if "retry" in fields else "defaults.retry"
-        problems.append(f"{where}: max_delay ({retry.max_delay}) is below base_delay ({retry.base_delay})")
-        return None
+        return None  # a bad value in the defaults, reported there once
     prompt = merged["prompt"]
     job_id = merged.pop("id", None) or "p-" + hashlib.sha256(prompt.encode()).hexdigest()[:10]
     options_json = shared.get(("json", id(options)))
@@ -401,22 +443,25 @@ def _answer_settings(settings: Any) -> dict[str, Any]:
     return {k: getattr(settings, k) for k in _ANSWER_SETTINGS if getattr(settings, k, None) is not None}
 
 
-def _resolve_backends(table: Any, problems: Problems) -> tuple[dict[str, Any], dict[str, BackendLimits]]:
-    """Each backend's own settings, and the rate limits the runner applies to it."""
+def resolve_backends(
+    table: Any, path: str, problems: Problems
+) -> tuple[dict[str, Any], dict[str, BackendLimits]]:
+    """Each backend's own settings, and the rate limits the runner applies to it, from a table
+    of backend names found at ``path``."""
     settings: dict[str, Any] = {}
     limits: dict[str, BackendLimits] = {}
     if not isinstance(table, Mapping):
-        problems.append("backends: expected a table of backend names")
+        problems.append(f"{path}: expected a table of backend names")
         return settings, limits
     for name, value in table.items():
+        where = join(path, name)
         if name not in known_backends():
             problems.append(
-                f"backends.{name}: unknown backend{did_you_mean(name, known_backends())}; "
+                f"{where}: unknown backend{did_you_mean(name, known_backends())}; "
                 f"known: {', '.join(known_backends())}"
             )
             continue
         cls = backend_kind(name).Settings
-        where = f"backends.{name}"
         checked = check_table(value, cls, where, problems, skip=_LIMIT_KEYS)
         if checked is not None:
             settings[name] = build(cls, checked, where, problems)

@@ -3,7 +3,9 @@
 The same fold runs live (as a bus subscriber) and offline over a log, so a report recomputed
 from the log equals what the live run printed. Only the final attempt's output (text, tool
 calls, time to first token) makes the job's result; a retried attempt's partial output stays in
-the log only. Tokens and cost add up over every attempt, since retried attempts were paid for.
+the log only. Tokens and cost add up over every attempt, since retried attempts were paid for;
+what one attempt cost is :func:`~orchestrator.record.cost.attempt_cost`'s to say. A job's cost is
+unknown (None) when any of its attempts' cost is.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from orchestrator.events import (
     ToolCall,
     UsageReported,
 )
+from orchestrator.record.cost import AttemptMeter
 
 JobStatus = Literal["succeeded", "failed", "cancelled", "skipped"]
 _FIRST_OUTPUT = (TextDelta, ThinkingDelta, ToolCall, AssistantMessage)
@@ -77,19 +80,7 @@ class _Attempt:
     parts: list[str] | None
     tool_calls: list[ToolCall] = attrs.Factory(list)
     first_output: float | None = None
-    usage: Tokens = _NONE
-    usage_cost: float | None = None
-    finished: StreamFinished | None = None
-
-    def tokens(self) -> Tokens:
-        if self.finished is not None and self.finished.tokens is not None:
-            return self.finished.tokens
-        return self.usage
-
-    def cost(self) -> float | None:
-        if self.finished is not None and self.finished.cost_usd is not None:
-            return self.finished.cost_usd
-        return self.usage_cost
+    meter: AttemptMeter = attrs.Factory(AttemptMeter)
 
 
 @attrs.define(slots=True)
@@ -107,14 +98,12 @@ class _Job:
         attempt = self.current
         if attempt is None:
             return
-        tokens, cost = attempt.tokens(), attempt.cost()
-        self.tokens = tokens if self.tokens is _NONE else self.tokens + tokens
-        if cost is not None:
-            self.cost += cost
-        elif tokens.total or attempt.finished is not None:
-            # A finished stream without a cost (unknown price, no usage) is unknown, not free;
-            # an attempt refused before it consumed anything (a 429, say) cost nothing.
+        spent = attempt.meter.cost()
+        self.tokens = spent.tokens if self.tokens is _NONE else self.tokens + spent.tokens
+        if spent.cost_usd is None:
             self.cost_unknown = True
+        else:
+            self.cost += spent.cost_usd
 
 
 class Aggregator:
@@ -170,14 +159,12 @@ class Aggregator:
             case ThinkingDelta() | AssistantMessage():
                 if attempt is not None and attempt.first_output is None:
                     attempt.first_output = tagged.ts
-            case UsageReported(tokens=tokens, cost_usd=cost):
+            case UsageReported():
                 if attempt is not None:
-                    attempt.usage = attempt.usage + tokens
-                    if cost is not None:
-                        attempt.usage_cost = (attempt.usage_cost or 0.0) + cost
+                    attempt.meter.add_usage(event)
             case StreamFinished():
                 if attempt is not None:
-                    attempt.finished = event
+                    attempt.meter.finish(event)
             case AttemptStarted():
                 job.close_attempt()
                 self._attempts += 1
@@ -212,7 +199,7 @@ class Aggregator:
         else:
             status, error_kind, error = "skipped", "skipped", getattr(event, "reason", None)
         output = attempt if status == "succeeded" else None
-        finished = attempt.finished if attempt is not None else None
+        finished = attempt.meter.finished if attempt is not None else None
         self.results[job_id] = JobResult(
             job_id=job_id,
             status=status,

@@ -47,11 +47,11 @@ from orchestrator.events import (
     Tagged,
     TextDelta,
     ThinkingDelta,
-    Tokens,
     ToolCall,
     UsageReported,
 )
 from orchestrator.record.aggregate import Aggregator
+from orchestrator.record.cost import AttemptMeter
 from orchestrator.record.log import LogHeader, LogRecord, read_log
 from orchestrator.report.merge import combine, failure_groups, final_rows, retry_groups
 from orchestrator.report.model import (
@@ -87,8 +87,7 @@ class _Open:
 
     number: int
     start: float
-    usage: Tokens = attrs.Factory(Tokens)
-    finished: StreamFinished | None = None
+    meter: AttemptMeter = attrs.Factory(AttemptMeter)
     first_output: float | None = None
 
 
@@ -132,10 +131,10 @@ class _RunFold:
             case TextDelta() | ThinkingDelta() | ToolCall() | AssistantMessage() if current is not None:
                 if current.first_output is None:
                     current.first_output = tagged.ts
-            case UsageReported(tokens=tokens) if current is not None:
-                current.usage = current.usage + tokens
+            case UsageReported() if current is not None:
+                current.meter.add_usage(event)
             case StreamFinished() if current is not None:
-                current.finished = event
+                current.meter.finish(event)
             case RetryScheduled():
                 self._close(job, tagged.ts, "retried", event.error_kind, event.message, event.delay_s)
             case JobSucceeded():
@@ -161,9 +160,7 @@ class _RunFold:
         current = self.open.pop(job, None)
         if current is None:
             return
-        finished = current.finished
-        # The same rule as the aggregator: the backend's own total wins over summed usage.
-        tokens = finished.tokens if finished is not None and finished.tokens is not None else current.usage
+        spent = current.meter.cost()  # the rule the summary applies to the same attempt
         self.spans.setdefault(job, []).append(
             AttemptSpan(
                 job_id=job,
@@ -172,8 +169,8 @@ class _RunFold:
                 start=current.start,
                 end=ts,
                 outcome=outcome,
-                tokens=tokens,
-                cost_usd=finished.cost_usd if finished is not None else None,
+                tokens=spent.tokens,
+                cost_usd=spent.cost_usd,
                 first_output=current.first_output,
                 error_kind=error_kind,
                 error=error,

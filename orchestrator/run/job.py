@@ -42,6 +42,7 @@ from orchestrator.events import (
     TerminalEvent,
     UsageReported,
 )
+from orchestrator.record.cost import AttemptCost, AttemptMeter
 from orchestrator.run.retry import backoff_delay, should_retry
 from orchestrator.run.watchdog import Watch
 from orchestrator.spec import JobSpec, Timeouts
@@ -85,9 +86,7 @@ class JobState:
     done: bool = False  # its terminal event is sent
     deadline: float | None = None  # when its job timeout fires (set when it starts)
     stream_finished: bool = False
-    finished: StreamFinished | None = None
-    usage_tokens: int = 0
-    usage_cost: float | None = None
+    meter: AttemptMeter = attrs.Factory(AttemptMeter)  # what the current attempt has spent
     reserved: float | None = None  # the spend-cap reservation its running attempt holds
     estimate: tuple[int, float] | None = None  # tokens and cost of one attempt, once worked out
     watch: Watch | None = None
@@ -106,33 +105,20 @@ class JobState:
                 self.deadline = now + self.spec.timeouts.job
         self.attempt += 1
         self.stream_finished = False
-        self.finished, self.usage_tokens, self.usage_cost = None, 0, None
+        self.meter = AttemptMeter()
 
     def observe(self, event: Event) -> None:
         """Keep what the attempt's stream has told so far (its end, its usage)."""
         kind = type(event)
         if kind is StreamFinished:
             self.stream_finished = True
-            self.finished = event  # type: ignore[assignment]
+            self.meter.finish(event)  # type: ignore[arg-type]
         elif kind is UsageReported:
-            self.usage_tokens += event.tokens.total  # type: ignore[union-attr]
-            if event.cost_usd is not None:  # type: ignore[union-attr]
-                self.usage_cost = (self.usage_cost or 0.0) + event.cost_usd  # type: ignore[union-attr]
+            self.meter.add_usage(event)  # type: ignore[arg-type]
 
-    def attempt_tokens(self) -> int:
-        """Tokens the last attempt used: the stream's total, else what its usage events added up to."""
-        finished = self.finished
-        if finished is not None and finished.tokens:
-            return finished.tokens.total
-        return self.usage_tokens
-
-    def attempt_cost(self) -> float | None:
-        """What the last attempt cost, as the aggregator charges it: the stream's total, else its
-        usage events' sum; None when nothing was reported."""
-        finished = self.finished
-        if finished is not None and finished.cost_usd is not None:
-            return finished.cost_usd
-        return self.usage_cost
+    def attempt_spent(self) -> AttemptCost:
+        """What the last attempt used and cost, by the one rule the summary uses too."""
+        return self.meter.cost()
 
     def timed_out(self, now: float) -> bool:
         """Whether the job timeout has passed at ``now``."""

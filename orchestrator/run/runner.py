@@ -344,9 +344,10 @@ class _Run:
         try:
             failure = await self._stream(job)
         finally:
-            ticket.used = job.attempt_tokens()
+            spent = job.attempt_spent()  # what the summary charges this attempt, too
+            ticket.used = spent.tokens.total
             gate.leave(ticket)
-            self._settle(job, job.attempt_cost())
+            self._settle(job, spent.cost_usd)
         if failure is None:
             await gate.succeeded()
         else:

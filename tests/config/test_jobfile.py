@@ -103,6 +103,12 @@ def test_a_shared_bad_default_is_reported_once() -> None:
     assert info.value.problems == ["defaults.retry: max_delay (1.0) is below base_delay (5.0)"]
 
 
+def test_a_jobs_own_retry_is_checked_where_it_is_set() -> None:
+    with pytest.raises(ConfigError) as info:
+        build_batch(["a", {"prompt": "b", "retry": {"max_delay": 0.5}}], {"retry": {"base_delay": 2.0}})
+    assert info.value.problems == ["queries[1].retry: max_delay (0.5) is below base_delay (2.0)"]
+
+
 @pytest.mark.parametrize(
     "defaults, problem",
     [
@@ -141,7 +147,7 @@ def test_command_line_timeouts_win_over_a_jobs_own(tmp_path: Path) -> None:
 def test_hard_cap_needs_a_cap() -> None:
     with pytest.raises(ConfigError) as info:
         build_batch(["p"], {"hard_cap": True})
-    assert info.value.problems == ["defaults.hard_cap: needs a spend cap: max_cost_usd (or --max-cost)"]
+    assert info.value.problems == ["defaults.hard_cap: needs a spend cap: max_cost_usd"]
 
 
 def test_a_bad_backend_from_the_command_line_is_named_as_such(tmp_path: Path) -> None:

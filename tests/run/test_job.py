@@ -146,14 +146,17 @@ def test_what_the_watchdog_cut_names_the_failure(fired: str, attempt_deadline: f
 def test_an_attempts_cost_is_the_stream_total_else_its_usage() -> None:
     state = job()
     state.begin_attempt(0.0)
-    assert state.attempt_cost() is None and state.attempt_tokens() == 0
+    assert state.attempt_spent().tokens.total == 0
     state.observe(UsageReported(Tokens(input=10, output=5), cost_usd=0.25))
     state.observe(UsageReported(Tokens(output=5), cost_usd=None))
-    assert state.attempt_cost() == 0.25 and state.attempt_tokens() == 20
+    spent = state.attempt_spent()
+    assert spent.cost_usd == 0.25 and spent.tokens.total == 20
     state.observe(StreamFinished(stop_reason="end_turn", tokens=Tokens(input=10, output=12), cost_usd=0.5))
-    assert state.attempt_cost() == 0.5 and state.attempt_tokens() == 22
+    spent = state.attempt_spent()
+    assert spent.cost_usd == 0.5 and spent.tokens.total == 22
+    assert state.stream_finished
     state.begin_attempt(1.0)  # a new attempt starts from nothing
-    assert state.attempt_cost() is None and state.attempt_tokens() == 0
+    assert state.attempt_spent().tokens.total == 0 and not state.stream_finished
     state.observe(TextDelta("x"))
     assert not state.stream_finished
 
