@@ -12,9 +12,10 @@ import trio
 
 from orchestrator.config.jobfile import build_batch
 from orchestrator.events import Tagged
+from orchestrator.record.claim import claim_log
 from orchestrator.record.resume import plan
 from orchestrator.run.bus import CallbackSubscriber, Subscriber
-from orchestrator.run.runner import BatchResult, BatchRun, execute, open_spec
+from orchestrator.run.runner import BatchResult, BatchRun, execute, open_spec, preflight
 from orchestrator.spec import BatchSpec, Query, RetryPolicy, Timeouts
 
 QueryLike = str | Query | Mapping[str, Any]
@@ -34,7 +35,6 @@ def _spec(
     backend_settings: Mapping[str, Mapping[str, Any]] | None,
     job_defaults: Mapping[str, Any],
     resume: str | None = None,
-    retry_failed: bool = False,
 ) -> BatchSpec:
     defaults: dict[str, Any] = {"backend": backend, "concurrency": concurrency, "seed": seed, **job_defaults}
     if log is not None:
@@ -50,11 +50,16 @@ def _spec(
     if backend_settings:
         defaults["backends"] = {name: dict(s) for name, s in backend_settings.items()}
     spec = build_batch(queries, defaults)
-    if resume is None:
+    return spec if resume is None else attrs.evolve(spec, log=resume)
+
+
+def _resumed(spec: BatchSpec, retry_failed: bool) -> BatchSpec:
+    """The batch less what its log shows done (the caller holds the log's claim); a log that
+    does not exist yet is simply started (the first run of an idempotent script)."""
+    assert spec.log is not None
+    if not os.path.exists(spec.log):
         return spec
-    if not os.path.exists(resume):  # first run of an idempotent script: start the log
-        return attrs.evolve(spec, log=resume)
-    planned = plan(spec, resume, retry_failed=retry_failed)
+    planned = plan(spec, spec.log, retry_failed=retry_failed)
     return attrs.evolve(planned.spec, already_done=planned.already_done)
 
 
@@ -74,6 +79,7 @@ def run_batch(
     keep_text: bool = True,
     resume: str | None = None,
     retry_failed: bool = False,
+    force: bool = False,
     **job_defaults: Any,
 ) -> BatchResult:
     """Run every query and return the batch result (starts and ends its own trio run).
@@ -85,7 +91,10 @@ def run_batch(
     ``resume`` names a log: jobs it shows succeeded (same id and content hash) are not run again
     and this run is appended to it (a missing log is simply started). ``retry_failed`` reruns
     only the jobs whose last outcome there was a failure. Results hold the jobs run now.
-    Raises :class:`~orchestrator.errors.ConfigError` for bad input, before anything runs.
+    Raises :class:`~orchestrator.errors.ConfigError` for bad input, before anything runs: also
+    when the log is in use by another run, is not a log, or is a log of a job file (written by
+    ``orchestrate``) unless ``force``. A log write that fails mid-run (a full disk) raises
+    :class:`~orchestrator.record.log.LogWriteError`; the log stays valid for ``resume``.
     """
     spec = _spec(
         queries,
@@ -100,10 +109,16 @@ def run_batch(
         backend_settings=backend_settings,
         job_defaults=job_defaults,
         resume=resume,
-        retry_failed=retry_failed,
     )
     subscribers: list[Subscriber] = [CallbackSubscriber(on_event)] if on_event is not None else []
-    return trio.run(lambda: execute(spec, subscribers=subscribers, keep_text=keep_text))
+    if spec.log is None or spec.log == "-":
+        return trio.run(lambda: execute(spec, subscribers=subscribers, keep_text=keep_text))
+    preflight(spec)
+    with claim_log(spec.log, job_file=spec.source, force=force) as claim:  # before resume reads it
+        if resume is not None:
+            spec = _resumed(spec, retry_failed)
+        run = spec
+        return trio.run(lambda: execute(run, subscribers=subscribers, keep_text=keep_text, claim=claim))
 
 
 @asynccontextmanager

@@ -56,7 +56,8 @@ from orchestrator.events import (
     UsageReported,
 )
 from orchestrator.record.aggregate import Aggregator, JobResult
-from orchestrator.record.log import LogHeader, LogWriter
+from orchestrator.record.claim import LogClaim, claim_log, job_path
+from orchestrator.record.log import LogError, LogHeader, LogWriteError, LogWriter
 from orchestrator.run.bus import Barrier, Item, Subscriber, run_bus
 from orchestrator.run.limits import Budget, Gate
 from orchestrator.run.retry import backoff_delay, should_retry
@@ -486,16 +487,44 @@ async def execute(
     subscribers: Sequence[Subscriber] = (),
     keep_text: bool = True,
     control: RunControl | None = None,
+    claim: LogClaim | None = None,
 ) -> BatchResult:
     """Run the batch to the end and return its result.
 
-    Raises :class:`ConfigError` before anything runs if a backend cannot run (preflight) or the
-    log cannot be opened. A stop through ``control`` or the batch deadline still returns a result
-    (``summary.stopped`` says why). If this task itself is cancelled, the run is torn down:
-    backends clean up, but unfinished jobs get no terminal event.
+    Raises :class:`ConfigError` before anything runs if a backend cannot run (preflight), or the
+    log cannot be opened, is not a log, or is in use by another run. The log is claimed for the
+    whole run (see :mod:`~orchestrator.record.claim`) unless the caller passes the ``claim`` it
+    already holds (to read the log for a resume first); a claim passed in stays the caller's.
+    A stop through ``control`` or the batch deadline still returns a result (``summary.stopped``
+    says why). A log write that fails (a full disk) ends the run with :class:`LogWriteError`:
+    backends clean up, and what the log holds stays valid for ``--resume``. If this task itself
+    is cancelled, the run is torn down: backends clean up, but unfinished jobs get no terminal
+    event.
     """
     kinds = preflight(spec)
-    control = control or RunControl()
+    own_claim = None
+    if claim is None and spec.log is not None and spec.log != "-":
+        own_claim = claim_log(spec.log, job_file=spec.source)
+    try:
+        return await _execute(spec, kinds, subscribers, keep_text, control or RunControl())
+    except BaseExceptionGroup as group:
+        # The bus task's failure arrives wrapped by the nurseries it crossed: give it back bare.
+        failed, _ = group.split(LogWriteError)
+        if failed is None:
+            raise
+        raise _leaves(failed)[0] from None
+    finally:
+        if own_claim is not None:
+            own_claim.release()
+
+
+async def _execute(
+    spec: BatchSpec,
+    kinds: Mapping[str, BackendKind],
+    subscribers: Sequence[Subscriber],
+    keep_text: bool,
+    control: RunControl,
+) -> BatchResult:
     run_id = uuid.uuid4().hex[:12]
     started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
     writer = LogWriter(spec.log, spec.fsync) if spec.log else None
@@ -509,9 +538,12 @@ async def execute(
             jobs=len(spec.jobs),
             settings=_settings_for_header(spec),
             already_done=spec.already_done,
+            job_path=job_path(spec.source),
         )
         try:
             writer.open(header)
+        except LogError as exc:
+            raise ConfigError([f"{exc}; refusing to write into it"]) from None
         except OSError as exc:
             raise ConfigError([f"{spec.log}: cannot open log: {exc.strerror or exc}"]) from None
     aggregator = Aggregator(keep_text=keep_text)
@@ -634,6 +666,9 @@ async def open_spec(
     send, receive = trio.open_memory_channel[Tagged](buffer)
     run = BatchRun(receive)
     preflight(spec)  # bad input raises here, before the block runs
+    own_claim = None
+    if spec.log is not None and spec.log != "-":
+        own_claim = claim_log(spec.log, job_file=spec.source)  # so does a log in use
 
     async def execute_and_close() -> None:
         async with send:
@@ -642,12 +677,17 @@ async def open_spec(
                 subscribers=[*subscribers, ChannelSubscriber(send)],
                 keep_text=keep_text,
                 control=run.control,
+                claim=own_claim,
             )
             run._finished.set()
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(execute_and_close)
-        try:
-            yield run
-        finally:
-            receive.close()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(execute_and_close)
+            try:
+                yield run
+            finally:
+                receive.close()
+    finally:
+        if own_claim is not None:
+            own_claim.release()
