@@ -44,6 +44,14 @@ class ConfigError(Exception):
     """
 
     def __init__(self, problems: list[str]) -> None:
-        # A bad default shared by many jobs is one problem, not one per job.
-        self.problems = list(dict.fromkeys(problems))
+        # A bad default shared by many jobs is one problem, not one per job. A problem quotes
+        # the input (keys, values), which may hold any character: each stays one line.
+        self.problems = list(dict.fromkeys(_one_line(p) for p in problems))
         super().__init__("\n".join(self.problems))
+
+
+def _one_line(text: str) -> str:
+    """``text`` with control characters (newlines, escape sequences, NUL) written as escapes."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)

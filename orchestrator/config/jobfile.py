@@ -23,6 +23,8 @@ A job file::
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -36,6 +38,7 @@ from orchestrator.backends import backend_kind, known_backends
 from orchestrator.config.check import (
     Problems,
     build,
+    check_limits,
     check_table,
     check_value,
     describe,
@@ -86,6 +89,8 @@ def load_job_file(path: str | Path, overrides: Overrides = Overrides()) -> Batch
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{name}: invalid TOML: {exc}"]) from None
+    except RecursionError:  # the TOML reader recurses per level of nesting
+        raise ConfigError([f"{name}: invalid TOML: tables or lists nested too deeply"]) from None
     problems: Problems = []
     for key in data:
         if key not in _TOP_KEYS:
@@ -100,6 +105,8 @@ def load_job_file(path: str | Path, overrides: Overrides = Overrides()) -> Batch
     if prompts_file is not None:
         if not isinstance(prompts_file, str):
             problems.append(f"{name}: prompts_file: expected a string (a path), got {describe(prompts_file)}")
+        elif "\0" in prompts_file:
+            problems.append(f"{name}: prompts_file: contains a NUL character")
         else:
             jobs.extend(
                 _read_prompts_file(path.parent / prompts_file, problems, owner=f"{name}: prompts_file: ")
@@ -120,8 +127,17 @@ def load_job_file(path: str | Path, overrides: Overrides = Overrides()) -> Batch
 
 
 def _read_text(path: Path, name: str) -> str:
+    """The file's text. Only a regular file is read: a FIFO could wait forever for a writer, and
+    a device (``/dev/zero``) never ends."""
     try:
-        raw = path.read_bytes()
+        # Non-blocking open: opening a FIFO otherwise waits for a writer before we can look at it.
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if stat.S_ISDIR(mode):
+                raise IsADirectoryError
+            if not stat.S_ISREG(mode):
+                raise ConfigError([f"{name}: not a regular file"])
+            raw = f.read()
     except IsADirectoryError:
         raise ConfigError([f"{name}: is a directory, not a job file"]) from None
     except FileNotFoundError:
@@ -222,6 +238,13 @@ def resolve(
         problems.extend(f"{file}: {p}" if file else p for p in local)
 
     local: Problems = []
+    if not (check_limits(defaults, "defaults", local) & check_limits(backends, "backends", local)):
+        report(source, local)  # what is out of bounds there would reach every job: check no further
+        for job_source in jobs:
+            within: Problems = []
+            check_limits(job_source.table, job_source.path, within)
+            report(job_source.file or source, within)
+        return None
     batch_fields, job_defaults = _check_layer(defaults, "defaults", local, batch=True)
     batch_fields.update(
         {k: v for k, v in attrs.asdict(overrides).items() if v is not None and k in _BATCH_KEYS}
@@ -238,6 +261,9 @@ def resolve(
     shared: dict[Any, Any] = {("answer", name): _answer_settings(s) for name, s in backend_settings.items()}
     for job_source in jobs:
         local = []
+        if not check_limits(job_source.table, job_source.path, local):
+            report(job_source.file or source, local)
+            continue
         job = _resolve_job(job_source.path, job_source.table, job_defaults, overrides, local, shared)
         report(job_source.file or source, local)
         if job is None:
@@ -338,6 +364,8 @@ def _resolve_job(
     backend = merged.setdefault("backend", "sim")
     if "prompt" not in merged and isinstance(table, Mapping):
         problems.append(f"{join(path, 'prompt')}: required")
+    if not isinstance(backend, str):
+        return None  # not a name: reported where it was set
     if backend not in known_backends():
         if overrides.backend is not None:
             where = "--backend"
