@@ -58,6 +58,7 @@ from orchestrator.events import (
 from orchestrator.record.aggregate import Aggregator, JobResult
 from orchestrator.record.claim import LogClaim, claim_log, job_path
 from orchestrator.record.log import LogError, LogHeader, LogWriteError, LogWriter
+from orchestrator.resources import RESOURCES, OpenFiles, fit_open_files, out_of_files, out_of_files_message
 from orchestrator.run.bus import Barrier, Item, Subscriber, run_bus
 from orchestrator.run.limits import Budget, Gate
 from orchestrator.run.retry import backoff_delay, should_retry
@@ -122,6 +123,8 @@ def _failure_from(exc: Exception) -> _Failure:
         exc = next((e for e in leaves if isinstance(e, BackendError)), leaves[0])
     if isinstance(exc, BackendError):
         return _Failure(exc.kind, exc.message, exc.retryable, getattr(exc, "retry_after", None))
+    if out_of_files(exc):  # not a bug: the process ran out of file descriptors; later may do
+        return _Failure(RESOURCES, out_of_files_message(exc), True)
     # A bug, not an outcome: the job fails, and the traceback goes to the diagnostics.
     _log.warning("backend raised an unexpected exception", exc_info=exc)
     return _Failure("internal", f"{type(exc).__name__}: {exc}", False)
@@ -481,6 +484,16 @@ def preflight(spec: BatchSpec) -> dict[str, BackendKind]:
     return kinds
 
 
+def _fit_open_files(spec: BatchSpec, kinds: Mapping[str, BackendKind]) -> OpenFiles:
+    """Room for the batch's attempts under the open-file limit (see :mod:`orchestrator.resources`)."""
+    backends = {}
+    for name, kind in kinds.items():
+        settings = spec.backends.get(name) or kind.Settings()
+        ceiling = getattr(settings, "concurrency", None) or kind.default_concurrency
+        backends[name] = (ceiling, getattr(kind, "files_per_attempt", 0))
+    return fit_open_files(spec.concurrency, backends)
+
+
 async def execute(
     spec: BatchSpec,
     *,
@@ -502,11 +515,15 @@ async def execute(
     event.
     """
     kinds = preflight(spec)
+    files = _fit_open_files(spec, kinds)
+    if files.concurrency < spec.concurrency:
+        _log.warning(files.notice)
+        spec = attrs.evolve(spec, concurrency=files.concurrency)
     own_claim = None
     if claim is None and spec.log is not None and spec.log != "-":
         own_claim = claim_log(spec.log, job_file=spec.source)
     try:
-        return await _execute(spec, kinds, subscribers, keep_text, control or RunControl())
+        return await _execute(spec, kinds, subscribers, keep_text, control or RunControl(), files)
     except BaseExceptionGroup as group:
         # The bus task's failure arrives wrapped by the nurseries it crossed: give it back bare.
         failed, _ = group.split(LogWriteError)
@@ -524,6 +541,7 @@ async def _execute(
     subscribers: Sequence[Subscriber],
     keep_text: bool,
     control: RunControl,
+    files: OpenFiles,
 ) -> BatchResult:
     run_id = uuid.uuid4().hex[:12]
     started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
@@ -572,7 +590,7 @@ async def _execute(
 
                 nursery.start_soon(bus)
                 nursery.start_soon(run.watchdog.run)
-                summary = await _drive(run, aggregator, control, run_id, started_at)
+                summary = await _drive(run, aggregator, control, run_id, started_at, files.notice)
                 await bus_done.wait()
                 nursery.cancel_scope.cancel()  # the watchdog
     finally:
@@ -588,7 +606,12 @@ async def _execute(
 
 
 async def _drive(
-    run: _Run, aggregator: Aggregator, control: RunControl, run_id: str, started_at: str
+    run: _Run,
+    aggregator: Aggregator,
+    control: RunControl,
+    run_id: str,
+    started_at: str,
+    files_notice: str | None,
 ) -> BatchSummary:
     spec = run.spec
     async with run.send:
@@ -597,6 +620,8 @@ async def _drive(
                 run_id=run_id, jobs=len(spec.jobs), started_at=started_at, already_done=spec.already_done
             )
         )
+        if files_notice is not None:  # the concurrency was lowered to fit the open-file limit
+            await run.emit_batch(LimiterChanged("*", "concurrency", spec.concurrency, None, files_notice))
         with trio.CancelScope() as stop:
             if spec.deadline is not None:
                 stop.deadline = run.t0 + spec.deadline

@@ -47,6 +47,7 @@ from orchestrator.http import (
     client_ssl_context,
     open_pool,
 )
+from orchestrator.resources import RESOURCES, out_of_files_message
 from orchestrator.spec import JobSpec
 
 DONE_GRACE = 2.0
@@ -281,5 +282,7 @@ def _transport_failure(exc: TransportError, redact: Redact) -> RetryableError | 
     if isinstance(exc, ConnectError):
         if exc.certificate:
             return FatalError(f"TLS certificate not trusted: {message}", kind="tls")
+        if exc.out_of_files:
+            return RetryableError(out_of_files_message(message), kind=RESOURCES)
         return RetryableError(f"cannot connect: {message}", kind="connect")
     return RetryableError(message, kind="connection")
