@@ -195,7 +195,9 @@ def test_a_mutated_job_file_through_the_command_exits_0_1_or_2_without_a_traceba
     proc = subprocess.run(
         [sys.executable, "-m", "orchestrator", name, "--no-log", "-q", "--deadline", "5"],
         cwd=workdir,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"},
+        # No keys: a mutated file must never reach a real API from a test.
+        env={k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+        | {"PYTHONPATH": str(ROOT), "NO_COLOR": "1"},
         capture_output=True,
         text=True,
         timeout=120,
