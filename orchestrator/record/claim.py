@@ -108,9 +108,12 @@ def claim_log(log: str, *, job_file: str | None, force: bool = False) -> LogClai
         if same:
             break
         os.close(fd)
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
     claim = LogClaim(log, fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    except OSError:
+        pass  # a full disk: the lock holds all the same, only the pid goes unsaid
     try:
         _check_log(log, job_file, force)
     except BaseException:
