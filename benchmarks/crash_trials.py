@@ -1,8 +1,11 @@
-"""Kill -9 trials: a real ``orchestrate`` process is killed at a random moment, then resumed.
+"""Crash trials: a real ``orchestrate`` process is killed at a random moment, then resumed; or
+other runs race it for its log; or it is pointed at files that are not logs.
 
 After each trial, across the whole log, every job must have succeeded exactly once: none lost,
-none paid for twice. ``python -m benchmarks.crash_trials --trials 100`` runs many; the test suite
-runs a seeded handful of the same function.
+none paid for twice. A run that finds the log in use exits 2 naming the holder's pid; a file
+that is not a log is refused and left byte for byte as it was. ``python -m
+benchmarks.crash_trials --trials 100`` runs many of each; the test suite runs a seeded handful
+of the same functions.
 """
 
 from __future__ import annotations
@@ -69,14 +72,32 @@ def _terminal_count(log: Path) -> int:
     return data.count(b'"kind":"job_succeeded"') + data.count(b'"kind":"job_failed"')
 
 
+def _write_batch(seed: int, workdir: Path, jobs: int, concurrency: int, name: str) -> tuple[Path, Path]:
+    job_file = workdir / f"{name}-{seed}.toml"
+    log = workdir / f"{name}-{seed}.jsonl"
+    prompts = workdir / f"{name}-{seed}.jsonl.prompts"
+    prompts.write_text("".join(orjson.dumps(f"prompt {seed}-{i}").decode() + "\n" for i in range(jobs)))
+    job_file.write_text(JOB_FILE.format(concurrency=concurrency, seed=seed, prompts=prompts.name))
+    return job_file, log
+
+
+def _outcomes(log: Path) -> tuple[int, int, list[str], list[str]]:
+    """Jobs in the log, jobs that succeeded exactly once, jobs lost, jobs that succeeded twice."""
+    lines = [orjson.loads(line) for line in log.read_bytes().split(b"\n") if line.strip()]
+    succeeded = Counter(obj["job"] for obj in lines if obj.get("kind") == "job_succeeded")
+    all_ids = {obj["job"] for obj in lines if obj.get("kind") == "job_queued"}
+    return (
+        len(all_ids),
+        sum(1 for n in succeeded.values() if n == 1),
+        sorted(all_ids - set(succeeded)),
+        sorted(job for job, n in succeeded.items() if n > 1),
+    )
+
+
 def run_trial(seed: int, workdir: Path, *, jobs: int = 200, concurrency: int = 40) -> TrialResult:
     """Run, kill -9 once a seeded number of jobs have finished, resume, and check the log."""
     rng = random.Random(seed)
-    job_file = workdir / f"trial-{seed}.toml"
-    log = workdir / f"trial-{seed}.jsonl"
-    prompts = workdir / f"trial-{seed}.jsonl.prompts"
-    prompts.write_text("".join(orjson.dumps(f"prompt {seed}-{i}").decode() + "\n" for i in range(jobs)))
-    job_file.write_text(JOB_FILE.format(concurrency=concurrency, seed=seed, prompts=prompts.name))
+    job_file, log = _write_batch(seed, workdir, jobs, concurrency, "trial")
     kill_after = rng.randrange(0, jobs)
     proc = subprocess.Popen(
         _orchestrate(str(job_file), "--log", str(log), "-q"),
@@ -96,25 +117,110 @@ def run_trial(seed: int, workdir: Path, *, jobs: int = 200, concurrency: int = 4
     resumed = subprocess.run(
         _orchestrate(str(job_file), "--resume", str(log), "-q"), env=_env(), capture_output=True, timeout=120
     )
-    succeeded = Counter(
-        obj["job"]
-        for obj in map(orjson.loads, filter(None, log.read_bytes().split(b"\n")))
-        if obj.get("kind") == "job_succeeded"
-    )
-    all_ids = {
-        obj["job"]
-        for obj in map(orjson.loads, filter(None, log.read_bytes().split(b"\n")))
-        if obj.get("kind") == "job_queued"
-    }
+    total, once, lost, duplicated = _outcomes(log)
     return TrialResult(
         seed=seed,
-        jobs=len(all_ids),
+        jobs=total,
         killed_after=killed_after,
-        succeeded_once=sum(1 for n in succeeded.values() if n == 1),
-        lost=sorted(all_ids - set(succeeded)),
-        duplicated=sorted(job for job, n in succeeded.items() if n > 1),
+        succeeded_once=once,
+        lost=lost,
+        duplicated=duplicated,
         resume_exit=resumed.returncode,
     )
+
+
+@attrs.frozen
+class RaceResult:
+    seed: int
+    jobs: int
+    killed: bool  # the first run was killed -9 before the others raced for the log
+    exits: tuple[int, ...]  # of the two racing runs
+    refusals_ok: bool  # every run turned away (exit 2) named a pid holding the log
+    succeeded_once: int
+    lost: list[str]
+    duplicated: list[str]
+    final_exit: int
+
+    @property
+    def ok(self) -> bool:
+        return (
+            not self.lost
+            and not self.duplicated
+            and self.refusals_ok
+            and set(self.exits) <= {0, 2}
+            and self.final_exit == 0
+        )
+
+
+def run_race_trial(seed: int, workdir: Path, *, jobs: int = 200, concurrency: int = 40) -> RaceResult:
+    """A run, and two resumes started together at a seeded moment while it runs (or after a
+    ``kill -9`` of it): at most one of them may write the log at a time, the others exit 2.
+    A last resume finishes what is left; every job must have succeeded exactly once."""
+    rng = random.Random(seed)
+    job_file, log = _write_batch(seed, workdir, jobs, concurrency, "race")
+    start_after = rng.randrange(0, jobs // 2)
+    killed = rng.random() < 0.5
+    first = subprocess.Popen(
+        _orchestrate(str(job_file), "--log", str(log), "-q"),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while first.poll() is None and _terminal_count(log) < start_after and time.monotonic() < deadline:
+        time.sleep(0.005)
+    if killed and first.poll() is None:
+        os.kill(first.pid, signal.SIGKILL)
+    racers = [
+        subprocess.Popen(
+            _orchestrate(str(job_file), "--resume", str(log), "-q"),
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    errors = [racer.communicate(timeout=120)[1] for racer in racers]
+    first.wait(timeout=120)
+    exits = tuple(racer.returncode for racer in racers)
+    refusals_ok = all(
+        b"in use by another run (pid " in err for err, code in zip(errors, exits, strict=True) if code == 2
+    )
+    final = subprocess.run(
+        _orchestrate(str(job_file), "--resume", str(log), "-q"), env=_env(), capture_output=True, timeout=120
+    )
+    total, once, lost, duplicated = _outcomes(log)
+    return RaceResult(seed, total, killed, exits, refusals_ok, once, lost, duplicated, final.returncode)
+
+
+NOT_LOGS = {
+    "job file": None,  # the trial's own job file
+    "prompts file": '"first prompt"\n{"prompt": "second"}\n',
+    "prompts file without a final newline": '{"prompt": "only one"}',
+    "notes": "remember to resume the batch tomorrow\n",
+}
+
+
+def run_not_a_log_trial(workdir: Path) -> list[str]:
+    """Point ``--log``, ``--resume`` and ``--retry-failed`` at files that are not logs: each must
+    exit 2 and leave the file as it was. Returns the failures (empty: all held)."""
+    job_file, _ = _write_batch(0, workdir, 3, 2, "not-a-log")
+    failures = []
+    for name, content in NOT_LOGS.items():
+        path = job_file if content is None else workdir / f"not-a-log {name}"
+        if content is not None:
+            path.write_text(content)
+        before = path.read_bytes()
+        for option in (["--log"], ["--resume"], ["--retry-failed", "--log"]):
+            proc = subprocess.run(
+                _orchestrate(str(job_file), *option, str(path), "-q", "--force"),
+                env=_env(),
+                capture_output=True,
+                timeout=60,
+            )
+            if proc.returncode != 2 or path.read_bytes() != before or b"Traceback" in proc.stderr:
+                failures.append(f"{name} with {' '.join(option)}: exit {proc.returncode}")
+    return failures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,7 +236,15 @@ def main(argv: list[str] | None = None) -> int:
             failures += not result.ok
             status = "ok" if result.ok else f"FAILED lost={result.lost[:5]} dup={result.duplicated[:5]}"
             print(f"trial {seed}: killed after {result.killed_after}/{args.jobs} jobs, {status}", flush=True)
-    print(f"{args.trials - failures} passed, {failures} failed")
+            race = run_race_trial(seed, Path(tmp), jobs=args.jobs)
+            failures += not race.ok
+            status = "ok" if race.ok else f"FAILED {race}"
+            how = "after kill -9" if race.killed else "while it ran"
+            print(f"race {seed}: two resumes {how}, exits {race.exits}, {status}", flush=True)
+        refused = run_not_a_log_trial(Path(tmp))
+        failures += len(refused)
+        print(f"not a log: {'ok' if not refused else 'FAILED ' + '; '.join(refused)}")
+    print(f"{2 * args.trials + 1 - failures} passed, {failures} failed")
     return 1 if failures else 0
 
 

@@ -1,7 +1,8 @@
 """The library entry points: :func:`run_batch` (synchronous) and :func:`open_batch` (inside trio).
 
 Both take the same keywords, :class:`~orchestrator.config.library.BatchKeywords`, checked by
-:func:`~orchestrator.config.library.library_batch`.
+:func:`~orchestrator.config.library.library_batch`. A batch with a log claims it for the whole
+run (see :mod:`orchestrator.record.claim`) before a resume reads it.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import trio
 
 from orchestrator.config.library import BatchKeywords, QueryLike, library_batch
 from orchestrator.events import Tagged
+from orchestrator.record.claim import LogClaim, claim_log
 from orchestrator.record.resume import plan
 from orchestrator.run.bus import CallbackSubscriber, Subscriber
-from orchestrator.run.runner import BatchResult, BatchRun, execute, open_spec
+from orchestrator.run.runner import BatchResult, BatchRun, execute, open_spec, preflight
 from orchestrator.spec import BatchSpec
 
 __all__ = ["BatchKeywords", "QueryLike", "open_batch", "run_batch"]
@@ -27,11 +29,23 @@ __all__ = ["BatchKeywords", "QueryLike", "open_batch", "run_batch"]
 def _spec(entry: str, queries: Iterable[QueryLike], keywords: BatchKeywords) -> BatchSpec:
     spec = library_batch(entry, queries, keywords)
     resume = keywords.get("resume")
-    if resume is None:
+    return spec if resume is None else attrs.evolve(spec, log=resume)
+
+
+def _claim(spec: BatchSpec, keywords: BatchKeywords) -> LogClaim | None:
+    """The log's claim, taken after preflight (bad input first) and before a resume reads it."""
+    if spec.log is None or spec.log == "-":
+        return None
+    preflight(spec)
+    return claim_log(spec.log, job_file=spec.source, force=keywords.get("force", False))
+
+
+def _resumed(spec: BatchSpec, keywords: BatchKeywords) -> BatchSpec:
+    """The batch less what its log shows done (the caller holds the log's claim); a log that
+    does not exist yet is simply started (the first run of an idempotent script)."""
+    if keywords.get("resume") is None or spec.log is None or not os.path.exists(spec.log):
         return spec
-    if not os.path.exists(resume):  # first run of an idempotent script: start the log
-        return attrs.evolve(spec, log=resume)
-    planned = plan(spec, resume, retry_failed=keywords.get("retry_failed", False))
+    planned = plan(spec, spec.log, retry_failed=keywords.get("retry_failed", False))
     return attrs.evolve(planned.spec, already_done=planned.already_done)
 
 
@@ -50,13 +64,22 @@ def run_batch(
     ``resume`` names a log: jobs it shows succeeded (same id and content hash) are not run again
     and this run is appended to it (a missing log is simply started). ``retry_failed`` reruns
     only the jobs whose last outcome there was a failure. Results hold the jobs run now.
-    Raises :class:`~orchestrator.errors.ConfigError` for bad input, before anything runs; each
-    problem names the argument (``run_batch(retry=...): ...``).
+
+    Raises :class:`~orchestrator.errors.ConfigError` for bad input, before anything runs (each
+    problem names the argument: ``run_batch(retry=...): ...``); also when the log is in use by
+    another run, is not a log, or is a log of a job file (written by ``orchestrate``) unless
+    ``force``. A log write that fails mid-run (a full disk) raises
+    :class:`~orchestrator.record.log.LogWriteError`; the log stays valid for ``resume``.
     """
     spec = _spec("run_batch", queries, keywords)
     subscribers: list[Subscriber] = [CallbackSubscriber(on_event)] if on_event is not None else []
     keep_text = keywords.get("keep_text", True)
-    return trio.run(lambda: execute(spec, subscribers=subscribers, keep_text=keep_text))
+    claim = _claim(spec, keywords)
+    if claim is None:
+        return trio.run(lambda: execute(spec, subscribers=subscribers, keep_text=keep_text))
+    with claim:
+        run = _resumed(spec, keywords)
+        return trio.run(lambda: execute(run, subscribers=subscribers, keep_text=keep_text, claim=claim))
 
 
 @asynccontextmanager
@@ -73,11 +96,19 @@ async def open_batch(
                 print(tagged.job_id, tagged.event.kind)
         print(batch.result.summary)
 
-    The keywords are those of :func:`run_batch` (``resume`` included). Events wait in a buffer
-    of ``buffer`` events; a reader that falls behind slows the batch. Leaving the block stops
-    delivery to the iterator and waits for the batch to finish; call ``batch.cancel()`` first to
-    stop it early. Cancelling the surrounding scope tears it down.
+    The keywords are those of :func:`run_batch` (``resume`` and ``force`` included). Events wait
+    in a buffer of ``buffer`` events; a reader that falls behind slows the batch. Leaving the
+    block stops delivery to the iterator and waits for the batch to finish; call
+    ``batch.cancel()`` first to stop it early. Cancelling the surrounding scope tears it down.
     """
     spec = _spec("open_batch", queries, keywords)
-    async with open_spec(spec, buffer=buffer, keep_text=keywords.get("keep_text", True)) as run:
-        yield run
+    keep_text = keywords.get("keep_text", True)
+    claim = _claim(spec, keywords)
+    if claim is None:
+        async with open_spec(spec, buffer=buffer, keep_text=keep_text) as run:
+            yield run
+        return
+    with claim:
+        spec = _resumed(spec, keywords)
+        async with open_spec(spec, buffer=buffer, keep_text=keep_text, claim=claim) as run:
+            yield run

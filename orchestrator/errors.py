@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
+from typing import Any
 
 
 class ErrorKind(enum.StrEnum):
@@ -165,6 +166,14 @@ def error_for(kind: ErrorKind, message: str, *, retry_after: float | None = None
     return FatalError(message, kind=kind)
 
 
+def leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
+    """The exceptions inside an exception group and the groups nested in it, in order."""
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
+
+
 class ConfigError(Exception):
     """Bad input: each problem is one line, ``FILE: key.path: what is wrong``.
 
@@ -172,6 +181,14 @@ class ConfigError(Exception):
     """
 
     def __init__(self, problems: list[str]) -> None:
-        # A bad default shared by many jobs is one problem, not one per job.
-        self.problems = list(dict.fromkeys(problems))
+        # A bad default shared by many jobs is one problem, not one per job. A problem quotes
+        # the input (keys, values), which may hold any character: each stays one line.
+        self.problems = list(dict.fromkeys(_one_line(p) for p in problems))
         super().__init__("\n".join(self.problems))
+
+
+def _one_line(text: str) -> str:
+    """``text`` with control characters (newlines, escape sequences, NUL) written as escapes."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)

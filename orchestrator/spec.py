@@ -135,10 +135,10 @@ class JobSpec:
     """
 
     id: str
-    prompt: str
+    prompt: str = attrs.field(metadata={"text": True})  # free text: any character, NUL included
     backend: str
     model: str | None = None
-    system: str | None = None
+    system: str | None = attrs.field(default=None, metadata={"text": True})
     max_tokens: int | None = attrs.field(default=None, metadata=_range(min=1))
     temperature: float | None = attrs.field(default=None, metadata=_range(min=0, max=2))
     seed: int | None = None

@@ -1,5 +1,6 @@
-"""``orchestrate``: argv → a run. Exit codes: 0 all succeeded, 1 some job did not succeed,
-2 bad input or usage, 130 interrupted (SIGINT), 143 terminated (SIGTERM)."""
+"""``orchestrate``: argv → a run. Exit codes: 0 all succeeded, 1 some job did not succeed (or
+the log could not be written: a full disk), 2 bad input or usage (a log in use by another run,
+a file that is not a log), 130 interrupted (SIGINT), 143 terminated (SIGTERM)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 from orchestrator._version import __version__
 
 if TYPE_CHECKING:
+    from orchestrator.record.claim import LogClaim
     from orchestrator.run.runner import BatchResult
     from orchestrator.spec import BatchSpec
 
@@ -22,8 +24,9 @@ ANSWERS_SHOWN = 20  # batches up to this size get their answers printed after th
 EXIT_SIGNAL: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 _EPILOG = """\
-exit codes: 0 all jobs succeeded, 1 some job failed (or the batch stopped early),
-2 bad input or usage, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
+exit codes: 0 all jobs succeeded, 1 some job failed (or the batch stopped early, or the
+disk filled up), 2 bad input or usage (or the log is in use by another run, or is not a
+log), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 First Ctrl-C stops gracefully (in-flight jobs are cancelled, the log is flushed, the
 partial summary is printed); a second one exits at once."""
 
@@ -79,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--retry-failed", action="store_true", help="like --resume, but rerun only failed jobs"
     )
     parser.add_argument(
+        "--force",
+        action="store_true",
+        help="append to a log that another job file started (a file that is not a log is never used)",
+    )
+    parser.add_argument(
         "--deadline", type=_positive_float, metavar="S", help="stop the whole batch after S seconds"
     )
     parser.add_argument("--attempt-timeout", type=_positive_float, metavar="S", help="limit for one attempt")
@@ -100,12 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _resumed(spec: BatchSpec, args: argparse.Namespace) -> BatchSpec:
-    """The batch less what the log to resume shows done; raises ConfigError if there is no log."""
-    import attrs
-
+def _log_to_resume(spec: BatchSpec, args: argparse.Namespace) -> tuple[str, bool]:
+    """The log ``--resume``/``--retry-failed`` means, and whether it exists yet; raises
+    ConfigError if there is none."""
     from orchestrator.errors import ConfigError
-    from orchestrator.record.resume import latest_log, plan
+    from orchestrator.record.resume import latest_log
 
     if args.no_log or args.log == "-":
         raise ConfigError(["--resume needs a log file: drop --no-log / --log -"])
@@ -114,10 +121,18 @@ def _resumed(spec: BatchSpec, args: argparse.Namespace) -> BatchSpec:
         raise ConfigError(
             [f"{args.jobfile}: no log to resume (looked for runs/{Path(args.jobfile).stem}-*.jsonl)"]
         )
-    if (args.resume or spec.log is not None) and not Path(log).exists():
-        # A named log that does not exist yet: this is the first run of a resumable loop.
-        return attrs.evolve(spec, log=log)
-    resumed = plan(spec, log, retry_failed=args.retry_failed)
+    # A named log that does not exist yet: this is the first run of a resumable loop.
+    starting = bool(args.resume or spec.log is not None) and not Path(log).exists()
+    return log, starting
+
+
+def _resumed(spec: BatchSpec, log: str, retry_failed: bool) -> BatchSpec:
+    """The batch less what ``log`` shows done (the caller holds the log's claim)."""
+    import attrs
+
+    from orchestrator.record.resume import plan
+
+    resumed = plan(spec, log, retry_failed=retry_failed)
     return attrs.evolve(resumed.spec, already_done=resumed.already_done)
 
 
@@ -170,10 +185,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_cost_usd=args.max_cost,
         hard_cap=args.hard_cap or None,
     )
+    from orchestrator.record.claim import claim_log
+    from orchestrator.record.log import LogWriteError
+
+    claim: LogClaim | None = None
     try:
         spec = load_job_file(args.jobfile, overrides)
-        if args.resume is not None or args.retry_failed:
-            spec = _resumed(spec, args)
+        resume = args.resume is not None or args.retry_failed
+        starting = False
+        if resume:
+            log, starting = _log_to_resume(spec, args)
+            spec = attrs.evolve(spec, log=log)
         elif args.no_log:
             spec = attrs.evolve(spec, log=None)
         elif spec.log is None:
@@ -182,26 +204,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         from orchestrator.run.runner import preflight
 
         preflight(spec)
+        if spec.log is not None and spec.log != "-":
+            # Claimed before the resume plan reads the log: no other run may add to it from now on.
+            claim = claim_log(spec.log, job_file=spec.source, force=args.force)
+        if resume and not starting:
+            assert spec.log is not None
+            spec = _resumed(spec, spec.log, args.retry_failed)
     except ConfigError as exc:
+        if claim is not None:
+            claim.release()
         for line in exc.problems:
             print(line, file=sys.stderr)
         return EXIT_USAGE
     signals = _Signals()
     problems: list[str] = []
+    write_failed: list[str] = []
     result = None
     try:
-        result = trio.run(_run, spec, args, signals)
+        result = trio.run(_run, spec, args, signals, claim)
     except* ConfigError as group:  # e.g. the log cannot be opened
         problems = [line for exc in group.exceptions for line in getattr(exc, "problems", [str(exc)])]
+    except* LogWriteError as group:  # a full disk: the log holds everything up to it
+        write_failed = [str(group.exceptions[0])]
+    finally:
+        if claim is not None:
+            claim.release()
     if problems:
         print("\n".join(problems), file=sys.stderr)
         return EXIT_USAGE
+    if write_failed:
+        print(f"orchestrate: {write_failed[0]}; the log is valid up to there (--resume)", file=sys.stderr)
+        return EXIT_FAILED
     if signals.first is not None:
         return EXIT_SIGNAL.get(signals.first, 130)
     return EXIT_OK if result is not None and result.ok else EXIT_FAILED
 
 
-async def _run(spec: BatchSpec, args: argparse.Namespace, signals: _Signals) -> BatchResult | None:
+async def _run(
+    spec: BatchSpec, args: argparse.Namespace, signals: _Signals, claim: LogClaim | None
+) -> BatchResult | None:
     import trio
 
     from orchestrator.cli.display import Progress, print_summary, run_progress
@@ -216,7 +257,9 @@ async def _run(spec: BatchSpec, args: argparse.Namespace, signals: _Signals) -> 
             nursery.start_soon(lambda: run_progress(progress, tty=sys.stderr.isatty()))
         # A small batch's answers are shown at the end; a large one's stay in the log, not in RAM.
         keep_text = len(spec.jobs) <= ANSWERS_SHOWN
-        result = await execute(spec, subscribers=[progress], keep_text=keep_text, control=control)
+        result = await execute(
+            spec, subscribers=[progress], keep_text=keep_text, control=control, claim=claim
+        )
         nursery.cancel_scope.cancel()
     if result is None:  # torn down by a second signal
         return None

@@ -22,9 +22,43 @@ import attrs
 
 Problems = list[str]
 
+MAX_DEPTH = 64
+"""Deepest nesting of tables and lists accepted anywhere (a request body nests a few levels;
+the JSON encoder of the log stops at 254, Python's recursion near 1,000)."""
+INT_RANGE = (-(2**63), 2**63 - 1)
+"""Integers are 64-bit, as in TOML (and in the log's JSON encoder)."""
 
-def did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
+
+def check_limits(value: Any, path: str, problems: Problems) -> bool:
+    """Whether ``value`` fits what every later step can hold: at most :data:`MAX_DEPTH` levels of
+    tables and lists, and 64-bit integers. Appends a problem per offending key; never recurses
+    deeper than the limit itself."""
+    ok = True
+    stack: list[tuple[Any, str, int]] = [(value, path, 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        if isinstance(item, bool):
+            continue
+        if isinstance(item, int) and not INT_RANGE[0] <= item <= INT_RANGE[1]:
+            problems.append(f"{where or 'value'}: integer out of range (integers are 64-bit)")
+            ok = False
+        elif isinstance(item, Mapping | list | tuple):
+            if depth >= MAX_DEPTH:
+                problems.append(f"{where}: nested deeper than {MAX_DEPTH} levels")
+                ok = False
+                continue
+            pairs = list(item.items() if isinstance(item, Mapping) else enumerate(item))
+            for key, child in reversed(pairs):  # reversed onto the stack: problems in file order
+                # Below a few levels the key path says no more than where the nesting starts.
+                child_path = join(where, key) if depth < 4 else where
+                stack.append((child, child_path, depth + 1))
+    return ok
+
+
+def did_you_mean(word: object, choices: typing.Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` when a choice is close to ``word``, else ``""``."""
+    if not isinstance(word, str):
+        return ""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -106,6 +140,10 @@ def check_value(value: Any, hint: Any, path: str, meta: Mapping[str, Any], probl
         return _check_range(float(value), path, meta, problems) if value is not None else None
     if hint is str:
         value = _check_type(value, str, "a string", path, problems)
+        if value is not None and "\0" in value and not meta.get("text"):
+            # Names, paths, URLs: the operating system refuses a NUL in every one of them.
+            problems.append(f"{path}: contains a NUL character")
+            return None
         if value is not None and "choices" in meta:
             return _check_choice(value, meta["choices"], path, problems)
         return value

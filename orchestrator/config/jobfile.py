@@ -25,6 +25,8 @@ A job file::
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -38,6 +40,7 @@ from orchestrator.backends import backend_kind, known_backends
 from orchestrator.config.check import (
     Problems,
     build,
+    check_limits,
     check_table,
     check_value,
     conflicts,
@@ -89,6 +92,8 @@ def load_job_file(path: str | Path, overrides: Overrides = Overrides()) -> Batch
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{name}: invalid TOML: {exc}"]) from None
+    except RecursionError:  # the TOML reader recurses per level of nesting
+        raise ConfigError([f"{name}: invalid TOML: tables or lists nested too deeply"]) from None
     problems: Problems = []
     for key in data:
         if key not in _TOP_KEYS:
@@ -103,6 +108,8 @@ def load_job_file(path: str | Path, overrides: Overrides = Overrides()) -> Batch
     if prompts_file is not None:
         if not isinstance(prompts_file, str):
             problems.append(f"{name}: prompts_file: expected a string (a path), got {describe(prompts_file)}")
+        elif "\0" in prompts_file:
+            problems.append(f"{name}: prompts_file: contains a NUL character")
         else:
             jobs.extend(
                 _read_prompts_file(path.parent / prompts_file, problems, owner=f"{name}: prompts_file: ")
@@ -123,8 +130,17 @@ def load_job_file(path: str | Path, overrides: Overrides = Overrides()) -> Batch
 
 
 def _read_text(path: Path, name: str) -> str:
+    """The file's text. Only a regular file is read: a FIFO could wait forever for a writer, and
+    a device (``/dev/zero``) never ends."""
     try:
-        raw = path.read_bytes()
+        # Non-blocking open: opening a FIFO otherwise waits for a writer before we can look at it.
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if stat.S_ISDIR(mode):
+                raise IsADirectoryError
+            if not stat.S_ISREG(mode):
+                raise ConfigError([f"{name}: not a regular file"])
+            raw = f.read()
     except IsADirectoryError:
         raise ConfigError([f"{name}: is a directory, not a job file"]) from None
     except FileNotFoundError:
@@ -212,8 +228,11 @@ class CheckedJob:
 
 
 def check_job(source: JobSource) -> CheckedJob:
-    """A job table's own settings checked (as :func:`check_layer` does for any job layer)."""
+    """A job table's own settings checked (as :func:`check_layer` does for any job layer); a
+    table nested too deep or holding integers out of range is checked no further."""
     local: Problems = []
+    if not check_limits(source.table, source.path, local):
+        return CheckedJob(source.file, source.path, {}, tuple(local), table=False)
     _, fields = check_layer(source.table, source.path, local, batch=False)
     return CheckedJob(source.file, source.path, fields, tuple(local), isinstance(source.table, Mapping))
 
@@ -237,6 +256,15 @@ def resolve(
     Problems are appended as complete lines, prefixed with the file they are in.
     """
     local: Problems = []
+    if not (check_limits(defaults, "defaults", local) & check_limits(backends, "backends", local)):
+        problems.extend(f"{source}: {p}" if source else p for p in local)
+        # What is out of bounds there would reach every job: check no further than the jobs' own.
+        for job_source in jobs:
+            within: Problems = []
+            check_limits(job_source.table, job_source.path, within)
+            file = job_source.file or source
+            problems.extend(f"{file}: {p}" if file else p for p in within)
+        return None
     batch_fields, job_defaults = check_layer(defaults, "defaults", local, batch=True)
     batch_fields.update(
         {k: v for k, v in attrs.asdict(overrides).items() if v is not None and k in BATCH_KEYS}
@@ -384,6 +412,8 @@ def _resolve_job(
     backend = merged.setdefault("backend", "sim")
     if "prompt" not in merged and checked.table:
         problems.append(f"{join(path, 'prompt')}: required")
+    if not isinstance(backend, str):
+        return None  # not a name: reported where it was set
     if backend not in known_backends():
         if overrides.backend is not None:
             where = "--backend"

@@ -29,7 +29,7 @@ from orchestrator.config.jobfile import (
     resolve_backends,
 )
 from orchestrator.errors import ConfigError
-from orchestrator.spec import BatchSpec, FsyncPolicy, JobSpec, Query, RetryPolicy, Timeouts
+from orchestrator.spec import BatchSpec, FsyncPolicy, HaltPolicy, JobSpec, Query, RetryPolicy, Timeouts
 
 QueryLike = str | Query | Mapping[str, Any]
 
@@ -42,8 +42,9 @@ class BatchKeywords(TypedDict, total=False):
     ``system``, ``max_tokens``, ``temperature``, ``metadata``, ``retry`` and ``timeouts``
     (a :class:`RetryPolicy` / :class:`Timeouts` or a mapping of their fields). The batch:
     ``concurrency`` (default 16), ``log``, ``deadline``, ``seed``, ``fsync``, ``name``,
-    ``max_cost_usd``, ``hard_cap``. How: ``keep_text`` (default True), ``resume`` (a log: leave
-    out what it shows done and append to it) and ``retry_failed``.
+    ``max_cost_usd``, ``hard_cap``, ``halt``. How: ``keep_text`` (default True), ``resume`` (a log:
+    leave out what it shows done and append to it), ``retry_failed`` and ``force`` (write into a
+    log another job file wrote).
     """
 
     backend: str
@@ -64,15 +65,17 @@ class BatchKeywords(TypedDict, total=False):
     name: str
     max_cost_usd: float | None
     hard_cap: bool
+    halt: HaltPolicy | Mapping[str, Any]
     keep_text: bool
     resume: str | None
     retry_failed: bool
+    force: bool
 
 
 KEYWORDS = frozenset(BatchKeywords.__optional_keys__)
 _JOB_DEFAULTS = ("model", "system", "max_tokens", "temperature", "metadata")
 _TYPED = {"retry": RetryPolicy, "timeouts": Timeouts}
-_RUN_KEYS = ("keep_text", "resume", "retry_failed")  # how to run, not what: the caller's to use
+_RUN_KEYS = ("keep_text", "resume", "retry_failed", "force")  # how to run, not what: the caller's to use
 
 
 def library_batch(entry: str, queries: Iterable[QueryLike], keywords: Mapping[str, Any]) -> BatchSpec:

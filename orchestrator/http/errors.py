@@ -12,12 +12,14 @@ class ConnectError(TransportError):
     """TCP connect, proxy tunnel or TLS handshake failed: nothing was sent.
 
     ``certificate`` is True when the server's certificate failed verification (retrying cannot
-    help; a CA file or the system trust store must change).
+    help; a CA file or the system trust store must change). ``out_of_files`` is True when the
+    process had no file descriptor left for the socket (EMFILE/ENFILE).
     """
 
-    def __init__(self, message: str, *, certificate: bool = False) -> None:
+    def __init__(self, message: str, *, certificate: bool = False, out_of_files: bool = False) -> None:
         super().__init__(message)
         self.certificate = certificate
+        self.out_of_files = out_of_files
 
 
 class ProxyError(ConnectError):

@@ -43,6 +43,7 @@ from orchestrator.http.connection import Connection, Response, StaleConnection, 
 from orchestrator.http.errors import ConnectError, ProxyError
 from orchestrator.http.proxy import Origin, ProxyConfig, open_tunnel
 from orchestrator.http.tls import TLSStream, client_ssl_context
+from orchestrator.resources import out_of_files
 
 USER_AGENT = b"orchestrator"
 _PoolKey = tuple[Origin, str | None]
@@ -187,7 +188,9 @@ class ConnectionPool:
                 certificate = isinstance(cause, ssl.SSLCertVerificationError)
                 raise ConnectError(f"{where}: {describe_broken(exc)}", certificate=certificate) from None
             if isinstance(exc, OSError):
-                raise ConnectError(f"{where}: {exc.strerror or exc}") from None
+                # trio reports a failed socket() as "all attempts failed", the errno in its cause.
+                full = out_of_files(exc)
+                raise ConnectError(f"{where}: {exc.strerror or exc}", out_of_files=full) from None
             raise
         self.stats.connects += 1
         self.stats.open += 1

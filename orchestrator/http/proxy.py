@@ -103,7 +103,8 @@ class ProxyConfig:
             name, port = entry, None
             if entry.count(":") == 1 or (entry.startswith("[") and "]:" in entry):
                 name, _, port_text = entry.rpartition(":")
-                port = int(port_text) if port_text.isdigit() else None
+                # isdigit() alone also accepts '²' and other digits int() refuses.
+                port = int(port_text) if port_text.isascii() and port_text.isdigit() else None
             name = name.strip("[]").lstrip(".")
             if port is not None and port != origin.port:
                 continue

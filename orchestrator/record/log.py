@@ -7,10 +7,16 @@ Durability: with ``fsync="terminal"`` (the default) every batch holding a job's 
 is flushed and fsynced before the bus hands it to anyone else, so a job never counts as done
 before its result is on disk. ``"always"`` fsyncs every batch; ``"never"`` leaves it to the OS.
 Every batch is at least written to the OS, so ``orchestrate tail`` sees it at once.
+
+What counts as a log (one rule for every reader and the writer, see :func:`read_objects`): an
+empty file, or a file whose first line is one of our headers (or the start of one, cut by a
+crash). Anything else (a job file, a prompts file) is refused and never modified. A failed
+write (a full disk) raises :class:`LogWriteError`, which ends the run.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -25,6 +31,8 @@ from orchestrator import codec
 from orchestrator.events import TERMINAL_EVENTS, Tagged
 
 HEADER_KIND = "log_header"
+_HEADER_START = b'{"kind":"log_header"'  # how every header we write begins
+_HEADER_LIMIT = 1 << 24  # bytes of line 1 read to find the header (a file without newlines ends early)
 
 
 @attrs.frozen
@@ -39,6 +47,8 @@ class LogHeader:
     jobs: int
     settings: Mapping[str, Any]
     already_done: int = 0
+    job_path: str | None = None
+    """The job file's resolved path: which batch the log belongs to (None: a library batch)."""
 
 
 class LogWriter:
@@ -52,12 +62,15 @@ class LogWriter:
         self.fsync = fsync
         self._file: BinaryIO | None = None
         self._owned = target != "-"
+        self.failed = False  # a write failed: the file may end in a cut line, and the disk be full
 
     def open(self, header: LogHeader) -> None:
-        """Open (append) and write the run header. Raises OSError if the file cannot be opened."""
+        """Open (append) and write the run header. Raises OSError if the file cannot be opened,
+        :class:`LogError` (without touching it) if the file is not a log."""
         if self._owned:
             path = Path(self.target)
             path.parent.mkdir(parents=True, exist_ok=True)
+            first_header(path)
             _drop_torn_tail(path)
             self._file = open(path, "ab", buffering=0)
         else:
@@ -74,20 +87,45 @@ class LogWriter:
             self._file.flush()
 
     async def deliver(self, batch: Sequence[Tagged]) -> None:
+        """Append the batch (and fsync it when it holds a terminal event, per ``fsync``).
+
+        Raises :class:`LogWriteError` when the write fails: nothing after that can be recorded,
+        so the run must end. What was written before stays valid; a line cut by the failure
+        is a torn tail that the next run (``--resume``) cuts.
+        """
         encode = codec.encode_tagged
-        self._write(b"".join([encode(t) for t in batch]))
-        if self._owned and self.fsync != "never":
-            if self.fsync == "always" or any(isinstance(t.event, TERMINAL_EVENTS) for t in batch):
-                assert self._file is not None
-                await trio.to_thread.run_sync(os.fsync, self._file.fileno())
+        try:
+            self._write(b"".join([encode(t) for t in batch]))
+            if self._owned and self.fsync != "never":
+                if self.fsync == "always" or any(isinstance(t.event, TERMINAL_EVENTS) for t in batch):
+                    assert self._file is not None
+                    await trio.to_thread.run_sync(os.fsync, self._file.fileno())
+        except OSError as exc:
+            self.failed = True
+            raise LogWriteError(self.target, exc) from None
 
     def close(self) -> None:
+        """Fsync and close. After a failed write, close only (the disk may still be full)."""
         if self._file is not None and self._owned:
             try:
-                os.fsync(self._file.fileno())
+                if not self.failed:
+                    os.fsync(self._file.fileno())
             finally:
                 self._file.close()
         self._file = None
+
+
+class LogWriteError(OSError):
+    """Writing the log failed mid-run (a full disk, an I/O error). ``str()`` is one line."""
+
+    def __init__(self, log: str, cause: OSError) -> None:
+        full = cause.errno in (errno.ENOSPC, errno.EDQUOT)
+        what = "disk full" if full else f"cannot write ({cause.strerror or cause})"
+        super().__init__(cause.errno, f"{what} writing {log}")
+        self.log = log
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 def _drop_torn_tail(path: Path) -> None:
@@ -130,29 +168,77 @@ class LogRecord:
 
 
 class LogError(ValueError):
-    """A log line that is not valid (other than a torn last line)."""
+    """A file that is not a log, or a log line that is not valid (other than a torn last line)."""
 
 
-def read_log(path: str | Path) -> Iterator[LogRecord]:
-    """Every header and event in the log, in order.
+def _header_of(raw: bytes, torn: bool, path: str | Path) -> LogHeader | None:
+    """The header on a log's first line; None for an empty file or a header cut by a crash.
 
-    A torn last line (a crash mid-write: no final newline and not valid JSON) is skipped.
-    Any other bad line raises :class:`LogError` naming the file and line.
+    This is the rule that tells our logs from other files: anything else on line 1 (a job
+    file, a prompts file, someone's notes) raises :class:`LogError`."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        if torn and (_HEADER_START.startswith(raw) or raw.startswith(_HEADER_START)):
+            return None  # empty, or the run died writing its header
+        obj = None
+    if not isinstance(obj, dict) or obj.get("kind") != HEADER_KIND:
+        raise LogError(f"{path}: not a log written by orchestrate (line 1 is not a log header)")
+    try:
+        header: LogHeader = codec.structure({k: v for k, v in obj.items() if k != "kind"}, LogHeader)
+    except Exception as exc:
+        raise LogError(f"{path}: line 1: not a log header this version reads: {exc}") from None
+    return header
+
+
+def first_header(path: str | Path) -> LogHeader | None:
+    """The header of an existing log (None: the file is missing, empty, or its header was cut by
+    a crash). Reads only the first line. Raises :class:`LogError` if the file is not a log."""
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return None
+    with f:
+        raw = f.readline(_HEADER_LIMIT)
+    torn = not raw.endswith(b"\n")
+    return _header_of(raw.rstrip(b"\n"), torn, path)
+
+
+def read_objects(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Every line of a log as a JSON object, with its line number: the rules every reader shares
+    (report, resume, the writer's check).
+
+    The file must be a log (see :func:`first_header`). Blank lines are skipped, and so is a torn
+    last line (a crash mid-write: no final newline and not valid JSON). Any other line that is
+    not a JSON object raises :class:`LogError` naming the file and line.
     """
     with open(path, "rb") as f:
         data = f.read()
     lines = data.split(b"\n")
     torn_tail = not data.endswith(b"\n")
     for number, raw in enumerate(lines, start=1):
+        torn = torn_tail and number == len(lines)
+        if number == 1 and _header_of(raw, torn, path) is None:
+            continue
         if not raw.strip():
             continue
-        last = number == len(lines)
         try:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            if last and torn_tail:
+            if torn:
                 return
             raise LogError(f"{path}: line {number}: invalid JSON: {exc}") from None
+        if not isinstance(obj, dict):
+            raise LogError(f"{path}: line {number}: expected a JSON object, got {type(obj).__name__}")
+        yield number, obj
+
+
+def read_log(path: str | Path) -> Iterator[LogRecord]:
+    """Every header and event in the log, in order (lines as :func:`read_objects` reads them).
+
+    Raises :class:`LogError` naming the file and line for a line that is not a valid record.
+    """
+    for number, obj in read_objects(path):
         try:
             if obj.get("kind") == HEADER_KIND:
                 fields = {k: v for k, v in obj.items() if k != "kind"}
@@ -160,6 +246,4 @@ def read_log(path: str | Path) -> Iterator[LogRecord]:
             else:
                 yield LogRecord(number, tagged=codec.decode_tagged(obj))
         except Exception as exc:
-            if last and torn_tail:
-                return
             raise LogError(f"{path}: line {number}: {exc}") from None

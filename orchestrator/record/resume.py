@@ -15,11 +15,10 @@ import re
 from pathlib import Path
 
 import attrs
-import orjson
 
 from orchestrator.errors import ConfigError
 from orchestrator.events import TERMINAL_EVENTS
-from orchestrator.record.log import HEADER_KIND
+from orchestrator.record.log import HEADER_KIND, LogError, read_objects
 from orchestrator.spec import BatchSpec
 
 _TERMINAL_KINDS = frozenset(cls.kind for cls in TERMINAL_EVENTS)
@@ -36,31 +35,23 @@ class LoggedJob:
 def scan(path: str | Path) -> dict[str, LoggedJob]:
     """Every job in the log with its latest hash and outcome.
 
-    Only ``job_queued`` and terminal lines are decoded, so large logs scan quickly. A torn last
-    line (a crash mid-write) is ignored; any other line that is not JSON is an error.
+    The log is read by the same rules as every reader (:func:`~.log.read_objects`): a file that
+    is not a log, or a bad line other than a torn last one, raises ConfigError naming it.
     """
-    with open(path, "rb") as f:
-        data = f.read()
-    lines = data.split(b"\n")
-    hashes: dict[str, str] = {}
+    hashes: dict[str, str | None] = {}
     outcomes: dict[str, str] = {}
-    for number, raw in enumerate(lines, start=1):
-        if b'"job_queued"' not in raw and not any(k.encode() in raw for k in _TERMINAL_KINDS):
-            continue  # most lines are stream events: skip without parsing
-        try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            if number == len(lines):
-                break
-            raise ConfigError([f"{path}: line {number}: not a valid log line"]) from None
-        kind, job = obj.get("kind"), obj.get("job")
-        if not isinstance(job, str) or kind == HEADER_KIND:
-            continue
-        if kind == "job_queued":
-            hashes[job] = obj.get("content_hash")
-            outcomes.pop(job, None)  # queued again in a later run: its old outcome is history
-        elif kind in _TERMINAL_KINDS:
-            outcomes[job] = kind
+    try:
+        for _, obj in read_objects(path):
+            kind, job = obj.get("kind"), obj.get("job")
+            if not isinstance(job, str) or kind == HEADER_KIND:
+                continue
+            if kind == "job_queued":
+                hashes[job] = obj.get("content_hash")
+                outcomes.pop(job, None)  # queued again in a later run: its old outcome is history
+            elif kind in _TERMINAL_KINDS:
+                outcomes[job] = kind
+    except LogError as exc:
+        raise ConfigError([str(exc)]) from None
     return {job: LoggedJob(h, outcomes.get(job)) for job, h in hashes.items()}
 
 

@@ -26,11 +26,10 @@ in), randomness only from the seed.
 from __future__ import annotations
 
 import random
-from typing import Any
 
 import attrs
 
-from orchestrator.errors import BackendError, ErrorKind
+from orchestrator.errors import BackendError, ErrorKind, leaves
 from orchestrator.events import (
     Event,
     JobCancelled,
@@ -43,6 +42,7 @@ from orchestrator.events import (
     UsageReported,
 )
 from orchestrator.record.cost import AttemptCost, AttemptMeter
+from orchestrator.resources import out_of_files, out_of_files_message
 from orchestrator.run.retry import backoff_delay, should_retry
 from orchestrator.run.watchdog import Watch
 from orchestrator.spec import JobSpec, Timeouts
@@ -131,27 +131,25 @@ class JobState:
 
 
 def failure_from(exc: Exception) -> Failure | None:
-    """Classify an exception that ended an attempt. Backend errors keep their kind; anything
-    else is a bug in the backend (None: the caller records it as ``internal``, with its
-    traceback in the diagnostics)."""
+    """Classify an exception that ended an attempt. Backend errors keep their kind; running out
+    of file descriptors is a retryable ``resources`` failure; anything else is a bug in the
+    backend (None: the caller records it as ``internal``, with its traceback in the diagnostics)."""
     if isinstance(exc, ExceptionGroup):
-        leaves = _leaves(exc)
-        exc = next((e for e in leaves if isinstance(e, BackendError)), leaves[0])
+        inner = leaves(exc)
+        found = next((e for e in inner if isinstance(e, BackendError)), inner[0])
+        if not isinstance(found, Exception):
+            return None
+        exc = found
     if isinstance(exc, BackendError):
         return Failure(exc.kind, exc.message, exc.retryable, getattr(exc, "retry_after", None))
+    if out_of_files(exc):  # not a bug: the process ran out of file descriptors; later may do
+        return Failure(ErrorKind.RESOURCES, out_of_files_message(exc), True)
     return None
 
 
 def internal_failure(exc: BaseException) -> Failure:
     """A backend's unexpected exception: fatal for this job only, the batch goes on."""
     return Failure(ErrorKind.INTERNAL, f"{type(exc).__name__}: {exc}", False)
-
-
-def _leaves(group: BaseExceptionGroup[Any]) -> list[Any]:
-    out: list[Any] = []
-    for exc in group.exceptions:
-        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return out
 
 
 def attempt_failure(

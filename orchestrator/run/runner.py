@@ -34,7 +34,7 @@ from orchestrator import codec
 from orchestrator._version import __version__
 from orchestrator.backends import Backend, BackendKind, backend_kind
 from orchestrator.diagnostics import logger
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, leaves
 from orchestrator.events import (
     AttemptStarted,
     BatchFinished,
@@ -48,7 +48,9 @@ from orchestrator.events import (
     TerminalEvent,
 )
 from orchestrator.record.aggregate import Aggregator, JobResult
-from orchestrator.record.log import LogHeader, LogWriter
+from orchestrator.record.claim import LogClaim, claim_log, job_path
+from orchestrator.record.log import LogError, LogHeader, LogWriteError, LogWriter
+from orchestrator.resources import OpenFiles, fit_open_files
 from orchestrator.run.bus import Barrier, Item, Subscriber, run_bus
 from orchestrator.run.halt import HaltWatch
 from orchestrator.run.job import (
@@ -421,22 +423,65 @@ def preflight(spec: BatchSpec) -> dict[str, BackendKind]:
     return kinds
 
 
+def _fit_open_files(spec: BatchSpec, kinds: Mapping[str, BackendKind]) -> OpenFiles:
+    """Room for the batch's attempts under the open-file limit (see :mod:`orchestrator.resources`)."""
+    backends = {}
+    for name, kind in kinds.items():
+        settings = spec.backends.get(name) or kind.Settings()
+        ceiling = getattr(settings, "concurrency", None) or kind.default_concurrency
+        backends[name] = (ceiling, getattr(kind, "files_per_attempt", 0))
+    return fit_open_files(spec.concurrency, backends)
+
+
 async def execute(
     spec: BatchSpec,
     *,
     subscribers: Sequence[Subscriber] = (),
     keep_text: bool = True,
     control: RunControl | None = None,
+    claim: LogClaim | None = None,
 ) -> BatchResult:
     """Run the batch to the end and return its result.
 
-    Raises :class:`ConfigError` before anything runs if a backend cannot run (preflight) or the
-    log cannot be opened. A stop through ``control`` or the batch deadline still returns a result
-    (``summary.stopped`` says why). If this task itself is cancelled, the run is torn down:
-    backends clean up, but unfinished jobs get no terminal event.
+    Raises :class:`ConfigError` before anything runs if a backend cannot run (preflight), or the
+    log cannot be opened, is not a log, or is in use by another run. The log is claimed for the
+    whole run (see :mod:`~orchestrator.record.claim`) unless the caller passes the ``claim`` it
+    already holds (to read the log for a resume first); a claim passed in stays the caller's.
+    A stop through ``control`` or the batch deadline still returns a result (``summary.stopped``
+    says why). A log write that fails (a full disk) ends the run with :class:`LogWriteError`:
+    backends clean up, and what the log holds stays valid for ``--resume``. If this task itself
+    is cancelled, the run is torn down: backends clean up, but unfinished jobs get no terminal
+    event.
     """
     kinds = preflight(spec)
-    control = control or RunControl()
+    files = _fit_open_files(spec, kinds)
+    if files.concurrency < spec.concurrency:
+        _log.warning(files.notice)
+        spec = attrs.evolve(spec, concurrency=files.concurrency)
+    own_claim = None
+    if claim is None and spec.log is not None and spec.log != "-":
+        own_claim = claim_log(spec.log, job_file=spec.source)
+    try:
+        return await _execute(spec, kinds, subscribers, keep_text, control or RunControl(), files)
+    except BaseExceptionGroup as group:
+        # The bus task's failure arrives wrapped by the nurseries it crossed: give it back bare.
+        failed, _ = group.split(LogWriteError)
+        if failed is None:
+            raise
+        raise leaves(failed)[0] from None
+    finally:
+        if own_claim is not None:
+            own_claim.release()
+
+
+async def _execute(
+    spec: BatchSpec,
+    kinds: Mapping[str, BackendKind],
+    subscribers: Sequence[Subscriber],
+    keep_text: bool,
+    control: RunControl,
+    files: OpenFiles,
+) -> BatchResult:
     run_id = uuid.uuid4().hex[:12]
     started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
     writer = LogWriter(spec.log, spec.fsync) if spec.log else None
@@ -450,9 +495,12 @@ async def execute(
             jobs=len(spec.jobs),
             settings=_settings_for_header(spec),
             already_done=spec.already_done,
+            job_path=job_path(spec.source),
         )
         try:
             writer.open(header)
+        except LogError as exc:
+            raise ConfigError([f"{exc}; refusing to write into it"]) from None
         except OSError as exc:
             raise ConfigError([f"{spec.log}: cannot open log: {exc.strerror or exc}"]) from None
     aggregator = Aggregator(keep_text=keep_text)
@@ -481,7 +529,7 @@ async def execute(
 
                 nursery.start_soon(bus)
                 nursery.start_soon(run.watchdog.run)
-                summary = await _drive(run, aggregator, control, run_id, started_at)
+                summary = await _drive(run, aggregator, control, run_id, started_at, files.notice)
                 await bus_done.wait()
                 nursery.cancel_scope.cancel()  # the watchdog
     finally:
@@ -497,7 +545,12 @@ async def execute(
 
 
 async def _drive(
-    run: _Run, aggregator: Aggregator, control: RunControl, run_id: str, started_at: str
+    run: _Run,
+    aggregator: Aggregator,
+    control: RunControl,
+    run_id: str,
+    started_at: str,
+    files_notice: str | None,
 ) -> BatchSummary:
     spec = run.spec
     async with run.send:
@@ -506,6 +559,8 @@ async def _drive(
                 run_id=run_id, jobs=len(spec.jobs), started_at=started_at, already_done=spec.already_done
             )
         )
+        if files_notice is not None:  # the concurrency was lowered to fit the open-file limit
+            await run.emit_batch(LimiterChanged("*", "concurrency", spec.concurrency, None, files_notice))
         with trio.CancelScope() as stop:
             if spec.deadline is not None:
                 stop.deadline = run.t0 + spec.deadline
@@ -570,13 +625,18 @@ async def open_spec(
     buffer: int = CHANNEL_SIZE,
     keep_text: bool = True,
     subscribers: Sequence[Subscriber] = (),
+    claim: LogClaim | None = None,
 ) -> AsyncIterator[BatchRun]:
-    """Run ``spec`` in the background of the ``async with`` block; see :func:`open_batch`."""
+    """Run ``spec`` in the background of the ``async with`` block; see :func:`open_batch`.
+    ``claim`` is the log's claim when the caller already holds it (it stays the caller's)."""
     from orchestrator.run.bus import ChannelSubscriber
 
     send, receive = trio.open_memory_channel[Tagged](buffer)
     run = BatchRun(receive)
     preflight(spec)  # bad input raises here, before the block runs
+    own_claim = None
+    if claim is None and spec.log is not None and spec.log != "-":
+        own_claim = claim_log(spec.log, job_file=spec.source)  # so does a log in use
 
     async def execute_and_close() -> None:
         async with send:
@@ -585,12 +645,17 @@ async def open_spec(
                 subscribers=[*subscribers, ChannelSubscriber(send)],
                 keep_text=keep_text,
                 control=run.control,
+                claim=claim or own_claim,
             )
             run._finished.set()
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(execute_and_close)
-        try:
-            yield run
-        finally:
-            receive.close()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(execute_and_close)
+            try:
+                yield run
+            finally:
+                receive.close()
+    finally:
+        if own_claim is not None:
+            own_claim.release()

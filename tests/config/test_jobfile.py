@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -172,3 +173,36 @@ def test_the_content_hash_covers_the_backends_model_setting() -> None:
     assert local_hash({"model_path": "/a.gguf", "slots": 1}) == local_hash(
         {"model_path": "/a.gguf", "slots": 4}
     )
+
+
+def test_a_fifo_as_prompts_file_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(ConfigError) as info:
+        load_job_file(write(tmp_path, 'prompts_file = "pipe"\n'))
+    assert info.value.problems == [
+        f"{tmp_path / 'jobs.toml'}: prompts_file: {tmp_path / 'pipe'}: not a regular file"
+    ]
+
+
+def test_library_queries_nested_too_deeply_are_a_config_error() -> None:
+    deep: object = 1
+    for _ in range(300):
+        deep = [deep]
+    with pytest.raises(ConfigError) as info:
+        build_batch([{"prompt": "p", "metadata": {"x": deep}, "seed": 2**64}], {"backend": "sim"})
+    assert info.value.problems == [
+        "queries[0].metadata.x[0][0]: nested deeper than 64 levels",
+        "queries[0].seed: integer out of range (integers are 64-bit)",
+    ]
+
+
+def test_every_problem_is_one_line_whatever_the_input_holds(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, '[defaults]\nconcurrency = "8\\n\\u001b[2J"\n"bad\\nkey" = 1\n[[jobs]]\nprompt = "p"\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_job_file(path)
+    assert info.value.problems == [
+        f'{path}: defaults.concurrency: expected an integer, got string "8\\n\\x1b[2J"',
+        f"{path}: defaults.bad\\nkey: unknown key",
+    ]

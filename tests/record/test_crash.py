@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from benchmarks.crash_trials import run_trial
+from benchmarks.crash_trials import run_not_a_log_trial, run_race_trial, run_trial
 from orchestrator.record.log import read_log
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,6 +37,31 @@ def test_kill_9_then_resume_loses_and_repeats_nothing(seed: int, kill_trials: di
 def test_the_trials_kill_at_many_different_moments(kill_trials: dict[int, object]) -> None:
     moments = {r.killed_after for r in kill_trials.values()}  # type: ignore[attr-defined]
     assert len(moments) >= 10
+
+
+RACE_SEEDS = range(2000, 2006)
+
+
+@pytest.fixture(scope="module")
+def race_trials(tmp_path_factory: pytest.TempPathFactory) -> dict[int, object]:
+    workdir = tmp_path_factory.mktemp("races")
+    return {seed: run_race_trial(seed, workdir, jobs=120) for seed in RACE_SEEDS}
+
+
+@pytest.mark.parametrize("seed", RACE_SEEDS)
+def test_runs_racing_for_one_log_never_run_a_job_twice(seed: int, race_trials: dict[int, object]) -> None:
+    result = race_trials[seed]
+    assert result.lost == [] and result.duplicated == []  # type: ignore[attr-defined]
+    assert result.ok and result.succeeded_once == result.jobs == 120  # type: ignore[attr-defined]
+
+
+def test_the_races_turn_runs_away(race_trials: dict[int, object]) -> None:
+    assert any(2 in r.exits for r in race_trials.values())  # type: ignore[attr-defined]
+    assert {r.killed for r in race_trials.values()} == {True, False}  # type: ignore[attr-defined]
+
+
+def test_files_that_are_not_logs_are_refused_and_untouched(tmp_path: Path) -> None:
+    assert run_not_a_log_trial(tmp_path) == []
 
 
 def orchestrate(*args: str, cwd: Path) -> subprocess.Popen[bytes]:

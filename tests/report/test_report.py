@@ -217,7 +217,7 @@ def test_job_story_shows_tool_calls_results_and_the_text(
     ("content", "args", "message"),
     [
         (None, [], "No such file or directory"),
-        (b"hello, this is not a log\nsecond line\n", [], "invalid JSON"),
+        (b"hello, this is not a log\nsecond line\n", [], "not a log written by orchestrate"),
         (b"", [], "no runs in this log"),
         (b'{"kind": "wrong", "job": null}\n{"kind": "x"}\n', [], "line 1"),
         ("faults", ["--job", "nope"], "no job 'nope' in the log"),

@@ -388,6 +388,7 @@ class _Kind:
     Options = Options
     Settings = Settings
     default_concurrency: int | None = DEFAULT_CONCURRENCY
+    files_per_attempt = 4  # pipes to the CLI's stdin, stdout and stderr, and its process handle
 
     def preflight(self, settings: ClaudeCodeSettings, jobs: Sequence[JobSpec]) -> list[str]:
         problems: list[str] = []

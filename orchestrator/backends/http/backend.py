@@ -113,6 +113,7 @@ class HttpKind:
     """The registry entry of an HTTP API backend (see :class:`~.base.BackendKind`)."""
 
     default_concurrency: int | None = DEFAULT_CONCURRENCY
+    files_per_attempt = 1  # its connection's socket (see orchestrator.resources)
 
     def __init__(self, api: HttpApi) -> None:
         self.api = api

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import math
 import os
+import ssl
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import trio
 
@@ -35,6 +37,7 @@ from orchestrator.events import StreamEvent
 from orchestrator.http import (
     ConnectError,
     ConnectionPool,
+    Origin,
     ProxyConfig,
     Response,
     ServerSentEvent,
@@ -44,6 +47,7 @@ from orchestrator.http import (
     client_ssl_context,
     open_pool,
 )
+from orchestrator.resources import out_of_files_message
 from orchestrator.spec import JobSpec
 
 DONE_GRACE = 2.0
@@ -142,13 +146,47 @@ def check_settings(name: str, settings: HttpSettings, jobs: Sequence[JobSpec]) -
         )
     if not settings.base_url.startswith(("https://", "http://")):
         problems.append(f"{where}.base_url: expected an http:// or https:// URL, got {settings.base_url!r}")
+    else:
+        problems.extend(_connection_problems(where, settings))
     if settings.ca_file is not None and not os.path.isfile(settings.ca_file):
         problems.append(f"{where}.ca_file: no such file: {settings.ca_file}")
+    elif settings.ca_file is not None:
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=settings.ca_file)
+        except (ssl.SSLError, OSError, ValueError):
+            problems.append(f"{where}.ca_file: no CA certificate (PEM) in {settings.ca_file}")
     missing = [job.id for job in jobs if not job.model]
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         problems.append(f"{name}: jobs without a model ({shown}): set model in [defaults] or on the job")
     return problems
+
+
+def _connection_problems(where: str, settings: HttpSettings) -> list[str]:
+    """What would fail every attempt at connect time: a URL that does not parse (a bad port, a
+    broken IPv6 address, a host name that cannot be encoded) or a proxy from the environment
+    that does not. Found here, they stop the batch before it starts instead of failing each job."""
+    try:
+        origin, _ = Origin.split(settings.base_url)
+        origin.authority  # noqa: B018  (encodes the host name: IDNA may refuse it)
+    except ValueError as exc:
+        return [f"{where}.base_url: not a usable URL ({exc}): {settings.base_url!r}"]
+    if not settings.proxy:
+        return []
+    try:
+        proxy = ProxyConfig.from_env().select(origin)
+        if proxy is not None:
+            parts = urlsplit(proxy if "://" in proxy else "http://" + proxy)
+            parts.port  # noqa: B018  (raises for a port out of range or not a number)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("expected http://HOST:PORT or https://HOST:PORT")
+    except ValueError as exc:
+        variable = "HTTPS_PROXY" if origin.scheme == "https" else "HTTP_PROXY"
+        return [
+            f"{where}.proxy: the proxy from the environment ({variable} or ALL_PROXY) is not a usable "
+            f"URL ({exc}); fix it, or set proxy = false"
+        ]
+    return []
 
 
 @asynccontextmanager
@@ -244,5 +282,7 @@ def _transport_failure(exc: TransportError, redact: Redact) -> RetryableError | 
     if isinstance(exc, ConnectError):
         if exc.certificate:
             return FatalError(f"TLS certificate not trusted: {message}", kind=ErrorKind.TLS)
+        if exc.out_of_files:
+            return RetryableError(out_of_files_message(message), kind=ErrorKind.RESOURCES)
         return RetryableError(f"cannot connect: {message}", kind=ErrorKind.CONNECT)
     return RetryableError(message, kind=ErrorKind.CONNECTION)
