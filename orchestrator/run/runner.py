@@ -50,6 +50,7 @@ from orchestrator.events import (
     LimiterChanged,
     RateLimitInfo,
     RetryScheduled,
+    StreamEvent,
     StreamFinished,
     Tagged,
     TerminalEvent,
@@ -57,6 +58,7 @@ from orchestrator.events import (
 )
 from orchestrator.record.aggregate import Aggregator, JobResult
 from orchestrator.record.log import LogHeader, LogWriter
+from orchestrator.redact import Redactor, batch_redactor
 from orchestrator.run.bus import Barrier, Item, Subscriber, run_bus
 from orchestrator.run.limits import Budget, Gate
 from orchestrator.run.retry import backoff_delay, should_retry
@@ -187,6 +189,10 @@ class _Job:
         elif kind is RateLimitInfo:
             await run.gates[self.spec.backend].observe(self.spec.model, event)  # type: ignore[arg-type]
 
+    async def emit_from_backend(self, event: StreamEvent) -> None:
+        """The ``emit`` a backend gets: :meth:`emit`, with the batch's secrets hidden first."""
+        await self.emit(self.run.redactor.value(event))  # secrets: see orchestrator.redact
+
 
 class _Run:
     """One execution of a :class:`BatchSpec`."""
@@ -217,6 +223,7 @@ class _Run:
         self.budget = Budget(spec.max_cost_usd)
         self.capped: str | None = None
         self.send: trio.MemorySendChannel[Item]
+        self.redactor = Redactor()  # the batch's, set by execute (see orchestrator.redact)
         # The clock's own method: trio.current_time() looks the clock up on every call.
         self.now = trio.lowlevel.current_clock().current_time
         self.t0 = self.now()
@@ -429,9 +436,9 @@ class _Run:
             if timeouts.idle is not None or deadline is not None:
                 watch = job.watch = self.watchdog.watch(scope, timeouts.idle, deadline)
             try:
-                await self.backends[spec.backend].stream(spec, job.attempt, job.emit)
+                await self.backends[spec.backend].stream(spec, job.attempt, job.emit_from_backend)
             except Exception as exc:
-                return _failure_from(exc)
+                return self.redactor.value(_failure_from(exc))  # secrets: see orchestrator.redact
             finally:
                 if watch is not None:
                     self.watchdog.release(watch)
@@ -495,6 +502,10 @@ async def execute(
     backends clean up, but unfinished jobs get no terminal event.
     """
     kinds = preflight(spec)
+    # secrets: every string a backend sends passes through this (see orchestrator.redact)
+    redactor = batch_redactor(
+        {name: (kind, spec.backends.get(name) or kind.Settings()) for name, kind in kinds.items()}
+    )
     control = control or RunControl()
     run_id = uuid.uuid4().hex[:12]
     started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
@@ -507,7 +518,7 @@ async def execute(
             started_at=started_at,
             job_file=spec.source,
             jobs=len(spec.jobs),
-            settings=_settings_for_header(spec),
+            settings=redactor.value(_settings_for_header(spec)),
             already_done=spec.already_done,
         )
         try:
@@ -532,6 +543,7 @@ async def execute(
             async with trio.open_nursery() as nursery:
                 run = _Run(spec, backends, ceilings, control)
                 run.send = send
+                run.redactor = redactor
                 bus_done = trio.Event()
 
                 async def bus() -> None:

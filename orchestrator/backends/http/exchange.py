@@ -18,9 +18,11 @@ else; every error message passes through :meth:`ApiKey.redact` in case a server 
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Protocol
@@ -131,17 +133,30 @@ def read_api_key(settings: HttpSettings, environ: Mapping[str, str] | None = Non
     return ApiKey(value) if value else None
 
 
-def check_settings(name: str, settings: HttpSettings, jobs: Sequence[JobSpec]) -> list[str]:
-    """Problems that stop a batch before it starts: no key, a bad URL or CA file, no model."""
+def check_settings(
+    name: str, settings: HttpSettings, jobs: Sequence[JobSpec], environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """Problems that stop a batch before it starts: no key or a key with a control character, a
+    bad URL (credentials or a query in it, or a key sent in clear to another machine), a bad CA
+    file, no model. No line quotes the key."""
     problems: list[str] = []
     where = f"backends.{name}"
-    if settings.api_key_required and read_api_key(settings) is None:
+    if settings.api_key_required and read_api_key(settings, environ) is None:
         problems.append(
             f"{where}: the API key is missing: environment variable {settings.api_key_env} is not set "
             f"(export it, or set api_key_env to the variable that holds the key)"
         )
     if not settings.base_url.startswith(("https://", "http://")):
         problems.append(f"{where}.base_url: expected an http:// or https:// URL, got {settings.base_url!r}")
+    else:
+        problems += _url_problems(where, settings, environ)
+    raw_key = (environ if environ is not None else os.environ).get(settings.api_key_env, "").strip()
+    if any(ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 for char in raw_key):
+        # Never quote the key: this line is printed.
+        problems.append(
+            f"{where}: the API key in {settings.api_key_env} contains a control character (a newline?); "
+            "it cannot go in a header: set the key alone"
+        )
     if settings.ca_file is not None and not os.path.isfile(settings.ca_file):
         problems.append(f"{where}.ca_file: no such file: {settings.ca_file}")
     missing = [job.id for job in jobs if not job.model]
@@ -149,6 +164,47 @@ def check_settings(name: str, settings: HttpSettings, jobs: Sequence[JobSpec]) -
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         problems.append(f"{name}: jobs without a model ({shown}): set model in [defaults] or on the job")
     return problems
+
+
+def _url_problems(where: str, settings: HttpSettings, environ: Mapping[str, str] | None) -> list[str]:
+    try:
+        url = urllib.parse.urlsplit(settings.base_url)
+        host = url.hostname
+    except ValueError:
+        return []  # the pool says what is wrong with it
+    problems: list[str] = []
+    if url.username is not None or url.password is not None:
+        problems.append(
+            f"{where}.base_url: credentials in the URL would be written to the log; put the key in the "
+            f"environment variable named by api_key_env"
+        )
+    if url.query or url.fragment:
+        problems.append(
+            f"{where}.base_url: has a query string or fragment (the API path goes after the base URL); "
+            f"put the key in the environment variable named by api_key_env"
+        )
+    if (
+        url.scheme == "http"
+        and not _is_loopback(host)
+        and read_api_key(settings, environ) is not None
+        and not getattr(settings, "allow_insecure_http", False)
+    ):
+        problems.append(
+            f"{where}.base_url: plain http:// to {host} would send the API key in clear; use https://, "
+            f"or set allow_insecure_http = true in [{where}] if the network is trusted"
+        )
+    return problems
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @asynccontextmanager
