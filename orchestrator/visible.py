@@ -7,12 +7,13 @@ not be parsed as rich markup (it would raise mid-batch, or ``[link=...]`` would 
 
 :func:`visible` writes every control character as an escape (``\\x1b``, ``\\u202e``) and leaves
 all other text alone; :func:`as_text` wraps the result in a rich ``Text``, which rich never
-parses as markup. The HTML report escapes for HTML instead (``html.escape``), and the JSON log
-keeps the text exactly as it came.
+parses as markup; :func:`as_html` escapes it for the HTML report. The JSON log keeps the text
+exactly as it came.
 """
 
 from __future__ import annotations
 
+import html
 import re
 from typing import TYPE_CHECKING
 
@@ -55,3 +56,8 @@ def as_text(text: str, style: str = "", *, lines: bool = False) -> Text:
     from rich.text import Text
 
     return Text(visible(text, lines=lines), style=style)
+
+
+def as_html(text: str) -> str:
+    """``text`` made :func:`visible`, as HTML text (``<``, ``&`` and quotes escaped)."""
+    return html.escape(visible(text))
