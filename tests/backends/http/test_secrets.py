@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -120,7 +121,7 @@ def test_a_missing_key_is_exit_2_naming_the_variable(tmp_path: Path) -> None:
     assert "environment variable ANTHROPIC_API_KEY is not set" in done.stdout + done.stderr
 
 
-def _problems(environ: dict[str, str], **settings: object) -> list[str]:
+def _problems(environ: dict[str, str], **settings: Any) -> list[str]:
     from orchestrator.backends.http.exchange import check_settings
     from orchestrator.backends.http.openai import Settings
     from orchestrator.spec import JobSpec
