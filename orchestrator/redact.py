@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import attrs
@@ -58,6 +58,12 @@ def looks_secret(name: str) -> bool:
     """Whether an environment variable's name suggests a secret (``ANTHROPIC_API_KEY``, ``GH_TOKEN``,
     ``ANTHROPIC_CUSTOM_HEADERS``)."""
     return any(part in _SECRET_PARTS for part in re.split(r"[_\W]+", name.upper()))
+
+
+def has_control_characters(key: str) -> bool:
+    """Whether a key, once stripped, holds a control character (a newline from a pasted file, say):
+    such a key cannot go in a header, and an error quoting the header would quote the key."""
+    return any(ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 for char in key.strip())
 
 
 def url_credentials(text: str) -> list[str]:
@@ -164,11 +170,34 @@ class Redactor:
         return _rewrite(value, self.text)  # type: ignore[no-any-return]
 
 
-def _rewrite(value: Any, text: Any) -> Any:
+_ATOMS = frozenset({bool, int, float, type(None)})
+_FIELDS: dict[type, tuple[str, ...]] = {}  # an attrs class's init fields, looked up once
+
+
+def _rewrite(value: Any, text: Callable[[str], str]) -> Any:
+    """``value`` with ``text`` applied to every string in it, rebuilt only where one changed.
+    On the path of every event, so the common cases come first."""
+    kind = type(value)
+    if kind is str:
+        return text(value)
+    if kind in _ATOMS:
+        return value
+    names = _FIELDS.get(kind)
+    if names is None and attrs.has(kind):
+        names = _FIELDS[kind] = tuple(field.name for field in attrs.fields(kind) if field.init)
+    if names is not None:
+        changes = {}
+        for name in names:
+            old = getattr(value, name)
+            field_kind = type(old)
+            if field_kind in _ATOMS:
+                continue
+            new = text(old) if field_kind is str else _rewrite(old, text)
+            if new is not old:
+                changes[name] = new
+        return attrs.evolve(value, **changes) if changes else value
     if isinstance(value, str):
         return text(value)
-    if isinstance(value, bool | int | float) or value is None:
-        return value
     if isinstance(value, Mapping):
         items = [(_rewrite(k, text), _rewrite(v, text)) for k, v in value.items()]
         if all(k is k0 and v is v0 for (k, v), (k0, v0) in zip(items, value.items(), strict=True)):
@@ -178,17 +207,7 @@ def _rewrite(value: Any, text: Any) -> Any:
         parts = [_rewrite(v, text) for v in value]
         if all(p is v for p, v in zip(parts, value, strict=True)):
             return value
-        return type(value)(parts) if isinstance(value, list) or type(value) is tuple else tuple(parts)
-    if attrs.has(type(value)):
-        changes = {}
-        for field in attrs.fields(type(value)):
-            if not field.init:
-                continue
-            old = getattr(value, field.name)
-            new = _rewrite(old, text)
-            if new is not old:
-                changes[field.name] = new
-        return attrs.evolve(value, **changes) if changes else value
+        return parts if isinstance(value, list) else tuple(parts)
     return value
 
 

@@ -54,7 +54,13 @@ from orchestrator.backends.claude_code.lines import LineSplitter
 from orchestrator.backends.claude_code.outcome import Outcome
 from orchestrator.errors import FatalError
 from orchestrator.events import SystemNotice
-from orchestrator.redact import Redactor, environment_secrets, looks_secret, url_credentials
+from orchestrator.redact import (
+    Redactor,
+    environment_secrets,
+    has_control_characters,
+    looks_secret,
+    url_credentials,
+)
 from orchestrator.spec import JobSpec
 
 DEFAULT_CONCURRENCY = 4
@@ -73,6 +79,7 @@ _EOF_GRACE = 2.0
 stop reading: only a stray process that inherited the pipe would keep it open that long."""
 _STDERR_BYTES = 16 * 1024
 _STDERR_LINES = 20
+_KEY_VARIABLES = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
 
 
 @attrs.frozen
@@ -389,6 +396,12 @@ class _Kind:
                 "or set cli in [backends.claude-code]"
             )
         problems += _secret_problems("backends.claude-code.env", settings.env)
+        for name in _KEY_VARIABLES:
+            if has_control_characters({**os.environ, **settings.env}.get(name, "")):
+                problems.append(
+                    f"claude-code: environment variable {name} contains a control character (a newline?); "
+                    "set the key alone"
+                )
         for job in jobs:
             options = job.options if isinstance(job.options, Options) else Options()
             problems += _secret_problems(f"job {job.id}: claude-code.env", options.env)

@@ -13,7 +13,10 @@ Timeouts of an attempt and who enforces them:
 
 Secrets: the key is read from the environment when the batch opens and kept in an
 :class:`ApiKey`, whose ``repr`` and ``str`` hide it. It goes into one request header and nowhere
-else; every error message passes through :meth:`ApiKey.redact` in case a server echoes it.
+else; every error message passes through :meth:`ApiKey.redact` in case a server echoes it, and
+the runner hides it again in everything the backend sends. Preflight refuses a key with a control
+character, credentials or a query string in ``base_url``, and a key sent over plain ``http://`` to
+a host other than this machine unless ``allow_insecure_http = true``.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from orchestrator.http import (
     client_ssl_context,
     open_pool,
 )
+from orchestrator.redact import Redactor, has_control_characters
 from orchestrator.spec import JobSpec
 
 DONE_GRACE = 2.0
@@ -61,18 +65,20 @@ rate limits, not the client, are what a higher number runs into."""
 class ApiKey:
     """An API key that does not show itself: ``repr``/``str`` say ``<redacted>``."""
 
-    __slots__ = ("_value",)
+    __slots__ = ("_redactor", "_value")
 
     def __init__(self, value: str) -> None:
         self._value = value
+        self._redactor = Redactor([value])
 
     def reveal(self) -> str:
         """The key itself, for the one request header that carries it."""
         return self._value
 
     def redact(self, text: str) -> str:
-        """``text`` with every occurrence of the key replaced."""
-        return text.replace(self._value, "<redacted>") if self._value and self._value in text else text
+        """``text`` with the key (or a start or end of it cut by truncation) replaced; the runner
+        hides it again in everything the backend sends (see :mod:`orchestrator.redact`)."""
+        return self._redactor.text(text)
 
     def __repr__(self) -> str:
         return "ApiKey(<redacted>)"
@@ -150,8 +156,7 @@ def check_settings(
         problems.append(f"{where}.base_url: expected an http:// or https:// URL, got {settings.base_url!r}")
     else:
         problems += _url_problems(where, settings, environ)
-    raw_key = (environ if environ is not None else os.environ).get(settings.api_key_env, "").strip()
-    if any(ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 for char in raw_key):
+    if has_control_characters((os.environ if environ is None else environ).get(settings.api_key_env, "")):
         # Never quote the key: this line is printed.
         problems.append(
             f"{where}: the API key in {settings.api_key_env} contains a control character (a newline?); "

@@ -630,3 +630,11 @@ def test_preflight_warns_that_bypass_permissions_is_refused_as_root(
 
 def test_the_backend_has_its_own_default_concurrency() -> None:
     assert KIND.default_concurrency == 4
+
+
+def test_preflight_refuses_a_key_with_a_control_character_without_quoting_it(
+    preflight: Callable[..., list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-secret-0123456789\nX-Evil: 1")
+    [problem] = preflight()
+    assert "ANTHROPIC_API_KEY contains a control character" in problem and "secret-0123" not in problem
