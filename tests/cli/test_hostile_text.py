@@ -18,7 +18,7 @@ import pytest
 
 from orchestrator.record.log import read_log
 from orchestrator.visible import visible
-from tests.hostile import HOSTILE, assert_shown_as_data, write_sim_jobs
+from tests.hostile import assert_shown_as_data, write_sim_jobs
 
 ROOT = Path(__file__).resolve().parents[2]
 TERMINAL = ("job_succeeded", "job_failed", "job_cancelled", "job_skipped")
@@ -123,7 +123,7 @@ def test_piped_summary_and_diagnostics_show_hostile_text_as_data(
     assert_shown_as_data(proc.stderr)  # -v: the diagnostics name the failed job
     assert "attempt failed" in proc.stderr and visible(ids[0]) in proc.stderr
     assert "[link=https://evil.example]" in proc.stdout and "\\x1b[2J" in proc.stdout
-    assert "j0-[/INST]" in proc.stdout  # the failed job's row
+    assert "j0-[/INST]" in proc.stdout and ":skull:" in proc.stdout  # no emoji codes either
     assert len(_terminal_events(log)) == len(ids)
 
 
@@ -158,10 +158,3 @@ def test_tail_shows_hostile_text_as_data(
     assert visible(_job_of(ids, "\x1b]0;")) in proc.stdout and "[/INST]" in proc.stdout
     # One line per event: no text from the log breaks a line or rewrites it.
     assert all(line[:10].strip() == "" or line[:10].strip()[0].isdigit() for line in proc.stdout.splitlines())
-
-
-@pytest.mark.parametrize("text", HOSTILE)
-def test_visible_leaves_no_control_character(text: str) -> None:
-    shown = visible(text)
-    assert all(ch.isprintable() for ch in shown), shown
-    assert visible(shown) == shown  # already safe text is left alone

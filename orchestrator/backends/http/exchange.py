@@ -153,7 +153,8 @@ def check_settings(
             f"(export it, or set api_key_env to the variable that holds the key)"
         )
     if not settings.base_url.startswith(("https://", "http://")):
-        problems.append(f"{where}.base_url: expected an http:// or https:// URL, got {settings.base_url!r}")
+        shown = Redactor().text(settings.base_url)  # without credentials, if it has any
+        problems.append(f"{where}.base_url: expected an http:// or https:// URL, got {shown!r}")
     else:
         problems += _url_problems(where, settings, environ)
     if has_control_characters((os.environ if environ is None else environ).get(settings.api_key_env, "")):
