@@ -109,6 +109,7 @@ def test_live_panel_on_a_terminal_shows_hostile_text_as_data(tmp_path: Path) -> 
     assert _terminal_events(log) == {
         job: [("job_failed" if n == 0 else "job_succeeded")] for n, job in enumerate(ids)
     }
+    assert " running " in text and " tok/s " in text  # the live panel was drawn
     assert_shown_as_data(screen)
     assert "[/INST]" in text and "\\x1b]0;pwned\\x07" in text
 
