@@ -2,7 +2,7 @@
 
 The event log records what happened to the jobs; diagnostics say what the orchestrator itself
 noticed: a backend that raised something it should not have (with its traceback), attempts
-failing and how they were classified.
+failing and how they were classified, limiter decisions.
 
 A library leaves its host's logging alone: nothing here configures structlog on import or on a
 ``run_batch``. Only the ``orchestrate`` command calls :func:`configure` (stderr; warnings only
@@ -10,6 +10,11 @@ unless ``-v`` or ``ORCHESTRATOR_DEBUG=1``). Library code logs through :func:`log
 follows the host: through the host's structlog configuration when it has one, else through the
 standard library's ``logging`` under the module's name (so with no logging set up at all, only
 warnings reach stderr, as with any well-behaved library).
+
+Whichever way a line goes, every value in it, tracebacks included, has the secrets of
+:func:`orchestrator.redact.known` hidden and its control characters made
+:func:`~orchestrator.visible.visible` before it leaves this module: a server's message or an
+exception may quote a key or an escape sequence.
 """
 
 from __future__ import annotations
@@ -17,9 +22,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import traceback
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+
+from orchestrator.redact import known
+from orchestrator.visible import visible
 
 # Used only when the host has not configured structlog: render for stdlib logging, and drop
 # events below the stdlib logger's level before any rendering work.
@@ -40,6 +50,7 @@ def configure(*, verbose: bool = False) -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False),
             structlog.processors.format_exc_info,
+            _shown,
             structlog.dev.ConsoleRenderer(colors=False),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
@@ -63,7 +74,37 @@ class _HostLogger:
 
     def __getattr__(self, method: str) -> Any:
         target = structlog.get_logger(self._name) if structlog.is_configured() else self._stdlib
-        return getattr(target, method)
+        log = getattr(target, method)
+
+        def shown(event: str | None = None, **values: Any) -> Any:
+            # Redacted here, before the host's processors see anything: a traceback becomes text.
+            exc_info = values.pop("exc_info", None)
+            if exc_info:
+                values["exception"] = _traceback(exc_info)
+            return log(**_shown(None, method, {"event": event, **values}))
+
+        return shown
+
+
+def _traceback(exc_info: Any) -> str:
+    if isinstance(exc_info, BaseException):
+        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+    elif not isinstance(exc_info, tuple):
+        exc_info = sys.exc_info()
+    return "".join(traceback.format_exception(*exc_info)).rstrip("\n")
+
+
+def _shown(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
+    """Every value as text, secrets hidden and control characters visible (tracebacks keep
+    their lines)."""
+    redactor = known()
+    return {
+        key: visible(
+            redactor.text(value if isinstance(value, str) else repr(value)),
+            lines=key == "exception",
+        )
+        for key, value in event_dict.items()
+    }
 
 
 def logger(name: str) -> Any:

@@ -50,6 +50,10 @@ class BackendKind(Protocol):
     defaults; job files fill them from ``[defaults.NAME]``/``[[jobs]] NAME = {...}`` and
     ``[backends.NAME]``. ``default_concurrency`` caps this backend's in-flight attempts unless
     the settings say otherwise (None: only the global limit applies).
+
+    Optional: ``secrets(settings) -> list[str]``, the secret values the backend will use (its
+    API key). The runner hides them, with the environment's secrets, in every event and error
+    the backend sends (see :mod:`orchestrator.redact`).
     """
 
     name: str

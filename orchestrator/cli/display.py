@@ -36,6 +36,7 @@ from orchestrator.events import (
 )
 from orchestrator.record.aggregate import JobResult
 from orchestrator.record.cost import AttemptMeter
+from orchestrator.visible import as_text, visible
 
 _TAIL = 70
 
@@ -153,7 +154,7 @@ class Progress:
         eta = ""
         if 0 < self.done < self.total and elapsed > 0:
             eta = f"  eta {_duration((self.total - self.done) * elapsed / self.done)}"
-        limits = "".join(f"  [{name}: {text}]" for name, text in self.limits.items())
+        limits = "".join(f"  [{visible(name)}: {text}]" for name, text in self.limits.items())
         unknown = f" (+{len(self.cost_unknown)} unknown)" if self.cost_unknown else ""
         return (
             f"{self.done}/{self.total} done  {len(self.running)} running  {len(self.retrying)} retrying  "
@@ -168,7 +169,7 @@ class Progress:
         table.add_column(no_wrap=True, overflow="ellipsis")
         for job, row in list(self.running.items())[:rows]:
             label = f"#{row.attempt} {row.deltas} tok" if row.attempt > 1 else f"{row.deltas} tok"
-            table.add_row(job, label, row.tail.replace("\n", " "))
+            table.add_row(as_text(job), label, as_text(row.tail.replace("\n", " ")))
         if len(self.running) > rows:
             table.add_row("…", f"+{len(self.running) - rows} more", "")
         return Group(Text(self.status_line(elapsed), style="bold"), table)
@@ -192,7 +193,7 @@ async def run_progress(
     while True:
         await trio.sleep(interval)
         for line in progress.failures[shown_failures:]:
-            print(f"failed {line}", file=stream, flush=True)
+            print(f"failed {visible(line)}", file=stream, flush=True)
         shown_failures = len(progress.failures)
         line = progress.status_line(trio.current_time() - start)
         if line.split("  ")[0:4] != last.split("  ")[0:4]:
@@ -243,14 +244,14 @@ def print_summary(
         table.add_column("job", style="cyan", no_wrap=True)
         table.add_column("answer", overflow="fold")
         for job in answers:
-            table.add_row(job.job_id, _clip(job.text or ""))
+            table.add_row(as_text(job.job_id), as_text(_clip(job.text or ""), lines=True))
         console.print(table)
     status = (
         "stopped: " + summary.stopped
         if summary.stopped
         else ("all succeeded" if summary.ok else "some failed")
     )
-    table = Table(title=f"batch summary — {status}", show_header=False, title_justify="left")
+    table = Table(title=as_text(f"batch summary — {status}"), show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     counts = f"{summary.succeeded} succeeded, {summary.failed} failed"
@@ -281,9 +282,9 @@ def print_summary(
         f"  max {_opt(summary.latency_max_s)}  ttft p50 {_opt(summary.ttft_p50_s)}",
     )
     if summary.failures:
-        table.add_row("failures", ", ".join(f"{k} x{v}" for k, v in summary.failures.items()))
+        table.add_row("failures", as_text(", ".join(f"{k} x{v}" for k, v in summary.failures.items())))
     if log:
-        table.add_row("log", log)
+        table.add_row("log", as_text(log))
     console.print(table)
     unhappy = [j for j in jobs if not j.ok]
     if unhappy:
@@ -291,7 +292,9 @@ def print_summary(
         for column in ("job", "status", "attempts", "error"):
             failed.add_column(column)
         for job in unhappy[:max_rows]:
-            failed.add_row(job.job_id, job.status, str(job.attempts), f"{job.error_kind}: {job.error}")
+            failed.add_row(
+                as_text(job.job_id), job.status, str(job.attempts), as_text(f"{job.error_kind}: {job.error}")
+            )
         if len(unhappy) > max_rows:
             failed.add_row("…", f"{len(unhappy) - max_rows} more", "", "")
         console.print(failed)

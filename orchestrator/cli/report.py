@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.report.fold import JobRow, Report, failure_groups, read_report, retry_groups
+from orchestrator.visible import as_text, visible
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -61,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         report = read_report(args.logs, story_job=args.job)
     except (OSError, ValueError) as exc:  # LogError is a ValueError
-        print(f"orchestrate report: {_one_line(exc)}", file=sys.stderr)
+        print(f"orchestrate report: {visible(_one_line(exc))}", file=sys.stderr)
         return EXIT_USAGE
     if not report.runs:
         print(f"orchestrate report: {', '.join(args.logs)}: no runs in this log", file=sys.stderr)
@@ -93,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = _console(sys.stdout)
     if args.job:
         if args.job not in report.jobs:
-            print(f"orchestrate report: no job {args.job!r} in the log", file=sys.stderr)
+            print(f"orchestrate report: no job {visible(repr(args.job))} in the log", file=sys.stderr)
             return EXIT_USAGE
         from orchestrator.report.story import print_story
 
@@ -156,18 +157,18 @@ def _print_overview(report: Report, logs: Sequence[str]) -> None:
             started = run.header.started_at if run.header is not None else "?"
             table.add_row(
                 str(run.index),
-                run.source,
-                started,
+                as_text(run.source),
+                as_text(started),
                 str(s.jobs),
                 str(s.succeeded),
                 str(s.failed),
                 f"{s.wall_s:.2f}s",
-                s.stopped or "",
+                as_text(s.stopped or ""),
             )
         console.print(table)
     retries = retry_groups(report.runs)
     if retries:
-        console.print("retries by reason: " + ", ".join(f"{kind} x{n}" for kind, n in retries))
+        console.print(as_text("retries by reason: " + ", ".join(f"{kind} x{n}" for kind, n in retries)))
 
 
 def _print_failures(console: Console, report: Report) -> None:
@@ -180,7 +181,7 @@ def _print_failures(console: Console, report: Report) -> None:
     table.add_column("kind")
     table.add_column("message")
     for kind, message, count in groups:
-        table.add_row(str(count), kind, Text(message))
+        table.add_row(str(count), as_text(kind), as_text(message))
     console.print(table)
 
 
@@ -204,15 +205,15 @@ def _print_jobs(console: Console, rows: Sequence[JobRow], *, show_run: bool) -> 
     for row in rows:
         error = f"{row.error_kind}: {row.error}" if row.error_kind and row.error else row.error_kind or ""
         cells: list[Text | str] = [
-            Text(row.job_id),
+            as_text(row.job_id),
             *([str(row.run)] if show_run else []),
-            Text(row.status, style=styles.get(row.status, "magenta")),
+            as_text(row.status, styles.get(row.status, "magenta")),
             str(row.attempts),
             f"{row.tokens.input:,}/{row.tokens.output:,}",
             "?" if row.cost_usd is None else f"${row.cost_usd:.6f}",
             _seconds(row.ttft_s),
             _seconds(row.duration_s),
-            Text(error),
+            as_text(error),
         ]
         table.add_row(*cells)
     console.print(table)

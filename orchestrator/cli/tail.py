@@ -46,6 +46,7 @@ from orchestrator.events import (
     UsageReported,
 )
 from orchestrator.record.log import HEADER_KIND
+from orchestrator.visible import visible
 
 EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
 SHORT = 72
@@ -144,7 +145,13 @@ def follow(
 
 
 def _describe_line(raw: bytes, number: int, keep: Callable[[Tagged], bool]) -> tuple[str | None, bool]:
-    """The printed line for one log line (None to print nothing) and whether it ends a batch."""
+    """The printed line for one log line (None to print nothing) and whether it ends a batch.
+    Everything in it from the log is :func:`~orchestrator.visible.visible`."""
+    line, finished = _describe_raw(raw, number, keep)
+    return (None if line is None else visible(line)), finished
+
+
+def _describe_raw(raw: bytes, number: int, keep: Callable[[Tagged], bool]) -> tuple[str | None, bool]:
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -226,5 +233,5 @@ def _json(value: Mapping[str, Any] | Any) -> str:
 
 
 def _short(text: str) -> str:
-    text = text.replace("\n", "\\n")
+    text = visible(text)
     return text if len(text) <= SHORT else text[: SHORT - 1] + "…"

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from html import escape
 
 import attrs
+
+from orchestrator.visible import as_html as escape
 
 W, H = 640, 220
 LEFT, RIGHT, TOP, BOTTOM = 52, 12, 26, 26

@@ -21,7 +21,6 @@ that script from the data it draws, ``data-drawn-bars`` for the rows in view, an
 from __future__ import annotations
 
 import math
-from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from orchestrator.record.aggregate import percentile
 from orchestrator.report.assets import asset
 from orchestrator.report.charts import Mark, Series, bar_list, histogram, time_chart
 from orchestrator.report.fold import AttemptSpan, Report, failure_groups, retry_groups
+from orchestrator.visible import as_html as escape
 
 BINS = 400
 """Time bins of the concurrency and tokens/s charts."""

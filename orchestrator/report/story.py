@@ -38,6 +38,7 @@ from orchestrator.events import (
     UsageReported,
 )
 from orchestrator.report.fold import Report
+from orchestrator.visible import as_text, visible
 
 
 class _Story:
@@ -53,7 +54,7 @@ class _Story:
     def line(self, ts: float, text: str, style: str = "") -> None:
         self.flush()
         out = Text(f"{ts:9.3f}s  ", style="dim")
-        out.append(text, style=style)
+        out.append(visible(text, lines=True), style=style)
         self.console.print(out, soft_wrap=True)
 
     def add_delta(self, ts: float, kind: str, text: str) -> None:
@@ -67,7 +68,7 @@ class _Story:
             return
         label = "text" if self.buffer_kind == "text" else "thinking"
         out = Text(f"{self.buffer_ts:9.3f}s  {label}: ", style="dim")
-        out.append("".join(self.buffer), style="" if label == "text" else "italic dim")
+        out.append(visible("".join(self.buffer), lines=True), style="" if label == "text" else "italic dim")
         self.console.print(out, soft_wrap=True)
         self.buffer, self.buffer_kind = [], None
 
@@ -91,7 +92,9 @@ class _Story:
                 self.saw_text = False
                 self.console.print(
                     Rule(
-                        f"attempt {tagged.attempt} ({event.backend}) at {ts:.3f}s", align="left", style="cyan"
+                        as_text(f"attempt {tagged.attempt} ({event.backend}) at {ts:.3f}s"),
+                        align="left",
+                        style="cyan",
                     )
                 )
             case SessionStarted():
@@ -160,7 +163,7 @@ def _json(value: Any) -> str:
 def print_story(console: Console, report: Report, job_id: str) -> None:
     """Print ``job_id``'s story; ``report`` must have been read with ``story_job=job_id``."""
     row = report.jobs[job_id]
-    head = Text(f"job {job_id}: ", style="bold")
+    head = as_text(f"job {job_id}: ", "bold")
     head.append(row.status, style="green" if row.ok else "red")
     head.append(
         f", {row.attempts} attempt(s) in run {row.run}, tokens {row.tokens.input:,} in / "
@@ -175,7 +178,7 @@ def print_story(console: Console, report: Report, job_id: str) -> None:
             story.flush()
             run = runs[run_index]
             started = run.header.started_at if run.header is not None else "?"
-            console.print(Rule(f"run {run_index}: {run.source}, started {started}", style="bold"))
+            console.print(Rule(as_text(f"run {run_index}: {run.source}, started {started}"), style="bold"))
             shown.add(run_index)
         story.event(tagged)
     story.flush()

@@ -44,12 +44,14 @@ from orchestrator.events import (
     JobQueued,
     LimiterChanged,
     RateLimitInfo,
+    StreamEvent,
     Tagged,
     TerminalEvent,
 )
 from orchestrator.record.aggregate import Aggregator, JobResult
 from orchestrator.record.claim import LogClaim, claim_log, job_path
 from orchestrator.record.log import LogError, LogHeader, LogWriteError, LogWriter
+from orchestrator.redact import Redactor, batch_redactor
 from orchestrator.resources import OpenFiles, fit_open_files
 from orchestrator.run.bus import Barrier, Item, Subscriber, run_bus
 from orchestrator.run.halt import HaltWatch
@@ -142,6 +144,10 @@ class _Job(JobState):
         else:
             self.observe(event)
 
+    async def emit_from_backend(self, event: StreamEvent) -> None:
+        """The ``emit`` a backend gets: :meth:`emit`, with the batch's secrets hidden first."""
+        await self.emit(self.run.redactor.value(event))  # secrets: see orchestrator.redact
+
 
 class _Run:
     """One execution of a :class:`BatchSpec`."""
@@ -173,6 +179,7 @@ class _Run:
         self.capped: str | None = None
         self.halt = HaltWatch(spec.halt)
         self.send: trio.MemorySendChannel[Item]
+        self.redactor = Redactor()  # the batch's, set by execute (see orchestrator.redact)
         # The clock's own method: trio.current_time() looks the clock up on every call.
         self.now = trio.lowlevel.current_clock().current_time
         self.t0 = self.now()
@@ -376,14 +383,14 @@ class _Run:
             if timeouts.idle is not None or deadline is not None:
                 watch = job.watch = self.watchdog.watch(scope, timeouts.idle, deadline)
             try:
-                await self.backends[spec.backend].stream(spec, job.attempt, job.emit)
+                await self.backends[spec.backend].stream(spec, job.attempt, job.emit_from_backend)
             except Exception as exc:
                 failure = failure_from(exc)
                 if failure is None:
                     # A bug, not an outcome: the job fails, and the traceback goes to the diagnostics.
                     _log.warning("backend raised an unexpected exception", exc_info=exc)
                     failure = internal_failure(exc)
-                return failure
+                return self.redactor.value(failure)  # secrets: see orchestrator.redact
             finally:
                 if watch is not None:
                     self.watchdog.release(watch)
@@ -482,6 +489,10 @@ async def _execute(
     control: RunControl,
     files: OpenFiles,
 ) -> BatchResult:
+    # secrets: every string a backend sends passes through this (see orchestrator.redact)
+    redactor = batch_redactor(
+        {name: (kind, spec.backends.get(name) or kind.Settings()) for name, kind in kinds.items()}
+    )
     run_id = uuid.uuid4().hex[:12]
     started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
     writer = LogWriter(spec.log, spec.fsync) if spec.log else None
@@ -493,7 +504,7 @@ async def _execute(
             started_at=started_at,
             job_file=spec.source,
             jobs=len(spec.jobs),
-            settings=_settings_for_header(spec),
+            settings=redactor.value(_settings_for_header(spec)),
             already_done=spec.already_done,
             job_path=job_path(spec.source),
         )
@@ -521,6 +532,7 @@ async def _execute(
             async with trio.open_nursery() as nursery:
                 run = _Run(spec, backends, ceilings, control)
                 run.send = send
+                run.redactor = redactor
                 bus_done = trio.Event()
 
                 async def bus() -> None:

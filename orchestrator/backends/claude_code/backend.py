@@ -30,14 +30,13 @@ auto-updater and telemetry switches) are set unless the environment already sets
 
 Secrets: nothing here copies the environment into an event, a log line or an error. ``env``
 tables in job files are written to the log with the settings, so preflight refuses names that
-look like secrets (``*_API_KEY``, ``*_TOKEN``, ...) there: export them in the environment of
-``orchestrate`` instead, which the CLI inherits.
+look like secrets (``*_API_KEY``, ``*_TOKEN``, ``*_HEADERS``, ...) or hold a URL with credentials
+there: export them in the environment of ``orchestrate`` instead, which the CLI inherits.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -55,6 +54,13 @@ from orchestrator.backends.claude_code.lines import LineSplitter
 from orchestrator.backends.claude_code.outcome import Outcome
 from orchestrator.errors import ErrorKind, FatalError
 from orchestrator.events import SystemNotice
+from orchestrator.redact import (
+    Redactor,
+    environment_secrets,
+    has_control_characters,
+    looks_secret,
+    url_credentials,
+)
 from orchestrator.spec import JobSpec
 
 DEFAULT_CONCURRENCY = 4
@@ -73,7 +79,7 @@ _EOF_GRACE = 2.0
 stop reading: only a stray process that inherited the pipe would keep it open that long."""
 _STDERR_BYTES = 16 * 1024
 _STDERR_LINES = 20
-_SECRET_PARTS = frozenset({"KEY", "APIKEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIALS"})
+_KEY_VARIABLES = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
 
 
 @attrs.frozen
@@ -165,17 +171,9 @@ def environment(
     return env
 
 
-def looks_secret(name: str) -> bool:
-    """Whether an environment variable's name suggests a secret (``ANTHROPIC_API_KEY``, ``GH_TOKEN``)."""
-    return any(part in _SECRET_PARTS for part in re.split(r"[_\W]+", name.upper()))
-
-
 def redact(text: str, env: Mapping[str, str]) -> str:
-    """``text`` with the value of every secret-looking variable of ``env`` replaced."""
-    for name, value in env.items():
-        if len(value) >= 8 and looks_secret(name):
-            text = text.replace(value, f"[{name} redacted]")
-    return text
+    """``text`` with the secrets of ``env`` hidden (see :func:`orchestrator.redact.environment_secrets`)."""
+    return Redactor(environment_secrets(env)).text(text)
 
 
 # --- the process ---------------------------------------------------------------------------------------
@@ -399,6 +397,12 @@ class _Kind:
                 "or set cli in [backends.claude-code]"
             )
         problems += _secret_problems("backends.claude-code.env", settings.env)
+        for name in _KEY_VARIABLES:
+            if has_control_characters({**os.environ, **settings.env}.get(name, "")):
+                problems.append(
+                    f"claude-code: environment variable {name} contains a control character (a newline?); "
+                    "set the key alone"
+                )
         for job in jobs:
             options = job.options if isinstance(job.options, Options) else Options()
             problems += _secret_problems(f"job {job.id}: claude-code.env", options.env)
@@ -427,8 +431,8 @@ def _secret_problems(where: str, env: Mapping[str, str]) -> list[str]:
     return [
         f"claude-code: {where}.{name}: looks like a secret, and job files and settings are logged; "
         "export it in the environment of orchestrate instead"
-        for name in env
-        if looks_secret(name)
+        for name, value in env.items()
+        if looks_secret(name) or url_credentials(value)
     ]
 
 

@@ -51,6 +51,9 @@ class TransportSettings:
     """Longest wait for the first event of a reply; None: only the job's idle timeout applies."""
     prices: Mapping[str, Price] = attrs.field(factory=dict)
     """Prices per million tokens, added to (and overriding) the built-in table."""
+    allow_insecure_http: bool = False
+    """Send the API key over plain ``http://`` to a host that is not this machine (refused by
+    default: anyone on the way could read it)."""
 
 
 @attrs.frozen
@@ -123,6 +126,11 @@ class HttpKind:
 
     def preflight(self, settings: Any, jobs: Sequence[JobSpec]) -> list[str]:
         return check_settings(self.name, settings, jobs)
+
+    def secrets(self, settings: Any) -> list[str]:
+        """The API key this backend sends, for the runner to hide wherever it shows up."""
+        key = read_api_key(settings)
+        return [] if key is None else [key.reveal()]
 
     @asynccontextmanager
     async def _open(self, settings: Any) -> AsyncIterator[HttpBackend]:

@@ -13,15 +13,20 @@ Timeouts of an attempt and who enforces them:
 
 Secrets: the key is read from the environment when the batch opens and kept in an
 :class:`ApiKey`, whose ``repr`` and ``str`` hide it. It goes into one request header and nowhere
-else; every error message passes through :meth:`ApiKey.redact` in case a server echoes it.
+else; every error message passes through :meth:`ApiKey.redact` in case a server echoes it, and
+the runner hides it again in everything the backend sends. Preflight refuses a key with a control
+character, credentials or a query string in ``base_url``, and a key sent over plain ``http://`` to
+a host other than this machine unless ``allow_insecure_http = true``.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import ssl
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Protocol
@@ -47,6 +52,7 @@ from orchestrator.http import (
     client_ssl_context,
     open_pool,
 )
+from orchestrator.redact import Redactor, has_control_characters
 from orchestrator.resources import out_of_files_message
 from orchestrator.spec import JobSpec
 
@@ -63,18 +69,20 @@ rate limits, not the client, are what a higher number runs into."""
 class ApiKey:
     """An API key that does not show itself: ``repr``/``str`` say ``<redacted>``."""
 
-    __slots__ = ("_value",)
+    __slots__ = ("_redactor", "_value")
 
     def __init__(self, value: str) -> None:
         self._value = value
+        self._redactor = Redactor([value])
 
     def reveal(self) -> str:
         """The key itself, for the one request header that carries it."""
         return self._value
 
     def redact(self, text: str) -> str:
-        """``text`` with every occurrence of the key replaced."""
-        return text.replace(self._value, "<redacted>") if self._value and self._value in text else text
+        """``text`` with the key (or a start or end of it cut by truncation) replaced; the runner
+        hides it again in everything the backend sends (see :mod:`orchestrator.redact`)."""
+        return self._redactor.text(text)
 
     def __repr__(self) -> str:
         return "ApiKey(<redacted>)"
@@ -135,19 +143,31 @@ def read_api_key(settings: HttpSettings, environ: Mapping[str, str] | None = Non
     return ApiKey(value) if value else None
 
 
-def check_settings(name: str, settings: HttpSettings, jobs: Sequence[JobSpec]) -> list[str]:
-    """Problems that stop a batch before it starts: no key, a bad URL or CA file, no model."""
+def check_settings(
+    name: str, settings: HttpSettings, jobs: Sequence[JobSpec], environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """Problems that stop a batch before it starts: no key or a key with a control character, a
+    bad URL (credentials or a query in it, or a key sent in clear to another machine), a bad CA
+    file, no model. No line quotes the key."""
     problems: list[str] = []
     where = f"backends.{name}"
-    if settings.api_key_required and read_api_key(settings) is None:
+    if settings.api_key_required and read_api_key(settings, environ) is None:
         problems.append(
             f"{where}: the API key is missing: environment variable {settings.api_key_env} is not set "
             f"(export it, or set api_key_env to the variable that holds the key)"
         )
     if not settings.base_url.startswith(("https://", "http://")):
-        problems.append(f"{where}.base_url: expected an http:// or https:// URL, got {settings.base_url!r}")
+        shown = Redactor().text(settings.base_url)  # without credentials, if it has any
+        problems.append(f"{where}.base_url: expected an http:// or https:// URL, got {shown!r}")
     else:
         problems.extend(_connection_problems(where, settings))
+        problems += _url_problems(where, settings, environ)
+    if has_control_characters((os.environ if environ is None else environ).get(settings.api_key_env, "")):
+        # Never quote the key: this line is printed.
+        problems.append(
+            f"{where}: the API key in {settings.api_key_env} contains a control character (a newline?); "
+            "it cannot go in a header: set the key alone"
+        )
     if settings.ca_file is not None and not os.path.isfile(settings.ca_file):
         problems.append(f"{where}.ca_file: no such file: {settings.ca_file}")
     elif settings.ca_file is not None:
@@ -170,7 +190,8 @@ def _connection_problems(where: str, settings: HttpSettings) -> list[str]:
         origin, _ = Origin.split(settings.base_url)
         origin.authority  # noqa: B018  (encodes the host name: IDNA may refuse it)
     except ValueError as exc:
-        return [f"{where}.base_url: not a usable URL ({exc}): {settings.base_url!r}"]
+        shown = Redactor().text(settings.base_url)  # without credentials, if it has any
+        return [f"{where}.base_url: not a usable URL ({exc}): {shown!r}"]
     if not settings.proxy:
         return []
     try:
@@ -187,6 +208,47 @@ def _connection_problems(where: str, settings: HttpSettings) -> list[str]:
             f"URL ({exc}); fix it, or set proxy = false"
         ]
     return []
+
+
+def _url_problems(where: str, settings: HttpSettings, environ: Mapping[str, str] | None) -> list[str]:
+    try:
+        url = urllib.parse.urlsplit(settings.base_url)
+        host = url.hostname
+    except ValueError:
+        return []  # the pool says what is wrong with it
+    problems: list[str] = []
+    if url.username is not None or url.password is not None:
+        problems.append(
+            f"{where}.base_url: credentials in the URL would be written to the log; put the key in the "
+            f"environment variable named by api_key_env"
+        )
+    if url.query or url.fragment:
+        problems.append(
+            f"{where}.base_url: has a query string or fragment (the API path goes after the base URL); "
+            f"put the key in the environment variable named by api_key_env"
+        )
+    if (
+        url.scheme == "http"
+        and not _is_loopback(host)
+        and read_api_key(settings, environ) is not None
+        and not getattr(settings, "allow_insecure_http", False)
+    ):
+        problems.append(
+            f"{where}.base_url: plain http:// to {host} would send the API key in clear; use https://, "
+            f"or set allow_insecure_http = true in [{where}] if the network is trusted"
+        )
+    return problems
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @asynccontextmanager

@@ -1,5 +1,6 @@
 """How an HTTP API's failures become retryable or fatal attempt errors. Pure: the current time
-is passed in, and every message goes through the caller's ``redact`` before it is kept.
+is passed in, and every message goes through the caller's ``redact`` before it is cut to
+:data:`MAX_MESSAGE` characters (cut first, a key across the cut would keep its start).
 
 The status and error type become a kind through the table every backend shares
 (:mod:`orchestrator.backends.status`), and the kind says whether to retry: 408, 409, 429, 5xx
@@ -56,7 +57,7 @@ def server_message(body: bytes) -> tuple[str, str | None]:
         data: Any = orjson.loads(body)
     except orjson.JSONDecodeError:
         text = body.decode("utf-8", "replace").strip()
-        return " ".join(text.split())[:MAX_MESSAGE], None
+        return " ".join(text.split()), None
     return message_of(data)
 
 
@@ -77,8 +78,11 @@ def message_of(data: Any) -> tuple[str, str | None]:
 
 
 def _text(value: Any) -> str:
-    text = value if isinstance(value, str) else orjson.dumps(value).decode()
-    return text[:MAX_MESSAGE]
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
 
 
 def error_for_status(
@@ -92,7 +96,7 @@ def error_for_status(
 ) -> BackendError:
     """The attempt error for a response with a status other than 200."""
     message, kind = server_message(body)
-    text = redact(f"HTTP {status} {reason}: {message}" if message else f"HTTP {status} {reason}")
+    text = _clip(redact(f"HTTP {status} {reason}: {message}" if message else f"HTTP {status} {reason}"))
     if is_context_length(message, kind):
         return FatalError(text, kind=ErrorKind.CONTEXT_LENGTH)
     name = kind_for(status, kind) or kind_for_status(status)
@@ -102,7 +106,7 @@ def error_for_status(
 def error_in_stream(message: str, kind: str | None, status: int | None, *, redact: Redact) -> BackendError:
     """The attempt error for an error the server sent inside the stream (after a 200)."""
     label = kind or (f"HTTP {status}" if status else "error")
-    text = redact(f"error in stream: {label}: {message}")
+    text = _clip(redact(f"error in stream: {label}: {message}"))
     if is_context_length(message, kind):
         return FatalError(text, kind=ErrorKind.CONTEXT_LENGTH)
     # An unexplained error after the stream began is most likely the server's trouble.

@@ -66,7 +66,7 @@ class Options:
     latency_jitter: float = attrs.field(default=0.0, metadata={"min": 0, "max": 1})
     """Scales ttft and token gaps by a per-attempt factor drawn from [1 - j, 1 + j]."""
     tool_calls: int = attrs.field(default=0, metadata={"min": 0})
-    text: str | None = None
+    text: str | None = attrs.field(default=None, metadata={"text": True})  # free text, as a model's
     """A fixed reply (split on spaces into tokens) instead of generated words."""
     faults: tuple[str, ...] = attrs.field(default=(), metadata={"choices": _ACCEPTED_FAULTS})
     fault_rates: Mapping[str, float] = attrs.field(

@@ -575,7 +575,26 @@ def test_the_environment_layers_and_keeps_a_users_override() -> None:
 def test_secrets_are_redacted_from_text() -> None:
     env = {"ANTHROPIC_API_KEY": "sk-ant-abcdefgh123", "SHORT_KEY": "abc", "PATH": "/usr/bin/secretive"}
     text = redact("auth failed for sk-ant-abcdefgh123 with abc in /usr/bin/secretive", env)
-    assert text == "auth failed for [ANTHROPIC_API_KEY redacted] with abc in /usr/bin/secretive"
+    assert text == "auth failed for <redacted> with abc in /usr/bin/secretive"
+
+
+def test_secrets_in_headers_and_urls_are_redacted_from_text() -> None:
+    env = {
+        "ANTHROPIC_CUSTOM_HEADERS": "x-team: alpha\nAuthorization: Bearer hdr-secret-0123456789",
+        "HTTPS_PROXY": "http://proxyuser:proxy-pass-0123@proxy:3128",
+    }
+    text = redact("sent hdr-secret-0123456789 via proxyuser:proxy-pass-0123 and proxy-pass-0123", env)
+    assert "hdr-secret" not in text and "proxy-pass" not in text
+
+
+def test_preflight_refuses_header_lists_and_url_credentials_in_env_tables(
+    preflight: Callable[..., list[str]],
+) -> None:
+    problems = preflight(
+        env={"ANTHROPIC_CUSTOM_HEADERS": "x-api-key: k", "HTTPS_PROXY": "http://u:secret-pw@proxy:3128"}
+    )
+    assert len(problems) == 2 and all("looks like a secret" in p for p in problems)
+    assert not any("secret-pw" in p for p in problems)
 
 
 @pytest.fixture
@@ -612,3 +631,11 @@ def test_preflight_warns_that_bypass_permissions_is_refused_as_root(
 
 def test_the_backend_has_its_own_default_concurrency() -> None:
     assert KIND.default_concurrency == 4
+
+
+def test_preflight_refuses_a_key_with_a_control_character_without_quoting_it(
+    preflight: Callable[..., list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-secret-0123456789\nX-Evil: 1")
+    [problem] = preflight()
+    assert "ANTHROPIC_API_KEY contains a control character" in problem and "secret-0123" not in problem

@@ -1,0 +1,253 @@
+"""Keys never leave a backend: the one place secrets are hidden in what a backend says.
+
+A :class:`Redactor` knows a batch's secrets: the keys its backends use, the values of
+environment variables whose names look secret (``ANTHROPIC_API_KEY``, ``GH_TOKEN``,
+``ANTHROPIC_CUSTOM_HEADERS``), and the credentials inside URLs. The runner passes every event a
+backend emits and every error message through it before anything else sees them (the log, the
+display, ``report``, ``tail``), and the diagnostics pass every line through :func:`known`, so no
+sink has to remember to redact.
+
+Redaction happens before any truncation downstream, and a string that was cut before it got here
+(a backend quoting the first 200 characters of a line, say) still loses any piece of a secret of
+:data:`FRAGMENT` characters or more that starts or ends a secret: a key cut in half leaks
+neither half.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+import attrs
+
+REDACTED = "<redacted>"
+MIN_SECRET = 8
+"""Shorter values are not treated as secrets: hiding ``1`` or ``true`` everywhere would garble
+text and protect nothing."""
+FRAGMENT = 12
+"""The shortest start or end of a secret that is hidden on its own (a secret cut by truncation)."""
+
+_SECRET_PARTS = frozenset(
+    {
+        "KEY",
+        "APIKEY",
+        "TOKEN",
+        "SECRET",
+        "PASSWORD",
+        "PASSWD",
+        "CREDENTIAL",
+        "CREDENTIALS",
+        "AUTH",
+        "AUTHORIZATION",
+        "BEARER",
+        "COOKIE",
+        "HEADERS",
+        "PRIVATE",
+    }
+)
+# scheme://userinfo@ : the userinfo is a credential (user:password, or a token alone).
+_URL_USERINFO = r"\b([a-z][a-z0-9+.-]*://)[^\s/?#@'\"<>]+@"
+_URL_CREDENTIALS = re.compile(_URL_USERINFO, re.IGNORECASE)
+_HEADER_LINE = re.compile(r"^\s*[A-Za-z0-9-]+\s*:\s*(.+?)\s*$")
+T = TypeVar("T")
+
+
+def looks_secret(name: str) -> bool:
+    """Whether an environment variable's name suggests a secret (``ANTHROPIC_API_KEY``, ``GH_TOKEN``,
+    ``ANTHROPIC_CUSTOM_HEADERS``)."""
+    return any(part in _SECRET_PARTS for part in re.split(r"[_\W]+", name.upper()))
+
+
+def has_control_characters(key: str) -> bool:
+    """Whether a key, once stripped, holds a control character (a newline from a pasted file, say):
+    such a key cannot go in a header, and an error quoting the header would quote the key."""
+    return any(ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 for char in key.strip())
+
+
+def url_credentials(text: str) -> list[str]:
+    """The credentials inside every URL in ``text`` (``user:password``, the password, a token)."""
+    found: list[str] = []
+    for match in _URL_CREDENTIALS.finditer(text):
+        userinfo = match.group()[len(match.group(1)) : -1]
+        found.append(userinfo)
+        found.extend(part for part in userinfo.split(":", 1)[1:])
+    return found
+
+
+def secrets_in(value: str) -> list[str]:
+    """The secrets inside one secret value: the value itself, each line of it, and the value of
+    each ``Name: value`` line (a header list such as ``ANTHROPIC_CUSTOM_HEADERS``)."""
+    out = [value, value.strip()]
+    for line in value.splitlines():
+        out.append(line.strip())
+        header = _HEADER_LINE.match(line)
+        if header is not None:
+            out.append(header.group(1))
+            out.extend(header.group(1).split()[1:])  # "Bearer TOKEN": the token alone
+    return out
+
+
+def environment_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Secret values of an environment: those of names that :func:`looks_secret`, and the
+    credentials of every URL in any value (``HTTPS_PROXY=http://user:pass@proxy``)."""
+    env = os.environ if environ is None else environ
+    found: list[str] = []
+    for name, value in env.items():
+        if looks_secret(name):
+            found.extend(secrets_in(value))
+        if "@" in value:
+            found.extend(url_credentials(value))
+    return found
+
+
+class Redactor:
+    """Hides known secrets and URL credentials in strings and in every string inside a value.
+
+    Immutable once built; cheap when there is nothing to hide (one regular-expression search per
+    string).
+    """
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self.secrets = frozenset(s for s in secrets if len(s) >= MIN_SECRET)
+        # Each secret is found by its first and its last FRAGMENT characters, then the match is
+        # grown to as much of the secret as the text holds on that side.
+        self._heads: dict[str, list[str]] = {}
+        self._tails: dict[str, list[str]] = {}
+        for secret in self.secrets:
+            k = min(FRAGMENT, len(secret))
+            self._heads.setdefault(secret[:k], []).append(secret)
+            self._tails.setdefault(secret[-k:], []).append(secret)
+        anchors = sorted({*self._heads, *self._tails}, key=len, reverse=True)
+        self._anchors = re.compile("|".join(map(re.escape, anchors))) if anchors else None
+        # One search says whether there is anything to do: the anchors, or a URL with userinfo.
+        self._any = re.compile("|".join([f"(?i:{_URL_USERINFO})", *map(re.escape, anchors)]))
+
+    def text(self, text: str) -> str:
+        """``text`` with every known secret (or a start or end of one) and every URL credential
+        replaced by ``<redacted>``."""
+        if self._any.search(text) is None:
+            return text
+        if self._anchors is not None:
+            text = self._hide_secrets(text)
+        return _URL_CREDENTIALS.sub(lambda m: m.group(1) + REDACTED + "@", text)
+
+    def _hide_secrets(self, text: str) -> str:
+        assert self._anchors is not None
+        spans: list[tuple[int, int]] = []
+        for match in self._anchors.finditer(text):
+            start, end = match.span()
+            anchor = match.group()
+            for secret in self._heads.get(anchor, ()):
+                grown, limit = end, min(len(text), start + len(secret))
+                while grown < limit and text[grown] == secret[grown - start]:
+                    grown += 1
+                spans.append((start, grown))
+            for secret in self._tails.get(anchor, ()):
+                grown, offset = start, len(secret) - len(anchor)
+                while grown > 0 and offset > 0 and text[grown - 1] == secret[offset - 1]:
+                    grown, offset = grown - 1, offset - 1
+                spans.append((grown, end))
+        if not spans:
+            return text
+        spans.sort()
+        out: list[str] = []
+        cursor = 0
+        for start, end in spans:
+            if end <= cursor:
+                continue
+            if start >= cursor:
+                out.append(text[cursor:start])
+                out.append(REDACTED)
+            cursor = end
+        out.append(text[cursor:])
+        return "".join(out)
+
+    def value(self, value: T) -> T:
+        """``value`` with :meth:`text` applied to every string inside it (attrs instances, mappings,
+        lists and tuples are rebuilt only where something changed)."""
+        return _rewrite(value, self.text)  # type: ignore[no-any-return]
+
+
+_ATOMS = frozenset({bool, int, float, type(None)})
+_FIELDS: dict[type, tuple[str, ...]] = {}  # an attrs class's init fields, looked up once
+
+
+def _rewrite(value: Any, text: Callable[[str], str]) -> Any:
+    """``value`` with ``text`` applied to every string in it, rebuilt only where one changed.
+    On the path of every event, so the common cases come first."""
+    kind = type(value)
+    if kind is str:
+        return text(value)
+    if kind in _ATOMS:
+        return value
+    names = _FIELDS.get(kind)
+    if names is None and attrs.has(kind):
+        names = _FIELDS[kind] = tuple(field.name for field in attrs.fields(kind) if field.init)
+    if names is not None:
+        changes = {}
+        for name in names:
+            old = getattr(value, name)
+            field_kind = type(old)
+            if field_kind in _ATOMS:
+                continue
+            new = text(old) if field_kind is str else _rewrite(old, text)
+            if new is not old:
+                changes[name] = new
+        return attrs.evolve(value, **changes) if changes else value
+    if isinstance(value, str):
+        return text(value)
+    if isinstance(value, Mapping):
+        items = [(_rewrite(k, text), _rewrite(v, text)) for k, v in value.items()]
+        if all(k is k0 and v is v0 for (k, v), (k0, v0) in zip(items, value.items(), strict=True)):
+            return value
+        return dict(items)
+    if isinstance(value, list | tuple):
+        parts = [_rewrite(v, text) for v in value]
+        if all(p is v for p, v in zip(parts, value, strict=True)):
+            return value
+        return parts if isinstance(value, list) else tuple(parts)
+    return value
+
+
+_known: set[str] = set()
+_known_redactor: Redactor | None = None
+
+
+def remember(secrets: Iterable[str]) -> Redactor:
+    """A redactor for ``secrets``; they are also added to the process-wide :func:`known` ones."""
+    global _known_redactor
+    redactor = Redactor(secrets)
+    if not redactor.secrets <= _known:
+        _known.update(redactor.secrets)
+        _known_redactor = None
+    return redactor
+
+
+def known() -> Redactor:
+    """Every secret any batch in this process has used, and the environment's as it was at the
+    first call (for diagnostics, which have no batch at hand)."""
+    global _known_redactor
+    if _known_redactor is None:
+        _known.update(environment_secrets())
+        _known_redactor = Redactor(_known)
+    return _known_redactor
+
+
+def batch_redactor(backends: Mapping[str, tuple[Any, Any]]) -> Redactor:
+    """The redactor of one batch. ``backends`` maps each backend the batch uses to its kind and
+    settings; a kind may name the secrets it uses (``secrets(settings) -> list[str]``, its API
+    key). Adds the environment's secrets and the credentials of URLs in the settings."""
+    found = environment_secrets()
+    for kind, settings in backends.values():
+        secrets = getattr(kind, "secrets", None)
+        if secrets is not None:
+            found.extend(secrets(settings))
+        _rewrite(settings, lambda text: _collect(found, url_credentials(text), text))
+    return remember(found)
+
+
+def _collect(into: list[str], found: list[str], text: str) -> str:
+    into.extend(found)
+    return text

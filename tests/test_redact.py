@@ -1,0 +1,100 @@
+"""The redactor: known secrets, pieces of them cut by truncation, URL credentials, inside any value."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from orchestrator.events import AssistantMessage, StreamWarning, SystemNotice, TextBlock, TextDelta
+from orchestrator.redact import (
+    FRAGMENT,
+    REDACTED,
+    Redactor,
+    batch_redactor,
+    environment_secrets,
+    known,
+    looks_secret,
+    url_credentials,
+)
+
+KEY = "sk-ant-api03-SENTINEL-0123456789abcdefghij"
+
+
+def test_a_known_secret_is_replaced_wherever_it_is() -> None:
+    redactor = Redactor([KEY])
+    assert redactor.text(f"bad key {KEY}!") == f"bad key {REDACTED}!"
+    assert redactor.text(f"{KEY}{KEY}") == REDACTED + REDACTED
+
+
+def test_the_start_or_end_of_a_secret_cut_by_truncation_is_replaced() -> None:
+    redactor = Redactor([KEY])
+    assert redactor.text("message: " + KEY[:FRAGMENT]) == f"message: {REDACTED}"
+    assert redactor.text("message: " + KEY[:30] + "'") == f"message: {REDACTED}'"
+    assert redactor.text(KEY[-FRAGMENT:] + " was the tail") == f"{REDACTED} was the tail"
+
+
+def test_short_values_are_not_secrets() -> None:
+    assert Redactor(["1", "true"]).text("1 is true") == "1 is true"
+
+
+def test_url_credentials_are_replaced_without_knowing_them() -> None:
+    redactor = Redactor()
+    assert redactor.text("via https://bob:hunter2@proxy:3128/x") == f"via https://{REDACTED}@proxy:3128/x"
+    assert redactor.text("https://ghp_token@github.com/a") == f"https://{REDACTED}@github.com/a"
+    assert redactor.text("mail bob@example.com") == "mail bob@example.com"
+
+
+def test_every_string_inside_an_event_is_redacted_and_others_are_kept() -> None:
+    redactor = Redactor([KEY])
+    notice = SystemNotice("status", {"error": [f"key {KEY}"], KEY: 1})
+    assert redactor.value(notice) == SystemNotice("status", {"error": [f"key {REDACTED}"], REDACTED: 1})
+    message = AssistantMessage((TextBlock(f"I saw {KEY}"),))
+    assert redactor.value(message) == AssistantMessage((TextBlock(f"I saw {REDACTED}"),))
+    clean = TextDelta("nothing to hide")
+    assert redactor.value(clean) is clean
+
+
+def test_names_that_look_secret() -> None:
+    for name in ("ANTHROPIC_API_KEY", "GH_TOKEN", "ANTHROPIC_CUSTOM_HEADERS", "DB_PASSWORD", "HTTP_AUTH"):
+        assert looks_secret(name), name
+    for name in ("PATH", "HOME", "PWD", "CLAUDE_CODE_MAX_RETRIES", "KEYBOARD_LAYOUT"):
+        assert not looks_secret(name), name
+
+
+def test_environment_secrets_include_header_values_and_url_credentials() -> None:
+    env = {
+        "ANTHROPIC_CUSTOM_HEADERS": "x-team: a\nAuthorization: Bearer tok-0123456789",
+        "HTTPS_PROXY": "http://user:pw-0123456789@proxy:8080",
+        "PATH": "/usr/bin",
+    }
+    found = environment_secrets(env)
+    assert "tok-0123456789" in found and "pw-0123456789" in found and "/usr/bin" not in found
+    assert url_credentials("http://user:pw-0123456789@proxy:8080") == ["user:pw-0123456789", "pw-0123456789"]
+
+
+def test_a_batch_redactor_knows_its_backends_keys_and_diagnostics_learn_them() -> None:
+    class Kind:
+        def secrets(self, settings: object) -> list[str]:
+            return ["kind-secret-0123456789"]
+
+    redactor = batch_redactor({"x": (Kind(), StreamWarning("https://u:settings-pw-0123@h/"))})
+    assert redactor.text("kind-secret-0123456789 settings-pw-0123") == f"{REDACTED} {REDACTED}"
+    assert known().text("later kind-secret-0123456789") == f"later {REDACTED}"
+
+
+@given(
+    before=st.text(max_size=40),
+    after=st.text(max_size=40),
+    start=st.integers(0, len(KEY)),
+    end=st.integers(0, len(KEY)),
+)
+def test_no_piece_of_a_key_at_either_end_survives(before: str, after: str, start: int, end: int) -> None:
+    """A key cut anywhere by truncation (its head kept, or its tail) does not survive once the
+    piece is FRAGMENT characters or more."""
+    redactor = Redactor([KEY])
+    cut = KEY[:end] if start == 0 else KEY[start:]
+    shown = redactor.text(before + cut + after)
+    assert KEY not in shown
+    if len(cut) >= FRAGMENT:
+        assert cut not in shown
+    assert redactor.text(shown) == shown
