@@ -15,9 +15,11 @@ from pathlib import Path
 
 import attrs
 
+from orchestrator.install import install_extra
+
 RUNTIME = "xllamacpp"
 RUNTIME_MIN_VERSION = (2026, 10)
-RUNTIME_INSTALL = "pip install xllamacpp (or pip install 'orchestrator[local]')"
+RUNTIME_INSTALL = install_extra("local")
 
 
 @attrs.frozen
