@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator._version import __version__
 
 if TYPE_CHECKING:
-    from orchestrator.api import open_batch, run_batch
+    from orchestrator.api import open_batch, run_batch, run_batch_async
     from orchestrator.errors import BackendError, ConfigError, FatalError, RetryableError
     from orchestrator.events import BatchSummary, Tagged, Tokens
     from orchestrator.record.aggregate import JobResult
@@ -30,6 +30,7 @@ _EXPORTS = {
     "JobResult": "record.aggregate",
     "open_batch": "api",
     "run_batch": "api",
+    "run_batch_async": "api",
     "BackendError": "errors",
     "ConfigError": "errors",
     "FatalError": "errors",
@@ -81,4 +82,5 @@ __all__ = [
     "__version__",
     "open_batch",
     "run_batch",
+    "run_batch_async",
 ]

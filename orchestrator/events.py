@@ -74,6 +74,12 @@ class BatchSummary:
     """Why the batch stopped early (``"interrupted"``, ``"deadline"``), or None."""
     already_done: int = 0
     """Jobs a resumed run did not run again because the log shows them done."""
+    simulated_jobs: int = 0
+    """Jobs that ran on the simulator (``sim``): their text, tokens and cost are made up."""
+
+    @property
+    def simulated(self) -> bool:
+        return self.simulated_jobs > 0
 
     @property
     def ok(self) -> bool:

@@ -18,6 +18,7 @@ def test_run_batch_takes_strings_and_queries_and_returns_results_in_order(tmp_pa
     log = tmp_path / "lib.jsonl"
     result = run_batch(
         ["first", Query("second", id="two", options={"text": "fixed reply", "ttft": 0})],
+        backend="sim",
         options={"ttft": 0, "tokens_per_s": 0},
         retry=RetryPolicy(max_attempts=2),
         on_event=seen.append,
@@ -37,7 +38,7 @@ def test_run_batch_summary_as_in_the_readme() -> None:
 
 def test_bad_queries_raise_config_error_listing_every_problem() -> None:
     with pytest.raises(ConfigError) as info:
-        run_batch([{"prompt": 5}, {"id": "x"}, "ok"], concurrency=0)
+        run_batch([{"prompt": 5}, {"id": "x"}, "ok"], backend="sim", concurrency=0)
     assert info.value.problems == [
         "defaults.concurrency: must be >= 1, got 0",
         "queries[0].prompt: expected a string, got integer 5",
@@ -48,15 +49,15 @@ def test_bad_queries_raise_config_error_listing_every_problem() -> None:
 def test_resume_skips_what_the_log_shows_done(tmp_path: Path) -> None:
     log = str(tmp_path / "r.jsonl")
     queries: list[Any] = ["a", "b", {"prompt": "c", "sim": {"faults": ["fatal"]}}]
-    first = run_batch(queries, resume=log, options={"ttft": 0})
-    again = run_batch(queries, resume=log, options={"ttft": 0})
+    first = run_batch(queries, backend="sim", resume=log, options={"ttft": 0})
+    again = run_batch(queries, backend="sim", resume=log, options={"ttft": 0})
     assert (first.summary.succeeded, first.summary.failed) == (2, 1)
     assert (again.summary.jobs, again.summary.already_done) == (1, 2)
 
 
 async def test_open_batch_yields_events_as_they_happen(autojump_clock: Any) -> None:
     texts: dict[str, str] = {}
-    async with open_batch(["x", "y"], options={"text": "hello there"}) as batch:
+    async with open_batch(["x", "y"], backend="sim", options={"text": "hello there"}) as batch:
         async for tagged in batch:
             if isinstance(tagged.event, TextDelta):
                 texts[tagged.job_id] = texts.get(tagged.job_id, "") + tagged.event.text  # type: ignore[index]
@@ -65,7 +66,9 @@ async def test_open_batch_yields_events_as_they_happen(autojump_clock: Any) -> N
 
 
 async def test_open_batch_cancel_stops_gracefully(autojump_clock: Any) -> None:
-    async with open_batch([f"q{i}" for i in range(5)], concurrency=1, options={"tokens_per_s": 1}) as batch:
+    async with open_batch(
+        [f"q{i}" for i in range(5)], backend="sim", concurrency=1, options={"tokens_per_s": 1}
+    ) as batch:
         async for tagged in batch:
             if isinstance(tagged.event, TextDelta):
                 batch.cancel()
@@ -75,14 +78,16 @@ async def test_open_batch_cancel_stops_gracefully(autojump_clock: Any) -> None:
 
 
 async def test_open_batch_without_reading_still_finishes(autojump_clock: Any) -> None:
-    async with open_batch([f"q{i}" for i in range(50)], buffer=4, options={"tokens_per_s": 0}) as batch:
+    async with open_batch(
+        [f"q{i}" for i in range(50)], backend="sim", buffer=4, options={"tokens_per_s": 0}
+    ) as batch:
         result = await batch.wait()
     assert result.summary.succeeded == 50
 
 
 async def test_cancelling_the_surrounding_scope_tears_the_batch_down(autojump_clock: Any) -> None:
     with trio.move_on_after(1.0) as scope:
-        async with open_batch(["slow"], options={"tokens_per_s": 0.5}) as batch:
+        async with open_batch(["slow"], backend="sim", options={"tokens_per_s": 0.5}) as batch:
             await batch.wait()
     assert scope.cancelled_caught
 

@@ -229,7 +229,8 @@ async def _run(spec: BatchSpec, args: argparse.Namespace, signals: _Signals) -> 
     elif args.quiet:
         s = result.summary
         print(
-            f"{s.succeeded}/{s.jobs} succeeded, {s.failed} failed, ${s.cost_usd:.4f}, {s.wall_s:.1f}s",
+            f"{s.succeeded}/{s.jobs} succeeded, {s.failed} failed, ${s.cost_usd:.4f}, {s.wall_s:.1f}s"
+            + (" (simulated)" if s.simulated else ""),
             file=out,
         )
     else:

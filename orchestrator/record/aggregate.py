@@ -14,6 +14,7 @@ from typing import Literal
 
 import attrs
 
+from orchestrator.backends import SIMULATOR
 from orchestrator.events import (
     AssistantMessage,
     AttemptStarted,
@@ -131,6 +132,7 @@ class Aggregator:
         self._retries = 0
         self._failures: dict[str, int] = {}
         self._already_done = 0
+        self._simulated = 0
 
     def apply_all(self, events: Iterable[Tagged]) -> None:
         for tagged in events:
@@ -147,6 +149,7 @@ class Aggregator:
         if job is None:
             if isinstance(event, JobQueued):
                 self._queued += 1
+                self._simulated += event.backend == SIMULATOR
             job = self._running[job_id] = _Job()
         attempt = job.current
         match event:
@@ -262,6 +265,7 @@ class Aggregator:
             failures=self._failures,
             stopped=stopped,
             already_done=self._already_done,
+            simulated=self._simulated,
         )
 
     @property
@@ -284,6 +288,7 @@ def summarize(
     failures: Mapping[str, int],
     stopped: str | None,
     already_done: int = 0,
+    simulated: int = 0,
 ) -> BatchSummary:
     """A :class:`BatchSummary` from totals: rates, percentiles and rounding done one way for the
     live fold and for reports that combine several runs."""
@@ -307,6 +312,7 @@ def summarize(
         failures=dict(sorted(failures.items())),
         stopped=stopped,
         already_done=already_done,
+        simulated_jobs=simulated,
         succeeded=counts["succeeded"],
         failed=counts["failed"],
         cancelled=counts["cancelled"],
