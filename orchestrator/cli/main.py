@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from orchestrator._version import __version__
 
 if TYPE_CHECKING:
+    from orchestrator.run.host import Interrupts
     from orchestrator.run.runner import BatchResult
     from orchestrator.spec import BatchSpec
 
@@ -121,11 +122,6 @@ def _resumed(spec: BatchSpec, args: argparse.Namespace) -> BatchSpec:
     return attrs.evolve(resumed.spec, already_done=resumed.already_done)
 
 
-class _Signals:
-    def __init__(self) -> None:
-        self.first: int | None = None
-
-
 # Subcommands live in their own modules, each with ``main(argv) -> int``; imported on use.
 SUBCOMMANDS = {"report": "orchestrator.cli.report", "tail": "orchestrator.cli.tail"}
 
@@ -186,7 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in exc.problems:
             print(line, file=sys.stderr)
         return EXIT_USAGE
-    signals = _Signals()
+    from orchestrator.run.host import Interrupts
+
+    signals = Interrupts()
     problems: list[str] = []
     result = None
     try:
@@ -201,17 +199,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_OK if result is not None and result.ok else EXIT_FAILED
 
 
-async def _run(spec: BatchSpec, args: argparse.Namespace, signals: _Signals) -> BatchResult | None:
+async def _run(spec: BatchSpec, args: argparse.Namespace, signals: Interrupts) -> BatchResult | None:
     import trio
 
     from orchestrator.cli.display import Progress, print_summary, run_progress
+    from orchestrator.run.host import watch_signals
     from orchestrator.run.runner import RunControl, execute
 
     control = RunControl()
     progress = Progress()
     result = None
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_watch_signals, control, nursery.cancel_scope, signals)
+        nursery.start_soon(
+            watch_signals,
+            control,
+            nursery.cancel_scope,
+            signals,
+            (signal.SIGINT, signal.SIGTERM),
+            lambda message: print(f"\n{message}", file=sys.stderr),
+        )
         if not args.quiet:
             nursery.start_soon(lambda: run_progress(progress, tty=sys.stderr.isatty()))
         # A small batch's answers are shown at the end; a large one's stay in the log, not in RAM.
@@ -238,28 +244,6 @@ async def _run(spec: BatchSpec, args: argparse.Namespace, signals: _Signals) -> 
             result.summary, list(result.jobs.values()), stream=out, log=spec.log if spec.log != "-" else None
         )
     return result
-
-
-async def _watch_signals(control: object, everything: object, signals: _Signals) -> None:
-    """First SIGINT/SIGTERM: graceful stop. Second: cancel everything now."""
-    import trio
-
-    from orchestrator.run.runner import RunControl
-
-    assert isinstance(everything, trio.CancelScope)
-    assert isinstance(control, RunControl)
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as receiver:
-        async for signum in receiver:
-            if signals.first is None:
-                signals.first = signum
-                control.cancel("interrupted" if signum == signal.SIGINT else "terminated")
-                print(
-                    "\nstopping: cancelling running jobs and flushing the log (again to exit at once)",
-                    file=sys.stderr,
-                )
-            else:
-                everything.cancel()
-                return
 
 
 if __name__ == "__main__":
