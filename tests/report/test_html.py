@@ -5,7 +5,6 @@ pure series behind its charts."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from orchestrator.events import Tagged
 from orchestrator.record.log import LogRecord, read_log
 from orchestrator.report.fold import fold_runs, read_report
 from orchestrator.report.html import concurrency_series, render_html, tokens_per_s_series, write_html
-from tests.chromium import CHROMIUM, INSTALL, Chromium, Page, open_report
+from tests.chromium import Chromium, Page, open_report, require_chromium
 from tests.helpers import make_spec, run_virtual
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,9 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def page(tmp_path: Path) -> Iterator[Page]:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: run `{INSTALL}` (it does apt-get install -y chromium)")
-    with Chromium(tmp_path) as page:
+    with Chromium(tmp_path, require_chromium()) as page:
         yield page
 
 
