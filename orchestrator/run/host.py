@@ -69,13 +69,20 @@ async def watch_signals(
 async def _supervised(
     main: Callable[[RunControl], Awaitable[T]], control: RunControl, interrupts: Interrupts
 ) -> T | None:
-    """``main(control)`` with Ctrl-C watched; None when a second Ctrl-C tore it down."""
+    """``main(control)`` with Ctrl-C watched; None when a second Ctrl-C tore it down. What
+    ``main`` raises comes out as it is (not in an exception group)."""
     result: T | None = None
+    failure: Exception | None = None
     async with trio.open_nursery() as nursery:
         if threading.current_thread() is threading.main_thread():
             nursery.start_soon(watch_signals, control, nursery.cancel_scope, interrupts)
-        result = await main(control)
+        try:
+            result = await main(control)
+        except Exception as exc:
+            failure = exc
         nursery.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
     return result
 
 

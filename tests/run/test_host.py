@@ -124,6 +124,19 @@ def test_run_batch_inside_a_running_loop_says_what_to_use_instead() -> None:
         asyncio.run(main())
 
 
+def test_a_log_that_cannot_be_opened_is_a_plain_config_error(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    log = str(tmp_path / "a-file" / "x.jsonl")
+    with pytest.raises(ConfigError, match="cannot open log"):
+        run_batch(["x"], backend="sim", log=log)
+
+    async def main() -> None:
+        await run_batch_async(["x"], backend="sim", log=log)
+
+    with pytest.raises(ConfigError, match="cannot open log"):
+        asyncio.run(main())
+
+
 def test_run_batch_needs_a_backend() -> None:
     with pytest.raises(ConfigError) as info:
         run_batch(["x"])

@@ -131,14 +131,18 @@ def read_api_key(settings: HttpSettings, environ: Mapping[str, str] | None = Non
     return ApiKey(value) if value else None
 
 
+_EXAMPLE_MODEL = {"anthropic": "claude-haiku-4-5", "openai": "gpt-4o-mini"}
+
+
 def check_settings(name: str, settings: HttpSettings, jobs: Sequence[JobSpec]) -> list[str]:
     """Problems that stop a batch before it starts: no key, a bad URL or CA file, no model."""
     problems: list[str] = []
     where = f"backends.{name}"
     if settings.api_key_required and read_api_key(settings) is None:
         problems.append(
-            f"{where}: the API key is missing: environment variable {settings.api_key_env} is not set "
-            f"(export it, or set api_key_env to the variable that holds the key)"
+            f"{where}: the API key is missing: environment variable {settings.api_key_env} is not set: "
+            f"run `export {settings.api_key_env}=<your key>` first (or set api_key_env to the variable "
+            "that holds the key)"
         )
     if not settings.base_url.startswith(("https://", "http://")):
         problems.append(f"{where}.base_url: expected an http:// or https:// URL, got {settings.base_url!r}")
@@ -147,7 +151,10 @@ def check_settings(name: str, settings: HttpSettings, jobs: Sequence[JobSpec]) -
     missing = [job.id for job in jobs if not job.model]
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        problems.append(f"{name}: jobs without a model ({shown}): set model in [defaults] or on the job")
+        problems.append(
+            f"{name}: jobs without a model ({shown}): set model in [defaults] or on the job, "
+            f'e.g. model = "{_EXAMPLE_MODEL.get(name, "the model name")}"'
+        )
     return problems
 
 

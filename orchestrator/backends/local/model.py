@@ -119,7 +119,8 @@ def runtime_problems(module: str = RUNTIME, install: str = RUNTIME_INSTALL) -> l
         return []  # importable but not installed as a distribution (a source checkout): trust it
     if _version_tuple(version) < RUNTIME_MIN_VERSION:
         wanted = ".".join(map(str, RUNTIME_MIN_VERSION))
-        return [f"local backend: {module} {version} is too old (need >= {wanted}): pip install -U {module}"]
+        upgrade = f"pip install -U '{module}>={wanted}'"
+        return [f"local backend: {module} {version} is too old (need >= {wanted}): {upgrade}"]
     return []
 
 
