@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -151,6 +151,7 @@ async def run_batch_async(
     keep_text: bool = True,
     resume: str | None = None,
     retry_failed: bool = False,
+    progress: bool = False,
     **job_defaults: Any,
 ) -> BatchResult:
     """:func:`run_batch` for a running asyncio loop (a Jupyter cell included) or trio program:
@@ -159,7 +160,8 @@ async def run_batch_async(
     Under asyncio the batch runs on a trio guest run on the same loop, so the loop (and the
     notebook) stays responsive. Cancelling the awaiting task stops the batch gracefully and waits
     for its terminal events before the cancellation goes on. Under asyncio in the main thread,
-    Ctrl-C does what it does in :func:`run_batch`.
+    Ctrl-C does what it does in :func:`run_batch`. ``progress=True`` shows live progress: in a
+    notebook a display under the cell that updates in place, elsewhere lines on stderr.
     """
     spec = _spec(
         queries,
@@ -179,7 +181,15 @@ async def run_batch_async(
     subscribers: list[Subscriber] = [CallbackSubscriber(on_event)] if on_event is not None else []
 
     async def main(control: RunControl) -> BatchResult:
-        return await execute(spec, subscribers=subscribers, keep_text=keep_text, control=control)
+        if not progress:
+            return await execute(spec, subscribers=subscribers, keep_text=keep_text, control=control)
+        from orchestrator.cli.live import with_progress
+
+        async def shown_run(shown: Sequence[Subscriber]) -> BatchResult:
+            everyone = [*subscribers, *shown]
+            return await execute(spec, subscribers=everyone, keep_text=keep_text, control=control)
+
+        return await with_progress(shown_run)
 
     if host.running_loop_library() == "trio":
         return await main(RunControl())

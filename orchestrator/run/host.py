@@ -66,24 +66,40 @@ async def watch_signals(
                 return
 
 
-async def _supervised(
-    main: Callable[[RunControl], Awaitable[T]], control: RunControl, interrupts: Interrupts
+async def alongside(
+    main: Callable[[], Awaitable[T]], *helpers: Callable[[trio.CancelScope], Awaitable[object]]
 ) -> T | None:
-    """``main(control)`` with Ctrl-C watched; None when a second Ctrl-C tore it down. What
-    ``main`` raises comes out as it is (not in an exception group)."""
+    """``await main()`` with helper tasks beside it, cancelled once it returns.
+
+    Each helper gets the scope of the whole; a helper that cancels it tears ``main`` down, and
+    then the result is None. What ``main`` raises comes out as it is, not in an exception group.
+    """
     result: T | None = None
     failure: Exception | None = None
     async with trio.open_nursery() as nursery:
-        if threading.current_thread() is threading.main_thread():
-            nursery.start_soon(watch_signals, control, nursery.cancel_scope, interrupts)
+        for helper in helpers:
+            nursery.start_soon(helper, nursery.cancel_scope)
         try:
-            result = await main(control)
+            result = await main()
         except Exception as exc:
             failure = exc
         nursery.cancel_scope.cancel()
     if failure is not None:
         raise failure
     return result
+
+
+async def _supervised(
+    main: Callable[[RunControl], Awaitable[T]], control: RunControl, interrupts: Interrupts
+) -> T | None:
+    """``main(control)`` with Ctrl-C watched (main thread only); None when a second Ctrl-C
+    tore it down."""
+
+    async def watch(everything: trio.CancelScope) -> None:
+        await watch_signals(control, everything, interrupts)
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    return await alongside(lambda: main(control), *([watch] if in_main_thread else []))
 
 
 def running_loop_library() -> str | None:

@@ -24,6 +24,7 @@ CELLS = [
     "            batch.cancel()\n"
     "print('stopped', batch.result.summary.stopped, kinds[-1])",
     "try:\n    run_batch(['x'], backend='sim')\nexcept RuntimeError as exc:\n    print(exc)",
+    "shown = await run_batch_async(['<b>bold?</b>'], backend='sim', options={'ttft': 0.6}, progress=True)",
 ]
 
 
@@ -43,3 +44,7 @@ def test_a_notebook_runs_batches_in_its_cells(tmp_path: Path, monkeypatch: pytes
     assert "run_batch() cannot run inside a running asyncio event loop" in outputs[3]
     assert "await run_batch_async(...)" in outputs[3]
     assert (tmp_path / "cell.jsonl").exists()
+    # progress=True: one display under the cell, updated in place, ending on the status line
+    [display] = notebook.cells[4].outputs
+    assert display["output_type"] == "display_data"
+    assert "1/1 done" in display["data"]["text/html"]
