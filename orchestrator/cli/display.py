@@ -250,6 +250,9 @@ def print_summary(
     if summary.cost_unknown_jobs:
         cost += f" (+ unknown for {summary.cost_unknown_jobs} jobs)"
     table.add_row("cost", cost)
+    if summary.priced_by:
+        sources = "; ".join(f"{model}: {source}" for model, source in summary.priced_by.items())
+        table.add_row("prices", sources)
     if summary.simulated:
         table.add_row(
             "simulated",

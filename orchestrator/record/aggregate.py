@@ -101,6 +101,7 @@ class _Job:
     tokens: Tokens = _NONE
     cost: float = 0.0
     cost_unknown: bool = False
+    model: str | None = None
 
     def close_attempt(self) -> None:
         attempt = self.current
@@ -133,6 +134,7 @@ class Aggregator:
         self._failures: dict[str, int] = {}
         self._already_done = 0
         self._simulated = 0
+        self._priced_by: dict[str, str] = {}
 
     def apply_all(self, events: Iterable[Tagged]) -> None:
         for tagged in events:
@@ -151,6 +153,8 @@ class Aggregator:
                 self._queued += 1
                 self._simulated += event.backend == SIMULATOR
             job = self._running[job_id] = _Job()
+            if isinstance(event, JobQueued):
+                job.model = event.model
         attempt = job.current
         match event:
             case TextDelta(text=text):
@@ -176,9 +180,11 @@ class Aggregator:
                     attempt.usage = attempt.usage + tokens
                     if cost is not None:
                         attempt.usage_cost = (attempt.usage_cost or 0.0) + cost
-            case StreamFinished():
+            case StreamFinished(priced_by=priced_by):
                 if attempt is not None:
                     attempt.finished = event
+                if priced_by is not None and job.model is not None:
+                    self._priced_by[job.model] = priced_by
             case AttemptStarted():
                 job.close_attempt()
                 self._attempts += 1
@@ -266,6 +272,7 @@ class Aggregator:
             stopped=stopped,
             already_done=self._already_done,
             simulated=self._simulated,
+            priced_by=self._priced_by,
         )
 
     @property
@@ -289,6 +296,7 @@ def summarize(
     stopped: str | None,
     already_done: int = 0,
     simulated: int = 0,
+    priced_by: Mapping[str, str] | None = None,
 ) -> BatchSummary:
     """A :class:`BatchSummary` from totals: rates, percentiles and rounding done one way for the
     live fold and for reports that combine several runs."""
@@ -313,6 +321,7 @@ def summarize(
         stopped=stopped,
         already_done=already_done,
         simulated_jobs=simulated,
+        priced_by=dict(sorted((priced_by or {}).items())),
         succeeded=counts["succeeded"],
         failed=counts["failed"],
         cancelled=counts["cancelled"],
