@@ -216,7 +216,7 @@ async def open_batch(
     """Run a batch in the background of an ``async with`` block, inside your trio or asyncio
     program (a Jupyter cell included)::
 
-        async with open_batch(["a", "b"]) as batch:
+        async with open_batch(["a", "b"], backend="local") as batch:
             async for tagged in batch:
                 print(tagged.job_id, tagged.event.kind)
         print(batch.result.summary)

@@ -172,8 +172,9 @@ def test_run_batch_leaves_the_sigint_handler_as_it_found_it() -> None:
 
 
 SCRIPT = """
+import asyncio
 import sys
-from orchestrator import run_batch
+from orchestrator import run_batch, run_batch_async
 
 
 def streaming(tagged):
@@ -181,9 +182,13 @@ def streaming(tagged):
         print("streaming", flush=True)
 
 
+queries = ["a", "b", "c", "d"]
+settings = dict(backend="sim", concurrency=2, options={"tokens_per_s": 2}, log=sys.argv[1], on_event=streaming)
 try:
-    run_batch(["a", "b", "c", "d"], backend="sim", concurrency=2, options={"tokens_per_s": 2},
-              log=sys.argv[1], on_event=streaming)
+    if sys.argv[2] == "run_batch":
+        run_batch(queries, **settings)
+    else:
+        asyncio.run(run_batch_async(queries, **settings))
 except KeyboardInterrupt as exc:
     print("plain KeyboardInterrupt" if type(exc) is KeyboardInterrupt else type(exc).__name__, flush=True)
     raise
@@ -191,11 +196,12 @@ except KeyboardInterrupt as exc:
 
 
 @pytest.mark.slow
-def test_ctrl_c_in_run_batch_ends_gracefully_with_a_plain_keyboard_interrupt(tmp_path: Path) -> None:
+@pytest.mark.parametrize("call", ["run_batch", "run_batch_async"])
+def test_ctrl_c_ends_the_batch_gracefully_then_raises_keyboard_interrupt(tmp_path: Path, call: str) -> None:
     log = tmp_path / "interrupted.jsonl"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     with subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(SCRIPT), str(log)],
+        [sys.executable, "-c", textwrap.dedent(SCRIPT), str(log), call],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
