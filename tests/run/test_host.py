@@ -183,7 +183,9 @@ def streaming(tagged):
 
 
 queries = ["a", "b", "c", "d"]
-settings = dict(backend="sim", concurrency=2, options={"tokens_per_s": 2}, log=sys.argv[1], on_event=streaming)
+settings = dict(
+    backend="sim", concurrency=2, options={"tokens_per_s": 2}, log=sys.argv[1], on_event=streaming
+)
 try:
     if sys.argv[2] == "run_batch":
         run_batch(queries, **settings)
