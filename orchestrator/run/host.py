@@ -231,6 +231,7 @@ class GuestBatch:
         self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=buffer)
         self._closed = False
         self._room: trio.Event | None = None  # set while the trio side waits for room
+        self._running: asyncio.Future[BatchResult] | None = None
 
     @property
     def control(self) -> RunControl:
@@ -253,6 +254,13 @@ class GuestBatch:
             raise StopAsyncIteration
         assert isinstance(item, Tagged)
         return item
+
+    async def wait(self) -> BatchResult:
+        """Stop listening to events and wait for the batch to finish."""
+        self.close()
+        assert self._running is not None
+        self.result = await self._running
+        return self.result
 
     def close(self) -> None:
         """Stop listening: events from now on are not queued (they still reach the log)."""
@@ -298,7 +306,7 @@ async def open_guest_batch(
     preflight(spec)  # bad input raises here, before the block runs
     guest = Guest()
     batch = GuestBatch(guest, buffer)
-    running = asyncio.ensure_future(
+    running = batch._running = asyncio.ensure_future(
         guest.run(lambda control: batch.execute(spec, keep_text, control), watch_sigint=False)
     )
     try:

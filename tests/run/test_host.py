@@ -78,6 +78,15 @@ def test_open_batch_under_asyncio_yields_every_event_in_per_job_order(tmp_path: 
     assert sum(isinstance(t.event, JobSucceeded) for t in seen) == 20
 
 
+def test_wait_under_asyncio_stops_listening_and_returns_the_result() -> None:
+    async def main() -> int:
+        async with open_batch([f"q{i}" for i in range(30)], backend="sim", buffer=2, options=FAST) as batch:
+            result = await batch.wait()  # nobody reads: the batch must still finish
+        return result.summary.succeeded
+
+    assert asyncio.run(main()) == 30
+
+
 def test_batch_cancel_under_asyncio_stops_gracefully(tmp_path: Path) -> None:
     log = tmp_path / "cancel.jsonl"
 
