@@ -188,3 +188,8 @@ def test_two_runs_share_one_time_axis_with_a_row_per_job(tmp_path: Path, page: P
     assert page.evaluate("document.body.innerText").count("run 2 starts") == 0  # only in SVG titles
     assert "run 2 starts" in html.read_text()
     assert page.errors() == []
+
+
+def test_a_simulated_batch_says_so_at_the_top(tmp_path: Path) -> None:
+    html = render_html(read_report([faults_log(tmp_path)]))  # jobs/faults.toml runs on the simulator
+    assert "(simulated: 7 jobs ran on the simulator, answers and costs made up)" in html
