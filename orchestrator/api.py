@@ -53,6 +53,8 @@ def _spec(
     queries = list(queries)
     if backend is None and not all(_backend_named(query) for query in queries):
         raise ConfigError([NO_BACKEND])
+    if backend is None and options:
+        raise ConfigError(["options: these are one backend's per-job options: pass backend= too"])
     defaults: dict[str, Any] = {"concurrency": concurrency, "seed": seed, **job_defaults}
     if backend is not None:
         defaults["backend"] = backend
@@ -64,7 +66,7 @@ def _spec(
         defaults["retry"] = attrs.asdict(retry) if isinstance(retry, RetryPolicy) else dict(retry)
     if timeouts is not None:
         defaults["timeouts"] = attrs.asdict(timeouts) if isinstance(timeouts, Timeouts) else dict(timeouts)
-    if options and backend is not None:
+    if options and backend is not None:  # (checked above: options come with a backend)
         defaults[backend] = dict(options)
     if backend_settings:
         defaults["backends"] = {name: dict(s) for name, s in backend_settings.items()}

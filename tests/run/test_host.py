@@ -158,6 +158,10 @@ def test_run_batch_needs_a_backend() -> None:
 def test_queries_that_name_their_backend_need_no_default() -> None:
     result = run_batch([{"prompt": "x", "backend": "sim", "sim": FAST}])
     assert result.ok
+    with pytest.raises(
+        ConfigError, match="options: these are one backend's per-job options: pass backend= too"
+    ):
+        run_batch([{"prompt": "x", "backend": "sim"}], options=FAST)
 
 
 def test_the_simulator_says_so_in_its_model_name_and_the_summary() -> None:
