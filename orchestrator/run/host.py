@@ -8,11 +8,13 @@ A batch always runs on trio. The run is hosted in one of three ways:
   *guest run* on the running asyncio loop (``trio.lowlevel.start_guest_run``), on the same
   thread, so neither loop blocks the other.
 
-Ctrl-C, in the first and last case (main thread only): for the duration of the call a SIGINT
-handler replaces the host's, and the previous one is back when the call returns. The first
-SIGINT stops the batch as the CLI does (no new attempts, in-flight ones cancelled, every job's
-terminal event and the summary logged); a second one tears the run down at once. Either way the
-call then raises a plain :class:`KeyboardInterrupt`.
+Ctrl-C in ``run_batch`` and ``run_batch_async`` (main thread only): for the duration of the call
+a SIGINT handler replaces the host's, and the previous one is back when the call returns. The
+first SIGINT stops the batch as the CLI does (no new attempts, in-flight ones cancelled, every
+job's terminal event and the summary logged); a second one tears the run down at once. Either way
+the call then raises a plain :class:`KeyboardInterrupt`. Inside ``async with open_batch(...)`` on
+asyncio the host's own handling stays (``asyncio.run`` cancels the task): the cancellation stops
+the batch gracefully and waits for it before it propagates.
 """
 
 from __future__ import annotations
