@@ -94,14 +94,17 @@ async def alongside(
 async def _supervised(
     main: Callable[[RunControl], Awaitable[T]], control: RunControl, interrupts: Interrupts
 ) -> T | None:
-    """``main(control)`` with Ctrl-C watched (main thread only); None when a second Ctrl-C
-    tore it down."""
+    """``main(control)`` with Ctrl-C watched (main thread only, and not when the process ignores
+    SIGINT, as a background job does); None when a second Ctrl-C tore it down."""
 
     async def watch(everything: trio.CancelScope) -> None:
         await watch_signals(control, everything, interrupts)
 
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    return await alongside(lambda: main(control), *([watch] if in_main_thread else []))
+    watched = (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+    )
+    return await alongside(lambda: main(control), *([watch] if watched else []))
 
 
 def running_loop_library() -> str | None:

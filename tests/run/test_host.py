@@ -172,14 +172,26 @@ def test_the_simulator_says_so_in_its_model_name_and_the_summary() -> None:
     assert result.summary.simulated_jobs == 1 and result.summary.simulated
 
 
-def test_run_batch_leaves_the_sigint_handler_as_it_found_it() -> None:
+def test_run_batch_handles_sigint_during_the_call_only() -> None:
     def mine(signum: int, frame: object) -> None:
         raise AssertionError("not called")
 
     previous = signal.signal(signal.SIGINT, mine)
     try:
-        run_batch(["x"], backend="sim", options=FAST)
+        during: list[object] = []
+        run_batch(["x"], backend="sim", options=FAST, on_event=lambda _: during.append(signal.getsignal(2)))
+        assert during and mine not in during
         assert signal.getsignal(signal.SIGINT) is mine
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_an_ignored_sigint_stays_ignored() -> None:
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        seen: list[object] = []
+        run_batch(["x"], backend="sim", options=FAST, on_event=lambda _: seen.append(signal.getsignal(2)))
+        assert set(seen) == {signal.SIG_IGN}
     finally:
         signal.signal(signal.SIGINT, previous)
 
