@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator._version import __version__
 
 if TYPE_CHECKING:
-    from orchestrator.api import open_batch, run_batch
+    from orchestrator.api import open_batch, run_batch, run_batch_async
     from orchestrator.config.library import BatchKeywords
     from orchestrator.errors import BackendError, ConfigError, ErrorKind, FatalError, RetryableError
     from orchestrator.events import BatchSummary, Tagged, Tokens
@@ -32,6 +32,7 @@ _EXPORTS = {
     "JobResult": "record.aggregate",
     "open_batch": "api",
     "run_batch": "api",
+    "run_batch_async": "api",
     "BackendError": "errors",
     "ConfigError": "errors",
     "ErrorKind": "errors",
@@ -86,4 +87,5 @@ __all__ = [
     "__version__",
     "open_batch",
     "run_batch",
+    "run_batch_async",
 ]

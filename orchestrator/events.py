@@ -77,6 +77,15 @@ class BatchSummary:
     """Why the batch stopped early (``"interrupted"``, ``"deadline"``), or None."""
     already_done: int = 0
     """Jobs a resumed run did not run again because the log shows them done."""
+    simulated_jobs: int = 0
+    """Jobs that ran on the simulator (``sim``): their text, tokens and cost are made up."""
+    priced_by: Mapping[str, str] = attrs.field(factory=dict)
+    """Model -> the price source that priced its replies (``"genai-prices 0.2.5"``,
+    ``"built-in table"``, ``"job file"``), for backends that price replies from a table."""
+
+    @property
+    def simulated(self) -> bool:
+        return self.simulated_jobs > 0
 
     @property
     def ok(self) -> bool:
@@ -212,6 +221,9 @@ class StreamFinished:
     duration_s: float | None = None
     turns: int | None = None
     session_id: str | None = None
+    priced_by: str | None = None
+    """Which price source gave ``cost_usd`` when the backend priced the reply itself from a table
+    ("job file", "genai-prices 0.2.5", "built-in table"); None otherwise (logs before it: None)."""
 
 
 @attrs.frozen

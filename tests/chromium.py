@@ -13,6 +13,7 @@ import hashlib
 import http.client
 import json
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -20,8 +21,53 @@ import time
 from pathlib import Path
 from typing import Any
 
-CHROMIUM = "/usr/bin/chromium"
+import pytest
+
 INSTALL = "scripts/install-chromium"
+ENV_VARS = ("CHROMIUM", "CHROME")
+NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+PLACES = (
+    "/usr/bin/chromium",
+    "/usr/lib/chromium/chromium",
+    "/snap/bin/chromium",
+    "/opt/google/chrome/chrome",
+    "/Applications/Chromium.app/Contents/MacOS/Chromium",
+    "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome",
+)
+
+
+def find_chromium() -> str | None:
+    """A Chromium or Chrome to drive: $CHROMIUM or $CHROME first, then PATH, then the usual places."""
+    for var in ENV_VARS:
+        named = os.environ.get(var)
+        if named:
+            found = shutil.which(named)
+            if found:
+                return found
+    for name in NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    return next((place for place in PLACES if os.access(place, os.X_OK)), None)
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_chromium() -> str:
+    """The browser for a test. Missing: in CI the test fails (every real-component test runs
+    there); elsewhere it is skipped with one line naming the install command."""
+    found = find_chromium()
+    if found is not None:
+        return found
+    message = (
+        f"no chromium found (PATH, the usual places, ${'/$'.join(ENV_VARS)}): run `{INSTALL}` "
+        "(Debian, as root), install your system's chromium, or set CHROMIUM=/path/to/chromium"
+    )
+    if in_ci():
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
 FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -204,20 +250,17 @@ class Chromium:
     """``with Chromium(tmp_dir) as page:`` a fresh headless browser with its own profile in
     ``tmp_dir``, and a tab with the Runtime, Log, Page and Network domains enabled."""
 
-    def __init__(self, tmp_dir: Path) -> None:
+    def __init__(self, tmp_dir: Path, executable: str) -> None:
+        self.executable = executable
         self.profile = tmp_dir / "chromium-profile"
         self.process: subprocess.Popen[bytes] | None = None
         self.ws: WebSocket | None = None
 
     def __enter__(self) -> Page:
-        if not os.access(CHROMIUM, os.X_OK):
-            raise RuntimeError(
-                f"{CHROMIUM} is missing: install it with `{INSTALL}` (apt-get install -y chromium)"
-            )
         self.profile.mkdir(parents=True, exist_ok=True)
         (self.profile / "DevToolsActivePort").unlink(missing_ok=True)  # a stale one names a dead port
         self.process = subprocess.Popen(
-            [CHROMIUM, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
+            [self.executable, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -21,6 +21,7 @@ def test_run_batch_takes_strings_and_queries_and_returns_results_in_order(tmp_pa
     log = tmp_path / "lib.jsonl"
     result = run_batch(
         ["first", Query("second", id="two", options={"text": "fixed reply", "ttft": 0})],
+        backend="sim",
         options={"ttft": 0, "tokens_per_s": 0},
         retry=RetryPolicy(max_attempts=2),
         on_event=seen.append,
@@ -40,7 +41,7 @@ def test_run_batch_summary_as_in_the_readme() -> None:
 
 def test_bad_queries_raise_config_error_listing_every_problem() -> None:
     with pytest.raises(ConfigError) as info:
-        run_batch([{"prompt": 5}, {"id": "x"}, "ok"], concurrency=0)
+        run_batch([{"prompt": 5}, {"id": "x"}, "ok"], backend="sim", concurrency=0)
     assert info.value.problems == [
         "run_batch(concurrency=...): must be >= 1, got 0",
         "run_batch(queries=...)[0].prompt: expected a string, got integer 5",
@@ -97,7 +98,7 @@ def test_bad_queries_raise_config_error_listing_every_problem() -> None:
 )
 def test_each_problem_names_the_argument(keywords: dict[str, Any], problem: str) -> None:
     with pytest.raises(ConfigError) as info:
-        run_batch(["p"], **keywords)
+        run_batch(["p"], **{"backend": "sim", **keywords})
     assert len(info.value.problems) == 1 and info.value.problems[0].startswith(problem)
 
 
@@ -121,13 +122,13 @@ def test_each_problem_names_the_argument(keywords: dict[str, Any], problem: str)
 )
 def test_a_bad_query_is_named_by_its_index(query: Any, problem: str) -> None:
     with pytest.raises(ConfigError) as info:
-        run_batch(["fine", query])
+        run_batch(["fine", query], backend="sim")
     assert len(info.value.problems) == 1 and info.value.problems[0].startswith(problem)
 
 
 async def test_open_batch_names_itself_in_problems() -> None:
     with pytest.raises(ConfigError) as info:
-        async with open_batch(["p"], retry=RetryPolicy(base_delay=10.0, max_delay=1.0)):
+        async with open_batch(["p"], backend="sim", retry=RetryPolicy(base_delay=10.0, max_delay=1.0)):
             pass  # pragma: no cover - never entered
     assert info.value.problems == ["open_batch(retry=...): max_delay (1.0) is below base_delay (10.0)"]
 
@@ -138,7 +139,7 @@ def test_typed_defaults_reach_every_job_unchanged_and_a_job_may_change_one_key()
     spec = library_batch(
         "run_batch",
         ["a", Query("b"), {"prompt": "c", "retry": {"max_attempts": 5}}],
-        {"retry": policy, "timeouts": timeouts},
+        {"backend": "sim", "retry": policy, "timeouts": timeouts},
     )
     a, b, c = spec.jobs
     assert a.retry is policy and b.retry is policy and a.timeouts is timeouts
@@ -147,15 +148,18 @@ def test_typed_defaults_reach_every_job_unchanged_and_a_job_may_change_one_key()
 
 def test_a_job_hashes_the_same_given_as_a_query_a_mapping_or_a_job_file_table() -> None:
     typed = library_batch(
-        "run_batch", [Query("p", id="x", max_tokens=5, options={"ttft": 0.5})], {"model": "m", "seed": 3}
+        "run_batch",
+        [Query("p", id="x", max_tokens=5, options={"ttft": 0.5})],
+        {"backend": "sim", "model": "m", "seed": 3},
     )
     mapping = library_batch(
         "run_batch",
         [{"id": "x", "prompt": "p", "max_tokens": 5, "sim": {"ttft": 0.5}}],
-        {"model": "m", "seed": 3},
+        {"backend": "sim", "model": "m", "seed": 3},
     )
     table = build_batch(
-        [{"id": "x", "prompt": "p", "max_tokens": 5, "sim": {"ttft": 0.5}}], {"model": "m", "seed": 3}
+        [{"id": "x", "prompt": "p", "max_tokens": 5, "sim": {"ttft": 0.5}}],
+        {"backend": "sim", "model": "m", "seed": 3},
     )
     assert typed.jobs == mapping.jobs == table.jobs
 
@@ -172,8 +176,8 @@ def test_both_entry_points_take_one_keyword_set() -> None:
 def test_resume_skips_what_the_log_shows_done(tmp_path: Path) -> None:
     log = str(tmp_path / "r.jsonl")
     queries: list[Any] = ["a", "b", {"prompt": "c", "sim": {"faults": ["fatal"]}}]
-    first = run_batch(queries, resume=log, options={"ttft": 0})
-    again = run_batch(queries, resume=log, options={"ttft": 0})
+    first = run_batch(queries, backend="sim", resume=log, options={"ttft": 0})
+    again = run_batch(queries, backend="sim", resume=log, options={"ttft": 0})
     assert (first.summary.succeeded, first.summary.failed) == (2, 1)
     assert (again.summary.jobs, again.summary.already_done) == (1, 2)
 
@@ -181,9 +185,11 @@ def test_resume_skips_what_the_log_shows_done(tmp_path: Path) -> None:
 async def test_open_batch_resumes_from_a_log_as_run_batch_does(tmp_path: Path, autojump_clock: Any) -> None:
     log = str(tmp_path / "r.jsonl")
     queries: list[Any] = ["a", "b", {"prompt": "c", "sim": {"faults": ["fatal"]}}]
-    async with open_batch(queries, resume=log, options={"ttft": 0}) as batch:
+    async with open_batch(queries, backend="sim", resume=log, options={"ttft": 0}) as batch:
         first = await batch.wait()
-    async with open_batch(queries, resume=log, retry_failed=True, options={"ttft": 0}) as batch:
+    async with open_batch(
+        queries, backend="sim", resume=log, retry_failed=True, options={"ttft": 0}
+    ) as batch:
         again = await batch.wait()
     assert (first.summary.succeeded, first.summary.failed) == (2, 1)
     assert (again.summary.jobs, again.summary.already_done) == (1, 2)
@@ -192,7 +198,7 @@ async def test_open_batch_resumes_from_a_log_as_run_batch_does(tmp_path: Path, a
 
 async def test_open_batch_yields_events_as_they_happen(autojump_clock: Any) -> None:
     texts: dict[str, str] = {}
-    async with open_batch(["x", "y"], options={"text": "hello there"}) as batch:
+    async with open_batch(["x", "y"], backend="sim", options={"text": "hello there"}) as batch:
         async for tagged in batch:
             if isinstance(tagged.event, TextDelta):
                 texts[tagged.job_id] = texts.get(tagged.job_id, "") + tagged.event.text  # type: ignore[index]
@@ -201,7 +207,9 @@ async def test_open_batch_yields_events_as_they_happen(autojump_clock: Any) -> N
 
 
 async def test_open_batch_cancel_stops_gracefully(autojump_clock: Any) -> None:
-    async with open_batch([f"q{i}" for i in range(5)], concurrency=1, options={"tokens_per_s": 1}) as batch:
+    async with open_batch(
+        [f"q{i}" for i in range(5)], backend="sim", concurrency=1, options={"tokens_per_s": 1}
+    ) as batch:
         async for tagged in batch:
             if isinstance(tagged.event, TextDelta):
                 batch.cancel()
@@ -211,14 +219,16 @@ async def test_open_batch_cancel_stops_gracefully(autojump_clock: Any) -> None:
 
 
 async def test_open_batch_without_reading_still_finishes(autojump_clock: Any) -> None:
-    async with open_batch([f"q{i}" for i in range(50)], buffer=4, options={"tokens_per_s": 0}) as batch:
+    async with open_batch(
+        [f"q{i}" for i in range(50)], backend="sim", buffer=4, options={"tokens_per_s": 0}
+    ) as batch:
         result = await batch.wait()
     assert result.summary.succeeded == 50
 
 
 async def test_cancelling_the_surrounding_scope_tears_the_batch_down(autojump_clock: Any) -> None:
     with trio.move_on_after(1.0) as scope:
-        async with open_batch(["slow"], options={"tokens_per_s": 0.5}) as batch:
+        async with open_batch(["slow"], backend="sim", options={"tokens_per_s": 0.5}) as batch:
             await batch.wait()
     assert scope.cancelled_caught
 

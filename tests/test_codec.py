@@ -51,6 +51,8 @@ def strategy_for(hint: Any) -> st.SearchStrategy[Any]:
     if origin is not None and "Mapping" in repr(origin):
         if args and args[1] is int:
             return st.dictionaries(strategy_for(args[0]), st.integers(0, 100), max_size=3)
+        if args and args[1] is str:
+            return st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=3)
         return json_objects
     if attrs.has(hint):
         return st.builds(hint, **{f.name: strategy_for(type_hints(hint)[f.name]) for f in attrs.fields(hint)})

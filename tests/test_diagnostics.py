@@ -23,6 +23,7 @@ BATCH = """
 from orchestrator import run_batch
 result = run_batch(
     [{"prompt": "x", "sim": {"faults": ["rate_limit"]}}],
+    backend="sim",
     options={"ttft": 0, "tokens_per_s": 0},
     retry={"max_attempts": 2, "base_delay": 0, "max_delay": 0},
 )

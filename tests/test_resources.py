@@ -185,10 +185,14 @@ def test_a_failed_log_write_ends_the_run_with_log_write_error(
 
     monkeypatch.setattr(LogWriter, "_write", fill_up)
     with pytest.raises(LogWriteError) as info:
-        run_batch([f"p{i}" for i in range(50)], log=str(log), concurrency=2, options={"ttft": 0.01})
+        run_batch(
+            [f"p{i}" for i in range(50)], backend="sim", log=str(log), concurrency=2, options={"ttft": 0.01}
+        )
     assert str(info.value) == f"disk full writing {log}"
     monkeypatch.setattr(LogWriter, "_write", real)
-    resumed = run_batch([f"p{i}" for i in range(50)], resume=str(log), concurrency=2, options={"ttft": 0.01})
+    resumed = run_batch(
+        [f"p{i}" for i in range(50)], backend="sim", resume=str(log), concurrency=2, options={"ttft": 0.01}
+    )
     assert resumed.ok
 
 

@@ -11,8 +11,11 @@ import importlib
 
 from orchestrator.backends.base import Backend, BackendKind, Emit
 
+SIMULATOR = "sim"
+"""The backend whose answers and costs are made up: summaries count the jobs that ran on it."""
+
 _MODULES: dict[str, str | BackendKind] = {
-    "sim": "orchestrator.backends.sim.backend",
+    SIMULATOR: "orchestrator.backends.sim.backend",
     "local": "orchestrator.backends.local.backend",
     "claude-code": "orchestrator.backends.claude_code.backend",
     "anthropic": "orchestrator.backends.http.anthropic",

@@ -251,6 +251,8 @@ def print_summary(
         if summary.stopped
         else ("all succeeded" if summary.ok else "some failed")
     )
+    if summary.simulated:
+        status += " — simulated"
     table = Table(title=as_text(f"batch summary — {status}"), show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
@@ -272,6 +274,15 @@ def print_summary(
     if summary.cost_unknown_jobs:
         cost += f" (+ unknown for {summary.cost_unknown_jobs} jobs)"
     table.add_row("cost", cost)
+    if summary.priced_by:
+        sources = "; ".join(f"{model}: {source}" for model, source in summary.priced_by.items())
+        table.add_row("prices", sources)
+    if summary.simulated:
+        table.add_row(
+            "simulated",
+            f"{summary.simulated_jobs} of {summary.jobs} jobs ran on the simulator (sim): "
+            "their text, tokens and cost are made up",
+        )
     table.add_row(
         "wall time",
         f"{summary.wall_s:.2f}s ({summary.jobs_per_s:.2f} jobs/s, {summary.tokens_per_s:,.0f} tok/s)",

@@ -16,6 +16,7 @@ from orchestrator._version import __version__
 
 if TYPE_CHECKING:
     from orchestrator.record.claim import LogClaim
+    from orchestrator.run.host import Interrupts
     from orchestrator.run.runner import BatchResult
     from orchestrator.spec import BatchSpec
 
@@ -136,11 +137,6 @@ def _resumed(spec: BatchSpec, log: str, retry_failed: bool) -> BatchSpec:
     return attrs.evolve(resumed.spec, already_done=resumed.already_done)
 
 
-class _Signals:
-    def __init__(self) -> None:
-        self.first: int | None = None
-
-
 # Subcommands live in their own modules, each with ``main(argv) -> int``; imported on use.
 SUBCOMMANDS = {"report": "orchestrator.cli.report", "tail": "orchestrator.cli.tail"}
 
@@ -216,7 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in exc.problems:
             print(line, file=sys.stderr)
         return EXIT_USAGE
-    signals = _Signals()
+    from orchestrator.run.host import Interrupts
+
+    signals = Interrupts()
     problems: list[str] = []
     write_failed: list[str] = []
     result = None
@@ -241,18 +239,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _run(
-    spec: BatchSpec, args: argparse.Namespace, signals: _Signals, claim: LogClaim | None
+    spec: BatchSpec, args: argparse.Namespace, signals: Interrupts, claim: LogClaim | None
 ) -> BatchResult | None:
     import trio
 
     from orchestrator.cli.display import Progress, print_summary, run_progress
+    from orchestrator.run.host import watch_signals
     from orchestrator.run.runner import RunControl, execute
 
     control = RunControl()
     progress = Progress()
     result = None
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_watch_signals, control, nursery.cancel_scope, signals)
+        nursery.start_soon(
+            watch_signals,
+            control,
+            nursery.cancel_scope,
+            signals,
+            (signal.SIGINT, signal.SIGTERM),
+            lambda message: print(f"\n{message}", file=sys.stderr),
+        )
         if not args.quiet:
             nursery.start_soon(lambda: run_progress(progress, tty=sys.stderr.isatty()))
         # A small batch's answers are shown at the end; a large one's stay in the log, not in RAM.
@@ -272,7 +278,8 @@ async def _run(
     elif args.quiet:
         s = result.summary
         print(
-            f"{s.succeeded}/{s.jobs} succeeded, {s.failed} failed, ${s.cost_usd:.4f}, {s.wall_s:.1f}s",
+            f"{s.succeeded}/{s.jobs} succeeded, {s.failed} failed, ${s.cost_usd:.4f}, {s.wall_s:.1f}s"
+            + (" (simulated)" if s.simulated else ""),
             file=out,
         )
     else:
@@ -280,28 +287,6 @@ async def _run(
             result.summary, list(result.jobs.values()), stream=out, log=spec.log if spec.log != "-" else None
         )
     return result
-
-
-async def _watch_signals(control: object, everything: object, signals: _Signals) -> None:
-    """First SIGINT/SIGTERM: graceful stop. Second: cancel everything now."""
-    import trio
-
-    from orchestrator.run.runner import RunControl
-
-    assert isinstance(everything, trio.CancelScope)
-    assert isinstance(control, RunControl)
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as receiver:
-        async for signum in receiver:
-            if signals.first is None:
-                signals.first = signum
-                control.cancel("interrupted" if signum == signal.SIGINT else "terminated")
-                print(
-                    "\nstopping: cancelling running jobs and flushing the log (again to exit at once)",
-                    file=sys.stderr,
-                )
-            else:
-                everything.cancel()
-                return
 
 
 if __name__ == "__main__":

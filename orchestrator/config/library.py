@@ -37,7 +37,8 @@ QueryLike = str | Query | Mapping[str, Any]
 class BatchKeywords(TypedDict, total=False):
     """The keywords of :func:`~orchestrator.api.run_batch` and :func:`~orchestrator.api.open_batch`.
 
-    What to run: ``backend`` (default ``"sim"``), ``options`` (its per-job options),
+    What to run: ``backend`` (required unless every query names its own: there is no silent
+    simulator), ``options`` (its per-job options),
     ``backend_settings`` (backend name → batch-wide settings), and the job defaults ``model``,
     ``system``, ``max_tokens``, ``temperature``, ``metadata``, ``retry`` and ``timeouts``
     (a :class:`RetryPolicy` / :class:`Timeouts` or a mapping of their fields). The batch:
@@ -97,8 +98,18 @@ def library_batch(entry: str, queries: Iterable[QueryLike], keywords: Mapping[st
     for key in BATCH_KEYS:
         if key in keywords:
             batch_fields[key] = _field(BatchSpec, key, keywords[key], where(key), problems)
-    backend = check_value(keywords.get("backend", "sim"), str, where("backend"), {}, problems)
-    job_defaults: dict[str, Any] = {"backend": backend}
+    queries = list(queries)
+    backend = keywords.get("backend")
+    job_defaults: dict[str, Any] = {}
+    if backend is None:
+        # No silent simulator: every job names a real backend, or the caller chose sim on purpose.
+        if not all(_backend_named(query) for query in queries):
+            problems.append(f"{where('backend')}: {NO_BACKEND}")
+        if keywords.get("options"):
+            problems.append(f"{where('options')}: one backend's per-job options: pass backend= too")
+    else:
+        backend = check_value(backend, str, where("backend"), {}, problems)
+        job_defaults["backend"] = backend
     if "seed" in batch_fields:  # the batch seed is also every job's default sampling seed
         job_defaults["seed"] = batch_fields["seed"]
     for key in _JOB_DEFAULTS:
@@ -139,6 +150,18 @@ def library_batch(entry: str, queries: Iterable[QueryLike], keywords: Mapping[st
     if spec is None or problems:
         raise ConfigError(problems)
     return spec
+
+
+NO_BACKEND = (
+    "required: 'local' (a small model on your CPU, offline), 'anthropic', 'openai' or "
+    "'claude-code' ('sim' is a simulator: made-up answers and costs)"
+)
+
+
+def _backend_named(query: Any) -> bool:
+    if isinstance(query, Query):
+        return query.backend is not None
+    return isinstance(query, Mapping) and query.get("backend") is not None
 
 
 def _checked(query: Any, path: str, default_backend: Any) -> CheckedJob:

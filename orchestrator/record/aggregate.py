@@ -16,6 +16,7 @@ from typing import Literal
 
 import attrs
 
+from orchestrator.backends import SIMULATOR
 from orchestrator.errors import ErrorKind
 from orchestrator.events import (
     AssistantMessage,
@@ -93,6 +94,7 @@ class _Job:
     tokens: Tokens = _NONE
     cost: float = 0.0
     cost_unknown: bool = False
+    model: str | None = None
 
     def close_attempt(self) -> None:
         attempt = self.current
@@ -122,6 +124,8 @@ class Aggregator:
         self._retries = 0
         self._failures: dict[ErrorKind, int] = {}
         self._already_done = 0
+        self._simulated = 0
+        self._priced_by: dict[str, str] = {}
 
     def apply_all(self, events: Iterable[Tagged]) -> None:
         for tagged in events:
@@ -138,7 +142,10 @@ class Aggregator:
         if job is None:
             if isinstance(event, JobQueued):
                 self._queued += 1
+                self._simulated += event.backend == SIMULATOR
             job = self._running[job_id] = _Job()
+            if isinstance(event, JobQueued):
+                job.model = event.model
         attempt = job.current
         match event:
             case TextDelta(text=text):
@@ -162,9 +169,11 @@ class Aggregator:
             case UsageReported():
                 if attempt is not None:
                     attempt.meter.add_usage(event)
-            case StreamFinished():
+            case StreamFinished(priced_by=priced_by):
                 if attempt is not None:
                     attempt.meter.finish(event)
+                if priced_by is not None and job.model is not None:
+                    self._priced_by[job.model] = priced_by
             case AttemptStarted():
                 job.close_attempt()
                 self._attempts += 1
@@ -251,6 +260,8 @@ class Aggregator:
             failures=self._failures,
             stopped=stopped,
             already_done=self._already_done,
+            simulated=self._simulated,
+            priced_by=self._priced_by,
         )
 
     @property
@@ -273,6 +284,8 @@ def summarize(
     failures: Mapping[ErrorKind, int],
     stopped: str | None,
     already_done: int = 0,
+    simulated: int = 0,
+    priced_by: Mapping[str, str] | None = None,
 ) -> BatchSummary:
     """A :class:`BatchSummary` from totals: rates, percentiles and rounding done one way for the
     live fold and for reports that combine several runs."""
@@ -296,6 +309,8 @@ def summarize(
         failures=dict(sorted(failures.items())),
         stopped=stopped,
         already_done=already_done,
+        simulated_jobs=simulated,
+        priced_by=dict(sorted((priced_by or {}).items())),
         succeeded=counts["succeeded"],
         failed=counts["failed"],
         cancelled=counts["cancelled"],

@@ -207,6 +207,8 @@ def _summary_html(report: Report) -> str:
     status = (
         f"stopped: {s.stopped}" if s.stopped else ("all succeeded" if s.ok else "some jobs did not succeed")
     )
+    if s.simulated:
+        status += f" (simulated: {s.simulated_jobs:,} jobs ran on the simulator, answers and costs made up)"
 
     def opt(value: float | None) -> str:
         return "-" if value is None else f"{value:.2f}s"

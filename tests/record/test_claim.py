@@ -114,10 +114,10 @@ def test_run_batch_on_a_claimed_log_raises_config_error(tmp_path: Path) -> None:
     log = str(tmp_path / "lib.jsonl")
     with claim_log(log, job_file=None):
         with pytest.raises(ConfigError, match=rf"in use by another run \(pid {os.getpid()}\)"):
-            run_batch(["a"], log=log, options={"ttft": 0})
+            run_batch(["a"], backend="sim", log=log, options={"ttft": 0})
         with pytest.raises(ConfigError, match="in use"):
-            run_batch(["a"], resume=log, options={"ttft": 0})
-    assert run_batch(["a"], resume=log, options={"ttft": 0}).ok  # released
+            run_batch(["a"], backend="sim", resume=log, options={"ttft": 0})
+    assert run_batch(["a"], backend="sim", resume=log, options={"ttft": 0}).ok  # released
 
 
 NOT_LOGS = {
@@ -171,15 +171,15 @@ def test_the_same_job_file_from_another_directory_is_the_same_batch(tmp_path: Pa
 
 def test_a_library_log_is_not_a_job_files_log(tmp_path: Path) -> None:
     log = tmp_path / "lib.jsonl"
-    run_batch(["a"], log=str(log), options={"ttft": 0})
+    run_batch(["a"], backend="sim", log=str(log), options={"ttft": 0})
     job = job_file(tmp_path, jobs=1)
     code, err = finish(orchestrate(str(job), "--resume", str(log), "-q", cwd=tmp_path))
     assert code == 2 and "a log of a library batch (no job file)" in err
     cli_log = tmp_path / "cli.jsonl"
     assert finish(orchestrate(str(job), "--log", str(cli_log), "-q", cwd=tmp_path))[0] == 0
     with pytest.raises(ConfigError, match="not of a library batch"):
-        run_batch(["a"], resume=str(cli_log), options={"ttft": 0})
-    assert run_batch(["a"], resume=str(cli_log), options={"ttft": 0}, force=True).ok
+        run_batch(["a"], backend="sim", resume=str(cli_log), options={"ttft": 0})
+    assert run_batch(["a"], backend="sim", resume=str(cli_log), options={"ttft": 0}, force=True).ok
 
 
 def test_a_hand_edited_line_is_one_clear_error_on_resume(tmp_path: Path) -> None:

@@ -88,7 +88,7 @@ def test_report_reads_an_old_log_with_the_new_names(
 def test_resume_continues_an_old_log_and_the_report_reads_both_runs(tmp_path: Path) -> None:
     log = old_log(tmp_path)
     fixed = [{"id": q["id"], "prompt": q["prompt"]} for q in QUERIES]
-    again = run_batch(fixed, resume=str(log), retry_failed=True, options={"ttft": 0})
+    again = run_batch(fixed, backend="sim", resume=str(log), retry_failed=True, options={"ttft": 0})
     assert (again.summary.jobs, again.summary.succeeded) == (2, 2)  # only the two failed jobs ran
     report = read_report([log])
     first, second = report.runs

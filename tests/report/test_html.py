@@ -5,7 +5,6 @@ pure series behind its charts."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -18,7 +17,7 @@ from orchestrator.events import Tagged
 from orchestrator.record.log import LogRecord, read_log
 from orchestrator.report.fold import fold_runs, read_report
 from orchestrator.report.html import concurrency_series, render_html, tokens_per_s_series, write_html
-from tests.chromium import CHROMIUM, INSTALL, Chromium, Page, open_report
+from tests.chromium import Chromium, Page, open_report, require_chromium
 from tests.helpers import make_spec, run_virtual
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,9 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def page(tmp_path: Path) -> Iterator[Page]:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: run `{INSTALL}` (it does apt-get install -y chromium)")
-    with Chromium(tmp_path) as page:
+    with Chromium(tmp_path, require_chromium()) as page:
         yield page
 
 
@@ -190,3 +187,8 @@ def test_two_runs_share_one_time_axis_with_a_row_per_job(tmp_path: Path, page: P
     assert page.evaluate("document.body.innerText").count("run 2 starts") == 0  # only in SVG titles
     assert "run 2 starts" in html.read_text()
     assert page.errors() == []
+
+
+def test_a_simulated_batch_says_so_at_the_top(tmp_path: Path) -> None:
+    html = render_html(read_report([faults_log(tmp_path)]))  # jobs/faults.toml runs on the simulator
+    assert "(simulated: 7 jobs ran on the simulator, answers and costs made up)" in html

@@ -25,7 +25,7 @@ from orchestrator.backends.http.exchange import (
     redactor,
     stream_attempt,
 )
-from orchestrator.backends.http.prices import Price, cost_usd, find_price
+from orchestrator.backends.http.prices import Price, PriceBook
 from orchestrator.backends.http.status import Redact
 from orchestrator.events import Tokens
 from orchestrator.http import ConnectionPool
@@ -50,7 +50,7 @@ class TransportSettings:
     first_event_timeout: float | None = attrs.field(default=None, metadata={"gt": 0})
     """Longest wait for the first event of a reply; None: only the job's idle timeout applies."""
     prices: Mapping[str, Price] = attrs.field(factory=dict)
-    """Prices per million tokens, added to (and overriding) the built-in table."""
+    """Prices per million tokens, ahead of genai-prices (when installed) and the built-in table."""
     allow_insecure_http: bool = False
     """Send the API key over plain ``http://`` to a host that is not this machine (refused by
     default: anyone on the way could read it)."""
@@ -68,7 +68,7 @@ class HttpApi:
     prices: Mapping[str, Price]
     headers: Callable[[Any, Any, ApiKey | None], Headers]
     body: Callable[[JobSpec, Any, Any], dict[str, Any]]
-    decoder: Callable[[str | None, Mapping[str, Price], Redact], StreamDecoder]
+    decoder: Callable[[str | None, PriceBook, Redact], StreamDecoder]
     refunds_unused_tokens: bool = True
     """Whether the server's token rate limit gives back what a request reserved and did not use.
     Anthropic corrects its output-token estimate when a reply ends; OpenAI charges the prompt
@@ -85,7 +85,7 @@ class HttpBackend:
         self.pool = pool
         self.key = key
         self.url = settings.base_url.rstrip("/") + api.path
-        self.prices = {**api.prices, **settings.prices}
+        self.prices = PriceBook(api.name, api.prices, settings.prices)
         self.refunds_unused_tokens = api.refunds_unused_tokens
 
     def estimate(self, job: JobSpec) -> tuple[int, float | None]:
@@ -93,9 +93,7 @@ class HttpBackend:
         whole reply budget; its cost at the model's price (None if the price is unknown)."""
         prompt = (len(job.prompt) + len(job.system or "")) // 4 + 1
         reply = job.max_tokens or getattr(self.settings, "max_tokens", None) or _UNBOUNDED_REPLY
-        return prompt + reply, cost_usd(
-            find_price(self.prices, job.model), Tokens(input=prompt, output=reply)
-        )
+        return prompt + reply, self.prices.cost(job.model, Tokens(input=prompt, output=reply))[0]
 
     async def stream(self, job: JobSpec, attempt: int, emit: Emit) -> None:
         api = self.api

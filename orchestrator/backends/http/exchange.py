@@ -143,6 +143,9 @@ def read_api_key(settings: HttpSettings, environ: Mapping[str, str] | None = Non
     return ApiKey(value) if value else None
 
 
+_EXAMPLE_MODEL = {"anthropic": "claude-haiku-4-5", "openai": "gpt-4o-mini"}
+
+
 def check_settings(
     name: str, settings: HttpSettings, jobs: Sequence[JobSpec], environ: Mapping[str, str] | None = None
 ) -> list[str]:
@@ -153,8 +156,9 @@ def check_settings(
     where = f"backends.{name}"
     if settings.api_key_required and read_api_key(settings, environ) is None:
         problems.append(
-            f"{where}: the API key is missing: environment variable {settings.api_key_env} is not set "
-            f"(export it, or set api_key_env to the variable that holds the key)"
+            f"{where}: the API key is missing: environment variable {settings.api_key_env} is not set: "
+            f"run `export {settings.api_key_env}=<your key>` first (or set api_key_env to the variable "
+            "that holds the key)"
         )
     if not settings.base_url.startswith(("https://", "http://")):
         shown = Redactor().text(settings.base_url)  # without credentials, if it has any
@@ -178,7 +182,10 @@ def check_settings(
     missing = [job.id for job in jobs if not job.model]
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        problems.append(f"{name}: jobs without a model ({shown}): set model in [defaults] or on the job")
+        problems.append(
+            f"{name}: jobs without a model ({shown}): set model in [defaults] or on the job, "
+            f'e.g. model = "{_EXAMPLE_MODEL.get(name, "the model name")}"'
+        )
     return problems
 
 

@@ -9,12 +9,17 @@ can add or replace entries per backend::
     "llama3.1:8b" = { input = 0, output = 0 }     # a local server: free
 
 A model without a price has an unknown cost (None), never zero: the summary counts such jobs.
+
+Where a price comes from (:class:`PriceBook`, first match wins): the job file's table, then
+``genai-prices`` when it is installed (a maintained table, see
+:mod:`~orchestrator.backends.http.maintained`), then the built-in table. Each priced reply says
+which one priced it (``priced_by``), and so does the summary.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import attrs
 
@@ -104,3 +109,73 @@ def cost_usd(price: Price | None, tokens: Tokens) -> float | None:
 def unpriced(model: str | None, backend: str) -> str:
     """What to say when a reply's model has no price."""
     return f"no price for model {model!r}: cost unknown (add it under [backends.{backend}.prices])"
+
+
+JOB_FILE = "job file"
+BUILT_IN = "built-in table"
+
+
+@attrs.frozen
+class Pricing:
+    """How one model's replies are priced, and which source says so."""
+
+    source: str
+    cost: Callable[[Tokens], float]
+
+
+class PriceBook:
+    """One backend's prices: ``overrides`` (the job file's), then the maintained source (when
+    ``maintained`` and installed), then ``built_in``. Lookups are remembered per model."""
+
+    def __init__(
+        self,
+        provider: str,
+        built_in: Mapping[str, Price],
+        overrides: Mapping[str, Price] | None = None,
+        *,
+        maintained: bool = True,
+    ) -> None:
+        self.provider = provider
+        self.built_in = built_in
+        self.overrides = overrides or {}
+        self.maintained = maintained
+        self._found: dict[str | None, Pricing | None] = {}
+
+    def pricing(self, model: str | None) -> Pricing | None:
+        """How ``model`` is priced, or None when no source knows it."""
+        if model not in self._found:
+            self._found[model] = self._look_up(model)
+        return self._found[model]
+
+    def _look_up(self, model: str | None) -> Pricing | None:
+        if model is None:
+            return None
+        price = find_price(self.overrides, model)
+        if price is not None:
+            return _at(price, JOB_FILE)
+        if self.maintained:
+            from orchestrator.backends.http import maintained
+
+            cost = maintained.cost_function(self.provider, model)
+            source = maintained.source()
+            if cost is not None and source is not None:
+                return Pricing(source, cost)
+        price = find_price(self.built_in, model)
+        return _at(price, BUILT_IN) if price is not None else None
+
+    def cost(self, model: str | None, tokens: Tokens) -> tuple[float | None, str | None]:
+        """Dollars for ``tokens`` of ``model`` and the source that priced them; (None, None)
+        when the price is unknown."""
+        pricing = self.pricing(model)
+        if pricing is None:
+            return None, None
+        return pricing.cost(tokens), pricing.source
+
+
+def _at(price: Price, source: str) -> Pricing:
+    return Pricing(source, lambda tokens: cost_usd(price, tokens) or 0.0)
+
+
+def as_book(provider: str, prices: PriceBook | Mapping[str, Price]) -> PriceBook:
+    """A plain table is a book of built-in prices alone (what the decoders' tests pass)."""
+    return prices if isinstance(prices, PriceBook) else PriceBook(provider, prices, maintained=False)

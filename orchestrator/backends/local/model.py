@@ -15,9 +15,11 @@ from pathlib import Path
 
 import attrs
 
+from orchestrator.install import install_extra
+
 RUNTIME = "xllamacpp"
 RUNTIME_MIN_VERSION = (2026, 10)
-RUNTIME_INSTALL = "pip install xllamacpp (or pip install 'orchestrator[local]')"
+RUNTIME_INSTALL = install_extra("local")
 
 
 @attrs.frozen
@@ -114,7 +116,8 @@ def runtime_problems(module: str = RUNTIME, install: str = RUNTIME_INSTALL) -> l
         return []  # importable but not installed as a distribution (a source checkout): trust it
     if _version_tuple(version) < RUNTIME_MIN_VERSION:
         wanted = ".".join(map(str, RUNTIME_MIN_VERSION))
-        return [f"local backend: {module} {version} is too old (need >= {wanted}): pip install -U {module}"]
+        upgrade = f"pip install -U '{module}>={wanted}'"
+        return [f"local backend: {module} {version} is too old (need >= {wanted}): {upgrade}"]
     return []
 
 

@@ -43,6 +43,13 @@ from orchestrator.events import (
 from orchestrator.spec import JobSpec
 from orchestrator.timers import Timeline
 
+
+def simulated_model(model: str | None) -> str:
+    """The model name the simulator reports: always says "simulated", so no one takes its made-up
+    text and cost for a real model's."""
+    return f"{model} (simulated)" if model else "simulated"
+
+
 FAULTS = ("rate_limit", "overload", "server_error", "mid_stream", "stall", "fatal", "auth")
 _ACCEPTED_FAULTS = ("ok", *FAULTS)
 
@@ -259,7 +266,7 @@ class SimBackend:
             _raise_before_stream(plan.fault, options)
         if verdict is not None:
             await emit(verdict.info)
-        await emit(SessionStarted(session_id=f"sim-{job.id}-{attempt}", model=job.model or "sim-1"))
+        await emit(SessionStarted(session_id=f"sim-{job.id}-{attempt}", model=simulated_model(job.model)))
         for n in range(plan.tool_calls):
             call_id = f"call_{job.id}_{n}"
             await emit(ToolCall(call_id=call_id, name="lookup", input={"query": job.prompt[:40], "n": n}))

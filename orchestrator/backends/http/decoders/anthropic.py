@@ -29,7 +29,7 @@ import attrs
 import orjson
 
 from orchestrator.backends.fields import int_at, int_or_none, object_at, str_at, str_or_none
-from orchestrator.backends.http.prices import Price, cost_usd, find_price, unpriced
+from orchestrator.backends.http.prices import Price, PriceBook, as_book, unpriced
 from orchestrator.backends.http.status import Redact, error_in_stream, message_of
 from orchestrator.errors import ErrorKind, RetryableError
 from orchestrator.events import (
@@ -78,9 +78,9 @@ class AnthropicDecoder:
     """One attempt's stream. ``model`` is the job's (the server's, from ``message_start``,
     wins for pricing); ``prices`` the backend's price table."""
 
-    def __init__(self, model: str | None, prices: Mapping[str, Price], redact: Redact) -> None:
+    def __init__(self, model: str | None, prices: PriceBook | Mapping[str, Price], redact: Redact) -> None:
         self.model = model
-        self.prices = prices
+        self.prices = as_book("anthropic", prices)
         self.redact = redact
         self.done = False
         self.message_id: str | None = None
@@ -201,19 +201,20 @@ class AnthropicDecoder:
                 content.append(
                     ToolUseBlock(block.call_id, block.name, parse_tool_input("".join(block.parts))[0])
                 )
-        price = find_price(self.prices, self.model)
+        cost, priced_by = self.prices.cost(self.model, tokens)
         events: list[StreamEvent] = [
             AssistantMessage(content=tuple(content), message_id=self.message_id),
             UsageReported(tokens=tokens),
         ]
-        if price is None:
+        if cost is None:
             events.append(StreamWarning(unpriced(self.model, "anthropic")))
         events.append(
             StreamFinished(
                 stop_reason=self.stop_reason,
                 tokens=tokens,
-                cost_usd=cost_usd(price, tokens),
+                cost_usd=cost,
                 session_id=self.message_id,
+                priced_by=priced_by,
             )
         )
         return events

@@ -39,7 +39,7 @@ from orchestrator.backends.fields import (
     str_or_none,
 )
 from orchestrator.backends.http.decoders.anthropic import parse_tool_input
-from orchestrator.backends.http.prices import Price, cost_usd, find_price, unpriced
+from orchestrator.backends.http.prices import Price, PriceBook, as_book, unpriced
 from orchestrator.backends.http.status import Redact, error_in_stream, message_of
 from orchestrator.errors import ErrorKind, RetryableError
 from orchestrator.events import (
@@ -71,9 +71,9 @@ class _Call:
 class OpenAIDecoder:
     """One attempt's stream. ``model`` is the job's (the server's wins for pricing)."""
 
-    def __init__(self, model: str | None, prices: Mapping[str, Price], redact: Redact) -> None:
+    def __init__(self, model: str | None, prices: PriceBook | Mapping[str, Price], redact: Redact) -> None:
         self.model = model
-        self.prices = prices
+        self.prices = as_book("openai", prices)
         self.redact = redact
         self.done = False
         self.started = False
@@ -159,18 +159,21 @@ class OpenAIDecoder:
             content.append(ToolUseBlock(call_id, call.name, tool_input))
         out.append(AssistantMessage(content=tuple(content), message_id=self.reply_id))
         tokens = tokens_of_usage(self.usage) if self.usage is not None else None
-        cost = None
+        cost = priced_by = None
         if tokens is None:
             out.append(StreamWarning("the server reported no usage: tokens and cost unknown"))
         else:
             out.append(UsageReported(tokens=tokens))
-            price = find_price(self.prices, self.model)
-            if price is None:
+            cost, priced_by = self.prices.cost(self.model, tokens)
+            if cost is None:
                 out.append(StreamWarning(unpriced(self.model, "openai")))
-            cost = cost_usd(price, tokens)
         out.append(
             StreamFinished(
-                stop_reason=self.finish_reason, tokens=tokens, cost_usd=cost, session_id=self.reply_id
+                stop_reason=self.finish_reason,
+                tokens=tokens,
+                cost_usd=cost,
+                session_id=self.reply_id,
+                priced_by=priced_by,
             )
         )
         return out
