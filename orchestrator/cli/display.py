@@ -24,6 +24,7 @@ from orchestrator.events import (
     JobCancelled,
     JobFailed,
     JobSkipped,
+    JobsSkipped,
     JobSucceeded,
     LimiterChanged,
     RetryScheduled,
@@ -106,6 +107,8 @@ class Progress:
                 case JobCancelled() | JobSkipped():
                     self.other += 1
                     self._end(job)
+                case JobsSkipped(count=count):
+                    self.other += count
                 case SystemNotice(subtype=subtype):
                     self.notices += 1
                     row = self.running.get(job) if job is not None else None

@@ -134,32 +134,36 @@ class LogError(ValueError):
 
 
 def read_log(path: str | Path) -> Iterator[LogRecord]:
-    """Every header and event in the log, in order.
+    """Every header and event in the log, in order, read one line at a time (memory does not
+    grow with the log).
 
     A torn last line (a crash mid-write: no final newline and not valid JSON) is skipped.
     Any other bad line raises :class:`LogError` naming the file and line.
     """
     with open(path, "rb") as f:
-        data = f.read()
-    lines = data.split(b"\n")
-    torn_tail = not data.endswith(b"\n")
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        last = number == len(lines)
-        try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            if last and torn_tail:
-                return
-            raise LogError(f"{path}: line {number}: invalid JSON: {exc}") from None
-        try:
-            if obj.get("kind") == HEADER_KIND:
-                fields = {k: v for k, v in obj.items() if k != "kind"}
-                yield LogRecord(number, header=codec.structure(fields, LogHeader))
-            else:
-                yield LogRecord(number, tagged=codec.decode_tagged(obj))
-        except Exception as exc:
-            if last and torn_tail:
-                return
-            raise LogError(f"{path}: line {number}: {exc}") from None
+        for number, raw in enumerate(f, start=1):
+            record = _record(path, number, raw, torn=not raw.endswith(b"\n"))
+            if record is not None:
+                yield record
+
+
+def _record(path: str | Path, number: int, raw: bytes, *, torn: bool) -> LogRecord | None:
+    """One line as a record; None for a blank line or a torn last line (``torn``: no newline,
+    which only the last line can lack)."""
+    if not raw.strip():
+        return None
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if torn:
+            return None
+        raise LogError(f"{path}: line {number}: invalid JSON: {exc}") from None
+    try:
+        if obj.get("kind") == HEADER_KIND:
+            fields = {k: v for k, v in obj.items() if k != "kind"}
+            return LogRecord(number, header=codec.structure(fields, LogHeader))
+        return LogRecord(number, tagged=codec.decode_tagged(obj))
+    except Exception as exc:
+        if torn:
+            return None
+        raise LogError(f"{path}: line {number}: {exc}") from None

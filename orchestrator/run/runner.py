@@ -13,9 +13,9 @@ Each worker takes the next job from a :class:`~orchestrator.run.schedule.JobQueu
 time its backoff ends; a job waiting out a backoff holds no worker. So at most ``concurrency``
 attempts are ever in flight, and a 100,000-job batch has only ``concurrency`` job tasks.
 
-Every job ends with exactly one terminal event: a worker emits ``job_succeeded`` or
-``job_failed``; after the work nursery has closed, the runner emits ``job_cancelled`` (started)
-or ``job_skipped`` (never started) for every job that has none. Then the summary is folded from
+Every job ends exactly once: a worker emits ``job_succeeded`` or ``job_failed``; after the work
+nursery has closed, the runner emits ``job_cancelled`` for every started job that has no end,
+and one batch-level ``jobs_skipped`` naming (by position) every job that never started. Then the summary is folded from
 the delivered events and sent as ``batch_finished``.
 """
 
@@ -45,7 +45,7 @@ from orchestrator.events import (
     JobCancelled,
     JobFailed,
     JobQueued,
-    JobSkipped,
+    JobsSkipped,
     JobSucceeded,
     LimiterChanged,
     RateLimitInfo,
@@ -55,7 +55,7 @@ from orchestrator.events import (
     TerminalEvent,
     UsageReported,
 )
-from orchestrator.record.aggregate import Aggregator, JobResult
+from orchestrator.record.aggregate import Aggregator, JobResult, ResultsInJobOrder
 from orchestrator.record.log import LogHeader, LogWriter
 from orchestrator.run.bus import Barrier, Item, Subscriber, run_bus
 from orchestrator.run.limits import Budget, Gate
@@ -72,7 +72,8 @@ _log = logger("orchestrator.run.runner")
 
 @attrs.frozen
 class BatchResult:
-    """What a finished batch returns: the summary and one result per job, in job order."""
+    """What a finished batch returns: the summary and one result per job that ended, in job
+    order (jobs a stop skipped included)."""
 
     summary: BatchSummary
     jobs: Mapping[str, JobResult]
@@ -288,7 +289,8 @@ class _Run:
         them: the first attempts start right away rather than after every announcement of a
         100k-job batch, and the remaining announcements run while those attempts wait on their
         backends. A job is never taken before it is announced, so its events stay in order.
-        Jobs left unannounced by a stop or the spend cap are announced by :meth:`finish_leftovers`.
+        Jobs left unannounced by a stop or the spend cap never started: :meth:`finish_leftovers`
+        ends them in its ``jobs_skipped`` without announcing them.
         """
         jobs = self.jobs
         start, size = 0, max(self.spec.concurrency, 1)
@@ -303,7 +305,7 @@ class _Run:
 
     async def announce_one(self, job: _Job) -> None:
         """Send the job's ``job_queued``. Cancelled while the bus is full, the job stays
-        unannounced (``finish_leftovers`` then announces it before its terminal event)."""
+        unannounced (and unstarted: ``finish_leftovers`` skips it by position)."""
         spec = job.spec
         await job.emit(JobQueued(backend=spec.backend, model=spec.model, content_hash=spec.content_hash))
         job.queued = True
@@ -447,17 +449,29 @@ class _Run:
         return None
 
     async def finish_leftovers(self, reason: str) -> None:
-        """Give every job that has no terminal event one, now that no job task runs."""
-        for job in self.jobs:
-            if job.done:
+        """End every job that has no terminal event, now that no job task runs: a started job
+        gets its own ``job_cancelled``; all jobs that never started end together in one
+        ``jobs_skipped`` (positions in job order), so a stop costs the same at any batch size."""
+        ranges: list[tuple[int, int]] = []
+        start = -1
+        count = 0
+        for position, job in enumerate(self.jobs):
+            if not job.done and not job.started:
+                if start < 0:
+                    start = position
+                count += 1
+                job.done = True
                 continue
-            if not job.queued:
-                await self.announce_one(job)
-            if job.started:
+            if start >= 0:
+                ranges.append((start, position))
+                start = -1
+            if not job.done:
                 await job.emit(JobCancelled(reason=reason, attempts=job.attempt))
-            else:
-                await job.emit(JobSkipped(reason=reason))
-            job.done = True
+                job.done = True
+        if start >= 0:
+            ranges.append((start, len(self.jobs)))
+        if count:
+            await self.emit_batch(JobsSkipped(reason=reason, count=count, ranges=tuple(ranges)))
 
 
 class _Aggregating:
@@ -546,10 +560,9 @@ async def execute(
     finally:
         if writer is not None:
             writer.close()
-    results = aggregator.results
     return BatchResult(
         summary=summary,
-        jobs={job.id: results[job.id] for job in spec.jobs if job.id in results},
+        jobs=ResultsInJobOrder([job.id for job in spec.jobs], aggregator),
         run_id=run_id,
         log=spec.log,
     )

@@ -15,6 +15,7 @@ import pytest
 
 from benchmarks.crash_trials import run_trial
 from orchestrator.record.log import read_log
+from tests.helpers import job_ends
 
 ROOT = Path(__file__).resolve().parents[2]
 TRIAL_SEEDS = range(1000, 1020)
@@ -88,13 +89,8 @@ def test_a_signal_stops_gracefully_within_2_seconds(
     finished = records[-1].event
     assert finished.kind == "batch_finished" and finished.summary.stopped == reason
     assert finished.summary.cancelled == 3 and finished.summary.skipped == 5
-    terminal_kinds = {"job_succeeded", "job_failed", "job_cancelled", "job_skipped"}
-    per_job = {}
-    for t in records:
-        if t.job_id and t.event.kind in terminal_kinds:
-            assert t.job_id not in per_job
-            per_job[t.job_id] = t.event.kind
-    assert len(per_job) == 8
+    ends = job_ends(records, [f"j{i}" for i in range(8)])
+    assert sorted(kinds for kinds in ends.values()) == [["job_cancelled"]] * 3 + [["jobs_skipped"]] * 5
     assert f"stopped: {reason}".encode() in out and b"Traceback" not in err
 
 
