@@ -105,6 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = [row for row in report.jobs.values() if not args.failed or not row.ok]
     if rows or not args.failed:
         _print_jobs(console, rows, show_run=len(report.runs) > 1)
+    unnamed = report.runs[-1].unannounced_skipped
+    if unnamed:
+        console.print(f"and {unnamed:,} more jobs skipped before they were announced (not named in the log)")
     return exit_code
 
 

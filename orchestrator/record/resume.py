@@ -14,6 +14,9 @@ import os
 import re
 from pathlib import Path
 
+from collections.abc import Iterator
+from typing import Any
+
 import attrs
 import orjson
 
@@ -26,71 +29,81 @@ _TERMINAL_KINDS = frozenset(cls.kind for cls in TERMINAL_EVENTS)
 
 
 @attrs.frozen
-class LoggedJob:
-    """What the log says about one job: its latest content hash and how it last ended."""
-
-    content_hash: str | None
-    outcome: str | None  # the kind of its last terminal event, or None if it has none
-
-
-def scan(path: str | Path) -> dict[str, LoggedJob]:
-    """Every job in the log with its latest hash and outcome.
-
-    Only ``job_queued`` and terminal lines are decoded, so large logs scan quickly. A torn last
-    line (a crash mid-write) is ignored; any other line that is not JSON is an error.
-    """
-    with open(path, "rb") as f:
-        data = f.read()
-    lines = data.split(b"\n")
-    hashes: dict[str, str] = {}
-    outcomes: dict[str, str] = {}
-    for number, raw in enumerate(lines, start=1):
-        if b'"job_queued"' not in raw and not any(k.encode() in raw for k in _TERMINAL_KINDS):
-            continue  # most lines are stream events: skip without parsing
-        try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            if number == len(lines):
-                break
-            raise ConfigError([f"{path}: line {number}: not a valid log line"]) from None
-        kind, job = obj.get("kind"), obj.get("job")
-        if not isinstance(job, str) or kind == HEADER_KIND:
-            continue
-        if kind == "job_queued":
-            hashes[job] = obj.get("content_hash")
-            outcomes.pop(job, None)  # queued again in a later run: its old outcome is history
-        elif kind in _TERMINAL_KINDS:
-            outcomes[job] = kind
-    return {job: LoggedJob(h, outcomes.get(job)) for job, h in hashes.items()}
-
-
-@attrs.frozen
 class ResumePlan:
     spec: BatchSpec
     already_done: int
 
 
 def plan(spec: BatchSpec, log: str, *, retry_failed: bool = False) -> ResumePlan:
-    """The batch minus what the log shows done; the new run appends to ``log``."""
+    """The batch minus what the log shows done; the new run appends to ``log``.
+
+    The log is streamed against the batch's jobs: memory holds a few bytes per job of the
+    batch, however long the log.
+    """
     if not os.path.isfile(log):
         raise ConfigError([f"{log}: no such log to resume"])
-    logged = scan(log)
+    outcomes = last_outcomes(spec, log)
     todo = []
     done = 0
-    for job in spec.jobs:
-        seen = logged.get(job.id)
-        succeeded = (
-            seen is not None and seen.outcome == "job_succeeded" and seen.content_hash == job.content_hash
-        )
-        if retry_failed:
-            rerun = seen is not None and seen.outcome == "job_failed"
-        else:
-            rerun = not succeeded
+    for job, outcome in zip(spec.jobs, outcomes, strict=True):
+        succeeded = outcome == SUCCEEDED
+        rerun = outcome in (FAILED, FAILED | CHANGED) if retry_failed else not succeeded
         if rerun:
             todo.append(job)
         elif succeeded:
             done += 1
     return ResumePlan(attrs.evolve(spec, jobs=tuple(todo), log=log), done)
+
+
+# What the log says of a job, one byte per job: how its latest run ended, plus CHANGED when it
+# was queued there with another content hash (an edited prompt or setting).
+NOT_QUEUED, QUEUED, SUCCEEDED, FAILED, ENDED_OTHERWISE, CHANGED = 0, 1, 2, 3, 4, 8
+_ENDS = {"job_succeeded": SUCCEEDED, "job_failed": FAILED}
+
+
+def last_outcomes(spec: BatchSpec, log: str | Path) -> bytearray:
+    """For each job of ``spec`` (in order), its latest outcome in the log (the codes above).
+
+    Only ``job_queued`` and terminal lines are decoded; a job counts as done only when its
+    latest ``job_queued`` carried the job's current content hash and its last terminal event
+    since is ``job_succeeded``. A torn last line is ignored; any other line that is not JSON is
+    an error.
+    """
+    positions = {job.id: i for i, job in enumerate(spec.jobs)}
+    outcomes = bytearray(len(spec.jobs))
+    for number, obj in _job_lines(log):
+        if obj is None:
+            raise ConfigError([f"{log}: line {number}: not a valid log line"])
+        kind, job = obj.get("kind"), obj.get("job")
+        i = positions.get(job) if isinstance(job, str) else None
+        if i is None or kind == HEADER_KIND:
+            continue
+        if kind == "job_queued":
+            # Queued again in a later run: its old outcome is history.
+            same = obj.get("content_hash") == spec.jobs[i].content_hash
+            outcomes[i] = QUEUED if same else QUEUED | CHANGED
+        elif kind in _TERMINAL_KINDS and outcomes[i] != NOT_QUEUED:
+            outcomes[i] = (outcomes[i] & CHANGED) | _ENDS.get(kind, ENDED_OTHERWISE)
+    return outcomes
+
+
+_WANTED = (b'"job_queued"', *(k.encode() for k in _TERMINAL_KINDS))
+
+
+def _job_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed object or None if not JSON) for every ``job_queued`` or terminal
+    line, read one line at a time. Other lines (most are stream events) are skipped without
+    parsing; so is a torn last line (no newline: a crash cut it)."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if not any(k in raw for k in _WANTED):
+                continue
+            try:
+                yield number, orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                if not raw.endswith(b"\n"):
+                    return
+                yield number, None
 
 
 def latest_log(job_file: str, configured: str | None) -> str | None:

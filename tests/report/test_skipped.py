@@ -1,0 +1,87 @@
+"""A stopped batch's never-started jobs end in one ``jobs_skipped``: report, story and resume
+read it as if each job had its own ``job_skipped``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cli.report import main as report_main
+from orchestrator.events import AttemptStarted, JobsSkipped, Tagged
+from orchestrator.record.log import read_log
+from orchestrator.record.resume import plan
+from orchestrator.report.fold import read_report
+from orchestrator.run.runner import BatchResult, RunControl
+from orchestrator.spec import BatchSpec
+from tests.helpers import Recorder, make_spec, run_virtual
+
+IDS = [f"q{i}" for i in range(1500)]
+
+
+def batch(log: Path) -> BatchSpec:
+    return make_spec(
+        [{"id": job, "prompt": job} for job in IDS],
+        concurrency=3,
+        log=str(log),
+        sim={"ttft": 1.0, "tokens_per_s": 0, "reply_tokens": 2},
+    )
+
+
+def stopped_run(spec: BatchSpec) -> BatchResult:
+    """Run ``spec`` and stop it as soon as its first attempt starts (announcing still under way)."""
+    control = RunControl()
+
+    class StopAtFirstAttempt(Recorder):
+        async def deliver(self, events: Sequence[Tagged]) -> None:
+            if any(isinstance(t.event, AttemptStarted) for t in events):
+                control.cancel("interrupted")
+
+    return run_virtual(spec, subscribers=[StopAtFirstAttempt()], control=control, keep_text=False)
+
+
+def test_report_of_a_stopped_run_is_the_live_summary_with_a_row_per_named_job(tmp_path: Path) -> None:
+    log = tmp_path / "run.jsonl"
+    live = stopped_run(batch(log))
+    events = [r.tagged for r in read_log(log) if r.tagged is not None]
+    bulk = [t.event for t in events if isinstance(t.event, JobsSkipped)]
+    assert len(bulk) == 1 and bulk[0].count == live.summary.skipped
+    announced = [t.job_id for t in events if t.event.kind == "job_queued"]
+    assert len(announced) < len(IDS)  # some jobs appear in the log only in jobs_skipped
+
+    report = read_report([log])
+
+    assert report.summary == live.summary == report.runs[0].logged_summary
+    assert report.summary.jobs == len(IDS) and report.summary.cancelled == report.summary.attempts >= 1
+    assert list(report.jobs) == announced
+    assert {job: row.status for job, row in report.jobs.items()} == {
+        job: live.jobs[job].status for job in announced
+    }
+    assert report.runs[0].unannounced_skipped == len(IDS) - len(announced)
+
+
+def test_table_story_and_json_read_the_bulk_skip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "run.jsonl"
+    stopped_run(batch(log))
+    skipped = next(job for job, row in read_report([log]).jobs.items() if row.status == "skipped")
+    assert report_main([str(log)]) == 1
+    out = capsys.readouterr().out
+    assert "skipped before they were announced" in out
+    assert report_main([str(log), "--job", skipped]) == 1
+    assert "skipped: interrupted" in capsys.readouterr().out
+
+
+def test_resume_after_a_stop_runs_exactly_the_jobs_that_did_not_end_well(tmp_path: Path) -> None:
+    log = tmp_path / "run.jsonl"
+    spec = batch(log)
+    first = stopped_run(spec)
+    resumed = plan(spec, str(log))
+    assert resumed.already_done == first.summary.succeeded
+    assert len(resumed.spec.jobs) == len(IDS) - first.summary.succeeded
+    run_virtual(resumed.spec, keep_text=False)
+
+    report = read_report([log])
+
+    assert report.summary.jobs == len(IDS) and report.summary.succeeded == len(IDS)
+    assert report.summary.skipped == 0 and report.summary.ok
