@@ -12,9 +12,8 @@ from __future__ import annotations
 import glob
 import os
 import re
-from pathlib import Path
-
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import attrs

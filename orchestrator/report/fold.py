@@ -80,7 +80,6 @@ __all__ = [
 ]
 
 
-
 @attrs.define
 class _Open:
     """An attempt that has started and not yet ended."""

@@ -15,8 +15,8 @@ attempts are ever in flight, and a 100,000-job batch has only ``concurrency`` jo
 
 Every job ends exactly once: a worker emits ``job_succeeded`` or ``job_failed``; after the work
 nursery has closed, the runner emits ``job_cancelled`` for every started job that has no end,
-and one batch-level ``jobs_skipped`` naming (by position) every job that never started. Then the summary is folded from
-the delivered events and sent as ``batch_finished``.
+and one batch-level ``jobs_skipped`` naming (by position) every job that never started. Then
+the summary is folded from the delivered events and sent as ``batch_finished``.
 """
 
 from __future__ import annotations

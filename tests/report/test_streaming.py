@@ -86,5 +86,11 @@ def _header() -> object:
     from orchestrator.record.log import LogHeader
 
     return LogHeader(
-        schema=codec.LOG_SCHEMA, version="0", run_id="r", started_at="t", job_file=None, jobs=JOBS, settings={}
+        schema=codec.LOG_SCHEMA,
+        version="0",
+        run_id="r",
+        started_at="t",
+        job_file=None,
+        jobs=JOBS,
+        settings={},
     )

@@ -239,9 +239,10 @@ async def test_stop_cancels_running_jobs_and_skips_unstarted_ones(
         nursery.start_soon(stop_later)
         result = await execute(spec, subscribers=[recorder], control=control)
     ends = job_ends(recorder.events, [job.id for job in spec.jobs])
-    assert sorted(kind for kinds in ends.values() for kind in kinds) == ["job_cancelled"] * 2 + [
-        "jobs_skipped"
-    ] * 4
+    assert (
+        sorted(kind for kinds in ends.values() for kind in kinds)
+        == ["job_cancelled"] * 2 + ["jobs_skipped"] * 4
+    )
     stop_events = [t.event for t in recorder.events if isinstance(t.event, JobCancelled | JobsSkipped)]
     assert all(e.reason == "interrupted" for e in stop_events)
     assert [e.count for e in stop_events if isinstance(e, JobsSkipped)] == [4]  # one event for all four
