@@ -131,6 +131,16 @@ SUBCOMMANDS = {"report": "orchestrator.cli.report", "tail": "orchestrator.cli.ta
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``orchestrate``; returns the exit code. Ctrl-C before the batch has started (while a
+    big job file loads, say) exits 130 with one line, never a traceback: nothing ran."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("\ninterrupted before the batch started: nothing ran", file=sys.stderr)
+        return EXIT_SIGNAL[signal.SIGINT]
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
         import importlib

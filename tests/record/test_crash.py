@@ -146,3 +146,27 @@ def test_an_edited_prompt_runs_again_on_resume(tmp_path: Path) -> None:
     assert (summary["jobs"], summary["already_done"]) == (1, 1)
     headers = [r.header for r in read_log(log) if r.header]
     assert len(headers) == 2 and headers[1].already_done == 1
+
+
+def _rss_mib(pid: int) -> float:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return 0.0
+    line = next((x for x in status.splitlines() if x.startswith("VmRSS:")), "VmRSS: 0 kB")
+    return int(line.split()[1]) / 1024
+
+
+def test_ctrl_c_while_a_big_job_file_loads_exits_130_without_a_traceback(tmp_path: Path) -> None:
+    prompts = tmp_path / "many.jsonl"
+    prompts.write_bytes(b"".join(orjson.dumps(f"prompt {i}") + b"\n" for i in range(500_000)))
+    job = tmp_path / "many.toml"
+    job.write_text('prompts_file = "many.jsonl"\n')
+    log = tmp_path / "run.jsonl"
+    proc = orchestrate(str(job), "--log", str(log), cwd=tmp_path)
+    wait_for(lambda: _rss_mib(proc.pid) > 150 or proc.poll() is not None)  # well into the loading
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert not log.exists()  # the batch had not started: the signal came while loading
+    assert proc.returncode == 130
+    assert b"Traceback" not in err and b"nothing ran" in err
