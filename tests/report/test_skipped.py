@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.cli import report as report_cli
 from orchestrator.cli.report import main as report_main
 from orchestrator.events import AttemptStarted, JobsSkipped, Tagged
 from orchestrator.record.log import read_log
@@ -23,7 +24,8 @@ IDS = [f"q{i}" for i in range(1500)]
 def batch(log: Path) -> BatchSpec:
     return make_spec(
         [{"id": job, "prompt": job} for job in IDS],
-        concurrency=3,
+        concurrency=3,  # three announced at once, one of them runs: announced jobs that never start
+        backends={"sim": {"concurrency": 1}},
         log=str(log),
         sim={"ttft": 1.0, "tokens_per_s": 0, "reply_tokens": 2},
     )
@@ -85,3 +87,34 @@ def test_resume_after_a_stop_runs_exactly_the_jobs_that_did_not_end_well(tmp_pat
 
     assert report.summary.jobs == len(IDS) and report.summary.succeeded == len(IDS)
     assert report.summary.skipped == 0 and report.summary.ok
+
+
+def test_a_long_job_table_prints_as_plain_aligned_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "run.jsonl"
+    stopped_run(batch(log))
+    monkeypatch.setattr(report_cli, "PLAIN_ROWS", 1)
+    report_main([str(log)])
+    out = capsys.readouterr().out
+    lines = out[out.index("\njobs (") + 1 :].splitlines()
+    assert lines[1].split() == [
+        "job",
+        "status",
+        "attempts",
+        "tokens",
+        "in/out",
+        "cost",
+        "ttft",
+        "duration",
+        "error",
+    ]
+    assert set(lines[2]) == {"-"} and "│" not in "".join(lines[3:])
+    assert lines[3].split()[:3] == ["q0", "cancelled", "1"]
+    assert lines[-2].split()[:3] == ["q1499", "skipped", "0"] or "announced" in lines[-1]
+    assert len({line.index("cancelled") for line in lines[3:] if "cancelled" in line}) == 1  # aligned
+
+
+def test_plain_lines_show_control_characters_as_escapes() -> None:
+    assert report_cli._visible("ok \x1b[2J\x07 done") == "ok \\x1b[2J\\x07 done"
+    assert report_cli._visible("plain") == "plain"
