@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli import report as report_cli
+from orchestrator.cli.display import Progress
 from orchestrator.cli.report import main as report_main
-from orchestrator.events import AttemptStarted, JobsSkipped, Tagged
+from orchestrator.cli.tail import describe
+from orchestrator.events import AttemptStarted, BatchStarted, JobsSkipped, Tagged
 from orchestrator.record.log import read_log
 from orchestrator.record.resume import plan
 from orchestrator.report.fold import read_report
@@ -118,3 +120,18 @@ def test_a_long_job_table_prints_as_plain_aligned_lines(
 def test_plain_lines_show_control_characters_as_escapes() -> None:
     assert report_cli._visible("ok \x1b[2J\x07 done") == "ok \\x1b[2J\\x07 done"
     assert report_cli._visible("plain") == "plain"
+
+
+async def test_progress_counts_every_job_a_bulk_skip_ends() -> None:
+    progress = Progress()
+    ends = [
+        Tagged(None, 0, 0, 0.0, BatchStarted(run_id="r", jobs=10, started_at="t")),
+        Tagged(None, 0, 1, 1.0, JobsSkipped(reason="interrupted", count=7, ranges=((3, 10),))),
+    ]
+    await progress.deliver(ends)
+    assert progress.done == 7 and progress.total == 10
+
+
+def test_tail_says_how_many_jobs_never_started() -> None:
+    event = JobsSkipped(reason="terminated", count=99_997, ranges=((3, 100_000),))
+    assert describe(event) == "99997 job(s) never started: terminated"
