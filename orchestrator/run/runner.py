@@ -455,7 +455,10 @@ class _Run:
         ranges: list[tuple[int, int]] = []
         start = -1
         count = 0
-        for position, job in enumerate(self.jobs):
+        # Jobs are announced in order, and only announced jobs can have started: the jobs past
+        # the first unannounced one are one range, found without visiting each.
+        announced = next((i for i, job in enumerate(self.jobs) if not job.queued), len(self.jobs))
+        for position, job in enumerate(self.jobs[:announced]):
             if not job.done and not job.started:
                 if start < 0:
                     start = position
@@ -468,6 +471,9 @@ class _Run:
             if not job.done:
                 await job.emit(JobCancelled(reason=reason, attempts=job.attempt))
                 job.done = True
+        if announced < len(self.jobs):
+            start = announced if start < 0 else start
+            count += len(self.jobs) - announced
         if start >= 0:
             ranges.append((start, len(self.jobs)))
         if count:
