@@ -290,7 +290,8 @@ def test_a_stop_mid_batch_ends_announced_and_unannounced_jobs_in_one_event(recor
     ids = [f"q{i}" for i in range(2000)]  # more than the first announcement chunks
     spec = make_spec(
         [{"id": job, "prompt": job} for job in ids],
-        concurrency=4,
+        concurrency=4,  # four announced at once, only one of them starts: the others wait
+        backends={"sim": {"concurrency": 1}},
         sim={"ttft": 1.0, "tokens_per_s": 0, "reply_tokens": 1},
     )
     control = RunControl()
@@ -306,12 +307,13 @@ def test_a_stop_mid_batch_ends_announced_and_unannounced_jobs_in_one_event(recor
     ends = job_ends(recorder.events, ids)
     assert all(len(kinds) == 1 for kinds in ends.values())  # every job ends exactly once
     queued = [t.job_id for t in recorder.events if t.event.kind == "job_queued"]
-    assert queued == ids[: len(queued)] and 4 < len(queued) < len(ids)  # some never announced
+    assert queued == ids[: len(queued)] and len(queued) < len(ids)  # some never announced
     skipped = [job for job, kinds in ends.items() if kinds == ["jobs_skipped"]]
+    assert set(queued) & set(skipped)  # and some announced jobs never started
     assert len([t for t in recorder.events if isinstance(t.event, JobsSkipped)]) == 1
     summary = result.summary
     assert summary.jobs == len(ids) and summary.skipped == len(skipped)
-    assert summary.cancelled == 4 and summary.cancelled + summary.skipped == len(ids)
+    assert summary.cancelled == summary.attempts >= 1 and summary.cancelled + summary.skipped == len(ids)
     assert [job for job, r in result.jobs.items() if r.status == "skipped"] == skipped
 
 
