@@ -6,9 +6,10 @@ a few times a second, so the display never slows the batch.
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import IO, Any
 
 import trio
@@ -212,12 +213,15 @@ def _opt(value: float | None, fmt: str = "{:.2f}s") -> str:
 
 
 def print_summary(
-    summary: BatchSummary, jobs: Sequence[JobResult], *, stream: IO[str], log: str | None, max_rows: int = 20
+    summary: BatchSummary, jobs: Iterable[JobResult], *, stream: IO[str], log: str | None, max_rows: int = 20
 ) -> None:
     """The end-of-run summary: the answers (when the results kept them), the totals, and the jobs
     that did not succeed."""
     console = Console(file=stream, soft_wrap=True)
-    answers = [job for job in jobs if job.ok and job.text is not None]
+    # Only a small batch keeps its answers; a big one's results are not all walked (a stopped
+    # batch of a million jobs makes its skipped jobs' results only when asked for).
+    small = summary.jobs <= max_rows
+    answers = [job for job in jobs if job.ok and job.text is not None] if small else []
     if answers:
         table = Table(title="answers", title_justify="left", show_lines=True)
         table.add_column("job", style="cyan", no_wrap=True)
@@ -265,13 +269,14 @@ def print_summary(
     if log:
         table.add_row("log", log)
     console.print(table)
-    unhappy = [j for j in jobs if not j.ok]
+    unhappy = list(itertools.islice((j for j in jobs if not j.ok), max_rows))
     if unhappy:
         failed = Table(title="jobs that did not succeed", title_justify="left")
         for column in ("job", "status", "attempts", "error"):
             failed.add_column(column)
-        for job in unhappy[:max_rows]:
+        for job in unhappy:
             failed.add_row(job.job_id, job.status, str(job.attempts), f"{job.error_kind}: {job.error}")
-        if len(unhappy) > max_rows:
-            failed.add_row("…", f"{len(unhappy) - max_rows} more", "", "")
+        more = summary.failed + summary.cancelled + summary.skipped - len(unhappy)
+        if more > 0:
+            failed.add_row("…", f"{more} more", "", "")
         console.print(failed)

@@ -244,7 +244,7 @@ async def _run(spec: BatchSpec, args: argparse.Namespace, signals: _Signals) -> 
         )
     else:
         print_summary(
-            result.summary, list(result.jobs.values()), stream=out, log=spec.log if spec.log != "-" else None
+            result.summary, result.jobs.values(), stream=out, log=spec.log if spec.log != "-" else None
         )
     return result
 

@@ -3,16 +3,19 @@ read it as if each job had its own ``job_skipped``."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import io
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import attrs
 import pytest
 
 from orchestrator.cli import report as report_cli
-from orchestrator.cli.display import Progress
+from orchestrator.cli.display import Progress, print_summary
 from orchestrator.cli.report import main as report_main
 from orchestrator.cli.tail import describe
 from orchestrator.events import AttemptStarted, BatchStarted, JobsSkipped, Tagged
+from orchestrator.record.aggregate import JobResult
 from orchestrator.record.log import read_log
 from orchestrator.record.resume import plan
 from orchestrator.report.fold import read_report
@@ -135,3 +138,19 @@ async def test_progress_counts_every_job_a_bulk_skip_ends() -> None:
 def test_tail_says_how_many_jobs_never_started() -> None:
     event = JobsSkipped(reason="terminated", count=99_997, ranges=((3, 100_000),))
     assert describe(event) == "99997 job(s) never started: terminated"
+
+
+def test_the_summary_of_a_big_stopped_batch_walks_only_the_rows_it_shows() -> None:
+    live = stopped_run(attrs.evolve(batch(Path("unused.jsonl")), log=None))
+    drawn = 0
+
+    def results() -> Iterator[JobResult]:
+        nonlocal drawn
+        for result in live.jobs.values():
+            drawn += 1
+            yield result
+
+    out = io.StringIO()
+    print_summary(live.summary, results(), stream=out, log=None)
+    assert drawn <= 40  # the cancelled jobs and the first skipped ones: not 1,500 results
+    assert f"{live.summary.jobs - live.summary.succeeded - 20} more" in out.getvalue()
