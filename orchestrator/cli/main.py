@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import signal
 import sys
 from collections.abc import Sequence
@@ -196,6 +197,9 @@ def _main(argv: Sequence[str] | None) -> int:
         for line in exc.problems:
             print(line, file=sys.stderr)
         return EXIT_USAGE
+    # The batch lives as long as the run: out of the collector's full passes, which would
+    # otherwise walk a million jobs again each time the run allocates enough (its job states).
+    gc.freeze()
     signals = _Signals()
     problems: list[str] = []
     result = None
