@@ -1,7 +1,8 @@
 """``python -m benchmarks [NAME ...] [--quick] [--no-write]``: run benchmarks, print the results and
 rewrite the results section of BENCHMARKS.md (unless ``--quick`` or ``--no-write``).
 
-Core benchmarks: bus, makespan, memory, scale, startup, stop. Others run as their own scripts and
+Core benchmarks: bus, makespan, memory, scale, startup, stop. Big batches (bigstop, bigreport,
+bigresume, firstrequest: minutes each) run when named. Others run as their own scripts and
 their tables are kept as printed: local (needs the local model), http and ratelimit (need the
 bench extra).
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import trio
 
+from benchmarks.big import BIG
 from benchmarks.core import CORE
 from benchmarks.table import Section, cpu_model
 
@@ -51,13 +53,13 @@ def _machine() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument(
-        "names", nargs="*", help=f"any of: {', '.join([*CORE, *EXTERNAL])} (default: all core)"
+        "names", nargs="*", help=f"any of: {', '.join([*CORE, *BIG, *EXTERNAL])} (default: all core)"
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, no targets: a smoke test")
     parser.add_argument("--no-write", action="store_true", help="do not rewrite BENCHMARKS.md")
     args = parser.parse_args(argv)
     names = args.names or list(CORE)
-    unknown = [n for n in names if n not in CORE and n not in EXTERNAL]
+    unknown = [n for n in names if n not in CORE and n not in BIG and n not in EXTERNAL]
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
     sections = []
@@ -65,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         if name in CORE:
             section = CORE[name](args.quick)
+        elif name in BIG:
+            section = BIG[name](args.quick)
         else:
             section = _external(*EXTERNAL[name], args.quick)
         sections.append(section)

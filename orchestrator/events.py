@@ -320,10 +320,29 @@ class JobFailed:
 
 @attrs.frozen
 class JobSkipped:
-    """The job never started (interrupted, deadline, or already done in a resumed log)."""
+    """The job never started. Written by earlier versions for each such job; a stop now ends
+    them all with one :class:`JobsSkipped`. Still read from old logs."""
 
     kind: ClassVar[str] = "job_skipped"
     reason: str
+
+
+@attrs.frozen
+class JobsSkipped:
+    """Jobs that never started, ended together when the batch stopped (batch-level: ``job`` is
+    null). One event however many jobs, so a stop stays quick at any batch size.
+
+    ``ranges`` are half-open ``[start, end)`` positions in the run's job order, which is the
+    order of the run's ``job_queued`` events (jobs are announced in job order); ``count`` is how
+    many positions they cover. A position past the run's last ``job_queued`` is a job that was
+    never announced: it appears in the log only here (and in the header's ``jobs``). Every job
+    in a range is skipped, as if it had its own ``job_skipped``.
+    """
+
+    kind: ClassVar[str] = "jobs_skipped"
+    reason: str
+    count: int
+    ranges: tuple[tuple[int, int], ...]
 
 
 @attrs.frozen
@@ -384,6 +403,7 @@ LifecycleEvent = (
     | JobFailed
     | JobSkipped
     | JobCancelled
+    | JobsSkipped
     | LimiterChanged
     | BatchFinished
 )
@@ -414,6 +434,7 @@ LIFECYCLE_EVENTS: tuple[type[LifecycleEvent], ...] = (
     JobFailed,
     JobSkipped,
     JobCancelled,
+    JobsSkipped,
     LimiterChanged,
     BatchFinished,
 )

@@ -9,7 +9,7 @@ import trio
 import trio.testing
 
 from orchestrator.config.jobfile import build_batch
-from orchestrator.events import Tagged
+from orchestrator.events import TERMINAL_EVENTS, JobsSkipped, Tagged
 from orchestrator.run.bus import Subscriber
 from orchestrator.run.runner import BatchResult, RunControl, execute
 from orchestrator.spec import BatchSpec
@@ -29,6 +29,21 @@ class Recorder:
 
     def kinds(self, job_id: str) -> list[str]:
         return [t.event.kind for t in self.of_job(job_id)]
+
+
+def job_ends(events: Sequence[Tagged], job_ids: Sequence[str]) -> dict[str, list[str]]:
+    """Each job's ends, in order: its own terminal events by kind, and ``jobs_skipped`` for each
+    ``jobs_skipped`` event whose ranges cover its position in ``job_ids`` (the run's job order)."""
+    ends: dict[str, list[str]] = {job: [] for job in job_ids}
+    for tagged in events:
+        event = tagged.event
+        if isinstance(event, JobsSkipped):
+            for start, end in event.ranges:
+                for job in job_ids[start:end]:
+                    ends[job].append(event.kind)
+        elif tagged.job_id is not None and isinstance(event, TERMINAL_EVENTS):
+            ends[tagged.job_id].append(event.kind)
+    return ends
 
 
 def make_spec(queries: Sequence[Any], **defaults: Any) -> BatchSpec:

@@ -1,16 +1,17 @@
-"""Every core benchmark runs in its quick mode (tiny sizes, no targets), so none of them rots."""
+"""Every core and big-batch benchmark runs in quick mode (tiny sizes, no targets), so none rots."""
 
 from __future__ import annotations
 
 import pytest
 
+from benchmarks.big import BIG
 from benchmarks.core import CORE
 from benchmarks.table import Row, Section, meets
 
 
-@pytest.mark.parametrize("name", sorted(CORE))
+@pytest.mark.parametrize("name", sorted([*CORE, *BIG]))
 def test_benchmark_runs_in_quick_mode(name: str) -> None:
-    section = CORE[name](True)
+    section = {**CORE, **BIG}[name](True)
     assert section.rows and all(row.values for row in section.rows)
     assert all(value >= 0 for row in section.rows for value in row.values)
     markdown = section.markdown()

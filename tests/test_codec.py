@@ -46,6 +46,8 @@ def strategy_for(hint: Any) -> st.SearchStrategy[Any]:
         if all(attrs.has(a) for a in args):  # the content block union
             return st.one_of([strategy_for(a) for a in args])
         return st.one_of([strategy_for(a) if a is not type(None) else st.none() for a in args])
+    if origin is tuple and args[-1] is not Ellipsis:  # a fixed-size tuple, e.g. a (start, end) range
+        return st.tuples(*[strategy_for(a) for a in args])
     if origin is tuple:
         return st.lists(strategy_for(args[0]), max_size=3).map(tuple)
     if origin is not None and "Mapping" in repr(origin):

@@ -6,9 +6,10 @@ a few times a second, so the display never slows the batch.
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import IO
 
 import attrs
@@ -25,6 +26,7 @@ from orchestrator.events import (
     JobCancelled,
     JobFailed,
     JobSkipped,
+    JobsSkipped,
     JobSucceeded,
     LimiterChanged,
     RetryScheduled,
@@ -119,6 +121,8 @@ class Progress:
                 case JobCancelled() | JobSkipped():
                     self.other += 1
                     self._end(job)
+                case JobsSkipped(count=count):
+                    self.other += count
                 case SystemNotice(subtype=subtype):
                     self.notices += 1
                     if row is not None and subtype in ("api_retry", "model_fallback", "status"):
@@ -233,12 +237,15 @@ def _opt(value: float | None, fmt: str = "{:.2f}s") -> str:
 
 
 def print_summary(
-    summary: BatchSummary, jobs: Sequence[JobResult], *, stream: IO[str], log: str | None, max_rows: int = 20
+    summary: BatchSummary, jobs: Iterable[JobResult], *, stream: IO[str], log: str | None, max_rows: int = 20
 ) -> None:
     """The end-of-run summary: the answers (when the results kept them), the totals, and the jobs
     that did not succeed."""
     console = Console(file=stream, soft_wrap=True)
-    answers = [job for job in jobs if job.ok and job.text is not None]
+    # Only a small batch keeps its answers; a big one's results are not all walked (a stopped
+    # batch of a million jobs makes its skipped jobs' results only when asked for).
+    small = summary.jobs <= max_rows
+    answers = [job for job in jobs if job.ok and job.text is not None] if small else []
     if answers:
         table = Table(title="answers", title_justify="left", show_lines=True)
         table.add_column("job", style="cyan", no_wrap=True)
@@ -297,15 +304,16 @@ def print_summary(
     if log:
         table.add_row("log", as_text(log))
     console.print(table)
-    unhappy = [j for j in jobs if not j.ok]
+    unhappy = list(itertools.islice((j for j in jobs if not j.ok), max_rows))
     if unhappy:
         failed = Table(title="jobs that did not succeed", title_justify="left")
         for column in ("job", "status", "attempts", "error"):
             failed.add_column(column)
-        for job in unhappy[:max_rows]:
+        for job in unhappy:
             failed.add_row(
                 as_text(job.job_id), job.status, str(job.attempts), as_text(f"{job.error_kind}: {job.error}")
             )
-        if len(unhappy) > max_rows:
-            failed.add_row("…", f"{len(unhappy) - max_rows} more", "", "")
+        more = summary.failed + summary.cancelled + summary.skipped - len(unhappy)
+        if more > 0:
+            failed.add_row("…", f"{more} more", "", "")
         console.print(failed)

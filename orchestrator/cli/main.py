@@ -5,6 +5,7 @@ a file that is not a log), 130 interrupted (SIGINT), 143 terminated (SIGTERM).""
 from __future__ import annotations
 
 import argparse
+import gc
 import signal
 import sys
 from collections.abc import Sequence
@@ -142,6 +143,16 @@ SUBCOMMANDS = {"report": "orchestrator.cli.report", "tail": "orchestrator.cli.ta
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``orchestrate``; returns the exit code. Ctrl-C before the batch has started (while a
+    big job file loads, say) exits 130 with one line, never a traceback: nothing ran."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("\ninterrupted before the batch started: nothing ran", file=sys.stderr)
+        return EXIT_SIGNAL[signal.SIGINT]
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
         import importlib
@@ -214,6 +225,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     from orchestrator.run.host import Interrupts
 
+    # The batch lives as long as the run: out of the collector's full passes, which would
+    # otherwise walk a million jobs again each time the run allocates enough (its job states).
+    gc.freeze()
     signals = Interrupts()
     problems: list[str] = []
     write_failed: list[str] = []
@@ -284,7 +298,7 @@ async def _run(
         )
     else:
         print_summary(
-            result.summary, list(result.jobs.values()), stream=out, log=spec.log if spec.log != "-" else None
+            result.summary, result.jobs.values(), stream=out, log=spec.log if spec.log != "-" else None
         )
     return result
 

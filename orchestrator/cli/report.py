@@ -106,6 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = [row for row in report.jobs.values() if not args.failed or not row.ok]
     if rows or not args.failed:
         _print_jobs(console, rows, show_run=len(report.runs) > 1)
+    unnamed = report.runs[-1].unannounced_skipped
+    if unnamed:
+        console.print(f"and {unnamed:,} more jobs skipped before they were announced (not named in the log)")
     return exit_code
 
 
@@ -185,38 +188,67 @@ def _print_failures(console: Console, report: Report) -> None:
     console.print(table)
 
 
+_NUMERIC = ("run", "attempts", "tokens in/out", "cost", "ttft", "duration")
+PLAIN_ROWS = 500
+"""Above this many rows the job table is printed as plain aligned columns: a rich table lays out
+every cell of every row at once, minutes for 100,000 jobs, where plain lines take a second."""
+
+
 def _print_jobs(console: Console, rows: Sequence[JobRow], *, show_run: bool) -> None:
+    columns = ["job", *(["run"] if show_run else []), "status", "attempts", "tokens in/out"]
+    columns += ["cost", "ttft", "duration", "error"]
+    if len(rows) > PLAIN_ROWS:
+        _print_plain_jobs(console, rows, columns, show_run=show_run)
+        return
     table = Table(title=f"jobs ({len(rows)})", title_justify="left")
-    columns = [
-        "job",
-        *(["run"] if show_run else []),
-        "status",
-        "attempts",
-        "tokens in/out",
-        "cost",
-        "ttft",
-        "duration",
-        "error",
-    ]
     for column in columns:
-        numeric = column in ("run", "attempts", "tokens in/out", "cost", "ttft", "duration")
-        table.add_column(column, justify="right" if numeric else "left", overflow="fold")
+        table.add_column(column, justify="right" if column in _NUMERIC else "left", overflow="fold")
     styles = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "skipped": "dim"}
     for row in rows:
-        error = f"{row.error_kind}: {row.error}" if row.error_kind and row.error else row.error_kind or ""
-        cells: list[Text | str] = [
-            as_text(row.job_id),
-            *([str(row.run)] if show_run else []),
-            as_text(row.status, styles.get(row.status, "magenta")),
-            str(row.attempts),
-            f"{row.tokens.input:,}/{row.tokens.output:,}",
-            "?" if row.cost_usd is None else f"${row.cost_usd:.6f}",
-            _seconds(row.ttft_s),
-            _seconds(row.duration_s),
-            as_text(error),
-        ]
-        table.add_row(*cells)
+        cells = _cells(row, show_run=show_run)
+        status = cells.index(row.status)
+        table.add_row(
+            *[
+                Text(cell, style=styles.get(row.status, "magenta")) if i == status else Text(cell)
+                for i, cell in enumerate(cells)
+            ]
+        )
     console.print(table)
+
+
+def _cells(row: JobRow, *, show_run: bool) -> list[str]:
+    """A job's row as plain text, what came from outside (its id, its error) made visible."""
+    error = f"{row.error_kind}: {row.error}" if row.error_kind and row.error else row.error_kind or ""
+    return [
+        visible(row.job_id),
+        *([str(row.run)] if show_run else []),
+        row.status,
+        str(row.attempts),
+        f"{row.tokens.input:,}/{row.tokens.output:,}",
+        "?" if row.cost_usd is None else f"${row.cost_usd:.6f}",
+        _seconds(row.ttft_s),
+        _seconds(row.duration_s),
+        visible(error),
+    ]
+
+
+def _print_plain_jobs(
+    console: Console, rows: Sequence[JobRow], columns: list[str], *, show_run: bool
+) -> None:
+    """The job table as plain text lines: the same columns, aligned, no markup at all."""
+    table = [columns, *(_cells(row, show_run=show_run) for row in rows)]
+    widths = [max(len(cells[i]) for cells in table) for i in range(len(columns) - 1)]
+    out = console.file
+    out.write(f"jobs ({len(rows)})\n")
+    for n, cells in enumerate(table):
+        line = "  ".join(
+            cell.rjust(width) if columns[i] in _NUMERIC else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=False))
+        )
+        out.write(f"{line}  {cells[-1]}".rstrip() + "\n")
+        if n == 0:
+            out.write("-" * len(line) + "\n")
+    out.flush()
 
 
 def _seconds(value: float | None) -> str:

@@ -32,6 +32,7 @@ from orchestrator.events import (
     JobFailed,
     JobQueued,
     JobSkipped,
+    JobsSkipped,
     JobSucceeded,
     RetryScheduled,
     SessionStarted,
@@ -219,6 +220,8 @@ def describe(event: Event) -> str:
             return _short(f"{event.error_kind}: {event.message}")
         case JobCancelled(reason=reason) | JobSkipped(reason=reason):
             return reason
+        case JobsSkipped(count=count, reason=reason):
+            return _short(f"{count} job(s) never started: {reason}")
         case BatchStarted():
             return f"run {event.run_id}, {event.jobs} jobs"
         case BatchFinished(summary=s):

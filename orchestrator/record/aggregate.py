@@ -11,7 +11,7 @@ unknown (None) when any of its attempts' cost is.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Literal
 
 import attrs
@@ -27,6 +27,7 @@ from orchestrator.events import (
     JobFailed,
     JobQueued,
     JobSkipped,
+    JobsSkipped,
     JobSucceeded,
     RetryScheduled,
     StreamFinished,
@@ -126,6 +127,30 @@ class Aggregator:
         self._already_done = 0
         self._simulated = 0
         self._priced_by: dict[str, str] = {}
+        self._order: list[str] = []  # job ids in job_queued order: positions for jobs_skipped
+        self.skipped: dict[str, str] = {}
+        """Announced jobs a ``jobs_skipped`` ended, with its reason (their results are made on
+        demand, see :meth:`result`)."""
+        self._unannounced: list[tuple[int, int, str]] = []  # skipped positions never announced
+
+    @property
+    def unannounced_skipped(self) -> int:
+        """Jobs a ``jobs_skipped`` ended that were never announced: in no other event."""
+        return sum(end - start for start, end, _ in self._unannounced)
+
+    def result(self, job_id: str) -> JobResult | None:
+        """The job's result, also for a job that a ``jobs_skipped`` ended (made on demand)."""
+        found = self.results.get(job_id)
+        if found is None and job_id in self.skipped:
+            return skipped_result(job_id, self.skipped[job_id])
+        return found
+
+    def unannounced_reason(self, position: int) -> str | None:
+        """Why the never-announced job at ``position`` (in job order) was skipped, if it was."""
+        for start, end, reason in self._unannounced:
+            if start <= position < end:
+                return reason
+        return None
 
     def apply_all(self, events: Iterable[Tagged]) -> None:
         for tagged in events:
@@ -136,6 +161,8 @@ class Aggregator:
         if job_id is None:
             if isinstance(tagged.event, BatchStarted):
                 self._already_done = tagged.event.already_done
+            elif isinstance(tagged.event, JobsSkipped):
+                self._skip(tagged.event)
             return
         event = tagged.event
         job = self._running.get(job_id)
@@ -143,6 +170,7 @@ class Aggregator:
             if isinstance(event, JobQueued):
                 self._queued += 1
                 self._simulated += event.backend == SIMULATOR
+                self._order.append(job_id)
             job = self._running[job_id] = _Job()
             if isinstance(event, JobQueued):
                 job.model = event.model
@@ -190,6 +218,20 @@ class Aggregator:
             case _:
                 pass
 
+    def _skip(self, event: JobsSkipped) -> None:
+        """End every job in the event's ranges as skipped; jobs that already ended keep their
+        end (our runner never lists them: a job ends once)."""
+        order, running, results, skipped = self._order, self._running, self.results, self.skipped
+        announced = len(order)
+        for start, end in event.ranges:
+            for position in range(max(start, 0), min(end, announced)):
+                job_id = order[position]
+                if job_id not in results and job_id not in skipped:
+                    running.pop(job_id, None)
+                    skipped[job_id] = event.reason
+            if end > announced:
+                self._unannounced.append((max(start, announced), end, event.reason))
+
     def _finish(self, job_id: str, job: _Job, tagged: Tagged) -> None:
         event = tagged.event
         attempt = job.current
@@ -234,6 +276,7 @@ class Aggregator:
         cost_unknown = 0
         latencies: list[float] = []
         ttfts: list[float] = []
+        counts["skipped"] = len(self.skipped) + self.unannounced_skipped
         for result in results:
             counts[result.status] += 1
             tokens = tokens + result.tokens
@@ -248,7 +291,7 @@ class Aggregator:
                     ttfts.append(result.ttft_s)
         return summarize(
             counts=counts,
-            jobs=self._queued,
+            jobs=self._queued + self.unannounced_skipped,
             attempts=self._attempts,
             retries=self._retries,
             tokens=tokens,
@@ -267,6 +310,62 @@ class Aggregator:
     @property
     def running(self) -> Mapping[str, object]:
         return self._running
+
+
+def skipped_result(job_id: str, reason: str) -> JobResult:
+    """The result of a job that never started."""
+    return JobResult(
+        job_id=job_id,
+        status="skipped",
+        attempts=0,
+        text=None,
+        tool_calls=(),
+        tokens=_NONE,
+        cost_usd=0.0,
+        ttft_s=None,
+        duration_s=None,
+        error_kind="skipped",
+        error=reason,
+    )
+
+
+class ResultsInJobOrder(Mapping[str, JobResult]):
+    """Every job that ended, with its result, in job order (``ids``).
+
+    Results of jobs a ``jobs_skipped`` ended are made when asked for, so a stopped batch of a
+    million jobs builds no million objects.
+    """
+
+    def __init__(self, ids: Sequence[str], aggregator: Aggregator) -> None:
+        self._ids = ids
+        self._aggregator = aggregator
+        self._positions: dict[str, int] | None = None
+
+    def __getitem__(self, job_id: str) -> JobResult:
+        found = self._aggregator.result(job_id)
+        if found is None and self._aggregator.unannounced_skipped:
+            if self._positions is None:
+                self._positions = {job: i for i, job in enumerate(self._ids)}
+            position = self._positions.get(job_id)
+            reason = None if position is None else self._aggregator.unannounced_reason(position)
+            if reason is not None:
+                found = skipped_result(job_id, reason)
+        if found is None:
+            raise KeyError(job_id)
+        return found
+
+    def __iter__(self) -> Iterator[str]:
+        aggregator = self._aggregator
+        results, skipped = aggregator.results, aggregator.skipped
+        bulk = aggregator.unannounced_skipped > 0
+        for position, job_id in enumerate(self._ids):
+            if job_id in results or job_id in skipped:
+                yield job_id
+            elif bulk and aggregator.unannounced_reason(position) is not None:
+                yield job_id
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def summarize(

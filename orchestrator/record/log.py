@@ -213,28 +213,27 @@ def read_objects(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     not a JSON object raises :class:`LogError` naming the file and line.
     """
     with open(path, "rb") as f:
-        data = f.read()
-    lines = data.split(b"\n")
-    torn_tail = not data.endswith(b"\n")
-    for number, raw in enumerate(lines, start=1):
-        torn = torn_tail and number == len(lines)
-        if number == 1 and _header_of(raw, torn, path) is None:
-            continue
-        if not raw.strip():
-            continue
-        try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            if torn:
-                return
-            raise LogError(f"{path}: line {number}: invalid JSON: {exc}") from None
-        if not isinstance(obj, dict):
-            raise LogError(f"{path}: line {number}: expected a JSON object, got {type(obj).__name__}")
-        yield number, obj
+        for number, raw in enumerate(f, start=1):  # one line at a time: memory stays flat
+            torn = not raw.endswith(b"\n")  # only the last line can lack its newline
+            raw = raw.rstrip(b"\n")
+            if number == 1 and _header_of(raw, torn, path) is None:
+                continue
+            if not raw.strip():
+                continue
+            try:
+                obj = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                if torn:
+                    return
+                raise LogError(f"{path}: line {number}: invalid JSON: {exc}") from None
+            if not isinstance(obj, dict):
+                raise LogError(f"{path}: line {number}: expected a JSON object, got {type(obj).__name__}")
+            yield number, obj
 
 
 def read_log(path: str | Path) -> Iterator[LogRecord]:
-    """Every header and event in the log, in order (lines as :func:`read_objects` reads them).
+    """Every header and event in the log, in order, read one line at a time (memory does not
+    grow with the log; lines as :func:`read_objects` reads them).
 
     Raises :class:`LogError` naming the file and line for a line that is not a valid record.
     """

@@ -12,47 +12,19 @@ from __future__ import annotations
 import glob
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import attrs
+import orjson
 
 from orchestrator.errors import ConfigError
 from orchestrator.events import TERMINAL_EVENTS
-from orchestrator.record.log import HEADER_KIND, LogError, read_objects
+from orchestrator.record.log import HEADER_KIND, LogError, first_header
 from orchestrator.spec import BatchSpec
 
 _TERMINAL_KINDS = frozenset(cls.kind for cls in TERMINAL_EVENTS)
-
-
-@attrs.frozen
-class LoggedJob:
-    """What the log says about one job: its latest content hash and how it last ended."""
-
-    content_hash: str | None
-    outcome: str | None  # the kind of its last terminal event, or None if it has none
-
-
-def scan(path: str | Path) -> dict[str, LoggedJob]:
-    """Every job in the log with its latest hash and outcome.
-
-    The log is read by the same rules as every reader (:func:`~.log.read_objects`): a file that
-    is not a log, or a bad line other than a torn last one, raises ConfigError naming it.
-    """
-    hashes: dict[str, str | None] = {}
-    outcomes: dict[str, str] = {}
-    try:
-        for _, obj in read_objects(path):
-            kind, job = obj.get("kind"), obj.get("job")
-            if not isinstance(job, str) or kind == HEADER_KIND:
-                continue
-            if kind == "job_queued":
-                hashes[job] = obj.get("content_hash")
-                outcomes.pop(job, None)  # queued again in a later run: its old outcome is history
-            elif kind in _TERMINAL_KINDS:
-                outcomes[job] = kind
-    except LogError as exc:
-        raise ConfigError([str(exc)]) from None
-    return {job: LoggedJob(h, outcomes.get(job)) for job, h in hashes.items()}
 
 
 @attrs.frozen
@@ -62,26 +34,86 @@ class ResumePlan:
 
 
 def plan(spec: BatchSpec, log: str, *, retry_failed: bool = False) -> ResumePlan:
-    """The batch minus what the log shows done; the new run appends to ``log``."""
+    """The batch minus what the log shows done; the new run appends to ``log``.
+
+    The log is streamed against the batch's jobs: memory holds a few bytes per job of the
+    batch, however long the log.
+    """
     if not os.path.isfile(log):
         raise ConfigError([f"{log}: no such log to resume"])
-    logged = scan(log)
+    outcomes = last_outcomes(spec, log)
     todo = []
     done = 0
-    for job in spec.jobs:
-        seen = logged.get(job.id)
-        succeeded = (
-            seen is not None and seen.outcome == "job_succeeded" and seen.content_hash == job.content_hash
-        )
-        if retry_failed:
-            rerun = seen is not None and seen.outcome == "job_failed"
-        else:
-            rerun = not succeeded
+    for job, outcome in zip(spec.jobs, outcomes, strict=True):
+        succeeded = outcome == SUCCEEDED
+        rerun = outcome in (FAILED, FAILED | CHANGED) if retry_failed else not succeeded
         if rerun:
             todo.append(job)
         elif succeeded:
             done += 1
     return ResumePlan(attrs.evolve(spec, jobs=tuple(todo), log=log), done)
+
+
+# What the log says of a job, one byte per job: how its latest run ended, plus CHANGED when it
+# was queued there with another content hash (an edited prompt or setting).
+NOT_QUEUED, QUEUED, SUCCEEDED, FAILED, ENDED_OTHERWISE, CHANGED = 0, 1, 2, 3, 4, 8
+_ENDS = {"job_succeeded": SUCCEEDED, "job_failed": FAILED}
+
+
+def last_outcomes(spec: BatchSpec, log: str | Path) -> bytearray:
+    """For each job of ``spec`` (in order), its latest outcome in the log (the codes above).
+
+    Only ``job_queued`` and terminal lines are decoded; a job counts as done only when its
+    latest ``job_queued`` carried the job's current content hash and its last terminal event
+    since is ``job_succeeded``. A torn last line is ignored; any other line that is not JSON is
+    an error.
+    """
+    positions = {job.id: i for i, job in enumerate(spec.jobs)}
+    outcomes = bytearray(len(spec.jobs))
+    try:
+        first_header(log)  # the rule every reader shares: a file that is not a log is refused
+    except LogError as exc:
+        raise ConfigError([str(exc)]) from None
+    for number, obj in _job_lines(log):
+        if not isinstance(obj, dict):
+            what = "invalid JSON" if obj is None else f"expected a JSON object, got {type(obj).__name__}"
+            raise ConfigError([f"{log}: line {number}: {what}"])
+        kind, job = obj.get("kind"), obj.get("job")
+        i = positions.get(job) if isinstance(job, str) else None
+        if i is None or kind == HEADER_KIND:
+            continue
+        if kind == "job_queued":
+            # Queued again in a later run: its old outcome is history.
+            same = obj.get("content_hash") == spec.jobs[i].content_hash
+            outcomes[i] = QUEUED if same else QUEUED | CHANGED
+        elif kind in _TERMINAL_KINDS and outcomes[i] != NOT_QUEUED:
+            outcomes[i] = (outcomes[i] & CHANGED) | _ENDS.get(kind, ENDED_OTHERWISE)
+    return outcomes
+
+
+# Every kind the plan reads starts with "job_ (job_queued and the per-job terminal kinds): one
+# substring test per line rules out the stream events, which are most of a log.
+_WANTED = b'"job_'
+assert all(kind.startswith("job_") for kind in (*_TERMINAL_KINDS, "job_queued"))
+
+
+def _job_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed object or None if not JSON) for every ``job_queued`` or terminal
+    line, read one line at a time, and for any line that is not an object. Other lines (most
+    are stream events) are skipped without parsing; so is a torn last line (no newline: a crash
+    cut it)."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            # A line of ours is an object: one that does not even start like one (hand-edited)
+            # is parsed, so the caller can say what it is.
+            if _WANTED not in raw and (raw[:1] == b"{" or not raw.strip()):
+                continue
+            try:
+                yield number, orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                if not raw.endswith(b"\n"):
+                    return
+                yield number, None
 
 
 def latest_log(job_file: str, configured: str | None) -> str | None:

@@ -41,6 +41,7 @@ from orchestrator.events import (
     JobFailed,
     JobQueued,
     JobSkipped,
+    JobsSkipped,
     JobSucceeded,
     RetryScheduled,
     StreamFinished,
@@ -50,7 +51,7 @@ from orchestrator.events import (
     ToolCall,
     UsageReported,
 )
-from orchestrator.record.aggregate import Aggregator
+from orchestrator.record.aggregate import Aggregator, skipped_result
 from orchestrator.record.cost import AttemptMeter
 from orchestrator.record.log import LogHeader, LogRecord, read_log
 from orchestrator.report.merge import combine, failure_groups, final_rows, retry_groups
@@ -80,7 +81,6 @@ __all__ = [
 ]
 
 
-
 @attrs.define
 class _Open:
     """An attempt that has started and not yet ended."""
@@ -106,6 +106,7 @@ class _RunFold:
         self.finished: tuple[float, BatchSummary] | None = None
         self.started = False
         self.last_ts = 0.0
+        self.story_skipped: set[str] = set()
 
     def apply(self, tagged: Tagged) -> None:
         self.aggregator.apply(tagged)
@@ -187,13 +188,17 @@ class _RunFold:
         else:
             wall, logged = self.last_ts, None
             summary = self.aggregator.summary(wall, stopped=UNFINISHED)
+        results = dict(self.aggregator.results)
+        for job, reason in self.aggregator.skipped.items():
+            results[job] = skipped_result(job, reason)
         return RunReport(
             index=self.index,
             source=self.source,
             header=self.header,
             summary=summary,
             logged_summary=logged,
-            results=dict(self.aggregator.results),
+            results=results,
+            unannounced_skipped=self.aggregator.unannounced_skipped,
             queued=tuple(self.queued),
             attempts={job: tuple(spans) for job, spans in self.spans.items()},
             markers=tuple(self.markers),
@@ -229,13 +234,25 @@ def fold_runs(records: Iterable[tuple[str, LogRecord]], *, story_job: str | None
         assert current is not None
         if tagged is not None:
             current.apply(tagged)
-            if story_job is not None and tagged.job_id == story_job:
-                story.append((current.index, tagged))
+            if story_job is not None:
+                if tagged.job_id == story_job:
+                    story.append((current.index, tagged))
+                elif isinstance(tagged.event, JobsSkipped):
+                    story.extend(_skip_in_story(current, tagged, story_job))
     if current is not None and not _empty(current):
         folds.append(current)
     runs = tuple(fold.result() for fold in folds)
     jobs = final_rows(runs)
     return Report(runs=runs, jobs=jobs, summary=combine(runs, jobs), story=tuple(story))
+
+
+def _skip_in_story(fold: _RunFold, tagged: Tagged, job: str) -> list[tuple[int, Tagged]]:
+    """The story's own ``job_skipped`` line when a ``jobs_skipped`` just ended ``job``."""
+    assert isinstance(tagged.event, JobsSkipped)
+    if fold.aggregator.skipped.get(job) != tagged.event.reason or job in fold.story_skipped:
+        return []
+    fold.story_skipped.add(job)
+    return [(fold.index, Tagged(job, 0, tagged.seq, tagged.ts, JobSkipped(reason=tagged.event.reason)))]
 
 
 def _fields(event: Any) -> dict[str, Any]:

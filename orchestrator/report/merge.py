@@ -4,7 +4,9 @@ The rule (also in :mod:`orchestrator.report.fold`): a job's result is the one fr
 one, except that a ``job_skipped`` never hides an earlier real result (a skipped job did not
 run); a job that never ended in any run shows what it did, as ``unfinished``. The combined
 summary takes job counts, latencies, time to first token and failure kinds from those rows, and
-adds up what every run spent: attempts, retries, tokens, cost and wall time.
+adds up what every run spent: attempts, retries, tokens, cost and wall time. Jobs a run's
+``jobs_skipped`` ended before they were announced have no row (no name in the log); the last
+run's count as skipped jobs in the summary (an earlier run's are the later run's jobs).
 """
 
 from __future__ import annotations
@@ -87,13 +89,17 @@ def combine(runs: Sequence[RunReport], rows: Mapping[str, JobRow]) -> BatchSumma
                 latencies.append(row.duration_s)
             if row.ttft_s is not None:
                 ttfts.append(row.ttft_s)
+    # Jobs a run skipped before announcing them have no name to match on. A later run of the
+    # same batch reruns every job that did not succeed, so only the last run's stand alone.
+    unnamed = runs[-1].unannounced_skipped
+    counts["skipped"] += unnamed
     tokens = Tokens()
     for run in runs:
         tokens = tokens + run.summary.tokens
     cost_unknown = {job for run in runs for job, result in run.results.items() if result.cost_usd is None}
     return summarize(
         counts=counts,
-        jobs=len(rows),
+        jobs=len(rows) + unnamed,
         attempts=sum(run.summary.attempts for run in runs),
         retries=sum(run.summary.retries for run in runs),
         tokens=tokens,

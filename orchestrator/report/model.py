@@ -103,6 +103,8 @@ class RunReport:
     attempts: Mapping[str, tuple[AttemptSpan, ...]]
     markers: tuple[Marker, ...]
     end_ts: float
+    unannounced_skipped: int = 0
+    """Jobs this run skipped before announcing them: counted in its summary, named nowhere."""
 
     @property
     def finished(self) -> bool:

@@ -16,11 +16,13 @@ gates, sleeps out backoffs). A job moves through these states::
 * The attempt ends in a :class:`Failure` or success (:func:`attempt_failure`,
   :func:`failure_from`); :func:`next_step` then says: the job succeeded, failed, or retries
   after a delay (its backoff holds no worker).
-* A stop (Ctrl-C, deadline, spend cap) ends every job that has no terminal event yet:
-  ``job_cancelled`` if it started, else ``job_skipped`` (:func:`leftover_terminal`).
+* A stop (Ctrl-C, deadline, spend cap, a halt) ends every job that has no terminal event yet:
+  ``job_cancelled`` if it started, else skipped (:func:`leftover_terminal`); the runner writes
+  the skipped ones together as one batch-level ``jobs_skipped``, so a stop costs the same at
+  any batch size.
 
-Every job ends with exactly one terminal event. Pure: no I/O, no clock reads (times are passed
-in), randomness only from the seed.
+Every job ends exactly once: by its own terminal event, or inside one ``jobs_skipped``.
+Pure: no I/O, no clock reads (times are passed in), randomness only from the seed.
 """
 
 from __future__ import annotations

@@ -13,10 +13,10 @@ Each worker takes the next job from a :class:`~orchestrator.run.schedule.JobQueu
 time its backoff ends; a job waiting out a backoff holds no worker. So at most ``concurrency``
 attempts are ever in flight, and a 100,000-job batch has only ``concurrency`` job tasks.
 
-Every job ends with exactly one terminal event: a worker emits ``job_succeeded`` or
-``job_failed``; after the work nursery has closed, the runner emits ``job_cancelled`` (started)
-or ``job_skipped`` (never started) for every job that has none. Then the summary is folded from
-the delivered events and sent as ``batch_finished``.
+Every job ends exactly once: a worker emits ``job_succeeded`` or ``job_failed``; after the work
+nursery has closed, the runner emits ``job_cancelled`` for every started job that has no end,
+and one batch-level ``jobs_skipped`` naming (by position) every job that never started. Then
+the summary is folded from the delivered events and sent as ``batch_finished``.
 """
 
 from __future__ import annotations
@@ -42,13 +42,15 @@ from orchestrator.events import (
     BatchSummary,
     Event,
     JobQueued,
+    JobSkipped,
+    JobsSkipped,
     LimiterChanged,
     RateLimitInfo,
     StreamEvent,
     Tagged,
     TerminalEvent,
 )
-from orchestrator.record.aggregate import Aggregator, JobResult
+from orchestrator.record.aggregate import Aggregator, JobResult, ResultsInJobOrder
 from orchestrator.record.claim import LogClaim, claim_log, job_path
 from orchestrator.record.log import LogError, LogHeader, LogWriteError, LogWriter
 from orchestrator.redact import Redactor, batch_redactor
@@ -78,7 +80,8 @@ _log = logger("orchestrator.run.runner")
 
 @attrs.frozen
 class BatchResult:
-    """What a finished batch returns: the summary and one result per job, in job order."""
+    """What a finished batch returns: the summary and one result per job that ended, in job
+    order (jobs a stop skipped included)."""
 
     summary: BatchSummary
     jobs: Mapping[str, JobResult]
@@ -262,7 +265,8 @@ class _Run:
         them: the first attempts start right away rather than after every announcement of a
         100k-job batch, and the remaining announcements run while those attempts wait on their
         backends. A job is never taken before it is announced, so its events stay in order.
-        Jobs left unannounced by a stop or the spend cap are announced by :meth:`finish_leftovers`.
+        Jobs left unannounced by a stop or the spend cap never started: :meth:`finish_leftovers`
+        ends them in its ``jobs_skipped`` without announcing them.
         """
         jobs = self.jobs
         start, size = 0, max(self.spec.concurrency, 1)
@@ -277,7 +281,7 @@ class _Run:
 
     async def announce_one(self, job: _Job) -> None:
         """Send the job's ``job_queued``. Cancelled while the bus is full, the job stays
-        unannounced (``finish_leftovers`` then announces it before its terminal event)."""
+        unannounced (and unstarted: ``finish_leftovers`` skips it by position)."""
         spec = job.spec
         await job.emit(JobQueued(backend=spec.backend, model=spec.model, content_hash=spec.content_hash))
         job.queued = True
@@ -400,14 +404,35 @@ class _Run:
         return attempt_failure(job, timeouts, fired=None, attempt_deadline=0.0)
 
     async def finish_leftovers(self, reason: str) -> None:
-        """Give every job that has no terminal event one, now that no job task runs."""
-        for job in self.jobs:
-            if job.done:
-                continue
-            if not job.queued:
-                await self.announce_one(job)
-            await job.emit(leftover_terminal(job, reason))
+        """End every job that has no terminal event, now that no job task runs: a started job
+        gets its own ``job_cancelled``; all jobs that never started end together in one
+        ``jobs_skipped`` (positions in job order), so a stop costs the same at any batch size."""
+        ranges: list[tuple[int, int]] = []
+        start = -1
+        count = 0
+        # Jobs are announced in order, and only announced jobs can have started: the jobs past
+        # the first unannounced one are one range, found without visiting each.
+        announced = next((i for i, job in enumerate(self.jobs) if not job.queued), len(self.jobs))
+        for position, job in enumerate(self.jobs[:announced]):
+            ending = None if job.done else leftover_terminal(job, reason)
             job.done = True
+            if isinstance(ending, JobSkipped):
+                if start < 0:
+                    start = position
+                count += 1
+                continue
+            if start >= 0:
+                ranges.append((start, position))
+                start = -1
+            if ending is not None:
+                await job.emit(ending)
+        if announced < len(self.jobs):
+            start = announced if start < 0 else start
+            count += len(self.jobs) - announced
+        if start >= 0:
+            ranges.append((start, len(self.jobs)))
+        if count:
+            await self.emit_batch(JobsSkipped(reason=reason, count=count, ranges=tuple(ranges)))
 
 
 class _Aggregating:
@@ -547,10 +572,9 @@ async def _execute(
     finally:
         if writer is not None:
             writer.close()
-    results = aggregator.results
     return BatchResult(
         summary=summary,
-        jobs={job.id: results[job.id] for job in spec.jobs if job.id in results},
+        jobs=ResultsInJobOrder([job.id for job in spec.jobs], aggregator),
         run_id=run_id,
         log=spec.log,
     )

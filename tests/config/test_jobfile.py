@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import attrs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator.backends.sim.backend import Options as SimOptions
 from orchestrator.config.jobfile import Overrides, build_batch, load_job_file
@@ -206,3 +209,28 @@ def test_every_problem_is_one_line_whatever_the_input_holds(tmp_path: Path) -> N
         f'{path}: defaults.concurrency: expected an integer, got string "8\\n\\x1b[2J"',
         f"{path}: defaults.bad\\nkey: unknown key",
     ]
+
+
+plain_tables = st.fixed_dictionaries(
+    {"prompt": st.text(max_size=20)}, optional={"id": st.text(min_size=0, max_size=6)}
+)
+
+
+@settings(max_examples=50, deadline=None)
+@given(tables=st.lists(plain_tables, min_size=1, max_size=6), others=st.lists(st.booleans(), max_size=6))
+def test_plain_jobs_made_from_the_first_equal_jobs_resolved_in_full(
+    tables: list[dict[str, str]], others: list[bool]
+) -> None:
+    # Some jobs carry one more key, so plain and full jobs alternate in the batch.
+    mixed = [{**t, "max_tokens": 9} if i < len(others) and others[i] else t for i, t in enumerate(tables)]
+    defaults = {"backend": "sim", "model": "m", "max_tokens": 5, "sim": {"ttft": 0.1}}
+    try:
+        together = build_batch(mixed, defaults).jobs
+    except ConfigError as exc:  # equal explicit ids: that is the only problem these tables can have
+        assert all("duplicate id" in problem for problem in exc.problems)
+        return
+    alone = [build_batch([table], defaults).jobs[0] for table in mixed]
+    for job, single in zip(together, alone, strict=True):
+        if not job.id.startswith(single.id):  # equal prompts without ids: -2, -3 suffixes
+            raise AssertionError((job, single))
+        assert attrs.evolve(job, id=single.id) == single

@@ -15,6 +15,7 @@ import pytest
 
 from benchmarks.crash_trials import run_not_a_log_trial, run_race_trial, run_trial
 from orchestrator.record.log import read_log
+from tests.helpers import job_ends
 
 ROOT = Path(__file__).resolve().parents[2]
 TRIAL_SEEDS = range(1000, 1020)
@@ -112,13 +113,8 @@ def test_a_signal_stops_gracefully_cancelling_running_jobs_and_skipping_the_rest
     finished = records[-1].event
     assert finished.kind == "batch_finished" and finished.summary.stopped == reason
     assert finished.summary.cancelled == 3 and finished.summary.skipped == 5
-    terminal_kinds = {"job_succeeded", "job_failed", "job_cancelled", "job_skipped"}
-    per_job = {}
-    for t in records:
-        if t.job_id and t.event.kind in terminal_kinds:
-            assert t.job_id not in per_job
-            per_job[t.job_id] = t.event.kind
-    assert len(per_job) == 8
+    ends = job_ends(records, [f"j{i}" for i in range(8)])
+    assert sorted(kinds for kinds in ends.values()) == [["job_cancelled"]] * 3 + [["jobs_skipped"]] * 5
     assert f"stopped: {reason}".encode() in out and b"Traceback" not in err
 
 
@@ -174,3 +170,27 @@ def test_an_edited_prompt_runs_again_on_resume(tmp_path: Path) -> None:
     assert (summary["jobs"], summary["already_done"]) == (1, 1)
     headers = [r.header for r in read_log(log) if r.header]
     assert len(headers) == 2 and headers[1].already_done == 1
+
+
+def _rss_mib(pid: int) -> float:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return 0.0
+    line = next((x for x in status.splitlines() if x.startswith("VmRSS:")), "VmRSS: 0 kB")
+    return int(line.split()[1]) / 1024
+
+
+def test_ctrl_c_while_a_big_job_file_loads_exits_130_without_a_traceback(tmp_path: Path) -> None:
+    prompts = tmp_path / "many.jsonl"
+    prompts.write_bytes(b"".join(orjson.dumps(f"prompt {i}") + b"\n" for i in range(500_000)))
+    job = tmp_path / "many.toml"
+    job.write_text('prompts_file = "many.jsonl"\n')
+    log = tmp_path / "run.jsonl"
+    proc = orchestrate(str(job), "--log", str(log), cwd=tmp_path)
+    wait_for(lambda: _rss_mib(proc.pid) > 150 or proc.poll() is not None)  # well into the loading
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert not log.exists()  # the batch had not started: the signal came while loading
+    assert proc.returncode == 130
+    assert b"Traceback" not in err and b"nothing ran" in err

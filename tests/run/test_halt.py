@@ -6,7 +6,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from orchestrator.errors import BACKEND_WIDE, ErrorKind
-from orchestrator.events import JobCancelled, JobFailed, JobSkipped, JobSucceeded, LimiterChanged
+from orchestrator.events import (
+    JobCancelled,
+    JobFailed,
+    JobSkipped,
+    JobsSkipped,
+    JobSucceeded,
+    LimiterChanged,
+)
 from orchestrator.run.halt import HaltWatch
 from orchestrator.spec import HaltPolicy
 from tests.helpers import Recorder, make_spec, run_virtual
@@ -83,9 +90,9 @@ def test_a_batch_behind_a_bad_key_sends_three_requests_not_fifty() -> None:
     assert len(attempts) == 3
     assert result.summary.stopped == "halted (auth)"
     assert not result.ok
-    ends = {t.job_id: t.event for t in recorder.events if t.job_id and t.event.kind.startswith("job_")}
-    skipped = [e for e in ends.values() if isinstance(e, JobSkipped)]
-    assert len(skipped) == 47 and {e.reason for e in skipped} == {"halted (auth)"}
+    skipped = [t.event for t in recorder.events if isinstance(t.event, JobsSkipped)]
+    assert [(e.count, e.reason) for e in skipped] == [(47, "halted (auth)")]
+    assert result.summary.skipped == 47
     changes = [t.event for t in recorder.events if isinstance(t.event, LimiterChanged)]
     assert [(c.backend, c.change) for c in changes] == [("sim", "halted")]
 

@@ -25,7 +25,7 @@ from orchestrator.events import (
     AttemptStarted,
     JobCancelled,
     JobFailed,
-    JobSkipped,
+    JobsSkipped,
     JobSucceeded,
     RetryScheduled,
     Tagged,
@@ -34,7 +34,7 @@ from orchestrator.events import (
 from orchestrator.record.log import read_log
 from orchestrator.run import runner
 from orchestrator.run.runner import RunControl, execute
-from tests.helpers import Recorder, make_spec, run_virtual
+from tests.helpers import Recorder, job_ends, make_spec, run_virtual
 
 ENDS_ATTEMPT = (RetryScheduled, *TERMINAL_EVENTS)
 
@@ -239,9 +239,14 @@ async def test_stop_cancels_running_jobs_and_skips_unstarted_ones(
 
         nursery.start_soon(stop_later)
         result = await execute(spec, subscribers=[recorder], control=control)
-    terminal = [t.event for t in recorder.events if isinstance(t.event, TERMINAL_EVENTS)]
-    assert sorted(type(e).__name__ for e in terminal) == ["JobCancelled"] * 2 + ["JobSkipped"] * 4
-    assert all(e.reason == "interrupted" for e in terminal if isinstance(e, JobCancelled | JobSkipped))
+    ends = job_ends(recorder.events, [job.id for job in spec.jobs])
+    assert (
+        sorted(kind for kinds in ends.values() for kind in kinds)
+        == ["job_cancelled"] * 2 + ["jobs_skipped"] * 4
+    )
+    stop_events = [t.event for t in recorder.events if isinstance(t.event, JobCancelled | JobsSkipped)]
+    assert all(e.reason == "interrupted" for e in stop_events)
+    assert [e.count for e in stop_events if isinstance(e, JobsSkipped)] == [4]  # one event for all four
     assert (
         result.summary.stopped == "interrupted"
         and result.summary.cancelled == 2
@@ -273,10 +278,44 @@ def test_a_batch_stopped_before_it_starts_still_ends_every_job_once(recorder: Re
     control = RunControl()
     control.cancel("interrupted")
     result = run_virtual(spec, subscribers=[recorder], control=control)
-    for i in range(300):
-        events = recorder.of_job(f"q{i}")
-        assert [(t.seq, t.event.kind) for t in events] == [(0, "job_queued"), (1, "job_skipped")]
+    skips = [t.event for t in recorder.events if isinstance(t.event, JobsSkipped)]
+    assert skips == [JobsSkipped(reason="interrupted", count=300, ranges=((0, 300),))]
+    announced = [t for t in recorder.events if t.job_id is not None]
+    assert all(t.event.kind == "job_queued" for t in announced) and len(announced) < 300
     assert result.summary.jobs == 300 and result.summary.skipped == 300
+    assert len(result.jobs) == 300 and result.jobs["q299"].status == "skipped"
+    assert result.jobs["q7"].error == "interrupted" and list(result.jobs)[:2] == ["q0", "q1"]
+
+
+def test_a_stop_mid_batch_ends_announced_and_unannounced_jobs_in_one_event(recorder: Recorder) -> None:
+    ids = [f"q{i}" for i in range(2000)]  # more than the first announcement chunks
+    spec = make_spec(
+        [{"id": job, "prompt": job} for job in ids],
+        concurrency=4,  # four announced at once, only one of them starts: the others wait
+        backends={"sim": {"concurrency": 1}},
+        sim={"ttft": 1.0, "tokens_per_s": 0, "reply_tokens": 1},
+    )
+    control = RunControl()
+
+    class StopAtFirstAttempt(Recorder):
+        async def deliver(self, batch: Sequence[Tagged]) -> None:
+            await super().deliver(batch)
+            if any(isinstance(t.event, AttemptStarted) for t in batch):
+                control.cancel("interrupted")  # while jobs are still being announced
+
+    stopper = StopAtFirstAttempt()
+    result = run_virtual(spec, subscribers=[stopper, recorder], control=control)
+    ends = job_ends(recorder.events, ids)
+    assert all(len(kinds) == 1 for kinds in ends.values())  # every job ends exactly once
+    queued = [t.job_id for t in recorder.events if t.event.kind == "job_queued"]
+    assert queued == ids[: len(queued)] and len(queued) < len(ids)  # some never announced
+    skipped = [job for job, kinds in ends.items() if kinds == ["jobs_skipped"]]
+    assert set(queued) & set(skipped)  # and some announced jobs never started
+    assert len([t for t in recorder.events if isinstance(t.event, JobsSkipped)]) == 1
+    summary = result.summary
+    assert summary.jobs == len(ids) and summary.skipped == len(skipped)
+    assert summary.cancelled == summary.attempts >= 1 and summary.cancelled + summary.skipped == len(ids)
+    assert [job for job, r in result.jobs.items() if r.status == "skipped"] == skipped
 
 
 async def test_a_stop_while_the_bus_is_full_still_gives_every_job_its_job_queued_first(
@@ -306,8 +345,9 @@ async def test_a_stop_while_the_bus_is_full_still_gives_every_job_its_job_queued
     for i in range(100):
         events = stuck.of_job(f"q{i}")
         assert [t.seq for t in events] == list(range(len(events)))
-        assert events[0].event.kind == "job_queued"
-        assert sum(isinstance(t.event, TERMINAL_EVENTS) for t in events) == 1
+        assert not events or events[0].event.kind == "job_queued"
+    ends = job_ends(stuck.events, [f"q{i}" for i in range(100)])
+    assert all(len(kinds) == 1 for kinds in ends.values())
 
 
 def test_batch_deadline_stops_the_batch(recorder: Recorder) -> None:

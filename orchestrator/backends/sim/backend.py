@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
 
@@ -100,11 +100,40 @@ class Settings:
 
 
 @attrs.frozen
+class Reply:
+    """A reply's stream pieces: the first word, then each further word after its space.
+
+    Drawn words are made as they are played back, from the job's own draws, so a reply of
+    10^10 tokens costs nothing up front; ``pieces`` holds a fixed reply (``text``) instead.
+    Two replies are equal when they yield the same pieces.
+    """
+
+    count: int
+    key: tuple[int, str] = (0, "")  # (batch seed, job id): the draws the words come from
+    skip: int = 0  # draws taken before the words (the reply's length)
+    pieces: tuple[str, ...] | None = None
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[str]:
+        if self.pieces is not None:
+            yield from self.pieces
+            return
+        draws = _Draws(*self.key)
+        for _ in range(self.skip):
+            draws.random()
+        for n in range(self.count):
+            word = _WORDS[int(draws.random() * len(_WORDS))]
+            yield " " + word if n else word
+
+
+@attrs.frozen
 class AttemptPlan:
     """Everything one simulated attempt will do, decided up front."""
 
     fault: str | None
-    tokens: tuple[str, ...]
+    tokens: Reply
     ttft: float
     token_gap: float
     tool_calls: int
@@ -144,6 +173,7 @@ class _Draws:
 
 
 _TO_UNIT = 1.0 / (1 << 53)
+_CHECKPOINT_EVERY = 1024  # stream pieces between two checkpoints of a stream that never sleeps
 
 
 def plan_attempt(job: JobSpec, options: Options, attempt: int, seed: int) -> AttemptPlan:
@@ -161,19 +191,20 @@ def plan_attempt(job: JobSpec, options: Options, attempt: int, seed: int) -> Att
     # The reply depends on the job, not the attempt, so a retry says the same thing.
     if options.text is not None:
         words = options.text.split(" ")
+        # Stream pieces: the first word, then every further non-empty word after its space.
+        pieces = (words[0], *[" " + word for word in words[1:] if word]) if words else ()
+        pieces = pieces if pieces != ("",) else ()
+        tokens = Reply(len(pieces), pieces=pieces)
     else:
-        reply_rng = _Draws(seed, job.id)
-        count = options.reply_tokens
+        count, skip = options.reply_tokens, 0
         if options.reply_tokens_max is not None and options.reply_tokens_max > count:
-            count = reply_rng.randint(count, options.reply_tokens_max)
-        words = [_WORDS[int(reply_rng.random() * len(_WORDS))] for _ in range(count)]
-    # Stream pieces: the first word, then every further non-empty word after its space.
-    tokens = (words[0], *[" " + word for word in words[1:] if word]) if words else ()
+            count, skip = _Draws(seed, job.id).randint(count, options.reply_tokens_max), 1
+        tokens = Reply(count, (seed, job.id), skip)
     scale = 1.0 + options.latency_jitter * (2 * rng.random() - 1) if rng is not None else 1.0
     gap = scale / options.tokens_per_s if options.tokens_per_s > 0 else 0.0
     return AttemptPlan(
         fault=fault,
-        tokens=tokens if tokens != ("",) else (),
+        tokens=tokens,
         ttft=options.ttft * scale,
         token_gap=gap,
         tool_calls=options.tool_calls,
@@ -267,17 +298,26 @@ class SimBackend:
         if verdict is not None:
             await emit(verdict.info)
         await emit(SessionStarted(session_id=f"sim-{job.id}-{attempt}", model=simulated_model(job.model)))
+        # Without gaps nothing below sleeps, and emit only waits on a full bus: a checkpoint
+        # every _CHECKPOINT_EVERY pieces keeps even an endless reply cancellable.
+        checkpoint = trio.lowlevel.checkpoint
+        gap = plan.token_gap
         for n in range(plan.tool_calls):
             call_id = f"call_{job.id}_{n}"
             await emit(ToolCall(call_id=call_id, name="lookup", input={"query": job.prompt[:40], "n": n}))
-            await sleep(plan.token_gap)
+            await sleep(gap)
             await emit(ToolResult(call_id=call_id, content=f"result {n}"))
+            if not gap and n % _CHECKPOINT_EVERY == _CHECKPOINT_EVERY - 1:
+                await checkpoint()
         fault_at = options.fault_after_tokens if plan.fault in ("mid_stream", "stall") else -1
         for i, token in enumerate(plan.tokens):
             if i == fault_at:
                 await _fault_mid_stream(plan.fault)
-            if plan.token_gap and i:
-                await sleep(plan.token_gap)
+            if gap:
+                if i:
+                    await sleep(gap)
+            elif i % _CHECKPOINT_EVERY == _CHECKPOINT_EVERY - 1:
+                await checkpoint()
             await emit(TextDelta(token))
         if fault_at >= len(plan.tokens):
             await _fault_mid_stream(plan.fault)

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -11,6 +18,7 @@ from hypothesis import strategies as st
 from orchestrator.backends.sim.backend import SimClock, _Draws, plan_attempt
 from tests.helpers import make_spec
 
+ROOT = Path(__file__).resolve().parents[3]
 keys = st.tuples(st.integers(), st.text(max_size=8), st.integers(0, 10))
 
 
@@ -88,3 +96,33 @@ def test_a_plan_knows_whether_playing_it_back_waits() -> None:
     assert not waits(ttft=0, tokens_per_s=10, reply_tokens=1)  # one token: no gap between two
     assert waits(ttft=0, tokens_per_s=10, reply_tokens=2)
     assert waits(ttft=0, tokens_per_s=10, reply_tokens=1, tool_calls=1)  # a pause after the call
+
+
+def test_a_reply_is_made_as_it_is_played_back() -> None:
+    job = _job(reply_tokens=10**10)
+    tokens = plan_attempt(job, job.options, 1, seed=0).tokens  # returns at once: nothing drawn yet
+    assert len(tokens) == 10**10
+    first = list(itertools.islice(tokens, 3))
+    assert not first[0].startswith(" ") and all(t.startswith(" ") for t in first[1:])
+    short = _job(reply_tokens=3)
+    assert list(plan_attempt(short, short.options, 1, seed=0).tokens) == first  # the same draws
+
+
+def test_an_endless_stream_that_never_sleeps_stops_on_sigterm(tmp_path: Path) -> None:
+    job = tmp_path / "endless.toml"
+    job.write_text(
+        "[defaults.sim]\nttft = 0\ntokens_per_s = 0\nreply_tokens = 10_000_000_000\n[[jobs]]\nprompt = 'x'\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", str(job), "--no-log", "-q"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    time.sleep(1.5)  # well into the reply
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)  # a hang guard, not a timing bound
+    assert proc.returncode == 143, err
+    assert b"0/1 succeeded" in out and b"Traceback" not in err
