@@ -8,11 +8,13 @@ enforces it with the key path of the offending value.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Literal
 
 import attrs
 
 FsyncPolicy = Literal["always", "terminal", "never"]
+NO_ROW: Mapping[str, Any] = MappingProxyType({})
 
 
 def _range(**bounds: float) -> dict[str, float]:
@@ -111,6 +113,9 @@ class JobSpec:
     options: Any = None
     metadata: Mapping[str, Any] = attrs.field(factory=dict)
     content_hash: str = ""
+    row: Mapping[str, Any] = NO_ROW
+    """The data-file row the job was made from (the columns kept), for the log and results;
+    not part of ``content_hash``."""
 
 
 @attrs.frozen
@@ -137,5 +142,7 @@ class BatchSpec:
     """Spend cap: no new job starts once the cost so far plus running reservations would pass it."""
     hard_cap: bool = False
     """With a spend cap: cancel running jobs too when it is reached."""
+    log_inputs: bool = True
+    """Whether each job's rendered request (system, prompt) goes into the log's ``job_input``."""
     already_done: int = 0
     """Jobs left out because the log being resumed shows them done (for the summary)."""

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from orchestrator._version import __version__
 
 if TYPE_CHECKING:
+    from orchestrator.config.jobfile import Overrides
     from orchestrator.run.runner import BatchResult
     from orchestrator.spec import BatchSpec
 
@@ -55,7 +56,20 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("jobfile", help="the job file (TOML), e.g. jobs/batch.toml")
+    parser.add_argument(
+        "jobfile",
+        help="the job file (TOML), e.g. jobs/batch.toml; or a data file (.csv, .tsv, .jsonl, .parquet) "
+        "whose rows become jobs; or '-': prompts (one a line) or JSON rows on stdin",
+    )
+    data = parser.add_argument_group("data files and stdin (instead of a job file)")
+    data.add_argument(
+        "--prompt-template",
+        metavar="T",
+        help="each row's prompt, e.g. 'Classify: {text}' ({column}, {{ and }} for braces); default {prompt}",
+    )
+    data.add_argument("--system-template", metavar="T", help="each row's system prompt")
+    data.add_argument("--id-column", metavar="COL", help="the column holding each row's job id")
+    data.add_argument("-m", "--model", metavar="NAME", help="the model every job asks")
     parser.add_argument("-c", "--concurrency", type=_positive_int, metavar="N", help="jobs in flight at once")
     parser.add_argument("-b", "--backend", metavar="NAME", help="run every job on this backend")
     logs = parser.add_mutually_exclusive_group()
@@ -121,6 +135,39 @@ def _resumed(spec: BatchSpec, args: argparse.Namespace) -> BatchSpec:
     return attrs.evolve(resumed.spec, already_done=resumed.already_done)
 
 
+_DATA_FLAGS = {
+    "prompt_template": "--prompt-template",
+    "system_template": "--system-template",
+    "id_column": "--id-column",
+    "model": "--model",
+}
+
+
+def is_data_source(arg: str) -> bool:
+    """Whether the command names a data file or stdin rather than a job file."""
+    from orchestrator.config.data import data_format
+
+    return arg == "-" or data_format(arg) is not None
+
+
+def _stem(arg: str) -> str:
+    return "stdin" if arg == "-" else Path(arg).stem
+
+
+def _load(args: argparse.Namespace, overrides: Overrides) -> BatchSpec:
+    """The batch the command names: a job file, or a data file / stdin with the template flags."""
+    from orchestrator.config.jobfile import load_data_file, load_job_file
+    from orchestrator.errors import ConfigError
+
+    given = {key: getattr(args, key) for key in _DATA_FLAGS if getattr(args, key) is not None}
+    if not is_data_source(args.jobfile):
+        if given:
+            flags = ", ".join(_DATA_FLAGS[k] for k in given)
+            raise ConfigError([f"{flags}: for a data file or stdin; a job file sets these in [defaults]"])
+        return load_job_file(args.jobfile, overrides)
+    return load_data_file(args.jobfile, given, overrides)
+
+
 class _Signals:
     def __init__(self) -> None:
         self.first: int | None = None
@@ -149,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure(verbose=args.verbose)
 
-    from orchestrator.config.jobfile import Overrides, load_job_file
+    from orchestrator.config.jobfile import Overrides
     from orchestrator.errors import ConfigError
 
     timeouts = {
@@ -171,14 +218,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         hard_cap=args.hard_cap or None,
     )
     try:
-        spec = load_job_file(args.jobfile, overrides)
+        spec = _load(args, overrides)
         if args.resume is not None or args.retry_failed:
             spec = _resumed(spec, args)
         elif args.no_log:
             spec = attrs.evolve(spec, log=None)
         elif spec.log is None:
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-            spec = attrs.evolve(spec, log=str(Path("runs") / f"{Path(args.jobfile).stem}-{stamp}.jsonl"))
+            spec = attrs.evolve(spec, log=str(Path("runs") / f"{_stem(args.jobfile)}-{stamp}.jsonl"))
         from orchestrator.run.runner import preflight
 
         preflight(spec)

@@ -23,10 +23,12 @@ A job file::
 from __future__ import annotations
 
 import hashlib
+import itertools
+import sys
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import attrs
 import orjson
@@ -43,10 +45,22 @@ from orchestrator.config.check import (
     join,
     type_hints,
 )
+from orchestrator.config.data import Rows, read_rows, stdin_rows
+from orchestrator.config.dataset import DataSettings, row_jobs, take_data_settings
 from orchestrator.errors import ConfigError
 from orchestrator.spec import BackendLimits, BatchSpec, JobSpec, Query
 
-_BATCH_KEYS = ("concurrency", "log", "deadline", "seed", "fsync", "name", "max_cost_usd", "hard_cap")
+_BATCH_KEYS = (
+    "concurrency",
+    "log",
+    "deadline",
+    "seed",
+    "fsync",
+    "name",
+    "max_cost_usd",
+    "hard_cap",
+    "log_inputs",
+)
 _JOB_SETTINGS = (
     "backend",
     "model",
@@ -59,7 +73,7 @@ _JOB_SETTINGS = (
     "metadata",
 )
 _NESTED = ("retry", "timeouts", "metadata")
-_TOP_KEYS = ("defaults", "jobs", "prompts_file", "backends")
+_TOP_KEYS = ("defaults", "jobs", "prompts_file", "data_file", "backends")
 _LIMIT_KEYS = frozenset(f.name for f in attrs.fields(BackendLimits))
 _HASHED = ("prompt", "backend", "model", "system", "max_tokens", "temperature", "seed")
 
@@ -104,11 +118,12 @@ def load_job_file(path: str | Path, overrides: Overrides = Overrides()) -> Batch
             jobs.extend(
                 _read_prompts_file(path.parent / prompts_file, problems, owner=f"{name}: prompts_file: ")
             )
-    if not jobs and not problems:
+    rows = _data_file_jobs(data, path, name, problems)
+    if not jobs and not problems and "data_file" not in data:
         problems.append(f"{name}: no jobs: add [[jobs]] tables or a prompts_file")
     spec = resolve(
         data.get("defaults", {}),
-        jobs,
+        itertools.chain(jobs, rows),
         data.get("backends", {}),
         overrides=overrides,
         source=name,
@@ -197,16 +212,44 @@ def build_batch(queries: Iterable[str | Query | Mapping[str, Any]], defaults: Ma
 
 @attrs.frozen
 class JobSource:
-    """A job table and where it came from: ``file`` prefixes its problems, ``path`` is its key path."""
+    """A job table and where it came from: ``file`` prefixes its problems, ``path`` is its key path.
+
+    ``row``: the data-file row the table was rendered from (kept with the job), if any."""
 
     file: str | None
     path: str
     table: Any
+    row: Mapping[str, Any] | None = None
+
+
+def _data_file_jobs(
+    data: Mapping[str, Any], path: Path, name: str, problems: Problems
+) -> Iterator[JobSource]:
+    """The jobs of the job file's ``data_file``, one per row, read lazily (none without one).
+
+    Takes the data keys out of ``data["defaults"]`` (see :mod:`orchestrator.config.dataset`).
+    """
+    data_file = data.get("data_file")
+    local: Problems = []
+    settings = take_data_settings(data.get("defaults"), local, has_data=data_file is not None)
+    if data_file is not None and not isinstance(data_file, str):
+        local.append(f"data_file: expected a string (a path), got {describe(data_file)}")
+    problems.extend(f"{name}: {p}" for p in local)
+    if settings is None or not isinstance(data_file, str):
+        return iter(())
+    rows = read_rows(path.parent / data_file, str(path.parent / data_file), problems)
+    return data_jobs(rows, settings, str(path.parent / data_file), problems)
+
+
+def data_jobs(rows: Rows, settings: DataSettings, name: str, problems: Problems) -> Iterator[JobSource]:
+    """Job sources from data rows (problems named ``NAME: row N``)."""
+    for job in row_jobs(rows, settings, name, problems):
+        yield JobSource(job.where, "", job.table, job.row)
 
 
 def resolve(
     defaults: Any,
-    jobs: Sequence[JobSource],
+    jobs: Iterable[JobSource],
     backends: Any,
     *,
     overrides: Overrides = Overrides(),
@@ -256,6 +299,8 @@ def resolve(
                 )
                 continue
         seen[job.id] = job_source.path or (job_source.file or "")
+        if job_source.row is not None:
+            job = attrs.evolve(job, row=job_source.row)
         specs.append(job)
     for name in sorted({j.backend for j in specs} - set(backend_settings)):
         backend_settings[name] = backend_kind(name).Settings()
@@ -425,3 +470,41 @@ def _resolve_backends(table: Any, problems: Problems) -> tuple[dict[str, Any], d
                 BackendLimits, check_table(own, BackendLimits, where, problems) or {}, where, problems
             )
     return settings, limits
+
+
+def load_data_file(
+    source: str,
+    defaults: Mapping[str, Any],
+    overrides: Overrides = Overrides(),
+    *,
+    stdin: IO[bytes] | None = None,
+) -> BatchSpec:
+    """A batch straight from a data file (or ``-``: ``stdin``), without a job file.
+
+    ``defaults`` is laid out like a job file's ``[defaults]`` (the data keys included);
+    raises :class:`ConfigError` listing every problem.
+    """
+    problems: Problems = []
+    layer = dict(defaults)
+    local: Problems = []
+    settings = take_data_settings(layer, local, has_data=True)
+    problems.extend(local)
+    if settings is None:
+        raise ConfigError(problems)
+    if source == "-":
+        name = "stdin"
+        rows = stdin_rows(stdin if stdin is not None else sys.stdin.buffer, name, problems)
+    else:
+        name = source
+        rows = read_rows(Path(source), name, problems)
+    spec = resolve(
+        layer,
+        data_jobs(rows, settings, name, problems),
+        {},
+        overrides=overrides,
+        source=name,
+        problems=problems,
+    )
+    if spec is None or problems:
+        raise ConfigError(problems)
+    return spec

@@ -150,3 +150,34 @@ def test_a_small_batch_prints_its_answers(tmp_path: Path) -> None:
     assert "answers" in answers
     for job in ("colors", "haiku", "tools"):
         assert job in answers
+
+
+def test_a_data_file_runs_without_a_job_file(tmp_path: Path) -> None:
+    (tmp_path / "rows.jsonl").write_text('{"text": "a"}\n{"text": "b"}\n')
+    proc = orchestrate(
+        "rows.jsonl", "--prompt-template", "Classify: {text}", "-b", "sim", "--json", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert orjson.loads(proc.stdout)["succeeded"] == 2
+    assert len(list((tmp_path / "runs").glob("rows-*.jsonl"))) == 1
+
+
+def test_prompts_on_stdin(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "-", "--no-log", "--json"],
+        input="one\ntwo\nthree\n",
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert orjson.loads(proc.stdout)["succeeded"] == 3
+
+
+def test_template_flags_are_refused_with_a_job_file(tmp_path: Path) -> None:
+    proc = orchestrate(str(ROOT / "jobs" / "sim.toml"), "-m", "x", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == "--model: for a data file or stdin; a job file sets these in [defaults]\n"
