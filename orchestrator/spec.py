@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 import attrs
 
+from orchestrator.events import Message
+
 FsyncPolicy = Literal["always", "terminal", "never"]
 NO_ROW: Mapping[str, Any] = MappingProxyType({})
 
@@ -113,6 +115,8 @@ class JobSpec:
     options: Any = None
     metadata: Mapping[str, Any] = attrs.field(factory=dict)
     content_hash: str = ""
+    messages: tuple[Message, ...] = ()
+    """A conversation sent before ``prompt`` (which, when set, is the last user turn)."""
     row: Mapping[str, Any] = NO_ROW
     """The data-file row the job was made from (the columns kept), for the log and results;
     not part of ``content_hash``."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 
@@ -21,6 +21,7 @@ from orchestrator.events import (
     BatchSummary,
     JobCancelled,
     JobFailed,
+    JobInput,
     JobQueued,
     JobSkipped,
     JobSucceeded,
@@ -34,6 +35,7 @@ from orchestrator.events import (
     ToolCall,
     UsageReported,
 )
+from orchestrator.spec import NO_ROW
 
 JobStatus = Literal["succeeded", "failed", "cancelled", "skipped"]
 _FIRST_OUTPUT = (TextDelta, ThinkingDelta, ToolCall, AssistantMessage)
@@ -61,6 +63,10 @@ class JobResult:
     session_id: str | None = None
     error_kind: str | None = None
     error: str | None = None
+    row: Mapping[str, Any] = NO_ROW
+    """The data-file row the job came from (the columns kept), from its ``job_input``."""
+    metadata: Mapping[str, Any] = NO_ROW
+    """The job's ``metadata`` table, from its ``job_input``."""
 
     @property
     def ok(self) -> bool:
@@ -100,6 +106,7 @@ class _Job:
     tokens: Tokens = _NONE
     cost: float = 0.0
     cost_unknown: bool = False
+    input: JobInput | None = None
 
     def close_attempt(self) -> None:
         attempt = self.current
@@ -187,6 +194,8 @@ class Aggregator:
                 self._retries += 1
                 job.close_attempt()
                 job.current = None
+            case JobInput():
+                job.input = event
             case JobSucceeded() | JobFailed() | JobCancelled() | JobSkipped():
                 self._finish(job_id, job, tagged)
             case _:
@@ -225,6 +234,8 @@ class Aggregator:
             session_id=finished.session_id if finished is not None else None,
             error_kind=error_kind,
             error=error,
+            row=job.input.row if job.input is not None else NO_ROW,
+            metadata=job.input.metadata if job.input is not None else NO_ROW,
         )
 
     def summary(self, wall_s: float, *, stopped: str | None = None) -> BatchSummary:

@@ -15,6 +15,7 @@ import attrs
 from orchestrator.events import BatchSummary, Tagged, Tokens
 from orchestrator.record.aggregate import JobResult
 from orchestrator.record.log import LogHeader
+from orchestrator.spec import NO_ROW
 
 UNFINISHED = "unfinished"
 """``stopped`` of a run whose log ends without ``batch_finished``; status of a job without an end."""
@@ -34,6 +35,9 @@ class JobRow:
     duration_s: float | None
     error_kind: str | None = None
     error: str | None = None
+    row: Mapping[str, Any] = NO_ROW
+    """The data-file row the job came from (the columns kept)."""
+    metadata: Mapping[str, Any] = NO_ROW
 
     @property
     def ok(self) -> bool:

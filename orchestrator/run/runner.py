@@ -41,6 +41,7 @@ from orchestrator.events import (
     BatchStarted,
     BatchSummary,
     Event,
+    JobInput,
     JobQueued,
     LimiterChanged,
     RateLimitInfo,
@@ -63,7 +64,7 @@ from orchestrator.run.job import (
 from orchestrator.run.limits import Budget, Gate
 from orchestrator.run.schedule import JobQueue
 from orchestrator.run.watchdog import IdleWatchdog, Watch
-from orchestrator.spec import BackendLimits, BatchSpec
+from orchestrator.spec import BackendLimits, BatchSpec, JobSpec
 
 CHANNEL_SIZE = 8192
 _ANNOUNCE_CHUNK = 256  # jobs announced between two checkpoints, once the first workers have theirs
@@ -254,11 +255,16 @@ class _Run:
             await trio.lowlevel.checkpoint()
 
     async def announce_one(self, job: _Job) -> None:
-        """Send the job's ``job_queued``. Cancelled while the bus is full, the job stays
-        unannounced (``finish_leftovers`` then announces it before its terminal event)."""
+        """Send the job's ``job_queued`` and its ``job_input``. Cancelled while the bus is full
+        before ``job_queued`` is sent, the job stays unannounced (``finish_leftovers`` then
+        announces it before its terminal event); cancelled after, its ``job_input`` may be
+        missing from the log."""
         spec = job.spec
         await job.emit(JobQueued(backend=spec.backend, model=spec.model, content_hash=spec.content_hash))
         job.queued = True
+        described = job_input(spec, log_inputs=self.spec.log_inputs)
+        if described is not None:
+            await job.emit(described)
 
     async def worker(self) -> None:
         while (job := await self.queue.take()) is not None:
@@ -382,6 +388,18 @@ class _Run:
                 await self.announce_one(job)
             await job.emit(leftover_terminal(job, reason))
             job.done = True
+
+
+def job_input(spec: JobSpec, *, log_inputs: bool) -> JobInput | None:
+    """The ``job_input`` event of a job: its rendered request (unless ``log_inputs`` is off),
+    its row and its metadata; None when there is nothing to say."""
+    # The log writes plain dicts; a job without a row shares one read-only empty mapping.
+    row, metadata = dict(spec.row), dict(spec.metadata)
+    if not log_inputs:
+        return JobInput(row=row, metadata=metadata) if row or metadata else None
+    return JobInput(
+        row=row, metadata=metadata, system=spec.system, prompt=spec.prompt, messages=spec.messages
+    )
 
 
 class _Aggregating:
