@@ -107,7 +107,7 @@ class ToolUseBlock:
 class Message:
     """One turn of a conversation a job sends: ``role`` is ``user``, ``assistant`` or ``system``."""
 
-    role: str
+    role: str = attrs.field(metadata={"choices": ("user", "assistant")})
     content: str
 
 

@@ -4,6 +4,7 @@ A job file names a data file at the top level (``data_file = "rows.csv"``) and s
 ``[defaults]`` how a row becomes a job::
 
     prompt_template = "Classify: {text}"   # default "{prompt}": a column holding the prompt
+                                           # (none needed for rows with a messages column)
     system_template = "You label {lang} reviews."   # optional
     id_column = "review_id"                # or id_template = "r-{review_id}"; else derived
     columns = ["review_id", "label"]       # the columns kept with each job; default: all
@@ -36,7 +37,8 @@ MAX_ROW_PROBLEMS = 100  # a million bad rows are not a million lines on a termin
 class DataSettings:
     """How rows become jobs (the data keys of ``[defaults]``)."""
 
-    prompt_template: str = "{prompt}"
+    prompt_template: str | None = None
+    """None: a row's ``prompt`` column, or no prompt when the row has ``messages`` only."""
     system_template: str | None = None
     id_column: str | None = None
     id_template: str | None = None
@@ -95,7 +97,7 @@ def row_jobs(rows: Rows, settings: DataSettings, name: str, problems: Problems) 
 
     Stops (with a line saying so) once more than :data:`MAX_ROW_PROBLEMS` problems were found.
     """
-    prompt = parse(settings.prompt_template)
+    prompt = parse(settings.prompt_template or "{prompt}")
     system = parse(settings.system_template) if settings.system_template is not None else None
     ident = parse(settings.id_template) if settings.id_template is not None else None
     hints = type_hints(JobSpec)
@@ -106,7 +108,11 @@ def row_jobs(rows: Rows, settings: DataSettings, name: str, problems: Problems) 
             return
         where = f"{name}: row {number(n)}"
         local: Problems = []
-        table: dict[str, Any] = {"prompt": _render(prompt, row, local)}
+        table: dict[str, Any] = {}
+        if "messages" in row:
+            table["messages"] = row["messages"]
+        if settings.prompt_template is not None or "prompt" in row or "messages" not in row:
+            table["prompt"] = _render(prompt, row, local)
         if system is not None:
             table["system"] = _render(system, row, local)
         if ident is not None:

@@ -71,6 +71,7 @@ _JOB_SETTINGS = (
     "retry",
     "timeouts",
     "metadata",
+    "messages",
 )
 _NESTED = ("retry", "timeouts", "metadata")
 _TOP_KEYS = ("defaults", "jobs", "prompts_file", "data_file", "backends")
@@ -382,7 +383,11 @@ def _resolve_job(
         merged["timeouts"] = {**merged.get("timeouts", {}), **overrides.timeouts}
     backend = merged.setdefault("backend", "sim")
     if "prompt" not in merged and isinstance(table, Mapping):
-        problems.append(f"{join(path, 'prompt')}: required")
+        if merged.get("messages"):
+            merged["prompt"] = ""  # a conversation alone: it ends with its own user turn
+        else:
+            problems.append(f"{join(path, 'prompt')}: required")
+    problems.extend(_conversation_problems(merged, path, fields))
     if backend not in known_backends():
         if overrides.backend is not None:
             where = "--backend"
@@ -419,12 +424,14 @@ def _resolve_job(
         where = join(path, "retry") if "retry" in fields else "defaults.retry"
         problems.append(f"{where}: max_delay ({retry.max_delay}) is below base_delay ({retry.base_delay})")
         return None
-    prompt = merged["prompt"]
+    prompt = merged["prompt"] or codec.dumps(merged.get("messages", ())).decode()
     job_id = merged.pop("id", None) or "p-" + hashlib.sha256(prompt.encode()).hexdigest()[:10]
     options_json = shared.get(("json", id(options)))
     if options_json is None:
         options_json = shared[("json", id(options))] = codec.dumps(options, sort_keys=True).decode()
     payload = {k: merged.get(k) for k in _HASHED}
+    if merged.get("messages"):  # absent, not empty, for jobs without: their hashes stay as they were
+        payload["messages"] = merged["messages"]
     payload["options"] = options_json
     answer = shared.get(("answer", backend))
     if answer:
@@ -437,6 +444,17 @@ def _resolve_job(
         content_hash=codec.content_hash(payload),
         **merged,
     )
+
+
+def _conversation_problems(merged: Mapping[str, Any], path: str, fields: Mapping[str, Any]) -> Problems:
+    """A conversation must end with a user turn: the prompt, or else the last message."""
+    messages = merged.get("messages")
+    if not messages or merged.get("prompt") or not all(messages):
+        return []
+    if messages[-1].role != "user":
+        where = join(path, "messages") if "messages" in fields else "defaults.messages"
+        return [f"{where}: the conversation must end with a user turn (or give a prompt)"]
+    return []
 
 
 _ANSWER_SETTINGS = ("model", "model_path", "base_url")

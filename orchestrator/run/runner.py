@@ -33,6 +33,7 @@ import trio
 from orchestrator import codec
 from orchestrator._version import __version__
 from orchestrator.backends import Backend, BackendKind, backend_kind
+from orchestrator.backends.request import estimated_input_tokens
 from orchestrator.diagnostics import logger
 from orchestrator.errors import ConfigError
 from orchestrator.events import (
@@ -212,8 +213,7 @@ class _Run:
                 tokens, cost = estimator(spec)
                 job.estimate = tokens, cost or 0.0
             else:
-                text = len(spec.prompt) + len(spec.system or "")
-                job.estimate = text // 4 + 1 + (spec.max_tokens or 1024), 0.0
+                job.estimate = estimated_input_tokens(spec) + (spec.max_tokens or 1024), 0.0
         return job.estimate
 
     async def reach_spend_cap(self, job: _Job) -> None:

@@ -4,7 +4,8 @@ This module is the thin shell: settings and options, the request (a pure functio
 job), and the attempt, which :func:`.exchange.stream_attempt` runs with an
 :class:`.decoders.anthropic.AnthropicDecoder`.
 
-Job fields used: ``prompt`` (one user message), ``model`` (required), ``system``,
+Job fields used: ``messages`` and ``prompt`` (the conversation, prompt last), ``model``
+(required), ``system``,
 ``max_tokens`` (the API requires one: ``[backends.anthropic] max_tokens`` when the job has
 none), ``temperature``. ``seed`` has no API equivalent and is ignored. Options add tools,
 ``tool_choice``, stop sequences, ``top_p``/``top_k``, extended thinking, beta headers and raw
@@ -25,6 +26,7 @@ from orchestrator.backends.http.backend import HttpApi, HttpKind, TransportSetti
 from orchestrator.backends.http.decoders.anthropic import AnthropicDecoder
 from orchestrator.backends.http.exchange import ApiKey
 from orchestrator.backends.http.prices import ANTHROPIC_PRICES
+from orchestrator.backends.request import turns
 from orchestrator.spec import JobSpec
 
 NAME = "anthropic"
@@ -67,7 +69,7 @@ def request_body(job: JobSpec, options: Options, settings: Settings) -> dict[str
     body: dict[str, Any] = {
         "model": job.model,
         "max_tokens": job.max_tokens or settings.max_tokens,
-        "messages": [{"role": "user", "content": job.prompt}],
+        "messages": turns(job),
         "stream": True,
     }
     if job.system is not None:
