@@ -107,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no live progress; a one-line summary")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check everything, show the first requests and the estimated tokens, cost and time; "
+        "send nothing",
+    )
     parser.add_argument("--version", action="version", version=f"orchestrate {__version__}")
     parser.epilog = (
         parser.epilog or ""
@@ -168,6 +174,17 @@ def _load(args: argparse.Namespace, overrides: Overrides) -> BatchSpec:
     return load_data_file(args.jobfile, given, overrides)
 
 
+def _dry_run(spec: BatchSpec, args: argparse.Namespace) -> int:
+    """Preflight and estimate the batch; print the plan. Raises ConfigError for problems."""
+    from orchestrator.cli.dryrun import print_dry_run
+    from orchestrator.run.dryrun import dry_run
+    from orchestrator.run.runner import preflight
+
+    preflight(spec)
+    print_dry_run(dry_run(spec), as_json=args.json)
+    return EXIT_OK
+
+
 class _Signals:
     def __init__(self) -> None:
         self.first: int | None = None
@@ -219,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         spec = _load(args, overrides)
+        if args.dry_run:
+            return _dry_run(spec, args)
         if args.resume is not None or args.retry_failed:
             spec = _resumed(spec, args)
         elif args.no_log:

@@ -181,3 +181,18 @@ def test_template_flags_are_refused_with_a_job_file(tmp_path: Path) -> None:
     proc = orchestrate(str(ROOT / "jobs" / "sim.toml"), "-m", "x", cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr == "--model: for a data file or stdin; a job file sets these in [defaults]\n"
+
+
+def test_dry_run_checks_and_estimates_without_running(tmp_path: Path) -> None:
+    (tmp_path / "rows.csv").write_text("id,text\na,one\nb,two\n")
+    args = ("rows.csv", "--prompt-template", "Say {text}", "--id-column", "id", "--dry-run")
+    proc = orchestrate(*args, "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    plan = orjson.loads(proc.stdout)
+    assert plan["jobs"] == 2 and plan["groups"][0]["backend"] == "sim"
+    assert plan["samples"][1]["messages"] == [{"role": "user", "content": "Say two"}]
+    text = orchestrate(*args, cwd=tmp_path).stdout
+    assert text.startswith("dry run: 2 jobs; nothing was sent\n") and "  user: Say one" in text
+    assert not (tmp_path / "runs").exists()
+    bad = orchestrate("rows.csv", "--prompt-template", "{nope}", "--dry-run", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.startswith("rows.csv: row 1: column 'nope' is missing")
