@@ -44,6 +44,11 @@ class Options:
     top_k: int | None = attrs.field(default=None, metadata={"min": 1})
     thinking_budget: int | None = attrs.field(default=None, metadata={"min": 1024})
     """Extended thinking with this many tokens (must be below max_tokens); None: off."""
+    cache_system: bool = False
+    """Mark the system prompt for prompt caching (``cache_control``): jobs that share it pay for
+    it once per cache window, then at the cache-read price."""
+    cache_messages: int = attrs.field(default=0, metadata={"min": 0})
+    """Mark the first N messages (a prefix the jobs share) for prompt caching; 0: none."""
     betas: tuple[str, ...] = ()
     """``anthropic-beta`` header values."""
     extra_body: Mapping[str, Any] = attrs.field(factory=dict)
@@ -73,7 +78,11 @@ def request_body(job: JobSpec, options: Options, settings: Settings) -> dict[str
         "stream": True,
     }
     if job.system is not None:
-        body["system"] = job.system
+        body["system"] = [_cached(job.system)] if options.cache_system else job.system
+    if options.cache_messages:
+        messages = body["messages"]
+        last = min(options.cache_messages, len(messages)) - 1
+        messages[last] = {**messages[last], "content": [_cached(messages[last]["content"])]}
     if job.temperature is not None:
         body["temperature"] = job.temperature
     if options.tools:
@@ -90,6 +99,14 @@ def request_body(job: JobSpec, options: Options, settings: Settings) -> dict[str
         body["thinking"] = {"type": "enabled", "budget_tokens": options.thinking_budget}
     body.update(options.extra_body)
     return body
+
+
+_EPHEMERAL = {"type": "ephemeral"}
+
+
+def _cached(text: str) -> dict[str, Any]:
+    """A text block with a cache breakpoint: everything up to it is cached."""
+    return {"type": "text", "text": text, "cache_control": _EPHEMERAL}
 
 
 def request_headers(settings: Settings, options: Options, key: ApiKey | None) -> list[tuple[bytes, bytes]]:
