@@ -196,3 +196,21 @@ def test_dry_run_checks_and_estimates_without_running(tmp_path: Path) -> None:
     assert not (tmp_path / "runs").exists()
     bad = orchestrate("rows.csv", "--prompt-template", "{nope}", "--dry-run", cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.startswith("rows.csv: row 1: column 'nope' is missing")
+
+
+def test_the_reviews_example_runs_on_sim_and_keeps_each_rows_gold_label(tmp_path: Path) -> None:
+    from orchestrator.events import JobInput
+
+    log = tmp_path / "reviews.jsonl"
+    proc = orchestrate(
+        str(ROOT / "jobs" / "reviews.toml"), "-b", "sim", "--log", str(log), "--json", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert orjson.loads(proc.stdout)["succeeded"] == 12
+    inputs = {
+        r.tagged.job_id: r.tagged.event
+        for r in read_log(log)
+        if r.tagged and isinstance(r.tagged.event, JobInput)
+    }
+    assert inputs["r02"].row == {"review_id": "r02", "label": "negative"}
+    assert inputs["r02"].prompt == "Review: Broke after two days. Waste of money.\nLabel:"
