@@ -140,8 +140,10 @@ def csv_rows(lines: Iterable[bytes], name: str, problems: Problems, *, delimiter
                 line = line[3:]
             text = _decode_line(line, name, n, problems)
             if text is None:
+                # Reported; decoded lossily so the records after it stay aligned, and the record
+                # holding it is dropped below.
                 bad_text.append(n)
-                text = "\n" if line.endswith(b"\n") else ""
+                text = line.decode("utf-8", errors="replace")
             yield text
 
     reader = csv.reader(text_lines(), delimiter=delimiter, strict=True)
@@ -159,6 +161,8 @@ def csv_rows(lines: Iterable[bytes], name: str, problems: Problems, *, delimiter
         if header is None:
             if not record:
                 continue  # blank lines before the header
+            if bad_text:
+                return  # a header that is not text: nothing after it can be read
             header = record
             if not _check_header(header, name, problems):
                 return

@@ -116,3 +116,10 @@ def test_csv_round_trip(records: list[list[str]]) -> None:
     rows = list(csv_rows(lines(out.getvalue().encode()), "f", []))
     # A record of two empty fields is written as ',': still a row, of two empty strings.
     assert [r for _, r in rows] == [{"a": a, "b": b} for a, b in records]
+
+
+def test_a_line_that_is_not_utf8_drops_only_its_own_row() -> None:
+    problems: list[str] = []
+    rows = list(csv_rows(lines(b"a,b\n1,x\n2,\xff\n3,\"multi\nline\"\n"), "r.csv", problems))
+    assert problems == ["r.csv: line 3: not UTF-8 text (byte 0xff)"]
+    assert rows == [(1, {"a": "1", "b": "x"}), (3, {"a": "3", "b": "multi\nline"})]
