@@ -129,10 +129,10 @@ def _resumed(spec: BatchSpec, args: argparse.Namespace) -> BatchSpec:
 
     if args.no_log or args.log == "-":
         raise ConfigError(["--resume needs a log file: drop --no-log / --log -"])
-    log = args.resume or latest_log(args.jobfile, spec.log)
+    log = args.resume or latest_log(_stem(args.jobfile), spec.log)
     if log is None:
         raise ConfigError(
-            [f"{args.jobfile}: no log to resume (looked for runs/{Path(args.jobfile).stem}-*.jsonl)"]
+            [f"{args.jobfile}: no log to resume (looked for runs/{_stem(args.jobfile)}-*.jsonl)"]
         )
     if (args.resume or spec.log is not None) and not Path(log).exists():
         # A named log that does not exist yet: this is the first run of a resumable loop.

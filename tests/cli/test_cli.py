@@ -214,3 +214,27 @@ def test_the_reviews_example_runs_on_sim_and_keeps_each_rows_gold_label(tmp_path
     }
     assert inputs["r02"].row == {"review_id": "r02", "label": "negative"}
     assert inputs["r02"].prompt == "Review: Broke after two days. Waste of money.\nLabel:"
+
+
+def test_a_data_file_run_resumes_from_its_own_log_and_so_does_stdin(tmp_path: Path) -> None:
+    (tmp_path / "rows.csv").write_text("id,text,label\na,one,x\nb,two,y\n")
+    args = ("rows.csv", "--prompt-template", "Say {text}", "--id-column", "id", "--json")
+    assert orchestrate(*args, cwd=tmp_path).returncode == 0
+    (tmp_path / "rows.csv").write_text("id,text,label\na,one,RELABELLED\nb,two,y\nc,three,z\n")
+    again = orchestrate(*args, "--resume", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    summary = orjson.loads(again.stdout)
+    assert (summary["already_done"], summary["jobs"]) == (2, 1)  # a new label is not a new request
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
+    for expected_done in (0, 2):
+        proc = subprocess.run(
+            [sys.executable, "-m", "orchestrator", "-", "--json", *(["--resume"] if expected_done else [])],
+            input="one\ntwo\n",
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert orjson.loads(proc.stdout)["already_done"] == expected_done
