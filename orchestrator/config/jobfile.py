@@ -7,6 +7,7 @@ reported (not just the first), one line each, as ``FILE: key.path: what is wrong
 A job file::
 
     prompts_file = "more.jsonl"   # (top level, before any table) a JSON string or job object per line
+    data_file = "rows.csv"        # (top level) rows that become jobs: see orchestrator.config.dataset
     [defaults]            # batch-wide keys (concurrency, log, deadline, seed, fsync, name)
     backend = "sim"       # and per-job defaults (backend, model, retry, timeouts, ...)
     [defaults.retry]
