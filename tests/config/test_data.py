@@ -120,6 +120,6 @@ def test_csv_round_trip(records: list[list[str]]) -> None:
 
 def test_a_line_that_is_not_utf8_drops_only_its_own_row() -> None:
     problems: list[str] = []
-    rows = list(csv_rows(lines(b"a,b\n1,x\n2,\xff\n3,\"multi\nline\"\n"), "r.csv", problems))
+    rows = list(csv_rows(lines(b'a,b\n1,x\n2,\xff\n3,"multi\nline"\n'), "r.csv", problems))
     assert problems == ["r.csv: line 3: not UTF-8 text (byte 0xff)"]
     assert rows == [(1, {"a": "1", "b": "x"}), (3, {"a": "3", "b": "multi\nline"})]
