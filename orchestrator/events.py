@@ -115,6 +115,14 @@ class ToolUseBlock:
     input: Mapping[str, Any]
 
 
+@attrs.frozen
+class Message:
+    """One turn of a conversation a job sends: ``role`` is ``user``, ``assistant`` or ``system``."""
+
+    role: str = attrs.field(metadata={"choices": ("user", "assistant")})
+    content: str
+
+
 ContentBlock = TextBlock | ThinkingBlock | ToolUseBlock
 CONTENT_BLOCKS: tuple[type[ContentBlock], ...] = (TextBlock, ThinkingBlock, ToolUseBlock)
 
@@ -374,6 +382,22 @@ class LimiterChanged:
 
 
 @attrs.frozen
+class JobInput:
+    """What a job sends and where it came from, right after its ``job_queued``.
+
+    ``system``, ``prompt`` and ``messages`` are the rendered request (None and empty when the
+    batch has ``log_inputs = false``); ``row`` is the data-file row (the columns kept) and
+    ``metadata`` the job's metadata table, so answers join back to their inputs."""
+
+    kind: ClassVar[str] = "job_input"
+    row: Mapping[str, Any]
+    metadata: Mapping[str, Any]
+    system: str | None = None
+    prompt: str | None = None
+    messages: tuple[Message, ...] = ()
+
+
+@attrs.frozen
 class BatchFinished:
     kind: ClassVar[str] = "batch_finished"
     summary: BatchSummary
@@ -406,6 +430,7 @@ LifecycleEvent = (
     | JobsSkipped
     | LimiterChanged
     | BatchFinished
+    | JobInput
 )
 Event = StreamEvent | LifecycleEvent
 TerminalEvent = JobSucceeded | JobFailed | JobSkipped | JobCancelled
@@ -437,6 +462,7 @@ LIFECYCLE_EVENTS: tuple[type[LifecycleEvent], ...] = (
     JobsSkipped,
     LimiterChanged,
     BatchFinished,
+    JobInput,
 )
 TERMINAL_EVENTS: tuple[type[TerminalEvent], ...] = (JobSucceeded, JobFailed, JobSkipped, JobCancelled)
 EVENT_TYPES: dict[str, type[Event]] = {cls.kind: cls for cls in (*STREAM_EVENTS, *LIFECYCLE_EVENTS)}

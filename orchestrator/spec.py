@@ -9,11 +9,15 @@ enforces both, for job files and library arguments alike, with the path of the o
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Literal
 
 import attrs
 
+from orchestrator.events import Message
+
 FsyncPolicy = Literal["always", "terminal", "never"]
+NO_ROW: Mapping[str, Any] = MappingProxyType({})
 
 
 def _range(**bounds: float) -> dict[str, float]:
@@ -147,6 +151,11 @@ class JobSpec:
     options: Any = None
     metadata: Mapping[str, Any] = attrs.field(factory=dict)
     content_hash: str = ""
+    messages: tuple[Message, ...] = ()
+    """A conversation sent before ``prompt`` (which, when set, is the last user turn)."""
+    row: Mapping[str, Any] = NO_ROW
+    """The data-file row the job was made from (the columns kept), for the log and results;
+    not part of ``content_hash``."""
 
 
 @attrs.frozen
@@ -175,6 +184,8 @@ class BatchSpec:
     """With a spend cap: cancel running jobs too when it is reached."""
     halt: HaltPolicy = HaltPolicy()
     """When a backend whose jobs keep failing stops taking new ones."""
+    log_inputs: bool = True
+    """Whether each job's rendered request (system, prompt) goes into the log's ``job_input``."""
     already_done: int = 0
     """Jobs left out because the log being resumed shows them done (for the summary)."""
 

@@ -30,3 +30,13 @@ def test_targets_are_read_from_their_text(value: float, target: str, expected: b
 def test_a_missed_target_is_said_plainly() -> None:
     section = Section("x", [Row("r", [1.0, 2.0], "s")], ratio=(1.5, "<= 1.02", 1.1))
     assert "**not met**" in section.markdown() and "reference: 1.1" in section.markdown()
+
+
+def test_the_datasets_benchmark_runs_at_a_tiny_size(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from benchmarks.datasets import measure, write_files
+
+    jsonl, csv_path = write_files(Path(str(tmp_path)), 50)
+    assert measure("orjson", jsonl)["n"] == 50 and measure("csv", csv_path)["n"] == 51  # with the header
+    assert measure("load", csv_path.with_suffix(".toml"))["n"] == 50

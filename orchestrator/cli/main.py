@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from orchestrator._version import __version__
 
 if TYPE_CHECKING:
+    from orchestrator.config.jobfile import Overrides
     from orchestrator.record.claim import LogClaim
     from orchestrator.run.host import Interrupts
     from orchestrator.run.runner import BatchResult
@@ -60,7 +61,20 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("jobfile", help="the job file (TOML), e.g. jobs/batch.toml")
+    parser.add_argument(
+        "jobfile",
+        help="the job file (TOML), e.g. jobs/batch.toml; or a data file (.csv, .tsv, .jsonl, .parquet) "
+        "whose rows become jobs; or '-': prompts (one a line) or JSON rows on stdin",
+    )
+    data = parser.add_argument_group("data files and stdin (instead of a job file)")
+    data.add_argument(
+        "--prompt-template",
+        metavar="T",
+        help="each row's prompt, e.g. 'Classify: {text}' ({column}, {{ and }} for braces); default {prompt}",
+    )
+    data.add_argument("--system-template", metavar="T", help="each row's system prompt")
+    data.add_argument("--id-column", metavar="COL", help="the column holding each row's job id")
+    data.add_argument("-m", "--model", metavar="NAME", help="the model every job asks")
     parser.add_argument("-c", "--concurrency", type=_positive_int, metavar="N", help="jobs in flight at once")
     parser.add_argument("-b", "--backend", metavar="NAME", help="run every job on this backend")
     logs = parser.add_mutually_exclusive_group()
@@ -103,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no live progress; a one-line summary")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check everything, show the first requests and the estimated tokens, cost and time; "
+        "send nothing",
+    )
     parser.add_argument("--version", action="version", version=f"orchestrate {__version__}")
     parser.epilog = (
         parser.epilog or ""
@@ -118,10 +138,10 @@ def _log_to_resume(spec: BatchSpec, args: argparse.Namespace) -> tuple[str, bool
 
     if args.no_log or args.log == "-":
         raise ConfigError(["--resume needs a log file: drop --no-log / --log -"])
-    log = args.resume or latest_log(args.jobfile, spec.log)
+    log = args.resume or latest_log(_stem(args.jobfile), spec.log)
     if log is None:
         raise ConfigError(
-            [f"{args.jobfile}: no log to resume (looked for runs/{Path(args.jobfile).stem}-*.jsonl)"]
+            [f"{args.jobfile}: no log to resume (looked for runs/{_stem(args.jobfile)}-*.jsonl)"]
         )
     # A named log that does not exist yet: this is the first run of a resumable loop.
     starting = bool(args.resume or spec.log is not None) and not Path(log).exists()
@@ -136,6 +156,50 @@ def _resumed(spec: BatchSpec, log: str, retry_failed: bool) -> BatchSpec:
 
     resumed = plan(spec, log, retry_failed=retry_failed)
     return attrs.evolve(resumed.spec, already_done=resumed.already_done)
+
+
+_DATA_FLAGS = {
+    "prompt_template": "--prompt-template",
+    "system_template": "--system-template",
+    "id_column": "--id-column",
+    "model": "--model",
+}
+
+
+def is_data_source(arg: str) -> bool:
+    """Whether the command names a data file or stdin rather than a job file."""
+    from orchestrator.config.data import data_format
+
+    return arg == "-" or data_format(arg) is not None
+
+
+def _stem(arg: str) -> str:
+    return "stdin" if arg == "-" else Path(arg).stem
+
+
+def _load(args: argparse.Namespace, overrides: Overrides) -> BatchSpec:
+    """The batch the command names: a job file, or a data file / stdin with the template flags."""
+    from orchestrator.config.jobfile import load_data_file, load_job_file
+    from orchestrator.errors import ConfigError
+
+    given = {key: getattr(args, key) for key in _DATA_FLAGS if getattr(args, key) is not None}
+    if not is_data_source(args.jobfile):
+        if given:
+            flags = ", ".join(_DATA_FLAGS[k] for k in given)
+            raise ConfigError([f"{flags}: for a data file or stdin; a job file sets these in [defaults]"])
+        return load_job_file(args.jobfile, overrides)
+    return load_data_file(args.jobfile, given, overrides)
+
+
+def _dry_run(spec: BatchSpec, args: argparse.Namespace) -> int:
+    """Preflight and estimate the batch; print the plan. Raises ConfigError for problems."""
+    from orchestrator.cli.dryrun import print_dry_run
+    from orchestrator.run.dryrun import dry_run
+    from orchestrator.run.runner import preflight
+
+    preflight(spec)
+    print_dry_run(dry_run(spec), as_json=args.json)
+    return EXIT_OK
 
 
 # Subcommands live in their own modules, each with ``main(argv) -> int``; imported on use.
@@ -171,7 +235,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
     configure(verbose=args.verbose)
 
-    from orchestrator.config.jobfile import Overrides, load_job_file
+    from orchestrator.config.jobfile import Overrides
     from orchestrator.errors import ConfigError
 
     timeouts = {
@@ -197,7 +261,9 @@ def _main(argv: Sequence[str] | None) -> int:
 
     claim: LogClaim | None = None
     try:
-        spec = load_job_file(args.jobfile, overrides)
+        spec = _load(args, overrides)
+        if args.dry_run:
+            return _dry_run(spec, args)
         resume = args.resume is not None or args.retry_failed
         starting = False
         if resume:
@@ -207,7 +273,7 @@ def _main(argv: Sequence[str] | None) -> int:
             spec = attrs.evolve(spec, log=None)
         elif spec.log is None:
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-            spec = attrs.evolve(spec, log=str(Path("runs") / f"{Path(args.jobfile).stem}-{stamp}.jsonl"))
+            spec = attrs.evolve(spec, log=str(Path("runs") / f"{_stem(args.jobfile)}-{stamp}.jsonl"))
         from orchestrator.run.runner import preflight
 
         preflight(spec)

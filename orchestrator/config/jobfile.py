@@ -9,6 +9,7 @@ reported (not just the first), one line each, as ``FILE: key.path: what is wrong
 A job file::
 
     prompts_file = "more.jsonl"   # (top level, before any table) a JSON string or job object per line
+    data_file = "rows.csv"        # (top level) rows that become jobs: see orchestrator.config.dataset
     [defaults]            # batch-wide keys (concurrency, log, deadline, seed, fsync, name)
     backend = "sim"       # and per-job defaults (backend, model, retry, timeouts, ...)
     [defaults.retry]
@@ -25,12 +26,14 @@ A job file::
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import stat
+import sys
 import tomllib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import attrs
 import orjson
@@ -49,10 +52,23 @@ from orchestrator.config.check import (
     join,
     type_hints,
 )
+from orchestrator.config.data import Rows, read_rows, stdin_rows
+from orchestrator.config.dataset import DataSettings, row_jobs, take_data_settings
 from orchestrator.errors import ConfigError
 from orchestrator.spec import BackendLimits, BatchSpec, JobSpec
 
-BATCH_KEYS = ("concurrency", "log", "deadline", "seed", "fsync", "name", "max_cost_usd", "hard_cap", "halt")
+BATCH_KEYS = (
+    "concurrency",
+    "log",
+    "deadline",
+    "seed",
+    "fsync",
+    "name",
+    "max_cost_usd",
+    "hard_cap",
+    "halt",
+    "log_inputs",
+)
 _JOB_SETTINGS = (
     "backend",
     "model",
@@ -63,9 +79,10 @@ _JOB_SETTINGS = (
     "retry",
     "timeouts",
     "metadata",
+    "messages",
 )
 _NESTED = ("retry", "timeouts", "metadata")
-_TOP_KEYS = ("defaults", "jobs", "prompts_file", "backends")
+_TOP_KEYS = ("defaults", "jobs", "prompts_file", "data_file", "backends")
 _LIMIT_KEYS = frozenset(f.name for f in attrs.fields(BackendLimits))
 _HASHED = ("prompt", "backend", "model", "system", "max_tokens", "temperature", "seed")
 
@@ -114,11 +131,12 @@ def load_job_file(path: str | Path, overrides: Overrides = Overrides()) -> Batch
             jobs.extend(
                 _read_prompts_file(path.parent / prompts_file, problems, owner=f"{name}: prompts_file: ")
             )
-    if not jobs and not problems:
+    rows = _data_file_jobs(data, path, name, problems)
+    if not jobs and not problems and "data_file" not in data:
         problems.append(f"{name}: no jobs: add [[jobs]] tables or a prompts_file")
     spec = resolve(
         data.get("defaults", {}),
-        jobs,
+        itertools.chain(jobs, rows),
         data.get("backends", {}),
         overrides=overrides,
         source=name,
@@ -207,11 +225,39 @@ def build_batch(queries: Iterable[str | Mapping[str, Any]], defaults: Mapping[st
 
 @attrs.frozen
 class JobSource:
-    """A job table and where it came from: ``file`` prefixes its problems, ``path`` is its key path."""
+    """A job table and where it came from: ``file`` prefixes its problems, ``path`` is its key path.
+
+    ``row``: the data-file row the table was rendered from (kept with the job), if any."""
 
     file: str | None
     path: str
     table: Any
+    row: Mapping[str, Any] | None = None
+
+
+def _data_file_jobs(
+    data: Mapping[str, Any], path: Path, name: str, problems: Problems
+) -> Iterator[JobSource]:
+    """The jobs of the job file's ``data_file``, one per row, read lazily (none without one).
+
+    Takes the data keys out of ``data["defaults"]`` (see :mod:`orchestrator.config.dataset`).
+    """
+    data_file = data.get("data_file")
+    local: Problems = []
+    settings = take_data_settings(data.get("defaults"), local, has_data=data_file is not None)
+    if data_file is not None and not isinstance(data_file, str):
+        local.append(f"data_file: expected a string (a path), got {describe(data_file)}")
+    problems.extend(f"{name}: {p}" for p in local)
+    if settings is None or not isinstance(data_file, str):
+        return iter(())
+    rows = read_rows(path.parent / data_file, str(path.parent / data_file), problems)
+    return data_jobs(rows, settings, str(path.parent / data_file), problems)
+
+
+def data_jobs(rows: Rows, settings: DataSettings, name: str, problems: Problems) -> Iterator[JobSource]:
+    """Job sources from data rows (problems named ``NAME: row N``)."""
+    for job in row_jobs(rows, settings, name, problems):
+        yield JobSource(job.where, "", job.table, job.row)
 
 
 @attrs.frozen
@@ -225,18 +271,22 @@ class CheckedJob:
     fields: dict[str, Any]
     problems: tuple[str, ...] = ()
     table: bool = True
+    row: Mapping[str, Any] | None = None
+    """The data-file row the job was rendered from (kept with the job), if any."""
 
 
 def check_job(source: JobSource) -> CheckedJob:
     """A job table's own settings checked (as :func:`check_layer` does for any job layer); a
     table nested too deep or holding integers out of range is checked no further."""
+    row = source.row
     if _is_plain(source.table) and "\0" not in source.table.get("id", ""):
-        return CheckedJob(source.file, source.path, dict(source.table))  # strings only: nothing to check
+        # Strings only: nothing to check.
+        return CheckedJob(source.file, source.path, dict(source.table), row=row)
     local: Problems = []
     if not check_limits(source.table, source.path, local):
-        return CheckedJob(source.file, source.path, {}, tuple(local), table=False)
+        return CheckedJob(source.file, source.path, {}, tuple(local), table=False, row=row)
     _, fields = check_layer(source.table, source.path, local, batch=False)
-    return CheckedJob(source.file, source.path, fields, tuple(local), isinstance(source.table, Mapping))
+    return CheckedJob(source.file, source.path, fields, tuple(local), isinstance(source.table, Mapping), row)
 
 
 def defaults_path(key: str) -> str:
@@ -246,7 +296,7 @@ def defaults_path(key: str) -> str:
 
 def resolve(
     defaults: Any,
-    jobs: Sequence[JobSource],
+    jobs: Iterable[JobSource],
     backends: Any,
     *,
     overrides: Overrides = Overrides(),
@@ -336,6 +386,8 @@ def assemble(
                 problems.append(f"{file}: {duplicate}" if file else duplicate)
                 continue
         seen[job.id] = checked.path or (checked.file or "")
+        if checked.row is not None:
+            job = attrs.evolve(job, row=checked.row)
         specs.append(job)
     for name in sorted({j.backend for j in specs} - set(backend_settings)):
         backend_settings[name] = backend_kind(name).Settings()
@@ -416,7 +468,11 @@ def _resolve_job(
         merged["timeouts"] = {**merged.get("timeouts", {}), **overrides.timeouts}
     backend = merged.setdefault("backend", "sim")
     if "prompt" not in merged and checked.table:
-        problems.append(f"{join(path, 'prompt')}: required")
+        if merged.get("messages"):
+            merged["prompt"] = ""  # a conversation alone: it ends with its own user turn
+        else:
+            problems.append(f"{join(path, 'prompt')}: required")
+    problems.extend(_conversation_problems(merged, path, fields))
     if not isinstance(backend, str):
         return None  # not a name: reported where it was set
     if backend not in known_backends():
@@ -451,12 +507,15 @@ def _resolve_job(
         return None
     if options is None or retry is None or timeouts is None:
         return None  # a bad value in the defaults, reported there once
-    prompt = merged["prompt"]
-    job_id = merged.pop("id", None) or "p-" + hashlib.sha256(prompt.encode()).hexdigest()[:10]
+    # A derived id comes from the prompt, or, for a conversation alone, from its messages.
+    named = merged["prompt"] or (codec.dumps(merged["messages"]).decode() if merged.get("messages") else "")
+    job_id = merged.pop("id", None) or "p-" + hashlib.sha256(named.encode()).hexdigest()[:10]
     options_json = shared.get(("json", id(options)))
     if options_json is None:
         options_json = shared[("json", id(options))] = codec.dumps(options, sort_keys=True).decode()
     payload = {k: merged.get(k) for k in _HASHED}
+    if merged.get("messages"):  # absent, not empty, for jobs without: their hashes stay as they were
+        payload["messages"] = merged["messages"]
     payload["options"] = options_json
     answer = shared.get(("answer", backend))
     if answer:
@@ -501,6 +560,17 @@ class _PlainJobs:
         return JobSpec(id=job_id, prompt=prompt, content_hash=codec.content_hash(self.payload), **self.fields)
 
 
+def _conversation_problems(merged: Mapping[str, Any], path: str, fields: Mapping[str, Any]) -> Problems:
+    """A conversation must end with a user turn: the prompt, or else the last message."""
+    messages = merged.get("messages")
+    if not messages or merged.get("prompt") or not all(messages):
+        return []
+    if messages[-1].role != "user":
+        where = join(path, "messages") if "messages" in fields else "defaults.messages"
+        return [f"{where}: the conversation must end with a user turn (or give a prompt)"]
+    return []
+
+
 _ANSWER_SETTINGS = ("model", "model_path", "base_url")
 
 
@@ -535,3 +605,41 @@ def resolve_backends(
                 BackendLimits, check_table(own, BackendLimits, where, problems) or {}, where, problems
             )
     return settings, limits
+
+
+def load_data_file(
+    source: str,
+    defaults: Mapping[str, Any],
+    overrides: Overrides = Overrides(),
+    *,
+    stdin: IO[bytes] | None = None,
+) -> BatchSpec:
+    """A batch straight from a data file (or ``-``: ``stdin``), without a job file.
+
+    ``defaults`` is laid out like a job file's ``[defaults]`` (the data keys included);
+    raises :class:`ConfigError` listing every problem.
+    """
+    problems: Problems = []
+    layer = dict(defaults)
+    local: Problems = []
+    settings = take_data_settings(layer, local, has_data=True)
+    problems.extend(local)
+    if settings is None:
+        raise ConfigError(problems)
+    if source == "-":
+        name = "stdin"
+        rows = stdin_rows(stdin if stdin is not None else sys.stdin.buffer, name, problems)
+    else:
+        name = source
+        rows = read_rows(Path(source), name, problems)
+    spec = resolve(
+        layer,
+        data_jobs(rows, settings, name, problems),
+        {},
+        overrides=overrides,
+        source=name,
+        problems=problems,
+    )
+    if spec is None or problems:
+        raise ConfigError(problems)
+    return spec

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 
@@ -25,6 +25,7 @@ from orchestrator.events import (
     BatchSummary,
     JobCancelled,
     JobFailed,
+    JobInput,
     JobQueued,
     JobSkipped,
     JobsSkipped,
@@ -40,6 +41,7 @@ from orchestrator.events import (
     UsageReported,
 )
 from orchestrator.record.cost import AttemptMeter
+from orchestrator.spec import NO_ROW
 
 JobStatus = Literal["succeeded", "failed", "cancelled", "skipped"]
 _FIRST_OUTPUT = (TextDelta, ThinkingDelta, ToolCall, AssistantMessage)
@@ -68,6 +70,10 @@ class JobResult:
     error_kind: ErrorKind | Literal["cancelled", "skipped"] | None = None
     """Why a failed job failed; a cancelled or skipped job's status (it was stopped, not failed)."""
     error: str | None = None
+    row: Mapping[str, Any] = NO_ROW
+    """The data-file row the job came from (the columns kept), from its ``job_input``."""
+    metadata: Mapping[str, Any] = NO_ROW
+    """The job's ``metadata`` table, from its ``job_input``."""
 
     @property
     def ok(self) -> bool:
@@ -96,6 +102,7 @@ class _Job:
     cost: float = 0.0
     cost_unknown: bool = False
     model: str | None = None
+    input: JobInput | None = None
 
     def close_attempt(self) -> None:
         attempt = self.current
@@ -213,6 +220,8 @@ class Aggregator:
                 self._retries += 1
                 job.close_attempt()
                 job.current = None
+            case JobInput():
+                job.input = event
             case JobSucceeded() | JobFailed() | JobCancelled() | JobSkipped():
                 self._finish(job_id, job, tagged)
             case _:
@@ -265,6 +274,8 @@ class Aggregator:
             session_id=finished.session_id if finished is not None else None,
             error_kind=error_kind,
             error=error,
+            row=job.input.row if job.input is not None else NO_ROW,
+            metadata=job.input.metadata if job.input is not None else NO_ROW,
         )
 
     def summary(self, wall_s: float, *, stopped: str | None = None) -> BatchSummary:

@@ -31,6 +31,7 @@ from orchestrator.record.aggregate import percentile
 from orchestrator.report.assets import asset
 from orchestrator.report.charts import Mark, Series, bar_list, histogram, time_chart
 from orchestrator.report.fold import AttemptSpan, Report, failure_groups, retry_groups
+from orchestrator.report.model import JobRow
 from orchestrator.visible import as_html as escape
 
 BINS = 400
@@ -97,6 +98,7 @@ def timeline_data(report: Report) -> dict[str, Any]:
         "outcomes": OUTCOMES,
         "jobs": list(report.jobs),
         "status": [row.status for row in report.jobs.values()],
+        "inputs": [_input_line(row) for row in report.jobs.values()],
         "attempts": flat,
         "errors": list(errors),
         "end": round(end, 4),
@@ -104,6 +106,21 @@ def timeline_data(report: Report) -> dict[str, Any]:
             {"index": r.index, "offset": round(o, 4)} for r, o in zip(report.runs, offsets, strict=True)
         ],
     }
+
+
+_INPUT_CHARS = 300  # of a job's row and metadata in a tooltip
+
+
+def _input_line(row: JobRow) -> str | None:
+    """A job's row and metadata as one short line of JSON for its tooltip (None: neither)."""
+    if not row.row and not row.metadata:
+        return None
+    value = {
+        **({"row": dict(row.row)} if row.row else {}),
+        **({"metadata": dict(row.metadata)} if row.metadata else {}),
+    }
+    text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, default=str).decode()
+    return text if len(text) <= _INPUT_CHARS else text[: _INPUT_CHARS - 1] + "…"
 
 
 def _all_spans(report: Report) -> list[tuple[float, AttemptSpan]]:
@@ -329,7 +346,7 @@ def render_html(report: Report, title: str = "orchestrator report") -> str:
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{escape(title)} — {heading}</title>
-<style>{asset('report.css')}</style></head>
+<style>{asset("report.css")}</style></head>
 <body>
 <header><h1>{escape(title)}</h1>
 <p class="sub">{heading} · {len(report.runs)} run(s) · log: {escape(sources)}</p></header>
@@ -360,7 +377,7 @@ def render_html(report: Report, title: str = "orchestrator report") -> str:
 {_runs_html(report)}
 <footer>orchestrator {__version__} · generated offline from the event log alone</footer>
 <script type="application/json" id="timeline-data">{payload}</script>
-<script>{asset('report.js')}</script>
+<script>{asset("report.js")}</script>
 </body></html>
 """
 

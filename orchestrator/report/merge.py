@@ -47,6 +47,8 @@ def _row_from_result(run: int, result: JobResult) -> JobRow:
         duration_s=result.duration_s,
         error_kind=result.error_kind,
         error=result.error,
+        row=result.row,
+        metadata=result.metadata,
     )
 
 

@@ -16,6 +16,7 @@ from orchestrator.errors import ErrorKind
 from orchestrator.events import BatchSummary, Tagged, Tokens
 from orchestrator.record.aggregate import JobResult
 from orchestrator.record.log import LogHeader
+from orchestrator.spec import NO_ROW
 
 UNFINISHED: Final = "unfinished"
 """``stopped`` of a run whose log ends without ``batch_finished``; status of a job without an end."""
@@ -36,6 +37,9 @@ class JobRow:
     error_kind: ErrorKind | Literal["cancelled", "skipped", "unfinished"] | None = None
     """Why a failed job failed; the status of a job that was stopped, not run or never ended."""
     error: str | None = None
+    row: Mapping[str, Any] = NO_ROW
+    """The data-file row the job came from (the columns kept)."""
+    metadata: Mapping[str, Any] = NO_ROW
 
     @property
     def ok(self) -> bool:

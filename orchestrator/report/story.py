@@ -20,6 +20,7 @@ from orchestrator.events import (
     AttemptStarted,
     JobCancelled,
     JobFailed,
+    JobInput,
     JobQueued,
     JobSkipped,
     JobSucceeded,
@@ -87,6 +88,17 @@ class _Story:
                     + (f" ({event.model})" if event.model else "")
                     + f", content hash {event.content_hash}",
                 )
+            case JobInput():
+                if event.row:
+                    self.line(ts, f"row: {_json(event.row)}", "dim")
+                if event.metadata:
+                    self.line(ts, f"metadata: {_json(event.metadata)}", "dim")
+                if event.system is not None:
+                    self.line(ts, f"system: {event.system}")
+                for message in event.messages:
+                    self.line(ts, f"{message.role}: {message.content}")
+                if event.prompt is not None:
+                    self.line(ts, f"prompt: {event.prompt}")
             case AttemptStarted():
                 self.flush()
                 self.saw_text = False

@@ -33,6 +33,7 @@ import trio
 from orchestrator import codec
 from orchestrator._version import __version__
 from orchestrator.backends import Backend, BackendKind, backend_kind
+from orchestrator.backends.request import estimated_input_tokens
 from orchestrator.diagnostics import logger
 from orchestrator.errors import ConfigError, leaves
 from orchestrator.events import (
@@ -41,6 +42,7 @@ from orchestrator.events import (
     BatchStarted,
     BatchSummary,
     Event,
+    JobInput,
     JobQueued,
     JobSkipped,
     JobsSkipped,
@@ -70,7 +72,7 @@ from orchestrator.run.job import (
 from orchestrator.run.limits import Budget, Gate
 from orchestrator.run.schedule import JobQueue
 from orchestrator.run.watchdog import IdleWatchdog, Watch
-from orchestrator.spec import BackendLimits, BatchSpec
+from orchestrator.spec import BackendLimits, BatchSpec, JobSpec
 
 CHANNEL_SIZE = 8192
 _ANNOUNCE_CHUNK = 256  # jobs announced between two checkpoints, once the first workers have theirs
@@ -225,8 +227,7 @@ class _Run:
                 tokens, cost = estimator(spec)
                 job.estimate = tokens, cost or 0.0
             else:
-                text = len(spec.prompt) + len(spec.system or "")
-                job.estimate = text // 4 + 1 + (spec.max_tokens or 1024), 0.0
+                job.estimate = estimated_input_tokens(spec) + (spec.max_tokens or 1024), 0.0
         return job.estimate
 
     async def reach_spend_cap(self, job: _Job) -> None:
@@ -280,11 +281,16 @@ class _Run:
             await trio.lowlevel.checkpoint()
 
     async def announce_one(self, job: _Job) -> None:
-        """Send the job's ``job_queued``. Cancelled while the bus is full, the job stays
-        unannounced (and unstarted: ``finish_leftovers`` skips it by position)."""
+        """Send the job's ``job_queued`` and its ``job_input``. Cancelled while the bus is full
+        before ``job_queued`` is sent, the job stays unannounced (and unstarted:
+        ``finish_leftovers`` skips it by position); cancelled after, its ``job_input`` may be
+        missing from the log."""
         spec = job.spec
         await job.emit(JobQueued(backend=spec.backend, model=spec.model, content_hash=spec.content_hash))
         job.queued = True
+        described = job_input(spec, log_inputs=self.spec.log_inputs)
+        if described is not None:
+            await job.emit(described)
 
     async def worker(self) -> None:
         while (job := await self.queue.take()) is not None:
@@ -433,6 +439,18 @@ class _Run:
             ranges.append((start, len(self.jobs)))
         if count:
             await self.emit_batch(JobsSkipped(reason=reason, count=count, ranges=tuple(ranges)))
+
+
+def job_input(spec: JobSpec, *, log_inputs: bool) -> JobInput | None:
+    """The ``job_input`` event of a job: its rendered request (unless ``log_inputs`` is off),
+    its row and its metadata; None when there is nothing to say."""
+    # The log writes plain dicts; a job without a row shares one read-only empty mapping.
+    row, metadata = dict(spec.row), dict(spec.metadata)
+    if not log_inputs:
+        return JobInput(row=row, metadata=metadata) if row or metadata else None
+    return JobInput(
+        row=row, metadata=metadata, system=spec.system, prompt=spec.prompt, messages=spec.messages
+    )
 
 
 class _Aggregating:

@@ -150,3 +150,91 @@ def test_a_small_batch_prints_its_answers(tmp_path: Path) -> None:
     assert "answers" in answers
     for job in ("colors", "haiku", "tools"):
         assert job in answers
+
+
+def test_a_data_file_runs_without_a_job_file(tmp_path: Path) -> None:
+    (tmp_path / "rows.jsonl").write_text('{"text": "a"}\n{"text": "b"}\n')
+    proc = orchestrate(
+        "rows.jsonl", "--prompt-template", "Classify: {text}", "-b", "sim", "--json", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert orjson.loads(proc.stdout)["succeeded"] == 2
+    assert len(list((tmp_path / "runs").glob("rows-*.jsonl"))) == 1
+
+
+def test_prompts_on_stdin(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "-", "--no-log", "--json"],
+        input="one\ntwo\nthree\n",
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert orjson.loads(proc.stdout)["succeeded"] == 3
+
+
+def test_template_flags_are_refused_with_a_job_file(tmp_path: Path) -> None:
+    proc = orchestrate(str(ROOT / "jobs" / "sim.toml"), "-m", "x", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == "--model: for a data file or stdin; a job file sets these in [defaults]\n"
+
+
+def test_dry_run_checks_and_estimates_without_running(tmp_path: Path) -> None:
+    (tmp_path / "rows.csv").write_text("id,text\na,one\nb,two\n")
+    args = ("rows.csv", "--prompt-template", "Say {text}", "--id-column", "id", "--dry-run")
+    proc = orchestrate(*args, "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    plan = orjson.loads(proc.stdout)
+    assert plan["jobs"] == 2 and plan["groups"][0]["backend"] == "sim"
+    assert plan["samples"][1]["messages"] == [{"role": "user", "content": "Say two"}]
+    text = orchestrate(*args, cwd=tmp_path).stdout
+    assert text.startswith("dry run: 2 jobs; nothing was sent\n") and "  user: Say one" in text
+    assert not (tmp_path / "runs").exists()
+    bad = orchestrate("rows.csv", "--prompt-template", "{nope}", "--dry-run", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.startswith("rows.csv: row 1: column 'nope' is missing")
+
+
+def test_the_reviews_example_runs_on_sim_and_keeps_each_rows_gold_label(tmp_path: Path) -> None:
+    from orchestrator.events import JobInput
+
+    log = tmp_path / "reviews.jsonl"
+    proc = orchestrate(
+        str(ROOT / "jobs" / "reviews.toml"), "-b", "sim", "--log", str(log), "--json", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert orjson.loads(proc.stdout)["succeeded"] == 12
+    inputs = {
+        r.tagged.job_id: r.tagged.event
+        for r in read_log(log)
+        if r.tagged and isinstance(r.tagged.event, JobInput)
+    }
+    assert inputs["r02"].row == {"review_id": "r02", "label": "negative"}
+    assert inputs["r02"].prompt == "Review: Broke after two days. Waste of money.\nLabel:"
+
+
+def test_a_data_file_run_resumes_from_its_own_log_and_so_does_stdin(tmp_path: Path) -> None:
+    (tmp_path / "rows.csv").write_text("id,text,label\na,one,x\nb,two,y\n")
+    args = ("rows.csv", "--prompt-template", "Say {text}", "--id-column", "id", "--json")
+    assert orchestrate(*args, cwd=tmp_path).returncode == 0
+    (tmp_path / "rows.csv").write_text("id,text,label\na,one,RELABELLED\nb,two,y\nc,three,z\n")
+    again = orchestrate(*args, "--resume", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    summary = orjson.loads(again.stdout)
+    assert (summary["already_done"], summary["jobs"]) == (2, 1)  # a new label is not a new request
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
+    for expected_done in (0, 2):
+        proc = subprocess.run(
+            [sys.executable, "-m", "orchestrator", "-", "--json", *(["--resume"] if expected_done else [])],
+            input="one\ntwo\n",
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert orjson.loads(proc.stdout)["already_done"] == expected_done

@@ -192,3 +192,15 @@ def test_two_runs_share_one_time_axis_with_a_row_per_job(tmp_path: Path, page: P
 def test_a_simulated_batch_says_so_at_the_top(tmp_path: Path) -> None:
     html = render_html(read_report([faults_log(tmp_path)]))  # jobs/faults.toml runs on the simulator
     assert "(simulated: 7 jobs ran on the simulator, answers and costs made up)" in html
+
+
+def test_a_jobs_row_and_metadata_are_in_its_tooltip_data(tmp_path: Path) -> None:
+    from orchestrator.report.html import timeline_data
+
+    spec = make_spec(
+        [{"id": "a", "prompt": "p", "metadata": {"gold": "<b>pos</b>"}}, {"id": "b", "prompt": "q"}]
+    )
+    spec = attrs.evolve(spec, log=str(tmp_path / "run.jsonl"))
+    run_virtual(spec)
+    data = timeline_data(read_report([tmp_path / "run.jsonl"]))
+    assert data["inputs"] == ['{"metadata":{"gold":"<b>pos</b>"}}', None]  # escaped by the page's esc()

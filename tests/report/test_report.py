@@ -260,3 +260,23 @@ def test_summary_of_one_run_is_the_aggregators_own(tmp_path: Path) -> None:
     log = virtual_log("faults.toml", tmp_path / "run.jsonl")
     report = read_report([log])
     assert attrs.asdict(report.summary) == attrs.asdict(report.runs[0].logged_summary)  # type: ignore[arg-type]
+
+
+def test_job_story_and_result_show_the_row_metadata_and_rendered_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "rows.csv").write_text("review_id,text,label\nr1,Great [b]x[/b],pos\n")
+    (tmp_path / "jobs.toml").write_text(
+        'data_file = "rows.csv"\n[defaults]\nprompt_template = "Classify: {text}"\n'
+        'system_template = "Labels: pos, neg"\nid_column = "review_id"\nmetadata = { split = "test" }\n'
+    )
+    spec = attrs.evolve(load_job_file(tmp_path / "jobs.toml"), log=str(tmp_path / "run.jsonl"))
+    run_virtual(spec)
+    report = read_report([tmp_path / "run.jsonl"])
+    assert dict(report.jobs["r1"].row) == {"review_id": "r1", "text": "Great [b]x[/b]", "label": "pos"}
+    assert dict(report.jobs["r1"].metadata) == {"split": "test"}
+    report_main([str(tmp_path / "run.jsonl"), "--job", "r1"])
+    out = capsys.readouterr().out
+    assert 'row: {"review_id":"r1","text":"Great [b]x[/b]","label":"pos"}' in out
+    assert 'metadata: {"split":"test"}' in out
+    assert "system: Labels: pos, neg" in out and "prompt: Classify: Great [b]x[/b]" in out

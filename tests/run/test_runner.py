@@ -268,7 +268,7 @@ def test_every_job_is_announced_in_order_before_it_starts_and_work_starts_at_onc
     queued = [i for i, t in enumerate(recorder.events) if t.event.kind == "job_queued"]
     assert [recorder.events[i].job_id for i in queued] == [f"q{i}" for i in range(jobs)]
     for i in range(jobs):
-        assert recorder.kinds(f"q{i}")[:2] == ["job_queued", "attempt_started"]
+        assert recorder.kinds(f"q{i}")[:3] == ["job_queued", "job_input", "attempt_started"]
     first_start = next(i for i, t in enumerate(recorder.events) if t.event.kind == "attempt_started")
     assert first_start < queued[-1]  # the first attempts did not wait for every announcement
 
@@ -281,7 +281,8 @@ def test_a_batch_stopped_before_it_starts_still_ends_every_job_once(recorder: Re
     skips = [t.event for t in recorder.events if isinstance(t.event, JobsSkipped)]
     assert skips == [JobsSkipped(reason="interrupted", count=300, ranges=((0, 300),))]
     announced = [t for t in recorder.events if t.job_id is not None]
-    assert all(t.event.kind == "job_queued" for t in announced) and len(announced) < 300
+    assert all(t.event.kind in ("job_queued", "job_input") for t in announced)
+    assert sum(t.event.kind == "job_queued" for t in announced) < 300
     assert result.summary.jobs == 300 and result.summary.skipped == 300
     assert len(result.jobs) == 300 and result.jobs["q299"].status == "skipped"
     assert result.jobs["q7"].error == "interrupted" and list(result.jobs)[:2] == ["q0", "q1"]
@@ -434,8 +435,8 @@ def test_a_slow_subscriber_slows_the_batch_but_loses_nothing(recorder: Recorder)
     spec = make_spec([f"q{i}" for i in range(5)], sim={"ttft": 0, "tokens_per_s": 0, "reply_tokens": tokens})
     fast = run_virtual(spec)
     slowed = run_virtual(spec, subscribers=[slow, recorder])
-    # per job: queued, attempt, session, deltas, usage, finished, succeeded; plus the batch's two
-    assert slow.count == len(recorder.events) == 5 * (tokens + 6) + 2
+    # per job: queued, input, attempt, session, deltas, usage, finished, succeeded; plus the batch's two
+    assert slow.count == len(recorder.events) == 5 * (tokens + 7) + 2
     assert slow.batches >= 4
     assert fast.summary.wall_s == 0.0
     assert slowed.summary.wall_s >= slow.batches - 2  # every delivery but the last ones held the batch up
@@ -500,3 +501,32 @@ def test_a_backend_at_its_limit_does_not_hold_the_workers_of_another(
     )
     assert first_fast == 0.0  # not after the slow backend's queue
     assert max_in_flight([t for t in recorder.events if (t.job_id or "").startswith("slow")]) == 1
+
+
+def test_job_input_carries_the_request_row_and_metadata_into_the_log_and_result(tmp_path: Path) -> None:
+    from orchestrator.events import JobInput
+    from orchestrator.record.aggregate import Aggregator
+
+    spec = make_spec([{"id": "a", "prompt": "p", "system": "s", "metadata": {"gold": "pos"}}])
+    spec = attrs.evolve(
+        spec, jobs=(attrs.evolve(spec.jobs[0], row={"text": "t", "n": 3}),), log=str(tmp_path / "l")
+    )
+    result = run_virtual(spec)
+    assert dict(result.jobs["a"].row) == {"text": "t", "n": 3} and dict(result.jobs["a"].metadata) == {
+        "gold": "pos"
+    }
+    logged = [r.tagged for r in read_log(tmp_path / "l") if r.tagged is not None]
+    inputs = [t.event for t in logged if isinstance(t.event, JobInput)]
+    assert inputs == [JobInput(row={"text": "t", "n": 3}, metadata={"gold": "pos"}, system="s", prompt="p")]
+    folded = Aggregator()
+    folded.apply_all(logged)
+    assert folded.results["a"].row == {"text": "t", "n": 3}
+
+
+def test_log_inputs_false_leaves_the_rendered_request_out(recorder: Recorder) -> None:
+    from orchestrator.events import JobInput
+
+    spec = make_spec([{"id": "a", "prompt": "secret", "metadata": {"k": 1}}, {"id": "b", "prompt": "x"}])
+    run_virtual(attrs.evolve(spec, log_inputs=False), subscribers=[recorder])
+    inputs = {t.job_id: t.event for t in recorder.events if isinstance(t.event, JobInput)}
+    assert inputs == {"a": JobInput(row={}, metadata={"k": 1})}  # b has nothing left to say

@@ -408,7 +408,11 @@ class _Kind:
             problems += _secret_problems(f"job {job.id}: claude-code.env", options.env)
             if options.cwd is not None and not os.path.isdir(options.cwd):
                 problems.append(f"claude-code: job {job.id}: cwd {options.cwd!r} is not a directory")
-            if not job.prompt.strip():
+            if job.messages:
+                problems.append(
+                    f"claude-code: job {job.id}: takes a single user turn: give a prompt, not messages"
+                )
+            elif not job.prompt.strip():
                 problems.append(f"claude-code: job {job.id}: the prompt is empty (the CLI refuses it)")
             if options.permission_mode == "bypassPermissions" and _is_root():
                 env = {**os.environ, **settings.env, **options.env}

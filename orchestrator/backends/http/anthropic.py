@@ -4,7 +4,8 @@ This module is the thin shell: settings and options, the request (a pure functio
 job), and the attempt, which :func:`.exchange.stream_attempt` runs with an
 :class:`.decoders.anthropic.AnthropicDecoder`.
 
-Job fields used: ``prompt`` (one user message), ``model`` (required), ``system``,
+Job fields used: ``messages`` and ``prompt`` (the conversation, prompt last), ``model``
+(required), ``system``,
 ``max_tokens`` (the API requires one: ``[backends.anthropic] max_tokens`` when the job has
 none), ``temperature``. ``seed`` has no API equivalent and is ignored. Options add tools,
 ``tool_choice``, stop sequences, ``top_p``/``top_k``, extended thinking, beta headers and raw
@@ -25,6 +26,7 @@ from orchestrator.backends.http.backend import HttpApi, HttpKind, TransportSetti
 from orchestrator.backends.http.decoders.anthropic import AnthropicDecoder
 from orchestrator.backends.http.exchange import ApiKey
 from orchestrator.backends.http.prices import ANTHROPIC_PRICES
+from orchestrator.backends.request import turns
 from orchestrator.spec import JobSpec
 
 NAME = "anthropic"
@@ -42,6 +44,11 @@ class Options:
     top_k: int | None = attrs.field(default=None, metadata={"min": 1})
     thinking_budget: int | None = attrs.field(default=None, metadata={"min": 1024})
     """Extended thinking with this many tokens (must be below max_tokens); None: off."""
+    cache_system: bool = False
+    """Mark the system prompt for prompt caching (``cache_control``): jobs that share it pay for
+    it once per cache window, then at the cache-read price."""
+    cache_messages: int = attrs.field(default=0, metadata={"min": 0})
+    """Mark the first N messages (a prefix the jobs share) for prompt caching; 0: none."""
     betas: tuple[str, ...] = ()
     """``anthropic-beta`` header values."""
     extra_body: Mapping[str, Any] = attrs.field(factory=dict)
@@ -67,11 +74,15 @@ def request_body(job: JobSpec, options: Options, settings: Settings) -> dict[str
     body: dict[str, Any] = {
         "model": job.model,
         "max_tokens": job.max_tokens or settings.max_tokens,
-        "messages": [{"role": "user", "content": job.prompt}],
+        "messages": turns(job),
         "stream": True,
     }
     if job.system is not None:
-        body["system"] = job.system
+        body["system"] = [_cached(job.system)] if options.cache_system else job.system
+    if options.cache_messages:
+        messages = body["messages"]
+        last = min(options.cache_messages, len(messages)) - 1
+        messages[last] = {**messages[last], "content": [_cached(messages[last]["content"])]}
     if job.temperature is not None:
         body["temperature"] = job.temperature
     if options.tools:
@@ -88,6 +99,14 @@ def request_body(job: JobSpec, options: Options, settings: Settings) -> dict[str
         body["thinking"] = {"type": "enabled", "budget_tokens": options.thinking_budget}
     body.update(options.extra_body)
     return body
+
+
+_EPHEMERAL = {"type": "ephemeral"}
+
+
+def _cached(text: str) -> dict[str, Any]:
+    """A text block with a cache breakpoint: everything up to it is cached."""
+    return {"type": "text", "text": text, "cache_control": _EPHEMERAL}
 
 
 def request_headers(settings: Settings, options: Options, key: ApiKey | None) -> list[tuple[bytes, bytes]]:

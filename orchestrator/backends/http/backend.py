@@ -27,6 +27,7 @@ from orchestrator.backends.http.exchange import (
 )
 from orchestrator.backends.http.prices import Price, PriceBook
 from orchestrator.backends.http.status import Redact
+from orchestrator.backends.request import estimated_input_tokens
 from orchestrator.events import Tokens
 from orchestrator.http import ConnectionPool
 from orchestrator.spec import JobSpec
@@ -89,9 +90,9 @@ class HttpBackend:
         self.refunds_unused_tokens = api.refunds_unused_tokens
 
     def estimate(self, job: JobSpec) -> tuple[int, float | None]:
-        """At most what one attempt may use: the prompt (about four characters a token) and the
+        """At most what one attempt may use: the input (about four characters a token) and the
         whole reply budget; its cost at the model's price (None if the price is unknown)."""
-        prompt = (len(job.prompt) + len(job.system or "")) // 4 + 1
+        prompt = estimated_input_tokens(job)
         reply = job.max_tokens or getattr(self.settings, "max_tokens", None) or _UNBOUNDED_REPLY
         return prompt + reply, self.prices.cost(job.model, Tokens(input=prompt, output=reply))[0]
 

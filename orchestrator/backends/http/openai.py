@@ -5,7 +5,8 @@ This module is the thin shell: settings and options, the request (a pure functio
 job), and the attempt, which :func:`.exchange.stream_attempt` runs with an
 :class:`.decoders.openai.OpenAIDecoder`.
 
-Job fields used: ``prompt`` (one user message), ``system`` (a system message before it),
+Job fields used: ``messages`` and ``prompt`` (the conversation, prompt last), ``system`` (a
+system message before it),
 ``model`` (required), ``max_tokens`` (sent as ``max_tokens_field``), ``temperature``, ``seed``.
 
 A local server: set ``base_url`` (``http://127.0.0.1:8000/v1`` for vLLM,
@@ -24,6 +25,7 @@ from orchestrator.backends.http.backend import HttpApi, HttpKind, TransportSetti
 from orchestrator.backends.http.decoders.openai import OpenAIDecoder
 from orchestrator.backends.http.exchange import ApiKey
 from orchestrator.backends.http.prices import OPENAI_PRICES
+from orchestrator.backends.request import turns
 from orchestrator.spec import JobSpec
 
 NAME = "openai"
@@ -64,7 +66,7 @@ class Settings(TransportSettings):
 
 def request_body(job: JobSpec, options: Options, settings: Settings) -> dict[str, Any]:
     """The JSON body of one attempt's request."""
-    messages = [{"role": "user", "content": job.prompt}]
+    messages = turns(job)
     if job.system is not None:
         messages.insert(0, {"role": "system", "content": job.system})
     body: dict[str, Any] = {"model": job.model, "messages": messages, "stream": True}

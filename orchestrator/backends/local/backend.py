@@ -30,6 +30,7 @@ from orchestrator.backends.base import Emit
 from orchestrator.backends.local import model as local_model
 from orchestrator.backends.local.decode import ChunkDecoder
 from orchestrator.backends.local.model import DEFAULT_MODEL, KNOWN_MODELS, ModelFile
+from orchestrator.backends.request import turns
 from orchestrator.errors import BackendError, ConfigError, ErrorKind, FatalError
 from orchestrator.spec import JobSpec
 
@@ -87,7 +88,7 @@ class Settings:
 def build_request(job: JobSpec, options: Options) -> dict[str, Any]:
     """The streaming chat-completion request for one attempt of ``job``."""
     messages = [{"role": "system", "content": job.system}] if job.system else []
-    messages.append({"role": "user", "content": job.prompt})
+    messages += turns(job)  # the model's chat template lays the turns out
     request: dict[str, Any] = {
         "messages": messages,
         "max_tokens": job.max_tokens or DEFAULT_MAX_TOKENS,

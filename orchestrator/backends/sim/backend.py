@@ -28,6 +28,7 @@ import attrs
 import trio
 
 from orchestrator.backends.base import Emit
+from orchestrator.backends.request import estimated_input_tokens
 from orchestrator.backends.sim.server import SimServer
 from orchestrator.backends.status import kind_for_status
 from orchestrator.errors import ErrorKind, RetryableError, error_for
@@ -208,7 +209,7 @@ def plan_attempt(job: JobSpec, options: Options, attempt: int, seed: int) -> Att
         ttft=options.ttft * scale,
         token_gap=gap,
         tool_calls=options.tool_calls,
-        input_tokens=len(job.prompt) // 4 + 1,
+        input_tokens=estimated_input_tokens(job),
     )
 
 
@@ -278,7 +279,7 @@ class SimBackend:
         reply = len(options.text.split(" ")) if options.text is not None else options.reply_tokens
         if options.text is None and options.reply_tokens_max is not None:
             reply = max(reply, options.reply_tokens_max)
-        prompt = len(job.prompt) // 4 + 1
+        prompt = estimated_input_tokens(job)
         return prompt + reply, (prompt * options.input_price + reply * options.output_price) / 1e6
 
     async def stream(self, job: JobSpec, attempt: int, emit: Emit) -> None:

@@ -199,6 +199,7 @@
         A[o + col.tokens_out] + " out · cost " + (cost >= 0 ? "$" + cost.toFixed(6) : "?"),
     ];
     if (err >= 0) lines.push(esc(data.errors[err]));
+    if (data.inputs && data.inputs[r]) lines.push(esc(data.inputs[r]));
     if (A[o + col.delay] > 0) lines.push("then backoff " + secs(A[o + col.delay]));
     return lines.join("<br>");
   }

@@ -174,6 +174,11 @@ class RecordedRequest:
                 return "\n".join(_user_texts(message))
         return ""
 
+    def cache_breakpoints(self) -> list[str]:
+        """Where the request marks ``cache_control``: ``system[i]``, ``messages[i].content[j]``,
+        ``tools[i]``, in request order."""
+        return [where for where, _ in _cache_controls(self.body)]
+
     def tool_results(self) -> list[Mapping[str, Any]]:
         """The ``tool_result`` blocks of the last user message."""
         for message in reversed(_messages(self.body)):
@@ -228,3 +233,54 @@ def _user_texts(message: Mapping[str, Any]) -> list[str]:
         else []
     )
     return [t for t in texts if isinstance(t, str) and not t.lstrip().startswith("<system-reminder>")]
+
+
+MAX_CACHE_BREAKPOINTS = 4  # the API's limit per request
+
+
+def cache_problem(body: Any) -> str | None:
+    """Why the API would refuse the request's ``cache_control`` markers (a 400), or None: each
+    must be ``{"type": "ephemeral"}`` (optionally with ``ttl`` ``5m`` or ``1h``), on a content
+    block of ``system`` (a list of blocks then), of a message's content, or on a tool, and a
+    request may hold at most four."""
+    if isinstance(body, dict) and isinstance(body.get("system"), list):
+        for i, block in enumerate(body["system"]):
+            if not (
+                isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str)
+            ):
+                return f"system.{i}: expected a text block"
+    found = _cache_controls(body)
+    for where, marker in found:
+        if not isinstance(marker, dict) or marker.get("type") != "ephemeral" or set(marker) - {"type", "ttl"}:
+            return f"{where}.cache_control: expected {{'type': 'ephemeral'}}"
+        if marker.get("ttl", "5m") not in ("5m", "1h"):
+            return f"{where}.cache_control.ttl: expected '5m' or '1h'"
+    if len(found) > MAX_CACHE_BREAKPOINTS:
+        return (
+            f"A maximum of {MAX_CACHE_BREAKPOINTS} blocks with cache_control may be provided. "
+            f"Found {len(found)}."
+        )
+    return None
+
+
+def _cache_controls(body: Any) -> list[tuple[str, Any]]:
+    if not isinstance(body, dict):
+        return []
+    found: list[tuple[str, Any]] = []
+    for key in ("tools", "system"):
+        items = body.get(key)
+        if isinstance(items, list):
+            found += [
+                (f"{key}[{i}]", b["cache_control"])
+                for i, b in enumerate(items)
+                if isinstance(b, dict) and "cache_control" in b
+            ]
+    for i, message in enumerate(_messages(body)):
+        content = message.get("content")
+        if isinstance(content, list):
+            found += [
+                (f"messages[{i}].content[{j}]", b["cache_control"])
+                for j, b in enumerate(content)
+                if isinstance(b, dict) and "cache_control" in b
+            ]
+    return found

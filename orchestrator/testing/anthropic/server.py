@@ -63,6 +63,7 @@ from orchestrator.testing.anthropic.script import (
     Thinking,
     ToolUse,
     Usage,
+    cache_problem,
     demo_reply,
     script_exhausted,
 )
@@ -162,8 +163,11 @@ class FakeAnthropic:
                 return
             if method == "POST" and path == "/v1/messages":
                 keys = (headers.get("x-api-key"), headers.get("authorization", "").removeprefix("Bearer "))
+                problem = cache_problem(body)
                 if self.api_key is not None and self.api_key not in keys:
                     response: Response = HttpError(401, "invalid x-api-key")
+                elif problem is not None:  # as the API does: refused before any token is used
+                    response = HttpError(400, problem)
                 else:
                     response = self._next(RecordedRequest(method, path, query, headers, body, now, "-"))
                 await self._record(

@@ -248,3 +248,57 @@ def test_a_stream_cut_before_message_stop_is_retryable_and_error_events_are_clas
     assert caught.value.kind == "overloaded"
     with pytest.raises(FatalError):
         feed_all([("error", '{"type":"error","error":{"type":"invalid_request_error","message":"no"}}')])
+
+
+async def test_cache_system_and_a_shared_message_prefix_carry_cache_control() -> None:
+    usage = Usage(input_tokens=5, output_tokens=2, cache_read_input_tokens=900)
+    history = [{"role": "user", "content": "Long shared document"}, {"role": "assistant", "content": "Read."}]
+    async with open_fake_anthropic() as fake:
+        fake.script(Reply((Text("pos"),), usage=usage))
+        result, _ = await run_jobs(
+            "anthropic",
+            settings(fake),
+            [{"id": "j", "prompt": "Classify: good", "messages": history}],
+            model=MODEL,
+            system="Long shared instructions",
+            anthropic={"cache_system": True, "cache_messages": 2},
+        )
+    assert result.jobs["j"].tokens.cache_read == 900
+    (request,) = fake.message_requests()
+    assert request.body["system"] == [
+        {"type": "text", "text": "Long shared instructions", "cache_control": {"type": "ephemeral"}}
+    ]
+    assert request.body["messages"][1] == {
+        "role": "assistant",
+        "content": [{"type": "text", "text": "Read.", "cache_control": {"type": "ephemeral"}}],
+    }
+    assert request.cache_breakpoints() == ["system[0]", "messages[1].content[0]"]
+
+
+def test_the_fake_refuses_cache_control_the_api_would_refuse() -> None:
+    from orchestrator.testing.anthropic.script import cache_problem
+
+    block = {"type": "text", "text": "x", "cache_control": {"type": "ephemeral"}}
+    assert cache_problem({"system": [block], "messages": [{"role": "user", "content": [block]}]}) is None
+    assert cache_problem({"system": [{**block, "cache_control": {"type": "forever"}}]}) == (
+        "system[0].cache_control: expected {'type': 'ephemeral'}"
+    )
+    assert cache_problem({"system": ["plain"]}) == "system.0: expected a text block"
+    five = {"messages": [{"role": "user", "content": [block] * 5}]}
+    assert cache_problem(five) == "A maximum of 4 blocks with cache_control may be provided. Found 5."
+
+
+async def test_a_request_with_bad_cache_control_is_refused_with_a_400() -> None:
+    async with open_fake_anthropic() as fake:
+        result, _ = await run_jobs(
+            "anthropic",
+            settings(fake),
+            [{"id": "j", "prompt": "x"}],
+            model=MODEL,
+            anthropic={
+                "extra_body": {"system": [{"type": "text", "text": "s", "cache_control": {"type": "x"}}]}
+            },
+        )
+    job = result.jobs["j"]
+    assert job.status == "failed" and job.error_kind == "bad_request" and "cache_control" in (job.error or "")
+    assert fake.unused == 0 and len(fake.message_requests()) == 1

@@ -130,6 +130,23 @@ async def test_concurrent_jobs_each_get_their_own_text(model: None) -> None:
     assert all(text.strip() for text in together.values())
 
 
+async def test_a_conversation_goes_through_the_chat_template(model: None) -> None:
+    import attrs
+
+    from orchestrator.events import Message
+
+    alone = job("What is my name?", id="alone", max_tokens=8)
+    history = (Message("user", "My name is Ann."), Message("assistant", "Hello Ann, nice to meet you."))
+    talk = attrs.evolve(alone, id="talk", messages=history)
+    async with open_local(Settings(), seed=0) as backend:
+        short, long = (await generate(backend, alone)), (await generate(backend, talk))
+    assert short.text.strip() and long.text.strip()
+    read = [c.finished.tokens for c in (short, long)]
+    assert read[0] is not None and read[1] is not None
+    # Every turn reaches the model: the conversation's prompt is longer by the two earlier turns.
+    assert read[1].input + read[1].cache_read > read[0].input + read[0].cache_read + 10
+
+
 async def test_cancelling_stops_generation_and_leaks_no_thread(model: None) -> None:
     # How soon a cancel returns is measured by ``python -m benchmarks.stop --local``.
     long = job("Write a long story about a dragon.", max_tokens=400, ignore_eos=True)

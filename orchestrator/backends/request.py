@@ -1,0 +1,34 @@
+"""What a job sends, in one place for every backend: its conversation and its size.
+
+A job's conversation is its ``messages`` followed by its ``prompt`` as the last user turn (an
+empty prompt adds no turn, so a job may be a conversation alone). ``system`` stays apart: each
+API places it in its own way.
+
+Sizes are estimated without a tokenizer: about four characters a token, over the system
+prompt and every turn. This is what the runner reserves against token rate limits and spend
+caps, and what a dry run reports.
+"""
+
+from __future__ import annotations
+
+from orchestrator.spec import JobSpec
+
+CHARS_PER_TOKEN = 4
+
+
+def turns(job: JobSpec) -> list[dict[str, str]]:
+    """The job's conversation as ``{role, content}`` dicts, its prompt last."""
+    out = [{"role": m.role, "content": m.content} for m in job.messages]
+    if job.prompt:
+        out.append({"role": "user", "content": job.prompt})
+    return out
+
+
+def input_chars(job: JobSpec) -> int:
+    """Characters the job sends: system prompt, messages and prompt."""
+    return len(job.system or "") + sum(len(m.content) for m in job.messages) + len(job.prompt)
+
+
+def estimated_input_tokens(job: JobSpec) -> int:
+    """Input tokens of the job, estimated as characters / 4 (rounded down) + 1."""
+    return input_chars(job) // CHARS_PER_TOKEN + 1

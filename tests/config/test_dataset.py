@@ -1,0 +1,111 @@
+"""Data files in job files: rows become jobs through templates; ids, kept columns, settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config.jobfile import load_data_file, load_job_file
+from orchestrator.errors import ConfigError
+
+ROWS = "review_id,text,label,lang\nr1,Great,pos,en\nr2,Mauvais,neg,fr\n"
+
+
+def job_file(tmp_path: Path, defaults: str, rows: str = ROWS, name: str = "rows.csv") -> Path:
+    (tmp_path / name).write_text(rows)
+    path = tmp_path / "jobs.toml"
+    path.write_text(f'data_file = "{name}"\n[defaults]\n{defaults}\n')
+    return path
+
+
+def test_rows_become_jobs_with_rendered_prompts_ids_and_kept_columns(tmp_path: Path) -> None:
+    spec = load_job_file(
+        job_file(
+            tmp_path,
+            'prompt_template = "Classify: {text}"\nsystem_template = "Language: {lang}"\n'
+            'id_column = "review_id"\ncolumns = ["review_id", "label"]\nmodel = "m"',
+        )
+    )
+    assert [(j.id, j.prompt, j.system, j.model, dict(j.row)) for j in spec.jobs] == [
+        ("r1", "Classify: Great", "Language: en", "m", {"review_id": "r1", "label": "pos"}),
+        ("r2", "Classify: Mauvais", "Language: fr", "m", {"review_id": "r2", "label": "neg"}),
+    ]
+
+
+def test_all_columns_are_kept_by_default_and_ids_can_be_templated(tmp_path: Path) -> None:
+    spec = load_job_file(job_file(tmp_path, 'prompt_template = "{text}"\nid_template = "review-{review_id}"'))
+    assert [j.id for j in spec.jobs] == ["review-r1", "review-r2"]
+    assert dict(spec.jobs[0].row) == {"review_id": "r1", "text": "Great", "label": "pos", "lang": "en"}
+
+
+def test_derived_ids_follow_the_prompt_not_the_position(tmp_path: Path) -> None:
+    first = load_job_file(job_file(tmp_path, 'prompt_template = "{text}"'))
+    swapped = "review_id,text,label,lang\nr2,Mauvais,neg,fr\nr1,Great,pos,en\nr3,Great,pos,en\n"
+    second = load_job_file(job_file(tmp_path, 'prompt_template = "{text}"', swapped))
+    ids = {j.prompt: j.id for j in first.jobs}
+    assert [j.id for j in second.jobs] == [ids["Mauvais"], ids["Great"], ids["Great"] + "-2"]
+
+
+def test_the_content_hash_covers_the_rendered_request_not_other_columns(tmp_path: Path) -> None:
+    base = load_job_file(job_file(tmp_path, 'prompt_template = "{text}"\nid_column = "review_id"'))
+    relabelled = ROWS.replace("pos", "POSITIVE")
+    other = load_job_file(
+        job_file(tmp_path, 'prompt_template = "{text}"\nid_column = "review_id"', relabelled)
+    )
+    assert [j.content_hash for j in base.jobs] == [j.content_hash for j in other.jobs]
+    retemplated = load_job_file(
+        job_file(tmp_path, 'prompt_template = "Say: {text}"\nid_column = "review_id"')
+    )
+    assert all(a.content_hash != b.content_hash for a, b in zip(base.jobs, retemplated.jobs, strict=True))
+
+
+def test_row_settings_come_from_columns_and_empty_cells_keep_the_default(tmp_path: Path) -> None:
+    rows = "text,max_tokens,model\na,12,big\nb,,\n"
+    spec = load_job_file(
+        job_file(
+            tmp_path, 'prompt_template = "{text}"\nrow_settings = ["max_tokens", "model"]\nmodel = "m"', rows
+        )
+    )
+    assert [(j.max_tokens, j.model) for j in spec.jobs] == [(12, "big"), (None, "m")]
+
+
+def test_jsonl_rows_with_non_string_values(tmp_path: Path) -> None:
+    rows = '{"id": 7, "q": {"a": 1}, "max_tokens": 5}\n'
+    spec = load_job_file(
+        job_file(
+            tmp_path,
+            'prompt_template = "Q: {q}"\nid_column = "id"\nrow_settings = ["max_tokens"]',
+            rows,
+            "r.jsonl",
+        )
+    )
+    job = spec.jobs[0]
+    assert (job.id, job.prompt, job.max_tokens) == ("7", 'Q: {"a":1}', 5)
+
+
+def test_data_files_and_jobs_tables_mix(tmp_path: Path) -> None:
+    path = job_file(tmp_path, 'prompt_template = "{text}"\nid_column = "review_id"')
+    path.write_text(path.read_text() + '[[jobs]]\nid = "extra"\nprompt = "x"\n')
+    assert [j.id for j in load_job_file(path).jobs] == ["extra", "r1", "r2"]
+
+
+def test_every_bad_row_is_reported_and_the_count_is_capped(tmp_path: Path) -> None:
+    rows = "".join(f'{{"x": {i}}}\n' for i in range(300))
+    with pytest.raises(ConfigError) as exc:
+        load_job_file(job_file(tmp_path, 'prompt_template = "{text}"', rows, "r.jsonl"))
+    problems = exc.value.problems
+    assert problems[0].endswith("r.jsonl: row 1: column 'text' is missing")
+    assert len(problems) == 101 and problems[-1].endswith("r.jsonl: stopped reading after 100 problems")
+
+
+def test_load_data_file_without_a_job_file(tmp_path: Path) -> None:
+    (tmp_path / "r.jsonl").write_text('{"text": "a"}\n{"text": "b"}\n')
+    spec = load_data_file(str(tmp_path / "r.jsonl"), {"prompt_template": "Classify: {text}", "model": "m"})
+    assert [j.prompt for j in spec.jobs] == ["Classify: a", "Classify: b"] and spec.jobs[0].model == "m"
+    with pytest.raises(ConfigError) as exc:
+        load_data_file(str(tmp_path / "r.jsonl"), {"prompt_template": "{txt}"})
+    assert (
+        exc.value.problems[0]
+        == f"{tmp_path / 'r.jsonl'}: row 1: column 'txt' is missing (did you mean 'text'?)"
+    )
