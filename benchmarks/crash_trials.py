@@ -50,10 +50,16 @@ class TrialResult:
     lost: list[str]
     duplicated: list[str]
     resume_exit: int
+    results_once: int | None = None
+    """With a results file: jobs it holds exactly once after the resume (None: none written)."""
+    results_repeated: list[str] = attrs.Factory(list)
+    results_as_exported: bool | None = None
+    """Whether the results file is byte for byte what ``orchestrate export`` writes from the log."""
 
     @property
     def ok(self) -> bool:
-        return not self.lost and not self.duplicated and self.resume_exit == 0
+        results_ok = self.results_once in (None, self.jobs) and not self.results_repeated
+        return not self.lost and not self.duplicated and self.resume_exit == 0 and results_ok
 
 
 def _orchestrate(*args: str) -> list[str]:
@@ -94,13 +100,18 @@ def _outcomes(log: Path) -> tuple[int, int, list[str], list[str]]:
     )
 
 
-def run_trial(seed: int, workdir: Path, *, jobs: int = 200, concurrency: int = 40) -> TrialResult:
-    """Run, kill -9 once a seeded number of jobs have finished, resume, and check the log."""
+def run_trial(
+    seed: int, workdir: Path, *, jobs: int = 200, concurrency: int = 40, results: bool = False
+) -> TrialResult:
+    """Run, kill -9 once a seeded number of jobs have finished, resume, and check the log (and,
+    with ``results``, the JSONL results file both runs write)."""
     rng = random.Random(seed)
     job_file, log = _write_batch(seed, workdir, jobs, concurrency, "trial")
+    results_file = log.with_suffix(".results.jsonl")
+    results_args = ("--results", str(results_file)) if results else ()
     kill_after = rng.randrange(0, jobs)
     proc = subprocess.Popen(
-        _orchestrate(str(job_file), "--log", str(log), "-q"),
+        _orchestrate(str(job_file), "--log", str(log), "-q", *results_args),
         env=_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -115,9 +126,13 @@ def run_trial(seed: int, workdir: Path, *, jobs: int = 200, concurrency: int = 4
         proc.wait()
     killed_after = _terminal_count(log)
     resumed = subprocess.run(
-        _orchestrate(str(job_file), "--resume", str(log), "-q"), env=_env(), capture_output=True, timeout=120
+        _orchestrate(str(job_file), "--resume", str(log), "-q", *results_args),
+        env=_env(),
+        capture_output=True,
+        timeout=120,
     )
     total, once, lost, duplicated = _outcomes(log)
+    checked = _check_results(results_file, log) if results else {}
     return TrialResult(
         seed=seed,
         jobs=total,
@@ -126,7 +141,24 @@ def run_trial(seed: int, workdir: Path, *, jobs: int = 200, concurrency: int = 4
         lost=lost,
         duplicated=duplicated,
         resume_exit=resumed.returncode,
+        **checked,
     )
+
+
+def _check_results(results_file: Path, log: Path) -> dict[str, object]:
+    """Jobs the results file holds once, those it holds more than once, and whether it equals
+    the export of the log."""
+    rows = [orjson.loads(line) for line in results_file.read_bytes().splitlines()]
+    counts = Counter(row["id"] for row in rows if row["status"] == "succeeded")
+    exported = results_file.with_suffix(".exported.jsonl")
+    subprocess.run(
+        _orchestrate("export", str(log), "-o", str(exported)), env=_env(), capture_output=True, timeout=120
+    )
+    return {
+        "results_once": sum(1 for n in counts.values() if n == 1) if len(rows) == len(counts) else -1,
+        "results_repeated": sorted(job for job, n in Counter(row["id"] for row in rows).items() if n > 1),
+        "results_as_exported": exported.exists() and exported.read_bytes() == results_file.read_bytes(),
+    }
 
 
 @attrs.frozen

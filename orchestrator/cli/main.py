@@ -18,6 +18,8 @@ from orchestrator._version import __version__
 if TYPE_CHECKING:
     from orchestrator.config.jobfile import Overrides
     from orchestrator.record.claim import LogClaim
+    from orchestrator.record.results_file import ResultsFile
+    from orchestrator.run.bus import Subscriber
     from orchestrator.run.host import Interrupts
     from orchestrator.run.runner import BatchResult
     from orchestrator.spec import BatchSpec
@@ -83,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     logs.add_argument("--no-log", action="store_true", help="write no event log")
     parser.add_argument(
+        "--results",
+        metavar="PATH",
+        help="write one row per job to PATH (.jsonl as jobs end, .csv or .parquet at the end)",
+    )
+    parser.add_argument(
         "--max-cost", type=_positive_float, metavar="USD", help="spend cap: start no new job once reached"
     )
     parser.add_argument("--hard-cap", action="store_true", help="with --max-cost: also cancel running jobs")
@@ -124,9 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
         "send nothing",
     )
     parser.add_argument("--version", action="version", version=f"orchestrate {__version__}")
-    parser.epilog = (
-        parser.epilog or ""
-    ) + "\n\nother commands: orchestrate report LOG... | orchestrate tail LOG"
+    parser.epilog = (parser.epilog or "") + (
+        "\n\nother commands: orchestrate report LOG... | orchestrate tail LOG | "
+        "orchestrate export LOG... -o PATH"
+    )
     return parser
 
 
@@ -203,7 +211,11 @@ def _dry_run(spec: BatchSpec, args: argparse.Namespace) -> int:
 
 
 # Subcommands live in their own modules, each with ``main(argv) -> int``; imported on use.
-SUBCOMMANDS = {"report": "orchestrator.cli.report", "tail": "orchestrator.cli.tail"}
+SUBCOMMANDS = {
+    "report": "orchestrator.cli.report",
+    "tail": "orchestrator.cli.tail",
+    "export": "orchestrator.cli.export",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -260,6 +272,8 @@ def _main(argv: Sequence[str] | None) -> int:
     from orchestrator.record.log import LogWriteError
 
     claim: LogClaim | None = None
+    results_path: str | None = None
+    live_results: ResultsFile | None = None
     try:
         spec = _load(args, overrides)
         if args.dry_run:
@@ -283,6 +297,9 @@ def _main(argv: Sequence[str] | None) -> int:
         if resume and not starting:
             assert spec.log is not None
             spec = _resumed(spec, spec.log, args.retry_failed)
+        results_path = args.results or spec.results
+        if results_path is not None:
+            live_results = _start_results(results_path, spec, resuming=resume and not starting)
     except ConfigError as exc:
         if claim is not None:
             claim.release()
@@ -298,8 +315,11 @@ def _main(argv: Sequence[str] | None) -> int:
     problems: list[str] = []
     write_failed: list[str] = []
     result = None
+    results_failed = False
     try:
-        result = trio.run(_run, spec, args, signals, claim)
+        result = trio.run(_run, spec, args, signals, claim, live_results)
+        if results_path is not None and result is not None:  # written while the log is still ours
+            results_failed = not _finish_results(results_path, spec, live_results)
     except* ConfigError as group:  # e.g. the log cannot be opened
         problems = [line for exc in group.exceptions for line in getattr(exc, "problems", [str(exc)])]
     except* LogWriteError as group:  # a full disk: the log holds everything up to it
@@ -315,11 +335,48 @@ def _main(argv: Sequence[str] | None) -> int:
         return EXIT_FAILED
     if signals.first is not None:
         return EXIT_SIGNAL.get(signals.first, 130)
-    return EXIT_OK if result is not None and result.ok else EXIT_FAILED
+    return EXIT_OK if result is not None and result.ok and not results_failed else EXIT_FAILED
+
+
+def _start_results(path: str, spec: BatchSpec, *, resuming: bool) -> ResultsFile | None:
+    """Check and start the results file; raises ConfigError (one line) when it cannot be."""
+    from orchestrator.cli.results import check_results, start_results
+    from orchestrator.errors import ConfigError
+
+    check_results(path, spec)
+    try:
+        return start_results(path, spec, resuming=resuming)
+    except (OSError, ValueError) as exc:  # LogError is a ValueError
+        raise ConfigError([f"--results {path}: {getattr(exc, 'strerror', None) or exc}"]) from None
+
+
+def _finish_results(path: str, spec: BatchSpec, live: ResultsFile | None) -> bool:
+    """Write the results file from the log; False (a line on stderr said why) when it failed."""
+    from orchestrator.cli.results import finish_results
+
+    if live is not None:
+        live.close()
+    problem = live.failed if live is not None else None
+    if problem is None:
+        try:
+            finish_results(path, spec)
+        except (OSError, ValueError) as exc:
+            problem = f"{path}: {getattr(exc, 'strerror', None) or exc}"
+    if problem is not None:
+        print(
+            f"orchestrate: results file not written: {problem} (orchestrate export LOG -o PATH)",
+            file=sys.stderr,
+        )
+        return False
+    return True
 
 
 async def _run(
-    spec: BatchSpec, args: argparse.Namespace, signals: Interrupts, claim: LogClaim | None
+    spec: BatchSpec,
+    args: argparse.Namespace,
+    signals: Interrupts,
+    claim: LogClaim | None,
+    live_results: ResultsFile | None = None,
 ) -> BatchResult | None:
     import trio
 
@@ -343,8 +400,9 @@ async def _run(
             nursery.start_soon(lambda: run_progress(progress, tty=sys.stderr.isatty()))
         # A small batch's answers are shown at the end; a large one's stay in the log, not in RAM.
         keep_text = len(spec.jobs) <= ANSWERS_SHOWN
+        subscribers: list[Subscriber] = [progress, *([live_results] if live_results else [])]
         result = await execute(
-            spec, subscribers=[progress], keep_text=keep_text, control=control, claim=claim
+            spec, subscribers=subscribers, keep_text=keep_text, control=control, claim=claim
         )
         nursery.cancel_scope.cancel()
     if result is None:  # torn down by a second signal

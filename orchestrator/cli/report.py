@@ -16,7 +16,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.report.fold import JobRow, Report, failure_groups, read_report, retry_groups
+from orchestrator.report.fold import (
+    JobRow,
+    Report,
+    failure_groups,
+    pick_run,
+    read_report,
+    retry_groups,
+)
 from orchestrator.visible import as_text, visible
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -68,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"orchestrate report: {', '.join(args.logs)}: no runs in this log", file=sys.stderr)
         return EXIT_USAGE
     if args.run is not None:
-        picked = _pick_run(report, args.run)
+        picked = pick_run(report, args.run)
         if picked is None:
             print(f"orchestrate report: no run {args.run} (the log has {len(report.runs)})", file=sys.stderr)
             return EXIT_USAGE
@@ -116,19 +123,6 @@ def _one_line(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.filename is not None:
         return f"{exc.filename}: {exc.strerror or exc}"
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-
-
-def _pick_run(report: Report, number: int) -> Report | None:
-    runs = report.runs
-    index = number - 1 if number > 0 else len(runs) + number
-    if number == 0 or not 0 <= index < len(runs):
-        return None
-    from orchestrator.report.fold import combine, final_rows
-
-    run = (runs[index],)
-    rows = final_rows(run)
-    story = tuple(item for item in report.story if item[0] == run[0].index)
-    return Report(runs=run, jobs=rows, summary=combine(run, rows), story=story)
 
 
 def _warn_if_edited(report: Report) -> None:

@@ -68,6 +68,7 @@ BATCH_KEYS = (
     "hard_cap",
     "halt",
     "log_inputs",
+    "results",
 )
 _JOB_SETTINGS = (
     "backend",

@@ -74,6 +74,10 @@ class JobResult:
     """The data-file row the job came from (the columns kept), from its ``job_input``."""
     metadata: Mapping[str, Any] = NO_ROW
     """The job's ``metadata`` table, from its ``job_input``."""
+    backend: str | None = None
+    """The backend the job ran on, from its ``job_queued`` (None: never announced)."""
+    model: str | None = None
+    """The model the job asked for, from its ``job_queued``."""
 
     @property
     def ok(self) -> bool:
@@ -102,6 +106,7 @@ class _Job:
     cost: float = 0.0
     cost_unknown: bool = False
     model: str | None = None
+    backend: str | None = None
     input: JobInput | None = None
 
     def close_attempt(self) -> None:
@@ -180,7 +185,7 @@ class Aggregator:
                 self._order.append(job_id)
             job = self._running[job_id] = _Job()
             if isinstance(event, JobQueued):
-                job.model = event.model
+                job.model, job.backend = event.model, event.backend
         attempt = job.current
         match event:
             case TextDelta(text=text):
@@ -276,6 +281,8 @@ class Aggregator:
             error=error,
             row=job.input.row if job.input is not None else NO_ROW,
             metadata=job.input.metadata if job.input is not None else NO_ROW,
+            backend=job.backend,
+            model=job.model,
         )
 
     def summary(self, wall_s: float, *, stopped: str | None = None) -> BatchSummary:

@@ -76,6 +76,7 @@ __all__ = [
     "failure_groups",
     "final_rows",
     "fold_runs",
+    "pick_run",
     "read_report",
     "retry_groups",
 ]
@@ -94,11 +95,11 @@ class _Open:
 class _RunFold:
     """Folds one run's events: the live aggregator plus the per-attempt spans it does not keep."""
 
-    def __init__(self, index: int, source: str, header: LogHeader | None) -> None:
+    def __init__(self, index: int, source: str, header: LogHeader | None, keep_text: bool) -> None:
         self.index = index
         self.source = source
         self.header = header
-        self.aggregator = Aggregator(keep_text=False)  # texts are not part of any summary
+        self.aggregator = Aggregator(keep_text=keep_text)  # texts are not part of any summary
         self.queued: dict[str, None] = {}
         self.open: dict[str, _Open] = {}
         self.spans: dict[str, list[AttemptSpan]] = {}
@@ -206,12 +207,14 @@ class _RunFold:
         )
 
 
-def fold_runs(records: Iterable[tuple[str, LogRecord]], *, story_job: str | None = None) -> Report:
+def fold_runs(
+    records: Iterable[tuple[str, LogRecord]], *, story_job: str | None = None, keep_text: bool = False
+) -> Report:
     """Fold log records (each with the name of the log it came from) into a :class:`Report`.
 
     A run starts at each ``log_header``, at the start of each log, and at a second
     ``batch_started`` without a header between (logs joined by hand). ``story_job`` keeps every
-    event of that job for :attr:`Report.story`.
+    event of that job for :attr:`Report.story`; ``keep_text`` keeps each result's final text.
     """
     folds: list[_RunFold] = []
     story: list[tuple[int, Tagged]] = []
@@ -230,7 +233,7 @@ def fold_runs(records: Iterable[tuple[str, LogRecord]], *, story_job: str | None
         if new_run:
             if current is not None and not _empty(current):
                 folds.append(current)
-            current = _RunFold(len(folds) + 1, name, record.header)
+            current = _RunFold(len(folds) + 1, name, record.header, keep_text)
         assert current is not None
         if tagged is not None:
             current.apply(tagged)
@@ -267,7 +270,9 @@ def _empty(fold: _RunFold) -> bool:
     return fold.header is None and not fold.started and not fold.queued and fold.finished is None
 
 
-def read_report(paths: Sequence[str | Path], *, story_job: str | None = None) -> Report:
+def read_report(
+    paths: Sequence[str | Path], *, story_job: str | None = None, keep_text: bool = False
+) -> Report:
     """Read and fold the logs, in the order given. Raises OSError or :class:`~.log.LogError`."""
 
     def records() -> Iterable[tuple[str, LogRecord]]:
@@ -275,4 +280,16 @@ def read_report(paths: Sequence[str | Path], *, story_job: str | None = None) ->
             for record in read_log(path):
                 yield str(path), record
 
-    return fold_runs(records(), story_job=story_job)
+    return fold_runs(records(), story_job=story_job, keep_text=keep_text)
+
+
+def pick_run(report: Report, number: int) -> Report | None:
+    """Run ``number`` of the report alone (1 = first, -1 = last); None when there is no such run."""
+    runs = report.runs
+    index = number - 1 if number > 0 else len(runs) + number
+    if number == 0 or not 0 <= index < len(runs):
+        return None
+    run = (runs[index],)
+    rows = final_rows(run)
+    story = tuple(item for item in report.story if item[0] == run[0].index)
+    return Report(runs=run, jobs=rows, summary=combine(run, rows), story=story)

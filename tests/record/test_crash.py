@@ -40,6 +40,17 @@ def test_the_trials_kill_at_many_different_moments(kill_trials: dict[int, object
     assert len(moments) >= 10
 
 
+RESULTS_SEEDS = range(3000, 3004)
+
+
+@pytest.mark.parametrize("seed", RESULTS_SEEDS)
+def test_kill_9_then_resume_leaves_each_job_once_in_the_results_file(seed: int, tmp_path: Path) -> None:
+    result = run_trial(seed, tmp_path, jobs=120, results=True)
+    assert result.resume_exit == 0 and result.succeeded_once == result.jobs == 120
+    assert result.results_once == 120 and result.results_repeated == []
+    assert result.results_as_exported
+
+
 RACE_SEEDS = range(2000, 2006)
 
 
