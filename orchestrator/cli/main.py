@@ -290,6 +290,11 @@ def _main(argv: Sequence[str] | None) -> int:
             spec = attrs.evolve(spec, log=str(Path("runs") / f"{_stem(args.jobfile)}-{stamp}.jsonl"))
         from orchestrator.run.runner import preflight
 
+        results_path = args.results or spec.results
+        if results_path is not None:
+            from orchestrator.cli.results import check_results
+
+            check_results(results_path, spec)
         preflight(spec)
         if spec.log is not None and spec.log != "-":
             # Claimed before the resume plan reads the log: no other run may add to it from now on.
@@ -297,7 +302,6 @@ def _main(argv: Sequence[str] | None) -> int:
         if resume and not starting:
             assert spec.log is not None
             spec = _resumed(spec, spec.log, args.retry_failed)
-        results_path = args.results or spec.results
         if results_path is not None:
             live_results = _start_results(results_path, spec, resuming=resume and not starting)
     except ConfigError as exc:
@@ -339,11 +343,10 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def _start_results(path: str, spec: BatchSpec, *, resuming: bool) -> ResultsFile | None:
-    """Check and start the results file; raises ConfigError (one line) when it cannot be."""
-    from orchestrator.cli.results import check_results, start_results
+    """Start the (checked) results file; raises ConfigError (one line) when it cannot be."""
+    from orchestrator.cli.results import start_results
     from orchestrator.errors import ConfigError
 
-    check_results(path, spec)
     try:
         return start_results(path, spec, resuming=resuming)
     except (OSError, ValueError) as exc:  # LogError is a ValueError

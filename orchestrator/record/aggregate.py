@@ -144,6 +144,7 @@ class Aggregator:
         """Announced jobs a ``jobs_skipped`` ended, with its reason (their results are made on
         demand, see :meth:`result`)."""
         self._unannounced: list[tuple[int, int, str]] = []  # skipped positions never announced
+        self._skipped_jobs: dict[str, _Job] = {}  # what announced skipped jobs said of themselves
 
     @property
     def unannounced_skipped(self) -> int:
@@ -154,7 +155,17 @@ class Aggregator:
         """The job's result, also for a job that a ``jobs_skipped`` ended (made on demand)."""
         found = self.results.get(job_id)
         if found is None and job_id in self.skipped:
-            return skipped_result(job_id, self.skipped[job_id])
+            job = self._skipped_jobs.get(job_id)
+            if job is None:
+                return skipped_result(job_id, self.skipped[job_id])
+            given = job.input
+            return attrs.evolve(
+                skipped_result(job_id, self.skipped[job_id]),
+                row=given.row if given is not None else NO_ROW,
+                metadata=given.metadata if given is not None else NO_ROW,
+                backend=job.backend,
+                model=job.model,
+            )
         return found
 
     def unannounced_reason(self, position: int) -> str | None:
@@ -241,7 +252,9 @@ class Aggregator:
             for position in range(max(start, 0), min(end, announced)):
                 job_id = order[position]
                 if job_id not in results and job_id not in skipped:
-                    running.pop(job_id, None)
+                    job = running.pop(job_id, None)
+                    if job is not None:
+                        self._skipped_jobs[job_id] = job
                     skipped[job_id] = event.reason
             if end > announced:
                 self._unannounced.append((max(start, announced), end, event.reason))

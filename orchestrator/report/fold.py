@@ -51,7 +51,7 @@ from orchestrator.events import (
     ToolCall,
     UsageReported,
 )
-from orchestrator.record.aggregate import Aggregator, skipped_result
+from orchestrator.record.aggregate import Aggregator
 from orchestrator.record.cost import AttemptMeter
 from orchestrator.record.log import LogHeader, LogRecord, read_log
 from orchestrator.report.merge import combine, failure_groups, final_rows, retry_groups
@@ -190,8 +190,10 @@ class _RunFold:
             wall, logged = self.last_ts, None
             summary = self.aggregator.summary(wall, stopped=UNFINISHED)
         results = dict(self.aggregator.results)
-        for job, reason in self.aggregator.skipped.items():
-            results[job] = skipped_result(job, reason)
+        for job in self.aggregator.skipped:
+            found = self.aggregator.result(job)
+            assert found is not None
+            results[job] = found
         return RunReport(
             index=self.index,
             source=self.source,
