@@ -162,13 +162,35 @@ def csv_bytes(rows: Sequence[Row]) -> bytes:
     return out.getvalue().encode()
 
 
+def table(rows: Sequence[Row]) -> dict[str, list[Any]]:
+    """The rows column by column, as the table formats hold them (:func:`table_cell`)."""
+    return {column: [table_cell(row.get(column)) for row in rows] for column in table_columns(rows)}
+
+
+def to_pandas(rows: Sequence[Row]) -> Any:
+    """The rows as a pandas DataFrame (table form); ImportError naming the install command."""
+    try:
+        import pandas
+    except ImportError:
+        raise ImportError("to_pandas() needs pandas: pip install pandas") from None
+    return pandas.DataFrame(table(rows))
+
+
+def to_polars(rows: Sequence[Row]) -> Any:
+    """The rows as a polars DataFrame (table form; a column of mixed types is cast, not refused);
+    ImportError naming the install command."""
+    try:
+        import polars
+    except ImportError:
+        raise ImportError("to_polars() needs polars: pip install polars") from None
+    return polars.DataFrame(table(rows), strict=False)
+
+
 def parquet_bytes(rows: Sequence[Row]) -> bytes:
     """The rows as a Parquet file (a column whose values differ in type is stored as text)."""
     pa, pq = import_pyarrow()
-    columns = table_columns(rows)
     arrays = {}
-    for column in columns:
-        values = [table_cell(row.get(column)) for row in rows]
+    for column, values in table(rows).items():
         if column.startswith(ROW_PREFIX):
             kind = None  # the data file's own types, as found
         else:  # a fixed column has one type, even when every value is null

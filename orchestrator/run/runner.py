@@ -94,6 +94,26 @@ class BatchResult:
     def ok(self) -> bool:
         return self.summary.ok
 
+    def rows(self) -> list[dict[str, Any]]:
+        """One plain dict per job, in job order: the results table's rows (the columns of
+        :mod:`orchestrator.record.results`); ``text`` is None when run with ``keep_text=False``."""
+        from orchestrator.record.results import result_row
+
+        return [result_row(result) for result in self.jobs.values()]
+
+    def to_pandas(self) -> Any:
+        """:meth:`rows` as a pandas DataFrame (lists and tables as JSON text, as in the CSV);
+        ImportError naming the install command when pandas is missing."""
+        from orchestrator.record.results import to_pandas
+
+        return to_pandas(self.rows())
+
+    def to_polars(self) -> Any:
+        """:meth:`rows` as a polars DataFrame (as :meth:`to_pandas`)."""
+        from orchestrator.record.results import to_polars
+
+        return to_polars(self.rows())
+
 
 class RunControl:
     """A handle to stop a running batch gracefully: no new attempts start, running ones are
