@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_USAGE
     try:
-        report = read_report(args.logs, story_job=args.job)
+        report = read_report(args.logs, story_job=args.job, keep_text=bool(args.html))
     except (OSError, ValueError) as exc:  # LogError is a ValueError
         print(f"orchestrate report: {visible(_one_line(exc))}", file=sys.stderr)
         return EXIT_USAGE

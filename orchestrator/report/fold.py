@@ -39,6 +39,7 @@ from orchestrator.events import (
     BatchSummary,
     JobCancelled,
     JobFailed,
+    JobInput,
     JobQueued,
     JobSkipped,
     JobsSkipped,
@@ -108,6 +109,7 @@ class _RunFold:
         self.started = False
         self.last_ts = 0.0
         self.story_skipped: set[str] = set()
+        self.inputs: dict[str, JobInput] | None = {} if keep_text else None
 
     def apply(self, tagged: Tagged) -> None:
         self.aggregator.apply(tagged)
@@ -147,6 +149,8 @@ class _RunFold:
                 self._close(job, tagged.ts, "cancelled", "cancelled", event.reason)
             case JobSkipped():
                 self.queued.setdefault(job, None)
+            case JobInput() if self.inputs is not None:
+                self.inputs[job] = event
             case _:
                 pass
 
@@ -206,6 +210,7 @@ class _RunFold:
             attempts={job: tuple(spans) for job, spans in self.spans.items()},
             markers=tuple(self.markers),
             end_ts=wall,
+            inputs=self.inputs or {},
         )
 
 
@@ -216,7 +221,8 @@ def fold_runs(
 
     A run starts at each ``log_header``, at the start of each log, and at a second
     ``batch_started`` without a header between (logs joined by hand). ``story_job`` keeps every
-    event of that job for :attr:`Report.story`; ``keep_text`` keeps each result's final text.
+    event of that job for :attr:`Report.story`; ``keep_text`` keeps each result's final text and
+    each job's rendered request (:attr:`RunReport.inputs`).
     """
     folds: list[_RunFold] = []
     story: list[tuple[int, Tagged]] = []

@@ -3,7 +3,9 @@
 What is on the page, top to bottom: the summary (the very numbers ``report`` prints), the
 failure reasons, a timeline with one row per job and one bar per attempt (coloured by how it
 ended, the wait for the first token lighter, the backoff before a retry as a thin line, hover
-for the details), then in-flight attempts over time (limiter events marked), output tokens per
+for the details), the answers (a searchable list of jobs, each opening its prompt, answer or
+parsed output, tool calls and error; see :mod:`orchestrator.report.answers`), then in-flight
+attempts over time (limiter events marked), output tokens per
 second, a histogram of job latencies and the jobs that cost most.
 
 Why plain SVG and a canvas rather than a plotting library: the file must work with no network,
@@ -28,6 +30,7 @@ import orjson
 
 from orchestrator._version import __version__
 from orchestrator.record.aggregate import percentile
+from orchestrator.report.answers import answers_data
 from orchestrator.report.assets import asset
 from orchestrator.report.charts import Mark, Series, bar_list, histogram, time_chart
 from orchestrator.report.fold import AttemptSpan, Report, failure_groups, retry_groups
@@ -339,6 +342,8 @@ def render_html(report: Report, title: str = "orchestrator report") -> str:
     )
     # "<" never appears outside JSON strings, so escaping it keeps "</script>" out of the data.
     payload = orjson.dumps(data).replace(b"<", b"\\u003c").decode()
+    answers = answers_data(report)
+    answers_payload = orjson.dumps(answers).replace(b"<", b"\\u003c").decode()
     sources = ", ".join(dict.fromkeys(r.source for r in report.runs))
     job_file = next((r.header.job_file for r in report.runs if r.header and r.header.job_file), None)
     heading = escape(job_file or sources)
@@ -366,6 +371,12 @@ def render_html(report: Report, title: str = "orchestrator report") -> str:
 <div id="tl-scroll"><canvas id="tl-canvas"></canvas><div id="tl-spacer"></div></div>
 <div id="tl-tip" hidden></div></div>
 <noscript>The timeline needs JavaScript; the charts below do not.</noscript></section>
+<section id="answers-section"><h3>answers <small>(click a job for its prompt, answer, tool calls and
+error; texts longer than {answers["limit"]:,} characters are cut)</small></h3>
+<div class="answers-bar"><label>search <input id="answers-search" type="search" size="32"
+placeholder="job id or text"></label> <span id="answers-count"></span></div>
+<div id="answers-list"></div>
+<noscript>The answers need JavaScript: orchestrate report LOG --job ID shows one.</noscript></section>
 <section class="grid">
 <div><h3>in flight over time <small>({limiter_note})</small></h3>{concurrency}</div>
 <div><h3>output tokens per second
@@ -378,6 +389,8 @@ def render_html(report: Report, title: str = "orchestrator report") -> str:
 <footer>orchestrator {__version__} · generated offline from the event log alone</footer>
 <script type="application/json" id="timeline-data">{payload}</script>
 <script>{asset("report.js")}</script>
+<script type="application/json" id="answers-data">{answers_payload}</script>
+<script>{asset("answers.js")}</script>
 </body></html>
 """
 

@@ -13,7 +13,7 @@ from typing import Any, Final, Literal
 import attrs
 
 from orchestrator.errors import ErrorKind
-from orchestrator.events import BatchSummary, Tagged, Tokens
+from orchestrator.events import BatchSummary, JobInput, Tagged, Tokens
 from orchestrator.record.aggregate import JobResult
 from orchestrator.record.log import LogHeader
 from orchestrator.spec import NO_ROW
@@ -109,6 +109,8 @@ class RunReport:
     end_ts: float
     unannounced_skipped: int = 0
     """Jobs this run skipped before announcing them: counted in its summary, named nowhere."""
+    inputs: Mapping[str, JobInput] = attrs.field(factory=dict)
+    """Each job's ``job_input`` (its rendered request), when the log was read keeping texts."""
 
     @property
     def finished(self) -> bool:

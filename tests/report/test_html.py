@@ -203,4 +203,110 @@ def test_a_jobs_row_and_metadata_are_in_its_tooltip_data(tmp_path: Path) -> None
     spec = attrs.evolve(spec, log=str(tmp_path / "run.jsonl"))
     run_virtual(spec)
     data = timeline_data(read_report([tmp_path / "run.jsonl"]))
-    assert data["inputs"] == ['{"metadata":{"gold":"<b>pos</b>"}}', None]  # escaped by the page's esc()
+    assert data["inputs"] == ['{"metadata":{"gold":"<b>pos</b>"}}', None]  # shown with textContent
+
+
+def answers(page: Page) -> dict[str, str]:
+    return json.loads(
+        page.evaluate("JSON.stringify(Object.assign({}, document.getElementById('answers-list').dataset))")
+    )
+
+
+def open_answer(page: Page, job: str) -> list[str]:
+    """Click the job's row in the answers list; the texts of the parts it opens (title, text...)."""
+    return json.loads(
+        page.evaluate(
+            "(() => { const item = [...document.querySelectorAll('#answers-list .answer')]"
+            f".find((a) => a.querySelector('.answer-id').textContent === {json.dumps(job)});"
+            "item.querySelector('.answer-head').click();"
+            "return JSON.stringify([...item.querySelectorAll('.answer-part, .answer-text')]"
+            ".map((e) => e.textContent)); })()"
+        )
+    )
+
+
+def search_answers(page: Page, text: str) -> dict[str, str]:
+    page.evaluate(
+        f"(() => {{ const s = document.getElementById('answers-search'); s.value = {json.dumps(text)};"
+        "s.dispatchEvent(new Event('change')); })()"
+    )
+    return answers(page)
+
+
+def test_a_jobs_row_opens_its_prompt_answer_and_error(tmp_path: Path, page: Page) -> None:
+    log = faults_log(tmp_path)
+    report = read_report([log], keep_text=True)
+    html = tmp_path / "report.html"
+    write_html(report, html)
+    open_report(page, html)
+
+    assert answers(page) == {"found": "7", "shown": "7"}
+    clean = report.runs[0].results["clean"].text
+    assert clean
+    assert open_answer(page, "clean") == ["prompt", "user: A job with no faults.", "answer", clean]
+    parts = open_answer(page, "bad-request")
+    assert parts[2:4] == ["answer", "(no answer)"] and parts[4] == "error" and "bad_request" in parts[5]
+    assert page.errors() == []
+
+
+def test_the_search_box_finds_jobs_by_id_and_by_text(tmp_path: Path, page: Page) -> None:
+    log = tmp_path / "run.jsonl"
+    spec = make_spec(
+        [
+            {"id": "alpha", "prompt": "about cats", "sim": {"text": "Cats purr."}},
+            {"id": "beta", "prompt": "about dogs", "sim": {"text": "Dogs bark."}},
+            {"id": "gamma", "prompt": "about birds", "sim": {"text": "Birds sing."}},
+        ]
+    )
+    run_virtual(attrs.evolve(spec, log=str(log)))
+    html = tmp_path / "r.html"
+    write_html(read_report([log], keep_text=True), html)
+    open_report(page, html)
+
+    assert search_answers(page, "BETA")["found"] == "1"  # an id, any case
+    assert search_answers(page, "purr")["found"] == "1"  # an answer
+    assert search_answers(page, "about")["found"] == "3"  # the prompts
+    assert search_answers(page, "nothing like it") == {"found": "0", "shown": "0"}
+    assert page.evaluate("document.getElementById('answers-count').textContent") == "no job matches"
+    assert page.errors() == []
+
+
+def test_hostile_text_in_ids_prompts_and_answers_stays_text(tmp_path: Path, page: Page) -> None:
+    log = tmp_path / "run.jsonl"
+    evil = '<img src=x onerror="document.body.dataset.pwned=1"></script><b>'
+    spec = make_spec([{"id": f"j{evil}", "prompt": f"p{evil}", "sim": {"text": f"a{evil}"}}])
+    run_virtual(attrs.evolve(spec, log=str(log)))
+    html = tmp_path / "r.html"
+    write_html(read_report([log], keep_text=True), html)
+    assert "<img" not in html.read_text()
+    open_report(page, html)
+
+    parts = open_answer(page, f"j{evil}")
+    assert parts == ["prompt", f"user: p{evil}", "answer", f"a{evil}"]
+    assert page.evaluate("document.querySelectorAll('img, #answers-list b').length") == 0
+    assert page.evaluate("document.body.dataset.pwned === undefined")
+    assert page.errors() == []
+
+
+def test_long_texts_are_cut_with_a_note_and_the_cut_shrinks_as_jobs_grow() -> None:
+    from orchestrator.report.answers import MOST, cut, text_limit
+
+    assert text_limit(1) == MOST and text_limit(10_000) < text_limit(100) <= MOST
+    assert cut("short", 10) == "short"
+    assert cut("x" * 25, 10) == "x" * 10 + "\n… 15 more characters (orchestrate report LOG --job ID)"
+
+
+@pytest.mark.slow
+def test_ten_thousand_jobs_with_their_answers_stay_a_few_megabytes_and_searchable(
+    tmp_path: Path, page: Page
+) -> None:
+    log = big_log(tmp_path)
+    html = tmp_path / "big.html"
+    write_html(read_report([log], keep_text=True), html)
+    assert html.stat().st_size < 5_000_000
+    open_report(page, html)
+
+    assert answers(page) == {"found": "10000", "shown": "200"}
+    assert search_answers(page, "job-09999") == {"found": "1", "shown": "1"}
+    assert open_answer(page, "job-09999")[:2] == ["prompt", "user: question 9999"]
+    assert page.errors() == []

@@ -30,7 +30,6 @@
 
   const X = (t) => labelW + ((t - t0) / (t1 - t0)) * (width - labelW - 10);
   const XO = (t) => labelW + (t / end) * (width - labelW - 10);
-  const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
   const secs = (s) => (s < 10 ? s.toFixed(3) : s.toFixed(1)) + " s";
 
   function fit(c, w, h) {
@@ -188,20 +187,20 @@
     drawOverview();
   }
 
+  // A tooltip is lines of plain text, the job id in bold: shown with textContent, never as markup.
   function attemptTip(r, o) {
     const start = A[o + col.start], stop = A[o + col.end], fo = A[o + col.first_output];
     const cost = A[o + col.cost], err = A[o + col.error];
     const lines = [
-      "<b>" + esc(data.jobs[r]) + "</b> · attempt " + A[o + col.attempt] +
-        (data.runs.length > 1 ? " · run " + A[o + col.run] : ""),
-      esc(data.outcomes[A[o + col.outcome]]) + " · " + secs(stop - start) + " (" + secs(start) + " → " + secs(stop) + ")",
+      data.outcomes[A[o + col.outcome]] + " · " + secs(stop - start) + " (" + secs(start) + " → " + secs(stop) + ")",
       "ttft " + (fo >= 0 ? secs(fo - start) : "–") + " · tokens " + A[o + col.tokens_in] + " in / " +
         A[o + col.tokens_out] + " out · cost " + (cost >= 0 ? "$" + cost.toFixed(6) : "?"),
     ];
-    if (err >= 0) lines.push(esc(data.errors[err]));
-    if (data.inputs && data.inputs[r]) lines.push(esc(data.inputs[r]));
+    if (err >= 0) lines.push(data.errors[err]);
+    if (data.inputs && data.inputs[r]) lines.push(data.inputs[r]);
     if (A[o + col.delay] > 0) lines.push("then backoff " + secs(A[o + col.delay]));
-    return lines.join("<br>");
+    return { job: data.jobs[r], rest: " · attempt " + A[o + col.attempt] +
+      (data.runs.length > 1 ? " · run " + A[o + col.run] : ""), lines };
   }
 
   function hit(ev) {
@@ -213,18 +212,25 @@
       if (x >= x0 - 2 && x <= x1 + 2) return attemptTip(r, o);
       const d = A[o + col.delay];
       if (d > 0 && x > x1 && x <= X(A[o + col.end] + d) + 2) {
-        return "<b>" + esc(data.jobs[r]) + "</b> · backoff " + secs(d) + " after attempt " + A[o + col.attempt] +
-          (A[o + col.error] >= 0 ? "<br>" + esc(data.errors[A[o + col.error]]) : "");
+        return { job: data.jobs[r], rest: " · backoff " + secs(d) + " after attempt " + A[o + col.attempt],
+                 lines: A[o + col.error] >= 0 ? [data.errors[A[o + col.error]]] : [] };
       }
     }
-    return "<b>" + esc(data.jobs[r]) + "</b> · " + esc(data.status[r]) + " · " +
-      (rowStart[r + 1] - rowStart[r]) + " attempt(s)";
+    return { job: data.jobs[r], rest: " · " + data.status[r] + " · " + (rowStart[r + 1] - rowStart[r]) +
+      " attempt(s)", lines: [] };
+  }
+
+  function showTip(found) {
+    const bold = document.createElement("b");
+    bold.textContent = found.job;
+    tip.replaceChildren(bold, document.createTextNode(found.rest));
+    for (const line of found.lines) tip.append(document.createElement("br"), document.createTextNode(line));
   }
 
   canvas.addEventListener("mousemove", (ev) => {
-    const html = hit(ev);
-    if (html === null) { tip.hidden = true; return; }
-    tip.innerHTML = html;
+    const found = hit(ev);
+    if (found === null) { tip.hidden = true; return; }
+    showTip(found);
     tip.hidden = false;
     const left = Math.min(ev.clientX + 14, document.documentElement.clientWidth - tip.offsetWidth - 8);
     tip.style.left = Math.max(4, left) + "px";
