@@ -10,7 +10,7 @@ A job file::
 
     prompts_file = "more.jsonl"   # (top level, before any table) a JSON string or job object per line
     data_file = "rows.csv"        # (top level) rows that become jobs: see orchestrator.config.dataset
-    [defaults]            # batch-wide keys (concurrency, log, deadline, seed, fsync, name)
+    [defaults]            # batch-wide keys (concurrency, log, results, deadline, seed, fsync, name)
     backend = "sim"       # and per-job defaults (backend, model, retry, timeouts, ...)
     [defaults.retry]
     max_attempts = 3
