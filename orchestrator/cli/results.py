@@ -11,6 +11,7 @@ byte (JSONL only when there is no log file: then it keeps the rows appended).
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 from orchestrator.errors import ConfigError
@@ -31,13 +32,33 @@ def check_results(path: str, spec: BatchSpec) -> None:
         raise ConfigError([f"--results {path}: name a .jsonl, .csv or .parquet file"])
     if fmt != "jsonl" and not _has_log_file(spec):
         raise ConfigError([f"--results {path}: {fmt} is written from the log: drop --no-log / --log -"])
-    if spec.log is not None and Path(path).resolve() == Path(spec.log).resolve():
+    target = Path(path).resolve()
+    if spec.log is not None and target == Path(spec.log).resolve():
         raise ConfigError([f"--results {path}: is the log itself: name another file"])
+    if target in _inputs(spec.source):
+        raise ConfigError([f"--results {path}: is the batch's own input: name another file"])
     if fmt == "parquet":
         try:
             import_pyarrow()
         except ImportError as exc:
             raise ConfigError([f"--results {path}: {exc}"]) from None
+
+
+def _inputs(source: str | None) -> set[Path]:
+    """The files the batch was read from: the job file (or data file) and the files it names."""
+    if source is None:
+        return set()
+    found = {Path(source).resolve()}
+    if Path(source).suffix.lower() == ".toml":
+        try:
+            table = tomllib.loads(Path(source).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):  # it was read once already
+            return found
+        for key in ("data_file", "prompts_file"):
+            named = table.get(key)
+            if isinstance(named, str) and "\0" not in named:
+                found.add((Path(source).parent / named).resolve())
+    return found
 
 
 def start_results(path: str, spec: BatchSpec, *, resuming: bool) -> ResultsFile | None:

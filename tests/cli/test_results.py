@@ -108,6 +108,21 @@ def test_a_results_path_the_run_cannot_write_is_refused_before_it_starts(
     assert not (tmp_path / "runs").exists() and not (tmp_path / "same.jsonl").exists()
 
 
+def test_the_input_data_file_is_never_overwritten(tmp_path: Path) -> None:
+    data = tmp_path / "rows.csv"
+    data.write_text("id,prompt\na,hello\n")
+    proc = orchestrate(str(data), "-b", "sim", "-q", "--results", str(data), cwd=tmp_path)
+    assert proc.returncode == 2 and "is the batch's own input" in proc.stderr
+    assert data.read_text() == "id,prompt\na,hello\n"
+
+
+def test_the_data_file_a_job_file_names_is_never_overwritten(reviews: Path) -> None:
+    before = (reviews.parent / "reviews.csv").read_bytes()
+    proc = orchestrate(str(reviews), "-b", "sim", "-q", "--results", "reviews.csv", cwd=reviews.parent)
+    assert proc.returncode == 2 and "is the batch's own input" in proc.stderr
+    assert (reviews.parent / "reviews.csv").read_bytes() == before
+
+
 def test_results_can_be_set_in_the_job_file_defaults(tmp_path: Path) -> None:
     job_file = tmp_path / "b.toml"
     job_file.write_text('[defaults]\nbackend = "sim"\nresults = "answers.jsonl"\n[[jobs]]\nprompt = "hi"\n')
