@@ -16,7 +16,8 @@ takes its rows. A row is a plain dict:
 
 JSONL keeps nested values (lists, tables, parsed output) as JSON; the table formats (CSV,
 Parquet, DataFrames, see :func:`table_cell`) hold them as JSON text, and a table's header is
-``id``, every ``row.`` column met (first seen first), then the fixed columns.
+``id``, every ``row.`` column met (first seen first), then the fixed columns, with each
+top-level field of a parsed output that is an object as ``output.<field>`` after ``output``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from orchestrator.install import install_extra
 from orchestrator.record.aggregate import JobResult
 
 ROW_PREFIX = "row."
+OUTPUT_PREFIX = "output."
 COLUMNS = (
     "status",
     "text",
@@ -110,13 +112,32 @@ def jsonl_line(row: Row) -> bytes:
 
 
 def table_columns(rows: Iterable[Row]) -> list[str]:
-    """The header of a results table: ``id``, the ``row.`` columns first seen first, the rest."""
-    seen: dict[str, None] = {}
+    """The header of a results table: ``id``, the ``row.`` columns first seen first, the fixed
+    columns, with ``output.<field>`` after ``output`` for each top-level field of a parsed
+    output that is a JSON object (first seen first)."""
+    inputs: dict[str, None] = {}
+    fields: dict[str, None] = {}
     for row in rows:
         for key in row:
             if key.startswith(ROW_PREFIX):
-                seen.setdefault(key, None)
-    return ["id", *seen, *COLUMNS]
+                inputs.setdefault(key, None)
+        output = row.get("output")
+        if isinstance(output, Mapping):
+            for field in output:
+                fields.setdefault(OUTPUT_PREFIX + str(field), None)
+    at = COLUMNS.index("output") + 1
+    return ["id", *inputs, *COLUMNS[:at], *fields, *COLUMNS[at:]]
+
+
+def table_value(row: Row, column: str) -> Any:
+    """The value of ``column`` (a :func:`table_columns` name) in a row; None when it has none."""
+    if column in row:
+        return row[column]
+    if column.startswith(OUTPUT_PREFIX):
+        output = row.get("output")
+        if isinstance(output, Mapping):
+            return output.get(column[len(OUTPUT_PREFIX) :])
+    return None
 
 
 def table_cell(value: Any) -> str | int | float | bool | None:
@@ -158,13 +179,13 @@ def csv_bytes(rows: Sequence[Row]) -> bytes:
     writer = csv.writer(out)
     writer.writerow(columns)
     for row in rows:
-        writer.writerow([_csv_text(row.get(column)) for column in columns])
+        writer.writerow([_csv_text(table_value(row, column)) for column in columns])
     return out.getvalue().encode()
 
 
 def table(rows: Sequence[Row]) -> dict[str, list[Any]]:
     """The rows column by column, as the table formats hold them (:func:`table_cell`)."""
-    return {column: [table_cell(row.get(column)) for row in rows] for column in table_columns(rows)}
+    return {column: [table_cell(table_value(row, column)) for row in rows] for column in table_columns(rows)}
 
 
 def to_pandas(rows: Sequence[Row]) -> Any:
@@ -191,8 +212,8 @@ def parquet_bytes(rows: Sequence[Row]) -> bytes:
     pa, pq = import_pyarrow()
     arrays = {}
     for column, values in table(rows).items():
-        if column.startswith(ROW_PREFIX):
-            kind = None  # the data file's own types, as found
+        if column.startswith((ROW_PREFIX, OUTPUT_PREFIX)):
+            kind = None  # the data's own types, as found
         else:  # a fixed column has one type, even when every value is null
             kind = pa.int64() if column in _INTEGERS else pa.float64() if column in _FLOATS else pa.string()
         try:

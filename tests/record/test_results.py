@@ -73,6 +73,26 @@ def test_a_parsed_output_goes_into_the_output_column() -> None:
     assert result_row(parsed)["output"] == {"a": 1}
 
 
+def parsed(job_id: str, output: Any, **changes: Any) -> WithOutput:
+    base = finished(job_id, **changes)
+    return WithOutput(**{f.name: getattr(base, f.name) for f in attrs.fields(JobResult)}, output=output)
+
+
+def test_tables_give_each_top_level_field_of_a_parsed_output_its_own_column() -> None:
+    rows = [
+        result_row(parsed("a", {"label": "pos", "score": 0.9}, row={})),
+        result_row(parsed("b", {"label": "neg", "why": ["x"]}, row={})),
+        result_row(parsed("c", [1, 2], row={})),  # not an object: no fields of its own
+    ]
+    columns = table_columns(rows)
+    at = columns.index("output")
+    assert columns[at : at + 5] == ["output", "output.label", "output.score", "output.why", "tool_calls"]
+    read = list(csv.DictReader(io.StringIO(csv_bytes(rows).decode())))
+    assert [r["output.label"] for r in read] == ["pos", "neg", ""]
+    assert [r["output.why"] for r in read] == ["", '["x"]', ""] and read[2]["output"] == "[1,2]"
+    assert "output.label" not in rows[0]  # JSONL keeps the output whole
+
+
 def test_a_failed_job_has_its_error_kind_and_message() -> None:
     row = result_row(finished(status="failed", error_kind="rate_limit", error="429 slow down", text=None))
     assert (row["status"], row["error_kind"], row["error"], row["text"]) == (
