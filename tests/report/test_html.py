@@ -310,3 +310,15 @@ def test_ten_thousand_jobs_with_their_answers_stay_a_few_megabytes_and_searchabl
     assert search_answers(page, "job-09999") == {"found": "1", "shown": "1"}
     assert open_answer(page, "job-09999")[:2] == ["prompt", "user: question 9999"]
     assert page.errors() == []
+
+
+def test_report_html_from_the_command_carries_the_answers(tmp_path: Path) -> None:
+    from orchestrator.cli.report import main
+    from orchestrator.report.answers import answers_data
+
+    log = faults_log(tmp_path)
+    html = tmp_path / "report.html"
+    assert main([str(log), "--html", str(html)]) == 1  # faults.toml has a job that fails
+    text = read_report([log], keep_text=True).runs[0].results["clean"].text
+    assert text and json.dumps(text) in html.read_text()
+    assert answers_data(read_report([log]))["answer"][0] is None  # read without texts: nothing to show
