@@ -371,8 +371,8 @@ def render_html(report: Report, title: str = "orchestrator report") -> str:
 <div id="tl-scroll"><canvas id="tl-canvas"></canvas><div id="tl-spacer"></div></div>
 <div id="tl-tip" hidden></div></div>
 <noscript>The timeline needs JavaScript; the charts below do not.</noscript></section>
-<section id="answers-section"><h3>answers <small>(click a job for its prompt, answer, tool calls and
-error; texts longer than {answers["limit"]:,} characters are cut)</small></h3>
+<section id="answers-section"><h3>answers <small>(click a job, here or on the timeline, for its prompt,
+answer, tool calls and error; texts longer than {answers["limit"]:,} characters are cut)</small></h3>
 <div class="answers-bar"><label>search <input id="answers-search" type="search" size="32"
 placeholder="job id or text"></label> <span id="answers-count"></span></div>
 <div id="answers-list"></div>

@@ -322,3 +322,26 @@ def test_report_html_from_the_command_carries_the_answers(tmp_path: Path) -> Non
     text = read_report([log], keep_text=True).runs[0].results["clean"].text
     assert text and json.dumps(text) in html.read_text()
     assert answers_data(read_report([log]))["answer"][0] is None  # read without texts: nothing to show
+
+
+def test_clicking_a_jobs_row_on_the_timeline_opens_its_answer(tmp_path: Path, page: Page) -> None:
+    log = faults_log(tmp_path)
+    html = tmp_path / "report.html"
+    write_html(read_report([log], keep_text=True), html)
+    open_report(page, html)
+    row = list(read_report([log]).jobs).index("bad-request")
+
+    at = json.loads(page.evaluate(f"JSON.stringify(orchestratorTimeline.barCenter({row}, 0))"))
+    for kind in ("mousePressed", "mouseReleased"):
+        page.send(
+            "Input.dispatchMouseEvent",
+            {"type": kind, "x": at["x"], "y": at["y"], "button": "left", "clickCount": 1},
+        )
+    opened = page.evaluate(
+        "JSON.stringify([...document.querySelectorAll('.answer')]"
+        ".filter((a) => a.querySelector('.answer-detail'))"
+        ".map((a) => a.querySelector('.answer-id').textContent))"
+    )
+    assert json.loads(opened) == ["bad-request"]
+    assert page.evaluate("document.getElementById('answers-search').value") == "bad-request"
+    assert page.errors() == []

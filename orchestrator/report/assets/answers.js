@@ -71,6 +71,19 @@
     list.dataset.shown = String(shown.length);
   }
 
+  // Open one job's answer: the list narrowed to it, its parts shown, scrolled into view.
+  function openJob(job) {
+    const i = data.jobs.indexOf(job);
+    if (i < 0) return;
+    search.value = job;
+    show();
+    const item = [...list.children].find((node) => node.dataset.index === String(i));
+    if (!item) return;
+    if (!item.querySelector(".answer-detail")) item.querySelector(".answer-head").click();
+    item.scrollIntoView({ block: "nearest" });
+  }
+  document.addEventListener("orchestrator-open-job", (ev) => openJob(ev.detail));
+
   search.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(show, n > 2000 ? 150 : 0); });
   search.addEventListener("change", show);
   show();

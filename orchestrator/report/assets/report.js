@@ -237,6 +237,12 @@
     tip.style.top = (ev.clientY + 16) + "px";
   });
   canvas.addEventListener("mouseleave", () => { tip.hidden = true; });
+  // A click on a job's row opens its answer in the answers list (answers.js listens).
+  canvas.addEventListener("click", (ev) => {
+    const rect = canvas.getBoundingClientRect();
+    const r = Math.floor((ev.clientY - rect.top + scroll.scrollTop) / rowH);
+    if (r >= 0 && r < nRows) document.dispatchEvent(new CustomEvent("orchestrator-open-job", { detail: data.jobs[r] }));
+  });
   scroll.addEventListener("scroll", () => {
     if (!pending) { pending = true; window.requestAnimationFrame(draw); }
   }, { passive: true });
