@@ -36,7 +36,9 @@ What the CLI prints, one JSON object per line, keys in no stable order:
     for too), and a ``system_notice`` ``result`` keeps the error, cost and turns in the log.
 
 Anything else (an unknown type, a content block of an unknown type) → :class:`Unrecognized`
-holding the raw object; a line that is not a JSON object → :class:`StreamWarning`. Nothing
+holding the raw object; a line that is not a JSON object → :class:`StreamWarning`. A line with a
+lone UTF-16 surrogate escape (half an emoji) is read with U+FFFD in its place
+(:func:`.lines.parse_line`), so its text or tool result is kept. Nothing
 raises: a decoder bug on some odd line becomes a warning plus the raw line, and the job goes on.
 
 Where reply text comes from (no duplicates): a message whose ``message_start`` came as a
@@ -61,14 +63,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
 from orchestrator.backends.claude_code.content import (
     MessageGatherer,
     ReplyText,
     content_block,
     tool_result_text,
 )
+from orchestrator.backends.claude_code.lines import parse_line
 from orchestrator.backends.claude_code.outcome import Outcome, classify_exit, classify_result, result_usage
 from orchestrator.backends.fields import (
     dict_or_empty,
@@ -154,8 +155,8 @@ class ClaudeDecoder:
         if not line.strip():
             return []
         try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
+            obj = parse_line(line)
+        except ValueError as exc:
             return [StreamWarning(f"line is not JSON ({exc}): {_preview(line)}")]
         if not isinstance(obj, dict):
             return [StreamWarning(f"line is JSON but not an object: {_preview(line)}")]
