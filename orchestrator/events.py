@@ -232,6 +232,12 @@ class StreamFinished:
     priced_by: str | None = None
     """Which price source gave ``cost_usd`` when the backend priced the reply itself from a table
     ("job file", "genai-prices 0.2.5", "built-in table"); None otherwise (logs before it: None)."""
+    result_text: str | None = None
+    """The backend's own final answer where it gives one apart from the streamed text (the Claude
+    Code CLI's ``result``: the last message's text); None otherwise."""
+    permission_denials: tuple[Mapping[str, Any], ...] = ()
+    """Tool uses the backend refused for want of permission (the Claude Code CLI's
+    ``permission_denials``: ``tool_name``, ``tool_use_id``, ``tool_input``), as it reported them."""
 
 
 @attrs.frozen

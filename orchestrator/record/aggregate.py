@@ -74,6 +74,10 @@ class JobResult:
     """The data-file row the job came from (the columns kept), from its ``job_input``."""
     metadata: Mapping[str, Any] = NO_ROW
     """The job's ``metadata`` table, from its ``job_input``."""
+    result_text: str | None = None
+    """The backend's own final answer (the Claude Code CLI's ``result``), when it gives one."""
+    permission_denials: tuple[Mapping[str, Any], ...] = ()
+    """Tool uses the backend refused for want of permission (the Claude Code CLI reports them)."""
 
     @property
     def ok(self) -> bool:
@@ -276,6 +280,10 @@ class Aggregator:
             error=error,
             row=job.input.row if job.input is not None else NO_ROW,
             metadata=job.input.metadata if job.input is not None else NO_ROW,
+            result_text=finished.result_text if finished is not None and output is not None else None,
+            permission_denials=finished.permission_denials
+            if finished is not None and output is not None
+            else (),
         )
 
     def summary(self, wall_s: float, *, stopped: str | None = None) -> BatchSummary:

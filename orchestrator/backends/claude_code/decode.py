@@ -31,7 +31,8 @@ What the CLI prints, one JSON object per line, keys in no stable order:
 ``rate_limit_event`` → ``system_notice`` ``rate_limit``.
 ``result``
     → :class:`UsageReported` (tokens, cache included) and, on success, :class:`StreamFinished`
-    (cost, duration, turns, session id) from :meth:`ClaudeDecoder.finish`. On failure the
+    (cost, duration, turns, session id, the CLI's own ``result`` text and its
+    ``permission_denials``) from :meth:`ClaudeDecoder.finish`. On failure the
     :class:`UsageReported` also carries the CLI's ``total_cost_usd`` (a failed attempt was paid
     for too), and a ``system_notice`` ``result`` keeps the error, cost and turns in the log.
 
@@ -42,7 +43,10 @@ lone UTF-16 surrogate escape (half an emoji) is read with U+FFFD in its place
 raises: a decoder bug on some odd line becomes a warning plus the raw line, and the job goes on.
 
 Where reply text comes from (no duplicates): a message whose ``message_start`` came as a
-``stream_event`` has its text and thinking emitted from the deltas, as they arrive; any other
+``stream_event`` has its text and thinking emitted from the deltas, as they arrive, for live
+display; once it is over, its text is checked against its complete ``assistant`` lines, and
+where they differ (an older CLI dropped a broken stream without saying so) the deltas are taken
+back and the complete text sent instead, so the job's text is built from complete messages. Any other
 message (no partial messages asked for, or the CLI's non-streaming fallback after a broken
 stream) has them emitted from its ``assistant`` lines, one delta per block. Consecutive text
 blocks are separated by a blank line (``"\\n\\n"``) in the deltas, so a job's text reads as
@@ -139,7 +143,8 @@ class ClaudeDecoder:
         self._message = MessageGatherer()
         self._reply = ReplyText()
         self._streamed: set[str] = set()  # message ids whose text came as stream_event deltas
-        self._stream_message: str | None = None
+        self._stream_message: str | None = None  # the streamed message not yet settled
+        self._complete_text: dict[str, list[str]] = {}  # its text blocks, from its assistant lines
         self._api_error: Mapping[str, Any] | None = None
         self._last_retry: Mapping[str, Any] | None = None
         self._finished: StreamFinished | None = None
@@ -174,7 +179,7 @@ class ClaudeDecoder:
         ``returncode`` is the exit status (negative: killed by that signal); ``stderr_tail`` the
         last lines of stderr, quoted in the error when there was no ``result`` line.
         """
-        events = self._message.flush()
+        events = [*self._message.flush(), *self._settle_stream()]
         if self._finished is not None:
             return Outcome((*events, self._finished), None)
         if self._error is not None:
@@ -221,11 +226,13 @@ class ClaudeDecoder:
         if kind == "message_start":
             message = dict_or_empty(event.get("message"))
             message_id = str_or_none(message.get("id")) or str_or_none(obj.get("api_message_id"))
-            if not subagent:
-                self._stream_message = message_id
-                if message_id is not None:
-                    self._streamed.add(message_id)
-            return []
+            if subagent:
+                return []
+            events = self._settle_stream() if message_id != self._stream_message else []
+            self._stream_message = message_id
+            if message_id is not None:
+                self._streamed.add(message_id)
+            return events
         message_id = str_or_none(obj.get("api_message_id")) or (None if subagent else self._stream_message)
         if kind == "content_block_delta":
             return self._stream_delta(obj, event, message_id, subagent)
@@ -244,6 +251,8 @@ class ClaudeDecoder:
                     retracted = self._reply.retract(gone_from, from_index)
                     if retracted is not None:
                         events.append(retracted)
+            if not subagent and message_id == self._stream_message:
+                events.extend(self._settle_stream())
             return events
         if kind == "error":
             return [SystemNotice("stream_error", {"error": event.get("error")})]
@@ -279,8 +288,10 @@ class ClaudeDecoder:
         if message.get("model") == SYNTHETIC_MODEL or obj.get("is_api_error_message") is True:
             return self._api_error_message(obj, message)
         message_id = str_or_none(message.get("id"))
-        events: list[StreamEvent] = [*self._message.begin(message_id)]
         subagent = obj.get("parent_tool_use_id") is not None
+        events: list[StreamEvent] = [*self._message.begin(message_id)]
+        if not subagent and message_id != self._stream_message:
+            events.extend(self._settle_stream())
         streamed = message_id is not None and message_id in self._streamed
         blocks = content if isinstance(content, list) else [] if content is None else [content]
         for raw in blocks:
@@ -289,6 +300,8 @@ class ClaudeDecoder:
                 events.append(Unrecognized(raw if isinstance(raw, dict) else {"block": raw}))
                 continue
             self._message.add(block)
+            if streamed and not subagent and isinstance(block, TextBlock) and message_id is not None:
+                self._complete_text.setdefault(message_id, []).append(block.text)
             match block:
                 case TextBlock(text=text) if text and not subagent and not streamed:
                     events.append(self._reply.delta(None, text))
@@ -298,6 +311,31 @@ class ClaudeDecoder:
                     events.append(ToolCall(call_id=call_id, name=name, input=tool_input))
                 case _:
                     pass
+        return events
+
+    def _settle_stream(self) -> list[StreamEvent]:
+        """The reply's text for the streamed message, now that it is over, made its complete text.
+
+        Its deltas were for live display: the job's text is what its complete ``assistant``
+        lines say. They differ when a stream broke mid-message and the CLI dropped it without
+        an ``abandoned_blocks`` notice (older CLIs) and asked again: the partial text is then
+        taken back (``text_retracted``), and whatever the message did complete is sent instead.
+        """
+        message_id, self._stream_message = self._stream_message, None
+        if message_id is None:
+            return []
+        complete = [text for text in self._complete_text.pop(message_id, []) if text]
+        streamed = self._reply.streamed_blocks(message_id)
+        if streamed == complete:
+            return []
+        self._streamed.discard(message_id)  # a late line of it is then text of its own
+        events: list[StreamEvent] = [
+            SystemNotice("partial_text_dropped", {"message_id": message_id, "streamed": "".join(streamed)})
+        ]
+        retracted = self._reply.retract_message(message_id)
+        if retracted is not None:
+            events.append(retracted)
+        events.extend(self._reply.delta(None, text) for text in complete)
         return events
 
     def _api_error_message(self, obj: dict[str, Any], message: Mapping[str, Any]) -> list[StreamEvent]:
@@ -314,6 +352,8 @@ class ClaudeDecoder:
 
     def _user(self, obj: dict[str, Any]) -> list[StreamEvent]:
         events: list[StreamEvent] = [*self._message.flush()]
+        if obj.get("parent_tool_use_id") is None:
+            events.extend(self._settle_stream())
         content = dict_or_empty(obj.get("message")).get("content")
         if isinstance(content, str):
             return [*events, SystemNotice("user_message", {"text": content})]
@@ -333,7 +373,7 @@ class ClaudeDecoder:
         return events
 
     def _result(self, obj: dict[str, Any]) -> list[StreamEvent]:
-        events: list[StreamEvent] = [*self._message.flush()]
+        events: list[StreamEvent] = [*self._message.flush(), *self._settle_stream()]
         if self.result is not None:
             return [*events, StreamWarning("a second result line was ignored"), Unrecognized(obj)]
         self.result = obj
@@ -355,6 +395,10 @@ class ClaudeDecoder:
                 duration_s=duration_ms / 1000 if duration_ms is not None else None,
                 turns=int_or_none(obj.get("num_turns")),
                 session_id=self.session_id,
+                result_text=str_or_none(obj.get("result")),
+                permission_denials=tuple(
+                    d for d in list_or_empty(obj.get("permission_denials")) if isinstance(d, dict)
+                ),
             )
         else:
             self._error = error

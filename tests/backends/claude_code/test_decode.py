@@ -179,6 +179,7 @@ def test_plain_text_gives_the_reply_usage_cost_and_session() -> None:
         duration_s=result["duration_ms"] / 1000,
         turns=1,
         session_id=result["session_id"],
+        result_text="Hello there!",
     )
     assert of_type(events, UsageReported) == [UsageReported(tokens)]
 
