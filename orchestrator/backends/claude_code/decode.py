@@ -13,7 +13,8 @@ What the CLI prints, one JSON object per line, keys in no stable order:
     permission mode and CLI version; every other subtype (``status``, ``api_retry``,
     ``model_fallback``, ``thinking_tokens``, ``permission_denied``, ... and ones not invented yet)
     → :class:`SystemNotice` carrying the line's fields. ``api_retry`` notices are the CLI's own
-    retries inside the session, not ours.
+    retries inside the session, not ours; the delay they plan is the CLI's backoff, never taken
+    as a server's Retry-After (which would pause the whole backend).
 ``stream_event`` (only with ``--include-partial-messages``)
     ``text_delta`` → :class:`TextDelta`, ``thinking_delta`` → :class:`ThinkingDelta`. Tool input
     deltas are ignored: the complete input arrives with the ``assistant`` line. A ``message_stop``
@@ -146,7 +147,6 @@ class ClaudeDecoder:
         self._stream_message: str | None = None  # the streamed message not yet settled
         self._complete_text: dict[str, list[str]] = {}  # its text blocks, from its assistant lines
         self._api_error: Mapping[str, Any] | None = None
-        self._last_retry: Mapping[str, Any] | None = None
         self._finished: StreamFinished | None = None
         self._error: BackendError | None = None
 
@@ -215,8 +215,6 @@ class ClaudeDecoder:
             model = str_or_none(obj.get("model"))
             started = SessionStarted(session_id=self.session_id, model=model, tools=tools)
             return [started, SystemNotice("init", {k: obj[k] for k in _INIT_KEPT if k in obj})]
-        if subtype == "api_retry":
-            self._last_retry = obj
         return [SystemNotice(subtype, _fields(obj))]
 
     def _stream_event(self, obj: dict[str, Any]) -> list[StreamEvent]:
@@ -378,9 +376,7 @@ class ClaudeDecoder:
             return [*events, StreamWarning("a second result line was ignored"), Unrecognized(obj)]
         self.result = obj
         self.session_id = str_or_none(obj.get("session_id")) or self.session_id
-        error = classify_result(
-            obj, api_error=self._api_error, last_retry=self._last_retry, retry_limits=self.retry_limits
-        )
+        error = classify_result(obj, api_error=self._api_error, retry_limits=self.retry_limits)
         # Emitted before the attempt ends either way: on failure it is the only record of the
         # attempt's cost (it carries total_cost_usd then), so the job's cost stays known.
         usage = result_usage(obj, failed=error is not None)

@@ -275,6 +275,8 @@ async def test_a_429_the_cli_gives_up_on_is_retried_by_the_orchestrator(claude_c
         result, recorder = await run(fake, home, claude_cli, [job()], retry={"max_attempts": 2})
     [scheduled] = events(recorder, "j", RetryScheduled)
     assert scheduled.error_kind == "rate_limited"
+    # The CLI's own retry delay is not the server's Retry-After: the backend is not paused for it.
+    assert scheduled.retry_after_s is None
     assert result.jobs["j"].ok and result.jobs["j"].attempts == 2
     assert result.jobs["j"].text == "Second attempt."
 
