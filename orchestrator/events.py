@@ -212,6 +212,10 @@ class UsageReported:
     kind: ClassVar[str] = "usage"
     tokens: Tokens
     cost_usd: float | None = None
+    estimated_cost_usd: float | None = None
+    """What a price table makes of ``tokens`` where the backend states no cost of its own (the
+    Claude Code CLI's per-message usage, before its result). Not a billed cost: the job's cost
+    stays unknown, but the spend cap counts it, a lower bound for an attempt cut short."""
 
 
 @attrs.frozen

@@ -52,8 +52,10 @@ from orchestrator.backends.base import Emit
 from orchestrator.backends.claude_code.decode import ClaudeDecoder
 from orchestrator.backends.claude_code.lines import LineSplitter
 from orchestrator.backends.claude_code.outcome import Outcome
+from orchestrator.backends.claude_code.usage import Price
+from orchestrator.backends.http.prices import ANTHROPIC_PRICES, PriceBook
 from orchestrator.errors import ErrorKind, FatalError
-from orchestrator.events import SystemNotice
+from orchestrator.events import SystemNotice, Tokens
 from orchestrator.redact import (
     Redactor,
     environment_secrets,
@@ -169,6 +171,17 @@ def environment(
     for name, value in QUIET_ENV.items():
         env.setdefault(name, value)
     return env
+
+
+def message_price() -> Price:
+    """Prices the usage the CLI reports message by message (an estimate the spend cap counts
+    for an attempt cut short; the CLI's own ``total_cost_usd`` is the cost once it states one)."""
+    book = PriceBook("anthropic", ANTHROPIC_PRICES)
+
+    def price(model: str | None, tokens: Tokens) -> float | None:
+        return book.cost(model, tokens)[0]
+
+    return price
 
 
 def redact(text: str, env: Mapping[str, str]) -> str:
@@ -302,6 +315,7 @@ class ClaudeCodeBackend:
     def __init__(self, settings: Settings, cli: str) -> None:
         self.settings = settings
         self.cli = cli
+        self.price = message_price()
 
     async def stream(self, job: JobSpec, attempt: int, emit: Emit) -> None:
         options = job.options if isinstance(job.options, Options) else Options()
@@ -337,7 +351,7 @@ class ClaudeCodeBackend:
         self, process: trio.Process, prompt: str, options: Options, env: Mapping[str, str], emit: Emit
     ) -> Outcome:
         assert process.stdin is not None and process.stdout is not None and process.stderr is not None
-        decoder = ClaudeDecoder(retry_limits=options.retry_limits)
+        decoder = ClaudeDecoder(retry_limits=options.retry_limits, price=self.price)
         lines = LineSplitter()
         stdout = _Stdout(process.stdout)
         stderr = _StderrTail()

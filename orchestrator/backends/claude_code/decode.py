@@ -30,8 +30,13 @@ What the CLI prints, one JSON object per line, keys in no stable order:
     ``tool_result`` blocks → :class:`ToolResult`; text (interruptions, "output token limit hit")
     → ``system_notice`` ``user_message``.
 ``rate_limit_event`` → ``system_notice`` ``rate_limit``.
+Usage
+    Each message's usage, from its ``assistant`` lines and its ``message_start`` and
+    ``message_delta`` stream events, → :class:`UsageReported` as it grows (tokens, and a cost
+    estimated from a price table), so an attempt cut before its result still shows what it used
+    (see :mod:`.usage`).
 ``result``
-    → :class:`UsageReported` (tokens, cache included) and, on success, :class:`StreamFinished`
+    → :class:`UsageReported` for the tokens the messages did not show and, on success, :class:`StreamFinished`
     (cost, duration, turns, session id, the CLI's own ``result`` text and its
     ``permission_denials``) from :meth:`ClaudeDecoder.finish`. On failure the
     :class:`UsageReported` also carries the CLI's ``total_cost_usd`` (a failed attempt was paid
@@ -75,7 +80,8 @@ from orchestrator.backends.claude_code.content import (
     tool_result_text,
 )
 from orchestrator.backends.claude_code.lines import parse_line
-from orchestrator.backends.claude_code.outcome import Outcome, classify_exit, classify_result, result_usage
+from orchestrator.backends.claude_code.outcome import Outcome, classify_exit, classify_result, result_tokens
+from orchestrator.backends.claude_code.usage import Price, UsageMeter
 from orchestrator.backends.fields import (
     dict_or_empty,
     int_or_none,
@@ -134,11 +140,13 @@ class ClaudeDecoder:
 
     ``retry_limits``: a result that hit ``--max-turns`` or ``--max-budget-usd`` ends the
     attempt with a :class:`RetryableError` instead of the default :class:`FatalError` (another
-    attempt would normally hit the same limit and pay again).
+    attempt would normally hit the same limit and pay again). ``price`` estimates the cost of the
+    per-message usage reported before the result (see :mod:`.usage`).
     """
 
-    def __init__(self, *, retry_limits: bool = False) -> None:
+    def __init__(self, *, retry_limits: bool = False, price: Price | None = None) -> None:
         self.retry_limits = retry_limits
+        self._usage = UsageMeter(price)
         self.session_id: str | None = None
         self.result: Mapping[str, Any] | None = None
         self._message = MessageGatherer()
@@ -224,9 +232,11 @@ class ClaudeDecoder:
         if kind == "message_start":
             message = dict_or_empty(event.get("message"))
             message_id = str_or_none(message.get("id")) or str_or_none(obj.get("api_message_id"))
+            used = self._usage.message(message_id, str_or_none(message.get("model")), message.get("usage"))
             if subagent:
-                return []
-            events = self._settle_stream() if message_id != self._stream_message else []
+                return [*used]
+            events: list[StreamEvent] = self._settle_stream() if message_id != self._stream_message else []
+            events.extend(used)
             self._stream_message = message_id
             if message_id is not None:
                 self._streamed.add(message_id)
@@ -235,7 +245,7 @@ class ClaudeDecoder:
         if kind == "content_block_delta":
             return self._stream_delta(obj, event, message_id, subagent)
         if kind == "message_stop":
-            events: list[StreamEvent] = []
+            events = []
             if self._message.gathering(message_id):
                 events.extend(self._message.flush())
             abandoned = obj.get("abandoned_blocks")
@@ -254,7 +264,9 @@ class ClaudeDecoder:
             return events
         if kind == "error":
             return [SystemNotice("stream_error", {"error": event.get("error")})]
-        if kind in ("content_block_start", "content_block_stop", "message_delta", "ping"):
+        if kind == "message_delta":
+            return [*self._usage.message(message_id, None, event.get("usage"))]
+        if kind in ("content_block_start", "content_block_stop", "ping"):
             return []
         return [Unrecognized(obj)]
 
@@ -291,6 +303,9 @@ class ClaudeDecoder:
         if not subagent and message_id != self._stream_message:
             events.extend(self._settle_stream())
         streamed = message_id is not None and message_id in self._streamed
+        events.extend(
+            self._usage.message(message_id, str_or_none(message.get("model")), message.get("usage"))
+        )
         blocks = content if isinstance(content, list) else [] if content is None else [content]
         for raw in blocks:
             block = content_block(raw)
@@ -379,14 +394,13 @@ class ClaudeDecoder:
         error = classify_result(obj, api_error=self._api_error, retry_limits=self.retry_limits)
         # Emitted before the attempt ends either way: on failure it is the only record of the
         # attempt's cost (it carries total_cost_usd then), so the job's cost stays known.
-        usage = result_usage(obj, failed=error is not None)
-        if usage is not None:
-            events.append(usage)
+        events.extend(self._usage.result(obj, failed=error is not None))
+        tokens = result_tokens(obj)
         if error is None:
             duration_ms = number_or_none(obj.get("duration_ms"))
             self._finished = StreamFinished(
                 stop_reason=str_or_none(obj.get("stop_reason")),
-                tokens=usage.tokens if usage is not None else None,
+                tokens=tokens,
                 cost_usd=number_or_none(obj.get("total_cost_usd")),
                 duration_s=duration_ms / 1000 if duration_ms is not None else None,
                 turns=int_or_none(obj.get("num_turns")),

@@ -19,10 +19,10 @@ from typing import Any
 
 import attrs
 
-from orchestrator.backends.fields import int_or_none, list_or_empty, number_or_none, str_or_none
+from orchestrator.backends.fields import int_or_none, list_or_empty, str_or_none
 from orchestrator.backends.status import is_context_length, kind_for
 from orchestrator.errors import BackendError, ErrorKind, FatalError, RetryableError
-from orchestrator.events import StreamEvent, Tokens, UsageReported
+from orchestrator.events import StreamEvent, Tokens
 
 
 @attrs.frozen
@@ -81,21 +81,6 @@ def result_tokens(result: Mapping[str, Any]) -> Tokens | None:
         if by_model.total > 0:
             return by_model
     return tokens
-
-
-def result_usage(result: Mapping[str, Any], *, failed: bool) -> UsageReported | None:
-    """What a ``result`` line says the attempt consumed: its tokens, and when ``failed`` its cost.
-
-    A succeeded attempt's cost travels in its :class:`StreamFinished`, which replaces the
-    attempt's usage events in the totals. A failed attempt has no :class:`StreamFinished`, so it
-    is charged what its usage events report: the CLI's ``total_cost_usd`` goes here, or the job's
-    cost would be unknown although the CLI knew it. None when the line gives neither.
-    """
-    tokens = result_tokens(result)
-    cost = number_or_none(result.get("total_cost_usd")) if failed else None
-    if tokens is None and cost is None:
-        return None
-    return UsageReported(tokens or Tokens(), cost_usd=cost)
 
 
 def classify_result(

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from orchestrator.backends.claude_code.outcome import result_tokens
-from orchestrator.events import StreamFinished, Tokens, UsageReported
-from tests.backends.claude_code.test_decode import decode, line, of_type, replay, result_of
+from orchestrator.events import StreamFinished, Tokens
+from tests.backends.claude_code.test_decode import decode, line, replay, result_of, usage_sum
 
 ZEROS = {
     "input_tokens": 0,
@@ -36,9 +36,9 @@ def test_a_budget_stop_with_zero_usage_takes_its_tokens_from_model_usage() -> No
     [counts] = result["modelUsage"].values()
     events, outcome = replay("max_budget")
     assert not outcome.ok
-    [usage] = of_type(events, UsageReported)
-    assert usage.tokens == Tokens(counts["inputTokens"], counts["outputTokens"])
-    assert usage.tokens.total > 0
+    tokens, cost = usage_sum(events)
+    assert tokens == Tokens(counts["inputTokens"], counts["outputTokens"]) and tokens.total > 0
+    assert cost == result["total_cost_usd"]
 
 
 def test_a_success_with_zero_usage_sums_model_usage_over_models() -> None:
