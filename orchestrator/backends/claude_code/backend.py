@@ -37,7 +37,6 @@ there: export them in the environment of ``orchestrate`` instead, which the CLI 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -49,6 +48,7 @@ import attrs
 import trio
 
 from orchestrator.backends.base import Emit
+from orchestrator.backends.claude_code.cli import INSTALL_HINT, resolve_cli, version_problem
 from orchestrator.backends.claude_code.decode import ClaudeDecoder
 from orchestrator.backends.claude_code.lines import LineSplitter
 from orchestrator.backends.claude_code.outcome import Outcome
@@ -67,7 +67,6 @@ from orchestrator.spec import JobSpec
 
 DEFAULT_CONCURRENCY = 4
 """Each CLI holds about 200 MB resident; 4 keeps a laptop usable. Raise it on a big machine."""
-INSTALL_HINT = "install it with `npm install -g @anthropic-ai/claude-code` (or scripts/install-claude-code)"
 PERMISSION_MODES = ("default", "acceptEdits", "auto", "bypassPermissions", "manual", "dontAsk", "plan")
 QUIET_ENV = {
     # The one that matters: with it the CLI talks to ANTHROPIC_BASE_URL and nothing else.
@@ -384,13 +383,6 @@ class ClaudeCodeBackend:
         return decoder.finish(process.returncode, stderr.text(env))
 
 
-def resolve_cli(cli: str) -> str | None:
-    """The absolute path of the CLI, or None when it cannot be found or run. Absolute because
-    each job may run in a different working directory."""
-    found = shutil.which(cli)
-    return os.path.abspath(found) if found is not None else None
-
-
 # The name _Kind's methods annotate with (inside its body, Settings is an attribute).
 ClaudeCodeSettings: TypeAlias = Settings
 
@@ -410,6 +402,8 @@ class _Kind:
                 f"claude-code: the Claude Code CLI {settings.cli!r} was not found{where}; {INSTALL_HINT}, "
                 "or set cli in [backends.claude-code]"
             )
+        else:
+            problems += _version_problems(settings)
         problems += _secret_problems("backends.claude-code.env", settings.env)
         for name in _KEY_VARIABLES:
             if has_control_characters({**os.environ, **settings.env}.get(name, "")):
@@ -443,6 +437,13 @@ class _Kind:
 
     def open(self, settings: ClaudeCodeSettings, *, seed: int) -> Any:
         return self._open(settings)
+
+
+def _version_problems(settings: Settings) -> list[str]:
+    """A CLI older than the oldest the tests cover is refused (see :mod:`.cli`)."""
+    path = resolve_cli(settings.cli)
+    problem = version_problem(path) if path is not None else None
+    return [problem] if problem is not None else []
 
 
 def _secret_problems(where: str, env: Mapping[str, str]) -> list[str]:

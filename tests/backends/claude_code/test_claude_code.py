@@ -393,7 +393,10 @@ async def test_the_job_file_example_runs_against_the_demo_fake(
 def stand_in(tmp_path: Path, body: str) -> str:
     """An executable Python script playing the CLI."""
     path = tmp_path / "fake-claude"
-    path.write_text(f"#!{sys.executable}\n" + textwrap.dedent(body))
+    answer_version = (
+        'import sys\nif sys.argv[1:] == ["--version"]:\n    print("2.1.332 (Claude Code)")\n    sys.exit(0)\n'
+    )
+    path.write_text(f"#!{sys.executable}\n" + answer_version + textwrap.dedent(body))
     path.chmod(0o755)
     return str(path)
 
