@@ -67,6 +67,7 @@ from orchestrator.spec import JobSpec
 
 DEFAULT_CONCURRENCY = 4
 """Each CLI holds about 200 MB resident; 4 keeps a laptop usable. Raise it on a big machine."""
+EFFORTS = ("low", "medium", "high", "xhigh", "max")
 PERMISSION_MODES = ("default", "acceptEdits", "auto", "bypassPermissions", "manual", "dontAsk", "plan")
 QUIET_ENV = {
     # The one that matters: with it the CLI talks to ANTHROPIC_BASE_URL and nothing else.
@@ -106,8 +107,39 @@ class Options:
     max_budget_usd: float | None = attrs.field(default=None, metadata={"gt": 0})
     retry_limits: bool = False
     """Retry an attempt that hit ``max_turns`` or ``max_budget_usd`` (by default it fails at once)."""
+    resume: str | None = None
+    """Resume this session (``--resume``): a session id from an earlier job's result or log."""
+    continue_session: bool = False
+    """Continue the most recent conversation in the job's directory (``--continue``)."""
+    fork_session: bool = False
+    """With ``resume``/``continue_session``: continue in a new session, leaving the old one as it
+    was (``--fork-session``); without it, jobs resuming one session would all extend it."""
+    mcp_config: tuple[str, ...] = ()
+    """MCP server configurations, JSON files or JSON strings (``--mcp-config``)."""
+    strict_mcp: bool = False
+    """Use only the servers of ``mcp_config`` (``--strict-mcp-config``), and fail the attempt when
+    one of them fails to start (otherwise that is a warning)."""
+    add_dirs: tuple[str, ...] = ()
+    """More directories the agent's tools may reach (``--add-dir``)."""
+    settings: str | None = None
+    """A settings file or JSON string (``--settings``)."""
+    fallback_model: str | None = None
+    """Models to fall back to when the job's model is overloaded (``--fallback-model``, comma-separated)."""
+    effort: str | None = attrs.field(default=None, metadata={"choices": EFFORTS})
+    """The model's effort level (``--effort``)."""
     extra_args: tuple[str, ...] = ()
-    """More CLI flags, as is (``["--effort", "low"]``, ``["--no-session-persistence"]``)."""
+    """More CLI flags, as is (``["--no-session-persistence"]``)."""
+
+    def conflicts(self) -> list[tuple[str | None, str]]:
+        """Options that make no sense together (see :func:`orchestrator.config.check.conflicts`)."""
+        found: list[tuple[str | None, str]] = []
+        if self.resume is not None and self.continue_session:
+            found.append(("continue_session", "give resume (a session id) or continue_session, not both"))
+        if self.fork_session and self.resume is None and not self.continue_session:
+            found.append(("fork_session", "forks the session of resume or continue_session: give one"))
+        if self.strict_mcp and not self.mcp_config:
+            found.append(("strict_mcp", "uses only the servers of mcp_config: give mcp_config"))
+        return found
 
 
 @attrs.frozen
@@ -145,6 +177,7 @@ def command_line(cli: str, job: JobSpec, options: Options) -> list[str]:
         argv += ["--max-budget-usd", repr(options.max_budget_usd)]
     if options.include_partial_messages:
         argv.append("--include-partial-messages")
+    argv += session_args(options)
     argv += options.extra_args
     # List-valued flags take every following word up to the next flag, so they go last, one
     # word per tool: a pattern like "Bash(git log *)" has spaces in it.
@@ -154,6 +187,37 @@ def command_line(cli: str, job: JobSpec, options: Options) -> list[str]:
         argv += ["--allowedTools", *options.allowed_tools]
     if options.disallowed_tools:
         argv += ["--disallowedTools", *options.disallowed_tools]
+    argv += list_args(options)
+    return argv
+
+
+def session_args(options: Options) -> list[str]:
+    """The flags of the session options: resuming, settings, models, effort, MCP strictness."""
+    argv: list[str] = []
+    if options.resume is not None:
+        argv += ["--resume", options.resume]
+    if options.continue_session:
+        argv.append("--continue")
+    if options.fork_session:
+        argv.append("--fork-session")
+    if options.settings is not None:
+        argv += ["--settings", options.settings]
+    if options.fallback_model is not None:
+        argv += ["--fallback-model", options.fallback_model]
+    if options.effort is not None:
+        argv += ["--effort", options.effort]
+    if options.strict_mcp:
+        argv.append("--strict-mcp-config")
+    return argv
+
+
+def list_args(options: Options) -> list[str]:
+    """The list-valued flags of the MCP and directory options (last, like the tool lists)."""
+    argv: list[str] = []
+    if options.mcp_config:
+        argv += ["--mcp-config", *options.mcp_config]
+    if options.add_dirs:
+        argv += ["--add-dir", *options.add_dirs]
     return argv
 
 
@@ -350,7 +414,9 @@ class ClaudeCodeBackend:
         self, process: trio.Process, prompt: str, options: Options, env: Mapping[str, str], emit: Emit
     ) -> Outcome:
         assert process.stdin is not None and process.stdout is not None and process.stderr is not None
-        decoder = ClaudeDecoder(retry_limits=options.retry_limits, price=self.price)
+        decoder = ClaudeDecoder(
+            retry_limits=options.retry_limits, price=self.price, strict_mcp=options.strict_mcp
+        )
         lines = LineSplitter()
         stdout = _Stdout(process.stdout)
         stderr = _StderrTail()
@@ -369,6 +435,11 @@ class ClaudeCodeBackend:
                         await emit(event)
                     if decoder.result_seen:
                         stdout.hurry_up()
+                if decoder.failed_early is not None:
+                    break  # the attempt has failed already (a strict MCP server is down): stop the CLI now
+            if decoder.failed_early is not None:
+                nursery.cancel_scope.cancel()
+                return decoder.finish(process.returncode, "")
             for line in lines.finish():
                 for event in decoder.feed(line):
                     await emit(event)

@@ -89,7 +89,7 @@ from orchestrator.backends.fields import (
     number_or_none,
     str_or_none,
 )
-from orchestrator.errors import BackendError
+from orchestrator.errors import BackendError, ErrorKind, FatalError
 from orchestrator.events import (
     SessionStarted,
     StreamEvent,
@@ -141,11 +141,18 @@ class ClaudeDecoder:
     ``retry_limits``: a result that hit ``--max-turns`` or ``--max-budget-usd`` ends the
     attempt with a :class:`RetryableError` instead of the default :class:`FatalError` (another
     attempt would normally hit the same limit and pay again). ``price`` estimates the cost of the
-    per-message usage reported before the result (see :mod:`.usage`).
+    per-message usage reported before the result (see :mod:`.usage`). ``strict_mcp``: an MCP
+    server that the ``init`` line reports failed ends the attempt (:attr:`failed_early`) instead
+    of being a warning.
     """
 
-    def __init__(self, *, retry_limits: bool = False, price: Price | None = None) -> None:
+    def __init__(
+        self, *, retry_limits: bool = False, price: Price | None = None, strict_mcp: bool = False
+    ) -> None:
         self.retry_limits = retry_limits
+        self.strict_mcp = strict_mcp
+        self.failed_early: BackendError | None = None
+        """Set when the attempt has failed before its result: the shell stops the CLI at once."""
         self._usage = UsageMeter(price)
         self.session_id: str | None = None
         self.result: Mapping[str, Any] | None = None
@@ -222,8 +229,25 @@ class ClaudeDecoder:
             tools = tuple(t for t in list_or_empty(obj.get("tools")) if isinstance(t, str))
             model = str_or_none(obj.get("model"))
             started = SessionStarted(session_id=self.session_id, model=model, tools=tools)
-            return [started, SystemNotice("init", {k: obj[k] for k in _INIT_KEPT if k in obj})]
+            notice = SystemNotice("init", {k: obj[k] for k in _INIT_KEPT if k in obj})
+            return [started, notice, *self._failed_mcp_servers(obj.get("mcp_servers"))]
         return [SystemNotice(subtype, _fields(obj))]
+
+    def _failed_mcp_servers(self, servers: Any) -> list[StreamEvent]:
+        """A warning per MCP server the CLI could not start; with ``strict_mcp`` the attempt fails."""
+        failed = [
+            str_or_none(server.get("name")) or "?"
+            for server in list_or_empty(servers)
+            if isinstance(server, dict) and server.get("status") == "failed"
+        ]
+        if not failed:
+            return []
+        if self.strict_mcp and self._error is None:
+            names = ", ".join(map(repr, failed))
+            self._error = self.failed_early = FatalError(
+                f"MCP server {names} failed to start (strict_mcp)", kind=ErrorKind.CLI_ERROR
+            )
+        return [StreamWarning(f"MCP server {name!r} failed to start") for name in failed]
 
     def _stream_event(self, obj: dict[str, Any]) -> list[StreamEvent]:
         event = dict_or_empty(obj.get("event"))
