@@ -37,11 +37,9 @@ there: export them in the environment of ``orchestrate`` instead, which the CLI 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any, TypeAlias
 
 import attrs
@@ -52,13 +50,12 @@ from orchestrator.backends.claude_code.cli import INSTALL_HINT, resolve_cli, ver
 from orchestrator.backends.claude_code.decode import ClaudeDecoder
 from orchestrator.backends.claude_code.lines import LineSplitter
 from orchestrator.backends.claude_code.outcome import Outcome
+from orchestrator.backends.claude_code.process import StderrTail, StdoutReader, send_prompt, stop
 from orchestrator.backends.claude_code.usage import Price
 from orchestrator.backends.http.prices import ANTHROPIC_PRICES, PriceBook
 from orchestrator.errors import ErrorKind, FatalError
 from orchestrator.events import SystemNotice, Tokens
 from orchestrator.redact import (
-    Redactor,
-    environment_secrets,
     has_control_characters,
     looks_secret,
     url_credentials,
@@ -75,12 +72,9 @@ QUIET_ENV = {
     "DISABLE_AUTOUPDATER": "1",
     "DISABLE_TELEMETRY": "1",
 }
-_CHUNK = 256 * 1024
 _EOF_GRACE = 2.0
 """After the CLI has exited (or printed its result), how long stdout may stay silent before we
 stop reading: only a stray process that inherited the pipe would keep it open that long."""
-_STDERR_BYTES = 16 * 1024
-_STDERR_LINES = 20
 _KEY_VARIABLES = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
 
 
@@ -247,129 +241,6 @@ def message_price() -> Price:
     return price
 
 
-def redact(text: str, env: Mapping[str, str]) -> str:
-    """``text`` with the secrets of ``env`` hidden (see :func:`orchestrator.redact.environment_secrets`)."""
-    return Redactor(environment_secrets(env)).text(text)
-
-
-# --- the process ---------------------------------------------------------------------------------------
-
-
-class _StderrTail:
-    """The last bytes of stderr, however much the CLI writes."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.done = trio.Event()
-
-    async def drain(self, stream: trio.abc.ReceiveStream) -> None:
-        try:
-            while chunk := await stream.receive_some(_CHUNK):
-                self.data += chunk
-                if len(self.data) > 2 * _STDERR_BYTES:
-                    del self.data[:-_STDERR_BYTES]
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        finally:
-            self.done.set()
-
-    def text(self, env: Mapping[str, str]) -> str:
-        """The last non-empty lines, secrets redacted."""
-        lines = bytes(self.data[-_STDERR_BYTES:]).decode("utf-8", "replace").splitlines()
-        return redact("\n".join([line for line in lines if line.strip()][-_STDERR_LINES:]), env)
-
-
-class _Stdout:
-    """Reads stdout; once told to hurry (the CLI exited or printed its result), a read that waits
-    longer than :data:`_EOF_GRACE` counts as the end."""
-
-    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
-        self.stream = stream
-        self.hurry = False
-        self._scope: trio.CancelScope | None = None
-
-    async def receive(self) -> bytes:
-        """The next chunk; ``b""`` at the end."""
-        # A ReceiveStream may give a bytearray; a pipe gives bytes, which bytes() returns as is.
-        while not self.hurry:
-            # A cancelled receive_some consumes nothing, so hurry_up() can interrupt it safely.
-            with trio.CancelScope() as self._scope:
-                return bytes(await self.stream.receive_some(_CHUNK))
-            self._scope = None
-        with trio.move_on_after(_EOF_GRACE):
-            return bytes(await self.stream.receive_some(_CHUNK))
-        return b""
-
-    def hurry_up(self) -> None:
-        self.hurry = True
-        if self._scope is not None:
-            self._scope.cancel()
-
-
-async def _send_prompt(stdin: trio.abc.SendStream, prompt: str) -> None:
-    try:
-        await stdin.send_all(prompt.encode("utf-8"))
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        pass  # the CLI is gone before reading it: its exit says why
-    finally:
-        await stdin.aclose()  # EOF: without it the CLI waits for more prompt forever
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _descendant_groups(pid: int) -> set[int]:
-    """Process groups of ``pid``'s descendants outside its own group (Linux ``/proc``; else empty).
-
-    The CLI runs each Bash tool in a session of its own; a SIGKILL to the CLI's group would not
-    reach those, and with the CLI dead nothing would stop them.
-    """
-    children: dict[int, list[tuple[int, int]]] = {}
-    try:
-        entries = [e for e in os.listdir("/proc") if e.isdigit()]
-    except OSError:
-        return set()
-    for entry in entries:
-        try:
-            stat = Path("/proc", entry, "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 2:
-            children.setdefault(int(fields[1]), []).append((int(entry), int(fields[2])))
-    groups: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child, pgid in children.get(todo.pop(), []):
-            todo.append(child)
-            if pgid != pid:
-                groups.add(pgid)
-    return groups
-
-
-async def _stop(process: trio.Process, grace: float) -> None:
-    """End the CLI and reap it: SIGTERM to its group, SIGKILL (to it and its tools' groups) after
-    ``grace`` seconds. Callers shield it, so it completes even when the attempt was cancelled."""
-    if process.returncode is None:
-        # Not reaped yet, so the group id cannot have been reused.
-        _signal_group(process.pid, signal.SIGTERM)
-        with trio.move_on_after(grace):
-            await process.wait()
-    if process.returncode is None:
-        stragglers = _descendant_groups(process.pid)
-        _signal_group(process.pid, signal.SIGKILL)
-        for pgid in stragglers:
-            _signal_group(pgid, signal.SIGKILL)
-        await process.wait()
-    for stream in (process.stdin, process.stdout, process.stderr):
-        if stream is not None:
-            await stream.aclose()
-
-
 class ClaudeCodeBackend:
     """Runs one CLI per attempt. Cancellation-safe: when the attempt's scope is cancelled, the
     CLI's group gets SIGTERM, then SIGKILL after ``grace_period``, and the process is reaped and
@@ -404,7 +275,7 @@ class ClaudeCodeBackend:
             outcome = await self._run(process, job.prompt, options, env, emit)
         finally:
             with trio.CancelScope(shield=True):
-                await _stop(process, self.settings.grace_period)
+                await stop(process, self.settings.grace_period)
         for event in outcome.events:
             await emit(event)
         if outcome.error is not None:
@@ -418,15 +289,15 @@ class ClaudeCodeBackend:
             retry_limits=options.retry_limits, price=self.price, strict_mcp=options.strict_mcp
         )
         lines = LineSplitter()
-        stdout = _Stdout(process.stdout)
-        stderr = _StderrTail()
+        stdout = StdoutReader(process.stdout, _EOF_GRACE)
+        stderr = StderrTail()
 
         async def watch_exit() -> None:
             await process.wait()
             stdout.hurry_up()
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_send_prompt, process.stdin, prompt)
+            nursery.start_soon(send_prompt, process.stdin, prompt)
             nursery.start_soon(stderr.drain, process.stderr)
             nursery.start_soon(watch_exit)
             while chunk := await stdout.receive():

@@ -3,7 +3,8 @@
 Pure: lines (bytes or str) in, :mod:`~orchestrator.events` out, and at the end an
 :class:`~.outcome.Outcome` (success, or the error the attempt ends with). No I/O, no clock;
 the process shell in :mod:`.backend` feeds it lines cut by :class:`~.lines.LineSplitter`.
-Written against CLI 2.1.332 (see ``tests/fixtures/claude/``). Content blocks and the reply text
+Written against CLI 2.1.332 and checked against 2.1.200, the oldest accepted (see
+``tests/fixtures/claude/``). Content blocks and the reply text
 are assembled in :mod:`.content`; results and exits are classified in :mod:`.outcome`.
 
 What the CLI prints, one JSON object per line, keys in no stable order:

@@ -24,8 +24,8 @@ from orchestrator.backends.claude_code.backend import (
     Settings,
     command_line,
     environment,
-    redact,
 )
+from orchestrator.backends.claude_code.process import redact
 from orchestrator.config.jobfile import build_batch, load_job_file
 from orchestrator.errors import ConfigError
 from orchestrator.events import (
