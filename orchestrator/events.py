@@ -212,6 +212,10 @@ class UsageReported:
     kind: ClassVar[str] = "usage"
     tokens: Tokens
     cost_usd: float | None = None
+    estimated_cost_usd: float | None = None
+    """What a price table makes of ``tokens`` where the backend states no cost of its own (the
+    Claude Code CLI's per-message usage, before its result). Not a billed cost: the job's cost
+    stays unknown, but the spend cap counts it, a lower bound for an attempt cut short."""
 
 
 @attrs.frozen
@@ -232,6 +236,12 @@ class StreamFinished:
     priced_by: str | None = None
     """Which price source gave ``cost_usd`` when the backend priced the reply itself from a table
     ("job file", "genai-prices 0.2.5", "built-in table"); None otherwise (logs before it: None)."""
+    result_text: str | None = None
+    """The backend's own final answer where it gives one apart from the streamed text (the Claude
+    Code CLI's ``result``: the last message's text); None otherwise."""
+    permission_denials: tuple[Mapping[str, Any], ...] = ()
+    """Tool uses the backend refused for want of permission (the Claude Code CLI's
+    ``permission_denials``: ``tool_name``, ``tool_use_id``, ``tool_input``), as it reported them."""
 
 
 @attrs.frozen

@@ -78,6 +78,10 @@ class JobResult:
     """The backend the job ran on, from its ``job_queued`` (None: never announced)."""
     model: str | None = None
     """The model the job asked for, from its ``job_queued``."""
+    result_text: str | None = None
+    """The backend's own final answer (the Claude Code CLI's ``result``), when it gives one."""
+    permission_denials: tuple[Mapping[str, Any], ...] = ()
+    """Tool uses the backend refused for want of permission (the Claude Code CLI reports them)."""
 
     @property
     def ok(self) -> bool:
@@ -296,6 +300,10 @@ class Aggregator:
             metadata=job.input.metadata if job.input is not None else NO_ROW,
             backend=job.backend,
             model=job.model,
+            result_text=finished.result_text if finished is not None and output is not None else None,
+            permission_denials=finished.permission_denials
+            if finished is not None and output is not None
+            else (),
         )
 
     def summary(self, wall_s: float, *, stopped: str | None = None) -> BatchSummary:

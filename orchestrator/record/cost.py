@@ -19,13 +19,20 @@ _NONE = Tokens()  # frozen, so every fresh meter can share it
 
 @attrs.frozen
 class AttemptCost:
-    """What one attempt used: its tokens, and its cost in USD (None when unknown, never 0)."""
+    """What one attempt used: its tokens, and its cost in USD (None when unknown, never 0).
+
+    ``at_least_usd`` is what the spend cap counts: the cost when it is known, else what the
+    usage events' estimates add up to (0.0 without any), a lower bound.
+    """
 
     tokens: Tokens
     cost_usd: float | None
+    at_least_usd: float = 0.0
 
 
-def attempt_cost(usage: Tokens, usage_cost: float | None, finished: StreamFinished | None) -> AttemptCost:
+def attempt_cost(
+    usage: Tokens, usage_cost: float | None, finished: StreamFinished | None, usage_estimate: float = 0.0
+) -> AttemptCost:
     """The tokens and cost of one attempt, from the sum of its usage events and its stream's end.
 
     ``usage`` and ``usage_cost`` are the sums over the attempt's usage events (``usage_cost`` the
@@ -37,6 +44,9 @@ def attempt_cost(usage: Tokens, usage_cost: float | None, finished: StreamFinish
       unknown (None) if the attempt consumed anything (it reported tokens, or its stream
       finished), else 0.0: an attempt refused before it consumed anything (a 429, say) cost
       nothing. Unknown is never turned into 0.
+    * At least: the cost when known, else ``usage_estimate``, the sum of the usage events'
+      ``estimated_cost_usd`` (an attempt killed before its backend stated a cost was still
+      paid for what it had used).
     """
     tokens = finished.tokens if finished is not None and finished.tokens is not None else usage
     cost: float | None
@@ -48,7 +58,7 @@ def attempt_cost(usage: Tokens, usage_cost: float | None, finished: StreamFinish
         cost = None
     else:
         cost = 0.0
-    return AttemptCost(tokens, cost)
+    return AttemptCost(tokens, cost, cost if cost is not None else usage_estimate)
 
 
 @attrs.define(slots=True)
@@ -57,16 +67,19 @@ class AttemptMeter:
 
     usage: Tokens = _NONE
     usage_cost: float | None = None
+    usage_estimate: float = 0.0
     finished: StreamFinished | None = None
 
     def add_usage(self, event: UsageReported) -> None:
         self.usage = self.usage + event.tokens
         if event.cost_usd is not None:
             self.usage_cost = (self.usage_cost or 0.0) + event.cost_usd
+        if event.estimated_cost_usd is not None:
+            self.usage_estimate += event.estimated_cost_usd
 
     def finish(self, event: StreamFinished) -> None:
         self.finished = event
 
     def cost(self) -> AttemptCost:
         """:func:`attempt_cost` of what has arrived so far."""
-        return attempt_cost(self.usage, self.usage_cost, self.finished)
+        return attempt_cost(self.usage, self.usage_cost, self.finished, self.usage_estimate)

@@ -386,7 +386,8 @@ class _Run:
             spent = job.attempt_spent()  # what the summary charges this attempt, too
             ticket.used = spent.tokens.total
             gate.leave(ticket)
-            self._settle(job, spent.cost_usd)
+            # An unknown cost still counts what is known of it: a killed attempt was paid for.
+            self._settle(job, spent.cost_usd if spent.cost_usd is not None else spent.at_least_usd)
         if failure is None:
             await gate.succeeded()
         else:

@@ -109,6 +109,18 @@ def test_the_function_and_the_meter_are_one_rule() -> None:
     assert metered([usage], None).cost() == attempt_cost(Tokens(output=4), 0.25, None)
 
 
+def test_an_estimated_cost_leaves_the_cost_unknown_but_is_what_the_spend_cap_counts() -> None:
+    cut = metered([UsageReported(Tokens(input=100), estimated_cost_usd=0.3)], None).cost()
+    assert cut.cost_usd is None and cut.at_least_usd == pytest.approx(0.3)
+
+
+def test_a_stated_cost_wins_over_estimates_for_the_spend_cap_too() -> None:
+    usage = [UsageReported(Tokens(input=100), estimated_cost_usd=0.3), UsageReported(Tokens(), cost_usd=0.5)]
+    assert metered(usage, None).cost().at_least_usd == 0.5
+    finished = StreamFinished(tokens=Tokens(input=100), cost_usd=0.4)
+    assert metered(usage, finished).cost().at_least_usd == 0.4
+
+
 # Each case: per attempt, the events the backend sends and how the attempt ends; then the cost
 # every consumer must show for each attempt and for the job.
 @attrs.frozen
@@ -295,4 +307,3 @@ def test_the_spend_cap_is_charged_the_rule(name: str) -> None:
     summary = run_virtual(spec).summary
     assert summary.stopped == "spend cap"
     assert summary.cost_usd == pytest.approx(cost * 3) and summary.skipped == 1
-

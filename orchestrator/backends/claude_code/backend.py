@@ -37,26 +37,25 @@ there: export them in the environment of ``orchestrate`` instead, which the CLI 
 from __future__ import annotations
 
 import os
-import shutil
-import signal
 import subprocess
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any, TypeAlias
 
 import attrs
 import trio
 
 from orchestrator.backends.base import Emit
+from orchestrator.backends.claude_code.cli import INSTALL_HINT, resolve_cli, version_problem
 from orchestrator.backends.claude_code.decode import ClaudeDecoder
 from orchestrator.backends.claude_code.lines import LineSplitter
 from orchestrator.backends.claude_code.outcome import Outcome
+from orchestrator.backends.claude_code.process import StderrTail, StdoutReader, send_prompt, stop
+from orchestrator.backends.claude_code.usage import Price
+from orchestrator.backends.http.prices import ANTHROPIC_PRICES, PriceBook
 from orchestrator.errors import ErrorKind, FatalError
-from orchestrator.events import SystemNotice
+from orchestrator.events import SystemNotice, Tokens
 from orchestrator.redact import (
-    Redactor,
-    environment_secrets,
     has_control_characters,
     looks_secret,
     url_credentials,
@@ -65,7 +64,7 @@ from orchestrator.spec import JobSpec
 
 DEFAULT_CONCURRENCY = 4
 """Each CLI holds about 200 MB resident; 4 keeps a laptop usable. Raise it on a big machine."""
-INSTALL_HINT = "install it with `npm install -g @anthropic-ai/claude-code` (or scripts/install-claude-code)"
+EFFORTS = ("low", "medium", "high", "xhigh", "max")
 PERMISSION_MODES = ("default", "acceptEdits", "auto", "bypassPermissions", "manual", "dontAsk", "plan")
 QUIET_ENV = {
     # The one that matters: with it the CLI talks to ANTHROPIC_BASE_URL and nothing else.
@@ -73,12 +72,9 @@ QUIET_ENV = {
     "DISABLE_AUTOUPDATER": "1",
     "DISABLE_TELEMETRY": "1",
 }
-_CHUNK = 256 * 1024
 _EOF_GRACE = 2.0
 """After the CLI has exited (or printed its result), how long stdout may stay silent before we
 stop reading: only a stray process that inherited the pipe would keep it open that long."""
-_STDERR_BYTES = 16 * 1024
-_STDERR_LINES = 20
 _KEY_VARIABLES = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
 
 
@@ -105,8 +101,39 @@ class Options:
     max_budget_usd: float | None = attrs.field(default=None, metadata={"gt": 0})
     retry_limits: bool = False
     """Retry an attempt that hit ``max_turns`` or ``max_budget_usd`` (by default it fails at once)."""
+    resume: str | None = None
+    """Resume this session (``--resume``): a session id from an earlier job's result or log."""
+    continue_session: bool = False
+    """Continue the most recent conversation in the job's directory (``--continue``)."""
+    fork_session: bool = False
+    """With ``resume``/``continue_session``: continue in a new session, leaving the old one as it
+    was (``--fork-session``); without it, jobs resuming one session would all extend it."""
+    mcp_config: tuple[str, ...] = ()
+    """MCP server configurations, JSON files or JSON strings (``--mcp-config``)."""
+    strict_mcp: bool = False
+    """Use only the servers of ``mcp_config`` (``--strict-mcp-config``), and fail the attempt when
+    one of them fails to start (otherwise that is a warning)."""
+    add_dirs: tuple[str, ...] = ()
+    """More directories the agent's tools may reach (``--add-dir``)."""
+    settings: str | None = None
+    """A settings file or JSON string (``--settings``)."""
+    fallback_model: str | None = None
+    """Models to fall back to when the job's model is overloaded (``--fallback-model``, comma-separated)."""
+    effort: str | None = attrs.field(default=None, metadata={"choices": EFFORTS})
+    """The model's effort level (``--effort``)."""
     extra_args: tuple[str, ...] = ()
-    """More CLI flags, as is (``["--effort", "low"]``, ``["--no-session-persistence"]``)."""
+    """More CLI flags, as is (``["--no-session-persistence"]``)."""
+
+    def conflicts(self) -> list[tuple[str | None, str]]:
+        """Options that make no sense together (see :func:`orchestrator.config.check.conflicts`)."""
+        found: list[tuple[str | None, str]] = []
+        if self.resume is not None and self.continue_session:
+            found.append(("continue_session", "give resume (a session id) or continue_session, not both"))
+        if self.fork_session and self.resume is None and not self.continue_session:
+            found.append(("fork_session", "forks the session of resume or continue_session: give one"))
+        if self.strict_mcp and not self.mcp_config:
+            found.append(("strict_mcp", "uses only the servers of mcp_config: give mcp_config"))
+        return found
 
 
 @attrs.frozen
@@ -144,6 +171,7 @@ def command_line(cli: str, job: JobSpec, options: Options) -> list[str]:
         argv += ["--max-budget-usd", repr(options.max_budget_usd)]
     if options.include_partial_messages:
         argv.append("--include-partial-messages")
+    argv += session_args(options)
     argv += options.extra_args
     # List-valued flags take every following word up to the next flag, so they go last, one
     # word per tool: a pattern like "Bash(git log *)" has spaces in it.
@@ -153,6 +181,37 @@ def command_line(cli: str, job: JobSpec, options: Options) -> list[str]:
         argv += ["--allowedTools", *options.allowed_tools]
     if options.disallowed_tools:
         argv += ["--disallowedTools", *options.disallowed_tools]
+    argv += list_args(options)
+    return argv
+
+
+def session_args(options: Options) -> list[str]:
+    """The flags of the session options: resuming, settings, models, effort, MCP strictness."""
+    argv: list[str] = []
+    if options.resume is not None:
+        argv += ["--resume", options.resume]
+    if options.continue_session:
+        argv.append("--continue")
+    if options.fork_session:
+        argv.append("--fork-session")
+    if options.settings is not None:
+        argv += ["--settings", options.settings]
+    if options.fallback_model is not None:
+        argv += ["--fallback-model", options.fallback_model]
+    if options.effort is not None:
+        argv += ["--effort", options.effort]
+    if options.strict_mcp:
+        argv.append("--strict-mcp-config")
+    return argv
+
+
+def list_args(options: Options) -> list[str]:
+    """The list-valued flags of the MCP and directory options (last, like the tool lists)."""
+    argv: list[str] = []
+    if options.mcp_config:
+        argv += ["--mcp-config", *options.mcp_config]
+    if options.add_dirs:
+        argv += ["--add-dir", *options.add_dirs]
     return argv
 
 
@@ -171,127 +230,15 @@ def environment(
     return env
 
 
-def redact(text: str, env: Mapping[str, str]) -> str:
-    """``text`` with the secrets of ``env`` hidden (see :func:`orchestrator.redact.environment_secrets`)."""
-    return Redactor(environment_secrets(env)).text(text)
+def message_price() -> Price:
+    """Prices the usage the CLI reports message by message (an estimate the spend cap counts
+    for an attempt cut short; the CLI's own ``total_cost_usd`` is the cost once it states one)."""
+    book = PriceBook("anthropic", ANTHROPIC_PRICES)
 
+    def price(model: str | None, tokens: Tokens) -> float | None:
+        return book.cost(model, tokens)[0]
 
-# --- the process ---------------------------------------------------------------------------------------
-
-
-class _StderrTail:
-    """The last bytes of stderr, however much the CLI writes."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.done = trio.Event()
-
-    async def drain(self, stream: trio.abc.ReceiveStream) -> None:
-        try:
-            while chunk := await stream.receive_some(_CHUNK):
-                self.data += chunk
-                if len(self.data) > 2 * _STDERR_BYTES:
-                    del self.data[:-_STDERR_BYTES]
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        finally:
-            self.done.set()
-
-    def text(self, env: Mapping[str, str]) -> str:
-        """The last non-empty lines, secrets redacted."""
-        lines = bytes(self.data[-_STDERR_BYTES:]).decode("utf-8", "replace").splitlines()
-        return redact("\n".join([line for line in lines if line.strip()][-_STDERR_LINES:]), env)
-
-
-class _Stdout:
-    """Reads stdout; once told to hurry (the CLI exited or printed its result), a read that waits
-    longer than :data:`_EOF_GRACE` counts as the end."""
-
-    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
-        self.stream = stream
-        self.hurry = False
-        self._scope: trio.CancelScope | None = None
-
-    async def receive(self) -> bytes:
-        """The next chunk; ``b""`` at the end."""
-        # A ReceiveStream may give a bytearray; a pipe gives bytes, which bytes() returns as is.
-        while not self.hurry:
-            # A cancelled receive_some consumes nothing, so hurry_up() can interrupt it safely.
-            with trio.CancelScope() as self._scope:
-                return bytes(await self.stream.receive_some(_CHUNK))
-            self._scope = None
-        with trio.move_on_after(_EOF_GRACE):
-            return bytes(await self.stream.receive_some(_CHUNK))
-        return b""
-
-    def hurry_up(self) -> None:
-        self.hurry = True
-        if self._scope is not None:
-            self._scope.cancel()
-
-
-async def _send_prompt(stdin: trio.abc.SendStream, prompt: str) -> None:
-    try:
-        await stdin.send_all(prompt.encode("utf-8"))
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        pass  # the CLI is gone before reading it: its exit says why
-    finally:
-        await stdin.aclose()  # EOF: without it the CLI waits for more prompt forever
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _descendant_groups(pid: int) -> set[int]:
-    """Process groups of ``pid``'s descendants outside its own group (Linux ``/proc``; else empty).
-
-    The CLI runs each Bash tool in a session of its own; a SIGKILL to the CLI's group would not
-    reach those, and with the CLI dead nothing would stop them.
-    """
-    children: dict[int, list[tuple[int, int]]] = {}
-    try:
-        entries = [e for e in os.listdir("/proc") if e.isdigit()]
-    except OSError:
-        return set()
-    for entry in entries:
-        try:
-            stat = Path("/proc", entry, "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 2:
-            children.setdefault(int(fields[1]), []).append((int(entry), int(fields[2])))
-    groups: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child, pgid in children.get(todo.pop(), []):
-            todo.append(child)
-            if pgid != pid:
-                groups.add(pgid)
-    return groups
-
-
-async def _stop(process: trio.Process, grace: float) -> None:
-    """End the CLI and reap it: SIGTERM to its group, SIGKILL (to it and its tools' groups) after
-    ``grace`` seconds. Callers shield it, so it completes even when the attempt was cancelled."""
-    if process.returncode is None:
-        # Not reaped yet, so the group id cannot have been reused.
-        _signal_group(process.pid, signal.SIGTERM)
-        with trio.move_on_after(grace):
-            await process.wait()
-    if process.returncode is None:
-        stragglers = _descendant_groups(process.pid)
-        _signal_group(process.pid, signal.SIGKILL)
-        for pgid in stragglers:
-            _signal_group(pgid, signal.SIGKILL)
-        await process.wait()
-    for stream in (process.stdin, process.stdout, process.stderr):
-        if stream is not None:
-            await stream.aclose()
+    return price
 
 
 class ClaudeCodeBackend:
@@ -302,6 +249,7 @@ class ClaudeCodeBackend:
     def __init__(self, settings: Settings, cli: str) -> None:
         self.settings = settings
         self.cli = cli
+        self.price = message_price()
 
     async def stream(self, job: JobSpec, attempt: int, emit: Emit) -> None:
         options = job.options if isinstance(job.options, Options) else Options()
@@ -327,7 +275,7 @@ class ClaudeCodeBackend:
             outcome = await self._run(process, job.prompt, options, env, emit)
         finally:
             with trio.CancelScope(shield=True):
-                await _stop(process, self.settings.grace_period)
+                await stop(process, self.settings.grace_period)
         for event in outcome.events:
             await emit(event)
         if outcome.error is not None:
@@ -337,17 +285,19 @@ class ClaudeCodeBackend:
         self, process: trio.Process, prompt: str, options: Options, env: Mapping[str, str], emit: Emit
     ) -> Outcome:
         assert process.stdin is not None and process.stdout is not None and process.stderr is not None
-        decoder = ClaudeDecoder(retry_limits=options.retry_limits)
+        decoder = ClaudeDecoder(
+            retry_limits=options.retry_limits, price=self.price, strict_mcp=options.strict_mcp
+        )
         lines = LineSplitter()
-        stdout = _Stdout(process.stdout)
-        stderr = _StderrTail()
+        stdout = StdoutReader(process.stdout, _EOF_GRACE)
+        stderr = StderrTail()
 
         async def watch_exit() -> None:
             await process.wait()
             stdout.hurry_up()
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_send_prompt, process.stdin, prompt)
+            nursery.start_soon(send_prompt, process.stdin, prompt)
             nursery.start_soon(stderr.drain, process.stderr)
             nursery.start_soon(watch_exit)
             while chunk := await stdout.receive():
@@ -356,6 +306,11 @@ class ClaudeCodeBackend:
                         await emit(event)
                     if decoder.result_seen:
                         stdout.hurry_up()
+                if decoder.failed_early is not None:
+                    break  # the attempt has failed already (a strict MCP server is down): stop the CLI now
+            if decoder.failed_early is not None:
+                nursery.cancel_scope.cancel()
+                return decoder.finish(process.returncode, "")
             for line in lines.finish():
                 for event in decoder.feed(line):
                     await emit(event)
@@ -368,13 +323,6 @@ class ClaudeCodeBackend:
                     await stderr.done.wait()
             nursery.cancel_scope.cancel()
         return decoder.finish(process.returncode, stderr.text(env))
-
-
-def resolve_cli(cli: str) -> str | None:
-    """The absolute path of the CLI, or None when it cannot be found or run. Absolute because
-    each job may run in a different working directory."""
-    found = shutil.which(cli)
-    return os.path.abspath(found) if found is not None else None
 
 
 # The name _Kind's methods annotate with (inside its body, Settings is an attribute).
@@ -396,6 +344,8 @@ class _Kind:
                 f"claude-code: the Claude Code CLI {settings.cli!r} was not found{where}; {INSTALL_HINT}, "
                 "or set cli in [backends.claude-code]"
             )
+        else:
+            problems += _version_problems(settings)
         problems += _secret_problems("backends.claude-code.env", settings.env)
         for name in _KEY_VARIABLES:
             if has_control_characters({**os.environ, **settings.env}.get(name, "")):
@@ -429,6 +379,13 @@ class _Kind:
 
     def open(self, settings: ClaudeCodeSettings, *, seed: int) -> Any:
         return self._open(settings)
+
+
+def _version_problems(settings: Settings) -> list[str]:
+    """A CLI older than the oldest the tests cover is refused (see :mod:`.cli`)."""
+    path = resolve_cli(settings.cli)
+    problem = version_problem(path) if path is not None else None
+    return [problem] if problem is not None else []
 
 
 def _secret_problems(where: str, env: Mapping[str, str]) -> list[str]:

@@ -116,9 +116,12 @@ class ReplyText:
         self._block: BlockKey | None = None
         self._started = False
         self.sent: dict[BlockKey | None, int] = {}  # characters sent per block, separators included
+        self._texts: dict[BlockKey, str] = {}  # the text of each streamed block, without separators
 
     def delta(self, block_key: BlockKey | None, text: str) -> TextDelta:
         """The delta for ``text``; ``block_key`` names its streamed block, None a whole block."""
+        if block_key is not None:
+            self._texts[block_key] = self._texts.get(block_key, "") + text
         new_block = block_key is None or block_key != self._block
         self._block = block_key
         if new_block and self._started:
@@ -127,17 +130,26 @@ class ReplyText:
         self.sent[block_key] = self.sent.get(block_key, 0) + len(text)
         return TextDelta(text)
 
+    def streamed_blocks(self, message_id: str | None) -> list[str]:
+        """The text streamed for each block of message ``message_id`` still in the reply, in order."""
+        return [text for key, text in self._texts.items() if key[0] == message_id]
+
     def retract(self, message_id: str | None, from_index: int) -> TextRetracted | None:
         """Take back the text sent for blocks ``from_index`` on of message ``message_id``."""
-        gone = [
-            key
-            for key in self.sent
-            if isinstance(key, tuple)
-            and key[0] == message_id
-            and isinstance(key[1], int)
-            and key[1] >= from_index
-        ]
-        chars = sum(self.sent.pop(key) for key in gone)
+        return self._take_back(
+            [k for k in self._texts if k[0] == message_id and isinstance(k[1], int) and k[1] >= from_index]
+        )
+
+    def retract_message(self, message_id: str | None) -> TextRetracted | None:
+        """Take back all the text streamed for message ``message_id``."""
+        return self._take_back([k for k in self._texts if k[0] == message_id])
+
+    def _take_back(self, gone: list[BlockKey]) -> TextRetracted | None:
+        # Only the end of the reply can be taken back: callers retract a message before any
+        # later text is sent.
+        chars = sum(self.sent.pop(key, 0) for key in gone)
+        for key in gone:
+            del self._texts[key]
         if not self.sent:
             self._started = False  # nothing left: the next text starts the reply afresh
         self._block = None

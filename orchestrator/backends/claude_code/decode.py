@@ -3,7 +3,8 @@
 Pure: lines (bytes or str) in, :mod:`~orchestrator.events` out, and at the end an
 :class:`~.outcome.Outcome` (success, or the error the attempt ends with). No I/O, no clock;
 the process shell in :mod:`.backend` feeds it lines cut by :class:`~.lines.LineSplitter`.
-Written against CLI 2.1.332 (see ``tests/fixtures/claude/``). Content blocks and the reply text
+Written against CLI 2.1.332 and checked against 2.1.200, the oldest accepted (see
+``tests/fixtures/claude/``). Content blocks and the reply text
 are assembled in :mod:`.content`; results and exits are classified in :mod:`.outcome`.
 
 What the CLI prints, one JSON object per line, keys in no stable order:
@@ -13,7 +14,8 @@ What the CLI prints, one JSON object per line, keys in no stable order:
     permission mode and CLI version; every other subtype (``status``, ``api_retry``,
     ``model_fallback``, ``thinking_tokens``, ``permission_denied``, ... and ones not invented yet)
     → :class:`SystemNotice` carrying the line's fields. ``api_retry`` notices are the CLI's own
-    retries inside the session, not ours.
+    retries inside the session, not ours; the delay they plan is the CLI's backoff, never taken
+    as a server's Retry-After (which would pause the whole backend).
 ``stream_event`` (only with ``--include-partial-messages``)
     ``text_delta`` → :class:`TextDelta`, ``thinking_delta`` → :class:`ThinkingDelta`. Tool input
     deltas are ignored: the complete input arrives with the ``assistant`` line. A ``message_stop``
@@ -29,18 +31,29 @@ What the CLI prints, one JSON object per line, keys in no stable order:
     ``tool_result`` blocks → :class:`ToolResult`; text (interruptions, "output token limit hit")
     → ``system_notice`` ``user_message``.
 ``rate_limit_event`` → ``system_notice`` ``rate_limit``.
+Usage
+    Each message's usage, from its ``assistant`` lines and its ``message_start`` and
+    ``message_delta`` stream events, → :class:`UsageReported` as it grows (tokens, and a cost
+    estimated from a price table), so an attempt cut before its result still shows what it used
+    (see :mod:`.usage`).
 ``result``
-    → :class:`UsageReported` (tokens, cache included) and, on success, :class:`StreamFinished`
-    (cost, duration, turns, session id) from :meth:`ClaudeDecoder.finish`. On failure the
+    → :class:`UsageReported` for the tokens the messages did not show and, on success, :class:`StreamFinished`
+    (cost, duration, turns, session id, the CLI's own ``result`` text and its
+    ``permission_denials``) from :meth:`ClaudeDecoder.finish`. On failure the
     :class:`UsageReported` also carries the CLI's ``total_cost_usd`` (a failed attempt was paid
     for too), and a ``system_notice`` ``result`` keeps the error, cost and turns in the log.
 
 Anything else (an unknown type, a content block of an unknown type) → :class:`Unrecognized`
-holding the raw object; a line that is not a JSON object → :class:`StreamWarning`. Nothing
+holding the raw object; a line that is not a JSON object → :class:`StreamWarning`. A line with a
+lone UTF-16 surrogate escape (half an emoji) is read with U+FFFD in its place
+(:func:`.lines.parse_line`), so its text or tool result is kept. Nothing
 raises: a decoder bug on some odd line becomes a warning plus the raw line, and the job goes on.
 
 Where reply text comes from (no duplicates): a message whose ``message_start`` came as a
-``stream_event`` has its text and thinking emitted from the deltas, as they arrive; any other
+``stream_event`` has its text and thinking emitted from the deltas, as they arrive, for live
+display; once it is over, its text is checked against its complete ``assistant`` lines, and
+where they differ (an older CLI dropped a broken stream without saying so) the deltas are taken
+back and the complete text sent instead, so the job's text is built from complete messages. Any other
 message (no partial messages asked for, or the CLI's non-streaming fallback after a broken
 stream) has them emitted from its ``assistant`` lines, one delta per block. Consecutive text
 blocks are separated by a blank line (``"\\n\\n"``) in the deltas, so a job's text reads as
@@ -61,15 +74,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
 from orchestrator.backends.claude_code.content import (
     MessageGatherer,
     ReplyText,
     content_block,
     tool_result_text,
 )
-from orchestrator.backends.claude_code.outcome import Outcome, classify_exit, classify_result, result_usage
+from orchestrator.backends.claude_code.lines import parse_line
+from orchestrator.backends.claude_code.outcome import Outcome, classify_exit, classify_result, result_tokens
+from orchestrator.backends.claude_code.usage import Price, UsageMeter
 from orchestrator.backends.fields import (
     dict_or_empty,
     int_or_none,
@@ -77,7 +90,7 @@ from orchestrator.backends.fields import (
     number_or_none,
     str_or_none,
 )
-from orchestrator.errors import BackendError
+from orchestrator.errors import BackendError, ErrorKind, FatalError
 from orchestrator.events import (
     SessionStarted,
     StreamEvent,
@@ -128,19 +141,28 @@ class ClaudeDecoder:
 
     ``retry_limits``: a result that hit ``--max-turns`` or ``--max-budget-usd`` ends the
     attempt with a :class:`RetryableError` instead of the default :class:`FatalError` (another
-    attempt would normally hit the same limit and pay again).
+    attempt would normally hit the same limit and pay again). ``price`` estimates the cost of the
+    per-message usage reported before the result (see :mod:`.usage`). ``strict_mcp``: an MCP
+    server that the ``init`` line reports failed ends the attempt (:attr:`failed_early`) instead
+    of being a warning.
     """
 
-    def __init__(self, *, retry_limits: bool = False) -> None:
+    def __init__(
+        self, *, retry_limits: bool = False, price: Price | None = None, strict_mcp: bool = False
+    ) -> None:
         self.retry_limits = retry_limits
+        self.strict_mcp = strict_mcp
+        self.failed_early: BackendError | None = None
+        """Set when the attempt has failed before its result: the shell stops the CLI at once."""
+        self._usage = UsageMeter(price)
         self.session_id: str | None = None
         self.result: Mapping[str, Any] | None = None
         self._message = MessageGatherer()
         self._reply = ReplyText()
         self._streamed: set[str] = set()  # message ids whose text came as stream_event deltas
-        self._stream_message: str | None = None
+        self._stream_message: str | None = None  # the streamed message not yet settled
+        self._complete_text: dict[str, list[str]] = {}  # its text blocks, from its assistant lines
         self._api_error: Mapping[str, Any] | None = None
-        self._last_retry: Mapping[str, Any] | None = None
         self._finished: StreamFinished | None = None
         self._error: BackendError | None = None
 
@@ -154,8 +176,8 @@ class ClaudeDecoder:
         if not line.strip():
             return []
         try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
+            obj = parse_line(line)
+        except ValueError as exc:
             return [StreamWarning(f"line is not JSON ({exc}): {_preview(line)}")]
         if not isinstance(obj, dict):
             return [StreamWarning(f"line is JSON but not an object: {_preview(line)}")]
@@ -173,7 +195,7 @@ class ClaudeDecoder:
         ``returncode`` is the exit status (negative: killed by that signal); ``stderr_tail`` the
         last lines of stderr, quoted in the error when there was no ``result`` line.
         """
-        events = self._message.flush()
+        events = [*self._message.flush(), *self._settle_stream()]
         if self._finished is not None:
             return Outcome((*events, self._finished), None)
         if self._error is not None:
@@ -208,10 +230,25 @@ class ClaudeDecoder:
             tools = tuple(t for t in list_or_empty(obj.get("tools")) if isinstance(t, str))
             model = str_or_none(obj.get("model"))
             started = SessionStarted(session_id=self.session_id, model=model, tools=tools)
-            return [started, SystemNotice("init", {k: obj[k] for k in _INIT_KEPT if k in obj})]
-        if subtype == "api_retry":
-            self._last_retry = obj
+            notice = SystemNotice("init", {k: obj[k] for k in _INIT_KEPT if k in obj})
+            return [started, notice, *self._failed_mcp_servers(obj.get("mcp_servers"))]
         return [SystemNotice(subtype, _fields(obj))]
+
+    def _failed_mcp_servers(self, servers: Any) -> list[StreamEvent]:
+        """A warning per MCP server the CLI could not start; with ``strict_mcp`` the attempt fails."""
+        failed = [
+            str_or_none(server.get("name")) or "?"
+            for server in list_or_empty(servers)
+            if isinstance(server, dict) and server.get("status") == "failed"
+        ]
+        if not failed:
+            return []
+        if self.strict_mcp and self._error is None:
+            names = ", ".join(map(repr, failed))
+            self._error = self.failed_early = FatalError(
+                f"MCP server {names} failed to start (strict_mcp)", kind=ErrorKind.CLI_ERROR
+            )
+        return [StreamWarning(f"MCP server {name!r} failed to start") for name in failed]
 
     def _stream_event(self, obj: dict[str, Any]) -> list[StreamEvent]:
         event = dict_or_empty(obj.get("event"))
@@ -220,16 +257,20 @@ class ClaudeDecoder:
         if kind == "message_start":
             message = dict_or_empty(event.get("message"))
             message_id = str_or_none(message.get("id")) or str_or_none(obj.get("api_message_id"))
-            if not subagent:
-                self._stream_message = message_id
-                if message_id is not None:
-                    self._streamed.add(message_id)
-            return []
+            used = self._usage.message(message_id, str_or_none(message.get("model")), message.get("usage"))
+            if subagent:
+                return [*used]
+            events: list[StreamEvent] = self._settle_stream() if message_id != self._stream_message else []
+            events.extend(used)
+            self._stream_message = message_id
+            if message_id is not None:
+                self._streamed.add(message_id)
+            return events
         message_id = str_or_none(obj.get("api_message_id")) or (None if subagent else self._stream_message)
         if kind == "content_block_delta":
             return self._stream_delta(obj, event, message_id, subagent)
         if kind == "message_stop":
-            events: list[StreamEvent] = []
+            events = []
             if self._message.gathering(message_id):
                 events.extend(self._message.flush())
             abandoned = obj.get("abandoned_blocks")
@@ -243,10 +284,14 @@ class ClaudeDecoder:
                     retracted = self._reply.retract(gone_from, from_index)
                     if retracted is not None:
                         events.append(retracted)
+            if not subagent and message_id == self._stream_message:
+                events.extend(self._settle_stream())
             return events
         if kind == "error":
             return [SystemNotice("stream_error", {"error": event.get("error")})]
-        if kind in ("content_block_start", "content_block_stop", "message_delta", "ping"):
+        if kind == "message_delta":
+            return [*self._usage.message(message_id, None, event.get("usage"))]
+        if kind in ("content_block_start", "content_block_stop", "ping"):
             return []
         return [Unrecognized(obj)]
 
@@ -278,9 +323,14 @@ class ClaudeDecoder:
         if message.get("model") == SYNTHETIC_MODEL or obj.get("is_api_error_message") is True:
             return self._api_error_message(obj, message)
         message_id = str_or_none(message.get("id"))
-        events: list[StreamEvent] = [*self._message.begin(message_id)]
         subagent = obj.get("parent_tool_use_id") is not None
+        events: list[StreamEvent] = [*self._message.begin(message_id)]
+        if not subagent and message_id != self._stream_message:
+            events.extend(self._settle_stream())
         streamed = message_id is not None and message_id in self._streamed
+        events.extend(
+            self._usage.message(message_id, str_or_none(message.get("model")), message.get("usage"))
+        )
         blocks = content if isinstance(content, list) else [] if content is None else [content]
         for raw in blocks:
             block = content_block(raw)
@@ -288,6 +338,8 @@ class ClaudeDecoder:
                 events.append(Unrecognized(raw if isinstance(raw, dict) else {"block": raw}))
                 continue
             self._message.add(block)
+            if streamed and not subagent and isinstance(block, TextBlock) and message_id is not None:
+                self._complete_text.setdefault(message_id, []).append(block.text)
             match block:
                 case TextBlock(text=text) if text and not subagent and not streamed:
                     events.append(self._reply.delta(None, text))
@@ -297,6 +349,31 @@ class ClaudeDecoder:
                     events.append(ToolCall(call_id=call_id, name=name, input=tool_input))
                 case _:
                     pass
+        return events
+
+    def _settle_stream(self) -> list[StreamEvent]:
+        """The reply's text for the streamed message, now that it is over, made its complete text.
+
+        Its deltas were for live display: the job's text is what its complete ``assistant``
+        lines say. They differ when a stream broke mid-message and the CLI dropped it without
+        an ``abandoned_blocks`` notice (older CLIs) and asked again: the partial text is then
+        taken back (``text_retracted``), and whatever the message did complete is sent instead.
+        """
+        message_id, self._stream_message = self._stream_message, None
+        if message_id is None:
+            return []
+        complete = [text for text in self._complete_text.pop(message_id, []) if text]
+        streamed = self._reply.streamed_blocks(message_id)
+        if streamed == complete:
+            return []
+        self._streamed.discard(message_id)  # a late line of it is then text of its own
+        events: list[StreamEvent] = [
+            SystemNotice("partial_text_dropped", {"message_id": message_id, "streamed": "".join(streamed)})
+        ]
+        retracted = self._reply.retract_message(message_id)
+        if retracted is not None:
+            events.append(retracted)
+        events.extend(self._reply.delta(None, text) for text in complete)
         return events
 
     def _api_error_message(self, obj: dict[str, Any], message: Mapping[str, Any]) -> list[StreamEvent]:
@@ -313,6 +390,8 @@ class ClaudeDecoder:
 
     def _user(self, obj: dict[str, Any]) -> list[StreamEvent]:
         events: list[StreamEvent] = [*self._message.flush()]
+        if obj.get("parent_tool_use_id") is None:
+            events.extend(self._settle_stream())
         content = dict_or_empty(obj.get("message")).get("content")
         if isinstance(content, str):
             return [*events, SystemNotice("user_message", {"text": content})]
@@ -332,28 +411,29 @@ class ClaudeDecoder:
         return events
 
     def _result(self, obj: dict[str, Any]) -> list[StreamEvent]:
-        events: list[StreamEvent] = [*self._message.flush()]
+        events: list[StreamEvent] = [*self._message.flush(), *self._settle_stream()]
         if self.result is not None:
             return [*events, StreamWarning("a second result line was ignored"), Unrecognized(obj)]
         self.result = obj
         self.session_id = str_or_none(obj.get("session_id")) or self.session_id
-        error = classify_result(
-            obj, api_error=self._api_error, last_retry=self._last_retry, retry_limits=self.retry_limits
-        )
+        error = classify_result(obj, api_error=self._api_error, retry_limits=self.retry_limits)
         # Emitted before the attempt ends either way: on failure it is the only record of the
         # attempt's cost (it carries total_cost_usd then), so the job's cost stays known.
-        usage = result_usage(obj, failed=error is not None)
-        if usage is not None:
-            events.append(usage)
+        events.extend(self._usage.result(obj, failed=error is not None))
+        tokens = result_tokens(obj)
         if error is None:
             duration_ms = number_or_none(obj.get("duration_ms"))
             self._finished = StreamFinished(
                 stop_reason=str_or_none(obj.get("stop_reason")),
-                tokens=usage.tokens if usage is not None else None,
+                tokens=tokens,
                 cost_usd=number_or_none(obj.get("total_cost_usd")),
                 duration_s=duration_ms / 1000 if duration_ms is not None else None,
                 turns=int_or_none(obj.get("num_turns")),
                 session_id=self.session_id,
+                result_text=str_or_none(obj.get("result")),
+                permission_denials=tuple(
+                    d for d in list_or_empty(obj.get("permission_denials")) if isinstance(d, dict)
+                ),
             )
         else:
             self._error = error

@@ -2,10 +2,20 @@
 
 Pure: chunks in, complete lines out. The process shell in :mod:`.backend` reads stdout in
 chunks of whatever size the pipe gives and feeds them here; :class:`~.decode.ClaudeDecoder`
-takes the lines.
+takes the lines, and reads each with :func:`parse_line`.
 """
 
 from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import orjson
+
+# A \uD800-\uDFFF escape: the only thing the fallback parse of parse_line is there for.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class LineSplitter:
@@ -43,3 +53,50 @@ class LineSplitter:
 
 def _strip_cr(line: bytes) -> bytes:
     return line[:-1] if line.endswith(b"\r") else line
+
+
+def parse_line(line: bytes | str) -> Any:
+    """The JSON value of one line. Raises :class:`ValueError` when it is not JSON.
+
+    A lone UTF-16 surrogate escape (``"\\ud83d"``: the CLI splits an emoji between two stream
+    chunks and escapes each half) is not valid text, so a strict parser refuses the whole line and
+    its text or tool result with it. Such a line is read anyway, each lone surrogate replaced by
+    U+FFFD; a surrogate pair stays the character it encodes.
+    """
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        raw = line.encode("utf-8", "surrogatepass") if isinstance(line, str) else line
+        if _SURROGATE_ESCAPE.search(raw) is None:
+            raise
+    try:
+        value = json.loads(raw, parse_constant=_refuse_constant)  # keeps lone surrogates as they are
+    except (RecursionError, UnicodeDecodeError) as exc:
+        raise ValueError(str(exc)) from None
+    return _without_lone_surrogates(value)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # NaN, Infinity: orjson refuses them, so do we
+
+
+def _without_lone_surrogates(value: Any) -> Any:
+    # Iterative: a deeply nested line must not exhaust the stack.
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if not isinstance(value, (dict, list)):
+        return value
+    root: list[Any] = [value]
+    todo: list[tuple[Any, Any]] = [(root, 0)]
+    while todo:
+        container, key = todo.pop()
+        item = container[key]
+        if isinstance(item, str):
+            container[key] = _SURROGATE.sub("\ufffd", item)
+        elif isinstance(item, list):
+            todo.extend((item, i) for i in range(len(item)))
+        elif isinstance(item, dict):
+            fixed = {_SURROGATE.sub("\ufffd", k): v for k, v in item.items()}
+            container[key] = fixed
+            todo.extend((fixed, k) for k in fixed)
+    return root[0]

@@ -19,10 +19,10 @@ from typing import Any
 
 import attrs
 
-from orchestrator.backends.fields import int_or_none, list_or_empty, number_or_none, str_or_none
+from orchestrator.backends.fields import int_or_none, list_or_empty, str_or_none
 from orchestrator.backends.status import is_context_length, kind_for
 from orchestrator.errors import BackendError, ErrorKind, FatalError, RetryableError
-from orchestrator.events import StreamEvent, Tokens, UsageReported
+from orchestrator.events import StreamEvent, Tokens
 
 
 @attrs.frozen
@@ -54,34 +54,47 @@ def tokens_from_usage(usage: Mapping[str, Any]) -> Tokens:
     )
 
 
-def result_usage(result: Mapping[str, Any], *, failed: bool) -> UsageReported | None:
-    """What a ``result`` line says the attempt consumed: its tokens, and when ``failed`` its cost.
+def tokens_from_model_usage(model_usage: Any) -> Tokens:
+    """Tokens from a ``result`` line's ``modelUsage`` (per model, camelCase counts), summed."""
+    total = Tokens()
+    for counts in model_usage.values() if isinstance(model_usage, dict) else ():
+        if isinstance(counts, dict):
+            total = total + Tokens(
+                input=int_or_none(counts.get("inputTokens")) or 0,
+                output=int_or_none(counts.get("outputTokens")) or 0,
+                cache_read=int_or_none(counts.get("cacheReadInputTokens")) or 0,
+                cache_creation=int_or_none(counts.get("cacheCreationInputTokens")) or 0,
+            )
+    return total
 
-    A succeeded attempt's cost travels in its :class:`StreamFinished`, which replaces the
-    attempt's usage events in the totals. A failed attempt has no :class:`StreamFinished`, so it
-    is charged what its usage events report: the CLI's ``total_cost_usd`` goes here, or the job's
-    cost would be unknown although the CLI knew it. None when the line gives neither.
+
+def result_tokens(result: Mapping[str, Any]) -> Tokens | None:
+    """The attempt's tokens by its ``result`` line; None when it gives no counts at all.
+
+    ``usage`` is all zeros after the CLI's non-streaming fallback, a budget stop or SIGINT,
+    though the requests were answered: ``modelUsage`` (per model) still has the counts then.
     """
     usage = result.get("usage")
     tokens = tokens_from_usage(usage) if isinstance(usage, dict) else None
-    cost = number_or_none(result.get("total_cost_usd")) if failed else None
-    if tokens is None and cost is None:
-        return None
-    return UsageReported(tokens or Tokens(), cost_usd=cost)
+    if tokens is None or tokens.total == 0:
+        by_model = tokens_from_model_usage(result.get("modelUsage"))
+        if by_model.total > 0:
+            return by_model
+    return tokens
 
 
 def classify_result(
     result: Mapping[str, Any],
     *,
     api_error: Mapping[str, Any] | None = None,
-    last_retry: Mapping[str, Any] | None = None,
     retry_limits: bool = False,
 ) -> BackendError | None:
     """The error a ``result`` line ends the attempt with, or None when it succeeded.
 
-    ``api_error`` is what the synthetic error message before it said; ``last_retry`` the last
-    ``api_retry`` notice, whose planned delay (the CLI honours ``retry-after``) becomes our
-    ``retry_after`` when it was for the same failure. ``retry_limits``: hitting ``--max-turns``
+    ``api_error`` is what the synthetic error message before it said. The error never carries a
+    ``retry_after``: the delay in the CLI's ``api_retry`` notices is its own backoff (retry-after
+    folded in, but not told apart), and a ``retry_after`` would pause the whole backend, not only
+    this job. ``retry_limits``: hitting ``--max-turns``
     or ``--max-budget-usd`` is a :class:`RetryableError` instead of a :class:`FatalError`.
     """
     is_error = result.get("is_error")
@@ -110,15 +123,7 @@ def classify_result(
     kind = classify_api_error(status, error_type, code, message)
     if not kind.retryable:
         return FatalError(message, kind=kind)
-    retry_after = None
-    if (
-        last_retry is not None
-        and int_or_none(last_retry.get("error_status")) == status
-        and kind in (ErrorKind.RATE_LIMITED, ErrorKind.OVERLOADED)
-    ):
-        delay_ms = number_or_none(last_retry.get("retry_delay_ms"))
-        retry_after = delay_ms / 1000 if delay_ms is not None and delay_ms >= 0 else None
-    return RetryableError(message, kind=kind, retry_after=retry_after)
+    return RetryableError(message, kind=kind)
 
 
 def _result_message(result: Mapping[str, Any], api_error: Mapping[str, Any] | None) -> str:

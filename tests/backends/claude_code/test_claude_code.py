@@ -8,8 +8,6 @@ and the pure parts of the shell (command line, environment, preflight).
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
 import textwrap
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -22,13 +20,12 @@ import trio
 
 from orchestrator.backends.claude_code.backend import (
     KIND,
-    QUIET_ENV,
     Options,
     Settings,
     command_line,
     environment,
-    redact,
 )
+from orchestrator.backends.claude_code.process import redact
 from orchestrator.config.jobfile import build_batch, load_job_file
 from orchestrator.errors import ConfigError
 from orchestrator.events import (
@@ -58,41 +55,12 @@ from orchestrator.testing.anthropic.server import (
     demo_reply,
     open_fake_anthropic,
 )
+from tests.backends.claude_code.conftest import ROOT
 from tests.helpers import Recorder
 
-ROOT = Path(__file__).resolve().parents[3]
-INSTALLED_CLI = ROOT / ".tools" / "claude-code" / "node_modules" / ".bin" / "claude"
 SLEEPER = "python3 -c 'import time; time.sleep(30)'"  # the Bash tool refuses a plain `sleep N`
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def claude_cli() -> str:
-    """The pinned CLI, installed by scripts/install-claude-code on first use."""
-    if not os.access(INSTALLED_CLI, os.X_OK):
-        if shutil.which("npm") is None:
-            pytest.fail(
-                "the claude-code tests run the real Claude Code CLI, installed with npm; npm was not found: "
-                "install Node.js with npm, then run scripts/install-claude-code",
-                pytrace=False,
-            )
-        done = subprocess.run([ROOT / "scripts" / "install-claude-code"], capture_output=True, text=True)
-        if done.returncode != 0:
-            pytest.fail(f"scripts/install-claude-code failed:\n{done.stderr}", pytrace=False)
-    return str(INSTALLED_CLI)
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh HOME for the CLI, and an environment free of the developer's Claude settings."""
-    for name in list(os.environ):
-        if name.startswith(("ANTHROPIC_", "CLAUDE")) or name in QUIET_ENV:
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "test")  # a key goes in the environment, never in settings
-    path = tmp_path / "home"
-    path.mkdir()
-    return path
 
 
 async def run(
@@ -107,8 +75,10 @@ async def run(
     settings: Mapping[str, Any] | None = None,
     control: RunControl | None = None,
     recorder: Recorder | None = None,
+    batch: Mapping[str, Any] | None = None,
 ) -> tuple[BatchResult, Recorder]:
-    """Run ``jobs`` on the claude-code backend; the CLI does no retries of its own unless told."""
+    """Run ``jobs`` on the claude-code backend; the CLI does no retries of its own unless told.
+    ``batch``: batch-wide settings (``max_cost_usd``, ``concurrency``, ...)."""
     env = {"HOME": str(home)}
     if fake is not None:
         env["ANTHROPIC_BASE_URL"] = fake.base_url
@@ -118,6 +88,7 @@ async def run(
         "retry": {"max_attempts": 1, "base_delay": 0.01, "max_delay": 0.05, **(retry or {})},
         "timeouts": {"attempt": 60, "idle": 60, **(timeouts or {})},
         "backends": {"claude-code": {"cli": cli, "env": env, **(settings or {})}},
+        **(batch or {}),
     }
     spec = build_batch(jobs, defaults)
     recorder = recorder or Recorder()
@@ -275,6 +246,8 @@ async def test_a_429_the_cli_gives_up_on_is_retried_by_the_orchestrator(claude_c
         result, recorder = await run(fake, home, claude_cli, [job()], retry={"max_attempts": 2})
     [scheduled] = events(recorder, "j", RetryScheduled)
     assert scheduled.error_kind == "rate_limited"
+    # The CLI's own retry delay is not the server's Retry-After: the backend is not paused for it.
+    assert scheduled.retry_after_s is None
     assert result.jobs["j"].ok and result.jobs["j"].attempts == 2
     assert result.jobs["j"].text == "Second attempt."
 
@@ -420,7 +393,10 @@ async def test_the_job_file_example_runs_against_the_demo_fake(
 def stand_in(tmp_path: Path, body: str) -> str:
     """An executable Python script playing the CLI."""
     path = tmp_path / "fake-claude"
-    path.write_text(f"#!{sys.executable}\n" + textwrap.dedent(body))
+    answer_version = (
+        'import sys\nif sys.argv[1:] == ["--version"]:\n    print("2.1.332 (Claude Code)")\n    sys.exit(0)\n'
+    )
+    path.write_text(f"#!{sys.executable}\n" + answer_version + textwrap.dedent(body))
     path.chmod(0o755)
     return str(path)
 

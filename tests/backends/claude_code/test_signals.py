@@ -13,7 +13,6 @@ import trio
 
 from orchestrator.record.log import read_log
 from orchestrator.testing.anthropic.server import Stall, open_fake_anthropic
-from tests.backends.claude_code.test_claude_code import claude_cli, home  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -47,8 +46,8 @@ def alive(pid: int) -> bool:
 async def test_a_signal_mid_stream_leaves_no_cli_running(
     signum: int,
     code: int,
-    claude_cli: str,  # noqa: F811 - the fixture imported above
-    home: Path,  # noqa: F811
+    claude_cli: str,
+    home: Path,
     tmp_path: Path,
 ) -> None:
     async with open_fake_anthropic(default=Stall(partial="Thinking about it")) as fake:
