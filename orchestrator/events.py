@@ -312,6 +312,15 @@ class RetryScheduled:
 
 
 @attrs.frozen
+class OutputParsed:
+    """The attempt in the tag replied with JSON that meets the job's ``output_schema``: ``value``
+    is that JSON, parsed. Sent after the attempt's stream ended, before ``job_succeeded``."""
+
+    kind: ClassVar[str] = "output_parsed"
+    value: Any
+
+
+@attrs.frozen
 class JobSucceeded:
     kind: ClassVar[str] = "job_succeeded"
     attempts: int
@@ -423,6 +432,7 @@ LifecycleEvent = (
     | JobQueued
     | AttemptStarted
     | RetryScheduled
+    | OutputParsed
     | JobSucceeded
     | JobFailed
     | JobSkipped
@@ -455,6 +465,7 @@ LIFECYCLE_EVENTS: tuple[type[LifecycleEvent], ...] = (
     JobQueued,
     AttemptStarted,
     RetryScheduled,
+    OutputParsed,
     JobSucceeded,
     JobFailed,
     JobSkipped,

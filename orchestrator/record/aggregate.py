@@ -30,6 +30,7 @@ from orchestrator.events import (
     JobSkipped,
     JobsSkipped,
     JobSucceeded,
+    OutputParsed,
     RetryScheduled,
     StreamFinished,
     Tagged,
@@ -74,6 +75,9 @@ class JobResult:
     """The data-file row the job came from (the columns kept), from its ``job_input``."""
     metadata: Mapping[str, Any] = NO_ROW
     """The job's ``metadata`` table, from its ``job_input``."""
+    output: Any = None
+    """The final attempt's structured output (its ``output_parsed`` value): the reply's JSON,
+    parsed and checked against the job's ``output_schema``; None for a job without one."""
 
     @property
     def ok(self) -> bool:
@@ -89,6 +93,7 @@ class _Attempt:
     tool_calls: list[ToolCall] = attrs.Factory(list)
     first_output: float | None = None
     meter: AttemptMeter = attrs.Factory(AttemptMeter)
+    output: Any = None
 
 
 @attrs.define(slots=True)
@@ -220,6 +225,9 @@ class Aggregator:
                 self._retries += 1
                 job.close_attempt()
                 job.current = None
+            case OutputParsed(value=value):
+                if attempt is not None:
+                    attempt.output = value
             case JobInput():
                 job.input = event
             case JobSucceeded() | JobFailed() | JobCancelled() | JobSkipped():
@@ -276,6 +284,7 @@ class Aggregator:
             error=error,
             row=job.input.row if job.input is not None else NO_ROW,
             metadata=job.input.metadata if job.input is not None else NO_ROW,
+            output=output.output if output is not None else None,
         )
 
     def summary(self, wall_s: float, *, stopped: str | None = None) -> BatchSummary:
