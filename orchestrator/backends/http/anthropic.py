@@ -97,6 +97,8 @@ def request_body(job: JobSpec, options: Options, settings: Settings) -> dict[str
         body["top_k"] = options.top_k
     if options.thinking_budget is not None:
         body["thinking"] = {"type": "enabled", "budget_tokens": options.thinking_budget}
+    if job.output_schema is not None:  # structured outputs: the reply's text is the JSON
+        body["output_config"] = {"format": {"type": "json_schema", "schema": job.output_schema.schema}}
     body.update(options.extra_body)
     return body
 
