@@ -54,6 +54,7 @@ from orchestrator.backends.claude_code.lines import LineSplitter
 from orchestrator.backends.claude_code.outcome import Outcome
 from orchestrator.errors import ErrorKind, FatalError
 from orchestrator.events import SystemNotice
+from orchestrator.output import schema_json
 from orchestrator.redact import (
     Redactor,
     environment_secrets,
@@ -144,6 +145,8 @@ def command_line(cli: str, job: JobSpec, options: Options) -> list[str]:
         argv += ["--max-budget-usd", repr(options.max_budget_usd)]
     if options.include_partial_messages:
         argv.append("--include-partial-messages")
+    if job.output_schema is not None:  # the CLI's structured output: its result carries the value
+        argv += ["--json-schema", schema_json(job.output_schema)]
     argv += options.extra_args
     # List-valued flags take every following word up to the next flag, so they go last, one
     # word per tool: a pattern like "Bash(git log *)" has spaces in it.

@@ -127,6 +127,14 @@ class ReplyText:
         self.sent[block_key] = self.sent.get(block_key, 0) + len(text)
         return TextDelta(text)
 
+    def replace(self, text: str) -> list[TextRetracted | TextDelta]:
+        """Events that make ``text`` the whole reply: every character sent so far taken back,
+        then ``text`` as one delta (the CLI's structured output replacing its prose)."""
+        chars = sum(self.sent.values())
+        self.sent = {None: len(text)}
+        self._block, self._started = None, True
+        return [*([TextRetracted(chars)] if chars else []), TextDelta(text)]
+
     def retract(self, message_id: str | None, from_index: int) -> TextRetracted | None:
         """Take back the text sent for blocks ``from_index`` on of message ``message_id``."""
         gone = [

@@ -34,6 +34,9 @@ What the CLI prints, one JSON object per line, keys in no stable order:
     (cost, duration, turns, session id) from :meth:`ClaudeDecoder.finish`. On failure the
     :class:`UsageReported` also carries the CLI's ``total_cost_usd`` (a failed attempt was paid
     for too), and a ``system_notice`` ``result`` keeps the error, cost and turns in the log.
+    With ``--json-schema``, a successful result's ``structured_output`` becomes the reply: the
+    text sent so far is taken back (``text_retracted``) and the value's JSON is one
+    :class:`TextDelta`, which the runner then checks against the schema like any reply.
 
 Anything else (an unknown type, a content block of an unknown type) → :class:`Unrecognized`
 holding the raw object; a line that is not a JSON object → :class:`StreamWarning`. Nothing
@@ -346,6 +349,8 @@ class ClaudeDecoder:
         if usage is not None:
             events.append(usage)
         if error is None:
+            if "structured_output" in obj:
+                events.extend(self._reply.replace(orjson.dumps(obj["structured_output"]).decode()))
             duration_ms = number_or_none(obj.get("duration_ms"))
             self._finished = StreamFinished(
                 stop_reason=str_or_none(obj.get("stop_reason")),
