@@ -1,7 +1,8 @@
 """Structured output: a job's JSON Schema checked once when it is loaded, and a reply checked
 against it after every attempt. The one rule, for every backend.
 
-The validator is ``jsonschema-rs`` (every draft from 4 to 2020-12, compiled once per schema).
+The validator is ``jsonschema-rs`` (every draft from 4 to 2020-12, compiled once per schema),
+imported on first use: a batch without a schema does not pay its import.
 A schema may refer only to itself (``#/$defs/...``): a ``$ref`` or ``$schema`` naming another
 document is refused, never fetched, so loading a job file reads no network and no other file.
 """
@@ -10,30 +11,38 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import jsonschema_rs
 import orjson
 
 from orchestrator.spec import OutputSchema
+
+if TYPE_CHECKING:
+    import jsonschema_rs
 
 
 def _refuse(uri: str) -> Any:
     raise ValueError(f"{uri}: a schema may refer only to itself; other documents are not fetched")
 
 
-_NO_FETCHING = jsonschema_rs.Registry([], retriever=_refuse)
+@functools.cache
+def _no_fetching() -> jsonschema_rs.Registry:
+    import jsonschema_rs
+
+    return jsonschema_rs.Registry([], retriever=_refuse)
 
 
 def schema_problems(schema: Any) -> list[tuple[str, str]]:
     """What is wrong with ``schema`` as a JSON Schema: ``(key path inside it, problem)`` pairs,
     empty when it is a valid schema this validator can compile."""
+    import jsonschema_rs
+
     if not isinstance(schema, Mapping | bool):
         return [("", "expected a JSON Schema (a table or a JSON object)")]
     try:
         jsonschema_rs.meta.validate(
-            schema if isinstance(schema, bool) else dict(schema), registry=_NO_FETCHING
+            schema if isinstance(schema, bool) else dict(schema), registry=_no_fetching()
         )
         _compiled(_canonical(schema))
     except jsonschema_rs.ValidationError as exc:
@@ -56,6 +65,8 @@ def check_reply(schema: OutputSchema, text: str) -> Any:
     Total: any text gives a value or an :class:`Invalid`, never an exception. Surrounding white
     space is allowed; a JSON value followed by anything else is not JSON.
     """
+    import jsonschema_rs
+
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
@@ -83,6 +94,8 @@ def _canonical(schema: Mapping[str, Any] | bool) -> str:
 @functools.lru_cache(maxsize=256)
 def _compiled(schema_text: str) -> jsonschema_rs.Validator:
     # Keyed by the canonical text: 100k jobs sharing one schema compile it once.
+    import jsonschema_rs
+
     return jsonschema_rs.validator_for(orjson.loads(schema_text), retriever=_refuse)
 
 

@@ -160,7 +160,6 @@ class JobState:
         if not isinstance(found, Invalid):
             self.parsed = OutputParsed(found)
             return None
-        self.invalid_outputs += 1
         if self.spec.retry.reask:
             self.reasked = (*self.reasked, Message("assistant", text), Message("user", reask_prompt(found)))
         return Failure(ErrorKind.INVALID_OUTPUT, found.message, True)
@@ -234,7 +233,9 @@ def next_step(job: JobState, failure: Failure | None, *, now: float, seed: int) 
 
     A job timeout ends the job; a failure the retry policy allows schedules another attempt after
     a backoff drawn from a generator seeded per job and attempt (so the schedule does not depend
-    on task scheduling order), never sooner than the server's Retry-After.
+    on task scheduling order), never sooner than the server's Retry-After. An ``invalid_output``
+    failure is counted (:attr:`JobState.invalid_outputs`) and retried at once while
+    ``retry.max_invalid_output`` allows; other failures' attempts leave those out.
     """
     spec = job.spec
     if failure is None:
@@ -242,7 +243,9 @@ def next_step(job: JobState, failure: Failure | None, *, now: float, seed: int) 
     if failure.kind == ErrorKind.TIMEOUT_JOB:
         return job.timeout_failure()
     if failure.kind == ErrorKind.INVALID_OUTPUT:
-        # Its own budget, and no backoff: the provider is fine, the reply was not.
+        # Its own budget, and no backoff: the provider is fine, the reply was not. Counted here,
+        # so an invalid output a backend reports itself (claude-code's) counts the same.
+        job.invalid_outputs += 1
         if not failure.retryable or job.invalid_outputs > spec.retry.max_invalid_output:
             return JobFailed(failure.kind, failure.message, failure.retryable, job.attempt)
         delay = 0.0

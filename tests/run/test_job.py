@@ -247,8 +247,8 @@ def test_an_invalid_reply_is_retried_at_once_on_its_own_budget() -> None:
 
 def test_invalid_replies_do_not_use_up_the_other_failures_attempts() -> None:
     state = job(output_schema=SCHEMA, retry=RetryPolicy(max_attempts=2, max_invalid_output=2))
-    replied(state, "no")
-    replied(state, "no")
+    for _ in range(2):
+        assert isinstance(next_step(state, replied(state, "no"), now=0.0, seed=0), Retry)
     state.begin_attempt(0.0)  # attempt 3, the second of max_attempts for other failures
     step = next_step(state, Failure("server_error", "500", True), now=0.0, seed=0)
     assert isinstance(step, JobFailed) is False
@@ -277,3 +277,14 @@ def test_without_reask_the_next_request_is_the_job_as_it_was() -> None:
     state = job(output_schema=SCHEMA)
     replied(state, "no")
     assert state.request() is state.spec
+
+
+def test_an_invalid_output_a_backend_reports_counts_against_the_same_budget() -> None:
+    state = job(retry=RetryPolicy(max_invalid_output=1))
+    failure = Failure("invalid_output", "the CLI's own re-asks ran out", True)
+    state.begin_attempt(0.0)
+    assert isinstance(next_step(state, failure, now=0.0, seed=0), Retry)
+    state.begin_attempt(0.0)
+    assert next_step(state, failure, now=0.0, seed=0) == JobFailed(
+        "invalid_output", "the CLI's own re-asks ran out", True, 2
+    )

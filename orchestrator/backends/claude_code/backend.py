@@ -417,6 +417,11 @@ class _Kind:
                 )
             elif not job.prompt.strip():
                 problems.append(f"claude-code: job {job.id}: the prompt is empty (the CLI refuses it)")
+            if job.output_schema is not None and job.retry.reask:
+                problems.append(
+                    f"claude-code: job {job.id}: retry.reask needs a conversation, and the CLI takes a "
+                    "single user turn (the CLI re-asks the model itself when its output misses the schema)"
+                )
             if options.permission_mode == "bypassPermissions" and _is_root():
                 env = {**os.environ, **settings.env, **options.env}
                 if env.get("IS_SANDBOX") != "1":

@@ -46,7 +46,7 @@ from orchestrator.events import (
     ToolResult,
 )
 from orchestrator.run.runner import BatchResult, RunControl, execute
-from orchestrator.spec import JobSpec, OutputSchema
+from orchestrator.spec import JobSpec, OutputSchema, RetryPolicy
 from orchestrator.testing.anthropic.server import (
     Disconnect,
     ErrorMidStream,
@@ -671,3 +671,9 @@ async def test_the_clis_structured_output_is_the_checked_reply(claude_cli: str, 
     assert "StructuredOutput" in [tool["name"] for tool in fake.requests[0].body["tools"]]
     assert [e.chars for e in events(recorder, "j", TextRetracted)] == [len("Let me count.")]
     assert events(recorder, "j", OutputParsed) == [OutputParsed({"n": 4})]
+
+
+def test_reask_is_refused_before_the_run_since_the_cli_takes_one_turn() -> None:
+    spec = spec_of(output_schema=OutputSchema(COUNT_SCHEMA), retry=RetryPolicy(reask=True))
+    problems = KIND.preflight(Settings(cli=sys.executable), [spec])
+    assert any("retry.reask needs a conversation" in p for p in problems)

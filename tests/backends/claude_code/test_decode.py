@@ -690,3 +690,19 @@ def fold_text(events: Sequence[StreamEvent]) -> str:
         elif isinstance(event, TextRetracted):
             text = text[: len(text) - event.chars]
     return text
+
+
+def test_the_clis_structured_output_retries_running_out_is_invalid_output() -> None:
+    _, outcome = decode(
+        [
+            line(
+                type="result",
+                subtype="error_max_structured_output_retries",
+                is_error=True,
+                errors=["Failed to provide valid structured output after maximum retries"],
+                num_turns=6,
+            )
+        ],
+        returncode=1,
+    )
+    assert isinstance(outcome.error, RetryableError) and outcome.error.kind == "invalid_output"
