@@ -3,12 +3,14 @@ and the job life that checks every reply (orchestrator/run/job.py)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
 from orchestrator.backends.sim.structured import structured_reply
+from orchestrator.cli.report import main as report_main
 from orchestrator.events import OutputParsed, RetryScheduled
 from orchestrator.output import Invalid, check_reply
 from orchestrator.record.aggregate import fold
@@ -124,3 +126,20 @@ def test_reask_sends_the_bad_reply_and_the_error_with_the_next_attempt(monkeypat
         ("user", "Your reply was not accepted: the reply i"),
     ]
     assert "not JSON" in second.messages[-1].content and second.prompt == ""
+
+
+def test_report_job_prints_the_parsed_output_from_the_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "run.jsonl"
+    spec = make_spec(
+        [{"id": "q", "prompt": "Which city?"}],
+        output_schema=SCHEMA,
+        sim={"ttft": 0.1, "tokens_per_s": 0, "output": ["invalid"]},
+        log=str(log),
+    )
+    run_virtual(spec)
+    assert report_main([str(log), "--job", "q"]) == 0
+    out = capsys.readouterr().out
+    assert "attempt 1 failed: invalid_output: the reply does not match the schema" in out
+    assert 'output: {"city":"xx","population":1,"kind":"town","tags":["x","x"]}' in out
