@@ -3,6 +3,9 @@ and the job life that checks every reply (orchestrator/run/job.py)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -143,3 +146,17 @@ def test_report_job_prints_the_parsed_output_from_the_log(
     out = capsys.readouterr().out
     assert "attempt 1 failed: invalid_output: the reply does not match the schema" in out
     assert 'output: {"city":"xx","population":1,"kind":"town","tags":["x","x"]}' in out
+
+
+def test_the_example_job_file_runs_on_the_simulator_with_its_retry(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[3]
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator", str(root / "jobs" / "structured.toml"), "-b", "sim", "--json"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    summary = orjson.loads(done.stdout)
+    assert summary["succeeded"] == 2 and summary["retries"] == 1
