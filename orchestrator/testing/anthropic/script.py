@@ -286,6 +286,34 @@ def output_format_problem(body: Any) -> str | None:
     extra = sorted(set(found) - {"type", "schema"})
     if extra:
         return f"output_config.format.{extra[0]}: Extra inputs are not permitted"
+    unsupported = _unsupported_constraint(found["schema"])
+    if unsupported is not None:
+        return f"output_config.format.schema: '{unsupported}' is not supported in structured outputs"
+    return None
+
+
+_UNSUPPORTED = frozenset(
+    {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minLength", "maxLength"}
+)
+
+
+def _unsupported_constraint(schema: Any) -> str | None:
+    """The first constraint the API's structured outputs refuse, anywhere in ``schema``."""
+    if isinstance(schema, list):
+        return next((found for item in schema if (found := _unsupported_constraint(item))), None)
+    if not isinstance(schema, dict):
+        return None
+    for key, value in schema.items():
+        if key in _UNSUPPORTED or key == "maxItems" or (key == "minItems" and value not in (0, 1)):
+            return str(key)
+        if key in ("properties", "$defs", "definitions") and isinstance(value, dict):
+            found = _unsupported_constraint(list(value.values()))
+        elif key in ("const", "enum", "default", "examples"):
+            continue
+        else:
+            found = _unsupported_constraint(value)
+        if found is not None:
+            return found
     return None
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
+from orchestrator.backends.http.anthropic import sendable_schema
 from orchestrator.events import OutputParsed, RetryScheduled
 from orchestrator.testing.anthropic import script as anthropic_script
 from orchestrator.testing.anthropic.server import Reply as AnthropicReply
@@ -156,8 +157,57 @@ async def test_anthropic_sends_the_schema_as_output_config_format() -> None:
         )
     assert result.jobs["j"].output == orjson.loads(GOOD)
     (request,) = fake.message_requests()
-    assert request.body["output_config"] == {"format": {"type": "json_schema", "schema": SCHEMA}}
-    assert request.output_schema == SCHEMA
+    # the API refuses numeric bounds: they are left out of the request (and checked here instead)
+    sent = {**SCHEMA, "properties": {"city": {"type": "string"}, "population": {"type": "integer"}}}
+    assert request.body["output_config"] == {"format": {"type": "json_schema", "schema": sent}}
+    assert request.output_schema == sent
+
+
+async def test_anthropic_a_bound_left_out_of_the_request_is_still_enforced() -> None:
+    async with open_fake_anthropic() as fake:
+        fake.script(*[AnthropicReply((Text('{"city": "Lyon", "population": -5}'),))] * 3)
+        result, _ = await run_jobs(
+            "anthropic",
+            {"base_url": fake.base_url},
+            [{"id": "j", "prompt": "A city?"}],
+            output_schema=SCHEMA,
+            retry=RETRY,
+            model="claude-sonnet-4-5",
+        )
+    assert result.jobs["j"].error == (
+        "the reply does not match the schema at population: -5 is less than the minimum of 0"
+    )
+
+
+def test_only_the_constraints_the_api_refuses_are_left_out() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "minimum": {"type": "number", "minimum": 1, "maximum": 2, "multipleOf": 0.5},
+            "tags": {"type": "array", "items": {"type": "string", "maxLength": 3}, "minItems": 2},
+            "one": {"type": "array", "minItems": 1, "maxItems": 4},
+            "kind": {"enum": [{"minimum": 1}], "pattern": "^a"},
+        },
+        "$defs": {"n": {"exclusiveMinimum": 0, "minLength": 1}},
+    }
+    assert sendable_schema(schema) == {
+        "type": "object",
+        "properties": {
+            "minimum": {"type": "number"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "one": {"type": "array", "minItems": 1},
+            "kind": {"enum": [{"minimum": 1}], "pattern": "^a"},
+        },
+        "$defs": {"n": {}},
+    }
+    assert (
+        anthropic_script.output_format_problem(
+            {"output_config": {"format": {"type": "json_schema", "schema": schema}}}
+        )
+        == "output_config.format.schema: 'minimum' is not supported in structured outputs"
+    )
+    sent = {"format": {"type": "json_schema", "schema": sendable_schema(schema)}}
+    assert anthropic_script.output_format_problem({"output_config": sent}) is None
 
 
 async def test_anthropic_invalid_then_valid_is_retried() -> None:
@@ -207,5 +257,5 @@ async def test_anthropic_always_invalid_fails_as_invalid_output() -> None:
 def test_the_fake_anthropic_checks_the_output_config_shape(config: Any, problem: str) -> None:
     found = anthropic_script.output_format_problem({"output_config": config})
     assert found is not None and found.startswith(problem)
-    good = {"format": {"type": "json_schema", "schema": SCHEMA}}
+    good = {"format": {"type": "json_schema", "schema": sendable_schema(SCHEMA)}}
     assert anthropic_script.output_format_problem({"output_config": good}) is None
