@@ -11,8 +11,10 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from orchestrator.backends.sim.structured import structured_reply
+from orchestrator.backends.sim.structured import REPLIES, structured_reply
 from orchestrator.cli.report import main as report_main
 from orchestrator.events import OutputParsed, RetryScheduled
 from orchestrator.output import Invalid, check_reply
@@ -160,3 +162,18 @@ def test_the_example_job_file_runs_on_the_simulator_with_its_retry(tmp_path: Pat
     assert done.returncode == 0, done.stderr
     summary = orjson.loads(done.stdout)
     assert summary["succeeded"] == 2 and summary["retries"] == 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(kinds=st.lists(st.sampled_from(REPLIES), max_size=5), budget=st.integers(0, 3))
+def test_a_job_succeeds_exactly_when_a_valid_reply_comes_within_its_budget(
+    kinds: list[str], budget: int
+) -> None:
+    result, _ = run({"output": kinds}, max_invalid_output=budget, max_attempts=1)
+    job = result.jobs["q"]
+    first_valid = (*kinds, "valid").index("valid")  # attempts past the list reply valid
+    if first_valid <= budget:
+        assert job.ok and job.attempts == first_valid + 1 and job.output is not None
+    else:
+        assert job.status == "failed" and job.error_kind == "invalid_output"
+        assert job.attempts == budget + 1 and job.output is None
