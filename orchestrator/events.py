@@ -322,6 +322,15 @@ class RetryScheduled:
 
 
 @attrs.frozen
+class OutputParsed:
+    """The attempt in the tag replied with JSON that meets the job's ``output_schema``: ``value``
+    is that JSON, parsed. Sent after the attempt's stream ended, before ``job_succeeded``."""
+
+    kind: ClassVar[str] = "output_parsed"
+    value: Any
+
+
+@attrs.frozen
 class JobSucceeded:
     kind: ClassVar[str] = "job_succeeded"
     attempts: int
@@ -433,6 +442,7 @@ LifecycleEvent = (
     | JobQueued
     | AttemptStarted
     | RetryScheduled
+    | OutputParsed
     | JobSucceeded
     | JobFailed
     | JobSkipped
@@ -465,6 +475,7 @@ LIFECYCLE_EVENTS: tuple[type[LifecycleEvent], ...] = (
     JobQueued,
     AttemptStarted,
     RetryScheduled,
+    OutputParsed,
     JobSucceeded,
     JobFailed,
     JobSkipped,

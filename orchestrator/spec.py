@@ -37,6 +37,12 @@ class RetryPolicy:
     base_delay: float = attrs.field(default=1.0, metadata=_range(min=0))
     max_delay: float = attrs.field(default=30.0, metadata=_range(min=0))
     max_retry_after: float = attrs.field(default=300.0, metadata=_range(min=0))
+    max_invalid_output: int = attrs.field(default=2, metadata=_range(min=0, max=1000))
+    """Attempts whose reply fails the job's ``output_schema`` that are tried again (at once, with
+    no backoff), on a budget of their own: they do not count against ``max_attempts``."""
+    reask: bool = False
+    """After a reply that failed the ``output_schema``, the next attempt's conversation also holds
+    that reply and the validator's message, so the model can correct itself."""
 
     def conflicts(self) -> list[tuple[str | None, str]]:
         """What is wrong with the fields taken together: (field or None for the whole, problem)."""
@@ -112,6 +118,24 @@ class HaltPolicy:
 
 
 @attrs.frozen
+class OutputSchema:
+    """The JSON Schema a job's reply must meet (``output_schema``), checked when it was loaded.
+
+    ``name`` is what the schema is called where an API wants a name (OpenAI's ``json_schema``):
+    the schema's ``title`` when it is a plain word, else ``"output"``.
+    """
+
+    schema: Mapping[str, Any] | bool
+
+    @property
+    def name(self) -> str:
+        title = self.schema.get("title") if isinstance(self.schema, Mapping) else None
+        if isinstance(title, str) and 0 < len(title) <= 64 and all(c.isalnum() or c in "_-" for c in title):
+            return title if title.isascii() else "output"
+        return "output"
+
+
+@attrs.frozen
 class Query:
     """One query as a library caller states it; unset fields take the batch defaults.
 
@@ -128,6 +152,8 @@ class Query:
     seed: int | None = None
     options: Mapping[str, Any] = attrs.field(factory=dict)
     metadata: Mapping[str, Any] = attrs.field(factory=dict)
+    output_schema: Mapping[str, Any] | str | None = None
+    """A JSON Schema (a mapping, or its JSON text) the reply must meet."""
 
 
 @attrs.frozen
@@ -156,6 +182,9 @@ class JobSpec:
     row: Mapping[str, Any] = NO_ROW
     """The data-file row the job was made from (the columns kept), for the log and results;
     not part of ``content_hash``."""
+    output_schema: OutputSchema | None = None
+    """The JSON Schema the reply must meet: sent to the backend where it can constrain the
+    reply, and checked after every attempt (see :mod:`orchestrator.output`)."""
 
 
 @attrs.frozen

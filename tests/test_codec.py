@@ -32,6 +32,8 @@ json_objects = st.dictionaries(st.text(max_size=8), json_values, max_size=4)
 def strategy_for(hint: Any) -> st.SearchStrategy[Any]:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
+    if hint is Any:  # a JSON value (structured output)
+        return json_values
     if hint is str:
         return st.text()
     if hint is int:

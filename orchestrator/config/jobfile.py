@@ -54,6 +54,8 @@ from orchestrator.config.check import (
 )
 from orchestrator.config.data import Rows, read_rows, stdin_rows
 from orchestrator.config.dataset import DataSettings, row_jobs, take_data_settings
+from orchestrator.config.output import KEYS as OUTPUT_SCHEMA_KEYS
+from orchestrator.config.output import read_output_schema
 from orchestrator.errors import ConfigError
 from orchestrator.spec import BackendLimits, BatchSpec, JobSpec
 
@@ -81,6 +83,7 @@ _JOB_SETTINGS = (
     "timeouts",
     "metadata",
     "messages",
+    *OUTPUT_SCHEMA_KEYS,
 )
 _NESTED = ("retry", "timeouts", "metadata")
 _TOP_KEYS = ("defaults", "jobs", "prompts_file", "data_file", "backends")
@@ -142,6 +145,7 @@ def load_job_file(path: str | Path, overrides: Overrides = Overrides()) -> Batch
         overrides=overrides,
         source=name,
         problems=problems,
+        base=path.parent,
     )
     if spec is None or problems:
         raise ConfigError(problems)
@@ -276,9 +280,10 @@ class CheckedJob:
     """The data-file row the job was rendered from (kept with the job), if any."""
 
 
-def check_job(source: JobSource) -> CheckedJob:
+def check_job(source: JobSource, base: Path | None = None) -> CheckedJob:
     """A job table's own settings checked (as :func:`check_layer` does for any job layer); a
-    table nested too deep or holding integers out of range is checked no further."""
+    table nested too deep or holding integers out of range is checked no further. ``base`` is
+    the folder an ``output_schema_file`` is read from."""
     row = source.row
     if _is_plain(source.table) and "\0" not in source.table.get("id", ""):
         # Strings only: nothing to check.
@@ -286,7 +291,7 @@ def check_job(source: JobSource) -> CheckedJob:
     local: Problems = []
     if not check_limits(source.table, source.path, local):
         return CheckedJob(source.file, source.path, {}, tuple(local), table=False, row=row)
-    _, fields = check_layer(source.table, source.path, local, batch=False)
+    _, fields = check_layer(source.table, source.path, local, batch=False, base=base)
     return CheckedJob(source.file, source.path, fields, tuple(local), isinstance(source.table, Mapping), row)
 
 
@@ -303,10 +308,12 @@ def resolve(
     overrides: Overrides = Overrides(),
     source: str | None,
     problems: Problems,
+    base: Path | None = None,
 ) -> BatchSpec | None:
     """Check every layer, merge defaults into each job and build the batch (None on problems).
 
-    Problems are appended as complete lines, prefixed with the file they are in.
+    Problems are appended as complete lines, prefixed with the file they are in. ``base`` is the
+    job file's folder (where ``output_schema_file`` paths start).
     """
     local: Problems = []
     if not (check_limits(defaults, "defaults", local) & check_limits(backends, "backends", local)):
@@ -318,7 +325,7 @@ def resolve(
             file = job_source.file or source
             problems.extend(f"{file}: {p}" if file else p for p in within)
         return None
-    batch_fields, job_defaults = check_layer(defaults, "defaults", local, batch=True)
+    batch_fields, job_defaults = check_layer(defaults, "defaults", local, batch=True, base=base)
     batch_fields.update(
         {k: v for k, v in attrs.asdict(overrides).items() if v is not None and k in BATCH_KEYS}
     )
@@ -328,7 +335,7 @@ def resolve(
     return assemble(
         batch_fields,
         job_defaults,
-        map(check_job, jobs),  # one at a time: 100k checked jobs need not exist at once
+        (check_job(job, base) for job in jobs),  # one at a time: 100k checked jobs need not exist at once
         backend_settings,
         limits,
         overrides=overrides,
@@ -401,12 +408,13 @@ def assemble(
 
 
 def check_layer(
-    table: Any, path: str, problems: Problems, *, batch: bool
+    table: Any, path: str, problems: Problems, *, batch: bool, base: Path | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split one table (defaults or a job) into checked batch keys and job keys.
 
     Nested settings (retry, timeouts, metadata) and backend option tables stay dicts so that
-    layers merge key by key.
+    layers merge key by key. ``output_schema`` and ``output_schema_file`` both become the
+    checked ``output_schema`` (a file read from ``base``).
     """
     batch_fields: dict[str, Any] = {}
     job_fields: dict[str, Any] = {}
@@ -423,6 +431,10 @@ def check_layer(
             batch_fields[key] = check_value(value, hint, where, meta, problems)
             if key == "seed":  # the batch seed is also every job's default sampling seed
                 job_fields["seed"] = batch_fields[key]
+        elif key in OUTPUT_SCHEMA_KEYS:
+            if all(k in table for k in OUTPUT_SCHEMA_KEYS):
+                problems.append(f"{where}: give output_schema or output_schema_file, not both")
+            job_fields["output_schema"] = read_output_schema(key, value, where, problems, base=base)
         elif key in job_keys:
             hint = type_hints(JobSpec)[key]
             if key in _NESTED and key != "metadata":
@@ -513,10 +525,12 @@ def _resolve_job(
     job_id = merged.pop("id", None) or "p-" + hashlib.sha256(named.encode()).hexdigest()[:10]
     options_json = shared.get(("json", id(options)))
     if options_json is None:
-        options_json = shared[("json", id(options))] = codec.dumps(options, sort_keys=True).decode()
+        options_json = shared[("json", id(options))] = codec.dumps(_hashed(options), sort_keys=True).decode()
     payload = {k: merged.get(k) for k in _HASHED}
     if merged.get("messages"):  # absent, not empty, for jobs without: their hashes stay as they were
         payload["messages"] = merged["messages"]
+    if merged.get("output_schema") is not None:  # likewise absent for jobs without one
+        payload["output_schema"] = merged["output_schema"].schema
     payload["options"] = options_json
     answer = shared.get(("answer", backend))
     if answer:
@@ -532,6 +546,18 @@ def _resolve_job(
     if not checked.problems and _is_plain(fields):
         shared["plain jobs"] = _PlainJobs(job, payload)
     return job
+
+
+def _hashed(options: Any) -> Any:
+    """A backend's options as its jobs' content hashes cover them: an option marked ``later``
+    (added after logs were written) is left out while it has its default, so those logs' hashes
+    still match and resuming them runs nothing again."""
+    data = codec.to_jsonable(options)
+    if attrs.has(type(options)):
+        for field in attrs.fields(type(options)):
+            if field.metadata.get("later") and getattr(options, field.name) == field.default:
+                data.pop(field.name, None)
+    return data
 
 
 def _is_plain(table: Any) -> bool:

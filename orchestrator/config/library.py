@@ -28,6 +28,7 @@ from orchestrator.config.jobfile import (
     check_job,
     resolve_backends,
 )
+from orchestrator.config.output import read_output_schema
 from orchestrator.errors import ConfigError
 from orchestrator.spec import BatchSpec, FsyncPolicy, HaltPolicy, JobSpec, Query, RetryPolicy, Timeouts
 
@@ -41,7 +42,8 @@ class BatchKeywords(TypedDict, total=False):
     simulator), ``options`` (its per-job options),
     ``backend_settings`` (backend name → batch-wide settings), and the job defaults ``model``,
     ``system``, ``max_tokens``, ``temperature``, ``metadata``, ``retry`` and ``timeouts``
-    (a :class:`RetryPolicy` / :class:`Timeouts` or a mapping of their fields). The batch:
+    (a :class:`RetryPolicy` / :class:`Timeouts` or a mapping of their fields), ``output_schema``
+    (a JSON Schema every reply must meet: a mapping or its JSON text). The batch:
     ``concurrency`` (default 16), ``log``, ``deadline``, ``seed``, ``fsync``, ``name``,
     ``max_cost_usd``, ``hard_cap``, ``halt``. How: ``keep_text`` (default True), ``resume`` (a log:
     leave out what it shows done and append to it), ``retry_failed`` and ``force`` (write into a
@@ -58,6 +60,7 @@ class BatchKeywords(TypedDict, total=False):
     metadata: Mapping[str, Any]
     retry: RetryPolicy | Mapping[str, Any] | None
     timeouts: Timeouts | Mapping[str, Any] | None
+    output_schema: Mapping[str, Any] | str | None
     concurrency: int
     log: str | None
     deadline: float | None
@@ -125,6 +128,12 @@ def library_batch(entry: str, queries: Iterable[QueryLike], keywords: Mapping[st
         if policy is not None:
             shared[(key, cls)] = policy
             job_defaults[key] = attrs.asdict(policy, recurse=False)  # for jobs that change some keys
+    if keywords.get("output_schema") is not None:
+        schema = read_output_schema(
+            "output_schema", keywords["output_schema"], where("output_schema"), problems, base=None
+        )
+        if schema is not None:
+            job_defaults["output_schema"] = schema
     options = keywords.get("options")
     if options and backend in known_backends():
         kind = backend_kind(backend)
@@ -182,7 +191,10 @@ def _query_fields(query: Query, path: str, default_backend: Any, problems: Probl
     for field in attrs.fields(Query):
         value = getattr(query, field.name)
         where = join(path, field.name)
-        if field.name == "options":
+        if field.name == "output_schema":
+            if value is not None:
+                fields[field.name] = read_output_schema(field.name, value, where, problems, base=None)
+        elif field.name == "options":
             backend = query.backend or default_backend
             if value and backend in known_backends():
                 fields[backend] = check_table(value, backend_kind(backend).Options, where, problems) or {}

@@ -30,6 +30,7 @@ from orchestrator.events import (
     JobSkipped,
     JobsSkipped,
     JobSucceeded,
+    OutputParsed,
     RetryScheduled,
     StreamFinished,
     Tagged,
@@ -82,6 +83,9 @@ class JobResult:
     """The backend's own final answer (the Claude Code CLI's ``result``), when it gives one."""
     permission_denials: tuple[Mapping[str, Any], ...] = ()
     """Tool uses the backend refused for want of permission (the Claude Code CLI reports them)."""
+    output: Any = None
+    """The final attempt's structured output (its ``output_parsed`` value): the reply's JSON,
+    parsed and checked against the job's ``output_schema``; None for a job without one."""
 
     @property
     def ok(self) -> bool:
@@ -97,6 +101,7 @@ class _Attempt:
     tool_calls: list[ToolCall] = attrs.Factory(list)
     first_output: float | None = None
     meter: AttemptMeter = attrs.Factory(AttemptMeter)
+    output: Any = None
 
 
 @attrs.define(slots=True)
@@ -240,6 +245,9 @@ class Aggregator:
                 self._retries += 1
                 job.close_attempt()
                 job.current = None
+            case OutputParsed(value=value):
+                if attempt is not None:
+                    attempt.output = value
             case JobInput():
                 job.input = event
             case JobSucceeded() | JobFailed() | JobCancelled() | JobSkipped():
@@ -304,6 +312,7 @@ class Aggregator:
             permission_denials=finished.permission_denials
             if finished is not None and output is not None
             else (),
+            output=output.output if output is not None else None,
         )
 
     def summary(self, wall_s: float, *, stopped: str | None = None) -> BatchSummary:

@@ -79,7 +79,7 @@ def result_row(result: JobResult) -> Row:
     row.update(
         status=result.status,
         text=result.text,
-        output=getattr(result, "output", None),
+        output=result.output,
         tool_calls=[{"id": c.call_id, "name": c.name, "input": dict(c.input)} for c in result.tool_calls],
         stop_reason=result.stop_reason,
         input_tokens=tokens.input,

@@ -71,7 +71,7 @@ def answers_data(report: Report) -> dict[str, Any]:
     }
     for job, row in report.jobs.items():
         result = runs[row.run].results.get(job)
-        output = getattr(result, "output", None)
+        output = result.output if result is not None else None
         answer = _dumps(output, indent=True) if output is not None else result.text if result else None
         calls = result.tool_calls if result is not None else ()
         tools = _dumps([{"name": c.name, "input": c.input} for c in calls], indent=True) if calls else None

@@ -24,6 +24,7 @@ from orchestrator.events import (
     JobQueued,
     JobSkipped,
     JobSucceeded,
+    OutputParsed,
     RetryScheduled,
     SessionStarted,
     StreamFinished,
@@ -134,6 +135,8 @@ class _Story:
                 tokens = f"{event.tokens.input} in, {event.tokens.output} out" if event.tokens else "tokens ?"
                 cost = "cost ?" if event.cost_usd is None else f"${event.cost_usd:.6f}"
                 self.line(ts, f"stream finished: {event.stop_reason or '-'}, {tokens}, {cost}", "dim")
+            case OutputParsed(value=value):
+                self.line(ts, f"output: {_json(value)}", "green")
             case SystemNotice():
                 self.line(ts, f"notice {event.subtype}: {_json(event.data)}", "yellow")
             case StreamWarning(message=message):

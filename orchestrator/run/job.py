@@ -16,6 +16,10 @@ gates, sleeps out backoffs). A job moves through these states::
 * The attempt ends in a :class:`Failure` or success (:func:`attempt_failure`,
   :func:`failure_from`); :func:`next_step` then says: the job succeeded, failed, or retries
   after a delay (its backoff holds no worker).
+* A job with an ``output_schema`` succeeds only with a reply that meets it: the attempt's text
+  is checked here, after its stream finished, whichever backend ran it (an ``invalid_output``
+  failure otherwise, retried at once on its own budget, ``retry.max_invalid_output``; with
+  ``retry.reask`` the next attempt's conversation holds the bad reply and why it failed).
 * A stop (Ctrl-C, deadline, spend cap, a halt) ends every job that has no terminal event yet:
   ``job_cancelled`` if it started, else skipped (:func:`leftover_terminal`); the runner writes
   the skipped ones together as one batch-level ``jobs_skipped``, so a stop costs the same at
@@ -38,11 +42,16 @@ from orchestrator.events import (
     JobFailed,
     JobSkipped,
     JobSucceeded,
+    Message,
+    OutputParsed,
     RetryScheduled,
     StreamFinished,
     TerminalEvent,
+    TextDelta,
+    TextRetracted,
     UsageReported,
 )
+from orchestrator.output import Invalid, check_reply
 from orchestrator.record.cost import AttemptCost, AttemptMeter
 from orchestrator.resources import out_of_files, out_of_files_message
 from orchestrator.run.retry import backoff_delay, should_retry
@@ -92,6 +101,18 @@ class JobState:
     reserved: float | None = None  # the spend-cap reservation its running attempt holds
     estimate: tuple[int, float] | None = None  # tokens and cost of one attempt, once worked out
     watch: Watch | None = None
+    reply: list[str] | None = None  # the attempt's text so far, kept when it must be checked
+    parsed: OutputParsed | None = None  # the attempt's checked structured output
+    invalid_outputs: int = 0  # attempts whose reply failed the output schema
+    reasked: tuple[Message, ...] = ()  # bad replies and why, for the next attempt (retry.reask)
+
+    def request(self) -> JobSpec:
+        """What the next attempt sends: the job, its conversation grown by any re-asks."""
+        if not self.reasked:
+            return self.spec
+        spec = self.spec
+        asked = (Message("user", spec.prompt),) if spec.prompt else ()
+        return attrs.evolve(spec, messages=(*spec.messages, *asked, *self.reasked), prompt="")
 
     def admit(self, cost: float) -> None:
         """The spend cap let the job in, reserving ``cost`` for its first attempt."""
@@ -108,15 +129,40 @@ class JobState:
         self.attempt += 1
         self.stream_finished = False
         self.meter = AttemptMeter()
+        self.reply = None if self.spec.output_schema is None else []
+        self.parsed = None
 
     def observe(self, event: Event) -> None:
-        """Keep what the attempt's stream has told so far (its end, its usage)."""
+        """Keep what the attempt's stream has told so far (its end, its usage, and its text when
+        the job has an output schema)."""
         kind = type(event)
         if kind is StreamFinished:
             self.stream_finished = True
             self.meter.finish(event)  # type: ignore[arg-type]
         elif kind is UsageReported:
             self.meter.add_usage(event)  # type: ignore[arg-type]
+        elif self.reply is not None:
+            if kind is TextDelta:
+                self.reply.append(event.text)  # type: ignore[union-attr]
+            elif kind is TextRetracted and event.chars > 0:  # type: ignore[union-attr]
+                text = "".join(self.reply)
+                self.reply[:] = [text[: max(0, len(text) - event.chars)]]  # type: ignore[union-attr]
+
+    def check_output(self) -> Failure | None:
+        """Check the finished attempt's reply against the job's output schema: None (and
+        :attr:`parsed` set) when it meets it, else an ``invalid_output`` failure that says why
+        (and, with ``retry.reask``, the reply and the reason kept for the next attempt)."""
+        schema = self.spec.output_schema
+        if schema is None or self.reply is None:
+            return None
+        text = "".join(self.reply)
+        found = check_reply(schema, text)
+        if not isinstance(found, Invalid):
+            self.parsed = OutputParsed(found)
+            return None
+        if self.spec.retry.reask:
+            self.reasked = (*self.reasked, Message("assistant", text), Message("user", reask_prompt(found)))
+        return Failure(ErrorKind.INVALID_OUTPUT, found.message, True)
 
     def attempt_spent(self) -> AttemptCost:
         """What the last attempt used and cost, by the one rule the summary uses too."""
@@ -171,7 +217,15 @@ def attempt_failure(
         return Failure(ErrorKind.TIMEOUT_ATTEMPT, f"attempt timed out after {timeouts.attempt:g}s", True)
     if not job.stream_finished:
         return Failure(ErrorKind.PROTOCOL, "stream ended without a stream_finished event", True)
-    return None
+    return job.check_output()
+
+
+def reask_prompt(invalid: Invalid) -> str:
+    """The user turn that follows a reply that failed the output schema (``retry.reask``)."""
+    return (
+        f"Your reply was not accepted: {invalid.message}. "
+        "Reply again with only the JSON value, meeting the schema."
+    )
 
 
 def next_step(job: JobState, failure: Failure | None, *, now: float, seed: int) -> Step:
@@ -179,17 +233,27 @@ def next_step(job: JobState, failure: Failure | None, *, now: float, seed: int) 
 
     A job timeout ends the job; a failure the retry policy allows schedules another attempt after
     a backoff drawn from a generator seeded per job and attempt (so the schedule does not depend
-    on task scheduling order), never sooner than the server's Retry-After.
+    on task scheduling order), never sooner than the server's Retry-After. An ``invalid_output``
+    failure is counted (:attr:`JobState.invalid_outputs`) and retried at once while
+    ``retry.max_invalid_output`` allows; other failures' attempts leave those out.
     """
     spec = job.spec
     if failure is None:
         return JobSucceeded(attempts=job.attempt)
     if failure.kind == ErrorKind.TIMEOUT_JOB:
         return job.timeout_failure()
-    if not should_retry(spec.retry, job.attempt, failure.retryable):
-        return JobFailed(failure.kind, failure.message, failure.retryable, job.attempt)
-    u = random.Random(f"{seed}:{spec.id}:{job.attempt}").random()
-    delay = backoff_delay(spec.retry, job.attempt, failure.retry_after, u)
+    if failure.kind == ErrorKind.INVALID_OUTPUT:
+        # Its own budget, and no backoff: the provider is fine, the reply was not. Counted here,
+        # so an invalid output a backend reports itself (claude-code's) counts the same.
+        job.invalid_outputs += 1
+        if not failure.retryable or job.invalid_outputs > spec.retry.max_invalid_output:
+            return JobFailed(failure.kind, failure.message, failure.retryable, job.attempt)
+        delay = 0.0
+    else:
+        if not should_retry(spec.retry, job.attempt - job.invalid_outputs, failure.retryable):
+            return JobFailed(failure.kind, failure.message, failure.retryable, job.attempt)
+        u = random.Random(f"{seed}:{spec.id}:{job.attempt}").random()
+        delay = backoff_delay(spec.retry, job.attempt - job.invalid_outputs, failure.retry_after, u)
     event = RetryScheduled(delay, failure.kind, failure.message, failure.retry_after)
     due = now + delay
     if job.deadline is not None and job.deadline <= due:

@@ -414,7 +414,7 @@ class _Run:
             if timeouts.idle is not None or deadline is not None:
                 watch = job.watch = self.watchdog.watch(scope, timeouts.idle, deadline)
             try:
-                await self.backends[spec.backend].stream(spec, job.attempt, job.emit_from_backend)
+                await self.backends[spec.backend].stream(job.request(), job.attempt, job.emit_from_backend)
             except Exception as exc:
                 failure = failure_from(exc)
                 if failure is None:
@@ -428,7 +428,10 @@ class _Run:
                 job.watch = None
         if scope.cancelled_caught and watch is not None:
             return attempt_failure(job, timeouts, fired=watch.fired, attempt_deadline=watch.deadline)
-        return attempt_failure(job, timeouts, fired=None, attempt_deadline=0.0)
+        failure = attempt_failure(job, timeouts, fired=None, attempt_deadline=0.0)
+        if job.parsed is not None:
+            await job.emit(job.parsed)
+        return failure
 
     async def finish_leftovers(self, reason: str) -> None:
         """End every job that has no terminal event, now that no job task runs: a started job

@@ -12,8 +12,10 @@ from orchestrator.events import (
     JobFailed,
     JobSkipped,
     JobSucceeded,
+    OutputParsed,
     StreamFinished,
     TextDelta,
+    TextRetracted,
     Tokens,
     UsageReported,
 )
@@ -27,11 +29,12 @@ from orchestrator.run.job import (
     leftover_terminal,
     next_step,
 )
-from orchestrator.spec import JobSpec, RetryPolicy, Timeouts
+from orchestrator.spec import JobSpec, OutputSchema, RetryPolicy, Timeouts
 
 
 def job(**overrides: object) -> JobState:
-    spec = JobSpec(id="j", prompt="p", backend="sim", **overrides)  # type: ignore[arg-type]
+    overrides.setdefault("prompt", "p")
+    spec = JobSpec(id="j", backend="sim", **overrides)  # type: ignore[arg-type]
     return JobState(spec=spec)
 
 
@@ -196,3 +199,92 @@ def test_every_job_ends_exactly_once_within_its_attempts(max_attempts: int, outc
     else:
         assert isinstance(terminal, JobFailed)
         assert outcomes[state.attempt - 1] == "fatal" or state.attempt == max_attempts
+
+
+# --- structured output -------------------------------------------------------------------------
+
+SCHEMA = OutputSchema({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]})
+
+
+def replied(state: JobState, text: str) -> Failure | None:
+    state.begin_attempt(0.0)
+    state.observe(TextDelta(text))
+    state.observe(StreamFinished())
+    return attempt_failure(state, state.spec.timeouts, fired=None, attempt_deadline=0.0)
+
+
+def test_a_reply_that_meets_the_schema_succeeds_with_its_parsed_value() -> None:
+    state = job(output_schema=SCHEMA)
+    assert replied(state, '{"n": 3}') is None
+    assert state.parsed == OutputParsed({"n": 3})
+    assert next_step(state, None, now=1.0, seed=0) == JobSucceeded(attempts=1)
+
+
+def test_retracted_text_is_not_part_of_the_checked_reply() -> None:
+    state = job(output_schema=SCHEMA)
+    state.begin_attempt(0.0)
+    for event in (TextDelta('{"n": 3}'), TextDelta("garbage"), TextRetracted(7), StreamFinished()):
+        state.observe(event)
+    assert attempt_failure(state, state.spec.timeouts, fired=None, attempt_deadline=0.0) is None
+
+
+def test_an_invalid_reply_is_retried_at_once_on_its_own_budget() -> None:
+    state = job(output_schema=SCHEMA, retry=RetryPolicy(max_attempts=1, max_invalid_output=2))
+    for _ in range(2):
+        failure = replied(state, '{"n": "three"}')
+        assert failure is not None and failure.kind == "invalid_output"
+        step = next_step(state, failure, now=5.0, seed=0)
+        assert isinstance(step, Retry) and step.due == 5.0 and step.event.delay_s == 0.0
+    failure = replied(state, "Three.")
+    step = next_step(state, failure, now=5.0, seed=0)
+    assert step == JobFailed(
+        "invalid_output",
+        "the reply is not JSON: unexpected character, expected a JSON value: line 1 column 1 (char 0)",
+        True,
+        3,
+    )
+
+
+def test_invalid_replies_do_not_use_up_the_other_failures_attempts() -> None:
+    state = job(output_schema=SCHEMA, retry=RetryPolicy(max_attempts=2, max_invalid_output=2))
+    for _ in range(2):
+        assert isinstance(next_step(state, replied(state, "no"), now=0.0, seed=0), Retry)
+    state.begin_attempt(0.0)  # attempt 3, the second of max_attempts for other failures
+    step = next_step(state, Failure("server_error", "500", True), now=0.0, seed=0)
+    assert isinstance(step, JobFailed) is False
+    state.begin_attempt(0.0)
+    assert isinstance(next_step(state, Failure("server_error", "500", True), now=0.0, seed=0), JobFailed)
+
+
+def test_reask_puts_the_bad_reply_and_the_reason_into_the_next_request() -> None:
+    state = job(output_schema=SCHEMA, retry=RetryPolicy(reask=True), prompt="Count.")
+    assert state.request() is state.spec
+    replied(state, '{"n": "three"}')
+    request = state.request()
+    assert request.prompt == ""
+    assert [(m.role, m.content) for m in request.messages] == [
+        ("user", "Count."),
+        ("assistant", '{"n": "three"}'),
+        (
+            "user",
+            'Your reply was not accepted: the reply does not match the schema at n: "three" is not of '
+            'type "integer". Reply again with only the JSON value, meeting the schema.',
+        ),
+    ]
+
+
+def test_without_reask_the_next_request_is_the_job_as_it_was() -> None:
+    state = job(output_schema=SCHEMA)
+    replied(state, "no")
+    assert state.request() is state.spec
+
+
+def test_an_invalid_output_a_backend_reports_counts_against_the_same_budget() -> None:
+    state = job(retry=RetryPolicy(max_invalid_output=1))
+    failure = Failure("invalid_output", "the CLI's own re-asks ran out", True)
+    state.begin_attempt(0.0)
+    assert isinstance(next_step(state, failure, now=0.0, seed=0), Retry)
+    state.begin_attempt(0.0)
+    assert next_step(state, failure, now=0.0, seed=0) == JobFailed(
+        "invalid_output", "the CLI's own re-asks ran out", True, 2
+    )

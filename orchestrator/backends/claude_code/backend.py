@@ -55,6 +55,7 @@ from orchestrator.backends.claude_code.usage import Price
 from orchestrator.backends.http.prices import ANTHROPIC_PRICES, PriceBook
 from orchestrator.errors import ErrorKind, FatalError
 from orchestrator.events import SystemNotice, Tokens
+from orchestrator.output import schema_json
 from orchestrator.redact import (
     has_control_characters,
     looks_secret,
@@ -172,6 +173,8 @@ def command_line(cli: str, job: JobSpec, options: Options) -> list[str]:
     if options.include_partial_messages:
         argv.append("--include-partial-messages")
     argv += session_args(options)
+    if job.output_schema is not None:  # the CLI's structured output: its result carries the value
+        argv += ["--json-schema", schema_json(job.output_schema)]
     argv += options.extra_args
     # List-valued flags take every following word up to the next flag, so they go last, one
     # word per tool: a pattern like "Bash(git log *)" has spaces in it.
@@ -364,6 +367,11 @@ class _Kind:
                 )
             elif not job.prompt.strip():
                 problems.append(f"claude-code: job {job.id}: the prompt is empty (the CLI refuses it)")
+            if job.output_schema is not None and job.retry.reask:
+                problems.append(
+                    f"claude-code: job {job.id}: retry.reask needs a conversation, and the CLI takes a "
+                    "single user turn (the CLI re-asks the model itself when its output misses the schema)"
+                )
             if options.permission_mode == "bypassPermissions" and _is_root():
                 env = {**os.environ, **settings.env, **options.env}
                 if env.get("IS_SANDBOX") != "1":

@@ -134,6 +134,15 @@ class ReplyText:
         """The text streamed for each block of message ``message_id`` still in the reply, in order."""
         return [text for key, text in self._texts.items() if key[0] == message_id]
 
+    def replace(self, text: str) -> list[TextRetracted | TextDelta]:
+        """Events that make ``text`` the whole reply: every character sent so far taken back,
+        then ``text`` as one delta (the CLI's structured output replacing its prose)."""
+        chars = sum(self.sent.values())
+        self.sent = {None: len(text)}
+        self._texts = {}
+        self._block, self._started = None, True
+        return [*([TextRetracted(chars)] if chars else []), TextDelta(text)]
+
     def retract(self, message_id: str | None, from_index: int) -> TextRetracted | None:
         """Take back the text sent for blocks ``from_index`` on of message ``message_id``."""
         return self._take_back(

@@ -42,6 +42,9 @@ Usage
     ``permission_denials``) from :meth:`ClaudeDecoder.finish`. On failure the
     :class:`UsageReported` also carries the CLI's ``total_cost_usd`` (a failed attempt was paid
     for too), and a ``system_notice`` ``result`` keeps the error, cost and turns in the log.
+    With ``--json-schema``, a successful result's ``structured_output`` becomes the reply: the
+    text sent so far is taken back (``text_retracted``) and the value's JSON is one
+    :class:`TextDelta`, which the runner then checks against the schema like any reply.
 
 Anything else (an unknown type, a content block of an unknown type) → :class:`Unrecognized`
 holding the raw object; a line that is not a JSON object → :class:`StreamWarning`. A line with a
@@ -73,6 +76,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+import orjson
 
 from orchestrator.backends.claude_code.content import (
     MessageGatherer,
@@ -422,6 +427,8 @@ class ClaudeDecoder:
         events.extend(self._usage.result(obj, failed=error is not None))
         tokens = result_tokens(obj)
         if error is None:
+            if "structured_output" in obj:
+                events.extend(self._reply.replace(orjson.dumps(obj["structured_output"]).decode()))
             duration_ms = number_or_none(obj.get("duration_ms"))
             self._finished = StreamFinished(
                 stop_reason=str_or_none(obj.get("stop_reason")),

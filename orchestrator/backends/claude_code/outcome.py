@@ -109,6 +109,8 @@ def classify_result(
         return _limit_error(f"max turns reached: {message}", ErrorKind.MAX_TURNS, retry_limits)
     if subtype == "error_max_budget_usd" or terminal == "budget_exhausted":
         return _limit_error(f"max budget reached: {message}", ErrorKind.MAX_BUDGET, retry_limits)
+    if subtype == "error_max_structured_output_retries":  # --json-schema: the CLI's own re-asks ran out
+        return RetryableError(f"{subtype}: {message}", kind=ErrorKind.INVALID_OUTPUT)
     if subtype.startswith("error_") and terminal != "api_error":
         return RetryableError(f"{subtype}: {message}", kind=ErrorKind.CLI_ERROR)
     status = int_or_none(result.get("api_error_status"))

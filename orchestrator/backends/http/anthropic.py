@@ -97,8 +97,38 @@ def request_body(job: JobSpec, options: Options, settings: Settings) -> dict[str
         body["top_k"] = options.top_k
     if options.thinking_budget is not None:
         body["thinking"] = {"type": "enabled", "budget_tokens": options.thinking_budget}
+    if job.output_schema is not None:  # structured outputs: the reply's text is the JSON
+        schema = sendable_schema(job.output_schema.schema)
+        body["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
     body.update(options.extra_body)
     return body
+
+
+# Constraints the API's structured outputs refuse: left out of what is sent (as Anthropic's SDKs
+# do), and still enforced, since the runner checks every reply against the whole schema.
+_UNSUPPORTED = frozenset(
+    {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minLength", "maxLength"}
+)
+
+
+def sendable_schema(schema: Any) -> Any:
+    """``schema`` without the constraints the API does not take (numeric and string bounds,
+    array bounds beyond ``minItems`` 0 or 1), at every level; everything else as it is."""
+    if isinstance(schema, list):
+        return [sendable_schema(item) for item in schema]
+    if not isinstance(schema, Mapping):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in ("properties", "$defs", "definitions", "patternProperties") and isinstance(value, Mapping):
+            out[key] = {name: sendable_schema(sub) for name, sub in value.items()}
+        elif key in ("const", "enum", "default", "examples"):
+            out[key] = value  # values, not schemas: kept as written
+        elif key in _UNSUPPORTED or key == "maxItems" or (key == "minItems" and value not in (0, 1)):
+            continue
+        else:
+            out[key] = sendable_schema(value)
+    return out
 
 
 _EPHEMERAL = {"type": "ephemeral"}

@@ -88,6 +88,12 @@ def request_body(job: JobSpec, options: Options, settings: Settings) -> dict[str
         body["top_p"] = options.top_p
     if options.reasoning_effort is not None:
         body["reasoning_effort"] = options.reasoning_effort
+    if job.output_schema is not None:  # structured outputs: the reply is constrained to the schema
+        schema = job.output_schema
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": schema.name, "schema": schema.schema, "strict": True},
+        }
     body.update(options.extra_body)
     return body
 

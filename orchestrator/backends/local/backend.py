@@ -107,6 +107,9 @@ def build_request(job: JobSpec, options: Options) -> dict[str, Any]:
             request[key] = value
     if options.ignore_eos:
         request["ignore_eos"] = True
+    if job.output_schema is not None:
+        # llama.cpp turns the schema into a grammar: the model can write nothing else.
+        request["json_schema"] = job.output_schema.schema
     return request
 
 

@@ -14,6 +14,10 @@ Faults, chosen per attempt from ``faults`` (attempt 1 takes the first entry, ...
 ``stall``        the stream hangs for ever after ``fault_after_tokens`` tokens
 ``fatal``        400 bad request: never retried
 ``auth``         401 invalid API key: never retried (and, repeated, halts the backend)
+
+A job with an ``output_schema`` gets a JSON reply made from its schema instead of words; the
+``output`` option picks, per attempt like ``faults``, a ``valid`` one (the default), an
+``invalid`` one (JSON the schema refuses) or ``not_json``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import trio
 from orchestrator.backends.base import Emit
 from orchestrator.backends.request import estimated_input_tokens
 from orchestrator.backends.sim.server import SimServer
+from orchestrator.backends.sim.structured import REPLIES, structured_reply
 from orchestrator.backends.status import kind_for_status
 from orchestrator.errors import ErrorKind, RetryableError, error_for
 from orchestrator.events import (
@@ -80,6 +85,9 @@ class Options:
     fault_rates: Mapping[str, float] = attrs.field(
         factory=dict, metadata={"keys": FAULTS, "min": 0, "max": 1}
     )
+    output: tuple[str, ...] = attrs.field(default=(), metadata={"choices": REPLIES, "later": True})
+    """For a job with an ``output_schema``: each attempt's kind of JSON reply, in order
+    (``valid``, ``invalid``, ``not_json``); attempts past the list reply ``valid``."""
     retry_after: float | None = attrs.field(default=1.0, metadata={"min": 0})
     fault_after_tokens: int = attrs.field(default=3, metadata={"min": 0})
     input_price: float = attrs.field(default=1.0, metadata={"min": 0})
@@ -189,8 +197,14 @@ def plan_attempt(job: JobSpec, options: Options, attempt: int, seed: int) -> Att
             if rate and rng.random() < rate:
                 fault = name
                 break
-    # The reply depends on the job, not the attempt, so a retry says the same thing.
-    if options.text is not None:
+    # The reply depends on the job, not the attempt, so a retry says the same thing (but for a
+    # structured reply, whose kind the ``output`` option sets per attempt).
+    if job.output_schema is not None:
+        kind = options.output[attempt - 1] if attempt <= len(options.output) else "valid"
+        text = structured_reply(job.output_schema, kind)
+        pieces = tuple(text[i : i + 8] for i in range(0, len(text), 8))
+        tokens = Reply(len(pieces), pieces=pieces)
+    elif options.text is not None:
         words = options.text.split(" ")
         # Stream pieces: the first word, then every further non-empty word after its space.
         pieces = (words[0], *[" " + word for word in words[1:] if word]) if words else ()

@@ -167,6 +167,11 @@ class RecordedRequest:
     def model(self) -> str | None:
         return self.body.get("model") if isinstance(self.body, dict) else None
 
+    @property
+    def output_schema(self) -> Any:
+        """The JSON Schema the request's ``output_config.format`` carries, or None."""
+        return output_schema(self.body)
+
     def prompt(self) -> str:
         """The text of the last user message, without ``<system-reminder>`` blocks."""
         for message in reversed(_messages(self.body)):
@@ -261,6 +266,63 @@ def cache_problem(body: Any) -> str | None:
             f"Found {len(found)}."
         )
     return None
+
+
+def output_format_problem(body: Any) -> str | None:
+    """Why the API would refuse the request's structured-output request (a 400), or None:
+    ``output_config.format`` must be ``{"type": "json_schema", "schema": {...}}``."""
+    if not isinstance(body, dict) or "output_config" not in body:
+        return None
+    config = body["output_config"]
+    if not isinstance(config, dict):
+        return "output_config: Input should be an object"
+    found = config.get("format")
+    if found is None:
+        return None
+    if not isinstance(found, dict) or found.get("type") != "json_schema":
+        return "output_config.format.type: Input should be 'json_schema'"
+    if not isinstance(found.get("schema"), dict):
+        return "output_config.format.schema: Field required (a JSON Schema object)"
+    extra = sorted(set(found) - {"type", "schema"})
+    if extra:
+        return f"output_config.format.{extra[0]}: Extra inputs are not permitted"
+    unsupported = _unsupported_constraint(found["schema"])
+    if unsupported is not None:
+        return f"output_config.format.schema: '{unsupported}' is not supported in structured outputs"
+    return None
+
+
+_UNSUPPORTED = frozenset(
+    {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minLength", "maxLength"}
+)
+
+
+def _unsupported_constraint(schema: Any) -> str | None:
+    """The first constraint the API's structured outputs refuse, anywhere in ``schema``."""
+    if isinstance(schema, list):
+        return next((found for item in schema if (found := _unsupported_constraint(item))), None)
+    if not isinstance(schema, dict):
+        return None
+    for key, value in schema.items():
+        if key in _UNSUPPORTED or key == "maxItems" or (key == "minItems" and value not in (0, 1)):
+            return str(key)
+        if key in ("properties", "$defs", "definitions") and isinstance(value, dict):
+            found = _unsupported_constraint(list(value.values()))
+        elif key in ("const", "enum", "default", "examples"):
+            continue
+        else:
+            found = _unsupported_constraint(value)
+        if found is not None:
+            return found
+    return None
+
+
+def output_schema(body: Any) -> Any:
+    """The JSON Schema the request asks the reply to meet (``output_config.format.schema``), or
+    None."""
+    config = body.get("output_config") if isinstance(body, dict) else None
+    found = config.get("format") if isinstance(config, dict) else None
+    return found.get("schema") if isinstance(found, dict) else None
 
 
 def _cache_controls(body: Any) -> list[tuple[str, Any]]:

@@ -65,6 +65,7 @@ from orchestrator.testing.anthropic.script import (
     Usage,
     cache_problem,
     demo_reply,
+    output_format_problem,
     script_exhausted,
 )
 
@@ -163,7 +164,7 @@ class FakeAnthropic:
                 return
             if method == "POST" and path == "/v1/messages":
                 keys = (headers.get("x-api-key"), headers.get("authorization", "").removeprefix("Bearer "))
-                problem = cache_problem(body)
+                problem = cache_problem(body) or output_format_problem(body)
                 if self.api_key is not None and self.api_key not in keys:
                     response: Response = HttpError(401, "invalid x-api-key")
                 elif problem is not None:  # as the API does: refused before any token is used

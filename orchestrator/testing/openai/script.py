@@ -9,6 +9,7 @@ response goes on the wire is in :mod:`.wire`; the server that plays the script i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -116,8 +117,78 @@ class RecordedRequest:
         users = [m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "user"]
         return users[-1] if users and isinstance(users[-1], str) else ""
 
+    @property
+    def output_schema(self) -> Any:
+        """The JSON Schema the request's ``response_format`` carries, or None."""
+        return output_schema(self.body)
+
 
 Responder = Callable[[RecordedRequest], Response]
+
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def response_format_problem(body: Any) -> str | None:
+    """Why the API would refuse the request's ``response_format`` (a 400), or None.
+
+    ``{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}`` needs a name of at
+    most 64 letters, digits, ``_`` or ``-`` and a schema object; with ``strict`` true every
+    object in the schema must set ``additionalProperties: false`` and require all its properties.
+    """
+    found = body.get("response_format") if isinstance(body, dict) else None
+    if found is None:
+        return None
+    if not isinstance(found, dict) or found.get("type") not in ("text", "json_object", "json_schema"):
+        return "Invalid value for 'response_format.type': expected 'text', 'json_object' or 'json_schema'."
+    if found["type"] != "json_schema":
+        return None
+    spec = found.get("json_schema")
+    if not isinstance(spec, dict):
+        return "Missing required parameter: 'response_format.json_schema'."
+    if not isinstance(spec.get("name"), str) or not _NAME.fullmatch(spec["name"]):
+        return "Invalid 'response_format.json_schema.name': letters, digits, '_' and '-', at most 64."
+    if not isinstance(spec.get("schema"), dict):
+        return "Invalid 'response_format.json_schema.schema': expected an object."
+    if spec.get("strict") is True:
+        return _strict_problem(spec["schema"], "")
+    return None
+
+
+def _strict_problem(schema: Any, where: str) -> str | None:
+    """The first object in ``schema`` that strict mode would refuse, as the API words it."""
+    if isinstance(schema, list):
+        return next((p for i, s in enumerate(schema) if (p := _strict_problem(s, f"{where}/{i}"))), None)
+    if not isinstance(schema, dict):
+        return None
+    if schema.get("type") == "object" or "properties" in schema:
+        properties = schema.get("properties", {})
+        if schema.get("additionalProperties") is not False:
+            return (
+                f"Invalid schema for response_format: In context=({where or '/'}), "
+                "'additionalProperties' is required to be supplied and to be false."
+            )
+        if isinstance(properties, dict) and sorted(schema.get("required", [])) != sorted(properties):
+            return (
+                f"Invalid schema for response_format: In context=({where or '/'}), 'required' is "
+                "required to be supplied and to be an array including every key in properties."
+            )
+    for key, child in schema.items():
+        if key in ("properties", "$defs", "definitions") and isinstance(child, dict):
+            for name, sub in child.items():
+                if problem := _strict_problem(sub, f"{where}/{key}/{name}"):
+                    return problem
+        elif key in ("items", "anyOf", "allOf", "oneOf"):
+            if problem := _strict_problem(child, f"{where}/{key}"):
+                return problem
+    return None
+
+
+def output_schema(body: Any) -> Any:
+    """The JSON Schema the request asks the reply to meet (``response_format.json_schema``), or
+    None."""
+    found = body.get("response_format") if isinstance(body, dict) else None
+    spec = found.get("json_schema") if isinstance(found, dict) else None
+    return spec.get("schema") if isinstance(spec, dict) else None
 
 
 def script_exhausted(request: RecordedRequest) -> Response:

@@ -62,6 +62,7 @@ from orchestrator.testing.openai.script import (
     Stall,
     Tool,
     demo_reply,
+    response_format_problem,
     script_exhausted,
     timed_reply,
 )
@@ -180,7 +181,11 @@ class FakeOpenAI:
                 method, path, headers, raw = request
                 body = orjson.loads(raw) if raw else None
                 extra: dict[str, str] = {}
-                if method == "POST" and path == "/v1/chat/completions":
+                problem = response_format_problem(body)
+                response: Response
+                if method == "POST" and path == "/v1/chat/completions" and problem is not None:
+                    response = HttpError(400, problem, type="invalid_request_error")  # before any token
+                elif method == "POST" and path == "/v1/chat/completions":
                     response, extra = self._next(RecordedRequest(method, path, headers, body, "-"))
                 else:
                     response = HttpError(404, f"fake: no route for {method} {path}", type="not_found")

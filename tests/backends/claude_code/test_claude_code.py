@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import orjson
 import pytest
 import trio
 
@@ -32,15 +33,17 @@ from orchestrator.events import (
     AssistantMessage,
     JobCancelled,
     JobFailed,
+    OutputParsed,
     RetryScheduled,
     StreamFinished,
     SystemNotice,
     TextDelta,
+    TextRetracted,
     ToolCall,
     ToolResult,
 )
 from orchestrator.run.runner import BatchResult, RunControl, execute
-from orchestrator.spec import JobSpec
+from orchestrator.spec import JobSpec, OutputSchema, RetryPolicy
 from orchestrator.testing.anthropic.server import (
     Disconnect,
     ErrorMidStream,
@@ -615,3 +618,38 @@ def test_preflight_refuses_a_key_with_a_control_character_without_quoting_it(
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-secret-0123456789\nX-Evil: 1")
     [problem] = preflight()
     assert "ANTHROPIC_API_KEY contains a control character" in problem and "secret-0123" not in problem
+
+
+# --- structured output -----------------------------------------------------------------------------
+
+COUNT_SCHEMA = {
+    "type": "object",
+    "properties": {"n": {"type": "integer"}},
+    "required": ["n"],
+    "additionalProperties": False,
+}
+
+
+def test_the_schema_goes_to_the_cli_as_its_json_schema_option() -> None:
+    argv = command_line("claude", spec_of(output_schema=OutputSchema(COUNT_SCHEMA)), Options())
+    at = argv.index("--json-schema")
+    assert orjson.loads(argv[at + 1]) == COUNT_SCHEMA
+
+
+async def test_the_clis_structured_output_is_the_checked_reply(claude_cli: str, home: Path) -> None:
+    async with open_fake_anthropic() as fake:
+        fake.script(Reply((Text("Let me count."), ToolUse("StructuredOutput", {"n": 4}))))
+        result, recorder = await run(fake, home, claude_cli, [job("2+2?", output_schema=COUNT_SCHEMA)])
+    outcome = result.jobs["j"]
+    assert outcome.ok, outcome.error
+    assert outcome.output == {"n": 4} and outcome.text == '{"n":4}'
+    # the CLI offered the model its structured-output tool; the prose before it was taken back
+    assert "StructuredOutput" in [tool["name"] for tool in fake.requests[0].body["tools"]]
+    assert [e.chars for e in events(recorder, "j", TextRetracted)] == [len("Let me count.")]
+    assert events(recorder, "j", OutputParsed) == [OutputParsed({"n": 4})]
+
+
+def test_reask_is_refused_before_the_run_since_the_cli_takes_one_turn() -> None:
+    spec = spec_of(output_schema=OutputSchema(COUNT_SCHEMA), retry=RetryPolicy(reask=True))
+    problems = KIND.preflight(Settings(cli=sys.executable), [spec])
+    assert any("retry.reask needs a conversation" in p for p in problems)

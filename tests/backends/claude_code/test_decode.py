@@ -669,3 +669,61 @@ def test_mutated_transcripts_decode_to_well_typed_events_and_an_outcome(
     check_events(events)
     assert no_decoder_errors(events)
     assert outcome.error is None or isinstance(outcome.error, BackendError)
+
+
+def test_a_results_structured_output_replaces_the_text_as_the_reply() -> None:
+    events, outcome = decode(
+        [
+            line(type="assistant", message={"id": "m1", "content": [{"type": "text", "text": "Counting."}]}),
+            line(
+                type="result",
+                subtype="success",
+                is_error=False,
+                result='{"n":4}',
+                structured_output={"n": 4},
+                num_turns=2,
+                total_cost_usd=0.001,
+            ),
+        ]
+    )
+    assert outcome.error is None
+    retracted = of_type(events, TextRetracted)
+    assert [r.chars for r in retracted] == [len("Counting.")]
+    assert fold_text(events) == '{"n":4}'
+
+
+def test_without_structured_output_the_text_stays_the_reply() -> None:
+    events, _ = decode(
+        [
+            line(type="assistant", message={"id": "m1", "content": [{"type": "text", "text": "Four."}]}),
+            line(type="result", subtype="success", is_error=False, result="Four.", num_turns=1),
+        ]
+    )
+    assert not of_type(events, TextRetracted) and fold_text(events) == "Four."
+
+
+def fold_text(events: Sequence[StreamEvent]) -> str:
+    """The reply as the runner reads it: deltas joined, retractions applied."""
+    text = ""
+    for event in events:
+        if isinstance(event, TextDelta):
+            text += event.text
+        elif isinstance(event, TextRetracted):
+            text = text[: len(text) - event.chars]
+    return text
+
+
+def test_the_clis_structured_output_retries_running_out_is_invalid_output() -> None:
+    _, outcome = decode(
+        [
+            line(
+                type="result",
+                subtype="error_max_structured_output_retries",
+                is_error=True,
+                errors=["Failed to provide valid structured output after maximum retries"],
+                num_turns=6,
+            )
+        ],
+        returncode=1,
+    )
+    assert isinstance(outcome.error, RetryableError) and outcome.error.kind == "invalid_output"

@@ -12,18 +12,26 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 
 from orchestrator import run_batch
-from orchestrator.backends.local.backend import KIND, LocalBackend, Options, Settings, open_local
+from orchestrator.backends.local.backend import (
+    KIND,
+    LocalBackend,
+    Options,
+    Settings,
+    build_request,
+    open_local,
+)
 from orchestrator.events import (
     StreamEvent,
     StreamFinished,
     Tagged,
     TextDelta,
 )
-from orchestrator.spec import JobSpec
+from orchestrator.spec import JobSpec, OutputSchema
 
 THREAD_PREFIX = "orchestrator local"
 
@@ -247,3 +255,32 @@ def test_jobs_naming_another_model_are_a_preflight_problem(model: None) -> None:
         Settings(), [job("hi"), JobSpec(id="x", prompt="hi", backend="local", model="gpt-9")]
     )
     assert len(problems) == 1 and "'gpt-9'" in problems[0]
+
+
+TINY_SCHEMA = {
+    "type": "object",
+    "properties": {"answer": {"type": "integer"}},
+    "required": ["answer"],
+    "additionalProperties": False,
+}
+
+
+def test_the_schema_goes_to_llama_cpp_as_its_json_schema_field() -> None:
+    spec = attrs.evolve(job("2+2?"), output_schema=OutputSchema(TINY_SCHEMA))
+    assert build_request(spec, Options())["json_schema"] == TINY_SCHEMA
+    assert "json_schema" not in build_request(job("2+2?"), Options())
+
+
+def test_constrained_decoding_gives_json_that_meets_the_schema(model: None) -> None:
+    result = run_batch(
+        ["What is 2+2? Answer in JSON."],
+        backend="local",
+        max_tokens=24,
+        temperature=0,
+        output_schema=TINY_SCHEMA,
+        retry={"max_invalid_output": 0},  # no second chance: the first reply must be valid
+    )
+    (only,) = result.jobs.values()
+    assert only.ok, only.error
+    assert isinstance(only.output, dict) and set(only.output) == {"answer"}
+    assert isinstance(only.output["answer"], int)
