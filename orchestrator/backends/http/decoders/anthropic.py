@@ -14,9 +14,9 @@ stops (its JSON arrives in pieces); at ``message_stop`` the :class:`AssistantMes
 cost from the price table, None for a model without a price). Usage is reported only at the end:
 a stream cut short reports none, since its totals are unknown.
 
-Malformed data never escapes as an exception of its own: an event that is not a JSON object is a
-:class:`StreamWarning`; a field the reply is made of (text, tool calls, block indexes, the stop
-reason) with the wrong type ends the attempt with a retryable ``protocol`` error; ids, the model
+Malformed data never escapes as an exception of its own: an event that is not a JSON object, or a
+field the reply is made of (text, tool calls, block indexes, the stop reason) with the wrong type,
+ends the attempt with a retryable ``protocol`` error; ids, the model
 name and usage counts of the wrong type read as unknown (see :mod:`orchestrator.backends.fields`).
 """
 
@@ -103,9 +103,14 @@ class AnthropicDecoder:
         try:
             data = orjson.loads(event.data)
         except orjson.JSONDecodeError:
-            return [StreamWarning(f"event {event.event!r} is not JSON: {event.data[:200]!r}")]
+            data = None
+        if event.event == "error":  # Anthropic's error event, or an ``error:`` line of a proxy
+            return self._error(data if isinstance(data, dict) else {"error": event.data})
         if not isinstance(data, dict):
-            return [StreamWarning(f"event {event.event!r} is not a JSON object: {event.data[:200]!r}")]
+            # The text it carried would be lost: fail the attempt (retryable) instead.
+            raise RetryableError(
+                f"event {event.event!r} is not a JSON object: {event.data[:200]!r}", kind=ErrorKind.PROTOCOL
+            )
         handler = self._handlers.get(str_or_none(data.get("type")) or event.event)
         return handler(data) if handler is not None else []  # ping and unknown types
 

@@ -11,11 +11,15 @@ tolerated: extra fields; ``reasoning_content``/``reasoning`` deltas (shown as th
 on the last choice chunk or not at all (tokens and cost are then unknown, and a warning says
 so); no ``[DONE]`` after a ``finish_reason`` (the body's end then ends the reply). An error
 object inside the stream (``{"error": {...}}``, or vLLM's ``{"object": "error", ...}``) ends
-the attempt with the server's message. Data that breaks the format is never an exception of
-its own: a chunk that is not a JSON object is a :class:`StreamWarning`; a field the reply is made
-of (choices, delta text, tool calls, the finish reason) with the wrong type ends the attempt with
-a retryable ``protocol`` error; ids, the model name and usage counts of the wrong type read as
-unknown (see :mod:`orchestrator.backends.fields`).
+the attempt with the server's message, and so does an ``error:`` field line (older llama.cpp
+servers; they send ``data: [DONE]`` after it). ``[DONE]`` is not proof of success: a stream that
+reaches it with no content, no tool call and no finish reason fails the attempt (retryable
+``protocol``), and a proxy's ``"error": null`` on every chunk is no error. Data that breaks the
+format is never an exception of its own: a chunk that is not a JSON object, or a field the reply
+is made of (choices, delta text, tool calls, the finish reason) with the wrong type, ends the
+attempt with a retryable ``protocol`` error (the text it carried would otherwise be lost); ids,
+the model name and usage counts of the wrong type read as unknown (see
+:mod:`orchestrator.backends.fields`).
 
 Only the first choice is read: a job asks for one reply.
 """
@@ -86,16 +90,21 @@ class OpenAIDecoder:
 
     def feed(self, event: ServerSentEvent) -> list[StreamEvent]:
         raw = event.data
+        if event.event == "error":
+            self._raise_error(_error_payload(raw))
         if raw == "[DONE]":
+            # A proxy may end a failed upstream stream with [DONE]: it proves nothing by itself.
+            self._check_reply("[DONE]")
             self.done = True
             return self._final()
         try:
             chunk = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            return [StreamWarning(f"stream data is not JSON: {raw[:200]!r}")]
+            raise _not_json(raw) from None
         if not isinstance(chunk, dict):
-            return [StreamWarning(f"stream data is not a JSON object: {raw[:200]!r}")]
-        if "error" in chunk or chunk.get("object") == "error":
+            raise _not_json(raw)
+        # Some gateways put "error": null on every chunk: only an error that is there counts.
+        if chunk.get("error") is not None or chunk.get("object") == "error":
             self._raise_error(chunk)
         out: list[StreamEvent] = []
         if not self.started:
@@ -121,6 +130,15 @@ class OpenAIDecoder:
             raise RetryableError("stream ended before the reply was complete", kind=ErrorKind.CONNECTION)
         self.done = True  # a server that ends the body without [DONE]
         return self._final()
+
+    def _check_reply(self, end: str) -> None:
+        """Raise a retryable ``protocol`` error when the stream reached ``end`` with nothing of a
+        reply: no text, no tool call and no finish reason."""
+        if not (self.text or self.calls or self.finish_reason):
+            raise RetryableError(
+                f"the stream ended ({end}) without a reply: no content, tool call or finish reason",
+                kind=ErrorKind.PROTOCOL,
+            )
 
     def _delta(self, delta: Mapping[str, Any], out: list[StreamEvent]) -> None:
         where = "chunk.choices[0].delta"
@@ -184,6 +202,22 @@ class OpenAIDecoder:
         code = error.get("code") if isinstance(error, dict) else chunk.get("code")
         status = code if isinstance(code, int) else None
         raise error_in_stream(message, kind, status, redact=self.redact)
+
+
+def _error_payload(raw: str) -> Mapping[str, Any]:
+    """The error of an ``error:`` field line: llama.cpp's ``{"code", "message", "type"}`` as it
+    is, anything else as the message."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        data = None
+    return data if isinstance(data, dict) else {"error": raw}
+
+
+def _not_json(raw: str) -> RetryableError:
+    """A data event that is not a JSON object: the text it carried would be lost, so the attempt
+    fails (retryable: a proxy's garbled write need not happen twice)."""
+    return RetryableError(f"stream data is not a JSON object: {raw[:200]!r}", kind=ErrorKind.PROTOCOL)
 
 
 def tokens_of_usage(usage: Mapping[str, Any]) -> Tokens:

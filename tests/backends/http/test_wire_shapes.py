@@ -1,0 +1,104 @@
+"""Wire shapes real servers send, replayed through the real HTTP stack (the loopback fakes'
+:class:`~orchestrator.testing.raw.Raw` responses): streams that end oddly, errors in unusual
+places, bodies that are not event streams."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.events import RetryScheduled
+from orchestrator.testing.anthropic.server import open_fake_anthropic
+from orchestrator.testing.openai.server import Raw, Reply, open_fake_openai
+from tests.http_helpers import events_of, run_jobs
+
+FAST = {"max_attempts": 2, "base_delay": 0.01, "max_delay": 0.05}
+
+
+@pytest.fixture(autouse=True)
+def api_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-openai-0123456789")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-0123456789")
+
+
+def chunk(delta: str, finish: str | None = None, **extra: object) -> str:
+    import orjson
+
+    choice = {"index": 0, "delta": {"content": delta} if delta else {}, "finish_reason": finish}
+    body = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "m", "choices": [choice], **extra}
+    return "data: " + orjson.dumps(body).decode() + "\n\n"
+
+
+async def openai_job(*responses: object, **settings: object) -> tuple[object, object]:
+    async with open_fake_openai() as fake:
+        fake.script(*responses)  # type: ignore[arg-type]
+        result, recorder = await run_jobs(
+            "openai", {"base_url": fake.base_url, **settings}, ["q"], model="gpt-4o", retry=FAST
+        )
+    return next(iter(result.jobs.values())), recorder
+
+
+# --- 1. [DONE] is not proof of success -----------------------------------------------------------------
+
+LLAMA_CPP_CONTEXT_ERROR = (
+    'error: {"code":400,"message":"the request exceeds the available context size, try increasing it",'
+    '"type":"exceed_context_size_error","n_prompt_tokens":9000,"n_ctx":4096}\n\n'
+)
+
+
+async def test_an_error_field_line_then_done_fails_with_the_servers_message() -> None:
+    job, _ = await openai_job(Raw.events(LLAMA_CPP_CONTEXT_ERROR, "data: [DONE]\n\n"))
+    assert (job.status, job.error_kind, job.attempts) == ("failed", "context_length", 1)  # type: ignore[attr-defined]
+    assert "exceeds the available context size" in job.error  # type: ignore[attr-defined]
+
+
+async def test_an_error_field_line_of_a_server_failure_is_retried() -> None:
+    line = 'error: {"code":500,"message":"slot crashed","type":"server_error"}\n\n'
+    job, recorder = await openai_job(Raw.events(line, "data: [DONE]\n\n"), Reply("fine"))
+    assert [r.error_kind for r in events_of(recorder, RetryScheduled)] == ["server_error"]  # type: ignore[arg-type]
+    assert job.ok and job.text == "fine"  # type: ignore[attr-defined]
+
+
+async def test_done_after_nothing_is_a_retryable_protocol_failure_not_an_empty_success() -> None:
+    empty_start = 'data: {"id":"c","choices":[{"index":0,"delta":{"role":"assistant"}}]}\n\n'
+    job, recorder = await openai_job(Raw.events(empty_start, "data: [DONE]\n\n"), Reply("real answer"))
+    (retry,) = events_of(recorder, RetryScheduled)  # type: ignore[arg-type]
+    assert retry.error_kind == "protocol" and "without a reply" in retry.message
+    assert job.ok and job.text == "real answer"  # type: ignore[attr-defined]
+
+
+# --- 2. "error": null is not an error ------------------------------------------------------------------
+
+
+async def test_a_null_error_key_on_every_chunk_is_no_error() -> None:
+    stream = [chunk("Hel", error=None), chunk("lo", error=None), chunk("", "stop", error=None)]
+    job, _ = await openai_job(Raw.events(*stream, "data: [DONE]\n\n"))
+    assert job.ok and job.text == "Hello" and job.attempts == 1  # type: ignore[attr-defined]
+
+
+# --- 4. a data event that is not JSON fails the attempt ------------------------------------------------
+
+
+async def test_a_data_event_that_is_not_json_fails_the_attempt_as_retryable_protocol() -> None:
+    stream = [chunk("Hel"), 'data: {"choices": [{"delta": {"content": "lo\n\n', chunk("", "stop")]
+    job, recorder = await openai_job(Raw.events(*stream, "data: [DONE]\n\n"), Reply("Hello"))
+    (retry,) = events_of(recorder, RetryScheduled)  # type: ignore[arg-type]
+    assert retry.error_kind == "protocol" and "not a JSON object" in retry.message
+    assert job.ok and job.attempts == 2  # type: ignore[attr-defined]
+
+
+async def test_an_anthropic_event_that_is_not_json_fails_the_attempt_as_retryable_protocol() -> None:
+    from orchestrator.testing.anthropic.server import Reply as AnthropicReply
+
+    start = (
+        'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1","model":"claude-x",'
+        '"usage":{"input_tokens":5,"output_tokens":1}}}\n\n'
+    )
+    async with open_fake_anthropic() as fake:
+        fake.script(
+            Raw.events(start, "event: content_block_delta\ndata: <html>\n\n"), AnthropicReply.text("ok")
+        )
+        result, recorder = await run_jobs(
+            "anthropic", {"base_url": fake.base_url}, ["q"], model="claude-haiku-4-5", retry=FAST
+        )
+    assert [r.error_kind for r in events_of(recorder, RetryScheduled)] == ["protocol"]
+    assert next(iter(result.jobs.values())).text == "ok"
