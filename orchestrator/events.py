@@ -82,6 +82,9 @@ class BatchSummary:
     priced_by: Mapping[str, str] = attrs.field(factory=dict)
     """Model -> the price source that priced its replies (``"genai-prices 0.2.5"``,
     ``"built-in table"``, ``"job file"``), for backends that price replies from a table."""
+    stream_warnings: int = 0
+    """``stream_warning`` events: odd data a backend read past (a reply without usage, tool input
+    that is not JSON, a stream that ended without its end marker). The messages are in the log."""
 
     @property
     def simulated(self) -> bool:

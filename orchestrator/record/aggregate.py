@@ -32,6 +32,7 @@ from orchestrator.events import (
     JobSucceeded,
     RetryScheduled,
     StreamFinished,
+    StreamWarning,
     Tagged,
     TextDelta,
     TextRetracted,
@@ -133,6 +134,7 @@ class Aggregator:
         self._failures: dict[ErrorKind, int] = {}
         self._already_done = 0
         self._simulated = 0
+        self._warnings = 0
         self._priced_by: dict[str, str] = {}
         self._order: list[str] = []  # job ids in job_queued order: positions for jobs_skipped
         self.skipped: dict[str, str] = {}
@@ -222,6 +224,8 @@ class Aggregator:
                 job.current = None
             case JobInput():
                 job.input = event
+            case StreamWarning():
+                self._warnings += 1
             case JobSucceeded() | JobFailed() | JobCancelled() | JobSkipped():
                 self._finish(job_id, job, tagged)
             case _:
@@ -316,6 +320,7 @@ class Aggregator:
             already_done=self._already_done,
             simulated=self._simulated,
             priced_by=self._priced_by,
+            stream_warnings=self._warnings,
         )
 
     @property
@@ -396,6 +401,7 @@ def summarize(
     already_done: int = 0,
     simulated: int = 0,
     priced_by: Mapping[str, str] | None = None,
+    stream_warnings: int = 0,
 ) -> BatchSummary:
     """A :class:`BatchSummary` from totals: rates, percentiles and rounding done one way for the
     live fold and for reports that combine several runs."""
@@ -421,6 +427,7 @@ def summarize(
         already_done=already_done,
         simulated_jobs=simulated,
         priced_by=dict(sorted((priced_by or {}).items())),
+        stream_warnings=stream_warnings,
         succeeded=counts["succeeded"],
         failed=counts["failed"],
         cancelled=counts["cancelled"],

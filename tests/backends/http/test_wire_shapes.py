@@ -4,9 +4,15 @@ places, bodies that are not event streams."""
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
 import pytest
 
+from orchestrator.cli.display import print_summary
 from orchestrator.events import RetryScheduled
+from orchestrator.report.fold import read_report
+from orchestrator.report.html import render_html
 from orchestrator.testing.anthropic.server import open_fake_anthropic
 from orchestrator.testing.openai.server import Raw, Reply, open_fake_openai
 from tests.http_helpers import events_of, run_jobs
@@ -102,3 +108,18 @@ async def test_an_anthropic_event_that_is_not_json_fails_the_attempt_as_retryabl
         )
     assert [r.error_kind for r in events_of(recorder, RetryScheduled)] == ["protocol"]
     assert next(iter(result.jobs.values())).text == "ok"
+
+
+async def test_stream_warnings_are_counted_in_the_summary_the_report_and_the_html(tmp_path: Path) -> None:
+    log = tmp_path / "run.jsonl"
+    async with open_fake_openai(default=Reply("no usage here", usage=False)) as fake:
+        result, _ = await run_jobs(
+            "openai", {"base_url": fake.base_url}, ["a", "b"], model="gpt-4o", log=str(log)
+        )
+    assert result.summary.stream_warnings == 2  # "the server reported no usage", once a job
+    report = read_report([log])
+    assert report.summary.stream_warnings == 2
+    assert "stream warnings" in render_html(report)
+    out = io.StringIO()
+    print_summary(report.summary, [], stream=out, log=str(log))
+    assert "2 stream warnings" in out.getvalue()
