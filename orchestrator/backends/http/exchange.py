@@ -27,14 +27,16 @@ import os
 import ssl
 import time
 import urllib.parse
+import zlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import trio
 
 from orchestrator.backends.base import Emit
+from orchestrator.backends.http.plain import Decompress, decompressor, is_event_stream, read_plain_body
 from orchestrator.backends.http.ratelimit_headers import rate_limit_info
 from orchestrator.backends.http.status import Redact, error_for_status
 from orchestrator.errors import ErrorKind, FatalError, RetryableError
@@ -127,12 +129,15 @@ class StreamDecoder(Protocol):
     FatalError for an error the server sent in the stream); ``done`` turns true at the reply's
     end marker, with the final events (usage, ``StreamFinished``) returned by that ``feed``;
     ``finish`` is called when the body ends before ``done`` and returns the final events of a
-    reply that may end that way, or raises RetryableError for a cut stream.
+    reply that may end that way, or raises RetryableError for a cut stream. ``reply`` returns the
+    events of a whole non-streamed reply (a server that ignored ``"stream": true``).
     """
 
     done: bool
 
     def feed(self, event: ServerSentEvent) -> list[StreamEvent]: ...
+
+    def reply(self, body: Mapping[str, Any]) -> list[StreamEvent]: ...
 
     def finish(self) -> list[StreamEvent]: ...
 
@@ -277,8 +282,10 @@ async def stream_attempt(
     *,
     first_event_timeout: float | None,
     key: ApiKey | None,
+    max_event_bytes: int = 1 << 20,
 ) -> None:
-    """POST ``body`` to ``url`` and emit the events of the streamed reply.
+    """POST ``body`` to ``url`` and emit the events of the streamed reply (or of a whole JSON
+    reply, when a server ignored ``"stream": true``: see :mod:`.plain`).
 
     Raises RetryableError or FatalError for every failure: an error status (with the server's
     message and Retry-After), an error in the stream, a refused or broken connection, a stream
@@ -290,6 +297,7 @@ async def stream_attempt(
     says how empty the quota is), so the runner paces the backend with them either way.
     """
     redact = redactor(key)
+    headers = [*headers, (b"accept-encoding", b"identity")]  # see orchestrator.backends.http.plain
     waiting = trio.CancelScope(deadline=trio.current_time() + (first_event_timeout or math.inf))
     finals: list[StreamEvent] = []
     try:
@@ -304,23 +312,15 @@ async def stream_attempt(
                     raise error_for_status(
                         response.status, reason, raw, response.headers, now=time.time(), redact=redact
                     )
-                sse = SSEDecoder()
-                feed = decoder.feed
-                first = True
-                while not decoder.done and (data := await response.receive_some()):
-                    for server_event in sse.feed(data):
-                        events = feed(server_event)
-                        if events and first:
-                            first = False
-                            waiting.deadline = math.inf
-                        for event in events:
-                            await emit(event)
-                        if decoder.done:
-                            break
-                if decoder.done:
-                    await _read_to_end(response)
+                decompress = decompressor(response.headers)
+                if not is_event_stream(response.headers):
+                    raw = await response.read_all(max_event_bytes)
+                    plain = decompress(raw) if decompress is not None else raw
+                    finals = read_plain_body(response.headers, plain, decoder, redact)
                 else:
-                    finals = decoder.finish()
+                    finals = await _read_stream(response, decoder, decompress, max_event_bytes, emit, waiting)
+    except zlib.error as exc:
+        raise FatalError(f"the compressed reply does not decode: {exc}", kind=ErrorKind.PROTOCOL) from None
     except TransportError as exc:
         raise _transport_failure(exc, redact) from None
     except SSEError as exc:
@@ -331,6 +331,37 @@ async def stream_attempt(
         )
     for event in finals:
         await emit(event)
+
+
+async def _read_stream(
+    response: Response,
+    decoder: StreamDecoder,
+    decompress: Decompress | None,
+    max_event_bytes: int,
+    emit: Emit,
+    waiting: trio.CancelScope,
+) -> list[StreamEvent]:
+    """Emit the events of an event-stream body as they come (lifting ``waiting`` at the first);
+    return the final events of a body that ended before the decoder's end marker."""
+    sse = SSEDecoder(max_event_bytes)
+    feed = decoder.feed
+    first = True
+    while not decoder.done and (data := await response.receive_some()):
+        if decompress is not None:
+            data = decompress(data)
+        for server_event in sse.feed(data):
+            events = feed(server_event)
+            if events and first:
+                first = False
+                waiting.deadline = math.inf
+            for event in events:
+                await emit(event)
+            if decoder.done:
+                break
+    if decoder.done:
+        await _read_to_end(response)
+        return []
+    return decoder.finish()
 
 
 async def _read_to_end(response: Response) -> None:

@@ -81,7 +81,8 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
-def _clip(text: str) -> str:
+def clip(text: str) -> str:
+    """``text`` cut to :data:`MAX_MESSAGE` characters (redact first: see the module docstring)."""
     return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
 
 
@@ -96,7 +97,7 @@ def error_for_status(
 ) -> BackendError:
     """The attempt error for a response with a status other than 200."""
     message, kind = server_message(body)
-    text = _clip(redact(f"HTTP {status} {reason}: {message}" if message else f"HTTP {status} {reason}"))
+    text = clip(redact(f"HTTP {status} {reason}: {message}" if message else f"HTTP {status} {reason}"))
     if is_context_length(message, kind):
         return FatalError(text, kind=ErrorKind.CONTEXT_LENGTH)
     name = kind_for(status, kind) or kind_for_status(status)
@@ -106,7 +107,7 @@ def error_for_status(
 def error_in_stream(message: str, kind: str | None, status: int | None, *, redact: Redact) -> BackendError:
     """The attempt error for an error the server sent inside the stream (after a 200)."""
     label = kind or (f"HTTP {status}" if status else "error")
-    text = _clip(redact(f"error in stream: {label}: {message}"))
+    text = clip(redact(f"error in stream: {label}: {message}"))
     if is_context_length(message, kind):
         return FatalError(text, kind=ErrorKind.CONTEXT_LENGTH)
     # An unexplained error after the stream began is most likely the server's trouble.

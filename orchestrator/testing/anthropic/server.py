@@ -54,7 +54,6 @@ from orchestrator.testing.anthropic.script import (
     Disconnect,
     ErrorMidStream,
     HttpError,
-    Raw,
     RecordedRequest,
     Reply,
     Responder,
@@ -68,7 +67,7 @@ from orchestrator.testing.anthropic.script import (
     demo_reply,
     script_exhausted,
 )
-from orchestrator.testing.raw import send_raw
+from orchestrator.testing.raw import Raw, send_raw
 
 __all__ = [
     "HOST",

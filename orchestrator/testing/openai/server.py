@@ -55,7 +55,6 @@ from orchestrator.testing.openai.script import (
     Disconnect,
     ErrorMidStream,
     HttpError,
-    Raw,
     RecordedRequest,
     Reply,
     Responder,
@@ -67,7 +66,7 @@ from orchestrator.testing.openai.script import (
     timed_reply,
 )
 from orchestrator.testing.openai.wire import partial_events, reply_events, sse
-from orchestrator.testing.raw import send_raw
+from orchestrator.testing.raw import Raw, send_raw
 
 __all__ = [
     "Disconnect",

@@ -4,13 +4,15 @@ places, bodies that are not event streams."""
 
 from __future__ import annotations
 
+import gzip
 import io
 from pathlib import Path
 
+import orjson
 import pytest
 
 from orchestrator.cli.display import print_summary
-from orchestrator.events import RetryScheduled
+from orchestrator.events import RetryScheduled, Tokens
 from orchestrator.report.fold import read_report
 from orchestrator.report.html import render_html
 from orchestrator.testing.anthropic.server import open_fake_anthropic
@@ -27,8 +29,6 @@ def api_keys(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def chunk(delta: str, finish: str | None = None, **extra: object) -> str:
-    import orjson
-
     choice = {"index": 0, "delta": {"content": delta} if delta else {}, "finish_reason": finish}
     body = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "m", "choices": [choice], **extra}
     return "data: " + orjson.dumps(body).decode() + "\n\n"
@@ -123,3 +123,102 @@ async def test_stream_warnings_are_counted_in_the_summary_the_report_and_the_htm
     out = io.StringIO()
     print_summary(report.summary, [], stream=out, log=str(log))
     assert "2 stream warnings" in out.getvalue()
+
+
+# --- 3. a 200 that is not an event stream --------------------------------------------------------------
+
+
+def json_200(payload: object) -> Raw:
+    body = orjson.dumps(payload)
+    return Raw((body,), headers={"content-type": "application/json", "content-length": str(len(body))})
+
+
+async def test_a_json_error_body_with_status_200_fails_at_once_with_the_servers_message() -> None:
+    error = {
+        "error": {"message": "Invalid model name passed in model=gpt-4o", "type": "invalid_request_error"}
+    }
+    job, _ = await openai_job(json_200(error))
+    assert (job.status, job.error_kind, job.attempts) == ("failed", "bad_request", 1)  # type: ignore[attr-defined]
+    assert "Invalid model name" in job.error  # type: ignore[attr-defined]
+
+
+async def test_a_whole_json_reply_from_a_server_that_ignored_stream_true_is_the_reply() -> None:
+    completion = {
+        "id": "chatcmpl-9",
+        "object": "chat.completion",
+        "model": "gpt-4o",
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": "Paris.",
+                    "tool_calls": [
+                        {
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": "f", "arguments": '{"a":1}'},
+                        }
+                    ],
+                },
+                "finish_reason": "tool_calls",
+            }
+        ],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15},
+    }
+    job, _ = await openai_job(json_200(completion))
+    assert job.ok and job.text == "Paris." and job.stop_reason == "tool_calls"  # type: ignore[attr-defined]
+    assert [(c.name, dict(c.input)) for c in job.tool_calls] == [("f", {"a": 1})]  # type: ignore[attr-defined]
+    assert job.tokens == Tokens(input=12, output=3)  # type: ignore[attr-defined]
+
+
+async def test_an_anthropic_whole_message_from_a_server_that_ignored_stream_true_is_the_reply() -> None:
+    message = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-haiku-4-5",
+        "content": [
+            {"type": "text", "text": "Let me check."},
+            {"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {"q": "x"}},
+        ],
+        "stop_reason": "tool_use",
+        "usage": {"input_tokens": 20, "output_tokens": 7},
+    }
+    async with open_fake_anthropic() as fake:
+        fake.script(json_200(message))
+        result, _ = await run_jobs("anthropic", {"base_url": fake.base_url}, ["q"], model="claude-haiku-4-5")
+    job = next(iter(result.jobs.values()))
+    assert job.ok and job.text == "Let me check." and job.stop_reason == "tool_use"
+    assert [(c.call_id, c.name, dict(c.input)) for c in job.tool_calls] == [("toolu_1", "lookup", {"q": "x"})]
+    assert job.tokens == Tokens(input=20, output=7)
+
+
+async def test_an_html_page_with_status_200_is_a_fatal_protocol_error_quoting_it() -> None:
+    page = b"<html><head><title>Sign in to the network</title></head><body>Portal</body></html>"
+    job, _ = await openai_job(Raw((page,), headers={"content-type": "text/html; charset=utf-8"}))
+    assert (job.status, job.error_kind, job.attempts) == ("failed", "protocol", 1)  # type: ignore[attr-defined]
+    assert "text/html" in job.error and "Sign in to the network" in job.error  # type: ignore[attr-defined]
+
+
+async def test_a_gzip_encoded_event_stream_is_decoded_and_identity_is_asked_for() -> None:
+    stream = (chunk("Hello, ") + chunk("gzip", "stop") + "data: [DONE]\n\n").encode()
+    packed = gzip.compress(stream)
+    raw = Raw(
+        (packed[:10], packed[10:]), headers={"content-type": "text/event-stream", "content-encoding": "gzip"}
+    )
+    async with open_fake_openai() as fake:
+        fake.script(raw)
+        result, _ = await run_jobs("openai", {"base_url": fake.base_url}, ["q"], model="gpt-4o")
+    job = next(iter(result.jobs.values()))
+    assert job.ok and job.text == "Hello, gzip"
+    assert fake.requests[0].headers["accept-encoding"] == "identity"
+
+
+async def test_an_encoding_the_client_cannot_decode_is_a_fatal_protocol_error() -> None:
+    raw = Raw(
+        (b"\x28\xb5\x2f\xfd",), headers={"content-type": "text/event-stream", "content-encoding": "zstd"}
+    )
+    job, _ = await openai_job(raw)
+    assert (job.status, job.error_kind, job.attempts) == ("failed", "protocol", 1)  # type: ignore[attr-defined]
+    assert "zstd" in job.error  # type: ignore[attr-defined]

@@ -28,7 +28,15 @@ from typing import Any
 import attrs
 import orjson
 
-from orchestrator.backends.fields import int_at, int_or_none, object_at, str_at, str_or_none
+from orchestrator.backends.fields import (
+    as_object,
+    int_at,
+    int_or_none,
+    list_at,
+    object_at,
+    str_at,
+    str_or_none,
+)
 from orchestrator.backends.http.prices import Price, PriceBook, as_book, unpriced
 from orchestrator.backends.http.status import Redact, error_in_stream, message_of
 from orchestrator.errors import ErrorKind, RetryableError
@@ -113,6 +121,21 @@ class AnthropicDecoder:
             )
         handler = self._handlers.get(str_or_none(data.get("type")) or event.event)
         return handler(data) if handler is not None else []  # ping and unknown types
+
+    def reply(self, body: Mapping[str, Any]) -> list[StreamEvent]:
+        """The events of a whole ``message`` (a server that ignored ``"stream": true``): read as
+        the stream that would have carried it."""
+        out = self._message_start({"message": body})
+        for n, raw in enumerate(list_at(body, "content", "message")):
+            block = as_object(raw, f"message.content[{n}]")
+            out += self._block_start({"index": n, "content_block": block})
+            if self.blocks[n].type == "tool_use":
+                self.blocks[n].parts.append(orjson.dumps(block.get("input") or {}).decode())
+            out += self._block_stop({"index": n})
+        out += self._message_delta(
+            {"delta": {"stop_reason": body.get("stop_reason")}, "usage": body.get("usage")}
+        )
+        return out + self._message_stop({})
 
     def finish(self) -> list[StreamEvent]:
         raise RetryableError(

@@ -106,6 +106,23 @@ class OpenAIDecoder:
         # Some gateways put "error": null on every chunk: only an error that is there counts.
         if chunk.get("error") is not None or chunk.get("object") == "error":
             self._raise_error(chunk)
+        return self._chunk(chunk)
+
+    def reply(self, body: Mapping[str, Any]) -> list[StreamEvent]:
+        """The events of a whole ``chat.completion`` (a server that ignored ``"stream": true``):
+        read as one chunk whose delta is the message."""
+        chunk = dict(body)
+        choices = list_at(body, "choices", "reply")
+        if choices:
+            first = as_object(choices[0], "reply.choices[0]")
+            message = object_at(first, "message", "reply.choices[0]")
+            chunk["choices"] = [{"delta": message, "finish_reason": first.get("finish_reason")}]
+        out = self._chunk(chunk)
+        self._check_reply("a whole reply")
+        self.done = True
+        return out + self._final()
+
+    def _chunk(self, chunk: Mapping[str, Any]) -> list[StreamEvent]:
         out: list[StreamEvent] = []
         if not self.started:
             self.started = True
