@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from orchestrator.cli.display import print_summary
-from orchestrator.events import RetryScheduled, Tokens
+from orchestrator.events import RetryScheduled, StreamWarning, Tokens
 from orchestrator.report.fold import read_report
 from orchestrator.report.html import render_html
 from orchestrator.testing.anthropic.server import open_fake_anthropic
@@ -222,3 +222,47 @@ async def test_an_encoding_the_client_cannot_decode_is_a_fatal_protocol_error() 
     job, _ = await openai_job(raw)
     assert (job.status, job.error_kind, job.attempts) == ("failed", "protocol", 1)  # type: ignore[attr-defined]
     assert "zstd" in job.error  # type: ignore[attr-defined]
+
+
+# --- 5. Anthropic: the final message_delta without message_stop ----------------------------------------
+
+ANTHROPIC_OPENING = (
+    'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1","type":"message",'
+    '"role":"assistant","model":"claude-haiku-4-5","content":[],"stop_reason":null,'
+    '"usage":{"input_tokens":25,"output_tokens":1}}}\n\n',
+    'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
+    '"content_block":{"type":"text","text":""}}\n\n',
+    'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+    '"delta":{"type":"text_delta","text":"Complete answer."}}\n\n',
+    'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n',
+)
+ANTHROPIC_FINAL_DELTA = (
+    'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn",'
+    '"stop_sequence":null},"usage":{"output_tokens":15}}\n\n'
+)
+
+
+async def anthropic_job(*responses: object) -> tuple[object, object]:
+    async with open_fake_anthropic() as fake:
+        fake.script(*responses)  # type: ignore[arg-type]
+        result, recorder = await run_jobs(
+            "anthropic", {"base_url": fake.base_url}, ["q"], model="claude-haiku-4-5", retry=FAST
+        )
+    return next(iter(result.jobs.values())), recorder
+
+
+async def test_an_anthropic_reply_with_its_final_delta_but_no_message_stop_is_accepted_with_a_warning() -> (
+    None
+):
+    job, recorder = await anthropic_job(Raw.events(*ANTHROPIC_OPENING, ANTHROPIC_FINAL_DELTA))
+    assert job.ok and job.attempts == 1 and job.text == "Complete answer."  # type: ignore[attr-defined]
+    assert job.stop_reason == "end_turn" and job.tokens == Tokens(input=25, output=15)  # type: ignore[attr-defined]
+    assert any("without message_stop" in w.message for w in events_of(recorder, StreamWarning))  # type: ignore[arg-type]
+
+
+async def test_an_anthropic_reply_cut_before_its_final_delta_is_retried() -> None:
+    from orchestrator.testing.anthropic.server import Reply as AnthropicReply
+
+    job, recorder = await anthropic_job(Raw.events(*ANTHROPIC_OPENING), AnthropicReply.text("again"))
+    assert [r.error_kind for r in events_of(recorder, RetryScheduled)] == ["connection"]  # type: ignore[arg-type]
+    assert job.ok and job.text == "again"  # type: ignore[attr-defined]

@@ -12,7 +12,9 @@ Events made: :class:`SessionStarted` at ``message_start``; :class:`TextDelta` an
 stops (its JSON arrives in pieces); at ``message_stop`` the :class:`AssistantMessage`, one
 :class:`UsageReported` and :class:`StreamFinished` (tokens including cache reads and writes,
 cost from the price table, None for a model without a price). Usage is reported only at the end:
-a stream cut short reports none, since its totals are unknown.
+a stream cut short reports none, since its totals are unknown. A stream that ends without
+``message_stop`` after a ``message_delta`` with the stop reason and usage is complete (with a
+:class:`StreamWarning`).
 
 Malformed data never escapes as an exception of its own: an event that is not a JSON object, or a
 field the reply is made of (text, tool calls, block indexes, the stop reason) with the wrong type,
@@ -93,6 +95,7 @@ class AnthropicDecoder:
         self.done = False
         self.message_id: str | None = None
         self.stop_reason: str | None = None
+        self.final_usage = False  # a message_delta carried usage
         self.usage: dict[str, int] = {}
         self.blocks: dict[int, _Block] = {}
         self._handlers: dict[str, Callable[[Mapping[str, Any]], list[StreamEvent]]] = {
@@ -138,6 +141,12 @@ class AnthropicDecoder:
         return out + self._message_stop({})
 
     def finish(self) -> list[StreamEvent]:
+        """A body that ended before ``message_stop``: complete all the same once ``message_delta``
+        gave the stop reason and the final usage (a proxy dropped the last event; asking again
+        would pay for the reply twice), else a cut stream (retryable)."""
+        if self.stop_reason is not None and self.final_usage:
+            warning = StreamWarning("the stream ended without message_stop after the final message_delta")
+            return [warning, *self._message_stop({})]
         raise RetryableError(
             "stream ended before message_stop: the reply is incomplete", kind=ErrorKind.CONNECTION
         )
@@ -203,6 +212,7 @@ class AnthropicDecoder:
         delta = object_at(data, "delta", "message_delta")
         self.stop_reason = str_at(delta, "stop_reason", "message_delta.delta") or self.stop_reason
         self._take_usage(data.get("usage"))
+        self.final_usage = self.final_usage or isinstance(data.get("usage"), dict)
         return []
 
     def _take_usage(self, usage: Any) -> None:
