@@ -48,8 +48,10 @@ class TransportSettings:
     proxy: bool = True
     """Honour ``HTTPS_PROXY``/``NO_PROXY`` from the environment."""
     connect_timeout: float = attrs.field(default=30.0, metadata={"gt": 0})
-    first_event_timeout: float | None = attrs.field(default=None, metadata={"gt": 0})
-    """Longest wait for the first event of a reply; None: only the job's idle timeout applies."""
+    first_event_timeout: float | None = attrs.field(default=600.0, metadata={"gt": 0})
+    """Longest wait for the first event of a reply (text, thinking or a tool call): a reasoning
+    model may stream nothing for minutes while it thinks, so the job's idle timeout counts only
+    after it. None: no wait of its own, the idle timeout counts from the request."""
     prices: Mapping[str, Price] = attrs.field(factory=dict)
     """Prices per million tokens, ahead of genai-prices (when installed) and the built-in table."""
     allow_insecure_http: bool = False

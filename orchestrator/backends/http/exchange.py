@@ -7,8 +7,11 @@ machine taking server-sent events and returning stream events (see :class:`Strea
 Timeouts of an attempt and who enforces them:
 
 ``connect_timeout``      the pool: TCP, proxy tunnel and TLS handshake of a new connection
-``first_event_timeout``  here: one cancel scope per attempt, lifted at the first stream event
-``timeouts.idle``        the runner's watchdog: no event for that long cancels the attempt
+``first_event_timeout``  here: one cancel scope per attempt, lifted at the reply's first event
+                         (text, thinking, a tool call; not the session's start), default 600 s
+``timeouts.idle``        the runner's watchdog: no event for that long cancels the attempt; it
+                         counts only after the first event, and any bytes from the server (SSE
+                         keep-alive comments, Anthropic's ``ping``) restart it
 ``timeouts.attempt``     the runner: the whole attempt
 
 Secrets: the key is read from the environment when the batch opens and kept in an
@@ -40,7 +43,7 @@ from orchestrator.backends.http.plain import Decompress, decompressor, is_event_
 from orchestrator.backends.http.ratelimit_headers import rate_limit_info
 from orchestrator.backends.http.status import Redact, error_for_status
 from orchestrator.errors import ErrorKind, FatalError, RetryableError
-from orchestrator.events import StreamEvent
+from orchestrator.events import SessionStarted, StreamEvent, StreamWarning
 from orchestrator.http import (
     ConnectError,
     ConnectionPool,
@@ -56,6 +59,7 @@ from orchestrator.http import (
 )
 from orchestrator.redact import Redactor, has_control_characters
 from orchestrator.resources import out_of_files_message
+from orchestrator.run.watchdog import signs_of_life, wait_for_first_event
 from orchestrator.spec import JobSpec
 
 DONE_GRACE = 2.0
@@ -299,6 +303,8 @@ async def stream_attempt(
     redact = redactor(key)
     headers = [*headers, (b"accept-encoding", b"identity")]  # see orchestrator.backends.http.plain
     waiting = trio.CancelScope(deadline=trio.current_time() + (first_event_timeout or math.inf))
+    if first_event_timeout is not None:
+        wait_for_first_event()  # until then, first_event_timeout is the only wait that counts
     finals: list[StreamEvent] = []
     try:
         with waiting:
@@ -306,6 +312,8 @@ async def stream_attempt(
                 limits = rate_limit_info(response.headers, time.time())
                 if limits is not None:
                     await emit(limits)
+                    if first_event_timeout is not None:
+                        wait_for_first_event()  # emit counted as an event for the idle watch
                 if response.status != 200:
                     raw = await response.read_all(ERROR_BODY_LIMIT)
                     reason = response.reason.decode("latin-1", "replace")
@@ -333,6 +341,9 @@ async def stream_attempt(
         await emit(event)
 
 
+_NOT_PROGRESS = (SessionStarted, StreamWarning)
+
+
 async def _read_stream(
     response: Response,
     decoder: StreamDecoder,
@@ -341,21 +352,29 @@ async def _read_stream(
     emit: Emit,
     waiting: trio.CancelScope,
 ) -> list[StreamEvent]:
-    """Emit the events of an event-stream body as they come (lifting ``waiting`` at the first);
-    return the final events of a body that ended before the decoder's end marker."""
+    """Emit the events of an event-stream body as they come; return the final events of a body
+    that ended before the decoder's end marker.
+
+    The first event of the reply itself (not the session's start or a warning) lifts ``waiting``
+    and lets the idle watch count; any bytes at all (keep-alive comments, pings) are signs of
+    life for it."""
     sse = SSEDecoder(max_event_bytes)
     feed = decoder.feed
-    first = True
+    first = waiting.deadline != math.inf
     while not decoder.done and (data := await response.receive_some()):
+        signs_of_life()
         if decompress is not None:
             data = decompress(data)
         for server_event in sse.feed(data):
             events = feed(server_event)
-            if events and first:
-                first = False
-                waiting.deadline = math.inf
             for event in events:
                 await emit(event)
+            if first and events:
+                if any(not isinstance(event, _NOT_PROGRESS) for event in events):
+                    first = False
+                    waiting.deadline = math.inf
+                else:
+                    wait_for_first_event()  # emit counted the session's start as an event
             if decoder.done:
                 break
     if decoder.done:

@@ -34,11 +34,14 @@ def chunk(delta: str, finish: str | None = None, **extra: object) -> str:
     return "data: " + orjson.dumps(body).decode() + "\n\n"
 
 
-async def openai_job(*responses: object, **settings: object) -> tuple[object, object]:
+async def openai_job(
+    *responses: object, timeouts: dict[str, float] | None = None, **settings: object
+) -> tuple[object, object]:
     async with open_fake_openai() as fake:
         fake.script(*responses)  # type: ignore[arg-type]
+        more = {} if timeouts is None else {"timeouts": timeouts}
         result, recorder = await run_jobs(
-            "openai", {"base_url": fake.base_url, **settings}, ["q"], model="gpt-4o", retry=FAST
+            "openai", {"base_url": fake.base_url, **settings}, ["q"], model="gpt-4o", retry=FAST, **more
         )
     return next(iter(result.jobs.values())), recorder
 
@@ -266,3 +269,47 @@ async def test_an_anthropic_reply_cut_before_its_final_delta_is_retried() -> Non
     job, recorder = await anthropic_job(Raw.events(*ANTHROPIC_OPENING), AnthropicReply.text("again"))
     assert [r.error_kind for r in events_of(recorder, RetryScheduled)] == ["connection"]  # type: ignore[arg-type]
     assert job.ok and job.text == "again"  # type: ignore[attr-defined]
+
+
+# --- 6. keep-alives and the first event ----------------------------------------------------------------
+
+
+async def test_keep_alive_comments_between_events_reset_the_idle_watch() -> None:
+    # Silence between the two text events is 1.0 s, twice the idle timeout, filled with comments.
+    stream = Raw.events(
+        chunk("Hel"), *[": keep-alive\n\n"] * 4, chunk("lo", "stop") + "data: [DONE]\n\n", gap=0.2
+    )
+    job, recorder = await openai_job(stream, timeouts={"idle": 0.5})
+    assert events_of(recorder, RetryScheduled) == []  # type: ignore[arg-type]
+    assert job.ok and job.text == "Hello"  # type: ignore[attr-defined]
+
+
+async def test_anthropic_pings_reset_the_idle_watch() -> None:
+    ping = 'event: ping\ndata: {"type": "ping"}\n\n'
+    stop = 'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+    stream = Raw.events(*ANTHROPIC_OPENING, ping, ping, ping, ping, ANTHROPIC_FINAL_DELTA + stop, gap=0.2)
+    async with open_fake_anthropic() as fake:
+        fake.script(stream)
+        result, recorder = await run_jobs(
+            "anthropic", {"base_url": fake.base_url}, ["q"], model="claude-haiku-4-5", timeouts={"idle": 0.5}
+        )
+    assert events_of(recorder, RetryScheduled) == []
+    assert next(iter(result.jobs.values())).text == "Complete answer."
+
+
+async def test_a_slow_first_event_is_first_event_timeouts_to_judge_not_idles() -> None:
+    # The session starts at once, then the model thinks for 1.2 s (idle is 0.5 s) before its text.
+    role = (
+        'data: {"id":"c","model":"o3","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n'
+    )
+    stream = Raw.events(role, chunk("Thought it through.", "stop") + "data: [DONE]\n\n", gap=1.2)
+    job, recorder = await openai_job(stream, timeouts={"idle": 0.5})
+    assert events_of(recorder, RetryScheduled) == []  # type: ignore[arg-type]
+    assert job.ok and job.text == "Thought it through."  # type: ignore[attr-defined]
+
+
+async def test_the_first_event_timeout_still_ends_a_wait_that_only_keep_alives_fill() -> None:
+    stream = Raw.events(*[": keep-alive\n\n"] * 6, gap=0.1)
+    job, recorder = await openai_job(stream, Reply("later"), first_event_timeout=0.3)
+    assert [r.error_kind for r in events_of(recorder, RetryScheduled)] == ["timeout_first_event"]  # type: ignore[arg-type]
+    assert job.ok and job.text == "later"  # type: ignore[attr-defined]
