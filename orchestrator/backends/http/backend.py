@@ -52,6 +52,9 @@ class TransportSettings:
     """Longest wait for the first event of a reply (text, thinking or a tool call): a reasoning
     model may stream nothing for minutes while it thinks, so the job's idle timeout counts only
     after it. None: no wait of its own, the idle timeout counts from the request."""
+    max_event_bytes: int = attrs.field(default=1 << 20, metadata={"min": 1024})
+    """Largest server-sent event (and line) read; a bigger one fails the job (``protocol``, not
+    retried: the same request gets the same event). 1 MiB."""
     prices: Mapping[str, Price] = attrs.field(factory=dict)
     """Prices per million tokens, ahead of genai-prices (when installed) and the built-in table."""
     allow_insecure_http: bool = False
@@ -110,6 +113,7 @@ class HttpBackend:
             emit,
             first_event_timeout=self.settings.first_event_timeout,
             key=self.key,
+            max_event_bytes=self.settings.max_event_bytes,
         )
 
 

@@ -332,7 +332,11 @@ async def stream_attempt(
     except TransportError as exc:
         raise _transport_failure(exc, redact) from None
     except SSEError as exc:
-        raise RetryableError(f"bad event stream: {exc}", kind=ErrorKind.PROTOCOL) from None
+        # The same request gets the same event: asking again cannot help.
+        raise FatalError(
+            f"bad event stream: {exc} ({max_event_bytes} bytes; raise the backend's max_event_bytes)",
+            kind=ErrorKind.PROTOCOL,
+        ) from None
     if waiting.cancelled_caught:
         raise RetryableError(
             f"no event within {first_event_timeout:g}s of the request", kind=ErrorKind.TIMEOUT_FIRST_EVENT

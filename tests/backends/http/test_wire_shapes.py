@@ -313,3 +313,21 @@ async def test_the_first_event_timeout_still_ends_a_wait_that_only_keep_alives_f
     job, recorder = await openai_job(stream, Reply("later"), first_event_timeout=0.3)
     assert [r.error_kind for r in events_of(recorder, RetryScheduled)] == ["timeout_first_event"]  # type: ignore[arg-type]
     assert job.ok and job.text == "later"  # type: ignore[attr-defined]
+
+
+# --- 8. oversized events --------------------------------------------------------------------------------
+
+
+async def test_an_event_over_max_event_bytes_fails_the_job_at_once_as_protocol() -> None:
+    huge = chunk("x" * 5000)
+    job, _ = await openai_job(
+        Raw.events(chunk("ok"), huge, chunk("", "stop"), "data: [DONE]\n\n"), max_event_bytes=4096
+    )
+    assert (job.status, job.error_kind, job.attempts) == ("failed", "protocol", 1)  # type: ignore[attr-defined]
+    assert "max_event_bytes" in job.error  # type: ignore[attr-defined]
+
+
+async def test_max_event_bytes_is_a_setting_that_admits_a_bigger_event() -> None:
+    huge = chunk("x" * 5000)
+    job, _ = await openai_job(Raw.events(huge, chunk("", "stop"), "data: [DONE]\n\n"), max_event_bytes=8192)
+    assert job.ok and job.text == "x" * 5000  # type: ignore[attr-defined]
