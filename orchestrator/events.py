@@ -140,6 +140,9 @@ class SessionStarted:
     session_id: str | None = None
     model: str | None = None
     tools: tuple[str, ...] = ()
+    request_id: str | None = None
+    """The provider's id of this attempt's HTTP request (``request-id``, ``x-request-id``), for
+    its support; None when there is none (logs before it: None)."""
 
 
 @attrs.frozen

@@ -138,6 +138,8 @@ class StreamDecoder(Protocol):
     """
 
     done: bool
+    request_id: str | None
+    """Set before the first ``feed``: the provider's id of the request, for ``SessionStarted``."""
 
     def feed(self, event: ServerSentEvent) -> list[StreamEvent]: ...
 
@@ -314,11 +316,18 @@ async def stream_attempt(
                     await emit(limits)
                     if first_event_timeout is not None:
                         wait_for_first_event()  # emit counted as an event for the idle watch
+                decoder.request_id = request_id = _request_id(response)
                 if response.status != 200:
                     raw = await response.read_all(ERROR_BODY_LIMIT)
                     reason = response.reason.decode("latin-1", "replace")
                     raise error_for_status(
-                        response.status, reason, raw, response.headers, now=time.time(), redact=redact
+                        response.status,
+                        reason,
+                        raw,
+                        response.headers,
+                        now=time.time(),
+                        redact=redact,
+                        request_id=request_id,
                     )
                 decompress = decompressor(response.headers)
                 if not is_event_stream(response.headers):
@@ -343,6 +352,13 @@ async def stream_attempt(
         )
     for event in finals:
         await emit(event)
+
+
+def _request_id(response: Response) -> str | None:
+    """The provider's id of the request: Anthropic's ``request-id``, OpenAI's ``x-request-id``."""
+    raw = response.header(b"request-id") or response.header(b"x-request-id")
+    text = raw.decode("latin-1", "replace").strip()[:200] if raw else ""
+    return text if text.isprintable() and text else None
 
 
 _NOT_PROGRESS = (SessionStarted, StreamWarning)

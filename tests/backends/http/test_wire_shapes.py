@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from orchestrator.cli.display import print_summary
-from orchestrator.events import RetryScheduled, StreamWarning, Tokens
+from orchestrator.events import RetryScheduled, SessionStarted, StreamWarning, Tokens
 from orchestrator.report.fold import read_report
 from orchestrator.report.html import render_html
 from orchestrator.testing.anthropic.server import open_fake_anthropic
@@ -331,3 +331,51 @@ async def test_max_event_bytes_is_a_setting_that_admits_a_bigger_event() -> None
     huge = chunk("x" * 5000)
     job, _ = await openai_job(Raw.events(huge, chunk("", "stop"), "data: [DONE]\n\n"), max_event_bytes=8192)
     assert job.ok and job.text == "x" * 5000  # type: ignore[attr-defined]
+
+
+# --- 9. compatibility ----------------------------------------------------------------------------------
+
+
+def error_response(status: int, message: str, **headers: str) -> Raw:
+    body = orjson.dumps({"error": {"message": message, "type": "api_error"}})
+    return Raw(
+        (body,),
+        status=status,
+        headers={"content-type": "application/json", "content-length": str(len(body)), **headers},
+    )
+
+
+async def test_x_should_retry_false_makes_a_5xx_fatal_and_true_makes_a_4xx_retried() -> None:
+    job, _ = await openai_job(error_response(500, "do not retry this", **{"x-should-retry": "false"}))
+    assert (job.status, job.error_kind, job.attempts) == ("failed", "server_error", 1)  # type: ignore[attr-defined]
+    job, recorder = await openai_job(
+        error_response(409, "lock timeout", **{"x-should-retry": "true"}), Reply("ok")
+    )
+    assert [r.error_kind for r in events_of(recorder, RetryScheduled)] == ["conflict"]  # type: ignore[arg-type]
+    job, _ = await openai_job(error_response(400, "try again", **{"x-should-retry": "true"}), Reply("ok"))
+    assert job.ok and job.attempts == 2  # type: ignore[attr-defined]
+
+
+async def test_the_providers_request_id_is_recorded_on_each_attempt() -> None:
+    stream = chunk("hi", "stop") + "data: [DONE]\n\n"
+    ok = Raw((stream.encode(),), headers={"content-type": "text/event-stream", "x-request-id": "req_abc123"})
+    failed = error_response(503, "busy", **{"x-request-id": "req_first"})
+    _, recorder = await openai_job(failed, ok)
+    (retry,) = events_of(recorder, RetryScheduled)  # type: ignore[arg-type]
+    assert "req_first" in retry.message
+    assert [s.request_id for s in events_of(recorder, SessionStarted)] == ["req_abc123"]  # type: ignore[arg-type]
+
+
+async def test_anthropics_request_id_header_is_recorded() -> None:
+    stop = 'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+    body = "".join((*ANTHROPIC_OPENING, ANTHROPIC_FINAL_DELTA, stop)).encode()
+    raw = Raw((body,), headers={"content-type": "text/event-stream", "request-id": "req_011CRk"})
+    _, recorder = await anthropic_job(raw)
+    assert [s.request_id for s in events_of(recorder, SessionStarted)] == ["req_011CRk"]  # type: ignore[arg-type]
+
+
+async def test_groqs_usage_under_x_groq_is_read() -> None:
+    usage = {"usage": {"prompt_tokens": 30, "completion_tokens": 4, "total_tokens": 34}}
+    last = chunk("", "stop", x_groq={"id": "req_01", **usage})
+    job, _ = await openai_job(Raw.events(chunk("Fast."), last, "data: [DONE]\n\n"))
+    assert job.tokens == Tokens(input=30, output=4)  # type: ignore[attr-defined]

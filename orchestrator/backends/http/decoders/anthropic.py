@@ -93,6 +93,7 @@ class AnthropicDecoder:
         self.prices = as_book("anthropic", prices)
         self.redact = redact
         self.done = False
+        self.request_id: str | None = None
         self.message_id: str | None = None
         self.stop_reason: str | None = None
         self.final_usage = False  # a message_delta carried usage
@@ -206,7 +207,7 @@ class AnthropicDecoder:
         self.message_id = str_or_none(message.get("id"))
         self.model = str_or_none(message.get("model")) or self.model
         self._take_usage(message.get("usage"))
-        return [SessionStarted(session_id=self.message_id, model=self.model)]
+        return [SessionStarted(session_id=self.message_id, model=self.model, request_id=self.request_id)]
 
     def _message_delta(self, data: Mapping[str, Any]) -> list[StreamEvent]:
         delta = object_at(data, "delta", "message_delta")

@@ -80,6 +80,7 @@ class OpenAIDecoder:
         self.prices = as_book("openai", prices)
         self.redact = redact
         self.done = False
+        self.request_id: str | None = None
         self.started = False
         self.reply_id: str | None = None
         self.finish_reason: str | None = None
@@ -128,8 +129,10 @@ class OpenAIDecoder:
             self.started = True
             self.reply_id = str_or_none(chunk.get("id"))
             self.model = str_or_none(chunk.get("model")) or self.model
-            out.append(SessionStarted(session_id=self.reply_id, model=self.model))
+            out.append(SessionStarted(session_id=self.reply_id, model=self.model, request_id=self.request_id))
         usage = chunk.get("usage")
+        if not isinstance(usage, dict):
+            usage = dict_or_empty(chunk.get("x_groq")).get("usage")  # Groq puts it there
         if isinstance(usage, dict):
             self.usage = usage
         choices = list_at(chunk, "choices", "chunk")
