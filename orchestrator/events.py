@@ -238,6 +238,9 @@ class StreamFinished:
     priced_by: str | None = None
     """Which price source gave ``cost_usd`` when the backend priced the reply itself from a table
     ("job file", "genai-prices 0.2.5", "built-in table"); None otherwise (logs before it: None)."""
+    refusal: str | None = None
+    """The model's refusal, kept apart from the reply text (OpenAI's ``refusal`` field); None
+    when it did not refuse that way (Anthropic says ``stop_reason = "refusal"`` instead)."""
 
 
 @attrs.frozen

@@ -75,10 +75,17 @@ class JobResult:
     """The data-file row the job came from (the columns kept), from its ``job_input``."""
     metadata: Mapping[str, Any] = NO_ROW
     """The job's ``metadata`` table, from its ``job_input``."""
+    refusal: str | None = None
+    """The model's refusal text, apart from ``text`` (see :attr:`refused`)."""
 
     @property
     def ok(self) -> bool:
         return self.status == "succeeded"
+
+    @property
+    def refused(self) -> bool:
+        """Whether the model refused: a refusal text, or the stop reason ``refusal``."""
+        return self.refusal is not None or self.stop_reason == "refusal"
 
 
 @attrs.define(slots=True)
@@ -280,6 +287,7 @@ class Aggregator:
             error=error,
             row=job.input.row if job.input is not None else NO_ROW,
             metadata=job.input.metadata if job.input is not None else NO_ROW,
+            refusal=finished.refusal if finished is not None and output is not None else None,
         )
 
     def summary(self, wall_s: float, *, stopped: str | None = None) -> BatchSummary:

@@ -18,8 +18,8 @@ Secrets: the key is read from the environment when the batch opens and kept in a
 :class:`ApiKey`, whose ``repr`` and ``str`` hide it. It goes into one request header and nowhere
 else; every error message passes through :meth:`ApiKey.redact` in case a server echoes it, and
 the runner hides it again in everything the backend sends. Preflight refuses a key with a control
-character, credentials or a query string in ``base_url``, and a key sent over plain ``http://`` to
-a host other than this machine unless ``allow_insecure_http = true``.
+character, credentials, a key in the query or a fragment in ``base_url``, and a key sent over
+plain ``http://`` to a host other than this machine unless ``allow_insecure_http = true``.
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ def check_settings(
     name: str, settings: HttpSettings, jobs: Sequence[JobSpec], environ: Mapping[str, str] | None = None
 ) -> list[str]:
     """Problems that stop a batch before it starts: no key or a key with a control character, a
-    bad URL (credentials or a query in it, or a key sent in clear to another machine), a bad CA
+    bad URL (credentials or a fragment in it, or a key sent in clear to another machine), a bad CA
     file, no model. No line quotes the key."""
     problems: list[str] = []
     where = f"backends.{name}"
@@ -240,10 +240,12 @@ def _url_problems(where: str, settings: HttpSettings, environ: Mapping[str, str]
             f"{where}.base_url: credentials in the URL would be written to the log; put the key in the "
             f"environment variable named by api_key_env"
         )
-    if url.query or url.fragment:
+    if url.fragment:
+        problems.append(f"{where}.base_url: has a fragment (#...), which a request URL cannot carry")
+    if _secret_in_query(url.query, settings, environ):
         problems.append(
-            f"{where}.base_url: has a query string or fragment (the API path goes after the base URL); "
-            f"put the key in the environment variable named by api_key_env"
+            f"{where}.base_url: has a key in its query string, which would be written to the log; put "
+            f"it in the environment variable named by api_key_env (or in extra_headers_env)"
         )
     if (
         url.scheme == "http"
@@ -256,6 +258,19 @@ def _url_problems(where: str, settings: HttpSettings, environ: Mapping[str, str]
             f"or set allow_insecure_http = true in [{where}] if the network is trusted"
         )
     return problems
+
+
+_SECRET_PARAMETERS = frozenset({"key", "api_key", "apikey", "api-key", "token", "access_token", "sig"})
+
+
+def _secret_in_query(query: str, settings: HttpSettings, environ: Mapping[str, str] | None) -> bool:
+    """Whether a base URL's query (kept after the path: Azure's ``api-version``) carries a secret:
+    a parameter named like one, or the API key itself."""
+    if not query:
+        return False
+    names = {name.lower() for name, _ in urllib.parse.parse_qsl(query, keep_blank_values=True)}
+    key = read_api_key(settings, environ)
+    return bool(names & _SECRET_PARAMETERS) or (key is not None and key.reveal() in query)
 
 
 def _is_loopback(host: str | None) -> bool:

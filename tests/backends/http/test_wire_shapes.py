@@ -379,3 +379,121 @@ async def test_groqs_usage_under_x_groq_is_read() -> None:
     last = chunk("", "stop", x_groq={"id": "req_01", **usage})
     job, _ = await openai_job(Raw.events(chunk("Fast."), last, "data: [DONE]\n\n"))
     assert job.tokens == Tokens(input=30, output=4)  # type: ignore[attr-defined]
+
+
+async def test_extra_headers_are_sent_their_env_values_hidden_and_the_query_kept_after_the_path(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    secret = "azure-secret-value-0123456789"
+    monkeypatch.setenv("GATEWAY_CRED_FOR_TEST", secret)
+    monkeypatch.delenv("OPENAI_API_KEY")
+    log = tmp_path / "run.jsonl"
+    async with open_fake_openai(default=error_response(401, f"bad api-key {secret}")) as fake:
+        fake.script(Reply("hi"))
+        settings = {
+            "base_url": fake.base_url + "?api-version=2024-10-21",
+            "api_key_required": False,
+            "extra_headers": {"OpenAI-Organization": "org-123"},
+            "extra_headers_env": {"api-key": "GATEWAY_CRED_FOR_TEST"},
+        }
+        result, _ = await run_jobs("openai", settings, ["a", "b"], model="gpt-4o", log=str(log))
+    first = fake.requests[0]
+    assert first.headers["api-key"] == secret and first.headers["openai-organization"] == "org-123"
+    assert "authorization" not in first.headers
+    assert first.path == "/v1/chat/completions"
+    failed = [job for job in result.jobs.values() if not job.ok]
+    assert len(failed) == 1 and secret not in (failed[0].error or "")
+    assert secret not in log.read_text()
+
+
+def test_an_unset_header_variable_and_a_bad_header_name_stop_the_batch_before_it_starts() -> None:
+    from orchestrator.backends.http.openai import KIND, Settings
+
+    settings = Settings(
+        extra_headers={"bad name": "x"}, extra_headers_env={"api-key": "NO_SUCH_VARIABLE_SET"}
+    )
+    problems = KIND.preflight(settings, [])
+    assert any("'bad name' is not a valid HTTP header name" in p for p in problems)
+    assert any("NO_SUCH_VARIABLE_SET is not set" in p for p in problems)
+
+
+def test_the_sdks_base_url_variables_are_honoured_when_the_settings_leave_the_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from orchestrator.backends.http import anthropic, openai
+    from orchestrator.backends.http.endpoint import with_base_url
+
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://gateway.example/v1")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "https://claude-proxy.example")
+    assert with_base_url("openai", openai.Settings()).base_url == "https://gateway.example/v1"
+    assert with_base_url("anthropic", anthropic.Settings()).base_url == "https://claude-proxy.example"
+    mine = openai.Settings(base_url="http://127.0.0.1:8000/v1")
+    assert with_base_url("openai", mine).base_url == "http://127.0.0.1:8000/v1"
+
+
+async def test_openai_base_url_from_the_environment_reaches_the_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with open_fake_openai(default=Reply("via env")) as fake:
+        monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
+        result, _ = await run_jobs("openai", {}, ["q"], model="gpt-4o")
+    assert next(iter(result.jobs.values())).text == "via env" and len(fake.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "url", "warned"),
+    [
+        ("anthropic", "https://api.anthropic.com/v1", True),
+        ("anthropic", "https://api.anthropic.com", False),
+        ("openai", "http://127.0.0.1:8000", True),
+        ("openai", "https://openrouter.ai/api/v1", False),
+        ("openai", "https://api.groq.com/openai/v1/", False),
+    ],
+)
+def test_a_base_url_against_the_convention_is_a_warning(name: str, url: str, warned: bool) -> None:
+    from orchestrator.backends.http.endpoint import base_url_warnings
+
+    assert bool(base_url_warnings(name, url)) == warned
+
+
+def test_a_thinking_budget_not_below_max_tokens_stops_the_batch_before_it_starts() -> None:
+    from orchestrator.backends.http.anthropic import KIND, Options, Settings
+    from orchestrator.spec import JobSpec
+
+    jobs = [
+        JobSpec(
+            id="deep",
+            prompt="q",
+            backend="anthropic",
+            model="claude-sonnet-4-5",
+            max_tokens=2000,
+            options=Options(thinking_budget=4000),
+        ),
+        JobSpec(
+            id="fine",
+            prompt="q",
+            backend="anthropic",
+            model="claude-sonnet-4-5",
+            max_tokens=8000,
+            options=Options(thinking_budget=4000),
+        ),
+    ]
+    (problem,) = KIND.preflight(Settings(), jobs)
+    assert problem.startswith("jobs.deep: anthropic.thinking_budget (4000) must be below max_tokens (2000)")
+
+
+def test_context_size_errors_of_llama_cpp_are_context_length_whatever_the_type() -> None:
+    from orchestrator.backends.status import is_context_length
+
+    assert is_context_length(
+        "the request exceeds the available context size, try increasing it", "server_error"
+    )
+
+
+async def test_a_refusal_is_kept_apart_from_the_text_and_flagged() -> None:
+    delta = {"refusal": "I can't help with that."}
+    body = {"id": "c", "model": "gpt-4o", "choices": [{"index": 0, "delta": delta}]}
+    refusal = "data: " + orjson.dumps(body).decode() + "\n\n"
+    job, _ = await openai_job(Raw.events(refusal, chunk("", "stop"), "data: [DONE]\n\n"))
+    assert job.ok and job.text == "" and job.refused  # type: ignore[attr-defined]
+    assert job.refusal == "I can't help with that."  # type: ignore[attr-defined]

@@ -86,6 +86,7 @@ class OpenAIDecoder:
         self.finish_reason: str | None = None
         self.usage: Mapping[str, Any] | None = None
         self.text: list[str] = []
+        self.refusal: list[str] = []
         self.thinking: list[str] = []
         self.calls: dict[int, _Call] = {}
 
@@ -153,8 +154,8 @@ class OpenAIDecoder:
 
     def _check_reply(self, end: str) -> None:
         """Raise a retryable ``protocol`` error when the stream reached ``end`` with nothing of a
-        reply: no text, no tool call and no finish reason."""
-        if not (self.text or self.calls or self.finish_reason):
+        reply: no text, no refusal, no tool call and no finish reason."""
+        if not (self.text or self.refusal or self.calls or self.finish_reason):
             raise RetryableError(
                 f"the stream ended ({end}) without a reply: no content, tool call or finish reason",
                 kind=ErrorKind.PROTOCOL,
@@ -162,7 +163,9 @@ class OpenAIDecoder:
 
     def _delta(self, delta: Mapping[str, Any], out: list[StreamEvent]) -> None:
         where = "chunk.choices[0].delta"
-        text = str_at(delta, "content", where) or str_at(delta, "refusal", where)
+        if refusal := str_at(delta, "refusal", where):
+            self.refusal.append(refusal)  # not the answer: kept apart (StreamFinished.refusal)
+        text = str_at(delta, "content", where)
         if text:
             self.text.append(text)
             out.append(TextDelta(text))
@@ -212,6 +215,7 @@ class OpenAIDecoder:
                 cost_usd=cost,
                 session_id=self.reply_id,
                 priced_by=priced_by,
+                refusal="".join(self.refusal) if self.refusal else None,
             )
         )
         return out
