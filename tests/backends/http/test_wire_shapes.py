@@ -497,3 +497,48 @@ async def test_a_refusal_is_kept_apart_from_the_text_and_flagged() -> None:
     job, _ = await openai_job(Raw.events(refusal, chunk("", "stop"), "data: [DONE]\n\n"))
     assert job.ok and job.text == "" and job.refused  # type: ignore[attr-defined]
     assert job.refusal == "I can't help with that."  # type: ignore[attr-defined]
+
+
+# --- 7. n > 1 --------------------------------------------------------------------------------------------
+
+
+def choice_chunk(index: int, content: str, finish: str | None = None) -> str:
+    choice = {"index": index, "delta": {"content": content} if content else {}, "finish_reason": finish}
+    return "data: " + orjson.dumps({"id": "c", "model": "m", "choices": [choice]}).decode() + "\n\n"
+
+
+async def test_with_several_choices_only_choice_zero_makes_the_reply() -> None:
+    stream = [
+        choice_chunk(0, "Red"),
+        choice_chunk(1, "Blue"),
+        choice_chunk(1, " sky", "stop"),
+        choice_chunk(0, " apple"),
+        choice_chunk(0, "", "length"),
+        'data: {"id":"c","choices":[{"index":2,"delta":{"content":"Green"}},{"index":0,"delta":{}}]}\n\n',
+        "data: [DONE]\n\n",
+    ]
+    job, _ = await openai_job(Raw.events(*stream))
+    assert job.ok and job.text == "Red apple" and job.stop_reason == "length"  # type: ignore[attr-defined]
+
+
+# --- 10. unknown usage is unknown ----------------------------------------------------------------------
+
+
+async def test_a_reply_without_usage_has_unknown_tokens_cost_counted_never_zero() -> None:
+    async with open_fake_openai(default=Reply("no usage", usage=False)) as fake:
+        result, _ = await run_jobs("openai", {"base_url": fake.base_url}, ["a", "b"], model="gpt-4o-mini")
+    assert all(job.cost_usd is None for job in result.jobs.values())
+    assert result.summary.cost_unknown_jobs == 2 and result.summary.cost_usd == 0.0
+    out = io.StringIO()
+    print_summary(result.summary, [], stream=out, log=None)
+    assert "unknown for 2 jobs" in out.getvalue()
+
+
+async def test_a_whole_json_reply_without_usage_has_an_unknown_cost() -> None:
+    completion = {
+        "id": "x",
+        "model": "gpt-4o",
+        "choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}],
+    }
+    job, _ = await openai_job(json_200(completion))
+    assert job.ok and job.cost_usd is None  # type: ignore[attr-defined]

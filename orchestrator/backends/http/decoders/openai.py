@@ -21,7 +21,8 @@ attempt with a retryable ``protocol`` error (the text it carried would otherwise
 the model name and usage counts of the wrong type read as unknown (see
 :mod:`orchestrator.backends.fields`).
 
-Only the first choice is read: a job asks for one reply.
+Only choice ``index`` 0 is read (a chunk without an index counts as 0): a job asks for one reply,
+and with ``n > 1`` in ``extra_body`` the other choices' chunks interleave with it.
 """
 
 from __future__ import annotations
@@ -136,14 +137,16 @@ class OpenAIDecoder:
             usage = dict_or_empty(chunk.get("x_groq")).get("usage")  # Groq puts it there
         if isinstance(usage, dict):
             self.usage = usage
-        choices = list_at(chunk, "choices", "chunk")
-        if not choices:
-            return out
-        choice = as_object(choices[0], "chunk.choices[0]")
-        self._delta(object_at(choice, "delta", "chunk.choices[0]"), out)
-        finish_reason = str_at(choice, "finish_reason", "chunk.choices[0]")
-        if finish_reason:
-            self.finish_reason = finish_reason
+        for n, raw in enumerate(list_at(chunk, "choices", "chunk")):
+            where = f"chunk.choices[{n}]"
+            choice = as_object(raw, where)
+            # With n > 1 the choices' chunks interleave: the job's reply is choice 0 alone.
+            if (int_at(choice, "index", where) or 0) != 0:
+                continue
+            self._delta(object_at(choice, "delta", where), out)
+            finish_reason = str_at(choice, "finish_reason", where)
+            if finish_reason:
+                self.finish_reason = finish_reason
         return out
 
     def finish(self) -> list[StreamEvent]:
