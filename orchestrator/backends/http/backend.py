@@ -28,12 +28,12 @@ from orchestrator.backends.http.exchange import (
     DEFAULT_CONCURRENCY,
     ApiKey,
     StreamDecoder,
-    check_settings,
     open_http_pool,
     read_api_key,
     redactor,
     stream_attempt,
 )
+from orchestrator.backends.http.preflight import check_settings
 from orchestrator.backends.http.prices import Price, PriceBook
 from orchestrator.backends.http.status import Redact
 from orchestrator.backends.request import estimated_input_tokens

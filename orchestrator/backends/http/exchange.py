@@ -1,5 +1,6 @@
-"""What the HTTP API backends (``anthropic``, ``openai``) share: the API key, the settings
-checks, the connection pool, and the attempt loop that turns one streamed response into events.
+"""What the HTTP API backends (``anthropic``, ``openai``) share: the API key, the connection
+pool, and the attempt loop that turns one streamed response into events (the settings checks
+are in :mod:`.preflight`).
 
 Each backend supplies the request (a pure function of the job) and a decoder: a pure state
 machine taking server-sent events and returning stream events (see :class:`StreamDecoder`).
@@ -17,24 +18,21 @@ Timeouts of an attempt and who enforces them:
 Secrets: the key is read from the environment when the batch opens and kept in an
 :class:`ApiKey`, whose ``repr`` and ``str`` hide it. It goes into one request header and nowhere
 else; every error message passes through :meth:`ApiKey.redact` in case a server echoes it, and
-the runner hides it again in everything the backend sends. Preflight refuses a key with a control
-character, credentials, a key in the query or a fragment in ``base_url``, and a key sent over
-plain ``http://`` to a host other than this machine unless ``allow_insecure_http = true``.
+the runner hides it again in everything the backend sends. Preflight (:mod:`.preflight`) refuses
+a key with a control character, credentials, a key in the query or a fragment in ``base_url``,
+and a key sent over plain ``http://`` to a host other than this machine unless
+``allow_insecure_http = true``.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import os
-import ssl
 import time
-import urllib.parse
 import zlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import trio
 
@@ -47,7 +45,6 @@ from orchestrator.events import SessionStarted, StreamEvent, StreamWarning
 from orchestrator.http import (
     ConnectError,
     ConnectionPool,
-    Origin,
     ProxyConfig,
     Response,
     ServerSentEvent,
@@ -57,10 +54,9 @@ from orchestrator.http import (
     client_ssl_context,
     open_pool,
 )
-from orchestrator.redact import Redactor, has_control_characters
+from orchestrator.redact import Redactor
 from orchestrator.resources import out_of_files_message
 from orchestrator.run.watchdog import signs_of_life, wait_for_first_event
-from orchestrator.spec import JobSpec
 
 DONE_GRACE = 2.0
 """After the reply's end marker, how long to wait for the end of the HTTP body (normally it is
@@ -152,136 +148,6 @@ def read_api_key(settings: HttpSettings, environ: Mapping[str, str] | None = Non
     env = os.environ if environ is None else environ
     value = env.get(settings.api_key_env, "").strip()
     return ApiKey(value) if value else None
-
-
-_EXAMPLE_MODEL = {"anthropic": "claude-haiku-4-5", "openai": "gpt-4o-mini"}
-
-
-def check_settings(
-    name: str, settings: HttpSettings, jobs: Sequence[JobSpec], environ: Mapping[str, str] | None = None
-) -> list[str]:
-    """Problems that stop a batch before it starts: no key or a key with a control character, a
-    bad URL (credentials or a fragment in it, or a key sent in clear to another machine), a bad CA
-    file, no model. No line quotes the key."""
-    problems: list[str] = []
-    where = f"backends.{name}"
-    if settings.api_key_required and read_api_key(settings, environ) is None:
-        problems.append(
-            f"{where}: the API key is missing: environment variable {settings.api_key_env} is not set: "
-            f"run `export {settings.api_key_env}=<your key>` first (or set api_key_env to the variable "
-            "that holds the key)"
-        )
-    if not settings.base_url.startswith(("https://", "http://")):
-        shown = Redactor().text(settings.base_url)  # without credentials, if it has any
-        problems.append(f"{where}.base_url: expected an http:// or https:// URL, got {shown!r}")
-    else:
-        problems.extend(_connection_problems(where, settings))
-        problems += _url_problems(where, settings, environ)
-    if has_control_characters((os.environ if environ is None else environ).get(settings.api_key_env, "")):
-        # Never quote the key: this line is printed.
-        problems.append(
-            f"{where}: the API key in {settings.api_key_env} contains a control character (a newline?); "
-            "it cannot go in a header: set the key alone"
-        )
-    if settings.ca_file is not None and not os.path.isfile(settings.ca_file):
-        problems.append(f"{where}.ca_file: no such file: {settings.ca_file}")
-    elif settings.ca_file is not None:
-        try:
-            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=settings.ca_file)
-        except (ssl.SSLError, OSError, ValueError):
-            problems.append(f"{where}.ca_file: no CA certificate (PEM) in {settings.ca_file}")
-    missing = [job.id for job in jobs if not job.model]
-    if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        problems.append(
-            f"{name}: jobs without a model ({shown}): set model in [defaults] or on the job, "
-            f'e.g. model = "{_EXAMPLE_MODEL.get(name, "the model name")}"'
-        )
-    return problems
-
-
-def _connection_problems(where: str, settings: HttpSettings) -> list[str]:
-    """What would fail every attempt at connect time: a URL that does not parse (a bad port, a
-    broken IPv6 address, a host name that cannot be encoded) or a proxy from the environment
-    that does not. Found here, they stop the batch before it starts instead of failing each job."""
-    try:
-        origin, _ = Origin.split(settings.base_url)
-        origin.authority  # noqa: B018  (encodes the host name: IDNA may refuse it)
-    except ValueError as exc:
-        shown = Redactor().text(settings.base_url)  # without credentials, if it has any
-        return [f"{where}.base_url: not a usable URL ({exc}): {shown!r}"]
-    if not settings.proxy:
-        return []
-    try:
-        proxy = ProxyConfig.from_env().select(origin)
-        if proxy is not None:
-            parts = urlsplit(proxy if "://" in proxy else "http://" + proxy)
-            parts.port  # noqa: B018  (raises for a port out of range or not a number)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError("expected http://HOST:PORT or https://HOST:PORT")
-    except ValueError as exc:
-        variable = "HTTPS_PROXY" if origin.scheme == "https" else "HTTP_PROXY"
-        return [
-            f"{where}.proxy: the proxy from the environment ({variable} or ALL_PROXY) is not a usable "
-            f"URL ({exc}); fix it, or set proxy = false"
-        ]
-    return []
-
-
-def _url_problems(where: str, settings: HttpSettings, environ: Mapping[str, str] | None) -> list[str]:
-    try:
-        url = urllib.parse.urlsplit(settings.base_url)
-        host = url.hostname
-    except ValueError:
-        return []  # the pool says what is wrong with it
-    problems: list[str] = []
-    if url.username is not None or url.password is not None:
-        problems.append(
-            f"{where}.base_url: credentials in the URL would be written to the log; put the key in the "
-            f"environment variable named by api_key_env"
-        )
-    if url.fragment:
-        problems.append(f"{where}.base_url: has a fragment (#...), which a request URL cannot carry")
-    if _secret_in_query(url.query, settings, environ):
-        problems.append(
-            f"{where}.base_url: has a key in its query string, which would be written to the log; put "
-            f"it in the environment variable named by api_key_env (or in extra_headers_env)"
-        )
-    if (
-        url.scheme == "http"
-        and not _is_loopback(host)
-        and read_api_key(settings, environ) is not None
-        and not getattr(settings, "allow_insecure_http", False)
-    ):
-        problems.append(
-            f"{where}.base_url: plain http:// to {host} would send the API key in clear; use https://, "
-            f"or set allow_insecure_http = true in [{where}] if the network is trusted"
-        )
-    return problems
-
-
-_SECRET_PARAMETERS = frozenset({"key", "api_key", "apikey", "api-key", "token", "access_token", "sig"})
-
-
-def _secret_in_query(query: str, settings: HttpSettings, environ: Mapping[str, str] | None) -> bool:
-    """Whether a base URL's query (kept after the path: Azure's ``api-version``) carries a secret:
-    a parameter named like one, or the API key itself."""
-    if not query:
-        return False
-    names = {name.lower() for name, _ in urllib.parse.parse_qsl(query, keep_blank_values=True)}
-    key = read_api_key(settings, environ)
-    return bool(names & _SECRET_PARAMETERS) or (key is not None and key.reveal() in query)
-
-
-def _is_loopback(host: str | None) -> bool:
-    if host is None:
-        return False
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @asynccontextmanager
