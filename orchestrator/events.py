@@ -82,6 +82,9 @@ class BatchSummary:
     priced_by: Mapping[str, str] = attrs.field(factory=dict)
     """Model -> the price source that priced its replies (``"genai-prices 0.2.5"``,
     ``"built-in table"``, ``"job file"``), for backends that price replies from a table."""
+    stream_warnings: int = 0
+    """``stream_warning`` events: odd data a backend read past (a reply without usage, tool input
+    that is not JSON, a stream that ended without its end marker). The messages are in the log."""
 
     @property
     def simulated(self) -> bool:
@@ -137,6 +140,9 @@ class SessionStarted:
     session_id: str | None = None
     model: str | None = None
     tools: tuple[str, ...] = ()
+    request_id: str | None = None
+    """The provider's id of this attempt's HTTP request (``request-id``, ``x-request-id``), for
+    its support; None when there is none (logs before it: None)."""
 
 
 @attrs.frozen
@@ -242,6 +248,9 @@ class StreamFinished:
     permission_denials: tuple[Mapping[str, Any], ...] = ()
     """Tool uses the backend refused for want of permission (the Claude Code CLI's
     ``permission_denials``: ``tool_name``, ``tool_use_id``, ``tool_input``), as it reported them."""
+    refusal: str | None = None
+    """The model's refusal, kept apart from the reply text (OpenAI's ``refusal`` field); None
+    when it did not refuse that way (Anthropic says ``stop_reason = "refusal"`` instead)."""
 
 
 @attrs.frozen

@@ -9,6 +9,10 @@ Why a callback rather than an async iterator: the backend keeps ownership of its
 and cancel scopes (an async generator must not yield from inside those under trio), and ``emit``
 is where backpressure, tagging and the idle watchdog live, so a backend cannot get them wrong.
 
+A backend that hears from its server between events (keep-alive comments, pings) says so with
+:func:`orchestrator.run.watchdog.signs_of_life`; one that times the wait for its first event
+itself calls :func:`~orchestrator.run.watchdog.wait_for_first_event`, so idle counts only after it.
+
 ``emit`` must not be called from two tasks at once: a backend that reads several streams
 funnels their events through one task, so per-job sequence numbers stay in order.
 

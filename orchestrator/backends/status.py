@@ -68,6 +68,7 @@ _CONTEXT_MARKERS = (
     "prompt is too long",
     "maximum context",
     "too many tokens",
+    "context size",  # llama.cpp: "the request exceeds the available context size"
 )
 
 

@@ -270,6 +270,8 @@ def print_summary(
     if summary.already_done:
         table.add_row("resumed", f"{summary.already_done} jobs already done in the log, not run again")
     table.add_row("attempts", f"{summary.attempts} ({summary.retries} retries)")
+    if summary.stream_warnings:
+        table.add_row("warnings", f"{summary.stream_warnings} stream warnings (in the log: stream_warning)")
     tokens = summary.tokens
     cache = (
         f", cache read {tokens.cache_read:,} / write {tokens.cache_creation:,}"

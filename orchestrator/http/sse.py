@@ -6,7 +6,8 @@ Follows the WHATWG "interpreting an event stream" rules:
 * one leading UTF-8 byte order mark is dropped;
 * lines starting with ``:`` are comments;
 * ``field:value`` takes one optional space after the colon; a line without a colon is a field
-  with an empty value; unknown fields are ignored;
+  with an empty value; unknown fields are ignored, except ``error`` (older llama.cpp servers send
+  a failure as an ``error:`` line): its value is data, and the event it ends is an ``error`` event;
 * ``data`` lines of one event are joined with ``\\n``; a blank line dispatches the event; an
   event without ``data`` is not dispatched (its ``id`` and ``retry`` still count);
 * an ``id`` containing NUL is ignored; the last id persists from event to event;
@@ -54,6 +55,7 @@ class SSEDecoder:
     __slots__ = (
         "_data",
         "_data_size",
+        "_error",
         "_event",
         "_pending",
         "_retry",
@@ -72,6 +74,7 @@ class SSEDecoder:
         self._data: list[bytes] = []
         self._data_size = 0
         self._event = ""
+        self._error = False
         self._retry: int | None = None
         self.last_event_id = ""
         """The last ``id`` seen; it persists across events."""
@@ -135,6 +138,12 @@ class SSEDecoder:
                 self._data_size += len(value) + 1
                 if self._data_size > self.max_event_bytes:
                     raise SSEError("an SSE event is larger than max_event_bytes")
+            elif name == b"error":
+                # Not in the standard: older llama.cpp servers send a failure as an ``error:`` line
+                # (then ``data: [DONE]``). Read it as the data of an ``error`` event, not dropped.
+                self._data.append(value)
+                self._data_size += len(value) + 1
+                self._error = True
             elif name == b"event":
                 self._event = value.decode("utf-8", "replace")
             elif name == b"id":
@@ -147,11 +156,11 @@ class SSEDecoder:
     def _dispatch(self) -> ServerSentEvent:
         data = self._data
         raw = data[0] if len(data) == 1 else b"\n".join(data)
-        event = ServerSentEvent(
-            raw.decode("utf-8", "replace"), self._event or "message", self.last_event_id, self._retry
-        )
+        name = "error" if self._error else self._event or "message"
+        event = ServerSentEvent(raw.decode("utf-8", "replace"), name, self.last_event_id, self._retry)
         self._data = []
         self._data_size = 0
         self._event = ""
+        self._error = False
         self._retry = None
         return event

@@ -32,7 +32,9 @@ from orchestrator.events import (
     JobSucceeded,
     OutputParsed,
     RetryScheduled,
+    SessionStarted,
     StreamFinished,
+    StreamWarning,
     Tagged,
     TextDelta,
     TextRetracted,
@@ -68,6 +70,8 @@ class JobResult:
     duration_s: float | None
     stop_reason: str | None = None
     session_id: str | None = None
+    request_id: str | None = None
+    """The provider's id of the final attempt's request (for its support), when it gave one."""
     error_kind: ErrorKind | Literal["cancelled", "skipped"] | None = None
     """Why a failed job failed; a cancelled or skipped job's status (it was stopped, not failed)."""
     error: str | None = None
@@ -86,10 +90,17 @@ class JobResult:
     output: Any = None
     """The final attempt's structured output (its ``output_parsed`` value): the reply's JSON,
     parsed and checked against the job's ``output_schema``; None for a job without one."""
+    refusal: str | None = None
+    """The model's refusal text, apart from ``text`` (see :attr:`refused`)."""
 
     @property
     def ok(self) -> bool:
         return self.status == "succeeded"
+
+    @property
+    def refused(self) -> bool:
+        """Whether the model refused: a refusal text, or the stop reason ``refusal``."""
+        return self.refusal is not None or self.stop_reason == "refusal"
 
 
 @attrs.define(slots=True)
@@ -102,6 +113,7 @@ class _Attempt:
     first_output: float | None = None
     meter: AttemptMeter = attrs.Factory(AttemptMeter)
     output: Any = None
+    request_id: str | None = None
 
 
 @attrs.define(slots=True)
@@ -147,6 +159,7 @@ class Aggregator:
         self._failures: dict[ErrorKind, int] = {}
         self._already_done = 0
         self._simulated = 0
+        self._warnings = 0
         self._priced_by: dict[str, str] = {}
         self._order: list[str] = []  # job ids in job_queued order: positions for jobs_skipped
         self.skipped: dict[str, str] = {}
@@ -208,6 +221,9 @@ class Aggregator:
                 job.model, job.backend = event.model, event.backend
         attempt = job.current
         match event:
+            case SessionStarted(request_id=request_id) if request_id is not None:
+                if attempt is not None:
+                    attempt.request_id = request_id
             case TextDelta(text=text):
                 if attempt is not None:
                     if attempt.first_output is None:
@@ -250,6 +266,8 @@ class Aggregator:
                     attempt.output = value
             case JobInput():
                 job.input = event
+            case StreamWarning():
+                self._warnings += 1
             case JobSucceeded() | JobFailed() | JobCancelled() | JobSkipped():
                 self._finish(job_id, job, tagged)
             case _:
@@ -302,6 +320,7 @@ class Aggregator:
             duration_s=_elapsed(job.first_start, tagged.ts),
             stop_reason=finished.stop_reason if finished is not None else None,
             session_id=finished.session_id if finished is not None else None,
+            request_id=attempt.request_id if attempt is not None else None,
             error_kind=error_kind,
             error=error,
             row=job.input.row if job.input is not None else NO_ROW,
@@ -313,6 +332,7 @@ class Aggregator:
             if finished is not None and output is not None
             else (),
             output=output.output if output is not None else None,
+            refusal=finished.refusal if finished is not None and output is not None else None,
         )
 
     def summary(self, wall_s: float, *, stopped: str | None = None) -> BatchSummary:
@@ -353,6 +373,7 @@ class Aggregator:
             already_done=self._already_done,
             simulated=self._simulated,
             priced_by=self._priced_by,
+            stream_warnings=self._warnings,
         )
 
     @property
@@ -433,6 +454,7 @@ def summarize(
     already_done: int = 0,
     simulated: int = 0,
     priced_by: Mapping[str, str] | None = None,
+    stream_warnings: int = 0,
 ) -> BatchSummary:
     """A :class:`BatchSummary` from totals: rates, percentiles and rounding done one way for the
     live fold and for reports that combine several runs."""
@@ -458,6 +480,7 @@ def summarize(
         already_done=already_done,
         simulated_jobs=simulated,
         priced_by=dict(sorted((priced_by or {}).items())),
+        stream_warnings=stream_warnings,
         succeeded=counts["succeeded"],
         failed=counts["failed"],
         cancelled=counts["cancelled"],

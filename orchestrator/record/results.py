@@ -94,7 +94,7 @@ def result_row(result: JobResult) -> Row:
         duration_s=result.duration_s,
         backend=result.backend,
         model=result.model,
-        request_id=getattr(result, "request_id", None),
+        request_id=result.request_id,
         session_id=result.session_id,
         metadata=dict(result.metadata),
     )

@@ -240,6 +240,7 @@ def _summary_html(report: Report) -> str:
         ("failed", f"{s.failed:,}"),
         ("cancelled / skipped", f"{s.cancelled:,} / {s.skipped:,}"),
         ("attempts (retries)", f"{s.attempts:,} ({s.retries:,})"),
+        *([("stream warnings", f"{s.stream_warnings:,}")] if s.stream_warnings else []),
         ("tokens in / out", f"{s.tokens.input:,} / {s.tokens.output:,}"),
         ("cost", cost),
         ("wall time", f"{s.wall_s:.2f}s"),

@@ -115,6 +115,7 @@ def combine(runs: Sequence[RunReport], rows: Mapping[str, JobRow]) -> BatchSumma
         already_done=runs[0].summary.already_done,
         # a job run on the simulator in several runs is one simulated job
         simulated=min(len(rows), sum(run.summary.simulated_jobs for run in runs)),
+        stream_warnings=sum(run.summary.stream_warnings for run in runs),
         priced_by={model: source for run in runs for model, source in run.summary.priced_by.items()},
     )
 

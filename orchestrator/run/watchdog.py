@@ -4,11 +4,18 @@ A timeout scope per read would cost a deadline update per event; instead each at
 the time of its last event (a float store) and this task wakes only when some attempt's
 ``last + idle`` comes due, re-checks it, and cancels that attempt's scope if it really was idle.
 Exact under trio's virtual clock.
+
+A backend may say more than its events do, about the attempt its task is running (the watch is
+found through a context variable, set when the attempt's watch starts): :func:`signs_of_life`
+(the server sent something that is not an event, such as an SSE keep-alive comment: not idle) and
+:func:`wait_for_first_event` (the backend times the wait for its first event itself, so idle does
+not count until then).
 """
 
 from __future__ import annotations
 
 import math
+from contextvars import ContextVar
 
 import attrs
 import trio
@@ -38,6 +45,25 @@ class Watch:
         self.active = False
 
 
+_ATTEMPT: ContextVar[Watch | None] = ContextVar("attempt_watch", default=None)
+
+
+def signs_of_life() -> None:
+    """The running attempt's stream is alive without an event (a keep-alive): its idle time
+    starts again. Does not end a :func:`wait_for_first_event` wait. No-op outside a watch."""
+    watch = _ATTEMPT.get()
+    if watch is not None:
+        watch.last = trio.current_time()
+
+
+def wait_for_first_event() -> None:
+    """The running attempt times the wait for its first event itself: idle does not count until
+    its next event (``emit`` touches the watch). Deadlines still count. No-op outside a watch."""
+    watch = _ATTEMPT.get()
+    if watch is not None:
+        watch.paused = True
+
+
 class IdleWatchdog:
     """Cancels the scope of any watched attempt that has had no event for ``idle`` seconds or
     has reached its ``deadline``. One task and one heap for the whole batch: cheaper than a
@@ -55,13 +81,16 @@ class IdleWatchdog:
         bounded by the attempts in flight, at amortised constant cost.
         """
         watch.close()
+        if _ATTEMPT.get() is watch:
+            _ATTEMPT.set(None)
         self._closed += 1
         if self._closed > 1024 and self._closed * 2 > len(self._timeline):
             self._timeline.keep(lambda watch: watch.active)
             self._closed = 0
 
     def watch(self, scope: trio.CancelScope, idle: float | None, deadline: float | None = None) -> Watch:
-        """Start watching ``scope``; the caller must ``close()`` the watch when the attempt ends."""
+        """Start watching ``scope``, the calling task's attempt; the caller must :meth:`release`
+        the watch when the attempt ends, from the same task."""
         now = trio.current_time()
         watch = Watch(
             scope=scope,
@@ -70,6 +99,7 @@ class IdleWatchdog:
             last=now,
         )
         self._timeline.push(min(now + watch.idle, watch.deadline), watch)
+        _ATTEMPT.set(watch)  # the calling task's attempt, for signs_of_life and wait_for_first_event
         return watch
 
     def _check(self, watch: Watch, now: float) -> None:

@@ -162,3 +162,9 @@ def test_the_decoder_is_total_whatever_the_bytes(pieces: list[bytes], max_event_
                 assert event.retry is None or (type(event.retry) is int and event.retry >= 0)
     except SSEError:
         pass  # a line or an event over the limit: the decoder's one declared error
+
+
+def test_an_error_field_line_is_an_error_event_not_dropped() -> None:
+    decoder = SSEDecoder()
+    events = decoder.feed(b'error: {"message":"boom"}\n\ndata: [DONE]\n\n')
+    assert events == [ServerSentEvent('{"message":"boom"}', "error"), ServerSentEvent("[DONE]")]

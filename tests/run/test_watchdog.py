@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 import trio
 
-from orchestrator.run.watchdog import IdleWatchdog
+from orchestrator.run.watchdog import IdleWatchdog, signs_of_life, wait_for_first_event
 
 
 async def test_an_idle_scope_is_cancelled_exactly_idle_seconds_after_its_last_touch(
@@ -61,3 +61,37 @@ async def test_ended_attempts_do_not_pile_up_in_the_heap(autojump_clock: Any) ->
     for _ in range(10_000):  # attempts with a deadline far away, each ending at once
         dog.release(dog.watch(trio.CancelScope(), None, trio.current_time() + 900.0))
     assert len(dog._timeline) <= 2048
+
+
+async def test_signs_of_life_restart_the_idle_time_of_the_calling_tasks_attempt(autojump_clock: Any) -> None:
+    dog = IdleWatchdog()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(dog.run)
+        start = trio.current_time()
+        with trio.CancelScope() as scope:
+            watch = dog.watch(scope, 5.0)
+            for _ in range(3):
+                await trio.sleep(4.0)
+                signs_of_life()  # a keep-alive: no event, but not idle
+            await trio.sleep_forever()
+        assert watch.fired == "idle" and trio.current_time() - start == pytest.approx(17.0)
+        dog.release(watch)
+        signs_of_life()  # outside a watch: nothing to do
+        nursery.cancel_scope.cancel()
+
+
+async def test_idle_does_not_count_while_waiting_for_the_first_event(autojump_clock: Any) -> None:
+    dog = IdleWatchdog()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(dog.run)
+        start = trio.current_time()
+        with trio.CancelScope() as scope:
+            watch = dog.watch(scope, 1.0, deadline=start + 100.0)
+            wait_for_first_event()
+            await trio.sleep(30.0)  # a model thinking: no event, no idle
+            assert not watch.fired
+            watch.touch(trio.current_time())  # the first event: idle counts from here
+            await trio.sleep_forever()
+        assert watch.fired == "idle" and trio.current_time() - start == pytest.approx(31.0)
+        dog.release(watch)
+        nursery.cancel_scope.cancel()

@@ -17,7 +17,7 @@ the batch before it starts (exit 2). It is sent as ``x-api-key`` and nowhere els
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -139,6 +139,26 @@ def _cached(text: str) -> dict[str, Any]:
     return {"type": "text", "text": text, "cache_control": _EPHEMERAL}
 
 
+def thinking_problems(settings: Settings, jobs: Sequence[JobSpec]) -> list[str]:
+    """Jobs whose ``thinking_budget`` is not below their ``max_tokens`` (the API refuses every
+    such request with a 400): found before the batch starts, one line for all of them."""
+    bad = [
+        (job.id, options.thinking_budget, limit)
+        for job in jobs
+        if isinstance(options := job.options, Options)
+        and options.thinking_budget is not None
+        and options.thinking_budget >= (limit := job.max_tokens or settings.max_tokens)
+    ]
+    if not bad:
+        return []
+    job_id, budget, limit = bad[0]
+    more = f" (and {len(bad) - 1} more jobs)" if len(bad) > 1 else ""
+    return [
+        f"jobs.{job_id}: anthropic.thinking_budget ({budget}) must be below max_tokens ({limit}){more}: "
+        "raise max_tokens or lower the budget"
+    ]
+
+
 def request_headers(settings: Settings, options: Options, key: ApiKey | None) -> list[tuple[bytes, bytes]]:
     headers = [
         (b"content-type", b"application/json"),
@@ -162,5 +182,6 @@ KIND = HttpKind(
         headers=request_headers,
         body=request_body,
         decoder=AnthropicDecoder,
+        checks=thinking_problems,
     )
 )

@@ -15,24 +15,35 @@ import attrs
 import orjson
 
 from orchestrator.backends.base import Emit
+from orchestrator.backends.http.endpoint import (
+    base_url_warnings,
+    extra_headers,
+    header_problems,
+    header_secrets,
+    merged_headers,
+    request_url,
+    with_base_url,
+)
 from orchestrator.backends.http.exchange import (
     DEFAULT_CONCURRENCY,
     ApiKey,
     StreamDecoder,
-    check_settings,
     open_http_pool,
     read_api_key,
     redactor,
     stream_attempt,
 )
+from orchestrator.backends.http.preflight import check_settings
 from orchestrator.backends.http.prices import Price, PriceBook
 from orchestrator.backends.http.status import Redact
 from orchestrator.backends.request import estimated_input_tokens
+from orchestrator.diagnostics import logger
 from orchestrator.events import Tokens
 from orchestrator.http import ConnectionPool
 from orchestrator.spec import JobSpec
 
 Headers = list[tuple[bytes, bytes]]
+_log = logger(__name__)
 _UNBOUNDED_REPLY = 1024  # reply tokens assumed when neither the job nor the settings cap them
 
 
@@ -48,10 +59,21 @@ class TransportSettings:
     proxy: bool = True
     """Honour ``HTTPS_PROXY``/``NO_PROXY`` from the environment."""
     connect_timeout: float = attrs.field(default=30.0, metadata={"gt": 0})
-    first_event_timeout: float | None = attrs.field(default=None, metadata={"gt": 0})
-    """Longest wait for the first event of a reply; None: only the job's idle timeout applies."""
+    first_event_timeout: float | None = attrs.field(default=600.0, metadata={"gt": 0})
+    """Longest wait for the first event of a reply (text, thinking or a tool call): a reasoning
+    model may stream nothing for minutes while it thinks, so the job's idle timeout counts only
+    after it. None: no wait of its own, the idle timeout counts from the request."""
+    max_event_bytes: int = attrs.field(default=1 << 20, metadata={"min": 1024})
+    """Largest server-sent event (and line) read; a bigger one fails the job (``protocol``, not
+    retried: the same request gets the same event). 1 MiB."""
     prices: Mapping[str, Price] = attrs.field(factory=dict)
     """Prices per million tokens, ahead of genai-prices (when installed) and the built-in table."""
+    extra_headers: Mapping[str, str] = attrs.field(factory=dict)
+    """More request headers, as is (``OpenAI-Organization``, OpenRouter's ``HTTP-Referer``). They
+    are logged with the settings: put secrets in ``extra_headers_env``."""
+    extra_headers_env: Mapping[str, str] = attrs.field(factory=dict)
+    """Header name -> the environment variable holding its value (Azure's ``api-key``, a
+    gateway's token): read when the batch opens, hidden wherever it shows up, never logged."""
     allow_insecure_http: bool = False
     """Send the API key over plain ``http://`` to a host that is not this machine (refused by
     default: anyone on the way could read it)."""
@@ -70,6 +92,8 @@ class HttpApi:
     headers: Callable[[Any, Any, ApiKey | None], Headers]
     body: Callable[[JobSpec, Any, Any], dict[str, Any]]
     decoder: Callable[[str | None, PriceBook, Redact], StreamDecoder]
+    checks: Callable[[Any, Sequence[JobSpec]], list[str]] | None = None
+    """More preflight problems of this API's own (``settings, jobs`` in, lines out)."""
     refunds_unused_tokens: bool = True
     """Whether the server's token rate limit gives back what a request reserved and did not use.
     Anthropic corrects its output-token estimate when a reply ends; OpenAI charges the prompt
@@ -85,7 +109,8 @@ class HttpBackend:
         self.settings = settings
         self.pool = pool
         self.key = key
-        self.url = settings.base_url.rstrip("/") + api.path
+        self.url = request_url(settings.base_url, api.path)
+        self.extra_headers = extra_headers(settings)
         self.prices = PriceBook(api.name, api.prices, settings.prices)
         self.refunds_unused_tokens = api.refunds_unused_tokens
 
@@ -102,12 +127,13 @@ class HttpBackend:
         await stream_attempt(
             self.pool,
             self.url,
-            api.headers(self.settings, options, self.key),
+            merged_headers(api.headers(self.settings, options, self.key), self.extra_headers),
             orjson.dumps(api.body(job, options, self.settings)),
             api.decoder(job.model, self.prices, redactor(self.key)),
             emit,
             first_event_timeout=self.settings.first_event_timeout,
             key=self.key,
+            max_event_bytes=self.settings.max_event_bytes,
         )
 
 
@@ -124,15 +150,21 @@ class HttpKind:
         self.Settings = api.settings
 
     def preflight(self, settings: Any, jobs: Sequence[JobSpec]) -> list[str]:
-        return check_settings(self.name, settings, jobs)
+        settings = with_base_url(self.name, settings)
+        for warning in base_url_warnings(self.name, settings.base_url):
+            _log.warning(warning)
+        problems = check_settings(self.name, settings, jobs) + header_problems(self.name, settings)
+        return problems + (self.api.checks(settings, jobs) if self.api.checks is not None else [])
 
     def secrets(self, settings: Any) -> list[str]:
-        """The API key this backend sends, for the runner to hide wherever it shows up."""
+        """The API key and the extra headers' values from the environment this backend sends, for
+        the runner to hide wherever they show up."""
         key = read_api_key(settings)
-        return [] if key is None else [key.reveal()]
+        return ([] if key is None else [key.reveal()]) + header_secrets(settings)
 
     @asynccontextmanager
     async def _open(self, settings: Any) -> AsyncIterator[HttpBackend]:
+        settings = with_base_url(self.name, settings)
         async with open_http_pool(settings) as pool:
             yield HttpBackend(self.api, settings, pool, read_api_key(settings))
 

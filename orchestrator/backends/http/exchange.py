@@ -1,5 +1,6 @@
-"""What the HTTP API backends (``anthropic``, ``openai``) share: the API key, the settings
-checks, the connection pool, and the attempt loop that turns one streamed response into events.
+"""What the HTTP API backends (``anthropic``, ``openai``) share: the API key, the connection
+pool, and the attempt loop that turns one streamed response into events (the settings checks
+are in :mod:`.preflight`).
 
 Each backend supplies the request (a pure function of the job) and a decoder: a pure state
 machine taking server-sent events and returning stream events (see :class:`StreamDecoder`).
@@ -7,42 +8,43 @@ machine taking server-sent events and returning stream events (see :class:`Strea
 Timeouts of an attempt and who enforces them:
 
 ``connect_timeout``      the pool: TCP, proxy tunnel and TLS handshake of a new connection
-``first_event_timeout``  here: one cancel scope per attempt, lifted at the first stream event
-``timeouts.idle``        the runner's watchdog: no event for that long cancels the attempt
+``first_event_timeout``  here: one cancel scope per attempt, lifted at the reply's first event
+                         (text, thinking, a tool call; not the session's start), default 600 s
+``timeouts.idle``        the runner's watchdog: no event for that long cancels the attempt; it
+                         counts only after the first event, and any bytes from the server (SSE
+                         keep-alive comments, Anthropic's ``ping``) restart it
 ``timeouts.attempt``     the runner: the whole attempt
 
 Secrets: the key is read from the environment when the batch opens and kept in an
 :class:`ApiKey`, whose ``repr`` and ``str`` hide it. It goes into one request header and nowhere
 else; every error message passes through :meth:`ApiKey.redact` in case a server echoes it, and
-the runner hides it again in everything the backend sends. Preflight refuses a key with a control
-character, credentials or a query string in ``base_url``, and a key sent over plain ``http://`` to
-a host other than this machine unless ``allow_insecure_http = true``.
+the runner hides it again in everything the backend sends. Preflight (:mod:`.preflight`) refuses
+a key with a control character, credentials, a key in the query or a fragment in ``base_url``,
+and a key sent over plain ``http://`` to a host other than this machine unless
+``allow_insecure_http = true``.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import os
-import ssl
 import time
-import urllib.parse
-from collections.abc import AsyncIterator, Mapping, Sequence
+import zlib
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Protocol
-from urllib.parse import urlsplit
+from typing import Any, Protocol
 
 import trio
 
 from orchestrator.backends.base import Emit
+from orchestrator.backends.http.plain import Decompress, decompressor, is_event_stream, read_plain_body
 from orchestrator.backends.http.ratelimit_headers import rate_limit_info
 from orchestrator.backends.http.status import Redact, error_for_status
 from orchestrator.errors import ErrorKind, FatalError, RetryableError
-from orchestrator.events import StreamEvent
+from orchestrator.events import SessionStarted, StreamEvent, StreamWarning
 from orchestrator.http import (
     ConnectError,
     ConnectionPool,
-    Origin,
     ProxyConfig,
     Response,
     ServerSentEvent,
@@ -52,9 +54,9 @@ from orchestrator.http import (
     client_ssl_context,
     open_pool,
 )
-from orchestrator.redact import Redactor, has_control_characters
+from orchestrator.redact import Redactor
 from orchestrator.resources import out_of_files_message
-from orchestrator.spec import JobSpec
+from orchestrator.run.watchdog import signs_of_life, wait_for_first_event
 
 DONE_GRACE = 2.0
 """After the reply's end marker, how long to wait for the end of the HTTP body (normally it is
@@ -127,12 +129,17 @@ class StreamDecoder(Protocol):
     FatalError for an error the server sent in the stream); ``done`` turns true at the reply's
     end marker, with the final events (usage, ``StreamFinished``) returned by that ``feed``;
     ``finish`` is called when the body ends before ``done`` and returns the final events of a
-    reply that may end that way, or raises RetryableError for a cut stream.
+    reply that may end that way, or raises RetryableError for a cut stream. ``reply`` returns the
+    events of a whole non-streamed reply (a server that ignored ``"stream": true``).
     """
 
     done: bool
+    request_id: str | None
+    """Set before the first ``feed``: the provider's id of the request, for ``SessionStarted``."""
 
     def feed(self, event: ServerSentEvent) -> list[StreamEvent]: ...
+
+    def reply(self, body: Mapping[str, Any]) -> list[StreamEvent]: ...
 
     def finish(self) -> list[StreamEvent]: ...
 
@@ -141,121 +148,6 @@ def read_api_key(settings: HttpSettings, environ: Mapping[str, str] | None = Non
     env = os.environ if environ is None else environ
     value = env.get(settings.api_key_env, "").strip()
     return ApiKey(value) if value else None
-
-
-_EXAMPLE_MODEL = {"anthropic": "claude-haiku-4-5", "openai": "gpt-4o-mini"}
-
-
-def check_settings(
-    name: str, settings: HttpSettings, jobs: Sequence[JobSpec], environ: Mapping[str, str] | None = None
-) -> list[str]:
-    """Problems that stop a batch before it starts: no key or a key with a control character, a
-    bad URL (credentials or a query in it, or a key sent in clear to another machine), a bad CA
-    file, no model. No line quotes the key."""
-    problems: list[str] = []
-    where = f"backends.{name}"
-    if settings.api_key_required and read_api_key(settings, environ) is None:
-        problems.append(
-            f"{where}: the API key is missing: environment variable {settings.api_key_env} is not set: "
-            f"run `export {settings.api_key_env}=<your key>` first (or set api_key_env to the variable "
-            "that holds the key)"
-        )
-    if not settings.base_url.startswith(("https://", "http://")):
-        shown = Redactor().text(settings.base_url)  # without credentials, if it has any
-        problems.append(f"{where}.base_url: expected an http:// or https:// URL, got {shown!r}")
-    else:
-        problems.extend(_connection_problems(where, settings))
-        problems += _url_problems(where, settings, environ)
-    if has_control_characters((os.environ if environ is None else environ).get(settings.api_key_env, "")):
-        # Never quote the key: this line is printed.
-        problems.append(
-            f"{where}: the API key in {settings.api_key_env} contains a control character (a newline?); "
-            "it cannot go in a header: set the key alone"
-        )
-    if settings.ca_file is not None and not os.path.isfile(settings.ca_file):
-        problems.append(f"{where}.ca_file: no such file: {settings.ca_file}")
-    elif settings.ca_file is not None:
-        try:
-            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=settings.ca_file)
-        except (ssl.SSLError, OSError, ValueError):
-            problems.append(f"{where}.ca_file: no CA certificate (PEM) in {settings.ca_file}")
-    missing = [job.id for job in jobs if not job.model]
-    if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        problems.append(
-            f"{name}: jobs without a model ({shown}): set model in [defaults] or on the job, "
-            f'e.g. model = "{_EXAMPLE_MODEL.get(name, "the model name")}"'
-        )
-    return problems
-
-
-def _connection_problems(where: str, settings: HttpSettings) -> list[str]:
-    """What would fail every attempt at connect time: a URL that does not parse (a bad port, a
-    broken IPv6 address, a host name that cannot be encoded) or a proxy from the environment
-    that does not. Found here, they stop the batch before it starts instead of failing each job."""
-    try:
-        origin, _ = Origin.split(settings.base_url)
-        origin.authority  # noqa: B018  (encodes the host name: IDNA may refuse it)
-    except ValueError as exc:
-        shown = Redactor().text(settings.base_url)  # without credentials, if it has any
-        return [f"{where}.base_url: not a usable URL ({exc}): {shown!r}"]
-    if not settings.proxy:
-        return []
-    try:
-        proxy = ProxyConfig.from_env().select(origin)
-        if proxy is not None:
-            parts = urlsplit(proxy if "://" in proxy else "http://" + proxy)
-            parts.port  # noqa: B018  (raises for a port out of range or not a number)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError("expected http://HOST:PORT or https://HOST:PORT")
-    except ValueError as exc:
-        variable = "HTTPS_PROXY" if origin.scheme == "https" else "HTTP_PROXY"
-        return [
-            f"{where}.proxy: the proxy from the environment ({variable} or ALL_PROXY) is not a usable "
-            f"URL ({exc}); fix it, or set proxy = false"
-        ]
-    return []
-
-
-def _url_problems(where: str, settings: HttpSettings, environ: Mapping[str, str] | None) -> list[str]:
-    try:
-        url = urllib.parse.urlsplit(settings.base_url)
-        host = url.hostname
-    except ValueError:
-        return []  # the pool says what is wrong with it
-    problems: list[str] = []
-    if url.username is not None or url.password is not None:
-        problems.append(
-            f"{where}.base_url: credentials in the URL would be written to the log; put the key in the "
-            f"environment variable named by api_key_env"
-        )
-    if url.query or url.fragment:
-        problems.append(
-            f"{where}.base_url: has a query string or fragment (the API path goes after the base URL); "
-            f"put the key in the environment variable named by api_key_env"
-        )
-    if (
-        url.scheme == "http"
-        and not _is_loopback(host)
-        and read_api_key(settings, environ) is not None
-        and not getattr(settings, "allow_insecure_http", False)
-    ):
-        problems.append(
-            f"{where}.base_url: plain http:// to {host} would send the API key in clear; use https://, "
-            f"or set allow_insecure_http = true in [{where}] if the network is trusted"
-        )
-    return problems
-
-
-def _is_loopback(host: str | None) -> bool:
-    if host is None:
-        return False
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @asynccontextmanager
@@ -277,8 +169,10 @@ async def stream_attempt(
     *,
     first_event_timeout: float | None,
     key: ApiKey | None,
+    max_event_bytes: int = 1 << 20,
 ) -> None:
-    """POST ``body`` to ``url`` and emit the events of the streamed reply.
+    """POST ``body`` to ``url`` and emit the events of the streamed reply (or of a whole JSON
+    reply, when a server ignored ``"stream": true``: see :mod:`.plain`).
 
     Raises RetryableError or FatalError for every failure: an error status (with the server's
     message and Retry-After), an error in the stream, a refused or broken connection, a stream
@@ -290,7 +184,10 @@ async def stream_attempt(
     says how empty the quota is), so the runner paces the backend with them either way.
     """
     redact = redactor(key)
+    headers = [*headers, (b"accept-encoding", b"identity")]  # see orchestrator.backends.http.plain
     waiting = trio.CancelScope(deadline=trio.current_time() + (first_event_timeout or math.inf))
+    if first_event_timeout is not None:
+        wait_for_first_event()  # until then, first_event_timeout is the only wait that counts
     finals: list[StreamEvent] = []
     try:
         with waiting:
@@ -298,39 +195,93 @@ async def stream_attempt(
                 limits = rate_limit_info(response.headers, time.time())
                 if limits is not None:
                     await emit(limits)
+                    if first_event_timeout is not None:
+                        wait_for_first_event()  # emit counted as an event for the idle watch
+                decoder.request_id = request_id = _request_id(response)
                 if response.status != 200:
                     raw = await response.read_all(ERROR_BODY_LIMIT)
                     reason = response.reason.decode("latin-1", "replace")
                     raise error_for_status(
-                        response.status, reason, raw, response.headers, now=time.time(), redact=redact
+                        response.status,
+                        reason,
+                        raw,
+                        response.headers,
+                        now=time.time(),
+                        redact=redact,
+                        request_id=request_id,
                     )
-                sse = SSEDecoder()
-                feed = decoder.feed
-                first = True
-                while not decoder.done and (data := await response.receive_some()):
-                    for server_event in sse.feed(data):
-                        events = feed(server_event)
-                        if events and first:
-                            first = False
-                            waiting.deadline = math.inf
-                        for event in events:
-                            await emit(event)
-                        if decoder.done:
-                            break
-                if decoder.done:
-                    await _read_to_end(response)
+                decompress = decompressor(response.headers)
+                if not is_event_stream(response.headers):
+                    raw = await response.read_all(max_event_bytes)
+                    plain = decompress(raw) if decompress is not None else raw
+                    finals = read_plain_body(response.headers, plain, decoder, redact)
                 else:
-                    finals = decoder.finish()
+                    finals = await _read_stream(response, decoder, decompress, max_event_bytes, emit, waiting)
+    except zlib.error as exc:
+        raise FatalError(f"the compressed reply does not decode: {exc}", kind=ErrorKind.PROTOCOL) from None
     except TransportError as exc:
         raise _transport_failure(exc, redact) from None
     except SSEError as exc:
-        raise RetryableError(f"bad event stream: {exc}", kind=ErrorKind.PROTOCOL) from None
+        # The same request gets the same event: asking again cannot help.
+        raise FatalError(
+            f"bad event stream: {exc} ({max_event_bytes} bytes; raise the backend's max_event_bytes)",
+            kind=ErrorKind.PROTOCOL,
+        ) from None
     if waiting.cancelled_caught:
         raise RetryableError(
             f"no event within {first_event_timeout:g}s of the request", kind=ErrorKind.TIMEOUT_FIRST_EVENT
         )
     for event in finals:
         await emit(event)
+
+
+def _request_id(response: Response) -> str | None:
+    """The provider's id of the request: Anthropic's ``request-id``, OpenAI's ``x-request-id``."""
+    raw = response.header(b"request-id") or response.header(b"x-request-id")
+    text = raw.decode("latin-1", "replace").strip()[:200] if raw else ""
+    return text if text.isprintable() and text else None
+
+
+_NOT_PROGRESS = (SessionStarted, StreamWarning)
+
+
+async def _read_stream(
+    response: Response,
+    decoder: StreamDecoder,
+    decompress: Decompress | None,
+    max_event_bytes: int,
+    emit: Emit,
+    waiting: trio.CancelScope,
+) -> list[StreamEvent]:
+    """Emit the events of an event-stream body as they come; return the final events of a body
+    that ended before the decoder's end marker.
+
+    The first event of the reply itself (not the session's start or a warning) lifts ``waiting``
+    and lets the idle watch count; any bytes at all (keep-alive comments, pings) are signs of
+    life for it."""
+    sse = SSEDecoder(max_event_bytes)
+    feed = decoder.feed
+    first = waiting.deadline != math.inf
+    while not decoder.done and (data := await response.receive_some()):
+        signs_of_life()
+        if decompress is not None:
+            data = decompress(data)
+        for server_event in sse.feed(data):
+            events = feed(server_event)
+            for event in events:
+                await emit(event)
+            if first and events:
+                if any(not isinstance(event, _NOT_PROGRESS) for event in events):
+                    first = False
+                    waiting.deadline = math.inf
+                else:
+                    wait_for_first_event()  # emit counted the session's start as an event
+            if decoder.done:
+                break
+    if decoder.done:
+        await _read_to_end(response)
+        return []
+    return decoder.finish()
 
 
 async def _read_to_end(response: Response) -> None:

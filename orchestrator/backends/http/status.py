@@ -7,6 +7,7 @@ The status and error type become a kind through the table every backend shares
 (529 is Anthropic's "overloaded") and error events mid-stream that say overload, rate limit or a
 server-side failure are retried; 400, 401, 403, 404, 413, 422, 501 and other 4xx, an exhausted
 quota and context-length errors whatever their status fail at once, with the server's message.
+A response's ``x-should-retry: true`` or ``false`` (OpenAI, Anthropic) overrides that choice.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import orjson
 
 from orchestrator.backends.status import is_context_length, kind_for, kind_for_status
-from orchestrator.errors import BackendError, ErrorKind, FatalError, error_for
+from orchestrator.errors import BackendError, ErrorKind, FatalError, RetryableError, error_for
 
 Redact = Callable[[str], str]
 MAX_MESSAGE = 600
@@ -81,7 +82,8 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
-def _clip(text: str) -> str:
+def clip(text: str) -> str:
+    """``text`` cut to :data:`MAX_MESSAGE` characters (redact first: see the module docstring)."""
     return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
 
 
@@ -93,20 +95,31 @@ def error_for_status(
     *,
     now: float,
     redact: Redact,
+    request_id: str | None = None,
 ) -> BackendError:
-    """The attempt error for a response with a status other than 200."""
+    """The attempt error for a response with a status other than 200; the provider's
+    ``request_id``, when given, ends the message."""
     message, kind = server_message(body)
-    text = _clip(redact(f"HTTP {status} {reason}: {message}" if message else f"HTTP {status} {reason}"))
+    text = clip(redact(f"HTTP {status} {reason}: {message}" if message else f"HTTP {status} {reason}"))
+    if request_id is not None:
+        text += f" (request id {request_id})"
     if is_context_length(message, kind):
         return FatalError(text, kind=ErrorKind.CONTEXT_LENGTH)
     name = kind_for(status, kind) or kind_for_status(status)
-    return error_for(name, text, retry_after=retry_after_seconds(headers, now))
+    retry_after = retry_after_seconds(headers, now)
+    # The server's own word on retrying wins over the table, as in the official SDKs.
+    should_retry = dict(headers).get(b"x-should-retry", b"").strip().lower()
+    if should_retry == b"true":
+        return RetryableError(text, kind=name, retry_after=retry_after)
+    if should_retry == b"false":
+        return FatalError(text, kind=name)
+    return error_for(name, text, retry_after=retry_after)
 
 
 def error_in_stream(message: str, kind: str | None, status: int | None, *, redact: Redact) -> BackendError:
     """The attempt error for an error the server sent inside the stream (after a 200)."""
     label = kind or (f"HTTP {status}" if status else "error")
-    text = _clip(redact(f"error in stream: {label}: {message}"))
+    text = clip(redact(f"error in stream: {label}: {message}"))
     if is_context_length(message, kind):
         return FatalError(text, kind=ErrorKind.CONTEXT_LENGTH)
     # An unexplained error after the stream began is most likely the server's trouble.

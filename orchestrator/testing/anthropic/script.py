@@ -2,9 +2,9 @@
 
 Plain frozen values, no I/O: the responses a test queues (:class:`Reply` made of :class:`Text`,
 :class:`Thinking` and :class:`ToolUse` blocks, :class:`HttpError`, :class:`ErrorMidStream`,
-:class:`Disconnect`, :class:`Stall`), each request as the fake received it
-(:class:`RecordedRequest`), and two ready-made responders. How a response goes on the wire is in
-:mod:`.wire`; the server that plays the script is :mod:`.server`.
+:class:`Disconnect`, :class:`Stall`, :class:`~orchestrator.testing.raw.Raw`), each request as the
+fake received it (:class:`RecordedRequest`), and two ready-made responders. How a response goes on
+the wire is in :mod:`.wire`; the server that plays the script is :mod:`.server`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import Any
 
 import attrs
 import orjson
+
+from orchestrator.testing.raw import Raw
 
 
 @attrs.frozen
@@ -142,7 +144,7 @@ class Stall:
     seconds: float | None = None
 
 
-Response = Reply | HttpError | ErrorMidStream | Disconnect | Stall
+Response = Reply | HttpError | ErrorMidStream | Disconnect | Stall | Raw
 
 
 @attrs.frozen

@@ -68,6 +68,7 @@ from orchestrator.testing.anthropic.script import (
     output_format_problem,
     script_exhausted,
 )
+from orchestrator.testing.raw import Raw, send_raw
 
 __all__ = [
     "HOST",
@@ -76,6 +77,7 @@ __all__ = [
     "ErrorMidStream",
     "FakeAnthropic",
     "HttpError",
+    "Raw",
     "RecordedRequest",
     "Reply",
     "Responder",
@@ -244,6 +246,8 @@ async def _respond(stream: trio.SocketStream, response: Response, body: Mapping[
             if response.partial is not None and streaming:
                 await _send_partial(stream, response.partial, model)
             _reset(stream)
+        case Raw():
+            await send_raw(stream, response)
         case Stall():
             if response.partial is not None and streaming:
                 await _send_partial(stream, response.partial, model)

@@ -1,10 +1,10 @@
 """What a test scripts on the fake OpenAI chat-completions API, and what the fake records.
 
-Plain frozen values, no I/O: the responses a test queues (:class:`Reply` with :class:`Tool`
-calls, :class:`HttpError`, :class:`ErrorMidStream`, :class:`Disconnect`, :class:`Stall`), each
-request as the fake received it (:class:`RecordedRequest`), and ready-made responders. How a
-response goes on the wire is in :mod:`.wire`; the server that plays the script is
-:mod:`.server`.
+Plain frozen values, no I/O: the responses a test queues (:class:`Reply` with :class:`Tool` calls,
+:class:`HttpError`, :class:`ErrorMidStream`, :class:`Disconnect`, :class:`Stall`,
+:class:`~orchestrator.testing.raw.Raw`), each request as the fake received it
+(:class:`RecordedRequest`), and ready-made responders. How a response goes on the wire is in
+:mod:`.wire`; the server that plays the script is :mod:`.server`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
+
+from orchestrator.testing.raw import Raw
 
 
 @attrs.frozen
@@ -100,7 +102,7 @@ class Stall:
     seconds: float | None = None
 
 
-Response = Reply | HttpError | ErrorMidStream | Disconnect | Stall
+Response = Reply | HttpError | ErrorMidStream | Disconnect | Stall | Raw
 
 
 @attrs.frozen

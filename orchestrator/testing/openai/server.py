@@ -67,6 +67,7 @@ from orchestrator.testing.openai.script import (
     timed_reply,
 )
 from orchestrator.testing.openai.wire import partial_events, reply_events, sse
+from orchestrator.testing.raw import Raw, send_raw
 
 __all__ = [
     "Disconnect",
@@ -74,6 +75,7 @@ __all__ = [
     "FakeOpenAI",
     "HttpError",
     "RateLimits",
+    "Raw",
     "RecordedRequest",
     "Reply",
     "Responder",
@@ -312,6 +314,9 @@ async def _respond(
                 await _send_events(stream, partial_events(response.partial, model), 0.0, None)
             _reset(stream)
             return False
+        case Raw():
+            await send_raw(stream, response)
+            return True
         case Stall():
             if response.partial is not None:
                 await stream.send_all(_head(200, _SSE_HEAD))

@@ -65,7 +65,7 @@ async def test_text_thinking_and_a_tool_call_stream_with_cache_usage_and_cost() 
         result, recorder = await run_jobs(
             "anthropic",
             settings(fake),
-            [{"id": "j", "prompt": "Weather?", "system": "Be brief", "temperature": 0.2, "max_tokens": 300}],
+            [{"id": "j", "prompt": "Weather?", "system": "Be brief", "temperature": 0.2, "max_tokens": 3000}],
             model=MODEL,
             anthropic={"tools": tools, "stop_sequences": ["END"], "thinking_budget": 1024},
         )
@@ -86,7 +86,7 @@ async def test_text_thinking_and_a_tool_call_stream_with_cache_usage_and_cost() 
     assert request.headers["x-api-key"] == KEY and request.headers["anthropic-version"] == "2023-06-01"
     assert request.body == {
         "model": MODEL,
-        "max_tokens": 300,
+        "max_tokens": 3000,
         "messages": [{"role": "user", "content": "Weather?"}],
         "stream": True,
         "system": "Be brief",
@@ -183,7 +183,7 @@ async def test_every_attempt_overloaded_fails_the_job_after_its_attempts() -> No
         )
     job = next(iter(result.jobs.values()))
     assert (job.status, job.error_kind, job.attempts) == ("failed", "overloaded", 3)
-    assert job.error == "HTTP 529 Overloaded: Overloaded"
+    assert (job.error or "").startswith("HTTP 529 Overloaded: Overloaded (request id req_")
 
 
 async def test_many_jobs_share_the_backend_over_connections_the_server_closes() -> None:

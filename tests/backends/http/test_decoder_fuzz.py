@@ -190,3 +190,41 @@ def test_odd_ids_and_usage_counts_read_as_unknown_and_the_reply_goes_on() -> Non
     events += decoder.feed(ServerSentEvent("[DONE]"))
     check_events(events)
     assert [type(e).__name__ for e in events][:2] == ["SessionStarted", "TextDelta"]
+
+
+WHOLE_REPLIES = [
+    {
+        "id": "msg_1",
+        "type": "message",
+        "model": ANTHROPIC_MODEL,
+        "content": [
+            {"type": "text", "text": "hi"},
+            {"type": "tool_use", "id": "t", "name": "f", "input": {"a": 1}},
+        ],
+        "stop_reason": "tool_use",
+        "usage": {"input_tokens": 3, "output_tokens": 2},
+    },
+    {
+        "id": "c",
+        "object": "chat.completion",
+        "model": OPENAI_MODEL,
+        "choices": [{"index": 0, "message": {"content": "hi", "tool_calls": []}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2},
+    },
+]
+
+
+@given(stream_of(WHOLE_REPLIES), st.booleans())
+def test_reading_a_whole_reply_is_total(bodies: list[Any], anthropic: bool) -> None:
+    for body in bodies:
+        if not isinstance(body, dict):
+            continue
+        decoder: Any = (
+            AnthropicDecoder(ANTHROPIC_MODEL, ANTHROPIC_PRICES, lambda t: t)
+            if anthropic
+            else OpenAIDecoder(OPENAI_MODEL, OPENAI_PRICES, lambda t: t)
+        )
+        try:
+            check_events(decoder.reply(body))
+        except BackendError:
+            pass

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.backends.http.exchange import check_settings
 from orchestrator.backends.http.openai import Settings
+from orchestrator.backends.http.preflight import check_settings
 from orchestrator.http.proxy import Origin, ProxyConfig
 
 

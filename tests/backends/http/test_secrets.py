@@ -122,8 +122,8 @@ def test_a_missing_key_is_exit_2_naming_the_variable(tmp_path: Path) -> None:
 
 
 def _problems(environ: dict[str, str], **settings: Any) -> list[str]:
-    from orchestrator.backends.http.exchange import check_settings
     from orchestrator.backends.http.openai import Settings
+    from orchestrator.backends.http.preflight import check_settings
     from orchestrator.spec import JobSpec
 
     job = JobSpec(id="j", prompt="hi", backend="openai", model="gpt-4o-mini")

@@ -12,11 +12,13 @@ Events made: :class:`SessionStarted` at ``message_start``; :class:`TextDelta` an
 stops (its JSON arrives in pieces); at ``message_stop`` the :class:`AssistantMessage`, one
 :class:`UsageReported` and :class:`StreamFinished` (tokens including cache reads and writes,
 cost from the price table, None for a model without a price). Usage is reported only at the end:
-a stream cut short reports none, since its totals are unknown.
+a stream cut short reports none, since its totals are unknown. A stream that ends without
+``message_stop`` after a ``message_delta`` with the stop reason and usage is complete (with a
+:class:`StreamWarning`).
 
-Malformed data never escapes as an exception of its own: an event that is not a JSON object is a
-:class:`StreamWarning`; a field the reply is made of (text, tool calls, block indexes, the stop
-reason) with the wrong type ends the attempt with a retryable ``protocol`` error; ids, the model
+Malformed data never escapes as an exception of its own: an event that is not a JSON object, or a
+field the reply is made of (text, tool calls, block indexes, the stop reason) with the wrong type,
+ends the attempt with a retryable ``protocol`` error; ids, the model
 name and usage counts of the wrong type read as unknown (see :mod:`orchestrator.backends.fields`).
 """
 
@@ -28,7 +30,15 @@ from typing import Any
 import attrs
 import orjson
 
-from orchestrator.backends.fields import int_at, int_or_none, object_at, str_at, str_or_none
+from orchestrator.backends.fields import (
+    as_object,
+    int_at,
+    int_or_none,
+    list_at,
+    object_at,
+    str_at,
+    str_or_none,
+)
 from orchestrator.backends.http.prices import Price, PriceBook, as_book, unpriced
 from orchestrator.backends.http.status import Redact, error_in_stream, message_of
 from orchestrator.errors import ErrorKind, RetryableError
@@ -83,8 +93,10 @@ class AnthropicDecoder:
         self.prices = as_book("anthropic", prices)
         self.redact = redact
         self.done = False
+        self.request_id: str | None = None
         self.message_id: str | None = None
         self.stop_reason: str | None = None
+        self.final_usage = False  # a message_delta carried usage
         self.usage: dict[str, int] = {}
         self.blocks: dict[int, _Block] = {}
         self._handlers: dict[str, Callable[[Mapping[str, Any]], list[StreamEvent]]] = {
@@ -103,13 +115,39 @@ class AnthropicDecoder:
         try:
             data = orjson.loads(event.data)
         except orjson.JSONDecodeError:
-            return [StreamWarning(f"event {event.event!r} is not JSON: {event.data[:200]!r}")]
+            data = None
+        if event.event == "error":  # Anthropic's error event, or an ``error:`` line of a proxy
+            return self._error(data if isinstance(data, dict) else {"error": event.data})
         if not isinstance(data, dict):
-            return [StreamWarning(f"event {event.event!r} is not a JSON object: {event.data[:200]!r}")]
+            # The text it carried would be lost: fail the attempt (retryable) instead.
+            raise RetryableError(
+                f"event {event.event!r} is not a JSON object: {event.data[:200]!r}", kind=ErrorKind.PROTOCOL
+            )
         handler = self._handlers.get(str_or_none(data.get("type")) or event.event)
         return handler(data) if handler is not None else []  # ping and unknown types
 
+    def reply(self, body: Mapping[str, Any]) -> list[StreamEvent]:
+        """The events of a whole ``message`` (a server that ignored ``"stream": true``): read as
+        the stream that would have carried it."""
+        out = self._message_start({"message": body})
+        for n, raw in enumerate(list_at(body, "content", "message")):
+            block = as_object(raw, f"message.content[{n}]")
+            out += self._block_start({"index": n, "content_block": block})
+            if self.blocks[n].type == "tool_use":
+                self.blocks[n].parts.append(orjson.dumps(block.get("input") or {}).decode())
+            out += self._block_stop({"index": n})
+        out += self._message_delta(
+            {"delta": {"stop_reason": body.get("stop_reason")}, "usage": body.get("usage")}
+        )
+        return out + self._message_stop({})
+
     def finish(self) -> list[StreamEvent]:
+        """A body that ended before ``message_stop``: complete all the same once ``message_delta``
+        gave the stop reason and the final usage (a proxy dropped the last event; asking again
+        would pay for the reply twice), else a cut stream (retryable)."""
+        if self.stop_reason is not None and self.final_usage:
+            warning = StreamWarning("the stream ended without message_stop after the final message_delta")
+            return [warning, *self._message_stop({})]
         raise RetryableError(
             "stream ended before message_stop: the reply is incomplete", kind=ErrorKind.CONNECTION
         )
@@ -169,12 +207,13 @@ class AnthropicDecoder:
         self.message_id = str_or_none(message.get("id"))
         self.model = str_or_none(message.get("model")) or self.model
         self._take_usage(message.get("usage"))
-        return [SessionStarted(session_id=self.message_id, model=self.model)]
+        return [SessionStarted(session_id=self.message_id, model=self.model, request_id=self.request_id)]
 
     def _message_delta(self, data: Mapping[str, Any]) -> list[StreamEvent]:
         delta = object_at(data, "delta", "message_delta")
         self.stop_reason = str_at(delta, "stop_reason", "message_delta.delta") or self.stop_reason
         self._take_usage(data.get("usage"))
+        self.final_usage = self.final_usage or isinstance(data.get("usage"), dict)
         return []
 
     def _take_usage(self, usage: Any) -> None:

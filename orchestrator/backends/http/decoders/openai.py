@@ -11,13 +11,18 @@ tolerated: extra fields; ``reasoning_content``/``reasoning`` deltas (shown as th
 on the last choice chunk or not at all (tokens and cost are then unknown, and a warning says
 so); no ``[DONE]`` after a ``finish_reason`` (the body's end then ends the reply). An error
 object inside the stream (``{"error": {...}}``, or vLLM's ``{"object": "error", ...}``) ends
-the attempt with the server's message. Data that breaks the format is never an exception of
-its own: a chunk that is not a JSON object is a :class:`StreamWarning`; a field the reply is made
-of (choices, delta text, tool calls, the finish reason) with the wrong type ends the attempt with
-a retryable ``protocol`` error; ids, the model name and usage counts of the wrong type read as
-unknown (see :mod:`orchestrator.backends.fields`).
+the attempt with the server's message, and so does an ``error:`` field line (older llama.cpp
+servers; they send ``data: [DONE]`` after it). ``[DONE]`` is not proof of success: a stream that
+reaches it with no content, no tool call and no finish reason fails the attempt (retryable
+``protocol``), and a proxy's ``"error": null`` on every chunk is no error. Data that breaks the
+format is never an exception of its own: a chunk that is not a JSON object, or a field the reply
+is made of (choices, delta text, tool calls, the finish reason) with the wrong type, ends the
+attempt with a retryable ``protocol`` error (the text it carried would otherwise be lost); ids,
+the model name and usage counts of the wrong type read as unknown (see
+:mod:`orchestrator.backends.fields`).
 
-Only the first choice is read: a job asks for one reply.
+Only choice ``index`` 0 is read (a chunk without an index counts as 0): a job asks for one reply,
+and with ``n > 1`` in ``extra_body`` the other choices' chunks interleave with it.
 """
 
 from __future__ import annotations
@@ -76,44 +81,72 @@ class OpenAIDecoder:
         self.prices = as_book("openai", prices)
         self.redact = redact
         self.done = False
+        self.request_id: str | None = None
         self.started = False
         self.reply_id: str | None = None
         self.finish_reason: str | None = None
         self.usage: Mapping[str, Any] | None = None
         self.text: list[str] = []
+        self.refusal: list[str] = []
         self.thinking: list[str] = []
         self.calls: dict[int, _Call] = {}
 
     def feed(self, event: ServerSentEvent) -> list[StreamEvent]:
         raw = event.data
+        if event.event == "error":
+            self._raise_error(_error_payload(raw))
         if raw == "[DONE]":
+            # A proxy may end a failed upstream stream with [DONE]: it proves nothing by itself.
+            self._check_reply("[DONE]")
             self.done = True
             return self._final()
         try:
             chunk = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            return [StreamWarning(f"stream data is not JSON: {raw[:200]!r}")]
+            raise _not_json(raw) from None
         if not isinstance(chunk, dict):
-            return [StreamWarning(f"stream data is not a JSON object: {raw[:200]!r}")]
-        if "error" in chunk or chunk.get("object") == "error":
+            raise _not_json(raw)
+        # Some gateways put "error": null on every chunk: only an error that is there counts.
+        if chunk.get("error") is not None or chunk.get("object") == "error":
             self._raise_error(chunk)
+        return self._chunk(chunk)
+
+    def reply(self, body: Mapping[str, Any]) -> list[StreamEvent]:
+        """The events of a whole ``chat.completion`` (a server that ignored ``"stream": true``):
+        read as one chunk whose delta is the message."""
+        chunk = dict(body)
+        choices = list_at(body, "choices", "reply")
+        if choices:
+            first = as_object(choices[0], "reply.choices[0]")
+            message = object_at(first, "message", "reply.choices[0]")
+            chunk["choices"] = [{"delta": message, "finish_reason": first.get("finish_reason")}]
+        out = self._chunk(chunk)
+        self._check_reply("a whole reply")
+        self.done = True
+        return out + self._final()
+
+    def _chunk(self, chunk: Mapping[str, Any]) -> list[StreamEvent]:
         out: list[StreamEvent] = []
         if not self.started:
             self.started = True
             self.reply_id = str_or_none(chunk.get("id"))
             self.model = str_or_none(chunk.get("model")) or self.model
-            out.append(SessionStarted(session_id=self.reply_id, model=self.model))
+            out.append(SessionStarted(session_id=self.reply_id, model=self.model, request_id=self.request_id))
         usage = chunk.get("usage")
+        if not isinstance(usage, dict):
+            usage = dict_or_empty(chunk.get("x_groq")).get("usage")  # Groq puts it there
         if isinstance(usage, dict):
             self.usage = usage
-        choices = list_at(chunk, "choices", "chunk")
-        if not choices:
-            return out
-        choice = as_object(choices[0], "chunk.choices[0]")
-        self._delta(object_at(choice, "delta", "chunk.choices[0]"), out)
-        finish_reason = str_at(choice, "finish_reason", "chunk.choices[0]")
-        if finish_reason:
-            self.finish_reason = finish_reason
+        for n, raw in enumerate(list_at(chunk, "choices", "chunk")):
+            where = f"chunk.choices[{n}]"
+            choice = as_object(raw, where)
+            # With n > 1 the choices' chunks interleave: the job's reply is choice 0 alone.
+            if (int_at(choice, "index", where) or 0) != 0:
+                continue
+            self._delta(object_at(choice, "delta", where), out)
+            finish_reason = str_at(choice, "finish_reason", where)
+            if finish_reason:
+                self.finish_reason = finish_reason
         return out
 
     def finish(self) -> list[StreamEvent]:
@@ -122,9 +155,20 @@ class OpenAIDecoder:
         self.done = True  # a server that ends the body without [DONE]
         return self._final()
 
+    def _check_reply(self, end: str) -> None:
+        """Raise a retryable ``protocol`` error when the stream reached ``end`` with nothing of a
+        reply: no text, no refusal, no tool call and no finish reason."""
+        if not (self.text or self.refusal or self.calls or self.finish_reason):
+            raise RetryableError(
+                f"the stream ended ({end}) without a reply: no content, tool call or finish reason",
+                kind=ErrorKind.PROTOCOL,
+            )
+
     def _delta(self, delta: Mapping[str, Any], out: list[StreamEvent]) -> None:
         where = "chunk.choices[0].delta"
-        text = str_at(delta, "content", where) or str_at(delta, "refusal", where)
+        if refusal := str_at(delta, "refusal", where):
+            self.refusal.append(refusal)  # not the answer: kept apart (StreamFinished.refusal)
+        text = str_at(delta, "content", where)
         if text:
             self.text.append(text)
             out.append(TextDelta(text))
@@ -174,6 +218,7 @@ class OpenAIDecoder:
                 cost_usd=cost,
                 session_id=self.reply_id,
                 priced_by=priced_by,
+                refusal="".join(self.refusal) if self.refusal else None,
             )
         )
         return out
@@ -184,6 +229,22 @@ class OpenAIDecoder:
         code = error.get("code") if isinstance(error, dict) else chunk.get("code")
         status = code if isinstance(code, int) else None
         raise error_in_stream(message, kind, status, redact=self.redact)
+
+
+def _error_payload(raw: str) -> Mapping[str, Any]:
+    """The error of an ``error:`` field line: llama.cpp's ``{"code", "message", "type"}`` as it
+    is, anything else as the message."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        data = None
+    return data if isinstance(data, dict) else {"error": raw}
+
+
+def _not_json(raw: str) -> RetryableError:
+    """A data event that is not a JSON object: the text it carried would be lost, so the attempt
+    fails (retryable: a proxy's garbled write need not happen twice)."""
+    return RetryableError(f"stream data is not a JSON object: {raw[:200]!r}", kind=ErrorKind.PROTOCOL)
 
 
 def tokens_of_usage(usage: Mapping[str, Any]) -> Tokens:
