@@ -17,6 +17,7 @@ from orchestrator._version import __version__
 
 if TYPE_CHECKING:
     from orchestrator.config.jobfile import Overrides
+    from orchestrator.engines import Engine
     from orchestrator.record.claim import LogClaim
     from orchestrator.run.host import Interrupts
     from orchestrator.run.runner import BatchResult
@@ -122,6 +123,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="check everything, show the first requests and the estimated tokens, cost and time; "
         "send nothing",
+    )
+    cluster = parser.add_argument_group("where attempts run")
+    cluster.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: in this process (default); ray: on Ray workers (pip install 'orchestrator-llm[ray]')",
+    )
+    cluster.add_argument(
+        "--address",
+        metavar="A",
+        help="with --engine ray: the cluster to join (auto or HOST:PORT); without it a local Ray "
+        "instance runs for this batch",
     )
     parser.add_argument("--version", action="version", version=f"orchestrate {__version__}")
     parser.epilog = (
@@ -277,6 +291,11 @@ def _main(argv: Sequence[str] | None) -> int:
         from orchestrator.run.runner import preflight
 
         preflight(spec)
+        engine = None
+        if args.engine != "local" or args.address is not None:
+            from orchestrator.engines import engine_named
+
+            engine = engine_named(args.engine, args.address)
         if spec.log is not None and spec.log != "-":
             # Claimed before the resume plan reads the log: no other run may add to it from now on.
             claim = claim_log(spec.log, job_file=spec.source, force=args.force)
@@ -299,7 +318,7 @@ def _main(argv: Sequence[str] | None) -> int:
     write_failed: list[str] = []
     result = None
     try:
-        result = trio.run(_run, spec, args, signals, claim)
+        result = trio.run(_run, spec, args, signals, claim, engine)
     except* ConfigError as group:  # e.g. the log cannot be opened
         problems = [line for exc in group.exceptions for line in getattr(exc, "problems", [str(exc)])]
     except* LogWriteError as group:  # a full disk: the log holds everything up to it
@@ -319,7 +338,11 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 async def _run(
-    spec: BatchSpec, args: argparse.Namespace, signals: Interrupts, claim: LogClaim | None
+    spec: BatchSpec,
+    args: argparse.Namespace,
+    signals: Interrupts,
+    claim: LogClaim | None,
+    engine: Engine | None,
 ) -> BatchResult | None:
     import trio
 
@@ -344,7 +367,7 @@ async def _run(
         # A small batch's answers are shown at the end; a large one's stay in the log, not in RAM.
         keep_text = len(spec.jobs) <= ANSWERS_SHOWN
         result = await execute(
-            spec, subscribers=[progress], keep_text=keep_text, control=control, claim=claim
+            spec, subscribers=[progress], keep_text=keep_text, control=control, claim=claim, engine=engine
         )
         nursery.cancel_scope.cancel()
     if result is None:  # torn down by a second signal

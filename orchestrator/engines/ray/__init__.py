@@ -14,10 +14,13 @@ stream generator results, so it is refused. Nodes offer attempt slots as the cus
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
 import trio
 
 from orchestrator.backends import Backend, BackendKind
@@ -53,6 +56,8 @@ class RayEngine:
     """Runs attempts on Ray; see the module docstring."""
 
     def __init__(self, address: str | None = None) -> None:
+        if importlib.util.find_spec("ray") is None:  # found without importing it
+            raise ConfigError(["--engine ray: Ray is not installed: pip install 'orchestrator-llm[ray]'"])
         check_address(address)
         self.address = address
         self.shards_submitted = 0
@@ -122,7 +127,8 @@ class RayEngine:
 def _largest_node_slots() -> float:
     import ray
 
-    return max((node["Resources"].get(SLOTS, 0.0) for node in ray.nodes() if node["Alive"]), default=0.0)
+    nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
+    return max((node["Resources"].get(SLOTS, 0.0) for node in nodes if node["Alive"]), default=0.0)
 
 
 def _shutdown() -> None:

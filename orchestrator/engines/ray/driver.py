@@ -27,11 +27,11 @@ from typing import Any
 
 import trio
 
+from orchestrator.backends.base import Emit
 from orchestrator.diagnostics import logger
+from orchestrator.engines.ray.shard import AttemptEnded, Message, ShardAttempt, run_shard
 from orchestrator.errors import ErrorKind, FatalError, RetryableError
 from orchestrator.events import StreamEvent
-from orchestrator.backends.base import Emit
-from orchestrator.engines.ray.shard import AttemptEnded, Message, ShardAttempt, run_shard
 from orchestrator.run.job import Failure
 from orchestrator.spec import JobSpec
 

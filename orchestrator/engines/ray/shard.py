@@ -1,6 +1,6 @@
 """The worker side of the Ray engine: run one micro-shard of attempts and stream their events.
 
-A shard is a few attempts (8–32) the driver has already let through its gates. The worker runs
+A shard is a few attempts (8 to 32) the driver has already let through its gates. The worker runs
 each attempt exactly once, on its own trio loop in a thread, and yields :data:`Message` lists
 (every ~50 ms or ~500 messages, whichever comes first) from a plain generator, which Ray runs
 as a streaming generator task. The worker decides nothing: no retries, no limits, no log. A
