@@ -60,8 +60,9 @@ def test_ctrl_c_ends_every_job_and_leaves_no_process(tmp_path: Path) -> None:
     )
     log = tmp_path / "run.jsonl"
     env = {**os.environ, **loopback_env(home, mark), "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
+    args = [str(jobs), "--engine", "ray", "-q", "-c", "8", "--log", str(log)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", str(jobs), "--engine", "ray", "-q", "-c", "8", "--log", str(log)],
+        [sys.executable, "-m", "orchestrator", *args],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,

@@ -87,10 +87,13 @@ async def test_a_killed_worker_sends_its_unfinished_jobs_back_to_the_queue(ray_i
     killed: list[int] = []
 
     async def kill_one_shard_worker() -> None:
-        while not (pids := shard_workers(ray_instance)):
+        while True:  # polling /proc: a process has no event to wait on
+            pids = shard_workers(ray_instance)
+            if pids:
+                os.kill(pids[0], signal.SIGKILL)  # one shard's worker, found by its title
+                killed.append(pids[0])
+                return
             await trio.sleep(0.02)
-        os.kill(pids[0], signal.SIGKILL)
-        killed.append(pids[0])
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(kill_one_shard_worker)
