@@ -159,8 +159,9 @@ def _next_batch(ray: Any, generator: Any) -> list[Message] | str | None:
     except StopIteration:
         return None
     except ray.exceptions.RayError as exc:  # the worker or node died, out of memory, cancelled
-        first_line = next(iter(str(exc).splitlines()), "")
-        return f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
+        # Ray's first sentence says what happened; the rest is advice on its own tools.
+        first = str(exc).split(". ", 1)[0].splitlines()[0] if str(exc) else ""
+        return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
     return batch
 
 

@@ -51,3 +51,20 @@ def shard_workers(mark: str) -> list[int]:
     """Pids of our Ray workers running a shard right now (Ray titles a busy worker
     ``ray::`` and its task's name)."""
     return [pid for pid, cmdline in processes_marked(mark) if cmdline.startswith("ray::run_shard")]
+
+
+def runs_a_shard(raylet: int) -> bool:
+    """Whether a worker of the node whose raylet has pid ``raylet`` is running a shard."""
+    try:
+        with open(f"/proc/{raylet}/task/{raylet}/children") as f:
+            children = f.read().split()
+    except OSError:
+        return False
+    for pid in children:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read().startswith(b"ray::run_shard"):
+                    return True
+        except OSError:
+            continue
+    return False

@@ -88,3 +88,28 @@ def test_ctrl_c_ends_every_job_and_leaves_no_process(tmp_path: Path) -> None:
         if tagged is not None and tagged.job_id is not None and tagged.event.kind.startswith("job_c"):
             ends[tagged.job_id] = tagged.event.kind
     assert len(ends) == 8 and set(ends.values()) == {"job_cancelled"}  # the started ones
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--engine", "ray", "--address", "ray://head:10001"], "the Ray Client (ray://) cannot stream"),
+        (["--address", "auto"], "--address: only with --engine ray"),
+    ],
+)
+def test_an_address_the_engine_cannot_use_is_one_line_and_exit_2(
+    tmp_path: Path, args: list[str], says: str
+) -> None:
+    jobs = tmp_path / "jobs.toml"
+    jobs.write_text("[[jobs]]\nbackend = 'sim'\nprompt = 'hi'\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator", str(jobs), "--no-log", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert says in proc.stderr and len(proc.stderr.splitlines()) == 1
