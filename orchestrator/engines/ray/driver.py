@@ -55,7 +55,6 @@ class ShardBatcher:
         self._pending_send, self._pending = trio.open_memory_channel[ShardAttempt](math.inf)
         self._inboxes: dict[int, trio.MemorySendChannel[list[StreamEvent | AttemptEnded]]] = {}
         self._limiter = trio.CapacityLimiter(max_shards)
-        self._in_flight: set[Any] = set()
         self.shards_submitted = 0
 
     async def stream(self, job: JobSpec, attempt: int, emit: Emit) -> None:
@@ -79,23 +78,20 @@ class ShardBatcher:
             self._inboxes.pop(key, None)
 
     async def run(self) -> None:
-        """Submit shards as attempts arrive, until cancelled; then cancel every shard in flight."""
-        try:
-            async with trio.open_nursery() as nursery:
-                while True:
-                    shard = [await self._pending.receive()]
-                    with trio.move_on_after(GATHER_SECONDS):
-                        while len(shard) < self.shard_size:
-                            shard.append(await self._pending.receive())
-                    while len(shard) < self.shard_size:  # whatever else is already waiting
-                        try:
-                            shard.append(self._pending.receive_nowait())
-                        except trio.WouldBlock:
-                            break
-                    nursery.start_soon(self._pump, shard)
-        finally:
-            for ref in list(self._in_flight):
-                self._ray.cancel(ref, force=True)
+        """Submit shards as attempts arrive, until cancelled; cancelled, it cancels (kills) every
+        shard still in flight on the cluster, each pump its own."""
+        async with trio.open_nursery() as nursery:
+            while True:
+                shard = [await self._pending.receive()]
+                with trio.move_on_after(GATHER_SECONDS):
+                    while len(shard) < self.shard_size:
+                        shard.append(await self._pending.receive())
+                while len(shard) < self.shard_size:  # whatever else is already waiting
+                    try:
+                        shard.append(self._pending.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                nursery.start_soon(self._pump, shard)
 
     def _submit(self, shard: list[ShardAttempt]) -> Any:
         names = {attempt.job.backend for attempt in shard}
@@ -110,9 +106,9 @@ class ShardBatcher:
     async def _pump(self, shard: list[ShardAttempt]) -> None:
         """Deliver one shard's messages to its attempts; a lost shard ends the rest as lost."""
         generator = self._submit(shard)
-        self._in_flight.add(generator)
         open_keys = {attempt.key for attempt in shard}
         lost: str | None = None
+        finished = False
         try:
             while open_keys:
                 outcome = await trio.to_thread.run_sync(
@@ -124,8 +120,10 @@ class ShardBatcher:
                     lost = outcome
                     break
                 await self._deliver(outcome, open_keys)
+            finished = True
         finally:
-            self._in_flight.discard(generator)
+            if not finished:  # the run is over (a stop, an error): nobody reads the shard; it must not run on
+                self._ray.cancel(generator, force=True)
         if open_keys:
             message = lost or "the shard ended early"
             _log.warning("shard lost", attempts=len(open_keys), reason=message)

@@ -14,7 +14,7 @@ from orchestrator.engines.ray import RayEngine
 from orchestrator.errors import ConfigError, ErrorKind
 from orchestrator.events import BatchSummary, JobSucceeded, RetryScheduled, Tagged
 from orchestrator.run.bus import CallbackSubscriber
-from orchestrator.run.runner import BatchResult, execute
+from orchestrator.run.runner import BatchResult, RunControl, execute
 from tests.engines.ray.loopback import shard_workers
 from tests.helpers import job_ends, make_spec
 
@@ -87,13 +87,14 @@ async def test_a_killed_worker_sends_its_unfinished_jobs_back_to_the_queue(ray_i
     killed: list[int] = []
 
     async def kill_one_shard_worker() -> None:
-        while True:  # polling /proc: a process has no event to wait on
-            pids = shard_workers(ray_instance)
-            if pids:
-                os.kill(pids[0], signal.SIGKILL)  # one shard's worker, found by its title
-                killed.append(pids[0])
-                return
+        while not shard_workers(ray_instance):  # noqa: ASYNC110 (polling /proc: nothing to wait on)
             await trio.sleep(0.02)
+        # Mid-shard: its attempts are running (they answer after 1 s). A worker killed before it
+        # runs its task is not a lost shard: Ray may hand the task to another worker.
+        await trio.sleep(0.3)
+        pid = shard_workers(ray_instance)[0]
+        os.kill(pid, signal.SIGKILL)  # one shard's worker, found by its title
+        killed.append(pid)
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(kill_one_shard_worker)
@@ -108,9 +109,35 @@ async def test_a_killed_worker_sends_its_unfinished_jobs_back_to_the_queue(ray_i
     successes = [t.job_id for t in events if isinstance(t.event, JobSucceeded)]
     assert sorted(successes) == sorted(job.id for job in spec.jobs)  # 0 duplicated
     assert all(result.jobs[job].attempts == 2 for job in lost)
+    streams = [(t.job_id, t.attempt) for t in events if t.event.kind == "session_started"]
+    assert len(streams) == len(set(streams)) == 24  # no stream replayed, none of a lost attempt
     assert_seq_gap_free_and_one_end_per_job(events, [job.id for job in spec.jobs])
 
 
 def test_the_ray_client_is_refused_with_a_clear_message() -> None:
     with pytest.raises(ConfigError, match=r"ray://.*cannot stream"):
         RayEngine("ray://head:10001")
+
+
+async def test_a_stop_cancels_every_shard_on_a_cluster_it_joined(ray_instance: str) -> None:
+    spec = make_spec(
+        [{"id": f"job-{i}", "prompt": f"q {i}"} for i in range(16)], concurrency=16, sim={"ttft": 600}
+    )
+    control = RunControl()
+    events: list[Tagged] = []
+
+    async def stop_once_shards_run() -> None:
+        while not shard_workers(ray_instance):  # noqa: ASYNC110 (polling /proc: nothing to wait on)
+            await trio.sleep(0.02)
+        control.cancel("interrupted")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stop_once_shards_run)
+        result = await execute(
+            spec, subscribers=[CallbackSubscriber(events.append)], control=control, engine=RayEngine()
+        )
+    assert result.summary.stopped == "interrupted"
+    assert all(len(ends) == 1 for ends in job_ends(events, [job.id for job in spec.jobs]).values())
+    with trio.fail_after(30):  # the cluster stays up; the shards on it do not
+        while shard_workers(ray_instance):  # noqa: ASYNC110
+            await trio.sleep(0.1)
