@@ -173,7 +173,7 @@ async def open_batch(
     it down; under asyncio (a trio guest run, see :mod:`orchestrator.run.host`) an exception or a
     cancellation in the block stops the batch gracefully and waits for it before propagating.
     """
-    if _engine(keywords) is not None:
+    if keywords.get("engine", "local") != "local" or keywords.get("address") is not None:
         raise ConfigError(["open_batch(engine=...): only the local engine; use run_batch(engine='ray')"])
     spec, claim = _prepared("open_batch", queries, keywords)
     keep_text = keywords.get("keep_text", True)
