@@ -24,6 +24,7 @@ from typing import Any
 import trio
 
 from orchestrator.backends import Backend, BackendKind
+from orchestrator.diagnostics import logger
 from orchestrator.errors import ConfigError
 from orchestrator.spec import BatchSpec
 
@@ -31,6 +32,7 @@ SLOTS = "llm_slots"
 SHARD_SIZE = (8, 32)  # the fewest and most attempts a shard holds
 LOCAL_CPUS = 2
 _OBJECT_STORE_BYTES = 128 * 1024 * 1024  # shards' batches are small; do not reserve RAM for more
+_log = logger("orchestrator.engines.ray")
 
 
 def check_address(address: str | None) -> None:
@@ -70,7 +72,13 @@ class RayEngine:
 
         own = await trio.to_thread.run_sync(self._connect, spec.concurrency)
         try:
-            node_slots = await trio.to_thread.run_sync(_largest_node_slots)
+            node_slots, total_slots = await trio.to_thread.run_sync(_slots)
+            if total_slots < spec.concurrency:  # the rest would wait in Ray's queue, their clocks running
+                _log.warning(
+                    "the cluster has fewer slots than --concurrency",
+                    slots=total_slots,
+                    concurrency=spec.concurrency,
+                )
             if node_slots < 1:
                 raise ConfigError(
                     [
@@ -124,11 +132,13 @@ class RayEngine:
         return True
 
 
-def _largest_node_slots() -> float:
+def _slots() -> tuple[float, float]:
+    """The largest node's slots and the cluster's total."""
     import ray
 
     nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
-    return max((node["Resources"].get(SLOTS, 0.0) for node in nodes if node["Alive"]), default=0.0)
+    slots = [node["Resources"].get(SLOTS, 0.0) for node in nodes if node["Alive"]]
+    return max(slots, default=0.0), sum(slots)
 
 
 def _shutdown() -> None:
