@@ -8,7 +8,8 @@ engine starts for the run (on 127.0.0.1: see ``loopback``). Ideal makespan:
 ``ceil(N / C) * latency``. Ray's overhead per job is its extra makespan over the local engine's
 times ``C / N`` (the time each slot loses per job); events/s is every event the driver tagged
 and logged, over the makespan. Start-up (Ray's instance, its first workers) is reported apart
-and not counted in the makespan.
+and not counted in the makespan. Crash trials: ``--kills`` shard workers killed (SIGKILL, by
+pid) at random moments of one more batch; every job must succeed exactly once.
 
 Needs the ``ray`` extra.
 """
@@ -19,25 +20,24 @@ import argparse
 import math
 import os
 import platform
+import random
+import signal
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import trio
 
 from benchmarks.table import cpu_model
 from orchestrator.config.library import library_batch
+from orchestrator.events import JobSucceeded, Tagged
+from orchestrator.run.bus import CallbackSubscriber
 from orchestrator.run.runner import BatchResult, execute
+from orchestrator.testing.ray import loopback_env, shard_workers
 
-
-def loopback() -> None:
-    """Keep Ray on 127.0.0.1, without usage statistics or a cloud metadata probe."""
-    home = Path(tempfile.mkdtemp(prefix="ray-bench-"))
-    (home / "ray_bootstrap_config.yaml").write_text("{}\n")
-    os.environ.update(
-        {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0", "HOME": str(home)}
-    )
+MARK = uuid.uuid4().hex  # in the environment of every Ray process this benchmark starts
 
 
 class Counting:
@@ -66,14 +66,58 @@ def run(jobs: int, concurrency: int, latency: float, engine: object) -> tuple[Ba
     return result, counting.events
 
 
+CRASH_JOBS = 1000
+
+
+def crash_trials(kills: int, engine: object) -> tuple[int, int, int]:
+    """Kill ``kills`` shard workers, one at a time at random moments, during one batch whose jobs
+    may retry often enough to survive them; (jobs lost, jobs that succeeded twice, kills done)."""
+    spec = library_batch(
+        "crash",
+        [f"question {i}" for i in range(CRASH_JOBS)],
+        {
+            "backend": "sim",
+            "concurrency": 64,
+            "seed": 2,
+            "options": {"ttft": 0.5, "tokens_per_s": 50.0, "reply_tokens": 8},
+            "retry": {"max_attempts": kills + 1, "base_delay": 0.01, "max_delay": 0.05},
+        },
+    )
+    events: list[Tagged] = []
+    killed = 0
+    rng = random.Random(3)
+
+    async def killer() -> None:
+        nonlocal killed
+        while killed < kills:
+            await trio.sleep(rng.uniform(0.1, 0.6))
+            pids = shard_workers(MARK)
+            if pids:
+                os.kill(rng.choice(pids), signal.SIGKILL)
+                killed += 1
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(killer)
+            subscribers = [CallbackSubscriber(events.append)]
+            await execute(spec, subscribers=subscribers, engine=engine)  # type: ignore[arg-type]
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    successes = [t.job_id for t in events if isinstance(t.event, JobSucceeded)]
+    lost = len(spec.jobs) - len(set(successes))
+    return lost, len(successes) - len(set(successes)), killed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--latency", type=float, default=0.1)
+    parser.add_argument("--kills", type=int, default=20, help="crash trials: shard workers to kill")
     parser.add_argument("--write", metavar="FILE")
     args = parser.parse_args(argv)
-    loopback()
+    os.environ.update(loopback_env(Path(tempfile.mkdtemp(prefix="ray-bench-")), MARK))
     import ray
 
     from orchestrator.engines.ray import LOCAL_CPUS, RayEngine
@@ -94,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     startup = time.perf_counter() - start
     engine = RayEngine()
     remote, remote_events = run(n, c, latency, engine)
+    lost, duplicated, killed = crash_trials(args.kills, RayEngine())
     ray.shutdown()
     overhead_ms = (remote.summary.wall_s - local.summary.wall_s) * c / n * 1000
     lines = [
@@ -112,12 +157,17 @@ def main(argv: list[str] | None = None) -> int:
             f"| {name} | {s.wall_s:.2f} | {s.wall_s / ideal:.2f}x | {events} | {events / s.wall_s:,.0f} "
             f"| {s.succeeded} |"
         )
-    lines += ["", f"Ray's overhead per job (slot time): {overhead_ms:.1f} ms"]
+    lines += [
+        "",
+        f"Ray's overhead per job (slot time): {overhead_ms:.1f} ms",
+        f"crash trials: {killed} shard workers killed (SIGKILL) at random moments of one "
+        f"{CRASH_JOBS}-job batch: {lost} jobs lost, {duplicated} succeeded twice",
+    ]
     text = "\n".join(lines)
     print(text)
     if args.write:
         Path(args.write).write_text(text + "\n")
-    return 0 if remote.summary.succeeded == n and warm.ok else 1
+    return 0 if remote.summary.succeeded == n and warm.ok and lost == duplicated == 0 else 1
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""One loopback Ray instance per test module (see :mod:`tests.engines.ray.loopback`)."""
+"""One loopback Ray instance per test module (see :mod:`orchestrator.testing.ray`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.engines.ray.loopback import loopback_env
+from orchestrator.testing.ray import loopback_env
 
 pytest.importorskip("ray")
 SLOTS = 32

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.record.log import read_log
-from tests.engines.ray.loopback import loopback_env, processes_marked, shard_workers
+from orchestrator.testing.ray import loopback_env, processes_marked, shard_workers
 
 ROOT = Path(__file__).resolve().parents[3]
 

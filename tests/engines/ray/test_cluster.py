@@ -14,7 +14,7 @@ from orchestrator.errors import ErrorKind
 from orchestrator.events import JobSucceeded, RetryScheduled, Tagged
 from orchestrator.run.bus import CallbackSubscriber
 from orchestrator.run.runner import execute
-from tests.engines.ray.loopback import loopback_env, runs_a_shard
+from orchestrator.testing.ray import loopback_env, runs_a_shard
 from tests.helpers import make_spec
 
 pytestmark = pytest.mark.ray

@@ -15,7 +15,7 @@ from orchestrator.errors import ConfigError, ErrorKind
 from orchestrator.events import BatchSummary, JobSucceeded, RetryScheduled, Tagged
 from orchestrator.run.bus import CallbackSubscriber
 from orchestrator.run.runner import BatchResult, RunControl, execute
-from tests.engines.ray.loopback import shard_workers
+from orchestrator.testing.ray import shard_workers
 from tests.helpers import job_ends, make_spec
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_instance")]

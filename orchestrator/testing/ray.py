@@ -1,9 +1,10 @@
-"""Ray on loopback only: what a test must set before Ray starts, and our processes found by pid.
+"""Ray on loopback only, for tests and benchmarks of the Ray engine: what to set before Ray
+starts, and the processes a test started, found by pid.
 
 Ray binds and advertises the machine's external interface unless told otherwise, reports usage
 statistics, and probes a cloud metadata address at start unless ``~/ray_bootstrap_config.yaml``
-exists. Every test that starts Ray (in this process or in an ``orchestrate`` it runs) uses
-:func:`loopback_env`.
+exists. Set :func:`loopback_env` in the environment of every process that starts Ray (this one,
+or an ``orchestrate`` it runs). Linux only (reads ``/proc``). Does not import Ray.
 """
 
 from __future__ import annotations
