@@ -91,7 +91,10 @@ class ShardBatcher:
                         shard.append(self._pending.receive_nowait())
                     except trio.WouldBlock:
                         break
-                nursery.start_soon(self._pump, shard)
+                # An attempt cancelled while it waited (a stop, a timeout) is not sent at all.
+                shard = [attempt for attempt in shard if attempt.key in self._inboxes]
+                if shard:
+                    nursery.start_soon(self._pump, shard)
 
     def _submit(self, shard: list[ShardAttempt]) -> Any:
         names = {attempt.job.backend for attempt in shard}
