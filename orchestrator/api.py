@@ -16,6 +16,8 @@ from typing import Unpack
 import attrs
 
 from orchestrator.config.library import BatchKeywords, QueryLike, library_batch
+from orchestrator.engines import Engine, engine_named
+from orchestrator.errors import ConfigError
 from orchestrator.events import Tagged
 from orchestrator.record.claim import LogClaim, claim_log
 from orchestrator.record.resume import plan
@@ -51,6 +53,14 @@ def _prepared(
     return attrs.evolve(planned.spec, already_done=planned.already_done), claim
 
 
+def _engine(keywords: BatchKeywords) -> Engine | None:
+    """The engine the keywords ask for (None: the local one); ConfigError for a bad one."""
+    name, address = keywords.get("engine", "local"), keywords.get("address")
+    if name == "local" and address is None:
+        return None
+    return engine_named(name, address)
+
+
 def run_batch(
     queries: Iterable[QueryLike],
     *,
@@ -80,12 +90,15 @@ def run_batch(
     :class:`~orchestrator.record.log.LogWriteError`; the log stays valid for ``resume``.
     """
     host.refuse_running_loop("run_batch")
+    engine = _engine(keywords)
     spec, claim = _prepared("run_batch", queries, keywords)
     subscribers: list[Subscriber] = [CallbackSubscriber(on_event)] if on_event is not None else []
     keep_text = keywords.get("keep_text", True)
 
     async def main(control: RunControl) -> BatchResult:
-        return await execute(spec, subscribers=subscribers, keep_text=keep_text, control=control, claim=claim)
+        return await execute(
+            spec, subscribers=subscribers, keep_text=keep_text, control=control, claim=claim, engine=engine
+        )
 
     with claim or nullcontext():
         return host.run_blocking(main)
@@ -107,6 +120,7 @@ async def run_batch_async(
     Ctrl-C does what it does in :func:`run_batch`. ``progress=True`` shows live progress: in a
     notebook a display under the cell that updates in place, elsewhere lines on stderr.
     """
+    engine = _engine(keywords)
     spec, claim = _prepared("run_batch_async", queries, keywords)
     subscribers: list[Subscriber] = [CallbackSubscriber(on_event)] if on_event is not None else []
     keep_text = keywords.get("keep_text", True)
@@ -114,14 +128,19 @@ async def run_batch_async(
     async def main(control: RunControl) -> BatchResult:
         if not progress:
             return await execute(
-                spec, subscribers=subscribers, keep_text=keep_text, control=control, claim=claim
+                spec,
+                subscribers=subscribers,
+                keep_text=keep_text,
+                control=control,
+                claim=claim,
+                engine=engine,
             )
         from orchestrator.cli.live import with_progress
 
         async def shown_run(shown: Sequence[Subscriber]) -> BatchResult:
             everyone = [*subscribers, *shown]
             return await execute(
-                spec, subscribers=everyone, keep_text=keep_text, control=control, claim=claim
+                spec, subscribers=everyone, keep_text=keep_text, control=control, claim=claim, engine=engine
             )
 
         return await with_progress(shown_run)
@@ -154,6 +173,8 @@ async def open_batch(
     it down; under asyncio (a trio guest run, see :mod:`orchestrator.run.host`) an exception or a
     cancellation in the block stops the batch gracefully and waits for it before propagating.
     """
+    if keywords.get("engine", "local") != "local" or keywords.get("address") is not None:
+        raise ConfigError(["open_batch(engine=...): only the local engine; use run_batch(engine='ray')"])
     spec, claim = _prepared("open_batch", queries, keywords)
     keep_text = keywords.get("keep_text", True)
     with claim or nullcontext():

@@ -17,6 +17,7 @@ from orchestrator._version import __version__
 
 if TYPE_CHECKING:
     from orchestrator.config.jobfile import Overrides
+    from orchestrator.engines import Engine
     from orchestrator.record.claim import LogClaim
     from orchestrator.record.results_file import ResultsFile
     from orchestrator.run.bus import Subscriber
@@ -129,6 +130,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="check everything, show the first requests and the estimated tokens, cost and time; "
         "send nothing",
+    )
+    cluster = parser.add_argument_group("where attempts run")
+    cluster.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: in this process (default); ray: on Ray workers (pip install 'orchestrator-llm[ray]')",
+    )
+    cluster.add_argument(
+        "--address",
+        metavar="A",
+        help="with --engine ray: the cluster to join (auto or HOST:PORT); without it a local Ray "
+        "instance runs for this batch",
     )
     parser.add_argument("--version", action="version", version=f"orchestrate {__version__}")
     parser.epilog = (parser.epilog or "") + (
@@ -296,6 +310,11 @@ def _main(argv: Sequence[str] | None) -> int:
 
             check_results(results_path, spec)
         preflight(spec)
+        engine = None
+        if args.engine != "local" or args.address is not None:
+            from orchestrator.engines import engine_named
+
+            engine = engine_named(args.engine, args.address)
         if spec.log is not None and spec.log != "-":
             # Claimed before the resume plan reads the log: no other run may add to it from now on.
             claim = claim_log(spec.log, job_file=spec.source, force=args.force)
@@ -321,7 +340,7 @@ def _main(argv: Sequence[str] | None) -> int:
     result = None
     results_failed = False
     try:
-        result = trio.run(_run, spec, args, signals, claim, live_results)
+        result = trio.run(_run, spec, args, signals, claim, live_results, engine)
         if results_path is not None and result is not None:  # written while the log is still ours
             results_failed = not _finish_results(results_path, spec, live_results)
     except* ConfigError as group:  # e.g. the log cannot be opened
@@ -380,6 +399,7 @@ async def _run(
     signals: Interrupts,
     claim: LogClaim | None,
     live_results: ResultsFile | None = None,
+    engine: Engine | None = None,
 ) -> BatchResult | None:
     import trio
 
@@ -405,7 +425,7 @@ async def _run(
         keep_text = len(spec.jobs) <= ANSWERS_SHOWN
         subscribers: list[Subscriber] = [progress, *([live_results] if live_results else [])]
         result = await execute(
-            spec, subscribers=subscribers, keep_text=keep_text, control=control, claim=claim
+            spec, subscribers=subscribers, keep_text=keep_text, control=control, claim=claim, engine=engine
         )
         nursery.cancel_scope.cancel()
     if result is None:  # torn down by a second signal

@@ -46,8 +46,10 @@ class BatchKeywords(TypedDict, total=False):
     (a JSON Schema every reply must meet: a mapping or its JSON text). The batch:
     ``concurrency`` (default 16), ``log``, ``deadline``, ``seed``, ``fsync``, ``name``,
     ``max_cost_usd``, ``hard_cap``, ``halt``. How: ``keep_text`` (default True), ``resume`` (a log:
-    leave out what it shows done and append to it), ``retry_failed`` and ``force`` (write into a
-    log another job file wrote).
+    leave out what it shows done and append to it), ``retry_failed``, ``force`` (write into a
+    log another job file wrote), ``engine`` (``"local"``, the default, or ``"ray"``: attempts
+    run on a Ray cluster) and ``address`` (the Ray cluster to join; without it a local Ray
+    instance is started for the run).
     """
 
     backend: str
@@ -74,12 +76,15 @@ class BatchKeywords(TypedDict, total=False):
     resume: str | None
     retry_failed: bool
     force: bool
+    engine: str
+    address: str | None
 
 
 KEYWORDS = frozenset(BatchKeywords.__optional_keys__)
 _JOB_DEFAULTS = ("model", "system", "max_tokens", "temperature", "metadata")
 _TYPED = {"retry": RetryPolicy, "timeouts": Timeouts}
-_RUN_KEYS = ("keep_text", "resume", "retry_failed", "force")  # how to run, not what: the caller's to use
+# How to run, not what: the caller's to use.
+_RUN_KEYS = ("keep_text", "resume", "retry_failed", "force", "engine", "address")
 
 
 def library_batch(entry: str, queries: Iterable[QueryLike], keywords: Mapping[str, Any]) -> BatchSpec:

@@ -35,6 +35,7 @@ from orchestrator._version import __version__
 from orchestrator.backends import Backend, BackendKind, backend_kind
 from orchestrator.backends.request import estimated_input_tokens
 from orchestrator.diagnostics import logger
+from orchestrator.engines import Engine, LocalEngine
 from orchestrator.errors import ConfigError, leaves
 from orchestrator.events import (
     AttemptStarted,
@@ -514,6 +515,7 @@ async def execute(
     keep_text: bool = True,
     control: RunControl | None = None,
     claim: LogClaim | None = None,
+    engine: Engine | None = None,
 ) -> BatchResult:
     """Run the batch to the end and return its result.
 
@@ -525,7 +527,8 @@ async def execute(
     says why). A log write that fails (a full disk) ends the run with :class:`LogWriteError`:
     backends clean up, and what the log holds stays valid for ``--resume``. If this task itself
     is cancelled, the run is torn down: backends clean up, but unfinished jobs get no terminal
-    event.
+    event. ``engine`` says where attempts run (default: in this process; see
+    :mod:`orchestrator.engines`).
     """
     kinds = preflight(spec)
     files = _fit_open_files(spec, kinds)
@@ -536,7 +539,9 @@ async def execute(
     if claim is None and spec.log is not None and spec.log != "-":
         own_claim = claim_log(spec.log, job_file=spec.source)
     try:
-        return await _execute(spec, kinds, subscribers, keep_text, control or RunControl(), files)
+        return await _execute(
+            spec, kinds, subscribers, keep_text, control or RunControl(), files, engine or LocalEngine()
+        )
     except BaseExceptionGroup as group:
         # The bus task's failure arrives wrapped by the nurseries it crossed: give it back bare.
         failed, _ = group.split(LogWriteError)
@@ -555,6 +560,7 @@ async def _execute(
     keep_text: bool,
     control: RunControl,
     files: OpenFiles,
+    engine: Engine,
 ) -> BatchResult:
     # secrets: every string a backend sends passes through this (see orchestrator.redact)
     redactor = batch_redactor(
@@ -590,11 +596,11 @@ async def _execute(
     send, receive = trio.open_memory_channel[Item](CHANNEL_SIZE)
     try:
         async with AsyncExitStack() as stack:
-            backends: dict[str, Backend] = {}
+            # The engine seam: where the attempts run (see orchestrator.engines).
+            backends = await stack.enter_async_context(engine.open_backends(spec, kinds))
             ceilings: dict[str, int | None] = {}
             for name, kind in kinds.items():
                 settings = spec.backends.get(name) or kind.Settings()
-                backends[name] = await stack.enter_async_context(kind.open(settings, seed=spec.seed))
                 ceilings[name] = getattr(settings, "concurrency", None) or kind.default_concurrency
             async with trio.open_nursery() as nursery:
                 run = _Run(spec, backends, ceilings, control)
