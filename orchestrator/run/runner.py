@@ -383,17 +383,20 @@ class _Run:
         """Run one attempt's stream under the idle watch and the attempt and job deadlines."""
         spec = job.spec
         timeouts = spec.timeouts
+        backend = self.backends[spec.backend]
+        waits = getattr(backend, "waits_for_results", False)  # a batch API: hours of silence are normal
+        idle = None if waits else timeouts.idle
         await job.emit(AttemptStarted(backend=spec.backend))
         start = trio.current_time()
-        deadline = None if timeouts.attempt is None else start + timeouts.attempt
+        deadline = None if timeouts.attempt is None or waits else start + timeouts.attempt
         if job.deadline is not None:
             deadline = job.deadline if deadline is None else min(deadline, job.deadline)
         watch: Watch | None = None
         with trio.CancelScope() as scope:
-            if timeouts.idle is not None or deadline is not None:
-                watch = job.watch = self.watchdog.watch(scope, timeouts.idle, deadline)
+            if idle is not None or deadline is not None:
+                watch = job.watch = self.watchdog.watch(scope, idle, deadline)
             try:
-                await self.backends[spec.backend].stream(spec, job.attempt, job.emit_from_backend)
+                await backend.stream(spec, job.attempt, job.emit_from_backend)
             except Exception as exc:
                 failure = failure_from(exc)
                 if failure is None:
@@ -574,6 +577,9 @@ async def _execute(
                 ceilings[name] = getattr(settings, "concurrency", None) or kind.default_concurrency
             async with trio.open_nursery() as nursery:
                 run = _Run(spec, backends, ceilings, control)
+                for backend in backends.values():
+                    if hasattr(backend, "emit_batch"):  # batch APIs report their remote batches
+                        backend.emit_batch = run.emit_batch
                 run.send = send
                 run.redactor = redactor
                 bus_done = trio.Event()
