@@ -90,6 +90,12 @@ class BatchStore:
         return batch
 
 
+def requested_model(body: Any, default: str) -> str:
+    """The model a request body names (``default`` when it names none)."""
+    model = body.get("model") if isinstance(body, dict) else None
+    return model if isinstance(model, str) else default
+
+
 Route = Callable[[str, str, Mapping[str, str], bytes], Awaitable[bytes]]
 """``route(method, path, headers, body)``: the whole response."""
 

@@ -32,9 +32,23 @@ import trio
 
 from orchestrator.testing.anthropic import wire
 from orchestrator.testing.anthropic.script import HttpError, Reply, Text
-from orchestrator.testing.remote_batches import BatchStore, Errored, Expired, RemoteBatch, serve
+from orchestrator.testing.remote_batches import (
+    BatchStore,
+    Errored,
+    Expired,
+    RemoteBatch,
+    requested_model,
+    serve,
+)
 
-__all__ = ["BatchStore", "Errored", "Expired", "FakeBatches", "anthropic_batch_store", "open_fake_anthropic_batches"]
+__all__ = [
+    "BatchStore",
+    "Errored",
+    "Expired",
+    "FakeBatches",
+    "anthropic_batch_store",
+    "open_fake_anthropic_batches",
+]
 
 MAX_REQUESTS = 100_000
 _CUSTOM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -44,7 +58,11 @@ _PREFIX = "/v1/messages/batches"
 def echo(params: Any) -> Reply:
     """The default answer: the last user message's text, echoed."""
     messages = params.get("messages") if isinstance(params, dict) else None
-    last = messages[-1].get("content") if isinstance(messages, list) and messages and isinstance(messages[-1], dict) else ""
+    last = (
+        messages[-1].get("content")
+        if isinstance(messages, list) and messages and isinstance(messages[-1], dict)
+        else ""
+    )
     return Reply((Text(f"Echo: {last if isinstance(last, str) else '...'}"),))
 
 
@@ -64,7 +82,9 @@ class FakeBatches:
 
 
 @asynccontextmanager
-async def open_fake_anthropic_batches(store: BatchStore | None = None, *, port: int = 0) -> AsyncIterator[FakeBatches]:
+async def open_fake_anthropic_batches(
+    store: BatchStore | None = None, *, port: int = 0
+) -> AsyncIterator[FakeBatches]:
     """Serve the fake for the block (a new store unless given one to carry on with)."""
     state = store if store is not None else anthropic_batch_store()
 
@@ -88,8 +108,12 @@ def _answer(store: BatchStore, method: str, path: str, raw: bytes) -> bytes:
     if method == "GET" and rest[1:] == ["results"]:
         if not batch.ended(now):
             return wire.error_response(HttpError(400, "fake: the batch has not ended"))
-        lines = b"".join(orjson.dumps(_result(batch, cid, body, outcome)) + b"\n" for cid, body, outcome in batch.requests)
-        head = wire.response_head(200, {"content-type": "application/binary", "content-length": str(len(lines))})
+        lines = b"".join(
+            orjson.dumps(_result(batch, cid, body, outcome)) + b"\n" for cid, body, outcome in batch.requests
+        )
+        head = wire.response_head(
+            200, {"content-type": "application/binary", "content-length": str(len(lines))}
+        )
         return head + lines
     if method == "POST" and rest[1:] == ["cancel"]:
         batch.canceled = batch.canceled or not batch.ended(now)
@@ -107,7 +131,9 @@ def _create(store: BatchStore, raw: bytes) -> bytes:
     if not 1 <= len(requests) <= MAX_REQUESTS:
         return wire.error_response(HttpError(400, f"requests: between 1 and {MAX_REQUESTS} items"))
     if not all(isinstance(cid, str) and _CUSTOM_ID.fullmatch(cid) for cid in ids) or len(set(ids)) < len(ids):
-        return wire.error_response(HttpError(400, "custom_id: must be unique and match ^[a-zA-Z0-9_-]{1,64}$"))
+        return wire.error_response(
+            HttpError(400, "custom_id: must be unique and match ^[a-zA-Z0-9_-]{1,64}$")
+        )
     batch = store.create("msgbatch_fake_", requests)
     return wire.json_response(200, _batch(batch, trio.current_time()))
 
@@ -137,9 +163,15 @@ def _batch(batch: RemoteBatch, now: float) -> dict[str, Any]:
 def _result(batch: RemoteBatch, custom_id: str, params: Any, outcome: Any) -> dict[str, Any]:
     state = _state(outcome, batch.canceled)
     if state == "succeeded":
-        model = params.get("model") if isinstance(params, dict) and isinstance(params.get("model"), str) else "claude-fake"
-        return {"custom_id": custom_id, "result": {"type": "succeeded", "message": wire.message(outcome, outcome.model or model)}}
+        model = requested_model(params, "claude-fake")
+        return {
+            "custom_id": custom_id,
+            "result": {"type": "succeeded", "message": wire.message(outcome, outcome.model or model)},
+        }
     if state == "errored":
         error = {"type": outcome.error_type, "message": outcome.message}
-        return {"custom_id": custom_id, "result": {"type": "errored", "error": {"type": "error", "error": error}}}
+        return {
+            "custom_id": custom_id,
+            "result": {"type": "errored", "error": {"type": "error", "error": error}},
+        }
     return {"custom_id": custom_id, "result": {"type": state}}

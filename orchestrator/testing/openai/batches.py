@@ -23,9 +23,24 @@ import trio
 
 from orchestrator.testing.anthropic.wire import json_response, response_head
 from orchestrator.testing.openai.script import Reply
-from orchestrator.testing.remote_batches import BatchStore, Errored, Expired, RemoteBatch, serve
+from orchestrator.testing.remote_batches import (
+    BatchStore,
+    Errored,
+    Expired,
+    RemoteBatch,
+    requested_model,
+    serve,
+)
 
-__all__ = ["BatchStore", "Errored", "Expired", "FakeBatches", "completion", "open_fake_openai_batches", "openai_batch_store"]
+__all__ = [
+    "BatchStore",
+    "Errored",
+    "Expired",
+    "FakeBatches",
+    "completion",
+    "open_fake_openai_batches",
+    "openai_batch_store",
+]
 
 MAX_REQUESTS = 50_000
 _BOUNDARY = re.compile(rb"boundary=\"?([^\";]+)")
@@ -34,7 +49,11 @@ _BOUNDARY = re.compile(rb"boundary=\"?([^\";]+)")
 def echo(body: Any) -> Reply:
     """The default answer: the last message's text, echoed."""
     messages = body.get("messages") if isinstance(body, dict) else None
-    last = messages[-1].get("content") if isinstance(messages, list) and messages and isinstance(messages[-1], dict) else ""
+    last = (
+        messages[-1].get("content")
+        if isinstance(messages, list) and messages and isinstance(messages[-1], dict)
+        else ""
+    )
     return Reply(text=f"Echo: {last if isinstance(last, str) else '...'}")
 
 
@@ -88,7 +107,9 @@ class FakeBatches:
 
 
 @asynccontextmanager
-async def open_fake_openai_batches(store: BatchStore | None = None, *, port: int = 0) -> AsyncIterator[FakeBatches]:
+async def open_fake_openai_batches(
+    store: BatchStore | None = None, *, port: int = 0
+) -> AsyncIterator[FakeBatches]:
     """Serve the fake for the block (a new store unless given one to carry on with)."""
     state = store if store is not None else openai_batch_store()
 
@@ -100,7 +121,9 @@ async def open_fake_openai_batches(store: BatchStore | None = None, *, port: int
 
 
 def _error(status: int, message: str) -> bytes:
-    return json_response(status, {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}})
+    return json_response(
+        status, {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}
+    )
 
 
 def _answer(store: BatchStore, method: str, path: str, headers: Mapping[str, str], raw: bytes) -> bytes:
@@ -117,7 +140,12 @@ def _answer(store: BatchStore, method: str, path: str, headers: Mapping[str, str
         content = store.files.get(parts[1])
         if content is None:
             return _error(404, f"fake: no file {parts[1]}")
-        return response_head(200, {"content-type": "application/octet-stream", "content-length": str(len(content))}) + content
+        return (
+            response_head(
+                200, {"content-type": "application/octet-stream", "content-length": str(len(content))}
+            )
+            + content
+        )
     if method == "POST" and parts == ["batches"]:
         return _create(store, raw)
     batch = store.batches.get(parts[1]) if len(parts) >= 2 and parts[0] == "batches" else None
@@ -153,10 +181,14 @@ def _create(store: BatchStore, raw: bytes) -> bytes:
         lines = [orjson.loads(line) for line in content.splitlines() if line.strip()]
         requests = [(line["custom_id"], line["body"]) for line in lines]
     except (orjson.JSONDecodeError, KeyError, TypeError):
-        return _error(400, "fake: input_file_id must name an uploaded JSONL of {custom_id, method, url, body}")
+        return _error(
+            400, "fake: input_file_id must name an uploaded JSONL of {custom_id, method, url, body}"
+        )
     if payload.get("endpoint") != "/v1/chat/completions" or payload.get("completion_window") != "24h":
         return _error(400, "fake: endpoint must be /v1/chat/completions and completion_window 24h")
-    if not 1 <= len(requests) <= MAX_REQUESTS or any(line.get("url") != "/v1/chat/completions" for line in lines):
+    if not 1 <= len(requests) <= MAX_REQUESTS or any(
+        line.get("url") != "/v1/chat/completions" for line in lines
+    ):
         return _error(400, f"fake: between 1 and {MAX_REQUESTS} requests, each to /v1/chat/completions")
     batch = store.create("batch_fake", requests)
     return json_response(200, _batch(store, batch, trio.current_time()))
@@ -166,11 +198,23 @@ def _batch(store: BatchStore, batch: RemoteBatch, now: float) -> dict[str, Any]:
     total = len(batch.requests)
     answer: dict[str, Any] = {"id": batch.id, "object": "batch", "endpoint": "/v1/chat/completions"}
     if not batch.ended(now):
-        return {**answer, "status": "in_progress", "request_counts": {"total": total, "completed": 0, "failed": 0}}
+        return {
+            **answer,
+            "status": "in_progress",
+            "request_counts": {"total": total, "completed": 0, "failed": 0},
+        }
     if not batch.files:
         _write_results(store, batch)
-    failed = sum(1 for _, _, outcome in batch.requests if isinstance(outcome, Errored | Expired) or batch.canceled)
-    status = "cancelled" if batch.canceled else "expired" if any(isinstance(o, Expired) for _, _, o in batch.requests) else "completed"
+    failed = sum(
+        1 for _, _, outcome in batch.requests if isinstance(outcome, Errored | Expired) or batch.canceled
+    )
+    status = (
+        "cancelled"
+        if batch.canceled
+        else "expired"
+        if any(isinstance(o, Expired) for _, _, o in batch.requests)
+        else "completed"
+    )
     return {
         **answer,
         "status": status,
@@ -186,13 +230,26 @@ def _write_results(store: BatchStore, batch: RemoteBatch) -> None:
         line: dict[str, Any] = {"id": store.new_id("batch_req_"), "custom_id": custom_id, "error": None}
         if batch.canceled or isinstance(outcome, Expired):
             code = "batch_cancelled" if batch.canceled else "batch_expired"
-            errors.append({**line, "response": None, "error": {"code": code, "message": "This request could not be executed before the batch ended."}})
+            errors.append(
+                {
+                    **line,
+                    "response": None,
+                    "error": {
+                        "code": code,
+                        "message": "This request could not be executed before the batch ended.",
+                    },
+                }
+            )
         elif isinstance(outcome, Errored):
             error = {"message": outcome.message, "type": outcome.error_type, "param": None, "code": None}
             errors.append({**line, "response": {"status_code": outcome.status, "body": {"error": error}}})
         else:
-            model = body.get("model") if isinstance(body, dict) and isinstance(body.get("model"), str) else "gpt-fake"
-            response = {"status_code": 200, "request_id": store.new_id("req_"), "body": completion(outcome, outcome.model or model)}
+            model = requested_model(body, "gpt-fake")
+            response = {
+                "status_code": 200,
+                "request_id": store.new_id("req_"),
+                "body": completion(outcome, outcome.model or model),
+            }
             output.append({**line, "response": response})
     for name, lines in (("output", output), ("error", errors)):
         if lines:

@@ -22,12 +22,19 @@ from typing import Any
 import attrs
 import orjson
 
+from orchestrator.backends.fields import str_or_none
 from orchestrator.backends.http import anthropic
 from orchestrator.backends.http.batch.collector import Outcome, Progress
-from orchestrator.backends.http.batch.remote import BatchApi, BatchKind, Control, error_in_result, remote_id
+from orchestrator.backends.http.batch.remote import (
+    BatchApi,
+    BatchKind,
+    Control,
+    error_in_result,
+    not_run,
+    remote_id,
+)
 from orchestrator.backends.http.batch.replay import anthropic_events
 from orchestrator.backends.http.status import message_of
-from orchestrator.errors import ErrorKind, RetryableError
 
 NAME = "anthropic-batch"
 MAX_REQUESTS = 100_000
@@ -69,11 +76,15 @@ class MessageBatches:
         answer = await self.control.call("GET", f"{self.url}/{batch_id}")
         counts = answer.get("request_counts") if isinstance(answer, dict) else None
         counts = {k: v for k, v in counts.items() if isinstance(v, int)} if isinstance(counts, dict) else {}
-        return Progress(ended=isinstance(answer, dict) and answer.get("processing_status") == "ended", counts=counts)
+        return Progress(
+            ended=isinstance(answer, dict) and answer.get("processing_status") == "ended", counts=counts
+        )
 
     async def results(self, batch_id: str) -> list[Outcome]:
         outcomes: list[Outcome] = []
-        await self.control.each_line(f"{self.url}/{batch_id}/results", lambda line: outcomes.append(self._outcome(line)))
+        await self.control.each_line(
+            f"{self.url}/{batch_id}/results", lambda line: outcomes.append(self._outcome(line))
+        )
         return [outcome for outcome in outcomes if outcome.custom_id]
 
     def _outcome(self, line: bytes) -> Outcome:
@@ -83,7 +94,7 @@ class MessageBatches:
             return Outcome("")
         if not isinstance(data, dict) or not isinstance(data.get("result"), dict):
             return Outcome("")
-        cid = data.get("custom_id") if isinstance(data.get("custom_id"), str) else ""
+        cid = str_or_none(data.get("custom_id")) or ""
         result = data["result"]
         match result.get("type"):
             case "succeeded":
@@ -92,9 +103,9 @@ class MessageBatches:
                 message, kind = message_of(result.get("error"))
                 return Outcome(cid, error=error_in_result(message, kind, None, self.redact))
             case "expired":
-                return Outcome(cid, error=RetryableError("the batch expired before this request ran", kind=ErrorKind.EXPIRED))
-            case _:
-                return Outcome(cid, error=RetryableError("the batch was canceled before this request ran", kind=ErrorKind.API_ERROR))
+                return Outcome(cid, error=not_run("expired"))
+            case other:
+                return Outcome(cid, error=not_run(str_or_none(other) or "canceled"))
 
 
 KIND = BatchKind(

@@ -100,7 +100,9 @@ async def _silent(batch_id: str, custom_ids: Sequence[str], counts: Mapping[str,
 class Collector:
     """See the module docstring. ``report`` is told of each submission and poll."""
 
-    def __init__(self, remote: RemoteBatches, chunking: Chunking, polling: Polling, report: Report = _silent) -> None:
+    def __init__(
+        self, remote: RemoteBatches, chunking: Chunking, polling: Polling, report: Report = _silent
+    ) -> None:
         self.remote = remote
         self.chunking = chunking
         self.polling = polling
@@ -145,7 +147,9 @@ class Collector:
         chunk: dict[str, _Waiter] = {}
         size = 0
         for custom_id, waiter in self.waiting.items():
-            if chunk and (len(chunk) >= self.chunking.max_requests or size + waiter.size > self.chunking.max_bytes):
+            if chunk and (
+                len(chunk) >= self.chunking.max_requests or size + waiter.size > self.chunking.max_bytes
+            ):
                 break
             chunk[custom_id] = waiter
             size += waiter.size
@@ -174,7 +178,9 @@ class Collector:
             waiter = chunk.pop(outcome.custom_id, None)
             if waiter is not None:
                 self._resolve(waiter, outcome)
-        missing = RetryableError(f"batch {batch_id} ended without a result for this request", kind=ErrorKind.API_ERROR)
+        missing = RetryableError(
+            f"batch {batch_id} ended without a result for this request", kind=ErrorKind.API_ERROR
+        )
         self._resolve_all(chunk, missing)
 
     async def _wait_until_ended(self, batch_id: str, chunk: Mapping[str, _Waiter]) -> FatalError | None:
@@ -184,14 +190,18 @@ class Collector:
             try:
                 progress = await self.remote.poll(batch_id)
             except RetryableError as exc:
-                delay = max(exc.retry_after or 0.0, min(self.polling.poll_max, delay * self.polling.poll_backoff))
+                delay = max(
+                    exc.retry_after or 0.0, min(self.polling.poll_max, delay * self.polling.poll_backoff)
+                )
                 continue
             except FatalError as exc:
                 return exc
             await self.report(batch_id, list(chunk), progress.counts)
             if progress.ended:
                 return None
-            delay = max(progress.retry_after or 0.0, min(self.polling.poll_max, delay * self.polling.poll_backoff))
+            delay = max(
+                progress.retry_after or 0.0, min(self.polling.poll_max, delay * self.polling.poll_backoff)
+            )
 
     async def _with_retries(self, call: Callable[[], Awaitable[list[Outcome]]]) -> list[Outcome]:
         """``call()``, repeated after retryable failures (the results of an ended batch stay)."""

@@ -24,9 +24,17 @@ from typing import Any
 import attrs
 import orjson
 
+from orchestrator.backends.fields import dict_or_empty, int_or_none
 from orchestrator.backends.http import openai
 from orchestrator.backends.http.batch.collector import Outcome, Progress
-from orchestrator.backends.http.batch.remote import BatchApi, BatchKind, Control, error_in_result, remote_id
+from orchestrator.backends.http.batch.remote import (
+    BatchApi,
+    BatchKind,
+    Control,
+    error_in_result,
+    not_run,
+    remote_id,
+)
 from orchestrator.backends.http.batch.replay import openai_events
 from orchestrator.backends.http.status import message_of
 from orchestrator.errors import ErrorKind, RetryableError
@@ -81,7 +89,9 @@ class ChatBatches:
         counts = answer.get("request_counts")
         counts = {k: v for k, v in counts.items() if isinstance(v, int)} if isinstance(counts, dict) else {}
         status = answer.get("status")
-        counts["processing"] = max(0, counts.get("total", 0) - counts.get("completed", 0) - counts.get("failed", 0))
+        counts["processing"] = max(
+            0, counts.get("total", 0) - counts.get("completed", 0) - counts.get("failed", 0)
+        )
         self.files[batch_id] = (_file_id(answer.get("output_file_id")), _file_id(answer.get("error_file_id")))
         return Progress(ended=status in _ENDED, counts=counts)
 
@@ -100,15 +110,17 @@ class ChatBatches:
             return Outcome("")
         if not isinstance(data, dict) or not isinstance(data.get("custom_id"), str):
             return Outcome("")
-        cid = data["custom_id"]
-        response = data.get("response") if isinstance(data.get("response"), dict) else {}
-        status = response.get("status_code") if isinstance(response.get("status_code"), int) else None
+        cid: str = data["custom_id"]
+        response = dict_or_empty(data.get("response"))
+        status = int_or_none(response.get("status_code"))
         error = data.get("error")
         if status == 200 and not error:
             return Outcome(cid, reply=response.get("body"))
-        if isinstance(error, dict) and error.get("code") == "batch_expired":
-            return Outcome(cid, error=RetryableError("the batch expired before this request ran", kind=ErrorKind.EXPIRED))
-        message, kind = message_of(response.get("body") if response.get("body") is not None else {"error": error})
+        code = dict_or_empty(error).get("code")
+        if code in ("batch_expired", "batch_cancelled"):
+            return Outcome(cid, error=not_run("expired" if code == "batch_expired" else "cancelled"))
+        body = response.get("body")
+        message, kind = message_of(body if body is not None else {"error": error})
         return Outcome(cid, error=error_in_result(message, kind, status, self.redact))
 
 

@@ -24,12 +24,19 @@ from orchestrator.backends.base import Emit, EmitBatch
 from orchestrator.backends.http.backend import Headers, HttpApi, HttpBackend, HttpKind
 from orchestrator.backends.http.batch.collector import Chunking, Collector, Polling, RemoteBatches
 from orchestrator.backends.http.batch.replay import replay
-from orchestrator.backends.http.exchange import ERROR_BODY_LIMIT, ApiKey, _transport_failure, open_http_pool, read_api_key, redactor
+from orchestrator.backends.http.exchange import (
+    ERROR_BODY_LIMIT,
+    ApiKey,
+    _transport_failure,
+    open_http_pool,
+    read_api_key,
+    redactor,
+)
 from orchestrator.backends.http.prices import BATCH_PRICE, PriceBook
 from orchestrator.backends.http.status import error_for_status
 from orchestrator.backends.status import is_context_length, kind_for
-from orchestrator.events import BatchProgress, BatchSubmitted
 from orchestrator.errors import BackendError, ErrorKind, FatalError, RetryableError, error_for
+from orchestrator.events import BatchProgress, BatchSubmitted
 from orchestrator.http import ConnectionPool, ServerSentEvent, TransportError
 from orchestrator.spec import JobSpec
 
@@ -67,7 +74,9 @@ class Control:
         self.headers = headers
         self.redact = redactor(key)
 
-    async def call(self, method: str, url: str, body: bytes = b"", *, content_type: bytes = b"application/json") -> Any:
+    async def call(
+        self, method: str, url: str, body: bytes = b"", *, content_type: bytes = b"application/json"
+    ) -> Any:
         """The JSON answer of a control endpoint; RetryableError/FatalError for a failure."""
         chunks: list[bytes] = []
         await self.each_chunk(method, url, body, content_type, chunks.append)
@@ -92,7 +101,9 @@ class Control:
         if rest.strip():
             take(bytes(rest))
 
-    async def each_chunk(self, method: str, url: str, body: bytes, content_type: bytes, take: Callable[[bytes], None]) -> None:
+    async def each_chunk(
+        self, method: str, url: str, body: bytes, content_type: bytes, take: Callable[[bytes], None]
+    ) -> None:
         headers = [(name, value) for name, value in self.headers if name not in (b"content-type", b"accept")]
         headers.append((b"content-type", content_type))
         try:
@@ -100,20 +111,32 @@ class Control:
                 if not 200 <= response.status < 300:
                     raw = await response.read_all(ERROR_BODY_LIMIT)
                     reason = response.reason.decode("latin-1", "replace")
-                    raise error_for_status(response.status, reason, raw, response.headers, now=time.time(), redact=self.redact)
+                    raise error_for_status(
+                        response.status, reason, raw, response.headers, now=time.time(), redact=self.redact
+                    )
                 while data := await response.receive_some():
                     take(data)
         except TransportError as exc:
             raise _transport_failure(exc, self.redact) from None
 
 
-def error_in_result(message: str, error_type: str | None, status: int | None, redact: Callable[[str], str]) -> BackendError:
+def error_in_result(
+    message: str, error_type: str | None, status: int | None, redact: Callable[[str], str]
+) -> BackendError:
     """The attempt error for a request the batch reports as failed: the shared kind table
     decides the kind (a server-side failure when it names none)."""
     text = redact(f"batch request failed: {error_type or status or 'error'}: {message}")[:600]
     if is_context_length(message, error_type):
         return FatalError(text, kind=ErrorKind.CONTEXT_LENGTH)
     return error_for(kind_for(status, error_type) or ErrorKind.SERVER_ERROR, text)
+
+
+def not_run(why: str) -> RetryableError:
+    """The attempt error for a request its batch ended without running: ``expired`` (the
+    provider's 24 h window passed) or ``canceled``; both go into a later batch."""
+    if why == "expired":
+        return RetryableError("the batch expired before this request ran", kind=ErrorKind.EXPIRED)
+    return RetryableError(f"the batch ended ({why}) before this request ran", kind=ErrorKind.API_ERROR)
 
 
 @attrs.frozen
@@ -150,7 +173,9 @@ class BatchBackend(HttpBackend):
         self.emit_batch: EmitBatch | None = None
         """Set by the runner: how a batch-level event reaches the bus (None: nowhere)."""
 
-    async def _report(self, batch_id: str, custom_ids: Sequence[str], counts: Mapping[str, int] | None) -> None:
+    async def _report(
+        self, batch_id: str, custom_ids: Sequence[str], counts: Mapping[str, int] | None
+    ) -> None:
         if self.emit_batch is None:
             return
         name = self.batch_api.name
@@ -191,7 +216,9 @@ class BatchKind(HttpKind):
         problems = super().preflight(settings, jobs)
         api = self.batch_api
         if settings.batch_requests > api.max_requests:
-            problems.append(f"backends.{self.name}.batch_requests: at most {api.max_requests} (the API's limit)")
+            problems.append(
+                f"backends.{self.name}.batch_requests: at most {api.max_requests} (the API's limit)"
+            )
         if settings.batch_bytes > api.max_bytes:
             problems.append(f"backends.{self.name}.batch_bytes: at most {api.max_bytes} (the API's limit)")
         return problems

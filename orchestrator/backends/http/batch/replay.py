@@ -45,14 +45,25 @@ def anthropic_events(message: Any) -> list[ServerSentEvent]:
     for index, block in enumerate(message.get("content", [])):
         if not isinstance(block, dict):
             raise RetryableError("batch result: a content block is not an object", kind=ErrorKind.PROTOCOL)
-        events.append(_sse("content_block_start", {"type": "content_block_start", "index": index, "content_block": _opening(block)}))
+        events.append(
+            _sse(
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": _opening(block)},
+            )
+        )
         if block.get("type") == "tool_use":
             partial = orjson.dumps(block.get("input", {})).decode()
-            delta = {"type": "input_json_delta", "partial_json": partial}
-            events.append(_sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}))
+            delta: dict[str, Any] = {"type": "input_json_delta", "partial_json": partial}
+            events.append(
+                _sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+            )
         events.append(_sse("content_block_stop", {"type": "content_block_stop", "index": index}))
-    delta = {"type": "message_delta", "delta": {"stop_reason": message.get("stop_reason")}, "usage": message.get("usage")}
-    return [*events, _sse("message_delta", delta), _sse("message_stop", {"type": "message_stop"})]
+    ending = {
+        "type": "message_delta",
+        "delta": {"stop_reason": message.get("stop_reason")},
+        "usage": message.get("usage"),
+    }
+    return [*events, _sse("message_delta", ending), _sse("message_stop", {"type": "message_stop"})]
 
 
 def _opening(block: Mapping[str, Any]) -> dict[str, Any]:
@@ -76,7 +87,8 @@ def openai_events(completion: Any) -> list[ServerSentEvent]:
         calls = delta.get("tool_calls")
         if isinstance(calls, list):
             delta["tool_calls"] = [
-                {**call, "index": index} if isinstance(call, dict) else call for index, call in enumerate(calls)
+                {**call, "index": index} if isinstance(call, dict) else call
+                for index, call in enumerate(calls)
             ]
         choices.append({"index": 0, "delta": delta, "finish_reason": choice.get("finish_reason")})
     chunk = {key: value for key, value in completion.items() if key != "choices"}
