@@ -70,6 +70,8 @@ class HttpApi:
     headers: Callable[[Any, Any, ApiKey | None], Headers]
     body: Callable[[JobSpec, Any, Any], dict[str, Any]]
     decoder: Callable[[str | None, PriceBook, Redact], StreamDecoder]
+    price_scale: float = 1.0
+    """Costs at this share of the price table (the batch APIs': ``prices.BATCH_PRICE``)."""
     refunds_unused_tokens: bool = True
     """Whether the server's token rate limit gives back what a request reserved and did not use.
     Anthropic corrects its output-token estimate when a reply ends; OpenAI charges the prompt
@@ -86,7 +88,7 @@ class HttpBackend:
         self.pool = pool
         self.key = key
         self.url = settings.base_url.rstrip("/") + api.path
-        self.prices = PriceBook(api.name, api.prices, settings.prices)
+        self.prices = PriceBook(api.name, api.prices, settings.prices, scale=api.price_scale)
         self.refunds_unused_tokens = api.refunds_unused_tokens
 
     def estimate(self, job: JobSpec) -> tuple[int, float | None]:

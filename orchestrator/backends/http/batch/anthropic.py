@@ -33,6 +33,7 @@ from orchestrator.backends.http.batch.remote import (
     not_run,
     remote_id,
 )
+from orchestrator.backends.http.prices import BATCH_PRICE
 from orchestrator.backends.http.batch.replay import anthropic_events
 from orchestrator.backends.http.status import message_of
 
@@ -111,7 +112,7 @@ class MessageBatches:
 KIND = BatchKind(
     BatchApi(
         name=NAME,
-        streaming=anthropic.KIND.api,
+        streaming=attrs.evolve(anthropic.KIND.api, price_scale=BATCH_PRICE),
         settings=Settings,
         remote=MessageBatches,
         events=anthropic_events,

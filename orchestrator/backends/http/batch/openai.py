@@ -35,6 +35,7 @@ from orchestrator.backends.http.batch.remote import (
     not_run,
     remote_id,
 )
+from orchestrator.backends.http.prices import BATCH_PRICE
 from orchestrator.backends.http.batch.replay import openai_events
 from orchestrator.backends.http.status import message_of
 from orchestrator.errors import ErrorKind, RetryableError
@@ -150,7 +151,7 @@ def multipart(boundary: str, fields: Mapping[str, bytes], file: tuple[str, str, 
 KIND = BatchKind(
     BatchApi(
         name=NAME,
-        streaming=openai.KIND.api,
+        streaming=attrs.evolve(openai.KIND.api, price_scale=BATCH_PRICE),
         settings=Settings,
         remote=ChatBatches,
         events=openai_events,

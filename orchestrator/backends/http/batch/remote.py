@@ -32,7 +32,6 @@ from orchestrator.backends.http.exchange import (
     read_api_key,
     redactor,
 )
-from orchestrator.backends.http.prices import BATCH_PRICE, PriceBook
 from orchestrator.backends.http.status import error_for_status
 from orchestrator.backends.status import is_context_length, kind_for
 from orchestrator.errors import BackendError, ErrorKind, FatalError, RetryableError, error_for
@@ -161,7 +160,6 @@ class BatchBackend(HttpBackend):
     def __init__(self, api: BatchApi, settings: Any, pool: ConnectionPool, key: ApiKey | None) -> None:
         super().__init__(api.streaming, settings, pool, key)
         self.batch_api = api
-        self.prices = PriceBook(api.streaming.name, api.streaming.prices, settings.prices, scale=BATCH_PRICE)
         self.refunds_unused_tokens = True  # no rate limit of the streaming API is spent
         control = Control(pool, api.streaming.headers(settings, api.streaming.options(), key), key)
         self.collector = Collector(

@@ -167,3 +167,36 @@ async def test_polling_survives_a_restart_of_the_api_mid_batch(autojump_clock: t
     result, _ = outcome["result"]
     assert result.jobs["a"].text == "Echo: x" and result.jobs["a"].attempts == 1
     assert store.submissions == {"a": 1}
+
+
+async def test_a_result_later_than_the_idle_and_attempt_timeouts_still_arrives(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    store = anthropic_batch_store(processing=3 * 3600)
+    async with open_fake_anthropic_batches(store) as fake:
+        result, _ = await run_jobs(
+            "anthropic-batch",
+            {"base_url": fake.base_url, **FAST, "poll_max": 600},
+            [{"id": "slow", "prompt": "x"}],
+            model=MODEL,
+            concurrency=100,
+            timeouts={"idle": 60, "attempt": 600, "job": 5 * 3600},
+        )
+    assert result.jobs["slow"].ok and result.jobs["slow"].attempts == 1
+    assert trio.current_time() >= 3 * 3600
+
+
+async def test_the_job_timeout_still_ends_a_batch_attempt(autojump_clock: trio.abc.Clock) -> None:
+    store = anthropic_batch_store(processing=3 * 3600)
+    async with open_fake_anthropic_batches(store) as fake:
+        result, recorder = await run_jobs(
+            "anthropic-batch",
+            {"base_url": fake.base_url, **FAST, "poll_max": 600},
+            [{"id": "slow", "prompt": "x"}],
+            model=MODEL,
+            concurrency=100,
+            timeouts={"job": 3600},
+        )
+    assert not result.jobs["slow"].ok
+    (failed,) = events_of(recorder, JobFailed)
+    assert failed.error_kind == "timeout_job"
