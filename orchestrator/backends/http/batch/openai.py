@@ -35,8 +35,8 @@ from orchestrator.backends.http.batch.remote import (
     not_run,
     remote_id,
 )
-from orchestrator.backends.http.prices import BATCH_PRICE
 from orchestrator.backends.http.batch.replay import openai_events
+from orchestrator.backends.http.prices import BATCH_PRICE
 from orchestrator.backends.http.status import message_of
 from orchestrator.errors import ErrorKind, RetryableError
 
