@@ -40,8 +40,9 @@ class Backend(Protocol):
     back what an attempt reserved and did not use; ``waits_for_results: bool`` (default False),
     whether an attempt waits in silence for a result computed elsewhere (a provider's batch API),
     so ``timeouts.idle`` and ``timeouts.attempt`` do not apply to it (``timeouts.job`` does);
-    ``emit_batch: EmitBatch | None``, which the runner sets, when the backend has it, to send
-    batch-level events.
+    ``attach(emit_batch, log)``, called once before any attempt, with the function that sends
+    batch-level events and the path of the run's log (None without one), which the batch APIs
+    read to re-attach to the remote batches an earlier run left running.
     """
 
     async def stream(self, job: JobSpec, attempt: int, emit: Emit) -> None:

@@ -81,6 +81,16 @@ class Polling:
 
 
 @attrs.define(eq=False)
+class _Adopted:
+    """A remote batch a run before this one created: polled until it ends, then its outcomes
+    (or the error that ended the polling) wait for the requests that come back for them."""
+
+    ended: trio.Event = attrs.Factory(trio.Event)
+    outcomes: dict[str, Outcome] = attrs.Factory(dict)
+    error: BackendError | None = None
+
+
+@attrs.define(eq=False)
 class _Waiter:
     body: Mapping[str, Any]
     size: int
@@ -107,12 +117,43 @@ class Collector:
         self.chunking = chunking
         self.polling = polling
         self.report = report
+        self.adopted: dict[str, _Adopted] = {}
         self.waiting: dict[str, _Waiter] = {}
         self.submitted: dict[str, _Waiter] = {}
         self._arrived = trio.Event()
+        self._nursery: trio.Nursery | None = None
+
+    def adopt(self, batch_id: str, custom_ids: Sequence[str]) -> None:
+        """Take over a remote batch an earlier run created (needs :meth:`run` started): it is
+        polled to its end, and a request for one of ``custom_ids`` gets that batch's result
+        instead of being sent again. If the batch cannot be read (gone, refused) or has no result
+        for it, the request is sent in a new batch."""
+        assert self._nursery is not None, "adopt() before run() started"
+        batch = _Adopted()
+        for custom_id in custom_ids:
+            self.adopted[custom_id] = batch
+        self._nursery.start_soon(self._collect_adopted, batch_id, batch, list(custom_ids))
+
+    async def _collect_adopted(self, batch_id: str, batch: _Adopted, custom_ids: list[str]) -> None:
+        try:
+            batch.error = await self._wait_until_ended(batch_id, custom_ids)
+            if batch.error is None:
+                outcomes = await self._with_retries(lambda: self.remote.results(batch_id))
+                batch.outcomes = {outcome.custom_id: outcome for outcome in outcomes}
+        except FatalError as exc:
+            batch.error = exc
+        finally:
+            batch.ended.set()
 
     async def request(self, custom_id: str, body: Mapping[str, Any]) -> Outcome:
-        """Wait for the result of ``body`` sent as ``custom_id`` (unique among waiting requests)."""
+        """Wait for the result of ``body`` sent as ``custom_id`` (unique among waiting requests),
+        or of the adopted batch that already holds ``custom_id``."""
+        adopted = self.adopted.pop(custom_id, None)
+        if adopted is not None:
+            await adopted.ended.wait()
+            found = adopted.outcomes.pop(custom_id, None)
+            if found is not None:
+                return found
         waiter = _Waiter(body, self.remote.size(custom_id, body), trio.current_time())
         self.waiting[custom_id] = waiter
         self._arrived.set()
@@ -126,9 +167,11 @@ class Collector:
         assert waiter.outcome is not None
         return waiter.outcome
 
-    async def run(self) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Gather and submit chunks until cancelled (see the module docstring)."""
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
             while True:
                 while not self.waiting:
                     self._arrived = trio.Event()
@@ -165,7 +208,7 @@ class Collector:
             self._resolve_all(chunk, exc)
             return
         await self.report(batch_id, list(chunk), None)
-        failure = await self._wait_until_ended(batch_id, chunk)
+        failure = await self._wait_until_ended(batch_id, list(chunk))
         if failure is not None:
             self._resolve_all(chunk, failure)
             return
@@ -183,7 +226,7 @@ class Collector:
         )
         self._resolve_all(chunk, missing)
 
-    async def _wait_until_ended(self, batch_id: str, chunk: Mapping[str, _Waiter]) -> FatalError | None:
+    async def _wait_until_ended(self, batch_id: str, custom_ids: list[str]) -> FatalError | None:
         delay = self.polling.poll_min
         while True:
             await trio.sleep(delay)
@@ -196,7 +239,7 @@ class Collector:
                 continue
             except FatalError as exc:
                 return exc
-            await self.report(batch_id, list(chunk), progress.counts)
+            await self.report(batch_id, custom_ids, progress.counts)
             if progress.ended:
                 return None
             delay = max(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import os
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -35,8 +36,9 @@ from orchestrator.backends.http.exchange import (
 from orchestrator.backends.http.status import error_for_status
 from orchestrator.backends.status import is_context_length, kind_for
 from orchestrator.errors import BackendError, ErrorKind, FatalError, RetryableError, error_for
-from orchestrator.events import BatchProgress, BatchSubmitted
+from orchestrator.events import BatchProgress, BatchSubmitted, JobFailed, JobSucceeded, RetryScheduled
 from orchestrator.http import ConnectionPool, ServerSentEvent, TransportError
+from orchestrator.record.log import read_objects
 from orchestrator.spec import JobSpec
 
 DEFAULT_CONCURRENCY = 100_000
@@ -169,7 +171,16 @@ class BatchBackend(HttpBackend):
             self._report,
         )
         self.emit_batch: EmitBatch | None = None
-        """Set by the runner: how a batch-level event reaches the bus (None: nowhere)."""
+        """How a batch-level event reaches the bus (None: nowhere); see :meth:`attach`."""
+
+    def attach(self, emit_batch: EmitBatch, log: str | None) -> None:
+        """Join the run (the runner calls this before any attempt): batch-level events go to
+        ``emit_batch``, and the remote batches ``log`` shows holding requests whose results no
+        run has taken yet are adopted, so a resumed run waits for them instead of paying twice."""
+        self.emit_batch = emit_batch
+        if log is not None and os.path.exists(log):
+            for batch_id, custom_ids in in_flight(log, self.batch_api.name).items():
+                self.collector.adopt(batch_id, custom_ids)
 
     async def _report(
         self, batch_id: str, custom_ids: Sequence[str], counts: Mapping[str, int] | None
@@ -196,6 +207,31 @@ class BatchBackend(HttpBackend):
         decoder = api.decoder(job.model, self.prices, redactor(self.key))
         for event in replay(decoder, self.batch_api.events(outcome.reply)):
             await emit(event)
+
+
+def in_flight(log: str, backend: str) -> dict[str, list[str]]:
+    """The remote batches of ``backend`` in ``log`` and, for each, the requests whose result no
+    run took: sent in a ``batch_submitted`` and not followed by a retry or an end of their job
+    (a request sent again is counted in its latest batch only)."""
+    latest: dict[str, str] = {}
+    for _, record in read_objects(log):
+        kind = record.get("kind")
+        if kind == BatchSubmitted.kind and record.get("backend") == backend:
+            remote = record.get("remote_id")
+            ids = record.get("custom_ids")
+            if isinstance(remote, str) and isinstance(ids, list):
+                latest.update({cid: remote for cid in ids if isinstance(cid, str)})
+        elif kind in _TAKEN and isinstance(record.get("job"), str):
+            latest.pop(custom_id(record["job"]), None)
+    batches: dict[str, list[str]] = {}
+    for cid, remote in latest.items():
+        batches.setdefault(remote, []).append(cid)
+    return batches
+
+
+_TAKEN = frozenset({RetryScheduled.kind, JobSucceeded.kind, JobFailed.kind})
+"""Events that show a job's last request has had its result taken (a cancelled job's has not:
+its batch runs on, and a resumed run collects it)."""
 
 
 class BatchKind(HttpKind):
@@ -225,7 +261,7 @@ class BatchKind(HttpKind):
     async def _open_batch(self, settings: Any) -> AsyncIterator[BatchBackend]:
         async with open_http_pool(settings) as pool, trio.open_nursery() as nursery:
             backend = BatchBackend(self.batch_api, settings, pool, read_api_key(settings))
-            nursery.start_soon(backend.collector.run)
+            await nursery.start(backend.collector.run)
             try:
                 yield backend
             finally:

@@ -1,0 +1,80 @@
+"""A run cut short while its remote batches run, then resumed from its log: the resumed run
+waits for those batches instead of sending their requests again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from orchestrator.api import run_batch_async
+from orchestrator.backends.http.batch.remote import in_flight
+from orchestrator.testing.anthropic.batches import Errored, anthropic_batch_store, open_fake_anthropic_batches
+from orchestrator.testing.anthropic.server import Reply
+
+MODEL = "claude-sonnet-4-5"
+
+
+@pytest.fixture(autouse=True)
+def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-0123456789")
+
+
+def keywords(fake: Any, log: Path, **more: Any) -> dict[str, Any]:
+    settings = {
+        "base_url": fake.base_url,
+        "batch_linger": 1.0,
+        "poll_min": 1.0,
+        "poll_max": 8.0,
+        "batch_requests": 2,
+    }
+    return {
+        "backend": "anthropic-batch",
+        "backend_settings": {"anthropic-batch": settings},
+        "model": MODEL,
+        "concurrency": 100,
+        "log": str(log),
+        "retry": {"base_delay": 0.01, "max_delay": 0.05},
+        **more,
+    }
+
+
+async def test_a_resumed_run_collects_the_batches_a_crashed_run_left_and_pays_once(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    log = tmp_path / "run.jsonl"
+    queries = [{"id": f"j{n}", "prompt": f"q{n}"} for n in range(5)]
+    store = anthropic_batch_store(processing=600)
+    async with open_fake_anthropic_batches(store) as fake:
+        with trio.move_on_after(100):  # torn down mid-batch: no terminal events, as after a kill
+            await run_batch_async(queries, **keywords(fake, log))
+        assert sorted(len(b.requests) for b in store.batches.values()) == [1, 2, 2]
+        assert sum(len(ids) for ids in in_flight(str(log), "anthropic-batch").values()) == 5
+        result = await run_batch_async(queries, **keywords(fake, log, resume=str(log)))
+    assert result.summary.succeeded == 5
+    assert {job_id: job.text for job_id, job in result.jobs.items()} == {
+        f"j{n}": f"Echo: q{n}" for n in range(5)
+    }
+    assert store.submissions == {f"j{n}": 1 for n in range(5)}
+    assert len(store.batches) == 3
+    assert in_flight(str(log), "anthropic-batch") == {}
+
+
+async def test_a_resumed_run_sends_again_only_what_failed_in_the_left_batch(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    log = tmp_path / "run.jsonl"
+    store = anthropic_batch_store(processing=600)
+    store.script("a", Errored(529, "overloaded_error"), Reply.text("again"))
+    async with open_fake_anthropic_batches(store) as fake:
+        with trio.move_on_after(100):
+            await run_batch_async(
+                [{"id": "a", "prompt": "x"}, {"id": "b", "prompt": "y"}], **keywords(fake, log)
+            )
+        result = await run_batch_async(
+            [{"id": "a", "prompt": "x"}, {"id": "b", "prompt": "y"}], **keywords(fake, log, resume=str(log))
+        )
+    assert result.jobs["a"].text == "again" and result.jobs["b"].text == "Echo: y"
+    assert store.submissions == {"a": 2, "b": 1}
