@@ -13,6 +13,7 @@ from orchestrator.api import run_batch_async
 from orchestrator.backends.http.batch.remote import in_flight
 from orchestrator.testing.anthropic.batches import Errored, anthropic_batch_store, open_fake_anthropic_batches
 from orchestrator.testing.anthropic.server import Reply
+from orchestrator.testing.openai.batches import open_fake_openai_batches, openai_batch_store
 
 MODEL = "claude-sonnet-4-5"
 
@@ -20,6 +21,7 @@ MODEL = "claude-sonnet-4-5"
 @pytest.fixture(autouse=True)
 def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-0123456789")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-openai-0123456789")
 
 
 def keywords(fake: Any, log: Path, **more: Any) -> dict[str, Any]:
@@ -60,6 +62,30 @@ async def test_a_resumed_run_collects_the_batches_a_crashed_run_left_and_pays_on
     assert store.submissions == {f"j{n}": 1 for n in range(5)}
     assert len(store.batches) == 3
     assert in_flight(str(log), "anthropic-batch") == {}
+
+
+async def test_an_openai_batch_run_resumes_the_same_way(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    log = tmp_path / "run.jsonl"
+    queries = [{"id": f"j{n}", "prompt": f"q{n}"} for n in range(3)]
+    store = openai_batch_store(processing=600)
+    async with open_fake_openai_batches(store) as fake:
+        settings = {"base_url": fake.base_url, "batch_linger": 1.0, "poll_min": 1.0, "batch_requests": 2}
+        more: dict[str, Any] = {
+            "backend": "openai-batch",
+            "backend_settings": {"openai-batch": settings},
+            "model": "gpt-4o-mini",
+            "concurrency": 100,
+            "log": str(log),
+        }
+        with trio.move_on_after(100):
+            await run_batch_async(queries, **more)
+        result = await run_batch_async(queries, **more, resume=str(log))
+    assert {job_id: job.text for job_id, job in result.jobs.items()} == {
+        f"j{n}": f"Echo: q{n}" for n in range(3)
+    }
+    assert store.submissions == {f"j{n}": 1 for n in range(3)} and len(store.batches) == 2
 
 
 async def test_a_resumed_run_sends_again_only_what_failed_in_the_left_batch(
