@@ -22,6 +22,7 @@ import attrs
 import trio
 
 from orchestrator.testing.anthropic.server import HOST, _read_request
+from orchestrator.testing.anthropic.wire import json_response
 
 
 @attrs.frozen
@@ -96,6 +97,9 @@ def requested_model(body: Any, default: str) -> str:
     return model if isinstance(model, str) else default
 
 
+SUBMISSIONS = "/fake/submissions"
+"""``GET`` it from a fake running in another process: ``{custom_id: batches that carried it}``."""
+
 Route = Callable[[str, str, Mapping[str, str], bytes], Awaitable[bytes]]
 """``route(method, path, headers, body)``: the whole response."""
 
@@ -112,6 +116,9 @@ async def serve(route: Route, store: BatchStore, port: int) -> AsyncIterator[int
                 return
             method, target, headers, body = head
             path = target.partition("?")[0]
+            if method == "GET" and path == SUBMISSIONS:
+                await stream.send_all(json_response(200, dict(store.submissions)))
+                return
             store.requests.append((method, path))
             await stream.send_all(await route(method, path, headers, body))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -127,3 +134,31 @@ async def serve(route: Route, store: BatchStore, port: int) -> AsyncIterator[int
             yield bound
         finally:
             nursery.cancel_scope.cancel()
+
+
+def serve_until_interrupted(
+    name: str, open_fake: Callable[[BatchStore, int], Any], new_store: Callable[[float], BatchStore]
+) -> None:
+    """``python -m orchestrator.testing.NAME.batches``: serve a fake (echo replies) until Ctrl-C,
+    printing its base URL first."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog=f"python -m orchestrator.testing.{name}.batches",
+        description=f"A fake {name} batch API on 127.0.0.1 (echo replies); GET {SUBMISSIONS} "
+        "counts the submissions of each custom_id.",
+    )
+    parser.add_argument("--port", type=int, default=0, help="port to listen on (0: any free port)")
+    parser.add_argument("--processing", type=float, default=5.0, help="seconds until a batch ends")
+    args = parser.parse_args()
+
+    async def main() -> None:
+        async with open_fake(new_store(args.processing), args.port) as fake:
+            print(fake.base_url, flush=True)
+            await trio.sleep_forever()
+
+    try:
+        trio.run(main)
+    except KeyboardInterrupt:
+        sys.exit(0)

@@ -39,6 +39,7 @@ from orchestrator.testing.remote_batches import (
     RemoteBatch,
     requested_model,
     serve,
+    serve_until_interrupted,
 )
 
 __all__ = [
@@ -175,3 +176,14 @@ def _result(batch: RemoteBatch, custom_id: str, params: Any, outcome: Any) -> di
             "result": {"type": "errored", "error": {"type": "error", "error": error}},
         }
     return {"custom_id": custom_id, "result": {"type": state}}
+
+
+def main() -> None:
+    """``python -m orchestrator.testing.anthropic.batches``: serve the fake until Ctrl-C."""
+    serve_until_interrupted(
+        "anthropic", lambda store, port: open_fake_anthropic_batches(store, port=port), anthropic_batch_store
+    )
+
+
+if __name__ == "__main__":
+    main()

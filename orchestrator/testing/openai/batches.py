@@ -30,6 +30,7 @@ from orchestrator.testing.remote_batches import (
     RemoteBatch,
     requested_model,
     serve,
+    serve_until_interrupted,
 )
 
 __all__ = [
@@ -256,3 +257,14 @@ def _write_results(store: BatchStore, batch: RemoteBatch) -> None:
             file_id = store.new_id("file-fake")
             store.files[file_id] = b"".join(orjson.dumps(line) + b"\n" for line in lines)
             batch.files[name] = file_id
+
+
+def main() -> None:
+    """``python -m orchestrator.testing.openai.batches``: serve the fake until Ctrl-C."""
+    serve_until_interrupted(
+        "openai", lambda store, port: open_fake_openai_batches(store, port=port), openai_batch_store
+    )
+
+
+if __name__ == "__main__":
+    main()
