@@ -32,7 +32,14 @@ def replay(decoder: StreamDecoder, events: list[ServerSentEvent]) -> list[Stream
 
 
 def _sse(name: str, data: Mapping[str, Any]) -> ServerSentEvent:
-    return ServerSentEvent(data=orjson.dumps(data).decode(), event=name)
+    return ServerSentEvent(data=_json(data), event=name)
+
+
+def _json(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits, say
+        raise RetryableError("batch result: a value cannot be read", kind=ErrorKind.PROTOCOL) from None
 
 
 def anthropic_events(message: Any) -> list[ServerSentEvent]:
@@ -52,7 +59,7 @@ def anthropic_events(message: Any) -> list[ServerSentEvent]:
             )
         )
         if block.get("type") == "tool_use":
-            partial = orjson.dumps(block.get("input", {})).decode()
+            partial = _json(block.get("input", {}))
             delta: dict[str, Any] = {"type": "input_json_delta", "partial_json": partial}
             events.append(
                 _sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
@@ -94,4 +101,4 @@ def openai_events(completion: Any) -> list[ServerSentEvent]:
     chunk = {key: value for key, value in completion.items() if key != "choices"}
     chunk["object"] = "chat.completion.chunk"
     chunk["choices"] = choices
-    return [ServerSentEvent(data=orjson.dumps(chunk).decode()), ServerSentEvent(data="[DONE]")]
+    return [ServerSentEvent(data=_json(chunk)), ServerSentEvent(data="[DONE]")]
