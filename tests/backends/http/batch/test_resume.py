@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import trio
 
@@ -104,3 +105,26 @@ async def test_a_resumed_run_sends_again_only_what_failed_in_the_left_batch(
         )
     assert result.jobs["a"].text == "again" and result.jobs["b"].text == "Echo: y"
     assert store.submissions == {"a": 2, "b": 1}
+
+
+async def test_the_log_says_which_requests_still_wait_in_which_remote_batch(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    log = tmp_path / "run.jsonl"
+    await run_batch_async(["x"], backend="sim", log=str(log), options={"ttft": 0})  # a log with its header
+
+    def event(kind: str, job: str | None = None, **fields: Any) -> str:
+        return orjson.dumps({"job": job, "attempt": 1, "seq": 0, "ts": 0.0, "kind": kind, **fields}).decode()
+
+    submitted = "batch_submitted"
+    lines = [
+        event(submitted, backend="anthropic-batch", remote_id="b1", custom_ids=["a", "b", "c", "d"]),
+        event(submitted, backend="openai-batch", remote_id="o1", custom_ids=["e"]),
+        event("job_succeeded", "a", attempts=1),
+        event("retry_scheduled", "b", delay_s=1, error_kind="overloaded", message="m", retry_after_s=None),
+        event(submitted, backend="anthropic-batch", remote_id="b2", custom_ids=["c"]),
+        event("job_cancelled", "d", reason="stopped", attempts=1),
+    ]
+    log.write_text(log.read_text() + "\n".join(lines) + "\n")
+    assert in_flight(str(log), "anthropic-batch") == {"b1": ["d"], "b2": ["c"]}
+    assert in_flight(str(log), "openai-batch") == {"o1": ["e"]}
