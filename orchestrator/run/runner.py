@@ -577,13 +577,13 @@ async def _execute(
                 ceilings[name] = getattr(settings, "concurrency", None) or kind.default_concurrency
             async with trio.open_nursery() as nursery:
                 run = _Run(spec, backends, ceilings, control)
+                run.send = send
+                run.redactor = redactor
                 log = spec.log if spec.log != "-" else None
                 for backend in backends.values():
                     attach = getattr(backend, "attach", None)  # see orchestrator.backends.base
                     if attach is not None:
                         attach(run.emit_batch, log)
-                run.send = send
-                run.redactor = redactor
                 bus_done = trio.Event()
 
                 async def bus() -> None:

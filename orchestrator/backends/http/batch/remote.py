@@ -188,10 +188,17 @@ class BatchBackend(HttpBackend):
         if self.emit_batch is None:
             return
         name = self.batch_api.name
-        if counts is None:
-            await self.emit_batch(BatchSubmitted(name, batch_id, tuple(custom_ids)))
-        else:
-            await self.emit_batch(BatchProgress(name, batch_id, dict(counts)))
+        event = (
+            BatchSubmitted(name, batch_id, tuple(custom_ids))
+            if counts is None
+            else BatchProgress(name, batch_id, dict(counts))
+        )
+        try:
+            await self.emit_batch(event)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            # The run's events have ended (its last job is done) while a batch nobody waits
+            # for is still polled, until the backend closes: nothing is lost.
+            self.emit_batch = None
 
     async def stream(self, job: JobSpec, attempt: int, emit: Emit) -> None:
         """Wait for this attempt's result from a remote batch, then emit the events its
