@@ -410,6 +410,29 @@ class LimiterChanged:
 
 
 @attrs.frozen
+class BatchSubmitted:
+    """A batch backend created a remote batch (batch-level: ``job`` is null): its id at the
+    provider and the jobs whose attempts it holds (``custom_ids``, the job ids where the provider
+    accepts them)."""
+
+    kind: ClassVar[str] = "batch_submitted"
+    backend: str
+    remote_id: str
+    custom_ids: tuple[str, ...]
+
+
+@attrs.frozen
+class BatchProgress:
+    """A poll of a remote batch (batch-level): its request counts by state, in the provider's
+    words (``processing``, ``succeeded``, ``errored``, ``expired``, ...)."""
+
+    kind: ClassVar[str] = "batch_progress"
+    backend: str
+    remote_id: str
+    counts: Mapping[str, int]
+
+
+@attrs.frozen
 class JobInput:
     """What a job sends and where it came from, right after its ``job_queued``.
 
@@ -460,6 +483,8 @@ LifecycleEvent = (
     | LimiterChanged
     | BatchFinished
     | JobInput
+    | BatchSubmitted
+    | BatchProgress
 )
 Event = StreamEvent | LifecycleEvent
 TerminalEvent = JobSucceeded | JobFailed | JobSkipped | JobCancelled
@@ -493,6 +518,8 @@ LIFECYCLE_EVENTS: tuple[type[LifecycleEvent], ...] = (
     LimiterChanged,
     BatchFinished,
     JobInput,
+    BatchSubmitted,
+    BatchProgress,
 )
 TERMINAL_EVENTS: tuple[type[TerminalEvent], ...] = (JobSucceeded, JobFailed, JobSkipped, JobCancelled)
 EVENT_TYPES: dict[str, type[Event]] = {cls.kind: cls for cls in (*STREAM_EVENTS, *LIFECYCLE_EVENTS)}

@@ -20,6 +20,8 @@ _MODULES: dict[str, str | BackendKind] = {
     "claude-code": "orchestrator.backends.claude_code.backend",
     "anthropic": "orchestrator.backends.http.anthropic",
     "openai": "orchestrator.backends.http.openai",
+    "anthropic-batch": "orchestrator.backends.http.batch.anthropic",
+    "openai-batch": "orchestrator.backends.http.batch.openai",
 }
 
 

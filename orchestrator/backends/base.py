@@ -27,10 +27,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
-from orchestrator.events import StreamEvent
+from orchestrator.events import Event, StreamEvent
 from orchestrator.spec import JobSpec
 
 Emit = Callable[[StreamEvent], Awaitable[None]]
+EmitBatch = Callable[[Event], Awaitable[None]]
+"""How a backend sends a batch-level event (``job`` null), such as ``batch_submitted``."""
 
 
 class Backend(Protocol):
@@ -39,7 +41,12 @@ class Backend(Protocol):
     Optional members the runner uses when present: ``estimate(job) -> (tokens, cost or None)``,
     at most what one attempt may use (for pacing and the spend cap), and
     ``refunds_unused_tokens: bool`` (default True), whether the server's token rate limit gives
-    back what an attempt reserved and did not use.
+    back what an attempt reserved and did not use; ``waits_for_results: bool`` (default False),
+    whether an attempt waits in silence for a result computed elsewhere (a provider's batch API),
+    so ``timeouts.idle`` and ``timeouts.attempt`` do not apply to it (``timeouts.job`` does);
+    ``attach(emit_batch, log)``, called once before any attempt, with the function that sends
+    batch-level events and the path of the run's log (None without one), which the batch APIs
+    read to re-attach to the remote batches an earlier run left running.
     """
 
     async def stream(self, job: JobSpec, attempt: int, emit: Emit) -> None:

@@ -405,17 +405,20 @@ class _Run:
         """Run one attempt's stream under the idle watch and the attempt and job deadlines."""
         spec = job.spec
         timeouts = spec.timeouts
+        backend = self.backends[spec.backend]
+        waits = getattr(backend, "waits_for_results", False)  # a batch API: hours of silence are normal
+        idle = None if waits else timeouts.idle
         await job.emit(AttemptStarted(backend=spec.backend))
         start = trio.current_time()
-        deadline = None if timeouts.attempt is None else start + timeouts.attempt
+        deadline = None if timeouts.attempt is None or waits else start + timeouts.attempt
         if job.deadline is not None:
             deadline = job.deadline if deadline is None else min(deadline, job.deadline)
         watch: Watch | None = None
         with trio.CancelScope() as scope:
-            if timeouts.idle is not None or deadline is not None:
-                watch = job.watch = self.watchdog.watch(scope, timeouts.idle, deadline)
+            if idle is not None or deadline is not None:
+                watch = job.watch = self.watchdog.watch(scope, idle, deadline)
             try:
-                await self.backends[spec.backend].stream(job.request(), job.attempt, job.emit_from_backend)
+                await backend.stream(job.request(), job.attempt, job.emit_from_backend)
             except Exception as exc:
                 failure = failure_from(exc)
                 if failure is None:
@@ -606,6 +609,11 @@ async def _execute(
                 run = _Run(spec, backends, ceilings, control)
                 run.send = send
                 run.redactor = redactor
+                log = spec.log if spec.log != "-" else None
+                for backend in backends.values():
+                    attach = getattr(backend, "attach", None)  # see orchestrator.backends.base
+                    if attach is not None:
+                        attach(run.emit_batch, log)
                 bus_done = trio.Event()
 
                 async def bus() -> None:

@@ -94,6 +94,8 @@ class HttpApi:
     decoder: Callable[[str | None, PriceBook, Redact], StreamDecoder]
     checks: Callable[[Any, Sequence[JobSpec]], list[str]] | None = None
     """More preflight problems of this API's own (``settings, jobs`` in, lines out)."""
+    price_scale: float = 1.0
+    """Costs at this share of the price table (the batch APIs': ``prices.BATCH_PRICE``)."""
     refunds_unused_tokens: bool = True
     """Whether the server's token rate limit gives back what a request reserved and did not use.
     Anthropic corrects its output-token estimate when a reply ends; OpenAI charges the prompt
@@ -111,7 +113,7 @@ class HttpBackend:
         self.key = key
         self.url = request_url(settings.base_url, api.path)
         self.extra_headers = extra_headers(settings)
-        self.prices = PriceBook(api.name, api.prices, settings.prices)
+        self.prices = PriceBook(api.name, api.prices, settings.prices, scale=api.price_scale)
         self.refunds_unused_tokens = api.refunds_unused_tokens
 
     def estimate(self, job: JobSpec) -> tuple[int, float | None]:

@@ -113,6 +113,9 @@ def unpriced(model: str | None, backend: str) -> str:
 
 JOB_FILE = "job file"
 BUILT_IN = "built-in table"
+BATCH_PRICE = 0.5
+"""What the providers' batch APIs charge, as a share of the streaming price (Anthropic Message
+Batches and OpenAI Batch: half price, input and output alike)."""
 
 
 @attrs.frozen
@@ -134,8 +137,11 @@ class PriceBook:
         overrides: Mapping[str, Price] | None = None,
         *,
         maintained: bool = True,
+        scale: float = 1.0,
     ) -> None:
         self.provider = provider
+        self.scale = scale
+        """Every cost times this: :data:`BATCH_PRICE` for a batch API."""
         self.built_in = built_in
         self.overrides = overrides or {}
         self.maintained = maintained
@@ -169,7 +175,7 @@ class PriceBook:
         pricing = self.pricing(model)
         if pricing is None:
             return None, None
-        return pricing.cost(tokens), pricing.source
+        return pricing.cost(tokens) * self.scale, pricing.source
 
 
 def _at(price: Price, source: str) -> Pricing:

@@ -1,0 +1,122 @@
+"""``anthropic-batch``: the Anthropic Message Batches API, at half the streaming price.
+
+The same jobs, options, key and settings as ``anthropic`` (the request body is that backend's,
+without ``stream``), plus the batch settings below. Wire format:
+
+- create: ``POST /v1/messages/batches`` with ``{"requests": [{"custom_id", "params"}]}``; at most
+  100,000 requests and 256 MB a batch;
+- poll: ``GET /v1/messages/batches/{id}``: ``processing_status`` (``in_progress``,
+  ``canceling``, ``ended``) and ``request_counts`` (``processing``, ``succeeded``, ``errored``,
+  ``canceled``, ``expired``);
+- results: ``GET /v1/messages/batches/{id}/results``, JSONL of ``{"custom_id", "result": {"type":
+  "succeeded", "message"} | {"type": "errored", "error"} | {"type": "expired"} | {"type":
+  "canceled"}}``. The documented path is used rather than the ``results_url`` the batch names, so
+  the key goes nowhere but ``base_url``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+import orjson
+
+from orchestrator.backends.fields import str_or_none
+from orchestrator.backends.http import anthropic
+from orchestrator.backends.http.batch.collector import Outcome, Progress
+from orchestrator.backends.http.batch.remote import (
+    BatchApi,
+    BatchKind,
+    Control,
+    error_in_result,
+    not_run,
+    remote_id,
+)
+from orchestrator.backends.http.batch.replay import anthropic_events
+from orchestrator.backends.http.prices import BATCH_PRICE
+from orchestrator.backends.http.status import message_of
+
+NAME = "anthropic-batch"
+MAX_REQUESTS = 100_000
+MAX_BYTES = 256 * 1000 * 1000
+
+
+@attrs.frozen
+class Settings(anthropic.Settings):
+    """Batch-wide ``[backends.anthropic-batch]`` settings: ``anthropic``'s and these."""
+
+    batch_requests: int = attrs.field(default=10_000, metadata={"min": 1})
+    """Requests per remote batch at most (the API takes 100,000)."""
+    batch_bytes: int = attrs.field(default=100_000_000, metadata={"min": 1})
+    """Bytes of requests per remote batch at most (the API takes 256 MB)."""
+    batch_linger: float = attrs.field(default=10.0, metadata={"min": 0})
+    """Seconds a request waits for others to join its batch before the batch goes."""
+    poll_min: float = attrs.field(default=2.0, metadata={"gt": 0})
+    """Seconds to the first poll of a batch; each next poll waits longer, up to ``poll_max``."""
+    poll_max: float = attrs.field(default=60.0, metadata={"gt": 0})
+
+
+class MessageBatches:
+    """The remote batches of one opened backend."""
+
+    def __init__(self, control: Control, settings: Settings, redact: Callable[[str], str]) -> None:
+        self.control = control
+        self.url = settings.base_url.rstrip("/") + "/v1/messages/batches"
+        self.redact = redact
+
+    def size(self, custom_id: str, body: Mapping[str, Any]) -> int:
+        return len(orjson.dumps({"custom_id": custom_id, "params": body})) + 1
+
+    async def submit(self, requests: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
+        payload = {"requests": [{"custom_id": cid, "params": body} for cid, body in requests]}
+        answer = await self.control.call("POST", self.url, orjson.dumps(payload))
+        return remote_id(answer)
+
+    async def poll(self, batch_id: str) -> Progress:
+        answer = await self.control.call("GET", f"{self.url}/{batch_id}")
+        counts = answer.get("request_counts") if isinstance(answer, dict) else None
+        counts = {k: v for k, v in counts.items() if isinstance(v, int)} if isinstance(counts, dict) else {}
+        return Progress(
+            ended=isinstance(answer, dict) and answer.get("processing_status") == "ended", counts=counts
+        )
+
+    async def results(self, batch_id: str) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        await self.control.each_line(
+            f"{self.url}/{batch_id}/results", lambda line: outcomes.append(self._outcome(line))
+        )
+        return [outcome for outcome in outcomes if outcome.custom_id]
+
+    def _outcome(self, line: bytes) -> Outcome:
+        try:
+            data = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            return Outcome("")
+        if not isinstance(data, dict) or not isinstance(data.get("result"), dict):
+            return Outcome("")
+        cid = str_or_none(data.get("custom_id")) or ""
+        result = data["result"]
+        match result.get("type"):
+            case "succeeded":
+                return Outcome(cid, reply=result.get("message"))
+            case "errored":
+                message, kind = message_of(result.get("error"))
+                return Outcome(cid, error=error_in_result(message, kind, None, self.redact))
+            case "expired":
+                return Outcome(cid, error=not_run("expired"))
+            case other:
+                return Outcome(cid, error=not_run(str_or_none(other) or "canceled"))
+
+
+KIND = BatchKind(
+    BatchApi(
+        name=NAME,
+        streaming=attrs.evolve(anthropic.KIND.api, price_scale=BATCH_PRICE),
+        settings=Settings,
+        remote=MessageBatches,
+        events=anthropic_events,
+        max_requests=MAX_REQUESTS,
+        max_bytes=MAX_BYTES,
+    )
+)

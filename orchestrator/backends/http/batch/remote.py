@@ -1,0 +1,278 @@
+"""What both batch backends share: calls to the control endpoints, and the backend that hands
+each attempt to the :class:`~.collector.Collector` and replays its result as stream events.
+
+Timeouts: an attempt of a batch backend waits hours for its result in silence, so the runner
+does not apply ``timeouts.idle`` and ``timeouts.attempt`` to it (``waits_for_results``); the job
+timeout still applies.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import orjson
+import trio
+
+from orchestrator.backends.base import Emit, EmitBatch
+from orchestrator.backends.http.backend import Headers, HttpApi, HttpBackend, HttpKind
+from orchestrator.backends.http.batch.collector import Chunking, Collector, Polling, RemoteBatches
+from orchestrator.backends.http.batch.replay import replay
+from orchestrator.backends.http.exchange import (
+    ERROR_BODY_LIMIT,
+    ApiKey,
+    _transport_failure,
+    open_http_pool,
+    read_api_key,
+    redactor,
+)
+from orchestrator.backends.http.status import error_for_status
+from orchestrator.backends.status import is_context_length, kind_for
+from orchestrator.errors import BackendError, ErrorKind, FatalError, RetryableError, error_for
+from orchestrator.events import BatchProgress, BatchSubmitted, JobFailed, JobSucceeded, RetryScheduled
+from orchestrator.http import ConnectionPool, ServerSentEvent, TransportError
+from orchestrator.record.log import read_objects
+from orchestrator.spec import JobSpec
+
+DEFAULT_CONCURRENCY = 100_000
+"""A waiting batch attempt is a sleeping task and no connection: the cap that matters is the
+batch's own ``concurrency``, which batch runs should raise (see the README)."""
+
+_CUSTOM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def custom_id(job_id: str) -> str:
+    """The batch request's id for ``job_id``: the id itself when the providers accept it
+    (letters, digits, ``_``, ``-``, at most 64), else ``job-`` and a hash of it."""
+    if _CUSTOM_ID.fullmatch(job_id):
+        return job_id
+    return "job-" + hashlib.sha256(job_id.encode()).hexdigest()[:48]
+
+
+_REMOTE_ID = re.compile(r"[A-Za-z0-9_.-]{1,200}")
+
+
+def remote_id(answer: Any) -> str:
+    """The ``id`` of a created batch or file; only a plain id goes into the URLs that follow."""
+    value = answer.get("id") if isinstance(answer, dict) else None
+    if not isinstance(value, str) or not _REMOTE_ID.fullmatch(value):
+        raise RetryableError("the batch API answered without a usable id", kind=ErrorKind.PROTOCOL)
+    return value
+
+
+class Control:
+    """Calls to one provider's control endpoints with the batch's pool, headers and key."""
+
+    def __init__(self, pool: ConnectionPool, headers: Headers, key: ApiKey | None) -> None:
+        self.pool = pool
+        self.headers = headers
+        self.redact = redactor(key)
+
+    async def call(
+        self, method: str, url: str, body: bytes = b"", *, content_type: bytes = b"application/json"
+    ) -> Any:
+        """The JSON answer of a control endpoint; RetryableError/FatalError for a failure."""
+        chunks: list[bytes] = []
+        await self.each_chunk(method, url, body, content_type, chunks.append)
+        try:
+            return orjson.loads(b"".join(chunks))
+        except orjson.JSONDecodeError:
+            raise error_for(ErrorKind.PROTOCOL, f"{method} {url}: the answer is not JSON") from None
+
+    async def each_line(self, url: str, take: Callable[[bytes], None]) -> None:
+        """Hand every non-empty line of a JSONL download to ``take``, as it arrives."""
+        rest = bytearray()
+
+        def feed(data: bytes) -> None:
+            rest.extend(data)
+            *lines, tail = bytes(rest).split(b"\n")
+            rest[:] = tail
+            for line in lines:
+                if line.strip():
+                    take(line)
+
+        await self.each_chunk("GET", url, b"", b"application/json", feed)
+        if rest.strip():
+            take(bytes(rest))
+
+    async def each_chunk(
+        self, method: str, url: str, body: bytes, content_type: bytes, take: Callable[[bytes], None]
+    ) -> None:
+        headers = [(name, value) for name, value in self.headers if name not in (b"content-type", b"accept")]
+        headers.append((b"content-type", content_type))
+        try:
+            async with self.pool.open_stream(method, url, headers=headers, body=body) as response:
+                if not 200 <= response.status < 300:
+                    raw = await response.read_all(ERROR_BODY_LIMIT)
+                    reason = response.reason.decode("latin-1", "replace")
+                    raise error_for_status(
+                        response.status, reason, raw, response.headers, now=time.time(), redact=self.redact
+                    )
+                while data := await response.receive_some():
+                    take(data)
+        except TransportError as exc:
+            raise _transport_failure(exc, self.redact) from None
+
+
+def error_in_result(
+    message: str, error_type: str | None, status: int | None, redact: Callable[[str], str]
+) -> BackendError:
+    """The attempt error for a request the batch reports as failed: the shared kind table
+    decides the kind (a server-side failure when it names none)."""
+    text = redact(f"batch request failed: {error_type or status or 'error'}: {message}")[:600]
+    if is_context_length(message, error_type):
+        return FatalError(text, kind=ErrorKind.CONTEXT_LENGTH)
+    return error_for(kind_for(status, error_type) or ErrorKind.SERVER_ERROR, text)
+
+
+def not_run(why: str) -> RetryableError:
+    """The attempt error for a request its batch ended without running: ``expired`` (the
+    provider's 24 h window passed) or ``canceled``; both go into a later batch."""
+    if why == "expired":
+        return RetryableError("the batch expired before this request ran", kind=ErrorKind.EXPIRED)
+    return RetryableError(f"the batch ended ({why}) before this request ran", kind=ErrorKind.API_ERROR)
+
+
+@attrs.frozen
+class BatchApi:
+    """One provider's batch API: its streaming API (request, decoder, prices), the remote batch
+    endpoints, how a complete reply becomes server-sent events, and its documented limits."""
+
+    name: str
+    streaming: HttpApi
+    settings: type
+    remote: Callable[[Control, Any, Callable[[str], str]], RemoteBatches]
+    events: Callable[[Any], list[ServerSentEvent]]
+    max_requests: int
+    max_bytes: int
+
+
+class BatchBackend(HttpBackend):
+    """Hands each attempt to the collector and replays its result (see the module docstring)."""
+
+    waits_for_results = True
+
+    def __init__(self, api: BatchApi, settings: Any, pool: ConnectionPool, key: ApiKey | None) -> None:
+        super().__init__(api.streaming, settings, pool, key)
+        self.batch_api = api
+        self.refunds_unused_tokens = True  # no rate limit of the streaming API is spent
+        control = Control(pool, api.streaming.headers(settings, api.streaming.options(), key), key)
+        self.collector = Collector(
+            api.remote(control, settings, redactor(key)),
+            Chunking(settings.batch_requests, settings.batch_bytes, settings.batch_linger),
+            Polling(settings.poll_min, settings.poll_max),
+            self._report,
+        )
+        self.emit_batch: EmitBatch | None = None
+        """How a batch-level event reaches the bus (None: nowhere); see :meth:`attach`."""
+
+    def attach(self, emit_batch: EmitBatch, log: str | None) -> None:
+        """Join the run (the runner calls this before any attempt): batch-level events go to
+        ``emit_batch``, and the remote batches ``log`` shows holding requests whose results no
+        run has taken yet are adopted, so a resumed run waits for them instead of paying twice."""
+        self.emit_batch = emit_batch
+        if log is not None and os.path.exists(log):
+            for batch_id, custom_ids in in_flight(log, self.batch_api.name).items():
+                self.collector.adopt(batch_id, custom_ids)
+
+    async def _report(
+        self, batch_id: str, custom_ids: Sequence[str], counts: Mapping[str, int] | None
+    ) -> None:
+        if self.emit_batch is None:
+            return
+        name = self.batch_api.name
+        event = (
+            BatchSubmitted(name, batch_id, tuple(custom_ids))
+            if counts is None
+            else BatchProgress(name, batch_id, dict(counts))
+        )
+        try:
+            await self.emit_batch(event)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            # The run's events have ended (its last job is done) while a batch nobody waits
+            # for is still polled, until the backend closes: nothing is lost.
+            self.emit_batch = None
+
+    async def stream(self, job: JobSpec, attempt: int, emit: Emit) -> None:
+        """Wait for this attempt's result from a remote batch, then emit the events its
+        streamed twin would have; raises the attempt's error for a failed request."""
+        api = self.api
+        options = job.options if isinstance(job.options, api.options) else api.options()
+        body = api.body(job, options, self.settings)
+        body.pop("stream", None)
+        body.pop("stream_options", None)
+        outcome = await self.collector.request(custom_id(job.id), body)
+        if outcome.error is not None:
+            raise copy.copy(outcome.error)  # one error object per job: tracebacks differ
+        decoder = api.decoder(job.model, self.prices, redactor(self.key))
+        for event in replay(decoder, self.batch_api.events(outcome.reply)):
+            await emit(event)
+
+
+def in_flight(log: str, backend: str) -> dict[str, list[str]]:
+    """The remote batches of ``backend`` in ``log`` and, for each, the requests whose result no
+    run took: sent in a ``batch_submitted`` and not followed by a retry or an end of their job
+    (a request sent again is counted in its latest batch only)."""
+    latest: dict[str, str] = {}
+    for _, record in read_objects(log):
+        kind = record.get("kind")
+        if kind == BatchSubmitted.kind and record.get("backend") == backend:
+            remote = record.get("remote_id")
+            ids = record.get("custom_ids")
+            if isinstance(remote, str) and isinstance(ids, list):
+                latest.update({cid: remote for cid in ids if isinstance(cid, str)})
+        elif kind in _TAKEN and isinstance(record.get("job"), str):
+            latest.pop(custom_id(record["job"]), None)
+    batches: dict[str, list[str]] = {}
+    for cid, remote in latest.items():
+        batches.setdefault(remote, []).append(cid)
+    return batches
+
+
+_TAKEN = frozenset({RetryScheduled.kind, JobSucceeded.kind, JobFailed.kind})
+"""Events that show a job's last request has had its result taken (a cancelled job's has not:
+its batch runs on, and a resumed run collects it)."""
+
+
+class BatchKind(HttpKind):
+    """The registry entry of a batch backend."""
+
+    default_concurrency: int | None = DEFAULT_CONCURRENCY
+    files_per_attempt = 0  # a waiting attempt holds no connection
+
+    def __init__(self, api: BatchApi) -> None:
+        super().__init__(api.streaming)
+        self.batch_api = api
+        self.name = api.name
+        self.Settings = api.settings
+
+    def preflight(self, settings: Any, jobs: Sequence[JobSpec]) -> list[str]:
+        problems = super().preflight(settings, jobs)
+        api = self.batch_api
+        if settings.batch_requests > api.max_requests:
+            problems.append(
+                f"backends.{self.name}.batch_requests: at most {api.max_requests} (the API's limit)"
+            )
+        if settings.batch_bytes > api.max_bytes:
+            problems.append(f"backends.{self.name}.batch_bytes: at most {api.max_bytes} (the API's limit)")
+        return problems
+
+    @asynccontextmanager
+    async def _open_batch(self, settings: Any) -> AsyncIterator[BatchBackend]:
+        async with open_http_pool(settings) as pool, trio.open_nursery() as nursery:
+            backend = BatchBackend(self.batch_api, settings, pool, read_api_key(settings))
+            await nursery.start(backend.collector.run)
+            try:
+                yield backend
+            finally:
+                nursery.cancel_scope.cancel()
+
+    def open(self, settings: Any, *, seed: int) -> Any:
+        return self._open_batch(settings)

@@ -1,0 +1,164 @@
+"""What the fake batch APIs (:mod:`.anthropic.batches`, :mod:`.openai.batches`) share: the state
+of their remote batches, kept apart from any one server so that a fake can be closed and opened
+again on the same port mid-batch (a restart) and carry on where it was, and the loop that
+serves one request per connection on 127.0.0.1.
+
+Processing is faster than real: a batch ends ``processing`` seconds (trio's clock, so virtual
+in tests) after it was created. What each request gets is decided when its batch is created:
+the next outcome scripted for its ``custom_id`` (:meth:`BatchStore.script`), else the store's
+``default`` (a function of the request body). ``submissions`` counts, per ``custom_id``, how many
+batches have carried it: a client that re-attaches instead of resubmitting leaves it at 1.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+
+from orchestrator.testing.anthropic.server import HOST, _read_request
+from orchestrator.testing.anthropic.wire import json_response
+
+
+@attrs.frozen
+class Errored:
+    """The request fails inside the batch with this status and error type (``overloaded_error``
+    and 5xx are retried by a client, ``invalid_request_error``/400 is not)."""
+
+    status: int = 500
+    error_type: str = "api_error"
+    message: str = "fake: the request failed"
+
+
+@attrs.frozen
+class Expired:
+    """The batch ends before the request ran (the provider's 24 h window)."""
+
+
+@attrs.define
+class RemoteBatch:
+    """One created batch: its requests ``(custom_id, body, outcome)`` and when it ends."""
+
+    id: str
+    created: float
+    ends: float
+    requests: list[tuple[str, Any, Any]]
+    canceled: bool = False
+    files: dict[str, str] = attrs.Factory(dict)
+    """The OpenAI fake's output and error file ids, made when the batch ends."""
+
+    def ended(self, now: float) -> bool:
+        return self.canceled or now >= self.ends
+
+
+class BatchStore:
+    """The fake's state; see the module docstring. Use it from the trio run that serves it."""
+
+    def __init__(self, default: Callable[[Any], Any], processing: float = 1.0) -> None:
+        self.default = default
+        self.processing = processing
+        self.batches: dict[str, RemoteBatch] = {}
+        self.files: dict[str, bytes] = {}
+        self.submissions: Counter[str] = Counter()
+        self.requests: list[tuple[str, str]] = []
+        """``(method, path)`` of every request served, in order."""
+        self._scripts: dict[str, deque[Any]] = {}
+        self._ids = itertools.count(1)
+
+    def script(self, custom_id: str, *outcomes: Any) -> None:
+        """Queue outcomes for the next batches carrying ``custom_id``, in order: a provider
+        ``Reply``, :class:`Errored` or :class:`Expired`."""
+        self._scripts.setdefault(custom_id, deque()).extend(outcomes)
+
+    def new_id(self, prefix: str) -> str:
+        return f"{prefix}{next(self._ids):06d}"
+
+    def create(self, prefix: str, requests: list[tuple[str, Any]]) -> RemoteBatch:
+        """A new batch of ``(custom_id, body)``, outcomes decided now."""
+        now = trio.current_time()
+        decided = []
+        for custom_id, body in requests:
+            self.submissions[custom_id] += 1
+            script = self._scripts.get(custom_id)
+            decided.append((custom_id, body, script.popleft() if script else self.default(body)))
+        batch = RemoteBatch(self.new_id(prefix), now, now + self.processing, decided)
+        self.batches[batch.id] = batch
+        return batch
+
+
+def requested_model(body: Any, default: str) -> str:
+    """The model a request body names (``default`` when it names none)."""
+    model = body.get("model") if isinstance(body, dict) else None
+    return model if isinstance(model, str) else default
+
+
+SUBMISSIONS = "/fake/submissions"
+"""``GET`` it from a fake running in another process: ``{custom_id: batches that carried it}``."""
+
+Route = Callable[[str, str, Mapping[str, str], bytes], Awaitable[bytes]]
+"""``route(method, path, headers, body)``: the whole response."""
+
+
+@asynccontextmanager
+async def serve(route: Route, store: BatchStore, port: int) -> AsyncIterator[int]:
+    """Serve ``route`` on 127.0.0.1 (``port`` 0: a free one) for the block; the bound port.
+    Leaving the block closes the listener and every connection."""
+
+    async def handle(stream: trio.SocketStream) -> None:
+        try:
+            head = await _read_request(stream)
+            if head is None:
+                return
+            method, target, headers, body = head
+            path = target.partition("?")[0]
+            if method == "GET" and path == SUBMISSIONS:
+                await stream.send_all(json_response(200, dict(store.submissions)))
+                return
+            store.requests.append((method, path))
+            await stream.send_all(await route(method, path, headers, body))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async with trio.open_nursery() as nursery:
+        listeners = await trio.open_tcp_listeners(port, host=HOST)
+        bound: int = listeners[0].socket.getsockname()[1]
+        await nursery.start(trio.serve_listeners, handle, listeners)
+        try:
+            yield bound
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+def serve_until_interrupted(
+    name: str, open_fake: Callable[[BatchStore, int], Any], new_store: Callable[[float], BatchStore]
+) -> None:
+    """``python -m orchestrator.testing.NAME.batches``: serve a fake (echo replies) until Ctrl-C,
+    printing its base URL first."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog=f"python -m orchestrator.testing.{name}.batches",
+        description=f"A fake {name} batch API on 127.0.0.1 (echo replies); GET {SUBMISSIONS} "
+        "counts the submissions of each custom_id.",
+    )
+    parser.add_argument("--port", type=int, default=0, help="port to listen on (0: any free port)")
+    parser.add_argument("--processing", type=float, default=5.0, help="seconds until a batch ends")
+    args = parser.parse_args()
+
+    async def main() -> None:
+        async with open_fake(new_store(args.processing), args.port) as fake:
+            print(fake.base_url, flush=True)
+            await trio.sleep_forever()
+
+    try:
+        trio.run(main)
+    except KeyboardInterrupt:
+        sys.exit(0)

@@ -1,0 +1,79 @@
+"""``orchestrate`` killed (SIGKILL) while its remote batches run, then ``--resume``: no request is
+sent twice and every job ends once. Real processes: the fake batch API and the command."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from orchestrator.testing.remote_batches import SUBMISSIONS
+
+ROOT = Path(__file__).resolve().parents[4]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1", "ANTHROPIC_API_KEY": "sk-ant-test-0123456789"}
+
+
+@pytest.fixture
+def fake_api() -> Iterator[str]:
+    """The fake Message Batches API in its own process (batches end after 3 s); its base URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.testing.anthropic.batches", "--processing", "3"],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        yield proc.stdout.readline().strip()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+
+def test_a_killed_run_resumed_pays_each_request_once(tmp_path: Path, fake_api: str) -> None:
+    jobs = "\n".join(f'[[jobs]]\nid = "j{n}"\nprompt = "q{n}"\n' for n in range(6))
+    (tmp_path / "jobs.toml").write_text(
+        f'[defaults]\nbackend = "anthropic-batch"\nmodel = "claude-haiku-4-5"\nconcurrency = 100\n\n'
+        f'[backends.anthropic-batch]\nbase_url = "{fake_api}"\nbatch_requests = 4\nbatch_linger = 0.2\n'
+        f"poll_min = 0.2\npoll_max = 0.5\n\n{jobs}"
+    )
+    log = tmp_path / "run.jsonl"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "jobs.toml", "--log", str(log), "--json"],
+        cwd=tmp_path,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while not log.exists() or log.read_bytes().count(b'"batch_submitted"') < 2:  # both chunks sent
+            assert first.poll() is None, "the run ended before it was killed"
+            time.sleep(0.05)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    assert b'"job_succeeded"' not in log.read_bytes()
+    again = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "jobs.toml", "--resume", str(log), "--json"],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert again.returncode == 0, again.stderr
+    assert orjson.loads(again.stdout)["succeeded"] == 6
+    with urllib.request.urlopen(fake_api + SUBMISSIONS, timeout=30) as answer:
+        assert orjson.loads(answer.read()) == {f"j{n}": 1 for n in range(6)}
+    succeeded = [line for line in log.read_bytes().splitlines() if b'"job_succeeded"' in line]
+    assert sorted(orjson.loads(line)["job"] for line in succeeded) == [f"j{n}" for n in range(6)]
