@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+import structlog
 from hypothesis import settings
 
 from tests.helpers import Recorder
@@ -16,3 +19,13 @@ settings.load_profile("orchestrator")
 @pytest.fixture
 def recorder() -> Recorder:
     return Recorder()
+
+
+@pytest.fixture(autouse=True)
+def _structlog_left_as_found() -> Iterator[None]:
+    """A test that configures structlog (``structlog.testing.capture_logs`` does, and leaves it
+    marked configured) must not change where later tests' diagnostics go."""
+    configured = structlog.is_configured()
+    yield
+    if not configured and structlog.is_configured():
+        structlog.reset_defaults()
