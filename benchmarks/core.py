@@ -24,6 +24,7 @@ import attrs
 import orjson
 import trio
 
+from benchmarks.perjob import bench_log_size
 from benchmarks.stop import bench_stop
 from benchmarks.table import Row, Section
 from orchestrator.backends import register, unregister
@@ -404,4 +405,5 @@ CORE = {
     "scale": bench_scale,
     "startup": bench_startup,
     "stop": bench_stop,
+    "logsize": bench_log_size,
 }

@@ -1,7 +1,8 @@
 """The JSONL event log: written by one subscriber on the bus, read back for resume and reports.
 
-Layout: a header line (``"kind": "log_header"``) opens each run, then one line per tagged event.
-A resumed run appends a new header and its events to the same file.
+Layout: a header line (``"kind": "log_header"``) opens each run, then one line per tagged event,
+except that a run of text (or thinking) deltas of one attempt is one line (see
+:mod:`~orchestrator.record.coalesce`). A resumed run appends a new header and its events to the same file.
 
 Durability: with ``fsync="terminal"`` (the default) every batch holding a job's terminal event
 is flushed and fsynced before the bus hands it to anyone else, so a job never counts as done
@@ -29,6 +30,7 @@ import trio
 
 from orchestrator import codec
 from orchestrator.events import TERMINAL_EVENTS, Tagged
+from orchestrator.record.coalesce import DeltaRuns
 
 HEADER_KIND = "log_header"
 _HEADER_START = b'{"kind":"log_header"'  # how every header we write begins
@@ -63,6 +65,7 @@ class LogWriter:
         self._file: BinaryIO | None = None
         self._owned = target != "-"
         self.failed = False  # a write failed: the file may end in a cut line, and the disk be full
+        self._runs = DeltaRuns()
 
     def open(self, header: LogHeader) -> None:
         """Open (append) and write the run header. Raises OSError if the file cannot be opened,
@@ -87,7 +90,8 @@ class LogWriter:
             self._file.flush()
 
     async def deliver(self, batch: Sequence[Tagged]) -> None:
-        """Append the batch (and fsync it when it holds a terminal event, per ``fsync``).
+        """Append the batch, runs of deltas joined (see :mod:`~orchestrator.record.coalesce`),
+        and fsync it when it holds a terminal event, per ``fsync``.
 
         Raises :class:`LogWriteError` when the write fails: nothing after that can be recorded,
         so the run must end. What was written before stays valid; a line cut by the failure
@@ -95,7 +99,7 @@ class LogWriter:
         """
         encode = codec.encode_tagged
         try:
-            self._write(b"".join([encode(t) for t in batch]))
+            self._write(b"".join([encode(t) for t in self._runs.feed(batch)]))
             if self._owned and self.fsync != "never":
                 if self.fsync == "always" or any(isinstance(t.event, TERMINAL_EVENTS) for t in batch):
                     assert self._file is not None
@@ -106,6 +110,13 @@ class LogWriter:
 
     def close(self) -> None:
         """Fsync and close. After a failed write, close only (the disk may still be full)."""
+        if self._file is not None and not self.failed:
+            held = self._runs.drain()  # deltas of attempts a torn-down run never ended
+            if held:
+                try:
+                    self._write(b"".join([codec.encode_tagged(t) for t in held]))
+                except OSError:
+                    self.failed = True
         if self._file is not None and self._owned:
             try:
                 if not self.failed:

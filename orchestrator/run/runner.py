@@ -132,7 +132,7 @@ class _Job(JobState):
         """
         run = self.run
         now = run.now()
-        tagged = Tagged(self.spec.id, self.attempt, self.seq, now - run.t0, event)
+        tagged = Tagged(self.spec.id, self.attempt, self.seq, round(now - run.t0, 6), event)
         try:
             run.send.send_nowait(tagged)
         except trio.WouldBlock:
@@ -208,7 +208,7 @@ class _Run:
     async def emit_batch(self, event: Event, ts: float | None = None) -> None:
         """Send a batch-level event. Its seq is taken before waiting, so batch events sent from
         several tasks stay distinct."""
-        now = trio.current_time() - self.t0 if ts is None else ts
+        now = round(trio.current_time() - self.t0, 6) if ts is None else ts
         seq = self.seq
         self.seq += 1
         await self.send.send(Tagged(None, 0, seq, now, event))
@@ -628,7 +628,7 @@ async def _drive(
         barrier = Barrier()
         await run.send.send(barrier)
         await barrier.reached.wait()
-        ts = trio.current_time() - run.t0
+        ts = round(trio.current_time() - run.t0, 6)
         summary = aggregator.summary(ts, stopped=stopped)
         await run.emit_batch(BatchFinished(summary=summary), ts=ts)
     return summary
