@@ -7,6 +7,7 @@ from pathlib import Path
 import orjson
 import pytest
 import trio
+import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,7 +31,15 @@ from orchestrator.events import (
 )
 from orchestrator.record.aggregate import fold
 from orchestrator.record.coalesce import DeltaRuns
-from orchestrator.record.log import HEADER_KIND, LogError, LogHeader, LogRecord, LogWriter, read_log
+from orchestrator.record.log import (
+    COMMIT_INTERVAL,
+    HEADER_KIND,
+    LogError,
+    LogHeader,
+    LogRecord,
+    LogWriter,
+    read_log,
+)
 from orchestrator.report.fold import fold_runs, read_report
 from tests.helpers import as_logged
 
@@ -265,3 +274,21 @@ def test_only_deltas_may_carry_seq_end() -> None:
     }
     with pytest.raises(codec.DecodeError, match="seq_end"):
         codec.decode_tagged(line)
+
+
+async def test_fsyncs_start_at_least_the_commit_interval_apart(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    writer = LogWriter(str(tmp_path / "run.jsonl"))
+    writer.open(HEADER)
+    ended: list[float] = []
+    for job, at in [("a", 0.0), ("b", 0.001), ("c", 1.0)]:
+        await trio.sleep_until(at)
+        await writer.deliver([Tagged(job, 1, 0, at, JobSucceeded(attempts=1))])
+        ended.append(trio.current_time())
+    await writer.deliver([Tagged("d", 1, 0, 1.0, TextDelta("x"))])  # nothing to fsync: no wait
+    ended.append(trio.current_time())
+    writer.close()
+    # the first at once; the second waits for the interval; after a quiet spell, at once again
+    assert ended == pytest.approx([0.0, COMMIT_INTERVAL, 1.0, 1.0])
+    assert [r.tagged.job_id for r in read_log(tmp_path / "run.jsonl") if r.tagged] == ["a", "b", "c", "d"]
