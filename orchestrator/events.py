@@ -15,7 +15,7 @@ so a log line is the tag and the event's fields side by side.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import attrs
 
@@ -471,9 +471,9 @@ SPANNED_EVENTS: tuple[type[TextDelta | ThinkingDelta], ...] = (TextDelta, Thinki
 EVENT_TYPES: dict[str, type[Event]] = {cls.kind: cls for cls in (*STREAM_EVENTS, *LIFECYCLE_EVENTS)}
 
 
-@attrs.frozen(slots=True)
-class Tagged:
-    """An event as it travels on the bus and lands in the log.
+class Tagged(NamedTuple):
+    """An event as it travels on the bus and lands in the log. A named tuple, not an attrs
+    class: one is made for every event, and a tuple is the cheapest immutable value to make.
 
     ``job_id`` is None for batch-level events. ``seq`` counts the job's events from 0 without
     gaps, across all its attempts; batch-level events have their own count. ``ts`` is seconds

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from orchestrator.events import SPANNED_EVENTS, Tagged
+from orchestrator.events import SPANNED_EVENTS, Tagged, TextDelta, ThinkingDelta
 
 HOLD_S = 1.0
 """Seconds (of batch time: event ``ts``) a run of deltas may wait for more."""
@@ -94,5 +94,6 @@ def coalesce(events: Iterable[Tagged]) -> list[Tagged]:
 def _joined(first: Tagged, texts: list[str], last: int) -> Tagged:
     if len(texts) == 1:
         return first
-    event = type(first.event)("".join(texts))  # type: ignore[call-arg]
+    joined = "".join(texts)
+    event = TextDelta(joined) if type(first.event) is TextDelta else ThinkingDelta(joined)
     return Tagged(first.job_id, first.attempt, first.seq, first.ts, event, last)

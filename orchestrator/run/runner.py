@@ -371,7 +371,9 @@ class _Run:
             await gate.succeeded()
         else:
             await gate.failed(ticket, failure.kind, failure.retry_after, spec.retry.max_retry_after)
-        self.queue.wake()  # a slot of this backend is free again
+        if gate.slots is not None:
+            self.queue.wake()  # a slot of this backend is free again (without a slot limit,
+            # workers wait only for jobs: this one takes the next itself, so waking another is waste)
         return failure
 
     def _settle(self, job: _Job, cost: float | None) -> None:
