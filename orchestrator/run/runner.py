@@ -167,18 +167,19 @@ class _Run:
         self.spec = spec
         self.backends = backends
         self.control = control
+        self.ceilings = {name: self._ceiling(spec, name, n) for name, n in ceilings.items()}
         # A backend may estimate an attempt's tokens and cost (for pacing and the spend cap).
         self.estimators = {name: getattr(backend, "estimate", None) for name, backend in backends.items()}
         self.gates = {
             name: Gate(
                 name,
                 spec.limits.get(name, BackendLimits()),
-                self._ceiling(spec, name, n),
+                self.ceilings[name],
                 self.notify,
                 on_pause=lambda until: self.queue.wake_at(until),
                 refund=getattr(backends[name], "refunds_unused_tokens", True),
             )
-            for name, n in ceilings.items()
+            for name in ceilings
         }
         self.budget = Budget(spec.max_cost_usd)
         self.capped: str | None = None
@@ -617,6 +618,12 @@ async def _drive(
         )
         if files_notice is not None:  # the concurrency was lowered to fit the open-file limit
             await run.emit_batch(LimiterChanged("*", "concurrency", spec.concurrency, None, files_notice))
+        for backend, ceiling in backend_ceilings(spec, run.ceilings).items():
+            reason = (
+                f"{backend} runs at most {ceiling} attempts at once, fewer than the batch's concurrency "
+                f"{spec.concurrency} ([backends.{backend}] concurrency sets it)"
+            )
+            await run.emit_batch(LimiterChanged(backend, "concurrency", ceiling, None, reason))
         with trio.CancelScope() as stop:
             if spec.deadline is not None:
                 stop.deadline = run.t0 + spec.deadline
@@ -634,6 +641,19 @@ async def _drive(
         summary = aggregator.summary(ts, stopped=stopped)
         await run.emit_batch(BatchFinished(summary=summary), ts=ts)
     return summary
+
+
+def backend_ceilings(spec: BatchSpec, ceilings: Mapping[str, int | None]) -> dict[str, int]:
+    """The backends whose own in-flight limit holds the batch below its ``concurrency``: those
+    with more jobs than that limit (said once, at the start, so a cap is never silent)."""
+    jobs: dict[str, int] = {}
+    for job in spec.jobs:
+        jobs[job.backend] = jobs.get(job.backend, 0) + 1
+    return {
+        name: ceiling
+        for name, ceiling in ceilings.items()
+        if ceiling is not None and ceiling < min(spec.concurrency, jobs.get(name, 0))
+    }
 
 
 def _settings_for_header(spec: BatchSpec) -> dict[str, Any]:
