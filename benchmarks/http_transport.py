@@ -56,7 +56,7 @@ HEADERS = {
     "accept": "text/event-stream",
     "content-type": "application/json",
 }
-VARIANTS = ("aiohttp", "orchestrator", "openai", "trio-floor")
+VARIANTS = ("aiohttp", "orchestrator", "openai", "trio-floor", "httpx")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -111,6 +111,38 @@ def run_aiohttp(url: str, ca: str, requests: int, concurrency: int) -> float:
                         assert response.status == 200
                         decoder = SSEDecoder()
                         async for data in response.content.iter_any():
+                            tally.on_events(decoder.feed(data))
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+    cpu = measure(lambda: asyncio.run(main()))
+    tally.check(requests)
+    return cpu
+
+
+def run_httpx(url: str, ca: str, requests: int, concurrency: int) -> float:
+    """httpx's async client under asyncio (HTTP/1.1, connections reused): the client users would
+    pick first; the same decoder and per-event work as the others."""
+    import asyncio
+
+    import httpx
+
+    context = client_ssl_context(ca)
+    tally = Tally()
+    body = orjson.dumps(REQUEST)
+
+    async def main() -> None:
+        left = [requests]
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(verify=context, limits=limits, timeout=60) as client:
+
+            async def worker() -> None:
+                while left[0] > 0:
+                    left[0] -= 1
+                    async with client.stream("POST", url, content=body, headers=HEADERS) as response:
+                        assert response.status_code == 200
+                        decoder = SSEDecoder()
+                        async for data in response.aiter_raw():
                             tally.on_events(decoder.feed(data))
 
             await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -231,6 +263,7 @@ RUNNERS: dict[str, Callable[[str, str, int, int], float]] = {
     "orchestrator": run_orchestrator,
     "openai": run_openai,
     "trio-floor": run_trio_floor,
+    "httpx": run_httpx,
 }
 
 

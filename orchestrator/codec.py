@@ -23,9 +23,10 @@ import orjson
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
 
 from orchestrator.errors import ErrorKind
-from orchestrator.events import CONTENT_BLOCKS, EVENT_TYPES, ContentBlock, Event, Tagged
+from orchestrator.events import CONTENT_BLOCKS, EVENT_TYPES, SPANNED_EVENTS, ContentBlock, Event, Tagged
 
 TAG_KEYS = ("job", "attempt", "seq", "ts", "kind")
+_SPANNED = frozenset(cls.kind for cls in SPANNED_EVENTS)  # the kinds a line with ``seq_end`` may be
 LOG_SCHEMA = 1
 
 
@@ -142,8 +143,15 @@ _LINE: dict[type, Callable[[Tagged], dict[str, Any]]] = {
 
 
 def tagged_to_dict(tagged: Tagged) -> dict[str, Any]:
-    """A log line as a dict: ``job``, ``attempt``, ``seq``, ``ts``, ``kind``, then the fields."""
-    return _LINE[type(tagged.event)](tagged)
+    """A log line as a dict: ``job``, ``attempt``, ``seq`` (and ``seq_end`` for a record that
+    stands for several deltas), ``ts``, ``kind``, then the fields."""
+    line = _LINE[type(tagged.event)](tagged)
+    if tagged.seq_end is None:
+        return line
+    # update() keeps the keys already present in place: seq_end lands right after seq.
+    spanned = {"job": None, "attempt": None, "seq": None, "seq_end": tagged.seq_end}
+    spanned.update(line)
+    return spanned
 
 
 def encode_tagged(tagged: Tagged) -> bytes:
@@ -176,7 +184,10 @@ def decode_tagged(obj: Mapping[str, Any]) -> Tagged:
         raise DecodeError("log line has a bad job or kind")
     if type(attempt) is not int or type(seq) is not int or type(ts) not in (int, float):
         raise DecodeError("log line has a bad attempt, seq or ts")
-    return Tagged(job, attempt, seq, float(ts), decode_event(kind, fields))
+    seq_end = fields.pop("seq_end", None)
+    if seq_end is not None and (type(seq_end) is not int or seq_end <= seq or kind not in _SPANNED):
+        raise DecodeError("log line has a bad seq_end")
+    return Tagged(job, attempt, seq, float(ts), decode_event(kind, fields), seq_end)
 
 
 def _describe(exc: BaseException) -> str:

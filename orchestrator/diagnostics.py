@@ -26,24 +26,19 @@ import traceback
 from collections.abc import MutableMapping
 from typing import Any
 
-import structlog
-
 from orchestrator.redact import known
 from orchestrator.visible import visible
 
-# Used only when the host has not configured structlog: render for stdlib logging, and drop
-# events below the stdlib logger's level before any rendering work.
-_STDLIB_PROCESSORS: list[structlog.typing.Processor] = [
-    structlog.stdlib.filter_by_level,
-    structlog.processors.format_exc_info,
-    structlog.dev.ConsoleRenderer(colors=False),
-]
+# structlog (and the console renderer's rich, when installed) is imported on the first line
+# logged, not with the library: `from orchestrator import run_batch` stays quick to import.
 
 
 def configure(*, verbose: bool = False) -> None:
     """For the ``orchestrate`` command only: send diagnostics to stderr, at debug level when
     ``verbose`` (or ORCHESTRATOR_DEBUG is set), else warnings only. Replaces any structlog
     configuration of the process, so a library must never call it."""
+    import structlog
+
     level = logging.DEBUG if verbose or os.environ.get("ORCHESTRATOR_DEBUG") else logging.WARNING
     structlog.configure(
         processors=[
@@ -66,14 +61,27 @@ class _HostLogger:
 
     def __init__(self, name: str) -> None:
         self._name = name
-        self._stdlib = structlog.wrap_logger(
-            logging.getLogger(name),
-            processors=_STDLIB_PROCESSORS,
-            wrapper_class=structlog.stdlib.BoundLogger,
-        )
+        self._stdlib: Any = None
 
     def __getattr__(self, method: str) -> Any:
-        target = structlog.get_logger(self._name) if structlog.is_configured() else self._stdlib
+        import structlog
+
+        if structlog.is_configured():
+            target = structlog.get_logger(self._name)
+        else:
+            if self._stdlib is None:
+                # Render for stdlib logging, and drop events below the stdlib logger's level
+                # before any rendering work.
+                self._stdlib = structlog.wrap_logger(
+                    logging.getLogger(self._name),
+                    processors=[
+                        structlog.stdlib.filter_by_level,
+                        structlog.processors.format_exc_info,
+                        structlog.dev.ConsoleRenderer(colors=False),
+                    ],
+                    wrapper_class=structlog.stdlib.BoundLogger,
+                )
+            target = self._stdlib
         log = getattr(target, method)
 
         def shown(event: str | None = None, **values: Any) -> Any:

@@ -7,14 +7,15 @@ Two families share one bus:
 
 Each class has a stable ``kind`` string: it names the event in the JSONL log and never changes
 meaning. Adding a kind is a deliberate, reviewable change to this file and to :data:`Event`.
-Field names never collide with the tag fields (``job``, ``attempt``, ``seq``, ``ts``, ``kind``),
+Field names never collide with the tag fields (``job``, ``attempt``, ``seq``, ``seq_end``, ``ts``,
+``kind``),
 so a log line is the tag and the event's fields side by side.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import attrs
 
@@ -522,16 +523,24 @@ LIFECYCLE_EVENTS: tuple[type[LifecycleEvent], ...] = (
     BatchProgress,
 )
 TERMINAL_EVENTS: tuple[type[TerminalEvent], ...] = (JobSucceeded, JobFailed, JobSkipped, JobCancelled)
+SPANNED_EVENTS: tuple[type[TextDelta | ThinkingDelta], ...] = (TextDelta, ThinkingDelta)
+"""The kinds the log writes a run of as one line (see :attr:`Tagged.seq_end`)."""
 EVENT_TYPES: dict[str, type[Event]] = {cls.kind: cls for cls in (*STREAM_EVENTS, *LIFECYCLE_EVENTS)}
 
 
-@attrs.frozen(slots=True)
-class Tagged:
-    """An event as it travels on the bus and lands in the log.
+class Tagged(NamedTuple):
+    """An event as it travels on the bus and lands in the log. A named tuple, not an attrs
+    class: one is made for every event, and a tuple is the cheapest immutable value to make.
 
     ``job_id`` is None for batch-level events. ``seq`` counts the job's events from 0 without
     gaps, across all its attempts; batch-level events have their own count. ``ts`` is seconds
-    since the batch started, on the run's clock (trio's clock, so virtual in tests).
+    since the batch started, on the run's clock (trio's clock, so virtual in tests), rounded to
+    microseconds.
+
+    ``seq_end`` is None on the bus. A record read from the log may stand for several consecutive
+    text (or thinking) deltas of one attempt, which the log writes as one line: its event holds
+    their concatenated text, ``seq`` and ``ts`` are the first delta's and ``seq_end`` the last's
+    ``seq`` (see :func:`orchestrator.record.log.coalesce`).
     """
 
     job_id: str | None
@@ -539,3 +548,9 @@ class Tagged:
     seq: int
     ts: float
     event: Event
+    seq_end: int | None = None
+
+    @property
+    def last_seq(self) -> int:
+        """The ``seq`` of the last bus event this record stands for."""
+        return self.seq if self.seq_end is None else self.seq_end

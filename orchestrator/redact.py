@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 import re
+import types
+import typing
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -171,7 +173,30 @@ class Redactor:
 
 
 _ATOMS = frozenset({bool, int, float, type(None)})
-_FIELDS: dict[type, tuple[str, ...]] = {}  # an attrs class's init fields, looked up once
+_FIELDS: dict[type, tuple[str, ...]] = {}  # an attrs class's fields that may hold text, found once
+
+
+def _text_fields(cls: type) -> tuple[str, ...]:
+    """The init fields of an attrs class whose declared type may hold a string somewhere: a
+    field typed as numbers, booleans or None (or attrs classes of only those, like token
+    counts) never does, and is not visited for each event."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # an annotation this cannot resolve: visit every field
+        hints = {}
+    return tuple(
+        field.name for field in attrs.fields(cls) if field.init and _may_hold_text(hints.get(field.name, Any))
+    )
+
+
+def _may_hold_text(hint: Any) -> bool:
+    if hint in _ATOMS:
+        return False
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_may_hold_text(arg) for arg in typing.get_args(hint))
+    if isinstance(hint, type) and attrs.has(hint):
+        return bool(_text_fields(hint))
+    return True
 
 
 def _rewrite(value: Any, text: Callable[[str], str]) -> Any:
@@ -184,7 +209,7 @@ def _rewrite(value: Any, text: Callable[[str], str]) -> Any:
         return value
     names = _FIELDS.get(kind)
     if names is None and attrs.has(kind):
-        names = _FIELDS[kind] = tuple(field.name for field in attrs.fields(kind) if field.init)
+        names = _FIELDS[kind] = _text_fields(kind)
     if names is not None:
         changes = {}
         for name in names:
@@ -196,6 +221,8 @@ def _rewrite(value: Any, text: Callable[[str], str]) -> Any:
             if new is not old:
                 changes[name] = new
         return attrs.evolve(value, **changes) if changes else value
+    if not value and (kind is tuple or kind is dict or kind is list):
+        return value  # empty: the common case (no tools, no data), without the ABC check below
     if isinstance(value, str):
         return text(value)
     if isinstance(value, Mapping):

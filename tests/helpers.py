@@ -10,6 +10,7 @@ import trio.testing
 
 from orchestrator.config.jobfile import build_batch
 from orchestrator.events import TERMINAL_EVENTS, JobsSkipped, Tagged
+from orchestrator.record.coalesce import coalesce
 from orchestrator.run.bus import Subscriber
 from orchestrator.run.runner import BatchResult, RunControl, execute
 from orchestrator.spec import BatchSpec
@@ -44,6 +45,16 @@ def job_ends(events: Sequence[Tagged], job_ids: Sequence[str]) -> dict[str, list
         elif tagged.job_id is not None and isinstance(event, TERMINAL_EVENTS):
             ends[tagged.job_id].append(event.kind)
     return ends
+
+
+def as_logged(events: Sequence[Tagged]) -> dict[str | None, list[Tagged]]:
+    """Each job's records (batch-level ones under None) with every run of deltas joined: equal
+    for a log and the live events it recorded (the log writes runs of deltas as one line, and
+    flushes a held run after other jobs' later events)."""
+    per_job: dict[str | None, list[Tagged]] = {}
+    for tagged in coalesce(events):
+        per_job.setdefault(tagged.job_id, []).append(tagged)
+    return per_job
 
 
 def make_spec(queries: Sequence[Any], **defaults: Any) -> BatchSpec:

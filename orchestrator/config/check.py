@@ -10,7 +10,6 @@ or as instances (a library caller): both meet the same rules here.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import math
 import types
@@ -59,6 +58,8 @@ def did_you_mean(word: object, choices: typing.Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` when a choice is close to ``word``, else ``""``."""
     if not isinstance(word, str):
         return ""
+    import difflib  # only for a misspelt key: not on every import
+
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

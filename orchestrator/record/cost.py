@@ -71,7 +71,7 @@ class AttemptMeter:
     finished: StreamFinished | None = None
 
     def add_usage(self, event: UsageReported) -> None:
-        self.usage = self.usage + event.tokens
+        self.usage = event.tokens if self.usage is _NONE else self.usage + event.tokens
         if event.cost_usd is not None:
             self.usage_cost = (self.usage_cost or 0.0) + event.cost_usd
         if event.estimated_cost_usd is not None:

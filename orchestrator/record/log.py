@@ -1,11 +1,14 @@
 """The JSONL event log: written by one subscriber on the bus, read back for resume and reports.
 
-Layout: a header line (``"kind": "log_header"``) opens each run, then one line per tagged event.
-A resumed run appends a new header and its events to the same file.
+Layout: a header line (``"kind": "log_header"``) opens each run, then one line per tagged event,
+except that a run of text (or thinking) deltas of one attempt is one line (see
+:mod:`~orchestrator.record.coalesce`). A resumed run appends a new header and its events to the same file.
 
 Durability: with ``fsync="terminal"`` (the default) every batch holding a job's terminal event
 is flushed and fsynced before the bus hands it to anyone else, so a job never counts as done
-before its result is on disk. ``"always"`` fsyncs every batch; ``"never"`` leaves it to the OS.
+before its result is on disk. Fsyncs start at least :data:`COMMIT_INTERVAL` apart, each
+covering every event that arrived meanwhile (group commit). ``"always"`` fsyncs every batch;
+``"never"`` leaves it to the OS.
 Every batch is at least written to the OS, so ``orchestrate tail`` sees it at once.
 
 What counts as a log (one rule for every reader and the writer, see :func:`read_objects`): an
@@ -17,6 +20,7 @@ write (a full disk) raises :class:`LogWriteError`, which ends the run.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -29,9 +33,13 @@ import trio
 
 from orchestrator import codec
 from orchestrator.events import TERMINAL_EVENTS, Tagged
+from orchestrator.record.coalesce import DeltaRuns
 
 HEADER_KIND = "log_header"
 _HEADER_START = b'{"kind":"log_header"'  # how every header we write begins
+COMMIT_INTERVAL = 0.01
+"""Seconds from one fsync's start to the next one's at the least: under a stream of finishing
+jobs, one fsync per 10 ms covers them all; after a quiet spell, a terminal event is fsynced at once."""
 _HEADER_LIMIT = 1 << 24  # bytes of line 1 read to find the header (a file without newlines ends early)
 
 
@@ -63,6 +71,8 @@ class LogWriter:
         self._file: BinaryIO | None = None
         self._owned = target != "-"
         self.failed = False  # a write failed: the file may end in a cut line, and the disk be full
+        self._runs = DeltaRuns()
+        self._last_fsync = -math.inf  # trio time the last fsync started
 
     def open(self, header: LogHeader) -> None:
         """Open (append) and write the run header. Raises OSError if the file cannot be opened,
@@ -87,7 +97,14 @@ class LogWriter:
             self._file.flush()
 
     async def deliver(self, batch: Sequence[Tagged]) -> None:
-        """Append the batch (and fsync it when it holds a terminal event, per ``fsync``).
+        """Append the batch, runs of deltas joined (see :mod:`~orchestrator.record.coalesce`),
+        and fsync it when it holds a terminal event (or always, or never, per ``fsync``).
+
+        Fsyncs start at least :data:`COMMIT_INTERVAL` apart: a batch that must be fsynced sooner
+        waits, and the bus with it (the events sent meanwhile wait in its channel and make the
+        next batch, which one fsync then covers), so finishing jobs share fsyncs as a database's
+        transactions share a group commit, and still no one sees a terminal event before it is
+        on disk.
 
         Raises :class:`LogWriteError` when the write fails: nothing after that can be recorded,
         so the run must end. What was written before stays valid; a line cut by the failure
@@ -95,10 +112,14 @@ class LogWriter:
         """
         encode = codec.encode_tagged
         try:
-            self._write(b"".join([encode(t) for t in batch]))
+            self._write(b"".join([encode(t) for t in self._runs.feed(batch)]))
             if self._owned and self.fsync != "never":
                 if self.fsync == "always" or any(isinstance(t.event, TERMINAL_EVENTS) for t in batch):
                     assert self._file is not None
+                    due = self._last_fsync + COMMIT_INTERVAL
+                    if trio.current_time() < due:
+                        await trio.sleep_until(due)
+                    self._last_fsync = trio.current_time()
                     await trio.to_thread.run_sync(os.fsync, self._file.fileno())
         except OSError as exc:
             self.failed = True
@@ -106,6 +127,13 @@ class LogWriter:
 
     def close(self) -> None:
         """Fsync and close. After a failed write, close only (the disk may still be full)."""
+        if self._file is not None and not self.failed:
+            held = self._runs.drain()  # deltas of attempts a torn-down run never ended
+            if held:
+                try:
+                    self._write(b"".join([codec.encode_tagged(t) for t in held]))
+                except OSError:
+                    self.failed = True
         if self._file is not None and self._owned:
             try:
                 if not self.failed:

@@ -153,7 +153,7 @@ class _Job(JobState):
         """
         run = self.run
         now = run.now()
-        tagged = Tagged(self.spec.id, self.attempt, self.seq, now - run.t0, event)
+        tagged = Tagged(self.spec.id, self.attempt, self.seq, round(now - run.t0, 6), event)
         try:
             run.send.send_nowait(tagged)
         except trio.WouldBlock:
@@ -188,18 +188,19 @@ class _Run:
         self.spec = spec
         self.backends = backends
         self.control = control
+        self.ceilings = {name: self._ceiling(spec, name, n) for name, n in ceilings.items()}
         # A backend may estimate an attempt's tokens and cost (for pacing and the spend cap).
         self.estimators = {name: getattr(backend, "estimate", None) for name, backend in backends.items()}
         self.gates = {
             name: Gate(
                 name,
                 spec.limits.get(name, BackendLimits()),
-                self._ceiling(spec, name, n),
+                self.ceilings[name],
                 self.notify,
                 on_pause=lambda until: self.queue.wake_at(until),
                 refund=getattr(backends[name], "refunds_unused_tokens", True),
             )
-            for name, n in ceilings.items()
+            for name in ceilings
         }
         self.budget = Budget(spec.max_cost_usd)
         self.capped: str | None = None
@@ -229,7 +230,7 @@ class _Run:
     async def emit_batch(self, event: Event, ts: float | None = None) -> None:
         """Send a batch-level event. Its seq is taken before waiting, so batch events sent from
         several tasks stay distinct."""
-        now = trio.current_time() - self.t0 if ts is None else ts
+        now = round(trio.current_time() - self.t0, 6) if ts is None else ts
         seq = self.seq
         self.seq += 1
         await self.send.send(Tagged(None, 0, seq, now, event))
@@ -393,7 +394,9 @@ class _Run:
             await gate.succeeded()
         else:
             await gate.failed(ticket, failure.kind, failure.retry_after, spec.retry.max_retry_after)
-        self.queue.wake()  # a slot of this backend is free again
+        if gate.slots is not None:
+            self.queue.wake()  # a slot of this backend is free again (without a slot limit,
+            # workers wait only for jobs: this one takes the next itself, so waking another is waste)
         return failure
 
     def _settle(self, job: _Job, cost: float | None) -> None:
@@ -653,6 +656,12 @@ async def _drive(
         )
         if files_notice is not None:  # the concurrency was lowered to fit the open-file limit
             await run.emit_batch(LimiterChanged("*", "concurrency", spec.concurrency, None, files_notice))
+        for backend, ceiling in backend_ceilings(spec, run.ceilings).items():
+            reason = (
+                f"{backend} runs at most {ceiling} attempts at once, fewer than the batch's concurrency "
+                f"{spec.concurrency} ([backends.{backend}] concurrency sets it)"
+            )
+            await run.emit_batch(LimiterChanged(backend, "concurrency", ceiling, None, reason))
         with trio.CancelScope() as stop:
             if spec.deadline is not None:
                 stop.deadline = run.t0 + spec.deadline
@@ -666,10 +675,23 @@ async def _drive(
         barrier = Barrier()
         await run.send.send(barrier)
         await barrier.reached.wait()
-        ts = trio.current_time() - run.t0
+        ts = round(trio.current_time() - run.t0, 6)
         summary = aggregator.summary(ts, stopped=stopped)
         await run.emit_batch(BatchFinished(summary=summary), ts=ts)
     return summary
+
+
+def backend_ceilings(spec: BatchSpec, ceilings: Mapping[str, int | None]) -> dict[str, int]:
+    """The backends whose own in-flight limit holds the batch below its ``concurrency``: those
+    with more jobs than that limit (said once, at the start, so a cap is never silent)."""
+    jobs: dict[str, int] = {}
+    for job in spec.jobs:
+        jobs[job.backend] = jobs.get(job.backend, 0) + 1
+    return {
+        name: ceiling
+        for name, ceiling in ceilings.items()
+        if ceiling is not None and ceiling < min(spec.concurrency, jobs.get(name, 0))
+    }
 
 
 def _settings_for_header(spec: BatchSpec) -> dict[str, Any]:

@@ -6,10 +6,42 @@ from pathlib import Path
 
 import orjson
 import pytest
+import trio
+import trio.testing
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from orchestrator import codec
-from orchestrator.events import JobSucceeded, Tagged
-from orchestrator.record.log import HEADER_KIND, LogError, LogHeader, LogWriter, read_log
+from orchestrator.errors import ErrorKind
+from orchestrator.events import (
+    AttemptStarted,
+    BatchStarted,
+    Event,
+    JobFailed,
+    JobQueued,
+    JobSucceeded,
+    RetryScheduled,
+    StreamFinished,
+    Tagged,
+    TextDelta,
+    TextRetracted,
+    ThinkingDelta,
+    Tokens,
+    UsageReported,
+)
+from orchestrator.record.aggregate import fold
+from orchestrator.record.coalesce import DeltaRuns
+from orchestrator.record.log import (
+    COMMIT_INTERVAL,
+    HEADER_KIND,
+    LogError,
+    LogHeader,
+    LogRecord,
+    LogWriter,
+    read_log,
+)
+from orchestrator.report.fold import fold_runs, read_report
+from tests.helpers import as_logged
 
 HEADER = LogHeader(schema=1, version="t", run_id="r", started_at="now", job_file=None, jobs=1, settings={})
 
@@ -87,3 +119,176 @@ def test_a_hand_edited_line_that_is_not_an_object_names_file_and_line(
     path.write_bytes(header_line() + line("a") + bad + b"\n" + line("b"))
     with pytest.raises(LogError, match=f"{path}: {message}"):
         list(read_log(path))
+
+
+# --- the log coalesces runs of deltas: folding it gives what folding the live events gives ----
+
+ATTEMPT_EVENTS = st.lists(
+    st.one_of(
+        st.text(max_size=4).map(TextDelta),
+        st.text(max_size=4).map(ThinkingDelta),
+        st.integers(0, 6).map(TextRetracted),
+        st.just(UsageReported(Tokens(input=3, output=1))),
+    ),
+    max_size=12,
+)
+
+
+@st.composite
+def live_batches(draw: st.DrawFn) -> list[list[Tagged]]:
+    """Tagged events of a few jobs (some retried, some failing), interleaved at random and cut
+    into the batches the bus would deliver."""
+    streams: list[list[Event]] = []
+    for _ in range(draw(st.integers(1, 4))):
+        attempts = draw(st.lists(ATTEMPT_EVENTS, min_size=1, max_size=3))
+        events: list[Event] = [JobQueued(backend="sim", model=None, content_hash="h")]
+        for n, stream in enumerate(attempts, start=1):
+            events += [AttemptStarted(backend="sim"), *stream]
+            if n < len(attempts):
+                events.append(RetryScheduled(1.0, ErrorKind.CONNECTION, "reset"))
+        if draw(st.booleans()):
+            events += [StreamFinished(cost_usd=0.01), JobSucceeded(attempts=len(attempts))]
+        else:
+            events.append(JobFailed(ErrorKind.CONNECTION, "reset", True, len(attempts)))
+        streams.append(events)
+    positions = [0] * len(streams)
+    attempt = [0] * len(streams)
+    order: list[Tagged] = [
+        Tagged(None, 0, 0, 0.0, BatchStarted(run_id="r", jobs=len(streams), started_at="t"))
+    ]
+    ts = 0.0
+    while any(p < len(s) for p, s in zip(positions, streams, strict=True)):
+        j = draw(st.sampled_from([i for i, s in enumerate(streams) if positions[i] < len(s)]))
+        event = streams[j][positions[j]]
+        attempt[j] += isinstance(event, AttemptStarted)
+        ts += draw(st.sampled_from([0.0, 0.000_001, 0.25]))
+        order.append(Tagged(f"j{j}", attempt[j], positions[j], ts, event))
+        positions[j] += 1
+    cuts = sorted(draw(st.sets(st.integers(1, max(1, len(order) - 1)), max_size=6)))
+    return [order[a:b] for a, b in zip([0, *cuts], [*cuts, len(order)], strict=True)]
+
+
+def write_log(path: Path, batches: list[list[Tagged]]) -> list[Tagged]:
+    writer = LogWriter(str(path), fsync="never")
+    writer.open(HEADER)
+
+    async def deliver() -> None:
+        for batch in batches:
+            await writer.deliver(batch)
+
+    trio.run(deliver)
+    writer.close()
+    return [r.tagged for r in read_log(path) if r.tagged is not None]
+
+
+@given(live_batches())
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_folding_the_written_log_equals_folding_the_live_events(
+    tmp_path: Path, batches: list[list[Tagged]]
+) -> None:
+    path = tmp_path / "run.jsonl"
+    path.unlink(missing_ok=True)
+    live = [t for batch in batches for t in batch]
+    logged = write_log(path, batches)
+    assert len(logged) <= len(live)
+    assert as_logged(logged) == as_logged(live)  # the same events, runs of deltas joined
+    assert fold(logged).results == fold(live).results  # texts (retractions applied), ttft, tokens
+    assert fold(logged).summary(9.0) == fold(live).summary(9.0)
+    header = (str(path), LogRecord(1, header=HEADER))
+    records = [header, *((str(path), LogRecord(n, tagged=t)) for n, t in enumerate(live, start=2))]
+    assert fold_runs(records) == read_report([path])  # what report shows, from the log alone
+    for job in {t.job_id for t in live if t.job_id is not None}:
+        spans = [(t.seq, t.last_seq) for t in logged if t.job_id == job]
+        covered = [seq for first, last in spans for seq in range(first, last + 1)]
+        assert covered == list(range(len(covered)))  # gap-free seq, each once
+        assert covered[-1] == max(t.seq for t in live if t.job_id == job)
+
+
+def test_a_run_of_deltas_is_one_line_with_the_first_seq_and_ts_and_seq_end(tmp_path: Path) -> None:
+    batch = [
+        Tagged("a", 1, 1, 0.1, AttemptStarted(backend="sim")),
+        Tagged("a", 1, 2, 0.2, TextDelta("Hel")),
+        Tagged("b", 1, 5, 0.25, TextDelta("other")),
+        Tagged("a", 1, 3, 0.3, TextDelta("lo")),
+        Tagged("a", 1, 4, 0.4, ThinkingDelta("hm")),
+        Tagged("a", 1, 5, 0.5, JobSucceeded(attempts=1)),
+    ]
+    path = tmp_path / "run.jsonl"
+    write_log(path, [batch])
+    lines = [orjson.loads(raw) for raw in path.read_bytes().splitlines()[1:]]
+    assert lines[1] == {
+        "job": "a",
+        "attempt": 1,
+        "seq": 2,
+        "seq_end": 3,
+        "ts": 0.2,
+        "kind": "text_delta",
+        "text": "Hello",
+    }
+    assert [line.get("seq_end") for line in lines] == [None, 3, None, None, None]
+    # A run is written when its job moves on; b's run, still open, when the writer closes.
+    assert [(line["job"], line["kind"]) for line in lines] == [
+        ("a", "attempt_started"),
+        ("a", "text_delta"),
+        ("a", "thinking_delta"),
+        ("a", "job_succeeded"),
+        ("b", "text_delta"),
+    ]
+
+
+def test_a_run_is_held_at_most_about_a_second_of_later_events() -> None:
+    runs = DeltaRuns(hold_s=1.0)
+    assert runs.feed([Tagged("a", 1, 2, 0.5, TextDelta("x"))]) == []
+    assert runs.feed(
+        [Tagged("a", 1, 3, 1.0, TextDelta("y")), Tagged("b", 1, 0, 1.4, AttemptStarted("sim"))]
+    ) == [Tagged("b", 1, 0, 1.4, AttemptStarted("sim"))]
+    written = runs.feed([Tagged("b", 1, 1, 1.5, TextDelta("z"))])
+    assert written == [Tagged("a", 1, 2, 0.5, TextDelta("xy"), 3)]  # 1 s after its first delta
+    assert runs.drain() == [Tagged("b", 1, 1, 1.5, TextDelta("z"))] and runs.drain() == []
+
+
+@pytest.mark.parametrize("seq_end", [2, 1, "3", 2.5, True])
+def test_a_bad_seq_end_is_refused(seq_end: object) -> None:
+    line = {
+        "job": "a",
+        "attempt": 1,
+        "seq": 2,
+        "seq_end": seq_end,
+        "ts": 0.0,
+        "kind": "text_delta",
+        "text": "x",
+    }
+    with pytest.raises(codec.DecodeError, match="seq_end"):
+        codec.decode_tagged(line)
+
+
+def test_only_deltas_may_carry_seq_end() -> None:
+    line = {
+        "job": "a",
+        "attempt": 1,
+        "seq": 2,
+        "seq_end": 3,
+        "ts": 0.0,
+        "kind": "job_succeeded",
+        "attempts": 1,
+    }
+    with pytest.raises(codec.DecodeError, match="seq_end"):
+        codec.decode_tagged(line)
+
+
+async def test_fsyncs_start_at_least_the_commit_interval_apart(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    writer = LogWriter(str(tmp_path / "run.jsonl"))
+    writer.open(HEADER)
+    ended: list[float] = []
+    for job, at in [("a", 0.0), ("b", 0.001), ("c", 1.0)]:
+        await trio.sleep_until(at)
+        await writer.deliver([Tagged(job, 1, 0, at, JobSucceeded(attempts=1))])
+        ended.append(trio.current_time())
+    await writer.deliver([Tagged("d", 1, 0, 1.0, TextDelta("x"))])  # nothing to fsync: no wait
+    ended.append(trio.current_time())
+    writer.close()
+    # the first at once; the second waits for the interval; after a quiet spell, at once again
+    assert ended == pytest.approx([0.0, COMMIT_INTERVAL, 1.0, 1.0])
+    assert [r.tagged.job_id for r in read_log(tmp_path / "run.jsonl") if r.tagged] == ["a", "b", "c", "d"]

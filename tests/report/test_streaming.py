@@ -40,12 +40,12 @@ def events() -> Iterator[Tagged]:
 
 
 def test_the_fold_keeps_no_event_it_has_folded() -> None:
-    alive: list[weakref.ref[Tagged]] = []
+    alive: list[weakref.ref[TextDelta]] = []  # the events: a tagged event is a tuple (no weakref)
 
     def records() -> Iterator[tuple[str, LogRecord]]:
         for n, tagged in enumerate(events()):
             if isinstance(tagged.event, TextDelta):
-                alive.append(weakref.ref(tagged))
+                alive.append(weakref.ref(tagged.event))
                 # Every delta yielded 10 records ago is gone: nothing (a list, the fold) kept it.
                 if len(alive) > 10:
                     assert alive[-11]() is None

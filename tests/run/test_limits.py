@@ -419,3 +419,34 @@ async def test_jobs_cancelled_while_waiting_at_the_gate_never_started(
         nursery.start_soon(stop)
         summary = (await execute(spec, subscribers=[recorder], control=control)).summary
     assert (summary.cancelled, summary.skipped, summary.attempts) == (1, 2, 1)
+
+
+def test_a_backend_limit_below_the_batch_concurrency_is_said_once_at_the_start(recorder: Recorder) -> None:
+    spec = make_spec(
+        [f"q{i}" for i in range(10)],
+        concurrency=8,
+        backends={"sim": {"concurrency": 2}},
+        sim={"ttft": 1.0, "tokens_per_s": 0, "reply_tokens": 1},
+    )
+    result = run_virtual(spec, subscribers=[recorder])
+    assert result.summary.succeeded == 10
+    changes = [t for t in recorder.events if isinstance(t.event, LimiterChanged)]
+    assert [(t.event.backend, t.event.change, t.event.value) for t in changes] == [("sim", "concurrency", 2)]
+    assert "fewer than the batch's concurrency 8" in changes[0].event.reason
+    assert recorder.events.index(changes[0]) < min(
+        i for i, t in enumerate(recorder.events) if isinstance(t.event, AttemptStarted)
+    )
+
+
+@pytest.mark.parametrize("jobs, own", [(10, 8), (2, 2), (10, None)])
+def test_a_backend_limit_that_holds_nothing_back_is_not_mentioned(
+    recorder: Recorder, jobs: int, own: int | None
+) -> None:
+    spec = make_spec(
+        [f"q{i}" for i in range(jobs)],
+        concurrency=8,
+        backends={"sim": {"concurrency": own}},
+        sim={"ttft": 0.1},
+    )
+    run_virtual(spec, subscribers=[recorder])
+    assert not any(isinstance(t.event, LimiterChanged) for t in recorder.events)
