@@ -88,6 +88,7 @@ class Progress:
             match event:
                 case TextDelta(text=text):
                     if row is not None:
+                        row.meter.streamed = True
                         row.deltas += 1
                         row.unreported += 1
                         row.tail = (row.tail + text)[-_TAIL:]

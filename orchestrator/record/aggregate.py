@@ -228,6 +228,7 @@ class Aggregator:
                 if attempt is not None:
                     if attempt.first_output is None:
                         attempt.first_output = tagged.ts
+                        attempt.meter.streamed = True
                     if attempt.parts is not None:
                         attempt.parts.append(text)
             case TextRetracted(chars=chars):
@@ -238,10 +239,12 @@ class Aggregator:
                 if attempt is not None:
                     if attempt.first_output is None:
                         attempt.first_output = tagged.ts
+                        attempt.meter.streamed = True
                     attempt.tool_calls.append(event)
             case ThinkingDelta() | AssistantMessage():
                 if attempt is not None and attempt.first_output is None:
                     attempt.first_output = tagged.ts
+                    attempt.meter.streamed = True
             case UsageReported():
                 if attempt is not None:
                     attempt.meter.add_usage(event)

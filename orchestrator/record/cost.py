@@ -31,7 +31,12 @@ class AttemptCost:
 
 
 def attempt_cost(
-    usage: Tokens, usage_cost: float | None, finished: StreamFinished | None, usage_estimate: float = 0.0
+    usage: Tokens,
+    usage_cost: float | None,
+    finished: StreamFinished | None,
+    usage_estimate: float = 0.0,
+    *,
+    streamed: bool = False,
 ) -> AttemptCost:
     """The tokens and cost of one attempt, from the sum of its usage events and its stream's end.
 
@@ -41,9 +46,10 @@ def attempt_cost(
 
     * Tokens: the stream's own total when it gives one, else the usage events' sum.
     * Cost: the stream's own cost when it gives one, else the usage events' stated costs, else
-      unknown (None) if the attempt consumed anything (it reported tokens, or its stream
-      finished), else 0.0: an attempt refused before it consumed anything (a 429, say) cost
-      nothing. Unknown is never turned into 0.
+      unknown (None) if the attempt consumed anything (it reported tokens, its stream finished,
+      or it ``streamed`` output: text, thinking or a tool call, which the provider bills even
+      when the stream was cut before it said what it used), else 0.0: an attempt refused before
+      it consumed anything (a 429, say) cost nothing. Unknown is never turned into 0.
     * At least: the cost when known, else ``usage_estimate``, the sum of the usage events'
       ``estimated_cost_usd`` (an attempt killed before its backend stated a cost was still
       paid for what it had used).
@@ -54,7 +60,7 @@ def attempt_cost(
         cost = finished.cost_usd
     elif usage_cost is not None:
         cost = usage_cost
-    elif tokens.total or finished is not None:
+    elif tokens.total or finished is not None or streamed:
         cost = None
     else:
         cost = 0.0
@@ -69,6 +75,9 @@ class AttemptMeter:
     usage_cost: float | None = None
     usage_estimate: float = 0.0
     finished: StreamFinished | None = None
+    streamed: bool = False
+    """Whether the attempt produced output (text, thinking, a tool call): set by the consumer
+    where it notes the attempt's first output."""
 
     def add_usage(self, event: UsageReported) -> None:
         self.usage = event.tokens if self.usage is _NONE else self.usage + event.tokens
@@ -82,4 +91,6 @@ class AttemptMeter:
 
     def cost(self) -> AttemptCost:
         """:func:`attempt_cost` of what has arrived so far."""
-        return attempt_cost(self.usage, self.usage_cost, self.finished, self.usage_estimate)
+        return attempt_cost(
+            self.usage, self.usage_cost, self.finished, self.usage_estimate, streamed=self.streamed
+        )

@@ -135,6 +135,7 @@ class _RunFold:
             case TextDelta() | ThinkingDelta() | ToolCall() | AssistantMessage() if current is not None:
                 if current.first_output is None:
                     current.first_output = tagged.ts
+                    current.meter.streamed = True
             case UsageReported() if current is not None:
                 current.meter.add_usage(event)
             case StreamFinished() if current is not None:

@@ -37,6 +37,7 @@ import attrs
 
 from orchestrator.errors import BackendError, ErrorKind, leaves
 from orchestrator.events import (
+    AssistantMessage,
     Event,
     JobCancelled,
     JobFailed,
@@ -49,6 +50,8 @@ from orchestrator.events import (
     TerminalEvent,
     TextDelta,
     TextRetracted,
+    ThinkingDelta,
+    ToolCall,
     UsageReported,
 )
 from orchestrator.output import Invalid, check_reply
@@ -57,6 +60,8 @@ from orchestrator.resources import out_of_files, out_of_files_message
 from orchestrator.run.retry import backoff_delay, should_retry
 from orchestrator.run.watchdog import Watch
 from orchestrator.spec import JobSpec, Timeouts
+
+_OUTPUT = frozenset({TextDelta, ThinkingDelta, ToolCall, AssistantMessage})
 
 
 @attrs.frozen
@@ -141,7 +146,9 @@ class JobState:
             self.meter.finish(event)  # type: ignore[arg-type]
         elif kind is UsageReported:
             self.meter.add_usage(event)  # type: ignore[arg-type]
-        elif self.reply is not None:
+        elif kind in _OUTPUT:
+            self.meter.streamed = True  # the provider bills what it streamed, stated or not
+        if self.reply is not None:
             if kind is TextDelta:
                 self.reply.append(event.text)  # type: ignore[union-attr]
             elif kind is TextRetracted and event.chars > 0:  # type: ignore[union-attr]

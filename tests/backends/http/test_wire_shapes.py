@@ -17,7 +17,7 @@ from orchestrator.record.results import result_row
 from orchestrator.report.fold import read_report
 from orchestrator.report.html import render_html
 from orchestrator.testing.anthropic.server import open_fake_anthropic
-from orchestrator.testing.openai.server import Raw, Reply, open_fake_openai
+from orchestrator.testing.openai.server import Disconnect, Raw, Reply, open_fake_openai
 from tests.http_helpers import events_of, run_jobs
 
 FAST = {"max_attempts": 2, "base_delay": 0.01, "max_delay": 0.05}
@@ -546,3 +546,10 @@ async def test_a_whole_json_reply_without_usage_has_an_unknown_cost() -> None:
     }
     job, _ = await openai_job(json_200(completion))
     assert job.ok and job.cost_usd is None  # type: ignore[attr-defined]
+
+
+async def test_a_stream_cut_before_it_reported_usage_has_an_unknown_cost_not_zero() -> None:
+    # Text was streamed (and billed), then the connection dropped before any usage was sent.
+    job, _ = await openai_job(Disconnect(partial="half an answer"), Disconnect(partial="again"))
+    assert job.status == "failed"  # type: ignore[attr-defined]
+    assert job.cost_usd is None  # type: ignore[attr-defined]
