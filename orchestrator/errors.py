@@ -59,7 +59,12 @@ class ErrorKind(enum.StrEnum):
     CONNECTION = "connection", True, "the connection dropped or the stream ended before the reply did"
     TLS = "tls", False, "the provider's TLS certificate is not trusted"
     TIMEOUT_FIRST_EVENT = "timeout_first_event", True, "no event within first_event_timeout of the request"
-    PROTOCOL = "protocol", True, "the stream was malformed or ended without stream_finished"
+    PROTOCOL = (
+        "protocol",
+        True,
+        "the stream was malformed or ended without stream_finished (fatal when asking again gets the "
+        "same: an event over `max_event_bytes`, an HTML page, an encoding the client cannot read)",
+    )
     # The agent CLI and other processes a backend runs.
     MAX_TURNS = "max_turns", False, "the agent reached its max_turns"
     MAX_BUDGET = "max_budget", False, "the agent reached its max_budget_usd"
