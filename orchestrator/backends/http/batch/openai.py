@@ -30,6 +30,7 @@ from orchestrator.backends.http.batch.collector import Outcome, Progress
 from orchestrator.backends.http.batch.remote import (
     BatchApi,
     BatchKind,
+    BatchSettings,
     Control,
     error_in_result,
     not_run,
@@ -48,18 +49,9 @@ _ENDED = ("completed", "failed", "expired", "cancelled")
 
 
 @attrs.frozen
-class Settings(openai.Settings):
-    """Batch-wide ``[backends.openai-batch]`` settings: ``openai``'s and these."""
-
-    batch_requests: int = attrs.field(default=10_000, metadata={"min": 1})
-    """Requests per remote batch at most (the API takes 50,000)."""
-    batch_bytes: int = attrs.field(default=100_000_000, metadata={"min": 1})
-    """Bytes of requests per remote batch at most (the API takes 200 MB)."""
-    batch_linger: float = attrs.field(default=10.0, metadata={"min": 0})
-    """Seconds a request waits for others to join its batch before the batch goes."""
-    poll_min: float = attrs.field(default=2.0, metadata={"gt": 0})
-    """Seconds to the first poll of a batch; each next poll waits longer, up to ``poll_max``."""
-    poll_max: float = attrs.field(default=60.0, metadata={"gt": 0})
+class Settings(openai.Settings, BatchSettings):
+    """Batch-wide ``[backends.openai-batch]`` settings: ``openai``'s and the batch settings (the API
+    takes 50,000 requests and 200 MB a batch)."""
 
 
 class ChatBatches:

@@ -41,6 +41,22 @@ from orchestrator.http import ConnectionPool, ServerSentEvent, TransportError
 from orchestrator.record.log import read_objects
 from orchestrator.spec import JobSpec
 
+
+@attrs.frozen(slots=False)  # a mixin beside the streaming twin's slotted settings
+class BatchSettings:
+    """The batch settings both batch backends add to their streaming twin's (the APIs' own limits
+    are checked at preflight: ``batch_requests`` and ``batch_bytes`` may not pass them)."""
+
+    batch_requests: int = attrs.field(default=10_000, metadata={"min": 1})
+    """Requests per remote batch at most."""
+    batch_bytes: int = attrs.field(default=100_000_000, metadata={"min": 1})
+    """Bytes of requests per remote batch at most."""
+    batch_linger: float = attrs.field(default=10.0, metadata={"min": 0})
+    """Seconds a request waits for others to join its batch before the batch goes."""
+    poll_min: float = attrs.field(default=2.0, metadata={"gt": 0})
+    """Seconds to the first poll of a batch; each next poll waits longer, up to ``poll_max``."""
+    poll_max: float = attrs.field(default=60.0, metadata={"gt": 0})
+
 DEFAULT_CONCURRENCY = 100_000
 """A waiting batch attempt is a sleeping task and no connection: the cap that matters is the
 batch's own ``concurrency``, which batch runs should raise (see the README)."""
