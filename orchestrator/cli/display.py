@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import IO
 
 import attrs
@@ -21,7 +21,9 @@ from rich.text import Text
 
 from orchestrator.events import (
     AttemptStarted,
+    BatchProgress,
     BatchStarted,
+    BatchSubmitted,
     BatchSummary,
     JobCancelled,
     JobFailed,
@@ -75,6 +77,8 @@ class Progress:
         self.failures: list[str] = []
         self.last_ts = 0.0
         self.limits: dict[str, str] = {}  # backend -> its latest limiter change, in words
+        # Remote batches of the batch backends: id -> (when it was submitted, its latest counts).
+        self.remote: dict[str, tuple[float, Mapping[str, int]]] = {}
 
     @property
     def done(self) -> int:
@@ -130,6 +134,11 @@ class Progress:
                         row.tail = f"[{subtype}] {row.tail}"[-_TAIL:]
                 case LimiterChanged(backend=backend, change=change, value=value, until_s=until):
                     self.limits[backend] = _describe_limit(change, value, until)
+                case BatchSubmitted(remote_id=remote_id):
+                    self.remote[remote_id] = (tagged.ts, {})
+                case BatchProgress(remote_id=remote_id, counts=counts):
+                    submitted = self.remote.get(remote_id, (tagged.ts, {}))[0]
+                    self.remote[remote_id] = (submitted, counts)
                 case _:
                     pass
 
@@ -164,8 +173,22 @@ class Progress:
         return (
             f"{self.done}/{self.total} done  {len(self.running)} running  {len(self.retrying)} retrying  "
             f"{self.failed} failed  {rate:,.0f} tok/s  ${self.cost:.4f}{unknown}  "
-            f"{_duration(elapsed)}{eta}{limits}"
+            f"{_duration(elapsed)}{eta}{limits}{self._remote_line(elapsed)}"
         )
+
+    def _remote_line(self, elapsed: float) -> str:
+        """The remote batches in a few words: how many, their requests by state (the provider's
+        words, summed over batches), and the time since the first was submitted."""
+        if not self.remote:
+            return ""
+        counts: dict[str, int] = {}
+        for _, latest in self.remote.values():
+            for state, n in latest.items():
+                counts[state] = counts.get(state, 0) + n
+        states = ", ".join(f"{visible(state)} {n}" for state, n in sorted(counts.items()) if n)
+        first = min(submitted for submitted, _ in self.remote.values())
+        batches = f"{len(self.remote)} remote batch{'es' if len(self.remote) > 1 else ''}"
+        return f"  [{batches}{': ' + states if states else ''}; first sent {_duration(elapsed - first)} ago]"
 
     def renderable(self, elapsed: float, rows: int = 8) -> Group:
         table = Table(show_header=False, box=None, pad_edge=False, expand=False)
