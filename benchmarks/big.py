@@ -40,7 +40,8 @@ from orchestrator.events import (
 )
 from orchestrator.record.aggregate import Aggregator
 from orchestrator.record.log import HEADER_KIND, LogHeader
-from orchestrator.run.runner import RunControl, execute
+from orchestrator.run.batch import execute
+from orchestrator.run.control import RunControl
 from orchestrator.spec import BatchSpec
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -31,7 +31,7 @@ from orchestrator.backends import register, unregister
 from orchestrator.backends.sim.backend import SimClock
 from orchestrator.config.jobfile import build_batch, load_job_file
 from orchestrator.events import AttemptStarted, StreamFinished, Tagged
-from orchestrator.run.runner import execute
+from orchestrator.run.batch import execute
 
 ROOT = Path(__file__).resolve().parent.parent
 

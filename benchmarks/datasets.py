@@ -71,7 +71,7 @@ n = len(spec.jobs)
     "run": """
 import time, attrs, trio
 from orchestrator.config.jobfile import load_job_file
-from orchestrator.run.runner import execute
+from orchestrator.run.batch import execute
 class First:
     at = None
     async def deliver(self, batch):

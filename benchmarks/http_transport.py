@@ -13,7 +13,7 @@ bytes and ``orjson.loads`` of each payload, and every response is checked. Varia
 
 ``aiohttp``       aiohttp under asyncio: the reference (it cannot run under trio)
 ``orchestrator``  our pool (:mod:`orchestrator.http`) under trio
-``openai``        our whole ``openai`` backend through :func:`orchestrator.run.runner.execute` (no log):
+``openai``        our whole ``openai`` backend through :func:`orchestrator.run.batch.execute` (no log):
                   the decoder, events, bus and aggregation on top of the transport (not part of
                   the target; shows what a real batch costs per event)
 ``trio-floor``    not a client: trio's TLS stream with no HTTP parsing at all (a floor for any
@@ -189,7 +189,7 @@ def run_openai(url: str, ca: str, requests: int, concurrency: int) -> float:
     import trio
 
     from orchestrator.config.jobfile import build_batch
-    from orchestrator.run.runner import execute
+    from orchestrator.run.batch import execute
 
     os.environ["BENCH_OPENAI_KEY"] = "sk-bench"
     settings = {

@@ -17,7 +17,7 @@ from benchmarks.table import Row, Section
 from orchestrator import codec
 from orchestrator.config.jobfile import build_batch
 from orchestrator.events import Tagged
-from orchestrator.run.runner import execute
+from orchestrator.run.batch import execute
 
 # --- log bytes per job ------------------------------------------------------------------------
 

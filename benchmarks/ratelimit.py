@@ -19,7 +19,7 @@ inside the free burst and no client could be compared with the ideal below.
 Clients, at the same concurrency ``C``:
 
 ``orchestrator``
-    the ``openai`` backend through :func:`orchestrator.run.runner.execute`, with
+    the ``openai`` backend through :func:`orchestrator.run.batch.execute`, with
     ``[backends.openai] rpm/tpm`` set to the server's limits and the default retry policy
 ``orchestrator-learned`` (not run by default)
     the same without rpm/tpm: the backend adopts the limits the ``x-ratelimit-*`` headers announce
@@ -131,7 +131,7 @@ def run_orchestrator(setup: Setup, base_url: str, *, configured: bool = True) ->
     from orchestrator.config.jobfile import build_batch
     from orchestrator.errors import ErrorKind
     from orchestrator.events import JobFailed, RetryScheduled, Tagged
-    from orchestrator.run.runner import execute
+    from orchestrator.run.batch import execute
 
     os.environ["BENCH_OPENAI_KEY"] = "sk-bench"
     refused = [0]

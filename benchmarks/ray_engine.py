@@ -33,8 +33,8 @@ import trio
 from benchmarks.table import cpu_model
 from orchestrator.config.library import library_batch
 from orchestrator.events import JobSucceeded, Tagged
+from orchestrator.run.batch import BatchResult, execute
 from orchestrator.run.bus import CallbackSubscriber
-from orchestrator.run.runner import BatchResult, execute
 from orchestrator.testing.ray import loopback_env, shard_workers
 
 MARK = uuid.uuid4().hex  # in the environment of every Ray process this benchmark starts

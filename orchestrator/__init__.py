@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from orchestrator.errors import BackendError, ConfigError, ErrorKind, FatalError, RetryableError
     from orchestrator.events import BatchSummary, Tagged, Tokens
     from orchestrator.record.aggregate import JobResult
-    from orchestrator.run.runner import BatchResult, BatchRun, RunControl
+    from orchestrator.run.batch import BatchResult, BatchRun
+    from orchestrator.run.control import RunControl
     from orchestrator.spec import BatchSpec, JobSpec, Query, RetryPolicy, Timeouts
 
 _EXPORTS = {
@@ -41,9 +42,9 @@ _EXPORTS = {
     "BatchSummary": "events",
     "Tagged": "events",
     "Tokens": "events",
-    "BatchResult": "run.runner",
-    "BatchRun": "run.runner",
-    "RunControl": "run.runner",
+    "BatchResult": "run.batch",
+    "BatchRun": "run.batch",
+    "RunControl": "run.control",
     "BatchSpec": "spec",
     "JobSpec": "spec",
     "Query": "spec",

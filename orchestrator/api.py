@@ -22,8 +22,9 @@ from orchestrator.events import Tagged
 from orchestrator.record.claim import LogClaim, claim_log
 from orchestrator.record.resume import plan
 from orchestrator.run import host
+from orchestrator.run.batch import BatchResult, BatchRun, execute, open_spec, preflight
 from orchestrator.run.bus import CallbackSubscriber, Subscriber
-from orchestrator.run.runner import BatchResult, BatchRun, RunControl, execute, open_spec, preflight
+from orchestrator.run.control import RunControl
 from orchestrator.spec import BatchSpec
 
 __all__ = ["BatchKeywords", "QueryLike", "open_batch", "run_batch", "run_batch_async"]

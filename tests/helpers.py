@@ -11,8 +11,9 @@ import trio.testing
 from orchestrator.config.jobfile import build_batch
 from orchestrator.events import TERMINAL_EVENTS, JobsSkipped, Tagged
 from orchestrator.record.coalesce import coalesce
+from orchestrator.run.batch import BatchResult, execute
 from orchestrator.run.bus import Subscriber
-from orchestrator.run.runner import BatchResult, RunControl, execute
+from orchestrator.run.control import RunControl
 from orchestrator.spec import BatchSpec
 
 

@@ -11,7 +11,7 @@ import trio
 
 from orchestrator.config.jobfile import build_batch
 from orchestrator.http import ConnectionPool, SSEDecoder
-from orchestrator.run.runner import BatchResult, execute
+from orchestrator.run.batch import BatchResult, execute
 from tests.helpers import Recorder
 
 REQUEST = b'{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[]}'

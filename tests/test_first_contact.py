@@ -13,7 +13,7 @@ from orchestrator import ConfigError
 from orchestrator.backends import backend_kind
 from orchestrator.backends.local import model as local_model
 from orchestrator.install import DISTRIBUTION, install_extra
-from orchestrator.run.runner import preflight
+from orchestrator.run.batch import preflight
 from tests.helpers import make_spec
 
 ROOT = Path(__file__).resolve().parents[1]

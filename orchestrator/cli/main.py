@@ -20,9 +20,9 @@ if TYPE_CHECKING:
     from orchestrator.engines import Engine
     from orchestrator.record.claim import LogClaim
     from orchestrator.record.results_file import ResultsFile
+    from orchestrator.run.batch import BatchResult
     from orchestrator.run.bus import Subscriber
     from orchestrator.run.host import Interrupts
-    from orchestrator.run.runner import BatchResult
     from orchestrator.spec import BatchSpec
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -216,8 +216,8 @@ def _load(args: argparse.Namespace, overrides: Overrides) -> BatchSpec:
 def _dry_run(spec: BatchSpec, args: argparse.Namespace) -> int:
     """Preflight and estimate the batch; print the plan. Raises ConfigError for problems."""
     from orchestrator.cli.dryrun import print_dry_run
+    from orchestrator.run.batch import preflight
     from orchestrator.run.dryrun import dry_run
-    from orchestrator.run.runner import preflight
 
     preflight(spec)
     print_dry_run(dry_run(spec), as_json=args.json)
@@ -302,7 +302,7 @@ def _main(argv: Sequence[str] | None) -> int:
         elif spec.log is None:
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
             spec = attrs.evolve(spec, log=str(Path("runs") / f"{_stem(args.jobfile)}-{stamp}.jsonl"))
-        from orchestrator.run.runner import preflight
+        from orchestrator.run.batch import preflight
 
         results_path = args.results or spec.results
         if results_path is not None:
@@ -404,8 +404,9 @@ async def _run(
     import trio
 
     from orchestrator.cli.display import Progress, print_summary, run_progress
+    from orchestrator.run.batch import execute
+    from orchestrator.run.control import RunControl
     from orchestrator.run.host import watch_signals
-    from orchestrator.run.runner import RunControl, execute
 
     control = RunControl()
     progress = Progress()

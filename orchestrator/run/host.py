@@ -32,7 +32,8 @@ import trio
 
 from orchestrator.events import Tagged
 from orchestrator.record.claim import LogClaim
-from orchestrator.run.runner import BatchResult, RunControl, execute, preflight
+from orchestrator.run.batch import BatchResult, execute, preflight
+from orchestrator.run.control import RunControl
 from orchestrator.spec import BatchSpec
 
 T = TypeVar("T")
@@ -170,7 +171,7 @@ class Guest:
         return True
 
     def cancel(self, reason: str = "cancelled") -> None:
-        """Stop the batch gracefully (see :class:`~orchestrator.run.runner.RunControl`)."""
+        """Stop the batch gracefully (see :class:`~orchestrator.run.control.RunControl`)."""
         if not self.call_soon(lambda: self.control.cancel(reason)):
             self.control.cancel(reason)  # not started yet: it stops as soon as it starts
 
@@ -231,7 +232,7 @@ _END = object()  # after the last event
 
 class GuestBatch:
     """A batch running on a trio guest inside ``async with open_batch(...)`` under asyncio:
-    iterate it for tagged events as they happen (the same as :class:`~orchestrator.run.runner.BatchRun`).
+    iterate it for tagged events as they happen (the same as :class:`~orchestrator.run.batch.BatchRun`).
 
     Events wait in an asyncio queue of ``buffer`` events; a reader that falls behind slows the
     batch (the bus waits for room), nothing is dropped until the reader stops listening.
@@ -250,7 +251,7 @@ class GuestBatch:
         return self._guest.control
 
     def cancel(self, reason: str = "cancelled") -> None:
-        """Stop the batch gracefully (see :class:`~orchestrator.run.runner.RunControl`)."""
+        """Stop the batch gracefully (see :class:`~orchestrator.run.control.RunControl`)."""
         self._guest.cancel(reason)
 
     def __aiter__(self) -> GuestBatch:

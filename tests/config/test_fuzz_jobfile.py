@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from orchestrator.config.jobfile import load_job_file
 from orchestrator.errors import ConfigError
-from orchestrator.run.runner import preflight
+from orchestrator.run.batch import preflight
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = {path.name: tomllib.loads(path.read_text()) for path in sorted((ROOT / "jobs").glob("*.toml"))}

@@ -22,7 +22,7 @@ from orchestrator.events import Event, StreamFinished, TextDelta, Tokens, UsageR
 from orchestrator.record.cost import AttemptMeter, attempt_cost
 from orchestrator.report.fold import read_report
 from orchestrator.report.html import FIELDS, timeline_data
-from orchestrator.run.runner import BatchResult
+from orchestrator.run.batch import BatchResult
 from tests.helpers import make_spec, run_virtual
 
 tokens = st.builds(

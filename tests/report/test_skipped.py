@@ -20,7 +20,8 @@ from orchestrator.record.log import read_log
 from orchestrator.record.resume import plan
 from orchestrator.report.fold import read_report
 from orchestrator.report.model import JobRow
-from orchestrator.run.runner import BatchResult, RunControl
+from orchestrator.run.batch import BatchResult
+from orchestrator.run.control import RunControl
 from orchestrator.spec import BatchSpec
 from orchestrator.visible import visible
 from tests.helpers import Recorder, make_spec, run_virtual

@@ -11,7 +11,7 @@ import pytest
 
 from orchestrator import run_batch
 from orchestrator.record.results import COLUMNS
-from orchestrator.run.runner import BatchResult
+from orchestrator.run.batch import BatchResult
 
 
 @pytest.fixture(scope="module")

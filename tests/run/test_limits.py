@@ -14,8 +14,9 @@ import trio.testing
 
 from orchestrator.errors import ConfigError
 from orchestrator.events import AttemptStarted, LimiterChanged, RateLimitInfo, RetryScheduled, Tagged
+from orchestrator.run.batch import execute
+from orchestrator.run.control import RunControl
 from orchestrator.run.limits import AdaptiveLimit, Gate, Pacer, Slots
-from orchestrator.run.runner import RunControl, execute
 from orchestrator.spec import BackendLimits
 from tests.helpers import Recorder, make_spec, run_virtual
 

@@ -32,8 +32,9 @@ from orchestrator.events import (
     TextDelta,
 )
 from orchestrator.record.log import read_log
-from orchestrator.run import runner
-from orchestrator.run.runner import RunControl, execute
+from orchestrator.run import batch
+from orchestrator.run.batch import execute
+from orchestrator.run.control import RunControl
 from tests.helpers import Recorder, as_logged, job_ends, make_spec, run_virtual
 
 ENDS_ATTEMPT = (RetryScheduled, *TERMINAL_EVENTS)
@@ -324,7 +325,7 @@ def test_a_stop_mid_batch_ends_announced_and_unannounced_jobs_in_one_event(recor
 async def test_a_stop_while_the_bus_is_full_still_gives_every_job_its_job_queued_first(
     autojump_clock: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(runner, "CHANNEL_SIZE", 8)  # the announcer soon waits on a full bus
+    monkeypatch.setattr(batch, "CHANNEL_SIZE", 8)  # the announcer soon waits on a full bus
     release = trio.Event()
 
     class Stuck(Recorder):

@@ -1,5 +1,5 @@
 """The ``claude-code`` backend end to end: the real CLI (pinned, from ``.tools/``) against the fake
-Messages API on 127.0.0.1, through :func:`orchestrator.run.runner.execute`. No API key, no network.
+Messages API on 127.0.0.1, through :func:`orchestrator.run.batch.execute`. No API key, no network.
 
 Also: the process shell against small stand-in CLIs (stderr floods, a CLI that ignores SIGTERM),
 and the pure parts of the shell (command line, environment, preflight).
@@ -42,7 +42,8 @@ from orchestrator.events import (
     ToolCall,
     ToolResult,
 )
-from orchestrator.run.runner import BatchResult, RunControl, execute
+from orchestrator.run.batch import BatchResult, execute
+from orchestrator.run.control import RunControl
 from orchestrator.spec import JobSpec, OutputSchema, RetryPolicy
 from orchestrator.testing.anthropic.server import (
     Disconnect,

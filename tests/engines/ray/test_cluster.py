@@ -12,8 +12,8 @@ import trio
 from orchestrator.engines.ray import RayEngine
 from orchestrator.errors import ErrorKind
 from orchestrator.events import JobSucceeded, RetryScheduled, Tagged
+from orchestrator.run.batch import execute
 from orchestrator.run.bus import CallbackSubscriber
-from orchestrator.run.runner import execute
 from orchestrator.testing.ray import loopback_env, runs_a_shard
 from tests.helpers import make_spec
 

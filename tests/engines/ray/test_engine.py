@@ -13,8 +13,9 @@ from orchestrator.api import run_batch
 from orchestrator.engines.ray import RayEngine
 from orchestrator.errors import ConfigError, ErrorKind
 from orchestrator.events import BatchSummary, JobSucceeded, RetryScheduled, Tagged
+from orchestrator.run.batch import BatchResult, execute
 from orchestrator.run.bus import CallbackSubscriber
-from orchestrator.run.runner import BatchResult, RunControl, execute
+from orchestrator.run.control import RunControl
 from orchestrator.testing.ray import shard_workers
 from tests.helpers import job_ends, make_spec
 
