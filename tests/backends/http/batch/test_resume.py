@@ -118,6 +118,7 @@ async def test_the_log_says_which_requests_still_wait_in_which_remote_batch(
 
     submitted = "batch_submitted"
     lines = [
+        event("job_queued", "d", backend="anthropic-batch", model=None, content_hash="hash-d"),
         event(submitted, backend="anthropic-batch", remote_id="b1", custom_ids=["a", "b", "c", "d"]),
         event(submitted, backend="openai-batch", remote_id="o1", custom_ids=["e"]),
         event("job_succeeded", "a", attempts=1),
@@ -126,5 +127,5 @@ async def test_the_log_says_which_requests_still_wait_in_which_remote_batch(
         event("job_cancelled", "d", reason="stopped", attempts=1),
     ]
     log.write_text(log.read_text() + "\n".join(lines) + "\n")
-    assert in_flight(str(log), "anthropic-batch") == {"b1": ["d"], "b2": ["c"]}
-    assert in_flight(str(log), "openai-batch") == {"o1": ["e"]}
+    assert in_flight(str(log), "anthropic-batch") == {"b1": {"d": "hash-d"}, "b2": {"c": None}}
+    assert in_flight(str(log), "openai-batch") == {"o1": {"e": None}}
