@@ -37,8 +37,8 @@ from orchestrator.backends.http.batch.remote import (
     Control,
     create,
     created_at,
-    each_listed,
     error_in_result,
+    listed,
     not_run,
     remote_id,
 )
@@ -78,7 +78,7 @@ class MessageBatches:
         client have made one just like it, its results name other ``custom_id`` values, and
         this chunk's requests, missing from them, are sent again."""
         found: list[tuple[float, str]] = []
-        async for batch in each_listed(self.control, self.url, "after_id", since):
+        for batch in await listed(self.control, self.url, "after_id", since):
             counts = batch.get("request_counts")
             total = sum(v for v in counts.values() if isinstance(v, int)) if isinstance(counts, dict) else -1
             created = created_at(batch.get("created_at"))

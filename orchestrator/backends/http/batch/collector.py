@@ -176,6 +176,8 @@ class Collector:
         """The remote batches not yet seen ended, with the requests each holds."""
         self.known: set[str] = set()
         """Every remote batch this collector sent or adopted."""
+        self._creating: set[trio.Event] = set()
+        """One event per create call under way, set when it has ended."""
         self._arrived = trio.Event()
         self._nursery: trio.Nursery | None = None
 
@@ -305,7 +307,6 @@ class Collector:
         except BackendError as exc:
             self._resolve_all(chunk, exc)
             return
-        self.known.add(batch_id)
         self.running[batch_id] = list(chunk)
         await self.report(batch_id, list(chunk), None, note)
         failure = await self._wait_until_ended(batch_id, list(chunk))
@@ -327,16 +328,30 @@ class Collector:
         self._resolve_all(chunk, missing)
 
     async def _submit(self, chunk: dict[str, _Waiter]) -> tuple[str, str]:
-        """The new batch's id and, when its create call was in doubt, how it was found."""
+        """The new batch's id (now in :attr:`known`) and, when its create call was in doubt, how
+        it was found. The search waits for this collector's other create calls to end, so that
+        a batch one of them made is known and not taken for this one."""
         label = secrets.token_hex(12)
         since = time.time()
+        created = trio.Event()
+        self._creating.add(created)
         try:
-            return await self.remote.submit([(cid, w.body) for cid, w in chunk.items()], label), ""
+            batch_id = await self.remote.submit([(cid, w.body) for cid, w in chunk.items()], label)
+            self.known.add(batch_id)
+            return batch_id, ""
         except CreateInDoubt as exc:
+            self._creating.discard(created)
+            created.set()  # another call in doubt may be waiting for this one
+            for other in list(self._creating):
+                await other.wait()
             found = await self._with_retries(lambda: self.remote.find(label, len(chunk), since, self.known))
             if found is None:
                 raise
+            self.known.add(found)
             return found, f"the create call failed ({exc.kind}: {exc}); found the batch it made"
+        finally:
+            self._creating.discard(created)
+            created.set()
 
     async def _wait_until_ended(self, batch_id: str, custom_ids: list[str]) -> FatalError | None:
         """Poll until the batch ends (None) or a poll fails for good (that error)."""

@@ -38,8 +38,8 @@ from orchestrator.backends.http.batch.remote import (
     BatchSettings,
     Control,
     create,
-    each_listed,
     error_in_result,
+    listed,
     not_run,
     remote_id,
 )
@@ -92,7 +92,7 @@ class ChatBatches:
 
     async def find(self, label: str, count: int, since: float, known: Collection[str]) -> str | None:
         """The batch whose ``metadata`` carries ``label`` (listed since ``since``)."""
-        async for batch in each_listed(self.control, self.base + "/batches", "after", since):
+        for batch in await listed(self.control, self.base + "/batches", "after", since):
             if dict_or_empty(batch.get("metadata")).get(CHUNK_KEY) == label:
                 return remote_id(batch)
         return None

@@ -192,9 +192,10 @@ CLOCK_SLACK = 300.0
 it was created."""
 
 
-async def each_listed(control: Control, url: str, cursor: str, since: float) -> AsyncIterator[dict[str, Any]]:
+async def listed(control: Control, url: str, cursor: str, since: float) -> list[dict[str, Any]]:
     """The batches a list endpoint gives (newest first, pages of 100, ``cursor`` the query key
     of the next page's start), down to the first created before ``since`` less the clock slack."""
+    found: list[dict[str, Any]] = []
     after: str | None = None
     while True:
         query = "?limit=100" + (f"&{cursor}={after}" if after else "")
@@ -207,11 +208,11 @@ async def each_listed(control: Control, url: str, cursor: str, since: float) -> 
                 continue
             created = created_at(batch.get("created_at"))
             if created is not None and created < since - CLOCK_SLACK:
-                return
-            yield batch
+                return found
+            found.append(batch)
         last = page.get("last_id")
         if not page.get("has_more") or not isinstance(last, str) or not data:
-            return
+            return found
         after = remote_id({"id": last})
 
 
