@@ -32,14 +32,13 @@ import orjson
 from orchestrator.backends.fields import dict_or_empty, int_or_none
 from orchestrator.backends.http import openai
 from orchestrator.backends.http.batch.collector import Outcome, Progress
+from orchestrator.backends.http.batch.create import create, listed
 from orchestrator.backends.http.batch.remote import (
     BatchApi,
     BatchKind,
     BatchSettings,
     Control,
-    create,
     error_in_result,
-    listed,
     not_run,
     remote_id,
 )
