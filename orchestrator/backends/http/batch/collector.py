@@ -192,6 +192,7 @@ class Collector:
         for custom_id, content_hash in requests.items():
             self.adopted[custom_id] = (batch, content_hash)
         self.known.add(batch_id)
+        self.running[batch_id] = list(requests)
         self._nursery.start_soon(self._collect_adopted, batch_id, batch, list(requests))
 
     def drop_changed(self, custom_id: str, content_hash: str) -> bool:
@@ -205,7 +206,6 @@ class Collector:
         return True
 
     async def _collect_adopted(self, batch_id: str, batch: _Adopted, custom_ids: list[str]) -> None:
-        self.running[batch_id] = custom_ids
         try:
             batch.error = await self._wait_until_ended(batch_id, custom_ids)
             if batch.error is None:
