@@ -54,6 +54,7 @@ class ErrorKind(enum.StrEnum):
     BILLING = "billing", False, "the account has a billing problem"
     MAX_OUTPUT_TOKENS = "max_output_tokens", False, "the reply went over the output token maximum"
     EXPIRED = "expired", True, "a batch-API request expired before the provider ran it"
+    SPEND_CAP = "spend_cap", False, "not sent: its remote batch would have passed the spend cap"
     # The connection and the stream.
     CONNECT = "connect", True, "no connection could be opened to the provider"
     CONNECTION = "connection", True, "the connection dropped or the stream ended before the reply did"

@@ -420,6 +420,9 @@ class BatchSubmitted:
     backend: str
     remote_id: str
     custom_ids: tuple[str, ...]
+    note: str = ""
+    """Empty, or how the batch was found when its create call failed after the provider made
+    it (a timeout, a dropped connection): it was adopted, not sent again."""
 
 
 @attrs.frozen
@@ -431,6 +434,20 @@ class BatchProgress:
     backend: str
     remote_id: str
     counts: Mapping[str, int]
+
+
+@attrs.frozen
+class BatchStopped:
+    """The run stopped while a remote batch still ran (batch-level): ``action`` is ``detach``
+    (left running; ``--resume`` collects it) or ``cancel`` (the provider accepted the cancel; a
+    resumed run collects what it finished and sends the rest again). ``note`` says why a cancel
+    that was asked for did not happen."""
+
+    kind: ClassVar[str] = "batch_stopped"
+    backend: str
+    remote_id: str
+    action: str
+    note: str = ""
 
 
 @attrs.frozen
@@ -486,6 +503,7 @@ LifecycleEvent = (
     | JobInput
     | BatchSubmitted
     | BatchProgress
+    | BatchStopped
 )
 Event = StreamEvent | LifecycleEvent
 TerminalEvent = JobSucceeded | JobFailed | JobSkipped | JobCancelled
@@ -521,6 +539,7 @@ LIFECYCLE_EVENTS: tuple[type[LifecycleEvent], ...] = (
     JobInput,
     BatchSubmitted,
     BatchProgress,
+    BatchStopped,
 )
 TERMINAL_EVENTS: tuple[type[TerminalEvent], ...] = (JobSucceeded, JobFailed, JobSkipped, JobCancelled)
 SPANNED_EVENTS: tuple[type[TextDelta | ThinkingDelta], ...] = (TextDelta, ThinkingDelta)

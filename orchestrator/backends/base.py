@@ -44,9 +44,12 @@ class Backend(Protocol):
     back what an attempt reserved and did not use; ``waits_for_results: bool`` (default False),
     whether an attempt waits in silence for a result computed elsewhere (a provider's batch API),
     so ``timeouts.idle`` and ``timeouts.attempt`` do not apply to it (``timeouts.job`` does);
-    ``attach(emit_batch, log)``, called once before any attempt, with the function that sends
-    batch-level events and the path of the run's log (None without one), which the batch APIs
-    read to re-attach to the remote batches an earlier run left running.
+    ``attach(emit_batch, log, within_cap)``, called once before any attempt, with the function
+    that sends batch-level events, the path of the run's log (None without one), which the batch
+    APIs read to re-attach to the remote batches an earlier run left running, and
+    ``within_cap(more_usd)``, whether the spend cap has room for what is spent, reserved and
+    ``more_usd``; ``async stop_remote(cancel)``, awaited when the run stops (before its jobs
+    end), to leave or cancel what runs remotely (``cancel`` None: the backend's setting decides).
     """
 
     async def stream(self, job: JobSpec, attempt: int, emit: Emit) -> None:

@@ -23,6 +23,7 @@ from orchestrator.events import (
     AttemptStarted,
     BatchProgress,
     BatchStarted,
+    BatchStopped,
     BatchSubmitted,
     BatchSummary,
     JobCancelled,
@@ -139,6 +140,8 @@ class Progress:
                 case BatchProgress(remote_id=remote_id, counts=counts):
                     submitted = self.remote.get(remote_id, (tagged.ts, {}))[0]
                     self.remote[remote_id] = (submitted, counts)
+                case BatchStopped(remote_id=remote_id):
+                    self.remote.pop(remote_id, None)
                 case _:
                     pass
 
@@ -175,6 +178,11 @@ class Progress:
             f"{self.failed} failed  {rate:,.0f} tok/s  ${self.cost:.4f}{unknown}  "
             f"{_duration(elapsed)}{eta}{limits}{self._remote_line(elapsed)}"
         )
+
+    def remote_running(self) -> int:
+        """How many remote batches have requests still processing (as their last poll said;
+        one not polled yet counts)."""
+        return sum(1 for _, counts in self.remote.values() if counts.get("processing", 1) > 0)
 
     def _remote_line(self, elapsed: float) -> str:
         """The remote batches in a few words: how many, their requests by state (the provider's

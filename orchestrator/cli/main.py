@@ -95,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--hard-cap", action="store_true", help="with --max-cost: also cancel running jobs")
     parser.add_argument(
+        "--cancel-remote",
+        action="store_true",
+        help="on a stop, cancel the batch backends' remote batches (default: leave them for --resume; "
+        "on a terminal, Ctrl-C asks)",
+    )
+    parser.add_argument(
         "--resume",
         nargs="?",
         const="",
@@ -404,6 +410,7 @@ async def _run(
     import trio
 
     from orchestrator.cli.display import Progress, print_summary, run_progress
+    from orchestrator.cli.interrupt import ask_on_interrupt
     from orchestrator.run.batch import execute
     from orchestrator.run.control import RunControl
     from orchestrator.run.host import watch_signals
@@ -411,6 +418,15 @@ async def _run(
     control = RunControl()
     progress = Progress()
     result = None
+
+    def say(message: str) -> None:
+        print(f"\n{message}", file=sys.stderr, flush=True)
+
+    if args.cancel_remote:
+        control.cancel_remote = True
+    # On a terminal, Ctrl-C asks whether to cancel the remote batches (see orchestrator.cli.interrupt).
+    asking = not args.cancel_remote and sys.stdin.isatty() and sys.stderr.isatty()
+    before_stop = ask_on_interrupt(control, progress.remote_running, say=say) if asking else None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(
             watch_signals,
@@ -418,7 +434,8 @@ async def _run(
             nursery.cancel_scope,
             signals,
             (signal.SIGINT, signal.SIGTERM),
-            lambda message: print(f"\n{message}", file=sys.stderr),
+            say,
+            before_stop,
         )
         if not args.quiet:
             nursery.start_soon(lambda: run_progress(progress, tty=sys.stderr.isatty()))

@@ -215,7 +215,7 @@ async def _execute(
                 for backend in backends.values():
                     attach = getattr(backend, "attach", None)  # see orchestrator.backends.base
                     if attach is not None:
-                        attach(run.emit_batch, log)
+                        attach(run.emit_batch, log, run.budget.allows)
                 bus_done = trio.Event()
 
                 async def bus() -> None:
@@ -270,6 +270,10 @@ async def _drive(
         if stopped is None and any(not job.done for job in run.jobs):
             stopped = run.stopped_by_halt
         if stopped is not None:
+            for opened in run.backends.values():
+                stop_remote = getattr(opened, "stop_remote", None)  # see orchestrator.backends.base
+                if stop_remote is not None:
+                    await stop_remote(control.cancel_remote)
             await run.finish_leftovers(stopped)
         barrier = Barrier()
         await run.send.send(barrier)

@@ -12,6 +12,9 @@ class RunControl:
 
     def __init__(self) -> None:
         self.reason: str | None = None
+        self.cancel_remote: bool | None = None
+        """On a stop, cancel the remote batches of the batch backends (True) or leave them
+        running (False); None: each backend's ``cancel_remote`` setting decides."""
         self._scope: trio.CancelScope | None = None
 
     def cancel(self, reason: str = "cancelled") -> None:

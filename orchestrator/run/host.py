@@ -52,16 +52,21 @@ async def watch_signals(
     interrupts: Interrupts,
     signums: Collection[int] = (signal.SIGINT,),
     announce: Callable[[str], object] | None = None,
+    before_stop: Callable[[int, AsyncIterator[int]], Awaitable[object]] | None = None,
 ) -> None:
     """First signal: stop the batch gracefully through ``control``; second: cancel ``everything``.
 
-    Runs until cancelled; the signal handlers it installed are removed (the previous ones
-    restored) when it ends. Only in the main thread (signal handlers live there).
+    ``before_stop(signum, signals)``, when given, is awaited between the first signal and the
+    stop (to ask how to stop, say); a signal it takes from ``signals`` does not count as the
+    second. Runs until cancelled; the signal handlers it installed are removed (the previous
+    ones restored) when it ends. Only in the main thread (signal handlers live there).
     """
     with trio.open_signal_receiver(*signums) as receiver:
         async for signum in receiver:
             if interrupts.first is None:
                 interrupts.first = signum
+                if before_stop is not None:
+                    await before_stop(signum, receiver)
                 control.cancel("interrupted" if signum == signal.SIGINT else "terminated")
                 if announce is not None:
                     announce("stopping: cancelling running jobs and flushing the log (again to exit at once)")

@@ -4,19 +4,28 @@ again on the same port mid-batch (a restart) and carry on where it was, and the 
 serves one request per connection on 127.0.0.1.
 
 Processing is faster than real: a batch ends ``processing`` seconds (trio's clock, so virtual
-in tests) after it was created. What each request gets is decided when its batch is created:
-the next outcome scripted for its ``custom_id`` (:meth:`BatchStore.script`), else the store's
-``default`` (a function of the request body). ``submissions`` counts, per ``custom_id``, how many
-batches have carried it: a client that re-attaches instead of resubmitting leaves it at 1.
+in tests) after it was created, its requests finishing one after another over that time. What
+each request gets is decided when its batch is created: the next outcome scripted for its
+``custom_id`` (:meth:`BatchStore.script`), else the store's ``default`` (a function of the
+request body). ``submissions`` counts, per ``custom_id``, how many batches have carried it: a
+client that re-attaches instead of resubmitting leaves it at 1.
+
+Cancel, as the providers do it: a batch that has not ended is ``canceling`` for ``cancelling``
+seconds and then ends; requests that finished before the cancel keep their outcome, the others
+end canceled. Cancelling an ended batch is refused (400). :attr:`BatchStore.drop_creates` makes
+the next creates hang up after creating the batch, as a create call that times out or loses its
+connection does: the batch exists and the client never heard of it.
 """
 
 from __future__ import annotations
 
 import itertools
+import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import parse_qsl
 
 import attrs
 import trio
@@ -48,12 +57,39 @@ class RemoteBatch:
     created: float
     ends: float
     requests: list[tuple[str, Any, Any]]
-    canceled: bool = False
+    created_at: float = attrs.Factory(time.time)
+    """Wall-clock creation time, as the APIs list it."""
+    metadata: dict[str, str] = attrs.Factory(dict)
+    cancel_at: float | None = None
+    """When a cancel arrived (trio's clock), None if none did."""
+    cancelling: float = 0.0
     files: dict[str, str] = attrs.Factory(dict)
     """The OpenAI fake's output and error file ids, made when the batch ends."""
 
     def ended(self, now: float) -> bool:
-        return self.canceled or now >= self.ends
+        if self.cancel_at is not None:
+            return now >= min(self.ends, self.cancel_at + self.cancelling)
+        return now >= self.ends
+
+    def cancelling_now(self, now: float) -> bool:
+        return self.cancel_at is not None and not self.ended(now)
+
+    def finished(self, index: int) -> float:
+        """When request ``index`` finishes, if no cancel stops it first."""
+        share = (index + 1) / len(self.requests)
+        return self.created + (self.ends - self.created) * share
+
+    def canceled(self, index: int) -> bool:
+        """Whether request ``index`` ends canceled: a cancel came before it finished."""
+        return self.cancel_at is not None and self.cancel_at < self.finished(index)
+
+    def cancel(self, now: float) -> bool:
+        """Start cancelling; False when the batch has ended (the APIs refuse that)."""
+        if self.ended(now):
+            return False
+        if self.cancel_at is None:
+            self.cancel_at = now
+        return True
 
 
 class BatchStore:
@@ -62,6 +98,12 @@ class BatchStore:
     def __init__(self, default: Callable[[Any], Any], processing: float = 1.0) -> None:
         self.default = default
         self.processing = processing
+        self.cancelling = min(processing, 1.0)
+        """Seconds a cancelled batch stays ``canceling`` before it ends."""
+        self.drop_creates = 0
+        """How many of the next creates hang up after creating their batch."""
+        self.cancels: list[str] = []
+        """The ids of the batches a cancel was asked for, in order."""
         self.batches: dict[str, RemoteBatch] = {}
         self.files: dict[str, bytes] = {}
         self.submissions: Counter[str] = Counter()
@@ -78,7 +120,9 @@ class BatchStore:
     def new_id(self, prefix: str) -> str:
         return f"{prefix}{next(self._ids):06d}"
 
-    def create(self, prefix: str, requests: list[tuple[str, Any]]) -> RemoteBatch:
+    def create(
+        self, prefix: str, requests: list[tuple[str, Any]], metadata: Mapping[str, str] | None = None
+    ) -> RemoteBatch:
         """A new batch of ``(custom_id, body)``, outcomes decided now."""
         now = trio.current_time()
         decided = []
@@ -86,9 +130,29 @@ class BatchStore:
             self.submissions[custom_id] += 1
             script = self._scripts.get(custom_id)
             decided.append((custom_id, body, script.popleft() if script else self.default(body)))
-        batch = RemoteBatch(self.new_id(prefix), now, now + self.processing, decided)
+        batch = RemoteBatch(
+            self.new_id(prefix),
+            now,
+            now + self.processing,
+            decided,
+            metadata=dict(metadata or {}),
+            cancelling=self.cancelling,
+        )
         self.batches[batch.id] = batch
         return batch
+
+    def cancel(self, batch: RemoteBatch) -> bool:
+        """Ask ``batch`` to cancel (recorded in :attr:`cancels`); False when it has ended."""
+        self.cancels.append(batch.id)
+        return batch.cancel(trio.current_time())
+
+    def newest_first(self) -> list[RemoteBatch]:
+        """Every batch, the newest first (the order both list endpoints use)."""
+        return sorted(self.batches.values(), key=lambda batch: batch.created, reverse=True)
+
+
+class HangUp(Exception):
+    """Raised by a route: close the connection without an answer (the work is done)."""
 
 
 def requested_model(body: Any, default: str) -> str:
@@ -99,9 +163,35 @@ def requested_model(body: Any, default: str) -> str:
 
 SUBMISSIONS = "/fake/submissions"
 """``GET`` it from a fake running in another process: ``{custom_id: batches that carried it}``."""
+CANCELS = "/fake/cancels"
+"""``GET`` it from a fake running in another process: the batch ids a cancel was asked for."""
 
-Route = Callable[[str, str, Mapping[str, str], bytes], Awaitable[bytes]]
-"""``route(method, path, headers, body)``: the whole response."""
+Route = Callable[[str, str, Mapping[str, str], Mapping[str, str], bytes], bytes]
+"""``route(method, path, query, headers, body)``: the whole response (or :class:`HangUp`)."""
+
+
+@attrs.frozen
+class FakeBatches:
+    """A running fake: its state and port."""
+
+    store: BatchStore
+    port: int
+    prefix: str = ""
+    """What the provider's ``base_url`` has after the host (OpenAI's: ``/v1``)."""
+
+    @property
+    def base_url(self) -> str:
+        """What ``base_url`` should say."""
+        return f"http://127.0.0.1:{self.port}{self.prefix}"
+
+
+@asynccontextmanager
+async def open_fake_batches(
+    route: Callable[[BatchStore], Route], store: BatchStore, port: int, prefix: str = ""
+) -> AsyncIterator[FakeBatches]:
+    """Serve ``route(store)`` for the block on 127.0.0.1 (``port`` 0: a free one)."""
+    async with serve(route(store), store, port) as bound:
+        yield FakeBatches(store, bound, prefix)
 
 
 @asynccontextmanager
@@ -115,13 +205,16 @@ async def serve(route: Route, store: BatchStore, port: int) -> AsyncIterator[int
             if head is None:
                 return
             method, target, headers, body = head
-            path = target.partition("?")[0]
+            path, _, query = target.partition("?")
             if method == "GET" and path == SUBMISSIONS:
                 await stream.send_all(json_response(200, dict(store.submissions)))
                 return
+            if method == "GET" and path == CANCELS:
+                await stream.send_all(json_response(200, store.cancels))
+                return
             store.requests.append((method, path))
-            await stream.send_all(await route(method, path, headers, body))
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await stream.send_all(route(method, path, dict(parse_qsl(query)), headers, body))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, HangUp):
             pass
         finally:
             await trio.aclose_forcefully(stream)

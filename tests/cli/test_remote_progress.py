@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from orchestrator.cli.display import Progress
-from orchestrator.events import BatchProgress, BatchStarted, BatchSubmitted, Tagged
+from orchestrator.events import BatchProgress, BatchStarted, BatchStopped, BatchSubmitted, Tagged
 
 
 def batch_event(seq: int, ts: float, event: object) -> Tagged:
@@ -38,3 +38,19 @@ async def test_a_remote_state_name_from_the_provider_is_shown_as_data() -> None:
     )
     line = progress.status_line(2.0)
     assert "\x1b" not in line and "in_progress\\x1b[2J 1" in line
+
+
+async def test_running_remote_batches_are_those_still_processing_and_not_stopped() -> None:
+    progress = Progress()
+    api = "anthropic-batch"
+    await progress.deliver(
+        [
+            batch_event(0, 1.0, BatchSubmitted(api, "b1", ("a",))),
+            batch_event(1, 2.0, BatchSubmitted(api, "b2", ("b",))),
+            batch_event(2, 3.0, BatchSubmitted(api, "b3", ("c",))),
+            batch_event(3, 4.0, BatchProgress(api, "b2", {"processing": 0, "succeeded": 1})),
+        ]
+    )
+    assert progress.remote_running() == 2  # b1 (not polled yet) and b3
+    await progress.deliver([batch_event(4, 5.0, BatchStopped(api, "b3", "detach"))])
+    assert progress.remote_running() == 1 and "2 remote batches" in progress.status_line(6.0)

@@ -4,7 +4,8 @@ Routes (the real wire format, under ``/v1``): ``POST /v1/files`` (multipart, ``p
 a JSONL ``file`` of ``{"custom_id", "method", "url", "body"}``, at most 50,000 lines),
 ``POST /v1/batches`` (``input_file_id``, ``endpoint``, ``completion_window``), ``GET
 /v1/batches/{id}`` (``status``, ``request_counts``, ``output_file_id``, ``error_file_id``), ``GET
-/v1/files/{id}/content``, ``POST /v1/batches/{id}/cancel``. Replies are the streaming fake's
+/v1/files/{id}/content``, ``POST /v1/batches/{id}/cancel``, ``GET /v1/batches`` (newest first,
+``limit`` and ``after``); a create's ``metadata`` is kept and listed. Replies are the streaming fake's
 :class:`Reply` values as complete ``chat.completion`` bodies, so a batch answers what the
 streaming fake would. Failed requests go to the error file, expired ones with the code
 ``batch_expired``. State and restarts: see :mod:`orchestrator.testing.remote_batches`.
@@ -17,7 +18,6 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-import attrs
 import orjson
 import trio
 
@@ -27,9 +27,12 @@ from orchestrator.testing.remote_batches import (
     BatchStore,
     Errored,
     Expired,
+    FakeBatches,
+    HangUp,
     RemoteBatch,
+    Route,
+    open_fake_batches,
     requested_model,
-    serve,
     serve_until_interrupted,
 )
 
@@ -96,29 +99,24 @@ def completion(reply: Reply, model: str) -> dict[str, Any]:
     return body
 
 
-@attrs.frozen
-class FakeBatches:
-    store: BatchStore
-    port: int
-
-    @property
-    def base_url(self) -> str:
-        """What ``base_url`` should say (``/v1`` included, as for the real API)."""
-        return f"http://127.0.0.1:{self.port}/v1"
-
-
 @asynccontextmanager
 async def open_fake_openai_batches(
     store: BatchStore | None = None, *, port: int = 0
 ) -> AsyncIterator[FakeBatches]:
-    """Serve the fake for the block (a new store unless given one to carry on with)."""
+    """Serve the fake for the block (a new store unless given one to carry on with); its
+    ``base_url`` has ``/v1``, as the real API's has."""
     state = store if store is not None else openai_batch_store()
+    async with open_fake_batches(_route, state, port, "/v1") as fake:
+        yield fake
 
-    async def route(method: str, path: str, headers: Mapping[str, str], body: bytes) -> bytes:
-        return _answer(state, method, path, headers, body)
 
-    async with serve(route, state, port) as bound:
-        yield FakeBatches(state, bound)
+def _route(store: BatchStore) -> Route:
+    def route(
+        method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], raw: bytes
+    ) -> bytes:
+        return _answer(store, method, path, query, headers, raw)
+
+    return route
 
 
 def _error(status: int, message: str) -> bytes:
@@ -127,7 +125,14 @@ def _error(status: int, message: str) -> bytes:
     )
 
 
-def _answer(store: BatchStore, method: str, path: str, headers: Mapping[str, str], raw: bytes) -> bytes:
+def _answer(
+    store: BatchStore,
+    method: str,
+    path: str,
+    query: Mapping[str, str],
+    headers: Mapping[str, str],
+    raw: bytes,
+) -> bytes:
     parts = path.removeprefix("/v1/").split("/")
     now = trio.current_time()
     if method == "POST" and parts == ["files"]:
@@ -149,13 +154,16 @@ def _answer(store: BatchStore, method: str, path: str, headers: Mapping[str, str
         )
     if method == "POST" and parts == ["batches"]:
         return _create(store, raw)
+    if method == "GET" and parts == ["batches"]:
+        return _list(store, query)
     batch = store.batches.get(parts[1]) if len(parts) >= 2 and parts[0] == "batches" else None
     if batch is None:
         return _error(404, f"fake: no route for {method} {path}")
     if method == "GET" and len(parts) == 2:
         return json_response(200, _batch(store, batch, now))
     if method == "POST" and parts[2:] == ["cancel"]:
-        batch.canceled = batch.canceled or not batch.ended(now)
+        if not store.cancel(batch):
+            return _error(400, f"fake: batch {batch.id} has ended and cannot be cancelled")
         return json_response(200, _batch(store, batch, now))
     return _error(404, f"fake: no route for {method} {path}")
 
@@ -191,27 +199,80 @@ def _create(store: BatchStore, raw: bytes) -> bytes:
         line.get("url") != "/v1/chat/completions" for line in lines
     ):
         return _error(400, f"fake: between 1 and {MAX_REQUESTS} requests, each to /v1/chat/completions")
-    batch = store.create("batch_fake", requests)
+    metadata = payload.get("metadata") or {}
+    if (
+        not isinstance(metadata, dict)
+        or len(metadata) > 16
+        or not all(
+            isinstance(k, str) and isinstance(v, str) and len(k) <= 64 and len(v) <= 512
+            for k, v in metadata.items()
+        )
+    ):
+        return _error(400, "fake: metadata: at most 16 string pairs (keys 64, values 512 characters)")
+    batch = store.create("batch_fake", requests, metadata)
+    if store.drop_creates > 0:
+        store.drop_creates -= 1
+        raise HangUp
     return json_response(200, _batch(store, batch, trio.current_time()))
+
+
+def _list(store: BatchStore, query: Mapping[str, str]) -> bytes:
+    """``GET /v1/batches``: newest first, ``limit`` (1 to 100, default 20) a page, ``after``
+    continuing after a batch."""
+    try:
+        limit = max(1, min(100, int(query.get("limit", "20"))))
+    except ValueError:
+        return _error(400, "fake: limit: expected an integer")
+    batches = store.newest_first()
+    after = query.get("after")
+    if after is not None:
+        ids = [batch.id for batch in batches]
+        batches = batches[ids.index(after) + 1 :] if after in ids else []
+    page = batches[:limit]
+    now = trio.current_time()
+    return json_response(
+        200,
+        {
+            "object": "list",
+            "data": [_batch(store, batch, now) for batch in page],
+            "first_id": page[0].id if page else None,
+            "last_id": page[-1].id if page else None,
+            "has_more": len(batches) > limit,
+        },
+    )
 
 
 def _batch(store: BatchStore, batch: RemoteBatch, now: float) -> dict[str, Any]:
     total = len(batch.requests)
-    answer: dict[str, Any] = {"id": batch.id, "object": "batch", "endpoint": "/v1/chat/completions"}
+    answer: dict[str, Any] = {
+        "id": batch.id,
+        "object": "batch",
+        "endpoint": "/v1/chat/completions",
+        "created_at": int(batch.created_at),
+        "metadata": batch.metadata or None,
+    }
     if not batch.ended(now):
+        done = [
+            outcome
+            for index, (_, _, outcome) in enumerate(batch.requests)
+            if now >= batch.finished(index) and not batch.canceled(index)
+        ]
+        failed = sum(1 for outcome in done if isinstance(outcome, Errored))
         return {
             **answer,
-            "status": "in_progress",
-            "request_counts": {"total": total, "completed": 0, "failed": 0},
+            "status": "cancelling" if batch.cancelling_now(now) else "in_progress",
+            "request_counts": {"total": total, "completed": len(done) - failed, "failed": failed},
         }
     if not batch.files:
         _write_results(store, batch)
     failed = sum(
-        1 for _, _, outcome in batch.requests if isinstance(outcome, Errored | Expired) or batch.canceled
+        1
+        for index, (_, _, outcome) in enumerate(batch.requests)
+        if isinstance(outcome, Errored | Expired) or batch.canceled(index)
     )
     status = (
         "cancelled"
-        if batch.canceled
+        if batch.cancel_at is not None
         else "expired"
         if any(isinstance(o, Expired) for _, _, o in batch.requests)
         else "completed"
@@ -227,10 +288,10 @@ def _batch(store: BatchStore, batch: RemoteBatch, now: float) -> dict[str, Any]:
 
 def _write_results(store: BatchStore, batch: RemoteBatch) -> None:
     output, errors = [], []
-    for custom_id, body, outcome in batch.requests:
+    for index, (custom_id, body, outcome) in enumerate(batch.requests):
         line: dict[str, Any] = {"id": store.new_id("batch_req_"), "custom_id": custom_id, "error": None}
-        if batch.canceled or isinstance(outcome, Expired):
-            code = "batch_cancelled" if batch.canceled else "batch_expired"
+        if batch.canceled(index) or isinstance(outcome, Expired):
+            code = "batch_cancelled" if batch.canceled(index) else "batch_expired"
             errors.append(
                 {
                     **line,

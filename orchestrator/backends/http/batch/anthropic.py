@@ -5,6 +5,11 @@ without ``stream``), plus the batch settings below. Wire format:
 
 - create: ``POST /v1/messages/batches`` with ``{"requests": [{"custom_id", "params"}]}``; at most
   100,000 requests and 256 MB a batch;
+- find (after a create call in doubt): ``GET /v1/messages/batches`` (newest first, ``limit``,
+  ``after_id``); a message batch carries no metadata, so it is matched by its creation time and
+  request count (see :meth:`MessageBatches.find`);
+- cancel: ``POST /v1/messages/batches/{id}/cancel``: ``canceling``, then ``ended`` with the
+  requests it finished and the others ``canceled``;
 - poll: ``GET /v1/messages/batches/{id}``: ``processing_status`` (``in_progress``,
   ``canceling``, ``ended``) and ``request_counts`` (``processing``, ``succeeded``, ``errored``,
   ``canceled``, ``expired``);
@@ -16,7 +21,7 @@ without ``stream``), plus the batch settings below. Wire format:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -25,6 +30,7 @@ import orjson
 from orchestrator.backends.fields import str_or_none
 from orchestrator.backends.http import anthropic
 from orchestrator.backends.http.batch.collector import Outcome, Progress
+from orchestrator.backends.http.batch.create import create, created_at, listed
 from orchestrator.backends.http.batch.remote import (
     BatchApi,
     BatchKind,
@@ -60,10 +66,27 @@ class MessageBatches:
     def size(self, custom_id: str, body: Mapping[str, Any]) -> int:
         return len(orjson.dumps({"custom_id": custom_id, "params": body})) + 1
 
-    async def submit(self, requests: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
+    async def submit(self, requests: Sequence[tuple[str, Mapping[str, Any]]], label: str) -> str:
         payload = {"requests": [{"custom_id": cid, "params": body} for cid, body in requests]}
-        answer = await self.control.call("POST", self.url, orjson.dumps(payload))
-        return remote_id(answer)
+        return await create(self.control, self.url, orjson.dumps(payload))
+
+    async def find(self, label: str, count: int, since: float, known: Collection[str]) -> str | None:
+        """A message batch has no metadata: the one created since ``since`` (with the clock
+        slack) holding ``count`` requests that this run does not know already. Should another
+        client have made one just like it, its results name other ``custom_id`` values, and
+        this chunk's requests, missing from them, are sent again."""
+        found: list[tuple[float, str]] = []
+        for batch in await listed(self.control, self.url, "after_id", since):
+            counts = batch.get("request_counts")
+            total = sum(v for v in counts.values() if isinstance(v, int)) if isinstance(counts, dict) else -1
+            created = created_at(batch.get("created_at"))
+            batch_id = batch.get("id")
+            if total == count and created is not None and isinstance(batch_id, str) and batch_id not in known:
+                found.append((abs(created - since), remote_id(batch)))
+        return min(found)[1] if found else None
+
+    async def cancel(self, batch_id: str) -> None:
+        await self.control.call("POST", f"{self.url}/{batch_id}/cancel")
 
     async def poll(self, batch_id: str) -> Progress:
         answer = await self.control.call("GET", f"{self.url}/{batch_id}")

@@ -12,20 +12,34 @@ fails with a retryable error (a connection refused while the server restarts, a 
 repeated later; a fatal one ends every request of the chunk with that error. Results missing from
 a finished batch end their requests with a retryable ``api_error``.
 
+Spend: ``fits()``, when given, is asked before a chunk is sent (whether the spend cap still has
+room for what is spent and reserved, this chunk's requests included); a chunk it refuses is not
+sent and its requests end with a fatal ``spend_cap`` error.
+
+A create call in doubt: when it fails after the provider may have made the batch (a timeout, a
+dropped connection, a 5xx: :class:`CreateInDoubt`), the provider's batches are searched for the
+one this chunk made (:meth:`RemoteBatches.find`, retried until the list can be read) and that
+batch is taken as submitted; only when none is found are the requests failed (to be sent again).
+
 Cancellation: an attempt cancelled while waiting leaves the chunk it was not yet put in; one
 already submitted is forgotten (its result, when it comes, is dropped). Cancelling ``run`` cancels
-every chunk task: remote batches are left running, not cancelled.
+every chunk task: remote batches are left running. :meth:`Collector.stop` cancels them (or says
+they are left) first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Protocol
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 
 import attrs
 import trio
 
 from orchestrator.errors import BackendError, ErrorKind, FatalError, RetryableError
+
+T = TypeVar("T")
 
 
 @attrs.frozen
@@ -48,6 +62,11 @@ class Progress:
     retry_after: float | None = None
 
 
+class CreateInDoubt(RetryableError):
+    """The create call failed in a way that leaves the batch possibly made (the request may
+    have reached the provider): look for it before sending its requests again."""
+
+
 class RemoteBatches(Protocol):
     """One provider's batch endpoints. Every method raises RetryableError or FatalError."""
 
@@ -55,13 +74,23 @@ class RemoteBatches(Protocol):
         """The bytes this request adds to a batch."""
         ...
 
-    async def submit(self, requests: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
-        """Create a batch of ``(custom_id, body)``; its id."""
+    async def submit(self, requests: Sequence[tuple[str, Mapping[str, Any]]], label: str) -> str:
+        """Create a batch of ``(custom_id, body)``; its id. ``label`` is unique to this chunk (for
+        :meth:`find`). Raises :class:`CreateInDoubt` when the batch may exist all the same."""
+        ...
+
+    async def find(self, label: str, count: int, since: float, known: Collection[str]) -> str | None:
+        """The id of the batch :meth:`submit` made for ``label`` (``count`` requests, created
+        after ``since``, wall-clock seconds, and not one of ``known``), or None: there is none."""
         ...
 
     async def poll(self, batch_id: str) -> Progress: ...
 
     async def results(self, batch_id: str) -> list[Outcome]: ...
+
+    async def cancel(self, batch_id: str) -> None:
+        """Ask the provider to cancel the batch (it ends soon after, with what it finished)."""
+        ...
 
 
 @attrs.frozen
@@ -78,6 +107,16 @@ class Polling:
     poll_min: float = 2.0
     poll_max: float = 60.0
     poll_backoff: float = 1.5
+
+
+@attrs.frozen
+class Stopped:
+    """What :meth:`Collector.stop` did to one remote batch still running: ``cancelled`` (the
+    provider accepted the cancel) or left running; ``note`` says why when a cancel failed."""
+
+    batch_id: str
+    cancelled: bool
+    note: str = ""
 
 
 @attrs.define(eq=False)
@@ -99,40 +138,72 @@ class _Waiter:
     outcome: Outcome | None = None
 
 
-Report = Callable[[str, Sequence[str], Mapping[str, int] | None], Awaitable[None]]
-"""``report(batch_id, custom_ids, counts)``: a batch was submitted (counts None) or polled."""
+Report = Callable[[str, Sequence[str], Mapping[str, int] | None, str], Awaitable[None]]
+"""``report(batch_id, custom_ids, counts, note)``: a batch was submitted (counts None; ``note``
+says how it was found when its create call was in doubt) or polled."""
 
 
-async def _silent(batch_id: str, custom_ids: Sequence[str], counts: Mapping[str, int] | None) -> None:
+async def _silent(
+    batch_id: str, custom_ids: Sequence[str], counts: Mapping[str, int] | None, note: str
+) -> None:
     return None
+
+
+CANCEL_WAIT = 10.0
+"""Seconds :meth:`Collector.stop` spends at most on cancelling the remote batches."""
 
 
 class Collector:
     """See the module docstring. ``report`` is told of each submission and poll."""
 
     def __init__(
-        self, remote: RemoteBatches, chunking: Chunking, polling: Polling, report: Report = _silent
+        self,
+        remote: RemoteBatches,
+        chunking: Chunking,
+        polling: Polling,
+        report: Report = _silent,
+        fits: Callable[[], bool] | None = None,
     ) -> None:
         self.remote = remote
         self.chunking = chunking
         self.polling = polling
         self.report = report
-        self.adopted: dict[str, _Adopted] = {}
+        self.fits = fits
+        self.adopted: dict[str, tuple[_Adopted, str | None]] = {}
         self.waiting: dict[str, _Waiter] = {}
         self.submitted: dict[str, _Waiter] = {}
+        self.running: dict[str, list[str]] = {}
+        """The remote batches not yet seen ended, with the requests each holds."""
+        self.known: set[str] = set()
+        """Every remote batch this collector sent or adopted."""
+        self._creating: set[trio.Event] = set()
+        """One event per create call under way, set when it has ended."""
         self._arrived = trio.Event()
         self._nursery: trio.Nursery | None = None
 
-    def adopt(self, batch_id: str, custom_ids: Sequence[str]) -> None:
+    def adopt(self, batch_id: str, requests: Mapping[str, str | None]) -> None:
         """Take over a remote batch an earlier run created (needs :meth:`run` started): it is
-        polled to its end, and a request for one of ``custom_ids`` gets that batch's result
-        instead of being sent again. If the batch cannot be read (gone, refused) or has no result
-        for it, the request is sent in a new batch."""
+        polled to its end, and a request for one of ``requests`` (``custom_id``: the content
+        hash of the job it was sent for, None if unknown) gets that batch's result instead of
+        being sent again. If the batch cannot be read (gone, refused) or has no result for it,
+        the request is sent in a new batch."""
         assert self._nursery is not None, "adopt() before run() started"
         batch = _Adopted()
-        for custom_id in custom_ids:
-            self.adopted[custom_id] = batch
-        self._nursery.start_soon(self._collect_adopted, batch_id, batch, list(custom_ids))
+        for custom_id, content_hash in requests.items():
+            self.adopted[custom_id] = (batch, content_hash)
+        self.known.add(batch_id)
+        self.running[batch_id] = list(requests)
+        self._nursery.start_soon(self._collect_adopted, batch_id, batch, list(requests))
+
+    def drop_changed(self, custom_id: str, content_hash: str) -> bool:
+        """Whether an adopted batch holds ``custom_id`` for a job whose content hash was not
+        ``content_hash`` (the job was edited since): then that batch's result is not taken and
+        the request goes into a new batch."""
+        found = self.adopted.get(custom_id)
+        if found is None or found[1] is None or not content_hash or found[1] == content_hash:
+            return False
+        del self.adopted[custom_id]
+        return True
 
     async def _collect_adopted(self, batch_id: str, batch: _Adopted, custom_ids: list[str]) -> None:
         try:
@@ -145,10 +216,33 @@ class Collector:
         finally:
             batch.ended.set()
 
+    async def stop(self, *, cancel: bool) -> list[Stopped]:
+        """The remote batches still running, each cancelled when ``cancel`` (else left running,
+        for a resumed run to collect). Cancel calls are retried for at most :data:`CANCEL_WAIT`
+        seconds in all; a batch whose cancel failed is left running and says why."""
+        running = list(self.running)
+        if not cancel:
+            return [Stopped(batch_id, cancelled=False) for batch_id in running]
+        notes = {batch_id: "the cancel got no answer" for batch_id in running}
+
+        async def cancel_one(batch_id: str) -> None:
+            try:
+                await self._with_retries(lambda: self.remote.cancel(batch_id))
+            except FatalError as exc:
+                notes[batch_id] = f"the cancel failed: {exc}"
+            else:
+                del notes[batch_id]
+
+        with trio.move_on_after(CANCEL_WAIT):
+            async with trio.open_nursery() as nursery:
+                for batch_id in running:
+                    nursery.start_soon(cancel_one, batch_id)
+        return [Stopped(batch_id, batch_id not in notes, notes.get(batch_id, "")) for batch_id in running]
+
     async def request(self, custom_id: str, body: Mapping[str, Any]) -> Outcome:
         """Wait for the result of ``body`` sent as ``custom_id`` (unique among waiting requests),
         or of the adopted batch that already holds ``custom_id``."""
-        adopted = self.adopted.pop(custom_id, None)
+        adopted, _ = self.adopted.pop(custom_id, (None, None))
         if adopted is not None:
             await adopted.ended.wait()
             found = adopted.outcomes.pop(custom_id, None)
@@ -202,12 +296,19 @@ class Collector:
         return chunk
 
     async def _run_chunk(self, chunk: dict[str, _Waiter]) -> None:
+        if self.fits is not None and not self.fits():
+            refused = FatalError(
+                "not sent: this request's batch would pass the spend cap", kind=ErrorKind.SPEND_CAP
+            )
+            self._resolve_all(chunk, refused)
+            return
         try:
-            batch_id = await self.remote.submit([(cid, w.body) for cid, w in chunk.items()])
+            batch_id, note = await self._submit(chunk)
         except BackendError as exc:
             self._resolve_all(chunk, exc)
             return
-        await self.report(batch_id, list(chunk), None)
+        self.running[batch_id] = list(chunk)
+        await self.report(batch_id, list(chunk), None, note)
         failure = await self._wait_until_ended(batch_id, list(chunk))
         if failure is not None:
             self._resolve_all(chunk, failure)
@@ -226,7 +327,40 @@ class Collector:
         )
         self._resolve_all(chunk, missing)
 
+    async def _submit(self, chunk: dict[str, _Waiter]) -> tuple[str, str]:
+        """The new batch's id (now in :attr:`known`) and, when its create call was in doubt, how
+        it was found. The search waits for this collector's other create calls to end, so that
+        a batch one of them made is known and not taken for this one."""
+        label = secrets.token_hex(12)
+        since = time.time()
+        created = trio.Event()
+        self._creating.add(created)
+        try:
+            batch_id = await self.remote.submit([(cid, w.body) for cid, w in chunk.items()], label)
+            self.known.add(batch_id)
+            return batch_id, ""
+        except CreateInDoubt as exc:
+            self._creating.discard(created)
+            created.set()  # another call in doubt may be waiting for this one
+            for other in list(self._creating):
+                await other.wait()
+            found = await self._with_retries(lambda: self.remote.find(label, len(chunk), since, self.known))
+            if found is None:
+                raise
+            self.known.add(found)
+            return found, f"the create call failed ({exc.kind}: {exc}); found the batch it made"
+        finally:
+            self._creating.discard(created)
+            created.set()
+
     async def _wait_until_ended(self, batch_id: str, custom_ids: list[str]) -> FatalError | None:
+        """Poll until the batch ends (None) or a poll fails for good (that error)."""
+        try:
+            return await self._poll_until_ended(batch_id, custom_ids)
+        finally:
+            self.running.pop(batch_id, None)
+
+    async def _poll_until_ended(self, batch_id: str, custom_ids: list[str]) -> FatalError | None:
         delay = self.polling.poll_min
         while True:
             await trio.sleep(delay)
@@ -239,15 +373,16 @@ class Collector:
                 continue
             except FatalError as exc:
                 return exc
-            await self.report(batch_id, custom_ids, progress.counts)
+            await self.report(batch_id, custom_ids, progress.counts, "")
             if progress.ended:
                 return None
             delay = max(
                 progress.retry_after or 0.0, min(self.polling.poll_max, delay * self.polling.poll_backoff)
             )
 
-    async def _with_retries(self, call: Callable[[], Awaitable[list[Outcome]]]) -> list[Outcome]:
-        """``call()``, repeated after retryable failures (the results of an ended batch stay)."""
+    async def _with_retries(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()``, repeated after retryable failures (an ended batch's results stay; a list
+        or a cancel can be asked again)."""
         delay = self.polling.poll_min
         while True:
             try:

@@ -6,7 +6,12 @@ without ``stream``), plus the batch settings below. Wire format (paths after ``b
 - upload: ``POST /files`` (multipart: ``purpose=batch`` and a JSONL ``file`` of ``{"custom_id",
   "method": "POST", "url": "/v1/chat/completions", "body"}``); at most 50,000 requests and
   200 MB a file;
-- create: ``POST /batches`` with ``input_file_id``, ``endpoint`` and ``completion_window: 24h``;
+- create: ``POST /batches`` with ``input_file_id``, ``endpoint``, ``completion_window: 24h`` and
+  ``metadata`` naming the chunk (``orchestrator_chunk``);
+- find (after a create call in doubt): ``GET /batches`` (newest first, ``limit``, ``after``),
+  the batch whose metadata names the chunk;
+- cancel: ``POST /batches/{id}/cancel``: ``cancelling``, then ``cancelled`` with the finished
+  requests in its output file;
 - poll: ``GET /batches/{id}``: ``status`` (``validating``, ``in_progress``, ``finalizing``, then
   ``completed``, ``failed``, ``expired``, ``cancelled``), ``request_counts`` (``total``,
   ``completed``, ``failed``), ``output_file_id``, ``error_file_id``;
@@ -18,7 +23,7 @@ without ``stream``), plus the batch settings below. Wire format (paths after ``b
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -27,6 +32,7 @@ import orjson
 from orchestrator.backends.fields import dict_or_empty, int_or_none
 from orchestrator.backends.http import openai
 from orchestrator.backends.http.batch.collector import Outcome, Progress
+from orchestrator.backends.http.batch.create import create, listed
 from orchestrator.backends.http.batch.remote import (
     BatchApi,
     BatchKind,
@@ -46,6 +52,9 @@ MAX_REQUESTS = 50_000
 MAX_BYTES = 200 * 1000 * 1000
 ENDPOINT = "/v1/chat/completions"
 _ENDED = ("completed", "failed", "expired", "cancelled")
+CHUNK_KEY = "orchestrator_chunk"
+"""The batch ``metadata`` key holding the chunk's label, by which a batch whose create call was
+in doubt is found again."""
 
 
 @attrs.frozen
@@ -66,14 +75,29 @@ class ChatBatches:
     def size(self, custom_id: str, body: Mapping[str, Any]) -> int:
         return len(_line(custom_id, body)) + 1
 
-    async def submit(self, requests: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
+    async def submit(self, requests: Sequence[tuple[str, Mapping[str, Any]]], label: str) -> str:
         jsonl = b"\n".join(_line(cid, body) for cid, body in requests) + b"\n"
         boundary = "batch-" + secrets.token_hex(12)
         form = multipart(boundary, {"purpose": b"batch"}, ("file", "requests.jsonl", jsonl))
         content_type = f"multipart/form-data; boundary={boundary}".encode()
         uploaded = await self.control.call("POST", self.base + "/files", form, content_type=content_type)
-        create = {"input_file_id": remote_id(uploaded), "endpoint": ENDPOINT, "completion_window": "24h"}
-        return remote_id(await self.control.call("POST", self.base + "/batches", orjson.dumps(create)))
+        body = {
+            "input_file_id": remote_id(uploaded),
+            "endpoint": ENDPOINT,
+            "completion_window": "24h",
+            "metadata": {CHUNK_KEY: label},
+        }
+        return await create(self.control, self.base + "/batches", orjson.dumps(body))
+
+    async def find(self, label: str, count: int, since: float, known: Collection[str]) -> str | None:
+        """The batch whose ``metadata`` carries ``label`` (listed since ``since``)."""
+        for batch in await listed(self.control, self.base + "/batches", "after", since):
+            if dict_or_empty(batch.get("metadata")).get(CHUNK_KEY) == label:
+                return remote_id(batch)
+        return None
+
+    async def cancel(self, batch_id: str) -> None:
+        await self.control.call("POST", f"{self.base}/batches/{batch_id}/cancel")
 
     async def poll(self, batch_id: str) -> Progress:
         answer = await self.control.call("GET", f"{self.base}/batches/{batch_id}")

@@ -23,7 +23,12 @@ import trio
 
 from orchestrator.backends.base import Emit, EmitBatch
 from orchestrator.backends.http.backend import Headers, HttpApi, HttpBackend, HttpKind
-from orchestrator.backends.http.batch.collector import Chunking, Collector, Polling, RemoteBatches
+from orchestrator.backends.http.batch.collector import (
+    Chunking,
+    Collector,
+    Polling,
+    RemoteBatches,
+)
 from orchestrator.backends.http.batch.replay import replay
 from orchestrator.backends.http.exchange import (
     ERROR_BODY_LIMIT,
@@ -36,7 +41,16 @@ from orchestrator.backends.http.exchange import (
 from orchestrator.backends.http.status import error_for_status
 from orchestrator.backends.status import is_context_length, kind_for
 from orchestrator.errors import BackendError, ErrorKind, FatalError, RetryableError, error_for
-from orchestrator.events import BatchProgress, BatchSubmitted, JobFailed, JobSucceeded, RetryScheduled
+from orchestrator.events import (
+    BatchProgress,
+    BatchStopped,
+    BatchSubmitted,
+    JobFailed,
+    JobQueued,
+    JobSucceeded,
+    RetryScheduled,
+    StreamWarning,
+)
 from orchestrator.http import ConnectionPool, ServerSentEvent, TransportError
 from orchestrator.record.log import read_objects
 from orchestrator.spec import JobSpec
@@ -56,6 +70,10 @@ class BatchSettings:
     poll_min: float = attrs.field(default=2.0, metadata={"gt": 0})
     """Seconds to the first poll of a batch; each next poll waits longer, up to ``poll_max``."""
     poll_max: float = attrs.field(default=60.0, metadata={"gt": 0})
+    cancel_remote: bool = False
+    """On a stop (Ctrl-C, SIGTERM, deadline, hard cap), cancel the remote batches still running
+    instead of leaving them for ``--resume`` to collect (``--cancel-remote``)."""
+
 
 DEFAULT_CONCURRENCY = 100_000
 """A waiting batch attempt is a sleeping task and no connection: the cap that matters is the
@@ -189,26 +207,43 @@ class BatchBackend(HttpBackend):
         self.emit_batch: EmitBatch | None = None
         """How a batch-level event reaches the bus (None: nowhere); see :meth:`attach`."""
 
-    def attach(self, emit_batch: EmitBatch, log: str | None) -> None:
+    def attach(
+        self, emit_batch: EmitBatch, log: str | None, within_cap: Callable[[float], bool] | None = None
+    ) -> None:
         """Join the run (the runner calls this before any attempt): batch-level events go to
-        ``emit_batch``, and the remote batches ``log`` shows holding requests whose results no
-        run has taken yet are adopted, so a resumed run waits for them instead of paying twice."""
+        ``emit_batch``; the remote batches ``log`` shows holding requests whose results no run
+        has taken yet are adopted, so a resumed run waits for them instead of paying twice; and
+        each chunk is sent only while ``within_cap(0)`` (its attempts have reserved their
+        estimates, at the batch price, when they started)."""
         self.emit_batch = emit_batch
+        if within_cap is not None:
+            self.collector.fits = lambda: within_cap(0.0)
         if log is not None and os.path.exists(log):
-            for batch_id, custom_ids in in_flight(log, self.batch_api.name).items():
-                self.collector.adopt(batch_id, custom_ids)
+            for batch_id, requests in in_flight(log, self.batch_api.name).items():
+                self.collector.adopt(batch_id, requests)
+
+    async def stop_remote(self, cancel: bool | None) -> None:
+        """The run stops: each remote batch still running is cancelled (``cancel``, or the
+        ``cancel_remote`` setting when None) or left running, and a ``batch_stopped`` says which.
+        Cancelling takes at most :data:`~.collector.CANCEL_WAIT` seconds."""
+        chosen = self.settings.cancel_remote if cancel is None else cancel
+        for stopped in await self.collector.stop(cancel=chosen):
+            action = "cancel" if stopped.cancelled else "detach"
+            await self._emit(BatchStopped(self.batch_api.name, stopped.batch_id, action, stopped.note))
 
     async def _report(
-        self, batch_id: str, custom_ids: Sequence[str], counts: Mapping[str, int] | None
+        self, batch_id: str, custom_ids: Sequence[str], counts: Mapping[str, int] | None, note: str
     ) -> None:
-        if self.emit_batch is None:
-            return
         name = self.batch_api.name
-        event = (
-            BatchSubmitted(name, batch_id, tuple(custom_ids))
+        await self._emit(
+            BatchSubmitted(name, batch_id, tuple(custom_ids), note)
             if counts is None
             else BatchProgress(name, batch_id, dict(counts))
         )
+
+    async def _emit(self, event: BatchSubmitted | BatchProgress | BatchStopped) -> None:
+        if self.emit_batch is None:
+            return
         try:
             await self.emit_batch(event)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
@@ -224,7 +259,15 @@ class BatchBackend(HttpBackend):
         body = api.body(job, options, self.settings)
         body.pop("stream", None)
         body.pop("stream_options", None)
-        outcome = await self.collector.request(custom_id(job.id), body)
+        request_id = custom_id(job.id)
+        if self.collector.drop_changed(request_id, job.content_hash):
+            await emit(
+                StreamWarning(
+                    "the job was edited while an earlier run's remote batch held it: that batch's "
+                    "result is ignored and the request is sent again"
+                )
+            )
+        outcome = await self.collector.request(request_id, body)
         if outcome.error is not None:
             raise copy.copy(outcome.error)  # one error object per job: tracebacks differ
         decoder = api.decoder(job.model, self.prices, redactor(self.key))
@@ -232,23 +275,28 @@ class BatchBackend(HttpBackend):
             await emit(event)
 
 
-def in_flight(log: str, backend: str) -> dict[str, list[str]]:
+def in_flight(log: str, backend: str) -> dict[str, dict[str, str | None]]:
     """The remote batches of ``backend`` in ``log`` and, for each, the requests whose result no
     run took: sent in a ``batch_submitted`` and not followed by a retry or an end of their job
-    (a request sent again is counted in its latest batch only)."""
-    latest: dict[str, str] = {}
+    (a request sent again is counted in its latest batch only). Each request maps to the content
+    hash its job was queued with when it was sent (None if the log does not say)."""
+    latest: dict[str, tuple[str, str | None]] = {}
+    queued: dict[str, str] = {}
     for _, record in read_objects(log):
         kind = record.get("kind")
+        job = record.get("job")
         if kind == BatchSubmitted.kind and record.get("backend") == backend:
             remote = record.get("remote_id")
             ids = record.get("custom_ids")
             if isinstance(remote, str) and isinstance(ids, list):
-                latest.update({cid: remote for cid in ids if isinstance(cid, str)})
-        elif kind in _TAKEN and isinstance(record.get("job"), str):
-            latest.pop(custom_id(record["job"]), None)
-    batches: dict[str, list[str]] = {}
-    for cid, remote in latest.items():
-        batches.setdefault(remote, []).append(cid)
+                latest.update({cid: (remote, queued.get(cid)) for cid in ids if isinstance(cid, str)})
+        elif kind == JobQueued.kind and isinstance(job, str) and isinstance(record.get("content_hash"), str):
+            queued[custom_id(job)] = record["content_hash"]
+        elif kind in _TAKEN and isinstance(job, str):
+            latest.pop(custom_id(job), None)
+    batches: dict[str, dict[str, str | None]] = {}
+    for cid, (remote, content_hash) in latest.items():
+        batches.setdefault(remote, {})[cid] = content_hash
     return batches
 
 

@@ -3,7 +3,7 @@ how big they are, and when polls happen."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import trio
@@ -25,7 +25,7 @@ class Remote:
     def size(self, custom_id: str, body: Mapping[str, Any]) -> int:
         return int(body.get("size", 10))
 
-    async def submit(self, requests: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
+    async def submit(self, requests: Sequence[tuple[str, Mapping[str, Any]]], label: str) -> str:
         self.submitted.append((trio.current_time(), [cid for cid, _ in requests]))
         batch_id = f"b{len(self.submitted)}"
         self.polls[batch_id] = 0
@@ -41,6 +41,12 @@ class Remote:
     async def results(self, batch_id: str) -> list[Outcome]:
         index = int(batch_id[1:]) - 1
         return [Outcome(cid, reply={"answer": cid}) for cid in self.submitted[index][1]]
+
+    async def find(self, label: str, count: int, since: float, known: Collection[str]) -> str | None:
+        return None
+
+    async def cancel(self, batch_id: str) -> None:
+        return None
 
 
 async def ask_all(collector: Collector, bodies: Mapping[str, Mapping[str, Any]]) -> dict[str, Outcome]:

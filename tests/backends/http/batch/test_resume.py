@@ -118,6 +118,7 @@ async def test_the_log_says_which_requests_still_wait_in_which_remote_batch(
 
     submitted = "batch_submitted"
     lines = [
+        event("job_queued", "d", backend="anthropic-batch", model=None, content_hash="hash-d"),
         event(submitted, backend="anthropic-batch", remote_id="b1", custom_ids=["a", "b", "c", "d"]),
         event(submitted, backend="openai-batch", remote_id="o1", custom_ids=["e"]),
         event("job_succeeded", "a", attempts=1),
@@ -126,5 +127,31 @@ async def test_the_log_says_which_requests_still_wait_in_which_remote_batch(
         event("job_cancelled", "d", reason="stopped", attempts=1),
     ]
     log.write_text(log.read_text() + "\n".join(lines) + "\n")
-    assert in_flight(str(log), "anthropic-batch") == {"b1": ["d"], "b2": ["c"]}
-    assert in_flight(str(log), "openai-batch") == {"o1": ["e"]}
+    assert in_flight(str(log), "anthropic-batch") == {"b1": {"d": "hash-d"}, "b2": {"c": None}}
+    assert in_flight(str(log), "openai-batch") == {"o1": {"e": None}}
+
+
+async def test_a_job_edited_while_its_batch_ran_does_not_take_that_batchs_answer(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    log = tmp_path / "run.jsonl"
+    store = anthropic_batch_store(processing=600)
+    before = [{"id": "a", "prompt": "old question"}, {"id": "b", "prompt": "y"}]
+    after = [{"id": "a", "prompt": "new question"}, {"id": "b", "prompt": "y"}]
+    warnings: list[Any] = []
+    async with open_fake_anthropic_batches(store) as fake:
+        with trio.move_on_after(100):
+            await run_batch_async(before, **keywords(fake, log))
+        result = await run_batch_async(
+            after,
+            **keywords(fake, log, resume=str(log)),
+            on_event=lambda t: (
+                warnings.append((t.job_id, t.event)) if t.event.kind == "stream_warning" else None
+            ),
+        )
+    assert result.jobs["a"].text == "Echo: new question" and result.jobs["b"].text == "Echo: y"
+    assert store.submissions == {"a": 2, "b": 1}
+    [(job, warning)] = warnings
+    assert job == "a" and "edited" in warning.message and "sent again" in warning.message
+    logged = [orjson.loads(line) for line in log.read_bytes().splitlines()]
+    assert [r["job"] for r in logged if r.get("kind") == "stream_warning"] == ["a"]
