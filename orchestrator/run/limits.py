@@ -38,7 +38,7 @@ BACKPRESSURE_KINDS = frozenset({ErrorKind.RATE_LIMITED, ErrorKind.OVERLOADED})
 _SMOOTH_AFTER = 60.0  # two 429s this close together turn bursting off
 _HEADROOM = 2.0  # in-flight limit over rate x latency: latencies vary, bursts start at once
 _LATENCY_WEIGHT = 0.1  # of each new latency in the moving average
-_CACHE_WEIGHT = 0.2  # of each attempt's uncached share in the moving average
+_CACHE_WEIGHT = 0.5  # of each attempt's uncached share in the moving average
 
 
 class Slots:
@@ -253,12 +253,13 @@ class Gate:
                 self.slots.acquire_nowait()  # the common case, without a trip through the scheduler
             except trio.WouldBlock:
                 await self.slots.acquire()
-        cost = self.cost(tokens, output)
         pacer = self.models.get(model) if model is not None else None
         number: int | None = None
         try:
             epoch = self.adaptive.epoch if self.adaptive is not None else 0
-            number = await self.pacer.acquire(cost)
+            # Priced when it may go: the uncached share learned meanwhile applies.
+            number = await self.pacer.acquire(lambda: self.cost(tokens, output))
+            cost = self.pacer.charged(number)
             own = await pacer.acquire(cost) if pacer is not None else None
         except BaseException:
             if number is not None:

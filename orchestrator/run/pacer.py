@@ -39,7 +39,7 @@ Notify = Callable[[LimiterChanged], Awaitable[None]]
 _NOTABLE_WAIT = 1.0
 _CATCH_UP = 0.05  # seconds of lateness a paced start may make up
 _BUCKET_SHARE = 0.98  # of the provider's bucket that a burst may spend
-_SMOOTH_SHARE = 0.97  # of the limit that even pacing keeps to once the server showed short windows
+_SMOOTH_SHARE = 0.98  # of the limit that even pacing keeps to once the server showed short windows
 _PROBE_WAIT = 1.0  # longest wait for the first attempt's headers before the rest may go
 # A reset this much shorter than a minute's bucket would take to refill means shorter windows
 # (only judged when the bucket would need at least _SHORT_WINDOW_MIN seconds).
@@ -111,8 +111,9 @@ class Pacer:
         self._notify = notify
         self.paused_until = -math.inf
         self._starts = 0
-        # What each attempt still running was charged, by its start number, oldest first.
-        self._running: dict[int, Cost] = {}
+        # What each attempt still running was charged and when it started, by start number,
+        # oldest first.
+        self._running: dict[int, tuple[Cost, float]] = {}
         self._lock = trio.Lock()  # trio's Lock is fair: waiters are served in arrival order
         self._first_word: trio.Event | None = trio.Event() if probe else None
         self._probe_sent_at: float | None = None
@@ -156,28 +157,30 @@ class Pacer:
         """Attempts started and not yet released."""
         return len(self._running)
 
-    async def acquire(self, cost: Cost | int) -> int:
-        """Wait for this start's turn, then charge it (``cost``: a :class:`Cost`, or tokens);
-        its start number, for :meth:`observe` and :meth:`release`. The caller must release it
-        when the attempt ends. Cancellation leaves nothing charged.
+    async def acquire(self, cost: Cost | int | Callable[[], Cost]) -> int:
+        """Wait for this start's turn, then charge it (``cost``: a :class:`Cost`, tokens, or a
+        function that prices the start when it is looked at, for a price that may change while
+        it waits); its start number, for :meth:`observe`, :meth:`charged` and :meth:`release`.
+        The caller must release it when the attempt ends. Cancellation leaves nothing charged.
 
         When the start may go at once and nobody waits before it, it returns without a
         checkpoint: a yield per start would serialise a burst through the scheduler.
         """
-        if isinstance(cost, int):
-            cost = Cost(tokens=cost)
+        price = cost if callable(cost) else (lambda: cost if isinstance(cost, Cost) else Cost(tokens=cost))
         if self._first_word is not None:
             await self._await_first_word()
         if not self._lock.locked():
             now = trio.current_time()
-            if self.ready_at(cost) <= now:
-                return self._charge(now, cost)
+            current = price()
+            if self.ready_at(current) <= now:
+                return self._charge(now, current)
         async with self._lock:
             announced = False
             slept = False
             while True:
                 now = trio.current_time()
-                ready = self.ready_at(cost)
+                current = price()
+                ready = self.ready_at(current)
                 if ready <= now:
                     break
                 # A pause was announced when it began; long pacing waits are announced here.
@@ -191,7 +194,7 @@ class Pacer:
             # Book from the slot waited for, not from when the scheduler woke us: a wake-up is
             # ~1 ms late, which at 3,000 rpm would slow the pace by 5%. Never more than a little
             # catch-up, so a stalled event loop does not turn into a burst.
-            return self._charge(max(ready, now - _CATCH_UP) if slept else now, cost)
+            return self._charge(max(ready, now - _CATCH_UP) if slept else now, current)
 
     async def _await_first_word(self) -> None:
         """The first caller goes at once; the others wait for the server's first word."""
@@ -210,9 +213,13 @@ class Pacer:
             self._first_word.set()
             self._first_word = None
 
+    def charged(self, number: int) -> Cost:
+        """What start ``number`` (still running) was charged."""
+        return self._running[number][0]
+
     def _charge(self, start: float, cost: Cost) -> int:
         self._starts += 1
-        self._running[self._starts] = cost
+        self._running[self._starts] = (cost, start)
         for meter in self._meters:
             if meter.limit:
                 meter.tat = max(meter.tat, start) + self._seconds(meter, meter.charge(cost))
@@ -221,11 +228,12 @@ class Pacer:
     def release(self, number: int, used: Cost | None = None) -> None:
         """Start ``number`` has ended; ``used`` (if known) is what the provider counted on each
         meter: the difference from its charge goes back to (or is taken from) the buckets."""
-        cost = self._running.pop(number, None)
+        entry = self._running.pop(number, None)
         if self._probe_sent_at is not None:
             self.heard()  # the probe (or a later attempt) ended: its word will not come now
-        if cost is None or used is None:
+        if entry is None or used is None:
             return
+        cost = entry[0]
         for meter in self._meters:
             if meter.limit and meter.field != "requests":
                 meter.tat += self._seconds(meter, meter.charge(used) - meter.charge(cost))
@@ -239,67 +247,93 @@ class Pacer:
         for later in reversed(self._running):
             if later <= number:
                 break
-            total += meter.charge(self._running[later])
+            total += meter.charge(self._running[later][0])
         return total
 
     async def smooth(self, reason: str) -> None:
         """Pace evenly, a little below the limits, from now on (the provider meters shorter
         windows than a full bucket)."""
-        if self.burst > 0:
-            self.burst = self._bucket = 0.0
-            self._share = _SMOOTH_SHARE
-            # Even pacing starts from now: what a burst spent of a bucket the server does not
-            # keep is no debt (a 429's Retry-After, or an empty quota, pauses on its own).
-            now = trio.current_time()
-            for meter in self._meters:
-                meter.tat = min(meter.tat, now)
+        if self._go_smooth():
             await self._notify(LimiterChanged(self.name, "burst", 0.0, None, reason))
+
+    def _go_smooth(self) -> bool:
+        """Turn bursting off; False if it was off already."""
+        if self.burst <= 0:
+            return False
+        self.burst = self._bucket = 0.0
+        self._share = _SMOOTH_SHARE
+        # Even pacing starts from now: what a burst spent of a bucket the server does not keep
+        # is no debt (a 429's Retry-After, or an empty quota, pauses on its own).
+        now = trio.current_time()
+        for meter in self._meters:
+            meter.tat = min(meter.tat, now)
+        return True
 
     async def pause(self, seconds: float, reason: str, *, announce: bool = True) -> None:
         """No new attempt starts for ``seconds`` (a server's Retry-After, an empty quota)."""
+        change = self._pause(seconds, reason)
+        if change is not None and announce:
+            await self._notify(change)
+
+    def _pause(self, seconds: float, reason: str) -> LimiterChanged | None:
         until = trio.current_time() + seconds
-        if until > self.paused_until:
-            self.paused_until = until
-            self._on_pause(until)
-            if announce:
-                await self._notify(LimiterChanged(self.name, "paused", None, until, reason))
+        if until <= self.paused_until:
+            return None
+        self.paused_until = until
+        self._on_pause(until)
+        return LimiterChanged(self.name, "paused", None, until, reason)
 
     async def observe(self, info: RateLimitInfo, number: int | None = None) -> None:
         """Adopt what the server announces to start ``number`` (if known): a lower limit than
         configured, how much of its quota remains, an empty bucket, or windows shorter than its
-        limit's minute."""
+        limit's minute. Every change is made before the first announcement is awaited, so no
+        start slips through on the old state."""
+        changes = [change for meter in self._meters for change in self._adopt(meter, info, number)]
         self.heard()
+        for change in changes:
+            await self._notify(change)
+
+    def _adopt(self, meter: _Meter, info: RateLimitInfo, number: int | None) -> list[LimiterChanged]:
+        """What ``info`` says about ``meter``, applied; the changes worth announcing."""
+        changes: list[LimiterChanged] = []
+        limit = getattr(info, f"{meter.field}_limit")
+        if not limit:
+            return changes
+        adopted = min(meter.configured or math.inf, limit)
+        if adopted != meter.limit:
+            meter.limit = adopted
+            changes.append(LimiterChanged(self.name, meter.change, adopted, None, "announced by the server"))
+        remaining = getattr(info, f"{meter.field}_remaining")
+        reset = getattr(info, f"{meter.field}_reset_s")
+        if remaining is None:
+            return changes
         now = trio.current_time()
-        for meter in self._meters:
-            limit = getattr(info, f"{meter.field}_limit")
-            if not limit:
-                continue
-            adopted = min(meter.configured or math.inf, limit)
-            if adopted != meter.limit:
-                meter.limit = adopted
-                await self._notify(
-                    LimiterChanged(self.name, meter.change, adopted, None, "announced by the server")
-                )
-            remaining = getattr(info, f"{meter.field}_remaining")
-            reset = getattr(info, f"{meter.field}_reset_s")
-            if remaining is None:
-                continue
-            refill_s = max(limit - remaining, 0) * 60.0 / limit
-            if reset is not None and refill_s >= _SHORT_WINDOW_MIN and reset < refill_s * _SHORT_WINDOW_RATIO:
-                await self.smooth(
-                    f"the server's {meter.field.replace('_', ' ')} quota resets in {reset:.3g}s, sooner than "
-                    "a minute's bucket refills: it meters shorter windows, so starts are evenly spaced"
-                )
-            # The server counted up to this attempt's arrival, not the ones we sent since.
-            others = self._started_after(number, meter)
-            used_s = max(limit - (remaining - others), 0.0) * 60.0 / limit
-            meter.tat = max(meter.tat, now + used_s - (60.0 - self._bucket))
-            if remaining <= 0 and reset:
-                # One unit of a per-minute quota comes back in 60/limit seconds: enough to go
-                # on, and the pacer spaces what follows.
-                wait = min(reset, 60.0 / limit)
-                # Routine for a paced batch near its limit: only waits that matter are events.
-                await self.pause(wait, "the server's quota is used up", announce=wait >= _NOTABLE_WAIT)
+        refill_s = max(limit - remaining, 0) * 60.0 / limit
+        short = reset is not None and refill_s >= _SHORT_WINDOW_MIN and reset < refill_s * _SHORT_WINDOW_RATIO
+        if short and self._go_smooth():
+            reason = (
+                f"the server's {meter.field.replace('_', ' ')} quota resets in {reset:.3g}s, sooner than a "
+                "minute's bucket refills: it meters shorter windows, so starts are evenly spaced"
+            )
+            changes.append(LimiterChanged(self.name, "burst", 0.0, None, reason))
+        # The server counted up to this attempt's arrival, not the ones we sent since; its count
+        # refills from then on, and is whole again after ``reset`` at the latest (a window's end,
+        # sooner than a bucket would refill).
+        others = self._started_after(number, meter)
+        used_s = max(limit - (remaining - others), 0.0) * 60.0 / limit
+        if reset is not None:
+            used_s = min(used_s, reset + others * 60.0 / limit)
+        counted_at = self._running[number][1] if number in self._running else now
+        meter.tat = max(meter.tat, counted_at + used_s - (60.0 - self._bucket))
+        if remaining <= 0 and reset:
+            # One unit of a per-minute quota comes back in 60/limit seconds: enough to go on,
+            # and the pacer spaces what follows. Routine for a paced batch near its limit: only
+            # waits that matter are events.
+            wait = min(reset, 60.0 / limit)
+            paused = self._pause(wait, "the server's quota is used up")
+            if paused is not None and wait >= _NOTABLE_WAIT:
+                changes.append(paused)
+        return changes
 
 
 def counted(used: Tokens) -> Cost:
