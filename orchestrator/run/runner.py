@@ -665,6 +665,12 @@ async def _drive(
                 f"{backend} runs at most {ceiling} attempts at once, fewer than the batch's concurrency "
                 f"{spec.concurrency} ([backends.{backend}] concurrency sets it)"
             )
+            if run.gates[backend].derived is not None:
+                reason = (
+                    f"{backend} starts with at most {ceiling} attempts at once, fewer than the batch's "
+                    f"concurrency {spec.concurrency}, and goes up to what its rate limit times the "
+                    f"latency needs ([backends.{backend}] concurrency sets it)"
+                )
             await run.emit_batch(LimiterChanged(backend, "concurrency", ceiling, None, reason))
         with trio.CancelScope() as stop:
             if spec.deadline is not None:
