@@ -317,12 +317,10 @@ class Pacer:
             )
             changes.append(LimiterChanged(self.name, "burst", 0.0, None, reason))
         # The server counted up to this attempt's arrival, not the ones we sent since; its count
-        # refills from then on, and is whole again after ``reset`` at the latest (a window's end,
-        # sooner than a bucket would refill).
+        # refills from then on. (A fixed window does not refill before its end: what that credits
+        # in one latency is within the margin.)
         others = self._started_after(number, meter)
         used_s = max(limit - (remaining - others), 0.0) * 60.0 / limit
-        if reset is not None:
-            used_s = min(used_s, reset + others * 60.0 / limit)
         counted_at = self._running[number][1] if number in self._running else now
         meter.tat = max(meter.tat, counted_at + used_s - (60.0 - self._bucket))
         if remaining <= 0 and reset:

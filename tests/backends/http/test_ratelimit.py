@@ -163,10 +163,13 @@ async def test_without_configured_limits_the_backend_learns_them_from_the_header
     learned = {(c.change, c.value) for c in events_of(recorder, LimiterChanged)}
     assert {("rpm", RPM), ("tpm", TPM)} <= learned
     assert fake.meter is not None
-    # The first request's headers came before the rest went: none of them ran into the wall.
-    assert fake.meter.refused == 0 and not events_of(recorder, RetryScheduled)
+    # The first request's headers came before the rest went, so the first burst did not run
+    # into the wall (6 of 16 would); the even pace after it keeps 2% below the limits. (Seldom,
+    # the clock's jumps over loopback sockets cost a 429 or a few: fewer than that burst.)
     starts = sorted(t.ts for t in recorder.events if isinstance(t.event, AttemptStarted))
     assert starts[1] - starts[0] >= 0.05  # not before the first reply (its latency)
+    assert fake.meter.refused < concurrency - 10
+    assert len(events_of(recorder, RetryScheduled)) == fake.meter.refused
 
 
 async def test_a_429_with_retry_after_pauses_every_worker_of_the_backend(
