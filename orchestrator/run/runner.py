@@ -513,7 +513,12 @@ def _fit_open_files(spec: BatchSpec, kinds: Mapping[str, BackendKind]) -> OpenFi
     backends = {}
     for name, kind in kinds.items():
         settings = spec.backends.get(name) or kind.Settings()
-        ceiling = getattr(settings, "concurrency", None) or kind.default_concurrency
+        # A derived in-flight limit (see orchestrator.run.limits) may rise to its own ceiling.
+        ceiling = (
+            getattr(settings, "concurrency", None)
+            or getattr(kind, "derived_concurrency_ceiling", None)
+            or kind.default_concurrency
+        )
         backends[name] = (ceiling, getattr(kind, "files_per_attempt", 0))
     return fit_open_files(spec.concurrency, backends)
 

@@ -151,6 +151,8 @@ class HttpKind:
     """The registry entry of an HTTP API backend (see :class:`~.base.BackendKind`)."""
 
     default_concurrency: int | None = DEFAULT_CONCURRENCY
+    # Unless configured, the runner raises the in-flight limit up to this (Little's law).
+    derived_concurrency_ceiling: int | None = DERIVED_CONCURRENCY_CEILING
     files_per_attempt = 1  # its connection's socket (see orchestrator.resources)
 
     def __init__(self, api: HttpApi) -> None:
