@@ -173,10 +173,9 @@ class Pacer:
             now = trio.current_time()
             current = price()
             if self.ready_at(current) <= now:
-                return self._charge(now, current)
+                return self._charge(now, current)  # nobody waits: the start is on time
         async with self._lock:
             announced = False
-            slept = False
             while True:
                 now = trio.current_time()
                 current = price()
@@ -190,11 +189,12 @@ class Pacer:
                         LimiterChanged(self.name, "pacing", None, ready, "waiting for the rate limit")
                     )
                 await trio.sleep_until(ready)  # a pause may move ``ready`` meanwhile: look again
-                slept = True
-            # Book from the slot waited for, not from when the scheduler woke us: a wake-up is
-            # ~1 ms late, which at 3,000 rpm would slow the pace by 5%. Never more than a little
-            # catch-up, so a stalled event loop does not turn into a burst.
-            return self._charge(max(ready, now - _CATCH_UP) if slept else now, current)
+            # A start that waited in line books from the slot it waited for, not from when it got
+            # its turn: a wake-up is ~1 ms late, and a handover of the lock a turn of the
+            # scheduler (more on a busy machine), which at 3,000 rpm would slow the pace by 5% or
+            # more. Never more than a little catch-up, so a stalled event loop does not turn into
+            # a burst.
+            return self._charge(max(ready, now - _CATCH_UP), current)
 
     async def _await_first_word(self) -> None:
         """The first caller goes at once; the others wait for the server's first word."""
