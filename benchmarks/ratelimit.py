@@ -9,6 +9,9 @@ after ``--latency`` seconds. The client is the ``openai`` backend through
 :func:`orchestrator.run.runner.execute` with nothing about limits configured: it learns them from
 the ``x-ratelimit-*`` headers, as a user who sets nothing would. Profiles:
 
+``none`` (the baseline)
+    no limits and no rate-limit headers: what this client does on this machine right now, with
+    nothing to pace; on a shared machine its makespan says how much of a profile's is CPU
 ``clean``
     the server announces 6,000 requests a minute in a minute's bucket and so never refuses this
     batch: the makespan is bounded by the concurrency alone
@@ -65,6 +68,8 @@ class Profile:
     target: float | None = 1.05
 
     def describe(self) -> str:
+        if not self.rpm:
+            return "no limits, no headers"
         meter = f"fixed {self.window:g} s windows" if self.fixed else f"a bucket of {self.window:g} s"
         text = f"{self.rpm:g} rpm, {meter}"
         if self.fail or self.stall:
@@ -75,6 +80,7 @@ class Profile:
 PROFILES = {
     p.name: p
     for p in (
+        Profile("none", 0.0, 60.0, target=None),
         Profile("clean", 6000.0, 60.0, target=1.1),
         Profile("bucket", 1200.0, 60.0, target=1.05),
         Profile("fixed-1s", 1200.0, 1.0, fixed=True, target=1.05),
@@ -100,6 +106,8 @@ class Setup:
         n, c, latency = self.requests, self.concurrency, self.latency
         unlimited = math.ceil(n / c) * latency
         per_window = profile.rpm * profile.window / 60.0
+        if not profile.rpm:
+            return unlimited
         if profile.fixed:
             last = math.floor((n - 1) / per_window)
             left = n - last * per_window
@@ -124,10 +132,11 @@ class FakeServer:
     def __init__(self, setup: Setup, profile: Profile) -> None:
         self.command = [
             sys.executable, "-m", "orchestrator.testing.openai", "--port", "0", "--quiet",
-            "--rpm", str(profile.rpm), "--window", str(profile.window),
             "--latency", str(setup.latency), "--words", str(setup.words),
             "--fail", str(profile.fail), "--stall", str(profile.stall),
         ]  # fmt: skip
+        if profile.rpm:
+            self.command += ["--rpm", str(profile.rpm), "--window", str(profile.window)]
         if profile.fixed:
             self.command.append("--fixed")
         self.process: subprocess.Popen[str] | None = None
@@ -217,11 +226,14 @@ def report(setup: Setup, outcomes: list[Outcome]) -> str:
         "|---|---|---:|---:|---:|---|---:|---:|---:|",
     ]
     clean = next((o for o in outcomes if o.profile.name == "clean"), None)
+    baseline = next((o for o in outcomes if o.profile.name == "none"), None)
     missed = []
     for o in outcomes:
         ideal = setup.ideal(o.profile)
         ratio = o.makespan / ideal
-        if o.profile.target is not None:
+        if o.profile.name == "none":
+            target, met = "baseline", o.succeeded == setup.requests
+        elif o.profile.target is not None:
             target, met = f"<= {o.profile.target:g}x ideal", ratio <= o.profile.target
         elif clean is not None:
             target = f"<= {FAULTS_VS_CLEAN:g}x clean ({o.makespan / clean.makespan:.2f}x)"
@@ -243,6 +255,13 @@ def report(setup: Setup, outcomes: list[Outcome]) -> str:
             str(o.succeeded),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    if baseline is not None and clean is not None:
+        lines += [
+            "",
+            f"clean against the no-limit baseline of the same run: {clean.makespan / baseline.makespan:.3f}x "
+            f"(what learning and spending the server's bucket costs over sending unpaced; the rest of "
+            f"clean's distance from the ideal is this machine's CPU)",
+        ]
     lines += [
         "",
         f"429s target: <= {TARGET_429:.0%} of requests in every profile; every job must succeed.",

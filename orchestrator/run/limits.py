@@ -38,6 +38,7 @@ BACKPRESSURE_KINDS = frozenset({ErrorKind.RATE_LIMITED, ErrorKind.OVERLOADED})
 _SMOOTH_AFTER = 60.0  # two 429s this close together turn bursting off
 _HEADROOM = 2.0  # in-flight limit over rate x latency: latencies vary, bursts start at once
 _LATENCY_WEIGHT = 0.1  # of each new latency in the moving average
+_DERIVED_STEP = 8  # a derived limit moves when the target is more than 1/8 away from it
 _CACHE_WEIGHT = 0.5  # of each attempt's uncached share in the moving average
 
 
@@ -314,6 +315,11 @@ class Gate:
         """Move the derived in-flight limit to what the rate and latency now call for."""
         assert self.derived is not None
         target = self.derived.target(self._rate(ticket.cost))
+        current = (
+            self.adaptive.ceiling if self.adaptive is not None else self.slots.total if self.slots else 0
+        )
+        if abs(target - current) <= current // _DERIVED_STEP:
+            return  # latencies wander: a small move is not worth a change (and an event)
         reason = "the rate limit x the latency seen (Little's law)"
         if self.adaptive is not None:
             if target != self.adaptive.ceiling:

@@ -196,6 +196,11 @@ async def test_a_derived_limit_rises_with_the_rate_and_the_latency_seen(
     assert gate.slots.total == 200  # 2 x 100 a second x 1 s
     [change] = changes.of("concurrency")
     assert change.value == 200 and "Little's law" in change.reason
+    ticket = await gate.enter(1, None)
+    await trio.sleep(1.2)  # the average moves to 1.02 s: a target of 204 is no change worth making
+    gate.leave(ticket)
+    await gate.succeeded(ticket)
+    assert gate.slots.total == 200 and len(changes.of("concurrency")) == 1
 
 
 async def test_an_explicit_limit_is_not_derived(autojump_clock: Any) -> None:
