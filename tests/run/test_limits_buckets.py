@@ -9,9 +9,11 @@ import pytest
 import trio
 import trio.lowlevel
 
+from orchestrator.errors import ConfigError
 from orchestrator.events import LimiterChanged, RateLimitInfo, Tokens
 from orchestrator.run.limits import DerivedLimit, Gate, Pacer
 from orchestrator.spec import BackendLimits
+from tests.helpers import make_spec
 
 
 class Changes:
@@ -210,3 +212,11 @@ async def test_an_explicit_limit_is_not_derived(autojump_clock: Any) -> None:
     gate.leave(ticket)
     await gate.succeeded(ticket)
     assert gate.slots is not None and gate.slots.total == 4
+
+
+def test_input_and_output_token_limits_are_settings_of_a_backend_and_of_its_models() -> None:
+    spec = make_spec(["q"], backends={"sim": {"input_tpm": 1000, "models": {"m": {"output_tpm": 10}}}})
+    assert spec.limits["sim"].input_tpm == 1000.0
+    assert spec.limits["sim"].models["m"].output_tpm == 10.0
+    with pytest.raises(ConfigError, match=r"backends.sim.output_tpm: must be > 0"):
+        make_spec(["q"], backends={"sim": {"output_tpm": 0}})
