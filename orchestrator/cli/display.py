@@ -77,7 +77,7 @@ class Progress:
         self.failures: list[str] = []
         self.last_ts = 0.0
         self.limits: dict[str, str] = {}  # backend -> its latest limiter change, in words
-        self.most_in_flight: dict[str, float] = {}  # backend -> the highest in-flight limit it had
+        self.in_flight_limits: list[tuple[str, float]] = []  # (backend, limit): concurrency changes
         # Remote batches of the batch backends: id -> (when it was submitted, its latest counts).
         self.remote: dict[str, tuple[float, Mapping[str, int]]] = {}
 
@@ -135,8 +135,8 @@ class Progress:
                         row.tail = f"[{subtype}] {row.tail}"[-_TAIL:]
                 case LimiterChanged(backend=backend, change=change, value=value, until_s=until):
                     self.limits[backend] = _describe_limit(change, value, until)
-                    if change == "concurrency" and value is not None and backend != "*":
-                        self.most_in_flight[backend] = max(self.most_in_flight.get(backend, 0.0), value)
+                    if change == "concurrency" and value is not None:
+                        self.in_flight_limits.append((backend, value))
                 case BatchSubmitted(remote_id=remote_id):
                     self.remote[remote_id] = (tagged.ts, {})
                 case BatchProgress(remote_id=remote_id, counts=counts):
@@ -146,9 +146,8 @@ class Progress:
                     pass
 
     def held_back(self, concurrency: int) -> dict[str, int]:
-        """The backends whose in-flight limit stayed below the batch's ``concurrency`` all run:
-        backend -> the most attempts it ever allowed at once."""
-        return {name: int(most) for name, most in self.most_in_flight.items() if most < concurrency}
+        """See :func:`held_back`."""
+        return held_back(self.in_flight_limits, concurrency)
 
     def _settle(self, job: str) -> None:
         """End the job's running attempt, if any: add what it used (the summary's rule)."""
@@ -235,6 +234,17 @@ async def run_progress(
         if line.split("  ")[0:4] != last.split("  ")[0:4]:
             print(line, file=stream, flush=True)
             last = line
+
+
+def held_back(limits: Iterable[tuple[str, float]], concurrency: int) -> dict[str, int]:
+    """The backends whose in-flight limit stayed below the batch's ``concurrency`` all run, from
+    their ``concurrency`` limiter changes (backend, value): backend -> the most attempts it ever
+    allowed at once. ``"*"`` (the whole batch) is not a backend."""
+    most: dict[str, float] = {}
+    for backend, value in limits:
+        if backend != "*":
+            most[backend] = max(most.get(backend, 0.0), value)
+    return {name: int(value) for name, value in most.items() if value < concurrency}
 
 
 def _describe_limit(change: str, value: float | None, until: float | None) -> str:

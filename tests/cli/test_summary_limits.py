@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import trio
 
 from orchestrator.cli.display import Progress, print_summary
 from orchestrator.events import BatchSummary, LimiterChanged, Tagged, Tokens
+from tests.cli.test_cli import orchestrate
 
 
 def summary() -> BatchSummary:
@@ -49,3 +51,19 @@ def test_nothing_is_said_when_no_backend_held_the_batch_back() -> None:
     out = io.StringIO()
     print_summary(summary(), [], stream=out, log=None, held_back=changes().held_back(64), concurrency=64)
     assert "in flight" not in out.getvalue()
+
+
+def test_the_command_and_report_say_which_backend_held_the_batch_back(tmp_path: Path) -> None:
+    job = tmp_path / "held.toml"
+    job.write_text(
+        "[defaults]\nconcurrency = 8\n[defaults.sim]\nttft = 0\n[backends.sim]\nconcurrency = 2\n"
+        + "".join(f'[[jobs]]\nprompt = "q{i}"\n' for i in range(6))
+    )
+    log = tmp_path / "held.jsonl"
+    said = "sim ran at most 2 attempts at once, fewer than the batch's concurrency 8"
+    run = orchestrate(str(job), "--log", str(log), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert said in " ".join(run.stdout.replace("│", " ").split())
+    report = orchestrate("report", str(log), cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    assert said in " ".join(report.stdout.replace("│", " ").split())
