@@ -31,7 +31,7 @@ BEGIN, END = "<!-- results: begin -->", "<!-- results: end -->"
 EXTERNAL = {
     "local": ("Local backend tokens/s", ["benchmarks.local_tokens"]),
     "http": ("HTTP transport CPU per event", ["benchmarks.http_transport"]),
-    "ratelimit": ("A rate-limited API: makespan and 429s", ["benchmarks.ratelimit"]),
+    "ratelimit": ("Rate-limit profiles: makespan, 429s, client CPU", ["benchmarks.ratelimit"]),
 }
 
 

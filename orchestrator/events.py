@@ -269,6 +269,13 @@ class RateLimitInfo:
     tokens_limit: int | None = None
     tokens_remaining: int | None = None
     tokens_reset_s: float | None = None
+    input_tokens_limit: int | None = None
+    """Anthropic's input-token limit (uncached input; cache reads do not count on current models)."""
+    input_tokens_remaining: int | None = None
+    input_tokens_reset_s: float | None = None
+    output_tokens_limit: int | None = None
+    output_tokens_remaining: int | None = None
+    output_tokens_reset_s: float | None = None
 
 
 @attrs.frozen

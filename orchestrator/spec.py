@@ -66,10 +66,13 @@ class Timeouts:
 
 @attrs.frozen
 class RateLimits:
-    """Requests and tokens per minute; None means no limit of that kind."""
+    """Requests and tokens per minute; None means no limit of that kind. ``input_tpm`` and
+    ``output_tpm`` are Anthropic's separate input-token (uncached) and output-token limits."""
 
     rpm: float | None = attrs.field(default=None, metadata=_range(gt=0))
     tpm: float | None = attrs.field(default=None, metadata=_range(gt=0))
+    input_tpm: float | None = attrs.field(default=None, metadata=_range(gt=0))
+    output_tpm: float | None = attrs.field(default=None, metadata=_range(gt=0))
 
 
 @attrs.frozen
@@ -83,6 +86,10 @@ class BackendLimits:
 
     rpm: float | None = attrs.field(default=None, metadata=_range(gt=0))
     tpm: float | None = attrs.field(default=None, metadata=_range(gt=0))
+    input_tpm: float | None = attrs.field(default=None, metadata=_range(gt=0))
+    """Uncached input tokens a minute (Anthropic meters them apart from output tokens)."""
+    output_tpm: float | None = attrs.field(default=None, metadata=_range(gt=0))
+    """Output tokens a minute."""
     burst: Literal["full", "none"] | float = attrs.field(default="full", metadata=_range(min=0, max=60))
     """How much of a minute's quota may go out at once: ``"full"`` (the provider's bucket holds a
     minute's worth, as Anthropic's and OpenAI's do), ``"none"`` (every start evenly spaced), or

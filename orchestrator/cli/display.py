@@ -78,6 +78,7 @@ class Progress:
         self.failures: list[str] = []
         self.last_ts = 0.0
         self.limits: dict[str, str] = {}  # backend -> its latest limiter change, in words
+        self.in_flight_limits: list[tuple[str, float]] = []  # (backend, limit): concurrency changes
         # Remote batches of the batch backends: id -> (when it was submitted, its latest counts).
         self.remote: dict[str, tuple[float, Mapping[str, int]]] = {}
 
@@ -135,6 +136,8 @@ class Progress:
                         row.tail = f"[{subtype}] {row.tail}"[-_TAIL:]
                 case LimiterChanged(backend=backend, change=change, value=value, until_s=until):
                     self.limits[backend] = _describe_limit(change, value, until)
+                    if change == "concurrency" and value is not None:
+                        self.in_flight_limits.append((backend, value))
                 case BatchSubmitted(remote_id=remote_id):
                     self.remote[remote_id] = (tagged.ts, {})
                 case BatchProgress(remote_id=remote_id, counts=counts):
@@ -144,6 +147,10 @@ class Progress:
                     self.remote.pop(remote_id, None)
                 case _:
                     pass
+
+    def held_back(self, concurrency: int) -> dict[str, int]:
+        """See :func:`held_back`."""
+        return held_back(self.in_flight_limits, concurrency)
 
     def _settle(self, job: str) -> None:
         """End the job's running attempt, if any: add what it used (the summary's rule)."""
@@ -237,6 +244,17 @@ async def run_progress(
             last = line
 
 
+def held_back(limits: Iterable[tuple[str, float]], concurrency: int) -> dict[str, int]:
+    """The backends whose in-flight limit stayed below the batch's ``concurrency`` all run, from
+    their ``concurrency`` limiter changes (backend, value): backend -> the most attempts it ever
+    allowed at once. ``"*"`` (the whole batch) is not a backend."""
+    most: dict[str, float] = {}
+    for backend, value in limits:
+        if backend != "*":
+            most[backend] = max(most.get(backend, 0.0), value)
+    return {name: int(value) for name, value in most.items() if value < concurrency}
+
+
 def _describe_limit(change: str, value: float | None, until: float | None) -> str:
     if change in ("paused", "pacing") and until is not None:
         return f"{change} until {until:.1f}s"
@@ -269,10 +287,18 @@ def _opt(value: float | None, fmt: str = "{:.2f}s") -> str:
 
 
 def print_summary(
-    summary: BatchSummary, jobs: Iterable[JobResult], *, stream: IO[str], log: str | None, max_rows: int = 20
+    summary: BatchSummary,
+    jobs: Iterable[JobResult],
+    *,
+    stream: IO[str],
+    log: str | None,
+    max_rows: int = 20,
+    held_back: Mapping[str, int] | None = None,
+    concurrency: int | None = None,
 ) -> None:
-    """The end-of-run summary: the answers (when the results kept them), the totals, and the jobs
-    that did not succeed."""
+    """The end-of-run summary: the answers (when the results kept them), the totals, the
+    backends whose own in-flight limit held the batch below its ``concurrency`` (``held_back``),
+    and the jobs that did not succeed."""
     console = Console(file=stream, soft_wrap=True)
     # Only a small batch keeps its answers; a big one's results are not all walked (a stopped
     # batch of a million jobs makes its skipped jobs' results only when asked for).
@@ -333,6 +359,14 @@ def print_summary(
         f"p50 {_opt(summary.latency_p50_s)}  p95 {_opt(summary.latency_p95_s)}"
         f"  max {_opt(summary.latency_max_s)}  ttft p50 {_opt(summary.ttft_p50_s)}",
     )
+    for backend, most in (held_back or {}).items():
+        table.add_row(
+            "in flight",
+            as_text(
+                f"{backend} ran at most {most} attempts at once, fewer than the batch's concurrency "
+                f"{concurrency} ([backends.{backend}] concurrency sets it)"
+            ),
+        )
     if summary.failures:
         table.add_row("failures", as_text(", ".join(f"{k} x{v}" for k, v in summary.failures.items())))
     if log:

@@ -463,7 +463,12 @@ async def _run(
         )
     else:
         print_summary(
-            result.summary, result.jobs.values(), stream=out, log=spec.log if spec.log != "-" else None
+            result.summary,
+            result.jobs.values(),
+            stream=out,
+            log=spec.log if spec.log != "-" else None,
+            held_back=progress.held_back(spec.concurrency),
+            concurrency=spec.concurrency,
         )
     return result
 

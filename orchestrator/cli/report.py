@@ -141,9 +141,24 @@ def _console(stream: IO[str]) -> Console:
 
 
 def _print_overview(report: Report, logs: Sequence[str]) -> None:
-    from orchestrator.cli.display import print_summary
+    from orchestrator.cli.display import held_back, print_summary
 
-    print_summary(report.summary, [], stream=sys.stdout, log=", ".join(logs))
+    last = report.runs[-1] if report.runs else None
+    concurrency = last.header.settings.get("concurrency") if last and last.header else None
+    limits = [
+        (str(m.fields.get("backend")), float(m.fields["value"]))
+        for m in (last.markers if last else ())
+        if m.fields.get("change") == "concurrency" and isinstance(m.fields.get("value"), int | float)
+    ]
+    held = held_back(limits, concurrency) if isinstance(concurrency, int) else {}
+    print_summary(
+        report.summary,
+        [],
+        stream=sys.stdout,
+        log=", ".join(logs),
+        held_back=held,
+        concurrency=concurrency if isinstance(concurrency, int) else None,
+    )
     console = _console(sys.stdout)
     if len(report.runs) > 1:
         table = Table(title="runs (combined above)", title_justify="left")

@@ -108,7 +108,12 @@ def _fit_open_files(spec: BatchSpec, kinds: Mapping[str, BackendKind]) -> OpenFi
     backends = {}
     for name, kind in kinds.items():
         settings = spec.backends.get(name) or kind.Settings()
-        ceiling = getattr(settings, "concurrency", None) or kind.default_concurrency
+        # A derived in-flight limit (see orchestrator.run.limits) may rise to its own ceiling.
+        ceiling = (
+            getattr(settings, "concurrency", None)
+            or getattr(kind, "derived_concurrency_ceiling", None)
+            or kind.default_concurrency
+        )
         backends[name] = (ceiling, getattr(kind, "files_per_attempt", 0))
     return fit_open_files(spec.concurrency, backends)
 
@@ -260,6 +265,12 @@ async def _drive(
                 f"{backend} runs at most {ceiling} attempts at once, fewer than the batch's concurrency "
                 f"{spec.concurrency} ([backends.{backend}] concurrency sets it)"
             )
+            if run.gates[backend].derived is not None:
+                reason = (
+                    f"{backend} starts with at most {ceiling} attempts at once, fewer than the batch's "
+                    f"concurrency {spec.concurrency}, and goes up to what its rate limit times the "
+                    f"latency needs ([backends.{backend}] concurrency sets it)"
+                )
             await run.emit_batch(LimiterChanged(backend, "concurrency", ceiling, None, reason))
         with trio.CancelScope() as stop:
             if spec.deadline is not None:

@@ -1,20 +1,17 @@
-"""Staying under a backend's rate limits: pacing, server-driven pauses, adaptive concurrency.
+"""Staying under a backend's rate limits: pacing, server-driven pauses, in-flight limits.
 
-* :class:`Pacer` models the provider's own meter: a token bucket per limit (requests, tokens)
-  that holds ``burst`` seconds of refill (a minute's worth by default, as Anthropic and OpenAI
-  meter) and refills continuously at the limit. A fresh batch may spend what the bucket holds at
-  once, then starts are paced at the refill rate. It is kept as a virtual-scheduling (GCRA)
-  schedule: each start pushes its bucket's "theoretical arrival time" forward by ``60 / rpm``
-  seconds (``tokens * 60 / tpm`` for tokens), and a start may go when that time is at most
-  ``burst`` seconds ahead of now (less what the start itself costs). ``burst`` 0 spaces every
-  start evenly. When the server tells how much of its quota remains, the bucket is drained to
-  match if the server's view is the tighter one (its snapshot never counts requests sent since).
-  Waiters queue on a FIFO lock: first come, first served, no busy waiting.
+* :class:`~orchestrator.run.pacer.Pacer` models the provider's own meters (a token bucket per
+  limit: requests, tokens, Anthropic's input and output tokens) and paces starts to them; see
+  :mod:`orchestrator.run.pacer`.
 * A 429/529 with Retry-After pauses the whole backend (every worker), not only the failed job;
-  a second 429 within a minute means the provider enforces a shorter window than its announced
-  limit suggests: the backend then paces smoothly (no burst) for the rest of the batch.
+  a second 429 on an attempt that started after the first came back, within a minute, means
+  the provider enforces a shorter window than its announced limit suggests: the backend then
+  paces evenly (no burst) for the rest of the batch.
 * :class:`AdaptiveLimit` runs AIMD on the backend's in-flight limit: halve on a rate-limit or
   overload error (once per round of attempts), add one per round of successes.
+* :class:`DerivedLimit` sets an HTTP backend's default in-flight limit by Little's law: the
+  attempts in flight that the rate limit can keep busy are its rate times the observed
+  latency; the limit follows that (with headroom) between the old fixed default and a ceiling.
 
 Decisions are pure arithmetic on trio's clock, so tests on the virtual clock are exact.
 """
@@ -28,155 +25,21 @@ import attrs
 import trio
 
 from orchestrator.errors import ErrorKind
-from orchestrator.events import LimiterChanged, RateLimitInfo
+from orchestrator.events import LimiterChanged, RateLimitInfo, Tokens
+from orchestrator.run.pacer import Cost, Pacer, counted
 from orchestrator.spec import BackendLimits
+
+__all__ = ["AdaptiveLimit", "Budget", "Cost", "DerivedLimit", "Gate", "Pacer", "Slots", "Ticket"]
 
 Notify = Callable[[LimiterChanged], Awaitable[None]]
 
 # Error kinds that mean "too much load": they pause the backend and shrink its concurrency.
 BACKPRESSURE_KINDS = frozenset({ErrorKind.RATE_LIMITED, ErrorKind.OVERLOADED})
-# Waits shorter than this are ordinary pacing, not worth an event each.
-_NOTABLE_WAIT = 1.0
-_CATCH_UP = 0.05  # seconds of lateness a paced start may make up
 _SMOOTH_AFTER = 60.0  # two 429s this close together turn bursting off
-_BUCKET_SHARE = 0.95  # of the provider's bucket that a burst may spend
-
-
-class Pacer:
-    """Paces attempt starts on one backend (or one model of it) to rpm and tpm, with a bucket of
-    ``burst`` seconds' worth of each (0: evenly spaced starts)."""
-
-    def __init__(
-        self,
-        name: str,
-        rpm: float | None,
-        tpm: float | None,
-        notify: Notify,
-        on_pause: Callable[[float], None] = lambda until: None,
-        *,
-        burst: float = 0.0,
-    ) -> None:
-        self.name = name
-        self._on_pause = on_pause
-        self.rpm = rpm
-        self.tpm = tpm
-        self._bucket = burst  # seconds of refill the provider's bucket holds, as configured
-        # A burst spends a little less: our clock and the provider's meter never agree exactly.
-        self.burst = burst * _BUCKET_SHARE
-        self._configured = (rpm, tpm)
-        self._notify = notify
-        # When each bucket would be full again ("theoretical arrival time"); -inf: full now.
-        self._next_request = -math.inf
-        self._next_tokens = -math.inf
-        self.paused_until = -math.inf
-        self._lock = trio.Lock()  # trio's Lock is fair: waiters are served in arrival order
-
-    def paused(self) -> bool:
-        """Whether a pause is in force now (the clock is only read if one was ever set)."""
-        return self.paused_until != -math.inf and self.paused_until > trio.current_time()
-
-    def ready_at(self, tokens: int = 0) -> float:
-        """The earliest trio time a start of ``tokens`` may go."""
-        ready = self.paused_until
-        if self.rpm:
-            ready = max(ready, self._next_request - max(self.burst - 60.0 / self.rpm, 0.0))
-        if self.tpm:
-            ready = max(ready, self._next_tokens - max(self.burst - tokens * 60.0 / self.tpm, 0.0))
-        return ready
-
-    async def acquire(self, tokens: int) -> None:
-        """Wait for this request's turn, then charge it. Cancellation leaves nothing charged.
-
-        Without limits and pauses there is nothing to wait for: return at once, no checkpoint.
-        """
-        if self.rpm is None and self.tpm is None and not self.paused():
-            if not self._lock.locked():
-                return
-        async with self._lock:
-            announced = False
-            slept = False
-            while True:
-                now = trio.current_time()
-                ready = self.ready_at(tokens)
-                if ready <= now:
-                    break
-                # A pause was announced when it began; long pacing waits are announced here.
-                if not announced and ready - now >= _NOTABLE_WAIT and ready != self.paused_until:
-                    announced = True
-                    await self._notify(
-                        LimiterChanged(self.name, "pacing", None, ready, "waiting for the rate limit")
-                    )
-                await trio.sleep_until(ready)  # a pause may move ``ready`` meanwhile: look again
-                slept = True
-            # Book from the slot waited for, not from when the scheduler woke us: a wake-up is
-            # ~1 ms late, which at 3,000 rpm would slow the pace by 5%. Never more than a little
-            # catch-up, so a stalled event loop does not turn into a burst.
-            start = max(ready, now - _CATCH_UP) if slept else now
-            if self.rpm:
-                self._next_request = max(self._next_request, start) + 60.0 / self.rpm
-            if self.tpm:
-                self._next_tokens = max(self._next_tokens, start) + tokens * 60.0 / self.tpm
-
-    def settle(self, reserved: int, used: int) -> None:
-        """Correct the token schedule once an attempt's real usage is known."""
-        if self.tpm and used != reserved:
-            self._next_tokens += (used - reserved) * 60.0 / self.tpm
-
-    async def smooth(self, reason: str) -> None:
-        """Pace evenly from now on (the provider meters a shorter window than a full bucket)."""
-        if self.burst > 0:
-            self.burst = self._bucket = 0.0
-            # Whatever was spent ahead of the pace now counts against the next starts.
-            await self._notify(LimiterChanged(self.name, "burst", 0.0, None, reason))
-
-    async def pause(self, seconds: float, reason: str, *, announce: bool = True) -> None:
-        """No new attempt starts for ``seconds`` (a server's Retry-After, an empty quota)."""
-        until = trio.current_time() + seconds
-        if until > self.paused_until:
-            self.paused_until = until
-            self._on_pause(until)
-            if announce:
-                await self._notify(LimiterChanged(self.name, "paused", None, until, reason))
-
-    async def observe(self, info: RateLimitInfo) -> None:
-        """Adopt what the server announces: a lower limit than configured, how much of its
-        quota remains, or an empty bucket."""
-        configured_rpm, configured_tpm = self._configured
-        if info.requests_limit:
-            rpm = min(configured_rpm or math.inf, info.requests_limit)
-            if rpm != self.rpm:
-                self.rpm = rpm
-                await self._notify(LimiterChanged(self.name, "rpm", rpm, None, "announced by the server"))
-        if info.tokens_limit:
-            tpm = min(configured_tpm or math.inf, info.tokens_limit)
-            if tpm != self.tpm:
-                self.tpm = tpm
-                await self._notify(LimiterChanged(self.name, "tpm", tpm, None, "announced by the server"))
-        now = trio.current_time()
-        if info.requests_limit and info.requests_remaining is not None:
-            self._next_request = max(
-                self._next_request, self._server_level(now, info.requests_limit, info.requests_remaining)
-            )
-        if info.tokens_limit and info.tokens_remaining is not None:
-            self._next_tokens = max(
-                self._next_tokens, self._server_level(now, info.tokens_limit, info.tokens_remaining)
-            )
-        for remaining, reset, limit in (
-            (info.requests_remaining, info.requests_reset_s, info.requests_limit),
-            (info.tokens_remaining, info.tokens_reset_s, info.tokens_limit),
-        ):
-            if remaining is not None and remaining <= 0 and reset:
-                # One unit of a per-minute quota comes back in 60/limit seconds: enough to go
-                # on, and the pacer spaces what follows.
-                wait = min(reset, 60.0 / limit) if limit else reset
-                # Routine for a paced batch near its limit: only waits that matter are events.
-                await self.pause(wait, "the server's quota is used up", announce=wait >= _NOTABLE_WAIT)
-
-    def _server_level(self, now: float, limit: int, remaining: int) -> float:
-        """The schedule time at which our bucket holds no more than the server says remains of
-        its minute's worth (``limit - remaining`` used, refilling at ``limit`` a minute)."""
-        used_s = max(limit - max(remaining, 0), 0) * 60.0 / limit
-        return now + used_s - (60.0 - self._bucket)
+_HEADROOM = 2.0  # in-flight limit over rate x latency: latencies vary, bursts start at once
+_LATENCY_WEIGHT = 0.1  # of each new latency in the moving average
+_DERIVED_STEP = 8  # a derived limit moves when the target is more than 1/8 away from it
+_CACHE_WEIGHT = 0.5  # of each attempt's uncached share in the moving average
 
 
 class Slots:
@@ -244,7 +107,7 @@ class AdaptiveLimit:
         self.epoch = 0
         self._notify = notify
 
-    async def _apply(self, reason: str) -> None:
+    async def apply(self, reason: str) -> None:
         tokens = max(self.floor, min(self.ceiling, int(self.value)))
         if tokens != self.slots.total:
             self.slots.total = tokens
@@ -255,27 +118,59 @@ class AdaptiveLimit:
             return
         self.epoch += 1
         self.value = max(float(self.floor), self.value / 2)
-        await self._apply("rate limited or overloaded: halved")
+        await self.apply("rate limited or overloaded: halved")
 
     async def succeeded(self) -> None:
         if self.value < self.ceiling:
             self.value = min(float(self.ceiling), self.value + 1.0 / max(self.value, 1.0))
-            await self._apply("successes: one more")
+            await self.apply("successes: one more")
+
+
+class DerivedLimit:
+    """An in-flight limit by Little's law: attempts in flight = rate x time in flight.
+
+    Starts at ``floor`` (the fixed default it replaces, so a batch is never held tighter than
+    before) and follows ``headroom x rate x latency`` up to ``ceiling`` as latencies are seen;
+    without a known rate it stays where it is. Pure: the caller passes rates and latencies in.
+    """
+
+    def __init__(self, floor: int, ceiling: int) -> None:
+        self.floor = max(1, min(floor, ceiling))
+        self.ceiling = ceiling
+        self.latency: float | None = None
+
+    def observe(self, seconds: float) -> None:
+        """One attempt's time in flight."""
+        if self.latency is None:
+            self.latency = seconds
+        else:
+            self.latency += _LATENCY_WEIGHT * (seconds - self.latency)
+
+    def target(self, per_second: float | None) -> int:
+        """The limit for ``per_second`` attempts a second (None: no known rate)."""
+        if per_second is None or self.latency is None:
+            return self.floor
+        wanted = math.ceil(_HEADROOM * per_second * self.latency)
+        return max(self.floor, min(self.ceiling, wanted))
 
 
 @attrs.define(slots=True, eq=False)
 class Ticket:
-    """One attempt's passage through a :class:`Gate`: what it reserved and what it used."""
+    """One attempt's passage through a :class:`Gate`: what it was charged, when it started, and
+    (set by the caller before :meth:`Gate.leave`) the tokens it used."""
 
-    tokens: int
+    cost: Cost
     epoch: int
     model: str | None
-    used: int | None = None
+    started: float
+    numbers: tuple[int, int | None]
+    """Its start numbers at the backend's pacer and at its model's (if that has one)."""
+    used: Tokens | None = None
 
 
 class Gate:
     """Everything that decides when an attempt on one backend may start: its in-flight limit
-    (adaptive or fixed), its pacer, and the pacers of single models."""
+    (adaptive, derived or fixed), its pacer, and the pacers of single models."""
 
     def __init__(
         self,
@@ -286,25 +181,54 @@ class Gate:
         on_pause: Callable[[float], None] = lambda until: None,
         *,
         refund: bool = True,
+        probe: bool = False,
+        derive_up_to: int | None = None,
     ) -> None:
         """``refund``: whether tokens an attempt reserved and did not use go back to the token
-        pace (the server gives them back), or stay spent (it charged the whole reservation)."""
+        pace (the server gives them back), or stay spent (it charged the whole reservation).
+        ``probe``: the backend's server announces its limits; the first attempt's headers size
+        the first burst (see :mod:`orchestrator.run.pacer`). ``derive_up_to``: the in-flight
+        limit is not configured: ``ceiling`` is where it starts, and Little's law may raise it
+        up to this (see :class:`DerivedLimit`)."""
         self.name = name
         self.refund = refund
+        self._notify = notify
         self.adaptive: AdaptiveLimit | None = None
         self.slots: Slots | None = None
+        self.derived: DerivedLimit | None = None
+        if ceiling is not None and derive_up_to is not None and derive_up_to > ceiling:
+            self.derived = DerivedLimit(ceiling, derive_up_to)
         if ceiling is not None and limits.adaptive:
             self.adaptive = AdaptiveLimit(name, ceiling, limits.min_concurrency, notify)
             self.slots = self.adaptive.slots
         elif ceiling is not None:
             self.slots = Slots(ceiling)
         burst = limits.burst_s
-        self.pacer = Pacer(name, limits.rpm, limits.tpm, notify, on_pause, burst=burst)
+        self.pacer = Pacer(
+            name,
+            limits.rpm,
+            limits.tpm,
+            notify,
+            on_pause,
+            burst=burst,
+            input_tpm=limits.input_tpm,
+            output_tpm=limits.output_tpm,
+            probe=probe,
+        )
         self.models = {
-            model: Pacer(f"{name}/{model}", rate.rpm, rate.tpm, notify, burst=burst)
+            model: Pacer(
+                f"{name}/{model}",
+                rate.rpm,
+                rate.tpm,
+                notify,
+                burst=burst,
+                input_tpm=rate.input_tpm,
+                output_tpm=rate.output_tpm,
+            )
             for model, rate in limits.models.items()
         }
         self._last_429 = -math.inf
+        self._uncached = 1.0  # share of the input the provider counted, lately
 
     def has_room(self) -> bool:
         """Whether an attempt could start now without waiting for a slot or a pause."""
@@ -312,7 +236,17 @@ class Gate:
             return False
         return not self.pacer.paused()
 
-    async def enter(self, tokens: int, model: str | None) -> Ticket:
+    def cost(self, tokens: int, output: int | None) -> Cost:
+        """What an attempt estimated at ``tokens`` (input and output budget) with a reply
+        budget of ``output`` is charged: its input as uncached as lately seen (a shared cached
+        prefix is not counted by the provider). Without ``output`` the whole estimate is
+        charged to each meter."""
+        if output is None:
+            return Cost(tokens, tokens, tokens)
+        output = min(output, tokens)
+        return Cost(tokens, math.ceil((tokens - output) * self._uncached), output)
+
+    async def enter(self, tokens: int, model: str | None, output: int | None = None) -> Ticket:
         """Wait for a slot and the rate limits; the caller must :meth:`leave` afterwards, also
         on cancellation (which may happen here: then nothing is held)."""
         if self.slots is not None:
@@ -320,31 +254,82 @@ class Gate:
                 self.slots.acquire_nowait()  # the common case, without a trip through the scheduler
             except trio.WouldBlock:
                 await self.slots.acquire()
+        pacer = self.models.get(model) if model is not None else None
+        number: int | None = None
         try:
             epoch = self.adaptive.epoch if self.adaptive is not None else 0
-            await self.pacer.acquire(tokens)
-            pacer = self.models.get(model) if model is not None else None
-            if pacer is not None:
-                await pacer.acquire(tokens)
+            # Priced when it may go: the uncached share learned meanwhile applies.
+            number = await self.pacer.acquire(lambda: self.cost(tokens, output))
+            cost = self.pacer.charged(number)
+            own = await pacer.acquire(cost) if pacer is not None else None
         except BaseException:
+            if number is not None:
+                self.pacer.release(number)
             if self.slots is not None:
                 self.slots.release()
             raise
-        return Ticket(tokens, epoch, model)
+        return Ticket(cost, epoch, model, trio.current_time(), (number, own))
 
     def leave(self, ticket: Ticket) -> None:
         if self.slots is not None:
             self.slots.release()
+        used: Cost | None = None
         if ticket.used is not None:
-            used = ticket.used if self.refund else max(ticket.used, ticket.tokens)
-            self.pacer.settle(ticket.tokens, used)
-            pacer = self.models.get(ticket.model) if ticket.model is not None else None
-            if pacer is not None:
-                pacer.settle(ticket.tokens, used)
+            used = counted(ticket.used)
+            if not self.refund:
+                used = attrs.evolve(used, tokens=max(used.tokens, ticket.cost.tokens))
+            seen = ticket.used.input + ticket.used.cache_creation + ticket.used.cache_read
+            if seen:
+                share = used.input / seen
+                self._uncached += _CACHE_WEIGHT * (share - self._uncached)
+        number, own = ticket.numbers
+        self.pacer.release(number, used)
+        pacer = self.models.get(ticket.model) if ticket.model is not None else None
+        if pacer is not None and own is not None:
+            pacer.release(own, used)
+        if self.derived is not None:
+            self.derived.observe(trio.current_time() - ticket.started)
 
-    async def succeeded(self) -> None:
+    def _rate(self, cost: Cost) -> float | None:
+        """Attempts a second the backend's limits allow, for attempts like ``cost``."""
+        pacer = self.pacer
+        rates = [
+            limit / 60.0 / amount
+            for limit, amount in (
+                (pacer.rpm, 1),
+                (pacer.tpm, cost.tokens),
+                (pacer.input_tpm, cost.input),
+                (pacer.output_tpm, cost.output),
+            )
+            if limit and amount
+        ]
+        return min(rates) if rates else None
+
+    async def succeeded(self, ticket: Ticket | None = None) -> None:
+        if ticket is not None and self.derived is not None:
+            await self._follow_latency(ticket)
         if self.adaptive is not None:
             await self.adaptive.succeeded()
+
+    async def _follow_latency(self, ticket: Ticket) -> None:
+        """Move the derived in-flight limit to what the rate and latency now call for."""
+        assert self.derived is not None
+        target = self.derived.target(self._rate(ticket.cost))
+        current = (
+            self.adaptive.ceiling if self.adaptive is not None else self.slots.total if self.slots else 0
+        )
+        if abs(target - current) <= current // _DERIVED_STEP:
+            return  # latencies wander: a small move is not worth a change (and an event)
+        reason = "the rate limit x the latency seen (Little's law)"
+        if self.adaptive is not None:
+            if target != self.adaptive.ceiling:
+                grew = self.adaptive.value >= self.adaptive.ceiling
+                self.adaptive.ceiling = target
+                self.adaptive.value = float(target) if grew else min(self.adaptive.value, target)
+                await self.adaptive.apply(reason)
+        elif self.slots is not None and target != self.slots.total:
+            self.slots.total = target
+            await self._notify(LimiterChanged(self.name, "concurrency", target, None, reason))
 
     async def failed(
         self, ticket: Ticket, kind: ErrorKind, retry_after: float | None, max_pause: float
@@ -355,20 +340,26 @@ class Gate:
             return
         if kind == "rate_limited":
             now = trio.current_time()
-            if now - self._last_429 < _SMOOTH_AFTER:
+            # An attempt sent before the last 429 came back is an echo of it, not a second one.
+            if ticket.started >= self._last_429 and now - self._last_429 < _SMOOTH_AFTER:
                 reason = "a second 429 within a minute: even pacing for the rest of the batch"
                 for pacer in (self.pacer, *self.models.values()):
                     await pacer.smooth(reason)
-            self._last_429 = now
+            if ticket.started >= self._last_429:
+                self._last_429 = now
         if retry_after:
             wait = min(retry_after, max_pause)
             await self.pacer.pause(wait, f"{kind}: the server asked to wait {retry_after:g}s")
         if self.adaptive is not None:
             await self.adaptive.overloaded(ticket.epoch)
 
-    async def observe(self, model: str | None, info: RateLimitInfo) -> None:
+    async def observe(self, model: str | None, info: RateLimitInfo, ticket: Ticket | None = None) -> None:
+        """What the server said in answer to ``ticket``'s attempt (None: not known which)."""
         pacer = self.models.get(model) if model is not None else None
-        await (pacer or self.pacer).observe(info)
+        if pacer is not None:
+            await pacer.observe(info, ticket.numbers[1] if ticket is not None else None)
+        else:
+            await self.pacer.observe(info, ticket.numbers[0] if ticket is not None else None)
 
 
 class Budget:

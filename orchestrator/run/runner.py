@@ -55,7 +55,7 @@ from orchestrator.run.job import (
     leftover_terminal,
     next_step,
 )
-from orchestrator.run.limits import Budget, Gate
+from orchestrator.run.limits import Budget, Gate, Ticket
 from orchestrator.run.schedule import JobQueue
 from orchestrator.run.watchdog import IdleWatchdog, Watch
 from orchestrator.spec import BackendLimits, BatchSpec, JobSpec
@@ -71,6 +71,7 @@ class _Job(JobState):
     """A job's state (:class:`~orchestrator.run.job.JobState`) bound to the run that sends its events."""
 
     run: Run = attrs.field(kw_only=True)
+    ticket: Ticket | None = attrs.field(default=None, kw_only=True)  # its attempt's, at the gate
 
     async def emit(self, event: Event) -> None:
         """Tag and send one event. Not to be called from two tasks at once (seq order).
@@ -95,7 +96,7 @@ class _Job(JobState):
         if self.watch is not None:
             self.watch.touch(now)
         if type(event) is RateLimitInfo:
-            await run.gates[self.spec.backend].observe(self.spec.model, event)
+            await run.gates[self.spec.backend].observe(self.spec.model, event, self.ticket)
         else:
             self.observe(event)
 
@@ -128,6 +129,8 @@ class Run:
                 self.notify,
                 on_pause=lambda until: self.queue.wake_at(until),
                 refund=getattr(backends[name], "refunds_unused_tokens", True),
+                probe=getattr(backends[name], "announces_limits", False),
+                derive_up_to=_derive_up_to(spec, backends[name]),
             )
             for name in ceilings
         }
@@ -306,21 +309,22 @@ class Run:
             self.budget.reserve(cost)
             job.reserved = cost
         try:
-            ticket = await gate.enter(tokens, spec.model)
+            ticket = await gate.enter(tokens, spec.model, spec.max_tokens)
         except BaseException:
             self._settle(job, None)
             raise
+        job.ticket = ticket
         job.begin_attempt(trio.current_time())
         try:
             failure = await self._stream(job)
         finally:
             spent = job.attempt_spent()  # what the summary charges this attempt, too
-            ticket.used = spent.tokens.total
+            ticket.used = spent.tokens
             gate.leave(ticket)
             # An unknown cost still counts what is known of it: a killed attempt was paid for.
             self._settle(job, spent.cost_usd if spent.cost_usd is not None else spent.at_least_usd)
         if failure is None:
-            await gate.succeeded()
+            await gate.succeeded(ticket)
         else:
             await gate.failed(ticket, failure.kind, failure.retry_after, spec.retry.max_retry_after)
         if gate.slots is not None:
@@ -411,3 +415,10 @@ def job_input(spec: JobSpec, *, log_inputs: bool) -> JobInput | None:
     return JobInput(
         row=row, metadata=metadata, system=spec.system, prompt=spec.prompt, messages=spec.messages
     )
+
+
+def _derive_up_to(spec: BatchSpec, backend: Backend) -> int | None:
+    """How far Little's law may raise a backend's unconfigured in-flight limit (None: not
+    derived): its own ceiling, never above the batch's ``concurrency``."""
+    ceiling = getattr(backend, "derived_concurrency_ceiling", None)
+    return None if ceiling is None else min(ceiling, spec.concurrency)

@@ -15,7 +15,9 @@ import attrs
 import pytest
 import trio
 
+from orchestrator.testing.anthropic.limits import Charge, Meter
 from orchestrator.testing.anthropic.server import (
+    AnthropicLimits,
     ErrorMidStream,
     HttpError,
     Reply,
@@ -224,3 +226,40 @@ async def test_every_request_is_recorded_with_its_query_headers_body_and_respons
     assert first.headers["x-api-key"] == "test"
     assert first.body == request_body(stream=True) and first.stream and first.prompt() == "Say hello."
     assert (first.response, second.response) == ("Reply", "HttpError")
+
+
+def test_the_meter_counts_uncached_input_and_output_apart_and_gives_unused_output_back() -> None:
+    limits = AnthropicLimits(rpm=60, input_tpm=1000, output_tpm=600)
+    meter = Meter(limits, start=0.0)
+    # 2,000 cached input tokens do not count; 100 uncached (50 read + 50 written to the cache) do.
+    charge = Charge(input_tokens=50, cache_read=2000, cache_creation=50, max_tokens=500)
+    first = meter.admit(0.0, charge, wall=0.0)
+    assert first.retry_after is None
+    assert first.headers["anthropic-ratelimit-input-tokens-remaining"] == "900"
+    assert first.headers["anthropic-ratelimit-output-tokens-remaining"] == "100"  # the whole budget
+    assert first.headers["anthropic-ratelimit-tokens-remaining"] == "100"  # the tighter of the two
+    assert first.headers["anthropic-ratelimit-requests-reset"] == "1970-01-01T00:00:01Z"
+    refused = meter.admit(0.0, charge, wall=0.0)
+    assert refused.refused_by == "output-tokens" and refused.retry_after == pytest.approx(40.0)
+    meter.settle(0.0, max_tokens=500, output_tokens=20)  # 480 of the budget come back
+    assert meter.admit(0.0, charge, wall=0.0).retry_after is None
+    older = Meter(attrs.evolve(limits, cache_reads_count=True), start=0.0)
+    older.admit(0.0, charge, wall=0.0)  # 2,100 counted: the whole bucket
+    assert older.admit(1.0, charge, wall=0.0).refused_by == "input-tokens"
+
+
+async def test_a_limited_fake_sends_its_rate_limit_headers_and_a_429_over_them() -> None:
+    limits = AnthropicLimits(rpm=1, input_tpm=100_000, output_tpm=100_000)
+    async with open_fake_anthropic(limits=limits, default=Reply.text("hi")) as fake:
+        ok = await post_messages(fake.port, request_body(stream=True))
+        refused = await post_messages(fake.port, request_body(stream=True))
+    assert ok.status == 200
+    assert {
+        "anthropic-ratelimit-requests-limit",
+        "anthropic-ratelimit-input-tokens-remaining",
+        "anthropic-ratelimit-output-tokens-reset",
+        "anthropic-ratelimit-tokens-limit",
+    } <= set(ok.headers)
+    assert refused.status == 429 and refused.headers["retry-after"] == "60"
+    assert json.loads(refused.body)["error"]["type"] == "rate_limit_error"
+    assert fake.meter is not None and (fake.meter.admitted, fake.meter.refused) == (1, 1)

@@ -26,6 +26,7 @@ from orchestrator.backends.http.endpoint import (
 )
 from orchestrator.backends.http.exchange import (
     DEFAULT_CONCURRENCY,
+    DERIVED_CONCURRENCY_CEILING,
     ApiKey,
     StreamDecoder,
     open_http_pool,
@@ -53,7 +54,8 @@ class TransportSettings:
     ``Settings`` adds its URL, key and request fields."""
 
     concurrency: int | None = attrs.field(default=None, metadata={"min": 1})
-    """Streams in flight at once; None: 64."""
+    """Streams in flight at once; None: 64 at first, then what the rate limit times the
+    observed latency calls for (up to 1,024 and the batch's ``concurrency``)."""
     ca_file: str | None = None
     """A CA certificate (PEM) to trust besides the system store."""
     proxy: bool = True
@@ -115,6 +117,12 @@ class HttpBackend:
         self.extra_headers = extra_headers(settings)
         self.prices = PriceBook(api.name, api.prices, settings.prices, scale=api.price_scale)
         self.refunds_unused_tokens = api.refunds_unused_tokens
+        # The runner's pacer: the first response's rate-limit headers size the first burst.
+        self.announces_limits = True
+        # Without a configured limit the runner derives one from the rate limit and latency.
+        self.derived_concurrency_ceiling = (
+            DERIVED_CONCURRENCY_CEILING if settings.concurrency is None else None
+        )
 
     def estimate(self, job: JobSpec) -> tuple[int, float | None]:
         """At most what one attempt may use: the input (about four characters a token) and the
@@ -143,6 +151,8 @@ class HttpKind:
     """The registry entry of an HTTP API backend (see :class:`~.base.BackendKind`)."""
 
     default_concurrency: int | None = DEFAULT_CONCURRENCY
+    # Unless configured, the runner raises the in-flight limit up to this (Little's law).
+    derived_concurrency_ceiling: int | None = DERIVED_CONCURRENCY_CEILING
     files_per_attempt = 1  # its connection's socket (see orchestrator.resources)
 
     def __init__(self, api: HttpApi) -> None:

@@ -63,9 +63,13 @@ DONE_GRACE = 2.0
 in the same read) before closing the connection instead of keeping it."""
 ERROR_BODY_LIMIT = 64 * 1024
 DEFAULT_CONCURRENCY = 64
-"""Streams in flight per HTTP backend unless its settings say otherwise: a streamed reply costs
-about 25 us of CPU per event here, so 64 streams at 50 tokens/s use a tenth of a core; the API's
-rate limits, not the client, are what a higher number runs into."""
+"""Streams in flight per HTTP backend at the start unless its settings say otherwise: a streamed
+reply costs about 25 us of CPU per event here, so 64 streams at 50 tokens/s use a tenth of a
+core; the API's rate limits, not the client, are what a higher number runs into. From there the
+runner raises it to what the rate limit times the observed latency calls for (Little's law), up
+to :data:`DERIVED_CONCURRENCY_CEILING` and never above the batch's ``concurrency``."""
+DERIVED_CONCURRENCY_CEILING = 1024
+"""The most streams in flight the derived default reaches (one socket each)."""
 
 
 class ApiKey:

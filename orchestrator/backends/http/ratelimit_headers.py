@@ -8,11 +8,11 @@ Two families of headers, both reporting per-minute limits, what is left of them,
 until the quota is full again:
 
 Anthropic (``anthropic-ratelimit-``)
-    ``requests-limit/-remaining/-reset`` and ``tokens-limit/-remaining/-reset``; a reset is an
-    RFC 3339 timestamp, turned into seconds from ``now``. The ``input-tokens-*`` and
-    ``output-tokens-*`` headers are not read: ``tokens-*`` already carries whichever of the two
-    is the most restrictive, and a per-direction limit is not a limit on the input plus output
-    tokens that the pacer counts.
+    ``requests-limit/-remaining/-reset``, ``input-tokens-*`` and ``output-tokens-*`` (Anthropic
+    meters input and output tokens apart; cache reads do not count as input on current models),
+    and ``tokens-*``; a reset is an RFC 3339 timestamp, turned into seconds from ``now``.
+    ``tokens-*`` carries whichever of input and output is the most restrictive, not a limit on
+    input plus output: it is read only from a server that sends neither of the other two.
 OpenAI and compatible servers (``x-ratelimit-``)
     ``limit-requests``, ``remaining-requests``, ``reset-requests`` and the same for ``-tokens``;
     a reset is a Go-style duration (``1s``, ``6m0s``, ``20ms``, ``1h2m3.5s``) or plain seconds.
@@ -50,15 +50,22 @@ _UNIT_SECONDS = {
     "m": 60.0,
     "h": 3600.0,
 }
-# RateLimitInfo field, then its header in each family (after the family's prefix).
-_FIELDS = (
+# RateLimitInfo field, then its header in each family (after the family's prefix; None: not sent).
+_FIELDS: tuple[tuple[str, bytes, bytes | None], ...] = (
     ("requests_limit", b"requests-limit", b"limit-requests"),
     ("requests_remaining", b"requests-remaining", b"remaining-requests"),
     ("requests_reset_s", b"requests-reset", b"reset-requests"),
     ("tokens_limit", b"tokens-limit", b"limit-tokens"),
     ("tokens_remaining", b"tokens-remaining", b"remaining-tokens"),
     ("tokens_reset_s", b"tokens-reset", b"reset-tokens"),
+    ("input_tokens_limit", b"input-tokens-limit", None),
+    ("input_tokens_remaining", b"input-tokens-remaining", None),
+    ("input_tokens_reset_s", b"input-tokens-reset", None),
+    ("output_tokens_limit", b"output-tokens-limit", None),
+    ("output_tokens_remaining", b"output-tokens-remaining", None),
+    ("output_tokens_reset_s", b"output-tokens-reset", None),
 )
+_SPLIT = (_ANTHROPIC + b"input-tokens-limit", _ANTHROPIC + b"output-tokens-limit")
 # Longer than a day is not a rate-limit window; such a value is junk (or would pause for ever).
 _LONGEST = 86400.0
 
@@ -74,14 +81,15 @@ def rate_limit_info(headers: Headers, now: float) -> RateLimitInfo | None:
     if not found:
         return None
     values: dict[str, Any] = {}
+    split = any(name in found for name in _SPLIT)
     for field, anthropic, openai in _FIELDS:
         reset = field.endswith("_reset_s")
         value: float | None = None
         raw = found.get(_ANTHROPIC + anthropic)
-        if raw is not None:
+        if raw is not None and not (split and field.startswith("tokens_")):
             text = raw.decode("latin-1")
             value = parse_timestamp(text, now) if reset else parse_count(text)
-        raw = found.get(_OPENAI + openai)
+        raw = found.get(_OPENAI + openai) if openai is not None else None
         if value is None and raw is not None:
             # UTF-8: Go writes microseconds as "µs".
             text = raw.decode("utf-8", "replace")

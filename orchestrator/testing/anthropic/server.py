@@ -29,6 +29,11 @@ This module is the server; the responses and recorded requests are defined in
 :mod:`.script` (and importable from here), their bytes on the wire in
 :mod:`.wire`.
 
+Rate limits (optional, ``limits=AnthropicLimits(rpm, input_tpm, output_tpm)``): requests,
+uncached input tokens and output tokens are metered apart, as the API meters them
+(:mod:`.limits`); every reply carries the ``anthropic-ratelimit-*`` headers and a request over a
+limit gets a 429 ``rate_limit_error`` while its scripted response waits for the next request.
+
 Run it alone for demos (``orchestrate jobs/claude.toml``) with the :func:`demo_reply` responder::
 
     python -m orchestrator.testing.anthropic --port 8765
@@ -37,9 +42,11 @@ Run it alone for demos (``orchestrate jobs/claude.toml``) with the :func:`demo_r
 from __future__ import annotations
 
 import argparse
+import math
 import socket
 import struct
 import sys
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -49,6 +56,7 @@ import orjson
 import trio
 
 from orchestrator.testing.anthropic import wire
+from orchestrator.testing.anthropic.limits import AnthropicLimits, Charge, Meter
 from orchestrator.testing.anthropic.script import (
     Block,
     Disconnect,
@@ -72,6 +80,7 @@ from orchestrator.testing.raw import Raw, send_raw
 
 __all__ = [
     "HOST",
+    "AnthropicLimits",
     "Block",
     "Disconnect",
     "ErrorMidStream",
@@ -103,7 +112,13 @@ _FLUSH_AT = 64 * 1024
 class FakeAnthropic:
     """A running fake; see the module docstring. Not thread-safe: use it from its trio run."""
 
-    def __init__(self, port: int, default: Response | Responder | None, api_key: str | None) -> None:
+    def __init__(
+        self,
+        port: int,
+        default: Response | Responder | None,
+        api_key: str | None,
+        limits: AnthropicLimits | None = None,
+    ) -> None:
         self.port = port
         self.default: Response | Responder = default if default is not None else script_exhausted
         self.api_key = api_key
@@ -112,6 +127,8 @@ class FakeAnthropic:
         self.requests: list[RecordedRequest] = []
         self._script: deque[Response | Responder] = deque()
         self._arrived = trio.Condition()
+        self.meter = Meter(limits, trio.current_time()) if limits is not None else None
+        """The rate limits' buckets and counts (``meter.refused``: 429s sent), if limited."""
 
     @property
     def base_url(self) -> str:
@@ -137,9 +154,22 @@ class FakeAnthropic:
             while len(self.message_requests()) < count:
                 await self._arrived.wait()
 
-    def _next(self, request: RecordedRequest) -> Response:
-        entry = self._script.popleft() if self._script else self.default
-        return entry(request) if callable(entry) else entry
+    def _next(self, request: RecordedRequest) -> tuple[Response, dict[str, str]]:
+        """The response to a message request and the rate-limit headers to send with it. A
+        request over the limits gets a 429 and leaves the script as it was."""
+        entry = self._script[0] if self._script else self.default
+        response = entry(request) if callable(entry) else entry
+        headers: dict[str, str] = {}
+        if self.meter is not None and isinstance(response, Reply):
+            admission = self.meter.admit(trio.current_time(), _charge(request.body, response), time.time())
+            headers = admission.headers
+            if admission.retry_after is not None:
+                message = f"This request would exceed your rate limit of {admission.refused_by} per minute"
+                error = HttpError(429, message, "rate_limit_error", math.ceil(admission.retry_after), headers)
+                return error, headers
+        if self._script:
+            self._script.popleft()
+        return response, headers
 
     async def _record(self, request: RecordedRequest) -> None:
         self.requests.append(request)
@@ -167,16 +197,21 @@ class FakeAnthropic:
             if method == "POST" and path == "/v1/messages":
                 keys = (headers.get("x-api-key"), headers.get("authorization", "").removeprefix("Bearer "))
                 problem = cache_problem(body) or output_format_problem(body)
+                extra: dict[str, str] = {}
                 if self.api_key is not None and self.api_key not in keys:
                     response: Response = HttpError(401, "invalid x-api-key")
                 elif problem is not None:  # as the API does: refused before any token is used
                     response = HttpError(400, problem)
                 else:
-                    response = self._next(RecordedRequest(method, path, query, headers, body, now, "-"))
+                    request = RecordedRequest(method, path, query, headers, body, now, "-")
+                    response, extra = self._next(request)
                 await self._record(
                     RecordedRequest(method, path, query, headers, body, now, type(response).__name__)
                 )
-                await _respond(stream, response, body if isinstance(body, dict) else {})
+                await _respond(stream, response, body if isinstance(body, dict) else {}, extra)
+                if self.meter is not None and isinstance(response, Reply):
+                    charge = _charge(body, response)
+                    self.meter.settle(trio.current_time(), charge.max_tokens, response.output_tokens())
                 return
             await self._record(RecordedRequest(method, path, query, headers, body, now, "-"))
             if method == "POST" and path == "/v1/messages/count_tokens":
@@ -193,9 +228,14 @@ class FakeAnthropic:
 
 @asynccontextmanager
 async def open_fake_anthropic(
-    *, port: int = 0, default: Response | Responder | None = None, api_key: str | None = None
+    *,
+    port: int = 0,
+    default: Response | Responder | None = None,
+    api_key: str | None = None,
+    limits: AnthropicLimits | None = None,
 ) -> AsyncIterator[FakeAnthropic]:
-    """Serve a fake on 127.0.0.1 (``port`` 0: a free port) for the duration of the block.
+    """Serve a fake on 127.0.0.1 (``port`` 0: a free port) for the duration of the block;
+    ``limits``: rate limits, buckets full at the start.
 
     Leaving the block, normally or by cancellation, closes the listener and every open
     connection (stalled ones included) before it returns: no task outlives the block.
@@ -203,7 +243,7 @@ async def open_fake_anthropic(
     async with trio.open_nursery() as nursery:
         listeners = await trio.open_tcp_listeners(port, host=HOST)
         bound = listeners[0].socket.getsockname()[1]
-        fake = FakeAnthropic(bound, default, api_key)
+        fake = FakeAnthropic(bound, default, api_key, limits)
         await nursery.start(trio.serve_listeners, fake.handle, listeners)
         try:
             yield fake
@@ -214,7 +254,20 @@ async def open_fake_anthropic(
 # --- answering ----------------------------------------------------------------------------------------
 
 
-async def _respond(stream: trio.SocketStream, response: Response, body: Mapping[str, Any]) -> None:
+def _charge(body: Any, reply: Reply) -> Charge:
+    """What a request that gets ``reply`` costs the meter: the input its usage reports and the
+    budget it asked for (the reply's own length when it names none)."""
+    budget = body.get("max_tokens") if isinstance(body, dict) else None
+    if not isinstance(budget, int) or isinstance(budget, bool):
+        budget = reply.output_tokens()
+    used = reply.usage
+    return Charge(used.input_tokens, used.cache_read_input_tokens, used.cache_creation_input_tokens, budget)
+
+
+async def _respond(
+    stream: trio.SocketStream, response: Response, body: Mapping[str, Any], extra: Mapping[str, str]
+) -> None:
+    """Answer one message request (``extra``: more headers for a reply)."""
     requested = body.get("model")
     model = requested if isinstance(requested, str) else "claude-fake"
     streaming = body.get("stream") is True
@@ -224,12 +277,12 @@ async def _respond(stream: trio.SocketStream, response: Response, body: Mapping[
         case Reply():
             await trio.sleep(response.delay)
             if streaming:
-                async with _ChunkedWriter(stream, response.write_size) as out:
+                async with _ChunkedWriter(stream, response.write_size, extra) as out:
                     for name, data in wire.reply_events(response, response.model or model):
                         await out.event(name, data, response.event_gap)
             else:
                 await stream.send_all(
-                    wire.json_response(200, wire.message(response, response.model or model))
+                    wire.json_response(200, wire.message(response, response.model or model), extra)
                 )
         case ErrorMidStream():
             if not streaming:
@@ -273,9 +326,12 @@ class _ChunkedWriter:
     unfinished, as a server that broke off would leave it.
     """
 
-    def __init__(self, stream: trio.SocketStream, write_size: int | None) -> None:
+    def __init__(
+        self, stream: trio.SocketStream, write_size: int | None, headers: Mapping[str, str] | None = None
+    ) -> None:
         self.stream = stream
         self.write_size = write_size
+        self.headers = {**wire.SSE_HEADERS, **(headers or {})}
         self.pending = bytearray()
 
     async def __aenter__(self) -> _ChunkedWriter:
@@ -288,7 +344,7 @@ class _ChunkedWriter:
             await self.stream.send_all(wire.LAST_CHUNK)
 
     async def start(self) -> None:
-        await self.stream.send_all(wire.response_head(200, wire.SSE_HEADERS))
+        await self.stream.send_all(wire.response_head(200, self.headers))
 
     async def event(self, name: str, data: Mapping[str, Any], gap: float = 0.0) -> None:
         """Queue one event; with a ``gap``, send what is queued and wait that long after it."""

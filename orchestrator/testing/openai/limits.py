@@ -10,6 +10,12 @@ bucket holds only ``window`` seconds' worth of them. The real APIs hold a whole 
 Remaining counts and reset durations describe the scaled bucket as it is: at most ``window``
 seconds of refill, at most ``rpm * window / 60`` requests left.
 
+With ``fixed`` True the meter counts in fixed windows instead, as some gateways and
+self-hosted servers do: each ``window`` seconds (from the meter's start) allows ``rpm * window /
+60`` requests and the same share of the tokens, and nothing comes back before the window ends.
+Its headers are as honest: the per-minute limit, what is left of this window's allowance, and
+the time until the window ends (when the allowance is whole again).
+
 What a request costs in tokens is the caller's to say (the fake charges the usage of the reply
 it is about to send, so a client that settles its reservations against the reported usage
 sees the same count as the server).
@@ -21,17 +27,20 @@ import math
 
 import attrs
 
-from orchestrator.backends.sim.server import SimServer
+from orchestrator.backends.sim.server import Bucket, SimServer, Verdict
+from orchestrator.events import RateLimitInfo
 
 
 @attrs.frozen
 class RateLimits:
     """Requests and tokens per minute (None: not limited); buckets hold ``window`` seconds'
-    worth and start full."""
+    worth and start full (or, ``fixed``, each window of that length allows that much)."""
 
     rpm: float | None = None
     tpm: float | None = None
     window: float = 60.0
+    fixed: bool = False
+    """Fixed windows of ``window`` seconds instead of token buckets."""
 
 
 @attrs.frozen
@@ -58,12 +67,20 @@ class Meter:
             limits.tpm * per_window if limits.tpm else None,
             start=start * self._scale,
         )
+        self._windows = (
+            FixedWindows(self._server.requests, self._server.tokens, start * self._scale)
+            if limits.fixed
+            else None
+        )
         self.admitted = 0
         self.refused = 0
 
     def admit(self, now: float, tokens: int, model: str = "fake-model") -> Admission:
         """Charge one request of ``tokens`` at ``now`` (seconds, the ``start`` clock)."""
-        verdict = self._server.admit(now * self._scale, tokens)
+        if self._windows is not None:
+            verdict = self._windows.admit(now * self._scale, tokens)
+        else:
+            verdict = self._server.admit(now * self._scale, tokens)
         info = verdict.info
         headers: dict[str, str] = {}
         for what, limit, left, reset in (
@@ -89,6 +106,45 @@ class Meter:
             f"Please try again in {go_duration(wait)}."
         )
         return Admission(headers, wait, by, message)
+
+
+class FixedWindows:
+    """Fixed one-minute windows on the sim server's (scaled) clock, with the allowances of
+    ``requests`` and ``tokens`` (buckets used only for their limits); counts restart at each
+    window's start."""
+
+    def __init__(self, requests: Bucket | None, tokens: Bucket | None, start: float) -> None:
+        self._limits = (requests.limit if requests else None, tokens.limit if tokens else None)
+        self._start = start
+        self._window = 0
+        self._used = [0.0, 0.0]
+
+    def admit(self, now: float, tokens: int) -> Verdict:
+        window = math.floor((now - self._start) / 60.0)
+        if window != self._window:
+            self._window, self._used = window, [0.0, 0.0]
+        ends_in = self._start + (window + 1) * 60.0 - now
+        costs = (1, tokens)
+        fits = all(
+            limit is None or used + min(cost, limit) <= limit
+            for limit, used, cost in zip(self._limits, self._used, costs, strict=True)
+        )
+        if fits:
+            for i, (limit, cost) in enumerate(zip(self._limits, costs, strict=True)):
+                if limit is not None:
+                    self._used[i] += min(cost, limit)
+        return Verdict(fits, None if fits else ends_in, self._info(ends_in))
+
+    def _info(self, ends_in: float) -> RateLimitInfo:
+        (r_limit, t_limit), (r_used, t_used) = self._limits, self._used
+        return RateLimitInfo(
+            int(r_limit) if r_limit else None,
+            int(r_limit - r_used) if r_limit else None,
+            ends_in if r_limit else None,
+            int(t_limit) if t_limit else None,
+            int(t_limit - t_used) if t_limit else None,
+            ends_in if t_limit else None,
+        )
 
 
 def go_duration(seconds: float) -> str:

@@ -29,12 +29,17 @@ whole seconds, ``retry-after-ms`` exact) while its scripted response waits for t
 Run it alone, answering every prompt, for demos and benchmarks::
 
     python -m orchestrator.testing.openai --port 8766 [--rpm 600 --tpm 60000 --window 6 --latency 0.5]
+
+``--fixed`` meters fixed windows of ``--window`` seconds instead of buckets; ``--fail 0.05`` answers
+that share of requests with a 500 and ``--stall 0.01`` that share with a stream that goes silent
+after its first words (drawn with ``--seed``).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import random
 import socket
 import ssl
 import struct
@@ -370,13 +375,20 @@ def _reset(stream: trio.abc.Stream) -> None:
 
 async def _serve(args: argparse.Namespace) -> None:
     reply = timed_reply(args.words, args.latency) if args.latency is not None else demo_reply
+    chance = random.Random(args.seed)
 
     def answer(request: RecordedRequest) -> Response:
         if not args.quiet:
             print(f"POST /v1/chat/completions model={request.body.get('model')}", file=sys.stderr, flush=True)
+        draw = chance.random()
+        if draw < args.fail:
+            return HttpError(500, "The server had an error while processing your request.")
+        if draw < args.fail + args.stall:
+            return Stall(seconds=300.0)
         return reply(request)
 
-    limits = RateLimits(args.rpm, args.tpm, args.window) if args.rpm or args.tpm else None
+    limited = args.rpm or args.tpm
+    limits = RateLimits(args.rpm, args.tpm, args.window, args.fixed) if limited else None
     async with open_fake_openai(port=args.port, default=answer, limits=limits) as fake:
         print(f"fake OpenAI API on {fake.base_url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
         await trio.sleep_forever()
@@ -392,6 +404,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rpm", type=float, help="requests per minute (429 over it)")
     parser.add_argument("--tpm", type=float, help="tokens per minute (429 over it)")
     parser.add_argument("--window", type=float, default=60.0, help="seconds' worth a bucket holds")
+    parser.add_argument("--fixed", action="store_true", help="fixed windows of --window seconds, not buckets")
+    parser.add_argument("--fail", type=float, default=0.0, help="share of requests answered with a 500")
+    parser.add_argument("--stall", type=float, default=0.0, help="share of replies that stall after a word")
+    parser.add_argument("--seed", type=int, default=0, help="seed for --fail and --stall")
     parser.add_argument("--latency", type=float, help="answer every prompt after this many seconds")
     parser.add_argument("--words", type=int, default=20, help="words in a --latency answer")
     args = parser.parse_args(argv)

@@ -179,12 +179,40 @@ def test_anthropic_headers_are_read_with_resets_as_seconds_from_now() -> None:
             anthropic_ratelimit_tokens_limit="400000",
             anthropic_ratelimit_tokens_remaining="0",
             anthropic_ratelimit_tokens_reset="2025-01-15T14:23:12Z",
-            anthropic_ratelimit_input_tokens_limit="2000000",  # not read: see the module
         ),
         NOW,
     )
     assert info is not None and info.requests_reset_s == pytest.approx(0.015, abs=1e-6)
     assert info == RateLimitInfo(4000, 3999, info.requests_reset_s, 400000, 0, 12.0)
+
+
+def test_anthropic_input_and_output_token_limits_are_read_apart_and_then_the_combined_one_is_not() -> None:
+    info = rate_limit_info(
+        headers(
+            anthropic_ratelimit_requests_limit="4000",
+            anthropic_ratelimit_requests_remaining="3999",
+            anthropic_ratelimit_input_tokens_limit="2000000",
+            anthropic_ratelimit_input_tokens_remaining="1999000",
+            anthropic_ratelimit_input_tokens_reset="2025-01-15T14:23:01Z",
+            anthropic_ratelimit_output_tokens_limit="400000",
+            anthropic_ratelimit_output_tokens_remaining="0",
+            anthropic_ratelimit_output_tokens_reset="2025-01-15T14:23:30Z",
+            # the most restrictive of the two: not a limit on input plus output
+            anthropic_ratelimit_tokens_limit="400000",
+            anthropic_ratelimit_tokens_remaining="0",
+        ),
+        NOW,
+    )
+    assert info == RateLimitInfo(
+        4000,
+        3999,
+        input_tokens_limit=2000000,
+        input_tokens_remaining=1999000,
+        input_tokens_reset_s=1.0,
+        output_tokens_limit=400000,
+        output_tokens_remaining=0,
+        output_tokens_reset_s=30.0,
+    )
 
 
 def test_a_response_without_rate_limit_headers_says_nothing() -> None:

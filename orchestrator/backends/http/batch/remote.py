@@ -197,6 +197,8 @@ class BatchBackend(HttpBackend):
         super().__init__(api.streaming, settings, pool, key)
         self.batch_api = api
         self.refunds_unused_tokens = True  # no rate limit of the streaming API is spent
+        self.announces_limits = False  # nor does a waiting attempt hear of one
+        self.derived_concurrency_ceiling = None  # its in-flight limit is its own (jobs waiting)
         control = Control(pool, api.streaming.headers(settings, api.streaming.options(), key), key)
         self.collector = Collector(
             api.remote(control, settings, redactor(key)),
@@ -309,6 +311,7 @@ class BatchKind(HttpKind):
     """The registry entry of a batch backend."""
 
     default_concurrency: int | None = DEFAULT_CONCURRENCY
+    derived_concurrency_ceiling = None  # not derived from a streaming rate limit
     files_per_attempt = 0  # a waiting attempt holds no connection
 
     def __init__(self, api: BatchApi) -> None:
