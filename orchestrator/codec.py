@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from typing import Any, cast
 
 import attrs
@@ -23,11 +23,21 @@ import orjson
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
 
 from orchestrator.errors import ErrorKind
-from orchestrator.events import CONTENT_BLOCKS, EVENT_TYPES, SPANNED_EVENTS, ContentBlock, Event, Tagged
+from orchestrator.events import (
+    CONTENT_BLOCKS,
+    EVENT_TYPES,
+    SPANNED_EVENTS,
+    ContentBlock,
+    Event,
+    Tagged,
+    Tokens,
+)
 
 TAG_KEYS = ("job", "attempt", "seq", "ts", "kind")
 _SPANNED = frozenset(cls.kind for cls in SPANNED_EVENTS)  # the kinds a line with ``seq_end`` may be
-LOG_SCHEMA = 1
+LOG_SCHEMA = 2
+"""1: every field of every line written; 2: fields at their defaults, and what earlier lines of
+the job say, left out (:mod:`orchestrator.record.lines`). This version reads both."""
 
 
 class DecodeError(ValueError):
@@ -116,47 +126,116 @@ def event_to_dict(event: Event) -> dict[str, Any]:
 
 # orjson writes these as they are (an ErrorKind as its name).
 _JSON_NATIVE = {str, int, float, bool, str | None, int | None, float | None, bool | None, ErrorKind}
+_EMPTY_DICT: dict[str, Any] = {}
 
 
-def _line_builder(kind: str, cls: type) -> Callable[[Tagged], dict[str, Any]]:
-    """Generate the function that turns a tagged event of ``cls`` into its log line's dict: the
-    tag and the fields in one dict display, JSON-native fields read as they are and the others
-    through the converter's hooks. The log encodes every event, so this is the codec's hot path;
-    it builds exactly what ``{tag, "kind", **event_to_dict(event)}`` would, in the same order."""
+def _field_defaults(cls: type) -> dict[str, Any]:
+    """What a reader puts back for each field a line leaves out: its default; None for an
+    optional field without one; empty for a mapping or a tuple without one. Fields of no such
+    kind are always written."""
     hints = typing.get_type_hints(cls)
-    hooks: dict[str, Any] = {}
-    items = ["'job': t.job_id", "'attempt': t.attempt", "'seq': t.seq", "'ts': t.ts", f"'kind': {kind!r}"]
+    defaults: dict[str, Any] = {}
     for field in attrs.fields(cls):
-        if hints[field.name] in _JSON_NATIVE:
-            items.append(f"{field.name!r}: e.{field.name}")
-        else:
-            hooks[f"_{field.name}"] = converter.get_unstructure_hook(hints[field.name])
-            items.append(f"{field.name!r}: _{field.name}(e.{field.name})")
-    source = f"def line(t):\n    e = t.event\n    return {{{', '.join(items)}}}\n"
-    exec(compile(source, f"<log line of {kind}>", "exec"), hooks)
-    return cast(Callable[[Tagged], dict[str, Any]], hooks["line"])
+        hint = hints[field.name]
+        if isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
+            defaults[field.name] = field.default.factory()  # type: ignore[union-attr]
+        elif field.default is not attrs.NOTHING:
+            defaults[field.name] = field.default
+        elif type(None) in typing.get_args(hint):
+            defaults[field.name] = None
+        elif typing.get_origin(hint) in (Mapping, tuple):
+            defaults[field.name] = {} if typing.get_origin(hint) is Mapping else ()
+    for value in defaults.values():
+        # a reader's filled-in value must be JSON data of a kind the structure hooks take
+        assert value in (None, (), _EMPTY_DICT) or type(value) in (int, float, str, bool), (cls, value)
+    return defaults
 
+
+FIELD_DEFAULTS: dict[str, dict[str, Any]] = {kind: _field_defaults(cls) for kind, cls in EVENT_TYPES.items()}
+"""Per kind, the fields a log line leaves out when they hold this value (log schema 2)."""
+
+
+def compact_tokens(tokens: Tokens | None) -> dict[str, int] | None:
+    """Token counts as a log line writes them: the counts that are not zero."""
+    if tokens is None:
+        return None
+    counts = {"input": tokens.input, "output": tokens.output}
+    if tokens.cache_read:
+        counts["cache_read"] = tokens.cache_read
+    if tokens.cache_creation:
+        counts["cache_creation"] = tokens.cache_creation
+    if not counts["output"]:
+        del counts["output"]
+    if not counts["input"]:
+        del counts["input"]
+    return counts
+
+
+def _line_builder(kind: str, cls: type, always: Container[str]) -> Callable[[Tagged], dict[str, Any]]:
+    """Generate the function that turns a tagged event of ``cls`` into its log line's dict: the
+    tag, then the fields that do not hold their default (:data:`FIELD_DEFAULTS`; the fields in
+    ``always`` are written whatever they hold), JSON-native fields read as they are and the
+    others through the converter's hooks (token counts through :func:`compact_tokens`). The
+    log encodes every event, so this is the codec's hot path."""
+    hints = typing.get_type_hints(cls)
+    defaults = FIELD_DEFAULTS[kind]
+    scope: dict[str, Any] = {"_tokens": compact_tokens}
+    tag = "'job': t.job_id, 'attempt': t.attempt, 'seq': t.seq, {}'ts': t.ts, 'kind': " + repr(kind)
+    body = [
+        "def line(t):",
+        "    e = t.event",
+        "    if t.seq_end is None:",
+        "        d = {" + tag.format("") + "}",
+        "    else:",
+        "        d = {" + tag.format("'seq_end': t.seq_end, ") + "}",
+    ]
+    for field in attrs.fields(cls):
+        name, hint = field.name, hints[field.name]
+        if hint in _JSON_NATIVE:
+            value = f"e.{name}"
+        elif hint in (Tokens, Tokens | None):
+            value = f"_tokens(e.{name})"
+        else:
+            scope[f"_{name}"] = converter.get_unstructure_hook(hint)
+            value = f"_{name}(e.{name})"
+        if name in always or name not in defaults:
+            body.append(f"    d[{name!r}] = {value}")
+            continue
+        default = defaults[name]
+        scope[f"_default_{name}"] = default
+        test = f"e.{name} is not None" if default is None else f"e.{name} != _default_{name}"
+        body.append(f"    if {test}:")
+        body.append(f"        d[{name!r}] = {value}")
+    body.append("    return d")
+    exec(compile("\n".join(body) + "\n", f"<log line of {kind}>", "exec"), scope)
+    return cast(Callable[[Tagged], dict[str, Any]], scope["line"])
+
+
+CONTEXT_FIELDS: dict[str, tuple[str, ...]] = {
+    "attempt_started": ("backend",),
+    "stream_finished": ("tokens", "session_id"),
+    "job_succeeded": ("attempts",),
+    "job_failed": ("attempts",),
+    "job_cancelled": ("attempts",),
+}
+"""Fields whose value a reader takes from earlier lines of the same job when a line leaves them
+out (see :mod:`orchestrator.record.lines`): a line written without that context writes them."""
 
 _LINE: dict[type, Callable[[Tagged], dict[str, Any]]] = {
-    cls: _line_builder(kind, cls) for kind, cls in EVENT_TYPES.items()
+    cls: _line_builder(kind, cls, CONTEXT_FIELDS.get(kind, ())) for kind, cls in EVENT_TYPES.items()
 }
 
 
 def tagged_to_dict(tagged: Tagged) -> dict[str, Any]:
-    """A log line as a dict: ``job``, ``attempt``, ``seq`` (and ``seq_end`` for a record that
-    stands for several deltas), ``ts``, ``kind``, then the fields."""
-    line = _LINE[type(tagged.event)](tagged)
-    if tagged.seq_end is None:
-        return line
-    # update() keeps the keys already present in place: seq_end lands right after seq.
-    spanned = {"job": None, "attempt": None, "seq": None, "seq_end": tagged.seq_end}
-    spanned.update(line)
-    return spanned
+    """A log line as a dict, standing on its own: ``job``, ``attempt``, ``seq`` (and ``seq_end``
+    for a record that stands for several deltas), ``ts``, ``kind``, then the fields that do not
+    hold their default. (A log writer leaves out more: :mod:`orchestrator.record.lines`.)"""
+    return _LINE[type(tagged.event)](tagged)
 
 
 def encode_tagged(tagged: Tagged) -> bytes:
-    """One log line, newline included."""
-    return orjson.dumps(tagged_to_dict(tagged), option=orjson.OPT_APPEND_NEWLINE)
+    """One log line standing on its own, newline included."""
+    return orjson.dumps(_LINE[type(tagged.event)](tagged), option=orjson.OPT_APPEND_NEWLINE)
 
 
 def decode_event(kind: str, fields: Mapping[str, Any]) -> Event:
@@ -174,7 +253,8 @@ def decode_event(kind: str, fields: Mapping[str, Any]) -> Event:
 
 
 def decode_tagged(obj: Mapping[str, Any]) -> Tagged:
-    """Rebuild a tagged event from a decoded log line (a dict)."""
+    """Rebuild a tagged event from a decoded log line (a dict) that states its whole tag; fields
+    it leaves out take their defaults (:data:`FIELD_DEFAULTS`)."""
     fields = dict(obj)
     try:
         job, attempt, seq, ts, kind = (fields.pop(k) for k in TAG_KEYS)
@@ -187,6 +267,11 @@ def decode_tagged(obj: Mapping[str, Any]) -> Tagged:
     seq_end = fields.pop("seq_end", None)
     if seq_end is not None and (type(seq_end) is not int or seq_end <= seq or kind not in _SPANNED):
         raise DecodeError("log line has a bad seq_end")
+    defaults = FIELD_DEFAULTS.get(kind)
+    if defaults:
+        for name, value in defaults.items():
+            if name not in fields:
+                fields[name] = {} if value == _EMPTY_DICT else value  # a fresh dict for each event
     return Tagged(job, attempt, seq, float(ts), decode_event(kind, fields), seq_end)
 
 

@@ -2,7 +2,9 @@
 
 Layout: a header line (``"kind": "log_header"``) opens each run, then one line per tagged event,
 except that a run of text (or thinking) deltas of one attempt is one line (see
-:mod:`~orchestrator.record.coalesce`). A resumed run appends a new header and its events to the same file.
+:mod:`~orchestrator.record.coalesce`). A line leaves out what a reader can fill back in (fields
+at their defaults, what earlier lines of the job say: see :mod:`~orchestrator.record.lines`), so
+lines are read in order, each run from its header. A resumed run appends a new header and its events to the same file.
 
 Durability: with ``fsync="terminal"`` (the default) every batch holding a job's terminal event
 is flushed and fsynced before the bus hands it to anyone else, so a job never counts as done
@@ -34,6 +36,7 @@ import trio
 from orchestrator import codec
 from orchestrator.events import TERMINAL_EVENTS, Tagged
 from orchestrator.record.coalesce import DeltaRuns
+from orchestrator.record.lines import LogLines
 
 HEADER_KIND = "log_header"
 _HEADER_START = b'{"kind":"log_header"'  # how every header we write begins
@@ -72,6 +75,7 @@ class LogWriter:
         self._owned = target != "-"
         self.failed = False  # a write failed: the file may end in a cut line, and the disk be full
         self._runs = DeltaRuns()
+        self._lines = LogLines()
         self._last_fsync = -math.inf  # trio time the last fsync started
 
     def open(self, header: LogHeader) -> None:
@@ -85,6 +89,7 @@ class LogWriter:
             self._file = open(path, "ab", buffering=0)
         else:
             self._file = sys.stdout.buffer
+        self._lines.restart()
         self._write(orjson.dumps({"kind": HEADER_KIND, **codec.to_jsonable(header)}) + b"\n")
 
     def _write(self, data: bytes) -> None:
@@ -110,7 +115,7 @@ class LogWriter:
         so the run must end. What was written before stays valid; a line cut by the failure
         is a torn tail that the next run (``--resume``) cuts.
         """
-        encode = codec.encode_tagged
+        encode = self._lines.encode
         try:
             self._write(b"".join([encode(t) for t in self._runs.feed(batch)]))
             if self._owned and self.fsync != "never":
@@ -131,7 +136,7 @@ class LogWriter:
             held = self._runs.drain()  # deltas of attempts a torn-down run never ended
             if held:
                 try:
-                    self._write(b"".join([codec.encode_tagged(t) for t in held]))
+                    self._write(b"".join([self._lines.encode(t) for t in held]))
                 except OSError:
                     self.failed = True
         if self._file is not None and self._owned:
@@ -265,12 +270,14 @@ def read_log(path: str | Path) -> Iterator[LogRecord]:
 
     Raises :class:`LogError` naming the file and line for a line that is not a valid record.
     """
+    lines = LogLines()
     for number, obj in read_objects(path):
         try:
             if obj.get("kind") == HEADER_KIND:
                 fields = {k: v for k, v in obj.items() if k != "kind"}
+                lines.restart()
                 yield LogRecord(number, header=codec.structure(fields, LogHeader))
             else:
-                yield LogRecord(number, tagged=codec.decode_tagged(obj))
+                yield LogRecord(number, tagged=lines.decode(obj))
         except Exception as exc:
             raise LogError(f"{path}: line {number}: {exc}") from None
