@@ -39,6 +39,7 @@ from orchestrator.events import (
     UsageReported,
 )
 from orchestrator.record.aggregate import Aggregator
+from orchestrator.record.lines import LogLines
 from orchestrator.record.log import HEADER_KIND, LogHeader
 from orchestrator.run.runner import RunControl, execute
 from orchestrator.spec import BatchSpec
@@ -124,7 +125,7 @@ def bench_stop(quick: bool) -> Section:
 def write_log(path: Path, jobs: int) -> None:
     """A finished run of ``jobs`` sim-like jobs (10 lines each), written with the real codec."""
     aggregator = Aggregator(keep_text=False)
-    encode = codec.encode_tagged
+    encode = LogLines().encode  # as the log writer writes them
     header = LogHeader(codec.LOG_SCHEMA, "0", "bench", "2026-01-01T00:00:00+00:00", None, jobs, {})
     hashes = [job.content_hash for job in sim_batch(1, None).jobs]
     queued = JobQueued(backend="sim", model="sim-1", content_hash=hashes[0])
