@@ -18,8 +18,8 @@ Any of them may be written anyway and then counts as written (a line that stands
 as :func:`~orchestrator.codec.encode_tagged` writes it, reads the same). The writer and every
 reader keep the same :class:`LogLines` state, changed by each record in file order by the one
 rule in :meth:`LogLines._observe`; it starts afresh at each run (a ``log_header``, or a
-``batch_started`` before its line is read) and forgets a job at its terminal line, so it holds the jobs in flight only.
-Logs of schema 1 state everything, and read the same way.
+``batch_started`` before its line is read) and forgets a job at its terminal line, so it holds
+the jobs in flight only. Logs of schema 1 state everything, and read the same way.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Layout: a header line (``"kind": "log_header"``) opens each run, then one line p
 except that a run of text (or thinking) deltas of one attempt is one line (see
 :mod:`~orchestrator.record.coalesce`). A line leaves out what a reader can fill back in (fields
 at their defaults, what earlier lines of the job say: see :mod:`~orchestrator.record.lines`), so
-lines are read in order, each run from its header. A resumed run appends a new header and its events to the same file.
+lines are read in order, each run from its header. A resumed run appends a new header and its
+events to the same file.
 
 Durability: with ``fsync="terminal"`` (the default) every batch holding a job's terminal event
 is flushed and fsynced before the bus hands it to anyone else, so a job never counts as done
