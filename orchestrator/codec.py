@@ -20,7 +20,7 @@ from typing import Any, cast
 import attrs
 import cattrs
 import orjson
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
+from cattrs.gen import make_dict_unstructure_fn
 
 from orchestrator.errors import ErrorKind
 from orchestrator.events import (
@@ -111,10 +111,6 @@ converter = _make_converter()
 # Generated per-kind functions: several times faster than attrs.asdict on the hot path.
 _UNSTRUCTURE: dict[type, Callable[[Any], dict[str, Any]]] = {
     cls: make_dict_unstructure_fn(cls, converter) for cls in EVENT_TYPES.values()
-}
-_STRUCTURE: dict[str, Callable[[Mapping[str, Any], type], Any]] = {
-    kind: make_dict_structure_fn(cls, converter, _cattrs_forbid_extra_keys=True)
-    for kind, cls in EVENT_TYPES.items()
 }
 
 
@@ -238,41 +234,150 @@ def encode_tagged(tagged: Tagged) -> bytes:
     return orjson.dumps(_LINE[type(tagged.event)](tagged), option=orjson.OPT_APPEND_NEWLINE)
 
 
+_MISSING: Any = object()
+
+
+def _decoder_builder(kind: str, cls: type) -> Callable[[Mapping[str, Any], int], Any]:
+    """Generate the function that builds an event of ``cls`` from a log line's dict: each field
+    read and type-checked in place (simple types inline, others through the converter's strict
+    hooks), a field left out taking its default (:data:`FIELD_DEFAULTS`), and any key beyond
+    the ``known`` tag keys and the fields refused. What cattrs' strict structuring does, without
+    copying the line or going through a generic hook for each field: reports read every line."""
+    hints = typing.get_type_hints(cls)
+    defaults = FIELD_DEFAULTS[kind]
+    scope: dict[str, Any] = {"_cls": cls, "_M": _MISSING, "_bad": _bad_field, "_extra": _extra_keys}
+    scope.update(_kind=kind, _tokens=_structure_tokens, _Error=DecodeError, _failed=_hook_failed)
+    body: list[str] = []  # the statements inside the function's try block, indented from there
+
+    def add(depth: int, statement: str) -> None:
+        body.append("        " + "    " * depth + statement)
+
+    for field in attrs.fields(cls):
+        name, hint = field.name, hints[field.name]
+        value = f"f_{name}"
+        add(0, f"{value} = o.get({name!r}, _M)")
+        if name in defaults:
+            scope[f"_d_{name}"] = defaults[name]
+            add(0, f"if {value} is _M:")
+            add(1, f"{value} = {'{}' if defaults[name] == _EMPTY_DICT else f'_d_{name}'}")
+            add(0, "else:")
+            add(1, "known += 1")
+            depth = 1
+        else:
+            add(0, f"if {value} is _M:")
+            add(1, f"raise _bad(_kind, {name!r}, 'a value', None, True)")
+            add(0, "known += 1")
+            depth = 0
+        optional = type(None) in typing.get_args(hint)
+        base = next(t for t in typing.get_args(hint) if t is not type(None)) if optional else hint
+        if optional:
+            add(depth, f"if {value} is not None:")
+            depth += 1
+        if base is Tokens:
+            add(depth, f"{value} = _tokens({value})")
+        elif base in (str, int, bool):
+            add(depth, f"if type({value}) is not {base.__name__}:")
+            add(depth + 1, f"raise _bad(_kind, {name!r}, {base.__name__!r}, {value})")
+        elif base is float:
+            add(depth, f"if type({value}) is not float:")
+            add(depth + 1, f"if type({value}) is not int:")
+            add(depth + 2, f"raise _bad(_kind, {name!r}, 'float', {value})")
+            add(depth + 1, f"{value} = float({value})")
+        else:
+            scope[f"_h_{name}"], scope[f"_t_{name}"] = converter.get_structure_hook(hint), hint
+            add(depth, f"{value} = _h_{name}({value}, _t_{name})")
+    add(0, "if len(o) != known:")
+    add(1, "_extra(_kind, o, known)")
+    add(0, f"return _cls({', '.join(f'{f.name}=f_{f.name}' for f in attrs.fields(cls))})")
+    source = "\n".join(
+        [
+            "def decode(o, known):",
+            "    try:",
+            *body,
+            "    except _Error:",
+            "        raise",
+            "    except Exception as exc:  # the converter's hooks fail in several ways: name the kind",
+            "        raise _failed(_kind, exc) from exc",
+        ]
+    )
+    exec(compile(source + "\n", f"<log line reader of {kind}>", "exec"), scope)
+    return cast(Callable[[Mapping[str, Any], int], Any], scope["decode"])
+
+
+def _hook_failed(kind: str, exc: Exception) -> DecodeError:
+    return DecodeError(f"bad {kind} event: {_describe(exc)}")
+
+
+_TOKEN_NAMES = ("input", "output", "cache_read", "cache_creation")
+
+
+def _structure_tokens(value: Any) -> Tokens:
+    """Token counts from a line: the counts it leaves out are zero; each must be an int."""
+    if type(value) is not dict:
+        raise DecodeError(f"tokens: expected an object, got {type(value).__name__}")
+    counts = [value.get(name, 0) for name in _TOKEN_NAMES]
+    if any(type(count) is not int for count in counts):
+        raise DecodeError("tokens: expected int counts")
+    if len(value) > 4 or any(name not in _TOKEN_NAMES for name in value):
+        raise DecodeError(f"tokens: extra fields {sorted(str(k) for k in value if k not in _TOKEN_NAMES)}")
+    return Tokens(*counts)
+
+
+def _bad_field(kind: str, name: str, expected: str, value: Any, missing: bool = False) -> DecodeError:
+    if missing:
+        return DecodeError(f"bad {kind} event: {name!r} is missing")
+    return DecodeError(f"bad {kind} event: {name}: expected {expected}, got {type(value).__name__}")
+
+
+def _extra_keys(kind: str, obj: Mapping[str, Any], known: int) -> None:
+    names = {f.name for f in attrs.fields(EVENT_TYPES[kind])} | {*TAG_KEYS, "seq_end"}
+    extra = sorted(str(k) for k in obj if k not in names)
+    raise DecodeError(f"bad {kind} event: extra fields {', '.join(extra) or '(none)'}")
+
+
+_DECODE: dict[str, Callable[[Mapping[str, Any], int], Any]] = {
+    kind: _decoder_builder(kind, cls) for kind, cls in EVENT_TYPES.items()
+}
+
+
 def decode_event(kind: str, fields: Mapping[str, Any]) -> Event:
-    """Rebuild an event from its kind and fields; raises :class:`DecodeError` if they do not fit."""
-    structure = _STRUCTURE.get(kind)
-    if structure is None:
+    """Rebuild an event from its kind and fields (those left out take their defaults); raises
+    :class:`DecodeError` if they do not fit."""
+    decode = _DECODE.get(kind)
+    if decode is None:
         raise DecodeError(f"unknown event kind {kind!r}")
-    try:
-        event: Event = structure(fields, EVENT_TYPES[kind])
-    except DecodeError:
-        raise
-    except Exception as exc:  # cattrs reports through several exception types; name the kind
-        raise DecodeError(f"bad {kind} event: {_describe(exc)}") from exc
+    event: Event = decode(fields, 0)
     return event
 
 
-def decode_tagged(obj: Mapping[str, Any]) -> Tagged:
-    """Rebuild a tagged event from a decoded log line (a dict) that states its whole tag; fields
-    it leaves out take their defaults (:data:`FIELD_DEFAULTS`)."""
-    fields = dict(obj)
-    try:
-        job, attempt, seq, ts, kind = (fields.pop(k) for k in TAG_KEYS)
-    except KeyError as exc:
-        raise DecodeError(f"log line lacks {exc.args[0]!r}") from None
-    if not (job is None or isinstance(job, str)) or not isinstance(kind, str):
+def decode_tagged(obj: Mapping[str, Any], seq: int | None = None, attempt: int | None = None) -> Tagged:
+    """Rebuild a tagged event from a decoded log line (a dict). ``seq`` and ``attempt`` are what a
+    line that leaves them out stands for (None: the line must state them); fields it leaves out
+    take their defaults (:data:`FIELD_DEFAULTS`)."""
+    job, ts, kind = obj.get("job", _MISSING), obj.get("ts", _MISSING), obj.get("kind", _MISSING)
+    known = 3
+    stated = obj.get("seq", _MISSING)
+    if stated is not _MISSING:
+        seq, known = stated, known + 1
+    stated = obj.get("attempt", _MISSING)
+    if stated is not _MISSING:
+        attempt, known = stated, known + 1
+    if job is _MISSING or ts is _MISSING or kind is _MISSING or seq is None or attempt is None:
+        missing = next(k for k in TAG_KEYS if k not in obj)
+        raise DecodeError(f"log line lacks {missing!r}")
+    if not (job is None or type(job) is str) or type(kind) is not str:
         raise DecodeError("log line has a bad job or kind")
-    if type(attempt) is not int or type(seq) is not int or type(ts) not in (int, float):
+    if type(attempt) is not int or type(seq) is not int or type(ts) not in (float, int):
         raise DecodeError("log line has a bad attempt, seq or ts")
-    seq_end = fields.pop("seq_end", None)
-    if seq_end is not None and (type(seq_end) is not int or seq_end <= seq or kind not in _SPANNED):
-        raise DecodeError("log line has a bad seq_end")
-    defaults = FIELD_DEFAULTS.get(kind)
-    if defaults:
-        for name, value in defaults.items():
-            if name not in fields:
-                fields[name] = {} if value == _EMPTY_DICT else value  # a fresh dict for each event
-    return Tagged(job, attempt, seq, float(ts), decode_event(kind, fields), seq_end)
+    seq_end = obj.get("seq_end")
+    if "seq_end" in obj:
+        known += 1
+        if seq_end is not None and (type(seq_end) is not int or seq_end <= seq or kind not in _SPANNED):
+            raise DecodeError("log line has a bad seq_end")
+    decode = _DECODE.get(kind)
+    if decode is None:
+        raise DecodeError(f"unknown event kind {kind!r}")
+    return Tagged(job, attempt, seq, ts if type(ts) is float else float(ts), decode(obj, known), seq_end)
 
 
 def _describe(exc: BaseException) -> str:

@@ -45,8 +45,6 @@ from orchestrator.events import (
     UsageReported,
 )
 
-_ATTEMPTS_KINDS = frozenset({JobSucceeded.kind, JobFailed.kind, JobCancelled.kind})
-
 
 class _Job:
     """What a job's lines so far say."""
@@ -111,13 +109,11 @@ class LogLines:
         if kind == BatchStarted.kind:
             self._jobs.clear()
         known = self._jobs.get(job, _NEW)
-        if "seq" not in obj or "attempt" not in obj or kind in codec.CONTEXT_FIELDS:
+        attempt = known.attempt
+        if kind in codec.CONTEXT_FIELDS:
             filled = dict(obj)
-            if "seq" not in filled:
-                filled["seq"] = known.next_seq
-            if "attempt" not in filled:
-                filled["attempt"] = known.attempt + (kind == AttemptStarted.kind)
             if kind == AttemptStarted.kind:
+                attempt += 1
                 if "backend" not in filled and known.backend is not None:
                     filled["backend"] = known.backend
             elif kind == StreamFinished.kind:
@@ -125,10 +121,10 @@ class LogLines:
                     filled["tokens"] = codec.compact_tokens(known.usage)
                 if "session_id" not in filled:
                     filled["session_id"] = known.session_id
-            elif kind in _ATTEMPTS_KINDS and "attempts" not in filled:
-                filled["attempts"] = filled["attempt"]
+            elif "attempts" not in filled:  # a terminal line
+                filled["attempts"] = filled.get("attempt", attempt)
             obj = filled
-        tagged = codec.decode_tagged(obj)
+        tagged = codec.decode_tagged(obj, known.next_seq, attempt)
         self._observe(tagged)
         return tagged
 
