@@ -31,12 +31,12 @@ import orjson
 
 from orchestrator import codec
 from orchestrator.events import (
+    TERMINAL_EVENTS,
     AttemptStarted,
     BatchStarted,
     JobCancelled,
     JobFailed,
     JobQueued,
-    JobSkipped,
     JobSucceeded,
     SessionStarted,
     StreamFinished,
@@ -130,12 +130,14 @@ class LogLines:
 
     def _observe(self, tagged: Tagged) -> None:
         """The one rule both sides follow: what this record tells about its job."""
-        event = tagged.event
         job = self._jobs.get(tagged.job_id)
         if job is None:
             job = self._jobs[tagged.job_id] = _Job()
-        job.next_seq = tagged.last_seq + 1
+        job.next_seq = (tagged.seq if tagged.seq_end is None else tagged.seq_end) + 1
         job.attempt = tagged.attempt
+        event = tagged.event
+        if type(event) not in _NOTED:  # most lines: a delta, a tool call, a notice
+            return
         match event:
             case JobQueued():
                 job.backend = event.backend
@@ -146,7 +148,9 @@ class LogLines:
                 job.session_id = event.session_id
             case UsageReported():
                 job.usage = event.tokens if job.usage is None else job.usage + event.tokens
-            case JobSucceeded() | JobFailed() | JobCancelled() | JobSkipped():
+            case _:  # the job's end
                 del self._jobs[tagged.job_id]
-            case _:
-                pass
+
+
+_NOTED = frozenset({JobQueued, AttemptStarted, SessionStarted, UsageReported, *TERMINAL_EVENTS})
+"""The kinds that tell more about a job than where its count stands."""

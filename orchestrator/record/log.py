@@ -28,7 +28,7 @@ import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import attrs
 import orjson
@@ -192,9 +192,9 @@ def _drop_torn_tail(path: Path) -> None:
                 f.write(b"\n")
 
 
-@attrs.frozen
-class LogRecord:
-    """One line read back from a log: a run header or a tagged event."""
+class LogRecord(NamedTuple):
+    """One line read back from a log: a run header or a tagged event. (A named tuple: a report
+    reads one for every line.)"""
 
     line: int
     header: LogHeader | None = None
@@ -246,21 +246,22 @@ def read_objects(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     last line (a crash mid-write: no final newline and not valid JSON). Any other line that is
     not a JSON object raises :class:`LogError` naming the file and line.
     """
+    loads, decode_error = orjson.loads, orjson.JSONDecodeError
     with open(path, "rb") as f:
+        first = f.readline()
+        if first and _header_of(first.rstrip(b"\n"), not first.endswith(b"\n"), path) is None:
+            return  # an empty log, or one whose header a crash cut: nothing follows it
+        f.seek(0)
         for number, raw in enumerate(f, start=1):  # one line at a time: memory stays flat
-            torn = not raw.endswith(b"\n")  # only the last line can lack its newline
-            raw = raw.rstrip(b"\n")
-            if number == 1 and _header_of(raw, torn, path) is None:
-                continue
-            if not raw.strip():
-                continue
             try:
-                obj = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                if torn:
+                obj = loads(raw)  # orjson takes the newline and any blanks around the value
+            except decode_error as exc:
+                if not raw.strip():
+                    continue
+                if not raw.endswith(b"\n"):  # only the last line can lack its newline: torn
                     return
                 raise LogError(f"{path}: line {number}: invalid JSON: {exc}") from None
-            if not isinstance(obj, dict):
+            if type(obj) is not dict:
                 raise LogError(f"{path}: line {number}: expected a JSON object, got {type(obj).__name__}")
             yield number, obj
 
