@@ -41,6 +41,7 @@ from orchestrator.events import (
     UsageReported,
 )
 from orchestrator.record.aggregate import Aggregator
+from orchestrator.record.coalesce import coalesce
 from orchestrator.record.lines import LogLines
 from orchestrator.record.log import HEADER_KIND, LogHeader
 from orchestrator.run.runner import RunControl, execute
@@ -125,7 +126,8 @@ def bench_stop(quick: bool) -> Section:
 
 
 def write_log(path: Path, jobs: int) -> None:
-    """A finished run of ``jobs`` sim-like jobs (10 lines each), written with the real codec."""
+    """A finished run of ``jobs`` sim-like jobs (10 events each: 7 lines, the 4 text deltas one, as
+    the log writer writes them), written with the real codec."""
     aggregator = Aggregator(keep_text=False)
     encode = LogLines().encode  # as the log writer writes them
     header = LogHeader(codec.LOG_SCHEMA, "0", "bench", "2026-01-01T00:00:00+00:00", None, jobs, {})
@@ -154,10 +156,10 @@ def write_log(path: Path, jobs: int) -> None:
             chunk.extend(Tagged(job, min(n, 1), n, ts, e) for n, e in enumerate(events))
             if len(chunk) >= 10_000:
                 aggregator.apply_all(chunk)
-                f.write(b"".join(encode(t) for t in chunk))
+                f.write(b"".join(encode(t) for t in coalesce(chunk)))
                 chunk = []
         aggregator.apply_all(chunk)
-        f.write(b"".join(encode(t) for t in chunk))
+        f.write(b"".join(encode(t) for t in coalesce(chunk)))
         end = jobs * 0.001 + 0.5
         f.write(encode(Tagged(None, 0, 1, end, BatchFinished(summary=aggregator.summary(end)))))
 
@@ -250,7 +252,7 @@ def bench_big_report(quick: bool) -> Section:
         ],
         note="Each in a fresh process, Python start-up included; CPU = user + system time (the machine "
         "is shared: waiting for a core does not count); peak = its maximum resident set. The log "
-        "(schema 2, 12 lines a job: `benchmarks/big.py`'s `write_log`) is streamed a line at a time; "
+        "(schema 2, 7 lines a job: `benchmarks/big.py`'s `write_log`) is streamed a line at a time; "
         "memory holds one row per job and one span per attempt (export: each job's text too). "
         "`BENCH_BIGREPORT_JOBS` sets the size.",
     )

@@ -237,21 +237,45 @@ def encode_tagged(tagged: Tagged) -> bytes:
 _MISSING: Any = object()
 
 
-def _decoder_builder(kind: str, cls: type) -> Callable[[Mapping[str, Any], int], Any]:
-    """Generate the function that builds an event of ``cls`` from a log line's dict: each field
-    read and type-checked in place (simple types inline, others through the converter's strict
-    hooks), a field left out taking its default (:data:`FIELD_DEFAULTS`), and any key beyond
-    the ``known`` tag keys and the fields refused. What cattrs' strict structuring does, without
-    copying the line or going through a generic hook for each field: reports read every line."""
+def _reader_builder(kind: str, cls: type) -> Callable[..., Tagged]:
+    """Generate the function that reads a log line of ``kind`` (a dict) into a tagged event:
+    ``read(line, job, seq, attempt)``, where ``seq`` and ``attempt`` stand for what a line that
+    leaves them out means (None: it must state them). The tag and each field are read and
+    type-checked in place (simple types inline, others through the converter's strict hooks), a
+    field left out takes its default (:data:`FIELD_DEFAULTS`), and any other key is refused.
+    What cattrs' strict structuring did, without copying the line or going through a generic
+    hook per field: a report reads every line of a log."""
     hints = typing.get_type_hints(cls)
     defaults = FIELD_DEFAULTS[kind]
     scope: dict[str, Any] = {"_cls": cls, "_M": _MISSING, "_bad": _bad_field, "_extra": _extra_keys}
     scope.update(_kind=kind, _tokens=_structure_tokens, _Error=DecodeError, _failed=_hook_failed)
+    scope.update(_Tagged=Tagged, _spanned=kind in _SPANNED)
     body: list[str] = []  # the statements inside the function's try block, indented from there
 
     def add(depth: int, statement: str) -> None:
         body.append("        " + "    " * depth + statement)
 
+    add(0, "known = 2")  # job and kind, read by the caller
+    for tag in ("seq", "attempt"):
+        add(0, f"v = o.get({tag!r}, _M)")
+        add(0, "if v is not _M:")
+        add(1, f"{tag} = v")
+        add(1, "known += 1")
+        add(0, f"elif {tag} is None:")
+        add(1, f"raise _Error(\"log line lacks '{tag}'\")")
+    add(0, "ts = o.get('ts', _M)")
+    add(0, "if ts is _M:")
+    add(1, "raise _Error(\"log line lacks 'ts'\")")
+    add(0, "known += 1")
+    add(0, "if type(attempt) is not int or type(seq) is not int or type(ts) is not float:")
+    add(1, "if type(attempt) is not int or type(seq) is not int or type(ts) is not int:")
+    add(2, "raise _Error('log line has a bad attempt, seq or ts')")
+    add(1, "ts = float(ts)")
+    add(0, "seq_end = o.get('seq_end')")
+    add(0, "if 'seq_end' in o:")
+    add(1, "known += 1")
+    add(1, "if seq_end is not None and (not _spanned or type(seq_end) is not int or seq_end <= seq):")
+    add(2, "raise _Error('log line has a bad seq_end')")
     for field in attrs.fields(cls):
         name, hint = field.name, hints[field.name]
         value = f"f_{name}"
@@ -287,11 +311,12 @@ def _decoder_builder(kind: str, cls: type) -> Callable[[Mapping[str, Any], int],
             scope[f"_h_{name}"], scope[f"_t_{name}"] = converter.get_structure_hook(hint), hint
             add(depth, f"{value} = _h_{name}({value}, _t_{name})")
     add(0, "if len(o) != known:")
-    add(1, "_extra(_kind, o, known)")
-    add(0, f"return _cls({', '.join(f'{f.name}=f_{f.name}' for f in attrs.fields(cls))})")
+    add(1, "_extra(_kind, o)")
+    event = f"_cls({', '.join(f'{f.name}=f_{f.name}' for f in attrs.fields(cls))})"
+    add(0, f"return _Tagged(job, attempt, seq, ts, {event}, seq_end)")
     source = "\n".join(
         [
-            "def decode(o, known):",
+            "def read(o, job, seq, attempt):",
             "    try:",
             *body,
             "    except _Error:",
@@ -301,7 +326,7 @@ def _decoder_builder(kind: str, cls: type) -> Callable[[Mapping[str, Any], int],
         ]
     )
     exec(compile(source + "\n", f"<log line reader of {kind}>", "exec"), scope)
-    return cast(Callable[[Mapping[str, Any], int], Any], scope["decode"])
+    return cast(Callable[..., Tagged], scope["read"])
 
 
 def _hook_failed(kind: str, exc: Exception) -> DecodeError:
@@ -329,55 +354,31 @@ def _bad_field(kind: str, name: str, expected: str, value: Any, missing: bool = 
     return DecodeError(f"bad {kind} event: {name}: expected {expected}, got {type(value).__name__}")
 
 
-def _extra_keys(kind: str, obj: Mapping[str, Any], known: int) -> None:
+def _extra_keys(kind: str, obj: Mapping[str, Any]) -> None:
     names = {f.name for f in attrs.fields(EVENT_TYPES[kind])} | {*TAG_KEYS, "seq_end"}
     extra = sorted(str(k) for k in obj if k not in names)
     raise DecodeError(f"bad {kind} event: extra fields {', '.join(extra) or '(none)'}")
 
 
-_DECODE: dict[str, Callable[[Mapping[str, Any], int], Any]] = {
-    kind: _decoder_builder(kind, cls) for kind, cls in EVENT_TYPES.items()
+_READ: dict[str, Callable[..., Tagged]] = {
+    kind: _reader_builder(kind, cls) for kind, cls in EVENT_TYPES.items()
 }
-
-
-def decode_event(kind: str, fields: Mapping[str, Any]) -> Event:
-    """Rebuild an event from its kind and fields (those left out take their defaults); raises
-    :class:`DecodeError` if they do not fit."""
-    decode = _DECODE.get(kind)
-    if decode is None:
-        raise DecodeError(f"unknown event kind {kind!r}")
-    event: Event = decode(fields, 0)
-    return event
 
 
 def decode_tagged(obj: Mapping[str, Any], seq: int | None = None, attempt: int | None = None) -> Tagged:
     """Rebuild a tagged event from a decoded log line (a dict). ``seq`` and ``attempt`` are what a
     line that leaves them out stands for (None: the line must state them); fields it leaves out
-    take their defaults (:data:`FIELD_DEFAULTS`)."""
-    job, ts, kind = obj.get("job", _MISSING), obj.get("ts", _MISSING), obj.get("kind", _MISSING)
-    known = 3
-    stated = obj.get("seq", _MISSING)
-    if stated is not _MISSING:
-        seq, known = stated, known + 1
-    stated = obj.get("attempt", _MISSING)
-    if stated is not _MISSING:
-        attempt, known = stated, known + 1
-    if job is _MISSING or ts is _MISSING or kind is _MISSING or seq is None or attempt is None:
-        missing = next(k for k in TAG_KEYS if k not in obj)
-        raise DecodeError(f"log line lacks {missing!r}")
+    take their defaults (:data:`FIELD_DEFAULTS`). Raises :class:`DecodeError` if the line does
+    not fit: an unknown kind or key, a missing field, a value of the wrong type."""
+    job, kind = obj.get("job", _MISSING), obj.get("kind", _MISSING)
+    if job is _MISSING or kind is _MISSING:
+        raise DecodeError(f"log line lacks {'job' if job is _MISSING else 'kind'!r}")
     if not (job is None or type(job) is str) or type(kind) is not str:
         raise DecodeError("log line has a bad job or kind")
-    if type(attempt) is not int or type(seq) is not int or type(ts) not in (float, int):
-        raise DecodeError("log line has a bad attempt, seq or ts")
-    seq_end = obj.get("seq_end")
-    if "seq_end" in obj:
-        known += 1
-        if seq_end is not None and (type(seq_end) is not int or seq_end <= seq or kind not in _SPANNED):
-            raise DecodeError("log line has a bad seq_end")
-    decode = _DECODE.get(kind)
-    if decode is None:
+    read = _READ.get(kind)
+    if read is None:
         raise DecodeError(f"unknown event kind {kind!r}")
-    return Tagged(job, attempt, seq, ts if type(ts) is float else float(ts), decode(obj, known), seq_end)
+    return read(obj, job, seq, attempt)
 
 
 def _describe(exc: BaseException) -> str:
