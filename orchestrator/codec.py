@@ -1,9 +1,11 @@
 """The one place that turns events and settings into JSON and back (cattrs + orjson).
 
-A log line is the tag and the event side by side::
+A log line is the tag and the event side by side, fields at their defaults left out
+(:data:`FIELD_DEFAULTS`)::
 
     {"job": "q1", "attempt": 1, "seq": 4, "ts": 0.8123, "kind": "text_delta", "text": "Hel"}
 
+(The log writer leaves out more, what earlier lines of the job say: :mod:`orchestrator.record.lines`.)
 Decoding is strict: an unknown ``kind``, an unknown key or a value of the wrong type is an error,
 never a silent coercion, because a log that does not read back exactly cannot be trusted for
 resume or reports. The one lenient field is an error kind: older versions used other names for
@@ -134,7 +136,7 @@ def _field_defaults(cls: type) -> dict[str, Any]:
     for field in attrs.fields(cls):
         hint = hints[field.name]
         if isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
-            defaults[field.name] = field.default.factory()  # type: ignore[union-attr]
+            defaults[field.name] = field.default.factory()
         elif field.default is not attrs.NOTHING:
             defaults[field.name] = field.default
         elif type(None) in typing.get_args(hint):

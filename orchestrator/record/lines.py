@@ -124,9 +124,20 @@ class LogLines:
             elif "attempts" not in filled:  # a terminal line
                 filled["attempts"] = filled.get("attempt", attempt)
             obj = filled
-        tagged = codec.decode_tagged(obj, known.next_seq, attempt)
+        try:
+            tagged = codec.decode_tagged(obj, known.next_seq, attempt)
+        except codec.DecodeError:
+            self._skip(job, obj, known.next_seq)
+            raise
         self._observe(tagged)
         return tagged
+
+    def _skip(self, job: str | None, obj: Mapping[str, Any], next_seq: int) -> None:
+        """A line that does not decode (a kind from a newer version, say) still counts: a reader
+        that shows it and goes on (``orchestrate tail``) reads the job's next lines right."""
+        last = obj.get("seq_end", obj.get("seq", next_seq))
+        if type(last) is int:
+            self._jobs.setdefault(job, _Job()).next_seq = last + 1
 
     def _observe(self, tagged: Tagged) -> None:
         """The one rule both sides follow: what this record tells about its job."""

@@ -159,3 +159,11 @@ def test_a_new_run_counts_afresh_at_its_header_and_at_batch_started() -> None:
 def test_a_line_that_leaves_out_what_cannot_be_known_is_refused(obj: dict[str, Any]) -> None:
     with pytest.raises(codec.DecodeError):
         LogLines().decode(obj)
+
+
+def test_a_line_that_does_not_decode_still_counts_for_the_lines_after_it() -> None:
+    reader = LogLines()
+    reader.decode({"job": "q", "ts": 0.1, "kind": "job_queued", "backend": "sim", "content_hash": "h"})
+    with pytest.raises(codec.DecodeError):
+        reader.decode({"job": "q", "ts": 0.2, "kind": "from_a_newer_version"})
+    assert reader.decode({"job": "q", "ts": 0.3, "kind": "text_delta", "text": "x"}).seq == 2
