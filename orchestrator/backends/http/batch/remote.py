@@ -57,7 +57,6 @@ class BatchSettings:
     """Seconds to the first poll of a batch; each next poll waits longer, up to ``poll_max``."""
     poll_max: float = attrs.field(default=60.0, metadata={"gt": 0})
 
-
 DEFAULT_CONCURRENCY = 100_000
 """A waiting batch attempt is a sleeping task and no connection: the cap that matters is the
 batch's own ``concurrency``, which batch runs should raise (see the README)."""
