@@ -1,9 +1,11 @@
 """The one place that turns events and settings into JSON and back (cattrs + orjson).
 
-A log line is the tag and the event side by side::
+A log line is the tag and the event side by side, fields at their defaults left out
+(:data:`FIELD_DEFAULTS`)::
 
     {"job": "q1", "attempt": 1, "seq": 4, "ts": 0.8123, "kind": "text_delta", "text": "Hel"}
 
+(The log writer leaves out more, what earlier lines of the job say: :mod:`orchestrator.record.lines`.)
 Decoding is strict: an unknown ``kind``, an unknown key or a value of the wrong type is an error,
 never a silent coercion, because a log that does not read back exactly cannot be trusted for
 resume or reports. The one lenient field is an error kind: older versions used other names for
@@ -14,20 +16,30 @@ from __future__ import annotations
 
 import hashlib
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from typing import Any, cast
 
 import attrs
 import cattrs
 import orjson
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
+from cattrs.gen import make_dict_unstructure_fn
 
 from orchestrator.errors import ErrorKind
-from orchestrator.events import CONTENT_BLOCKS, EVENT_TYPES, SPANNED_EVENTS, ContentBlock, Event, Tagged
+from orchestrator.events import (
+    CONTENT_BLOCKS,
+    EVENT_TYPES,
+    SPANNED_EVENTS,
+    ContentBlock,
+    Event,
+    Tagged,
+    Tokens,
+)
 
 TAG_KEYS = ("job", "attempt", "seq", "ts", "kind")
 _SPANNED = frozenset(cls.kind for cls in SPANNED_EVENTS)  # the kinds a line with ``seq_end`` may be
-LOG_SCHEMA = 1
+LOG_SCHEMA = 2
+"""1: every field of every line written; 2: fields at their defaults, and what earlier lines of
+the job say, left out (:mod:`orchestrator.record.lines`). This version reads both."""
 
 
 class DecodeError(ValueError):
@@ -102,10 +114,6 @@ converter = _make_converter()
 _UNSTRUCTURE: dict[type, Callable[[Any], dict[str, Any]]] = {
     cls: make_dict_unstructure_fn(cls, converter) for cls in EVENT_TYPES.values()
 }
-_STRUCTURE: dict[str, Callable[[Mapping[str, Any], type], Any]] = {
-    kind: make_dict_structure_fn(cls, converter, _cattrs_forbid_extra_keys=True)
-    for kind, cls in EVENT_TYPES.items()
-}
 
 
 def event_to_dict(event: Event) -> dict[str, Any]:
@@ -116,78 +124,263 @@ def event_to_dict(event: Event) -> dict[str, Any]:
 
 # orjson writes these as they are (an ErrorKind as its name).
 _JSON_NATIVE = {str, int, float, bool, str | None, int | None, float | None, bool | None, ErrorKind}
+_EMPTY_DICT: dict[str, Any] = {}
 
 
-def _line_builder(kind: str, cls: type) -> Callable[[Tagged], dict[str, Any]]:
-    """Generate the function that turns a tagged event of ``cls`` into its log line's dict: the
-    tag and the fields in one dict display, JSON-native fields read as they are and the others
-    through the converter's hooks. The log encodes every event, so this is the codec's hot path;
-    it builds exactly what ``{tag, "kind", **event_to_dict(event)}`` would, in the same order."""
+def _field_defaults(cls: type) -> dict[str, Any]:
+    """What a reader puts back for each field a line leaves out: its default; None for an
+    optional field without one; empty for a mapping or a tuple without one. Fields of no such
+    kind are always written."""
     hints = typing.get_type_hints(cls)
-    hooks: dict[str, Any] = {}
-    items = ["'job': t.job_id", "'attempt': t.attempt", "'seq': t.seq", "'ts': t.ts", f"'kind': {kind!r}"]
+    defaults: dict[str, Any] = {}
     for field in attrs.fields(cls):
-        if hints[field.name] in _JSON_NATIVE:
-            items.append(f"{field.name!r}: e.{field.name}")
-        else:
-            hooks[f"_{field.name}"] = converter.get_unstructure_hook(hints[field.name])
-            items.append(f"{field.name!r}: _{field.name}(e.{field.name})")
-    source = f"def line(t):\n    e = t.event\n    return {{{', '.join(items)}}}\n"
-    exec(compile(source, f"<log line of {kind}>", "exec"), hooks)
-    return cast(Callable[[Tagged], dict[str, Any]], hooks["line"])
+        hint = hints[field.name]
+        if isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
+            defaults[field.name] = field.default.factory()
+        elif field.default is not attrs.NOTHING:
+            defaults[field.name] = field.default
+        elif type(None) in typing.get_args(hint):
+            defaults[field.name] = None
+        elif typing.get_origin(hint) in (Mapping, tuple):
+            defaults[field.name] = {} if typing.get_origin(hint) is Mapping else ()
+    for value in defaults.values():
+        # a reader's filled-in value must be JSON data of a kind the structure hooks take
+        assert value in (None, (), _EMPTY_DICT) or type(value) in (int, float, str, bool), (cls, value)
+    return defaults
 
+
+FIELD_DEFAULTS: dict[str, dict[str, Any]] = {kind: _field_defaults(cls) for kind, cls in EVENT_TYPES.items()}
+"""Per kind, the fields a log line leaves out when they hold this value (log schema 2)."""
+
+
+def compact_tokens(tokens: Tokens | None) -> dict[str, int] | None:
+    """Token counts as a log line writes them: the counts that are not zero."""
+    if tokens is None:
+        return None
+    counts = {"input": tokens.input, "output": tokens.output}
+    if tokens.cache_read:
+        counts["cache_read"] = tokens.cache_read
+    if tokens.cache_creation:
+        counts["cache_creation"] = tokens.cache_creation
+    if not counts["output"]:
+        del counts["output"]
+    if not counts["input"]:
+        del counts["input"]
+    return counts
+
+
+def _line_builder(kind: str, cls: type, always: Container[str]) -> Callable[[Tagged], dict[str, Any]]:
+    """Generate the function that turns a tagged event of ``cls`` into its log line's dict: the
+    tag, then the fields that do not hold their default (:data:`FIELD_DEFAULTS`; the fields in
+    ``always`` are written whatever they hold), JSON-native fields read as they are and the
+    others through the converter's hooks (token counts through :func:`compact_tokens`). The
+    log encodes every event, so this is the codec's hot path."""
+    hints = typing.get_type_hints(cls)
+    defaults = FIELD_DEFAULTS[kind]
+    scope: dict[str, Any] = {"_tokens": compact_tokens}
+    tag = "'job': t.job_id, 'attempt': t.attempt, 'seq': t.seq, {}'ts': t.ts, 'kind': " + repr(kind)
+    body = [
+        "def line(t):",
+        "    e = t.event",
+        "    if t.seq_end is None:",
+        "        d = {" + tag.format("") + "}",
+        "    else:",
+        "        d = {" + tag.format("'seq_end': t.seq_end, ") + "}",
+    ]
+    for field in attrs.fields(cls):
+        name, hint = field.name, hints[field.name]
+        if hint in _JSON_NATIVE:
+            value = f"e.{name}"
+        elif hint in (Tokens, Tokens | None):
+            value = f"_tokens(e.{name})"
+        else:
+            scope[f"_{name}"] = converter.get_unstructure_hook(hint)
+            value = f"_{name}(e.{name})"
+        if name in always or name not in defaults:
+            body.append(f"    d[{name!r}] = {value}")
+            continue
+        default = defaults[name]
+        scope[f"_default_{name}"] = default
+        test = f"e.{name} is not None" if default is None else f"e.{name} != _default_{name}"
+        body.append(f"    if {test}:")
+        body.append(f"        d[{name!r}] = {value}")
+    body.append("    return d")
+    exec(compile("\n".join(body) + "\n", f"<log line of {kind}>", "exec"), scope)
+    return cast(Callable[[Tagged], dict[str, Any]], scope["line"])
+
+
+CONTEXT_FIELDS: dict[str, tuple[str, ...]] = {
+    "attempt_started": ("backend",),
+    "stream_finished": ("tokens", "session_id"),
+    "job_succeeded": ("attempts",),
+    "job_failed": ("attempts",),
+    "job_cancelled": ("attempts",),
+}
+"""Fields whose value a reader takes from earlier lines of the same job when a line leaves them
+out (see :mod:`orchestrator.record.lines`): a line written without that context writes them."""
 
 _LINE: dict[type, Callable[[Tagged], dict[str, Any]]] = {
-    cls: _line_builder(kind, cls) for kind, cls in EVENT_TYPES.items()
+    cls: _line_builder(kind, cls, CONTEXT_FIELDS.get(kind, ())) for kind, cls in EVENT_TYPES.items()
 }
 
 
 def tagged_to_dict(tagged: Tagged) -> dict[str, Any]:
-    """A log line as a dict: ``job``, ``attempt``, ``seq`` (and ``seq_end`` for a record that
-    stands for several deltas), ``ts``, ``kind``, then the fields."""
-    line = _LINE[type(tagged.event)](tagged)
-    if tagged.seq_end is None:
-        return line
-    # update() keeps the keys already present in place: seq_end lands right after seq.
-    spanned = {"job": None, "attempt": None, "seq": None, "seq_end": tagged.seq_end}
-    spanned.update(line)
-    return spanned
+    """A log line as a dict, standing on its own: ``job``, ``attempt``, ``seq`` (and ``seq_end``
+    for a record that stands for several deltas), ``ts``, ``kind``, then the fields that do not
+    hold their default. (A log writer leaves out more: :mod:`orchestrator.record.lines`.)"""
+    return _LINE[type(tagged.event)](tagged)
 
 
 def encode_tagged(tagged: Tagged) -> bytes:
-    """One log line, newline included."""
-    return orjson.dumps(tagged_to_dict(tagged), option=orjson.OPT_APPEND_NEWLINE)
+    """One log line standing on its own, newline included."""
+    return orjson.dumps(_LINE[type(tagged.event)](tagged), option=orjson.OPT_APPEND_NEWLINE)
 
 
-def decode_event(kind: str, fields: Mapping[str, Any]) -> Event:
-    """Rebuild an event from its kind and fields; raises :class:`DecodeError` if they do not fit."""
-    structure = _STRUCTURE.get(kind)
-    if structure is None:
-        raise DecodeError(f"unknown event kind {kind!r}")
-    try:
-        event: Event = structure(fields, EVENT_TYPES[kind])
-    except DecodeError:
-        raise
-    except Exception as exc:  # cattrs reports through several exception types; name the kind
-        raise DecodeError(f"bad {kind} event: {_describe(exc)}") from exc
-    return event
+_MISSING: Any = object()
 
 
-def decode_tagged(obj: Mapping[str, Any]) -> Tagged:
-    """Rebuild a tagged event from a decoded log line (a dict)."""
-    fields = dict(obj)
-    try:
-        job, attempt, seq, ts, kind = (fields.pop(k) for k in TAG_KEYS)
-    except KeyError as exc:
-        raise DecodeError(f"log line lacks {exc.args[0]!r}") from None
-    if not (job is None or isinstance(job, str)) or not isinstance(kind, str):
+def _reader_builder(kind: str, cls: type) -> Callable[..., Tagged]:
+    """Generate the function that reads a log line of ``kind`` (a dict) into a tagged event:
+    ``read(line, job, seq, attempt)``, where ``seq`` and ``attempt`` stand for what a line that
+    leaves them out means (None: it must state them). The tag and each field are read and
+    type-checked in place (simple types inline, others through the converter's strict hooks), a
+    field left out takes its default (:data:`FIELD_DEFAULTS`), and any other key is refused.
+    What cattrs' strict structuring did, without copying the line or going through a generic
+    hook per field: a report reads every line of a log."""
+    hints = typing.get_type_hints(cls)
+    defaults = FIELD_DEFAULTS[kind]
+    scope: dict[str, Any] = {"_cls": cls, "_M": _MISSING, "_bad": _bad_field, "_extra": _extra_keys}
+    scope.update(_kind=kind, _tokens=_structure_tokens, _Error=DecodeError, _failed=_hook_failed)
+    scope.update(_Tagged=Tagged, _spanned=kind in _SPANNED)
+    body: list[str] = []  # the statements inside the function's try block, indented from there
+
+    def add(depth: int, statement: str) -> None:
+        body.append("        " + "    " * depth + statement)
+
+    add(0, "known = 2")  # job and kind, read by the caller
+    for tag in ("seq", "attempt"):
+        add(0, f"v = o.get({tag!r}, _M)")
+        add(0, "if v is not _M:")
+        add(1, f"{tag} = v")
+        add(1, "known += 1")
+        add(0, f"elif {tag} is None:")
+        add(1, f"raise _Error(\"log line lacks '{tag}'\")")
+    add(0, "ts = o.get('ts', _M)")
+    add(0, "if ts is _M:")
+    add(1, "raise _Error(\"log line lacks 'ts'\")")
+    add(0, "known += 1")
+    add(0, "if type(attempt) is not int or type(seq) is not int or type(ts) is not float:")
+    add(1, "if type(attempt) is not int or type(seq) is not int or type(ts) is not int:")
+    add(2, "raise _Error('log line has a bad attempt, seq or ts')")
+    add(1, "ts = float(ts)")
+    add(0, "seq_end = o.get('seq_end')")
+    add(0, "if 'seq_end' in o:")
+    add(1, "known += 1")
+    add(1, "if seq_end is not None and (not _spanned or type(seq_end) is not int or seq_end <= seq):")
+    add(2, "raise _Error('log line has a bad seq_end')")
+    for field in attrs.fields(cls):
+        name, hint = field.name, hints[field.name]
+        value = f"f_{name}"
+        add(0, f"{value} = o.get({name!r}, _M)")
+        if name in defaults:
+            scope[f"_d_{name}"] = defaults[name]
+            add(0, f"if {value} is _M:")
+            add(1, f"{value} = {'{}' if defaults[name] == _EMPTY_DICT else f'_d_{name}'}")
+            add(0, "else:")
+            add(1, "known += 1")
+            depth = 1
+        else:
+            add(0, f"if {value} is _M:")
+            add(1, f"raise _bad(_kind, {name!r}, 'a value', None, True)")
+            add(0, "known += 1")
+            depth = 0
+        optional = type(None) in typing.get_args(hint)
+        base = next(t for t in typing.get_args(hint) if t is not type(None)) if optional else hint
+        if optional:
+            add(depth, f"if {value} is not None:")
+            depth += 1
+        if base is Tokens:
+            add(depth, f"{value} = _tokens({value})")
+        elif base in (str, int, bool):
+            add(depth, f"if type({value}) is not {base.__name__}:")
+            add(depth + 1, f"raise _bad(_kind, {name!r}, {base.__name__!r}, {value})")
+        elif base is float:
+            add(depth, f"if type({value}) is not float:")
+            add(depth + 1, f"if type({value}) is not int:")
+            add(depth + 2, f"raise _bad(_kind, {name!r}, 'float', {value})")
+            add(depth + 1, f"{value} = float({value})")
+        else:
+            scope[f"_h_{name}"], scope[f"_t_{name}"] = converter.get_structure_hook(hint), hint
+            add(depth, f"{value} = _h_{name}({value}, _t_{name})")
+    add(0, "if len(o) != known:")
+    add(1, "_extra(_kind, o)")
+    event = f"_cls({', '.join(f'{f.name}=f_{f.name}' for f in attrs.fields(cls))})"
+    add(0, f"return _Tagged(job, attempt, seq, ts, {event}, seq_end)")
+    source = "\n".join(
+        [
+            "def read(o, job, seq, attempt):",
+            "    try:",
+            *body,
+            "    except _Error:",
+            "        raise",
+            "    except Exception as exc:  # the converter's hooks fail in several ways: name the kind",
+            "        raise _failed(_kind, exc) from exc",
+        ]
+    )
+    exec(compile(source + "\n", f"<log line reader of {kind}>", "exec"), scope)
+    return cast(Callable[..., Tagged], scope["read"])
+
+
+def _hook_failed(kind: str, exc: Exception) -> DecodeError:
+    return DecodeError(f"bad {kind} event: {_describe(exc)}")
+
+
+_TOKEN_NAMES = ("input", "output", "cache_read", "cache_creation")
+
+
+def _structure_tokens(value: Any) -> Tokens:
+    """Token counts from a line: the counts it leaves out are zero; each must be an int."""
+    if type(value) is not dict:
+        raise DecodeError(f"tokens: expected an object, got {type(value).__name__}")
+    counts = [value.get(name, 0) for name in _TOKEN_NAMES]
+    if any(type(count) is not int for count in counts):
+        raise DecodeError("tokens: expected int counts")
+    if len(value) > 4 or any(name not in _TOKEN_NAMES for name in value):
+        raise DecodeError(f"tokens: extra fields {sorted(str(k) for k in value if k not in _TOKEN_NAMES)}")
+    return Tokens(*counts)
+
+
+def _bad_field(kind: str, name: str, expected: str, value: Any, missing: bool = False) -> DecodeError:
+    if missing:
+        return DecodeError(f"bad {kind} event: {name!r} is missing")
+    return DecodeError(f"bad {kind} event: {name}: expected {expected}, got {type(value).__name__}")
+
+
+def _extra_keys(kind: str, obj: Mapping[str, Any]) -> None:
+    names = {f.name for f in attrs.fields(EVENT_TYPES[kind])} | {*TAG_KEYS, "seq_end"}
+    extra = sorted(str(k) for k in obj if k not in names)
+    raise DecodeError(f"bad {kind} event: extra fields {', '.join(extra) or '(none)'}")
+
+
+_READ: dict[str, Callable[..., Tagged]] = {
+    kind: _reader_builder(kind, cls) for kind, cls in EVENT_TYPES.items()
+}
+
+
+def decode_tagged(obj: Mapping[str, Any], seq: int | None = None, attempt: int | None = None) -> Tagged:
+    """Rebuild a tagged event from a decoded log line (a dict). ``seq`` and ``attempt`` are what a
+    line that leaves them out stands for (None: the line must state them); fields it leaves out
+    take their defaults (:data:`FIELD_DEFAULTS`). Raises :class:`DecodeError` if the line does
+    not fit: an unknown kind or key, a missing field, a value of the wrong type."""
+    job, kind = obj.get("job", _MISSING), obj.get("kind", _MISSING)
+    if job is _MISSING or kind is _MISSING:
+        raise DecodeError(f"log line lacks {'job' if job is _MISSING else 'kind'!r}")
+    if not (job is None or type(job) is str) or type(kind) is not str:
         raise DecodeError("log line has a bad job or kind")
-    if type(attempt) is not int or type(seq) is not int or type(ts) not in (int, float):
-        raise DecodeError("log line has a bad attempt, seq or ts")
-    seq_end = fields.pop("seq_end", None)
-    if seq_end is not None and (type(seq_end) is not int or seq_end <= seq or kind not in _SPANNED):
-        raise DecodeError("log line has a bad seq_end")
-    return Tagged(job, attempt, seq, float(ts), decode_event(kind, fields), seq_end)
+    read = _READ.get(kind)
+    if read is None:
+        raise DecodeError(f"unknown event kind {kind!r}")
+    return read(obj, job, seq, attempt)
 
 
 def _describe(exc: BaseException) -> str:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from orchestrator import codec
 from orchestrator.config.check import type_hints
 from orchestrator.errors import ErrorKind
-from orchestrator.events import CONTENT_BLOCKS, EVENT_TYPES, BatchSummary, Tagged, Tokens
+from orchestrator.events import CONTENT_BLOCKS, EVENT_TYPES, BatchSummary, Tagged, Tokens, UsageReported
 
 json_scalars = (
     st.none()
@@ -78,14 +78,39 @@ def test_every_event_survives_a_trip_through_a_log_line(tag: tuple[Any, ...], ev
 
 
 @given(tags, events)
-def test_a_log_line_is_the_tag_then_the_converters_fields_in_order(tag: tuple[Any, ...], event: Any) -> None:
+def test_a_log_line_is_the_tag_then_the_fields_not_at_their_defaults_in_order(
+    tag: tuple[Any, ...], event: Any
+) -> None:
     job, attempt, seq, ts = tag
-    expected = {"job": job, "attempt": attempt, "seq": seq, "ts": ts, **codec.event_to_dict(event)}
+    full = {"job": job, "attempt": attempt, "seq": seq, "ts": ts, **codec.event_to_dict(event)}
     line = codec.tagged_to_dict(Tagged(job, attempt, seq, ts, event))
-    assert list(line.items()) == list(expected.items())  # same keys, values and key order
+    assert [k for k in full if k in line] == list(line)  # the full line's keys, in its order
+    defaults = codec.FIELD_DEFAULTS[event.kind]
+    for name in full.keys() - line.keys():  # left out: at its default, and the reader fills that in
+        assert name in defaults and name not in codec.CONTEXT_FIELDS.get(event.kind, ())
+        assert _as_json(full[name]) == _as_json(defaults[name])
+    for name in line.keys() & defaults.keys() - set(codec.CONTEXT_FIELDS.get(event.kind, ())):
+        assert _as_json(line[name]) != _as_json(defaults[name])  # written: not at its default
     assert codec.encode_tagged(Tagged(job, attempt, seq, ts, event)) == orjson.dumps(
-        expected, option=orjson.OPT_APPEND_NEWLINE
+        line, option=orjson.OPT_APPEND_NEWLINE
     )
+
+
+def _as_json(value: Any) -> Any:
+    return orjson.loads(orjson.dumps(value))
+
+
+def test_token_counts_leave_out_their_zeros() -> None:
+    line = codec.tagged_to_dict(Tagged("a", 1, 2, 0.5, UsageReported(Tokens(3, 0, 0, 4))))
+    assert line == {
+        "job": "a",
+        "attempt": 1,
+        "seq": 2,
+        "ts": 0.5,
+        "kind": "usage",
+        "tokens": {"input": 3, "cache_creation": 4},
+    }
+    assert codec.decode_tagged(line).event == UsageReported(Tokens(3, 0, 0, 4))
 
 
 def test_event_fields_never_collide_with_the_tag() -> None:

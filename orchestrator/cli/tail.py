@@ -46,6 +46,7 @@ from orchestrator.events import (
     ToolResult,
     UsageReported,
 )
+from orchestrator.record.lines import LogLines
 from orchestrator.record.log import HEADER_KIND
 from orchestrator.visible import visible
 
@@ -121,6 +122,7 @@ def follow(
         pending = b""
         finished = False
         number = 0
+        decoder = LogLines()  # a line leaves out what earlier lines say: read every one in order
         while True:
             chunk = f.read(1 << 20)
             if not chunk:
@@ -128,7 +130,7 @@ def follow(
                     return EXIT_OK
                 if os.stat(path).st_size < f.tell():  # truncated under us: start over
                     f.seek(0)
-                    pending, number = b"", 0
+                    pending, number, decoder = b"", 0, LogLines()
                 time.sleep(interval)
                 continue
             pending += chunk
@@ -138,21 +140,25 @@ def follow(
                 number += 1
                 if not raw.strip():
                     continue
-                line, finished = _describe_line(raw, number, keep)
+                line, finished = _describe_line(raw, number, keep, decoder)
                 if line is not None:
                     lines.append(line)
             if lines:
                 emit(lines)
 
 
-def _describe_line(raw: bytes, number: int, keep: Callable[[Tagged], bool]) -> tuple[str | None, bool]:
+def _describe_line(
+    raw: bytes, number: int, keep: Callable[[Tagged], bool], decoder: LogLines
+) -> tuple[str | None, bool]:
     """The printed line for one log line (None to print nothing) and whether it ends a batch.
     Everything in it from the log is :func:`~orchestrator.visible.visible`."""
-    line, finished = _describe_raw(raw, number, keep)
+    line, finished = _describe_raw(raw, number, keep, decoder)
     return (None if line is None else visible(line)), finished
 
 
-def _describe_raw(raw: bytes, number: int, keep: Callable[[Tagged], bool]) -> tuple[str | None, bool]:
+def _describe_raw(
+    raw: bytes, number: int, keep: Callable[[Tagged], bool], decoder: LogLines
+) -> tuple[str | None, bool]:
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -160,13 +166,14 @@ def _describe_raw(raw: bytes, number: int, keep: Callable[[Tagged], bool]) -> tu
     if not isinstance(obj, dict):
         return f"{'':>9}  line {number}: not a log line", False
     if obj.get("kind") == HEADER_KIND:
+        decoder.restart()
         return (
             f"{'':>9}  ── run {obj.get('run_id')} started {obj.get('started_at')}: "
             f"{obj.get('jobs')} jobs from {obj.get('job_file') or '?'}",
             False,
         )
     try:
-        tagged = codec.decode_tagged(obj)
+        tagged = decoder.decode(obj)
     except codec.DecodeError as exc:
         # A kind from a newer version, say: show what the line says rather than stop following.
         return _format(

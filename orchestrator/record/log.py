@@ -2,7 +2,10 @@
 
 Layout: a header line (``"kind": "log_header"``) opens each run, then one line per tagged event,
 except that a run of text (or thinking) deltas of one attempt is one line (see
-:mod:`~orchestrator.record.coalesce`). A resumed run appends a new header and its events to the same file.
+:mod:`~orchestrator.record.coalesce`). A line leaves out what a reader can fill back in (fields
+at their defaults, what earlier lines of the job say: see :mod:`~orchestrator.record.lines`), so
+lines are read in order, each run from its header. A resumed run appends a new header and its
+events to the same file.
 
 Durability: with ``fsync="terminal"`` (the default) every batch holding a job's terminal event
 is flushed and fsynced before the bus hands it to anyone else, so a job never counts as done
@@ -25,7 +28,7 @@ import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import attrs
 import orjson
@@ -34,6 +37,7 @@ import trio
 from orchestrator import codec
 from orchestrator.events import TERMINAL_EVENTS, Tagged
 from orchestrator.record.coalesce import DeltaRuns
+from orchestrator.record.lines import LogLines
 
 HEADER_KIND = "log_header"
 _HEADER_START = b'{"kind":"log_header"'  # how every header we write begins
@@ -72,6 +76,7 @@ class LogWriter:
         self._owned = target != "-"
         self.failed = False  # a write failed: the file may end in a cut line, and the disk be full
         self._runs = DeltaRuns()
+        self._lines = LogLines()
         self._last_fsync = -math.inf  # trio time the last fsync started
 
     def open(self, header: LogHeader) -> None:
@@ -85,6 +90,7 @@ class LogWriter:
             self._file = open(path, "ab", buffering=0)
         else:
             self._file = sys.stdout.buffer
+        self._lines.restart()
         self._write(orjson.dumps({"kind": HEADER_KIND, **codec.to_jsonable(header)}) + b"\n")
 
     def _write(self, data: bytes) -> None:
@@ -110,7 +116,7 @@ class LogWriter:
         so the run must end. What was written before stays valid; a line cut by the failure
         is a torn tail that the next run (``--resume``) cuts.
         """
-        encode = codec.encode_tagged
+        encode = self._lines.encode
         try:
             self._write(b"".join([encode(t) for t in self._runs.feed(batch)]))
             if self._owned and self.fsync != "never":
@@ -131,7 +137,7 @@ class LogWriter:
             held = self._runs.drain()  # deltas of attempts a torn-down run never ended
             if held:
                 try:
-                    self._write(b"".join([codec.encode_tagged(t) for t in held]))
+                    self._write(b"".join([self._lines.encode(t) for t in held]))
                 except OSError:
                     self.failed = True
         if self._file is not None and self._owned:
@@ -186,9 +192,9 @@ def _drop_torn_tail(path: Path) -> None:
                 f.write(b"\n")
 
 
-@attrs.frozen
-class LogRecord:
-    """One line read back from a log: a run header or a tagged event."""
+class LogRecord(NamedTuple):
+    """One line read back from a log: a run header or a tagged event. (A named tuple: a report
+    reads one for every line.)"""
 
     line: int
     header: LogHeader | None = None
@@ -240,21 +246,22 @@ def read_objects(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     last line (a crash mid-write: no final newline and not valid JSON). Any other line that is
     not a JSON object raises :class:`LogError` naming the file and line.
     """
+    loads, decode_error = orjson.loads, orjson.JSONDecodeError
     with open(path, "rb") as f:
+        first = f.readline()
+        if first and _header_of(first.rstrip(b"\n"), not first.endswith(b"\n"), path) is None:
+            return  # an empty log, or one whose header a crash cut: nothing follows it
+        f.seek(0)
         for number, raw in enumerate(f, start=1):  # one line at a time: memory stays flat
-            torn = not raw.endswith(b"\n")  # only the last line can lack its newline
-            raw = raw.rstrip(b"\n")
-            if number == 1 and _header_of(raw, torn, path) is None:
-                continue
-            if not raw.strip():
-                continue
             try:
-                obj = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                if torn:
+                obj = loads(raw)  # orjson takes the newline and any blanks around the value
+            except decode_error as exc:
+                if not raw.strip():
+                    continue
+                if not raw.endswith(b"\n"):  # only the last line can lack its newline: torn
                     return
                 raise LogError(f"{path}: line {number}: invalid JSON: {exc}") from None
-            if not isinstance(obj, dict):
+            if type(obj) is not dict:
                 raise LogError(f"{path}: line {number}: expected a JSON object, got {type(obj).__name__}")
             yield number, obj
 
@@ -265,12 +272,14 @@ def read_log(path: str | Path) -> Iterator[LogRecord]:
 
     Raises :class:`LogError` naming the file and line for a line that is not a valid record.
     """
+    lines = LogLines()
     for number, obj in read_objects(path):
         try:
             if obj.get("kind") == HEADER_KIND:
                 fields = {k: v for k, v in obj.items() if k != "kind"}
+                lines.restart()
                 yield LogRecord(number, header=codec.structure(fields, LogHeader))
             else:
-                yield LogRecord(number, tagged=codec.decode_tagged(obj))
+                yield LogRecord(number, tagged=lines.decode(obj))
         except Exception as exc:
             raise LogError(f"{path}: line {number}: {exc}") from None

@@ -23,6 +23,7 @@ summary.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -113,7 +114,8 @@ class _RunFold:
 
     def apply(self, tagged: Tagged) -> None:
         self.aggregator.apply(tagged)
-        self.last_ts = max(self.last_ts, tagged.ts)
+        if tagged.ts > self.last_ts:
+            self.last_ts = tagged.ts
         event, job = tagged.event, tagged.job_id
         if job is None:
             if isinstance(event, BatchFinished):
@@ -282,14 +284,24 @@ def _empty(fold: _RunFold) -> bool:
 def read_report(
     paths: Sequence[str | Path], *, story_job: str | None = None, keep_text: bool = False
 ) -> Report:
-    """Read and fold the logs, in the order given. Raises OSError or :class:`~.log.LogError`."""
+    """Read and fold the logs, in the order given. Raises OSError or :class:`~.log.LogError`.
+
+    The garbage collector is paused while it reads (and restored after): the fold makes objects
+    by the million, none in reference cycles, and keeps one row per job, so collections only
+    cost time (an eighth of it on a big log)."""
 
     def records() -> Iterable[tuple[str, LogRecord]]:
         for path in paths:
             for record in read_log(path):
                 yield str(path), record
 
-    return fold_runs(records(), story_job=story_job, keep_text=keep_text)
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return fold_runs(records(), story_job=story_job, keep_text=keep_text)
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def pick_run(report: Report, number: int) -> Report | None:

@@ -214,17 +214,11 @@ def test_a_run_of_deltas_is_one_line_with_the_first_seq_and_ts_and_seq_end(tmp_p
         Tagged("a", 1, 5, 0.5, JobSucceeded(attempts=1)),
     ]
     path = tmp_path / "run.jsonl"
-    write_log(path, [batch])
+    logged = write_log(path, [batch])
     lines = [orjson.loads(raw) for raw in path.read_bytes().splitlines()[1:]]
-    assert lines[1] == {
-        "job": "a",
-        "attempt": 1,
-        "seq": 2,
-        "seq_end": 3,
-        "ts": 0.2,
-        "kind": "text_delta",
-        "text": "Hello",
-    }
+    # seq 2 and attempt 1 follow from the job's line before (see test_lines.py)
+    assert lines[1] == {"job": "a", "seq_end": 3, "ts": 0.2, "kind": "text_delta", "text": "Hello"}
+    assert logged[1] == Tagged("a", 1, 2, 0.2, TextDelta("Hello"), seq_end=3)
     assert [line.get("seq_end") for line in lines] == [None, 3, None, None, None]
     # A run is written when its job moves on; b's run, still open, when the writer closes.
     assert [(line["job"], line["kind"]) for line in lines] == [

@@ -344,7 +344,7 @@ class SimBackend:
                 stop_reason="end_turn",
                 tokens=tokens,
                 cost_usd=cost,
-                duration_s=trio.current_time() - start,
+                duration_s=round(trio.current_time() - start, 6),
                 turns=1 + plan.tool_calls,
                 session_id=f"sim-{job.id}-{attempt}",
             )

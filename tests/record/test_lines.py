@@ -1,0 +1,169 @@
+"""The log's compact lines: whatever a line leaves out, a reader that reads the log in order puts
+back exactly; a line that leaves out what no earlier line says is refused, never guessed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from orchestrator import codec
+from orchestrator.events import (
+    AttemptStarted,
+    BatchStarted,
+    JobQueued,
+    JobSucceeded,
+    SessionStarted,
+    StreamFinished,
+    Tagged,
+    TextDelta,
+    Tokens,
+    UsageReported,
+)
+from orchestrator.record.lines import LogLines
+from tests.test_codec import events
+
+# Events that earlier lines of a job speak for, weighted up among all the kinds.
+_related = st.sampled_from(
+    [
+        JobQueued("sim", None, "h"),
+        AttemptStarted("sim"),
+        AttemptStarted("other"),
+        SessionStarted("s1"),
+        SessionStarted(None),
+        UsageReported(Tokens(1, 2)),
+        StreamFinished("end_turn", Tokens(1, 2), session_id="s1"),
+        StreamFinished("end_turn", None, session_id=None),
+        StreamFinished("end_turn", Tokens(2, 4)),
+        JobSucceeded(attempts=1),
+        JobSucceeded(attempts=2),
+        TextDelta("x"),
+        BatchStarted("r", 1, "t"),
+    ]
+)
+
+
+@st.composite
+def records(draw: st.DrawFn) -> list[Tagged]:
+    """Records of a few jobs, mostly in the order a run writes them (seq one up, attempts
+    counted by attempt_started), sometimes not."""
+    out: list[Tagged] = []
+    state: dict[Any, list[int]] = {}
+    for _ in range(draw(st.integers(0, 40))):
+        job = draw(st.sampled_from([None, "a", "b"]))
+        event = draw(_related | events)
+        seq, attempt = state.setdefault(job, [0, 0])
+        if isinstance(event, AttemptStarted):
+            attempt += 1
+        if draw(st.integers(0, 9)) == 0:  # an odd one: a gap, a repeat, another attempt
+            seq, attempt = draw(st.integers(0, 5)), draw(st.integers(0, 3))
+        span = draw(st.integers(1, 3)) if isinstance(event, TextDelta) else 1
+        seq_end = seq + span - 1 if span > 1 else None
+        out.append(Tagged(job, attempt, seq, float(draw(st.integers(0, 10**6))) / 1e3, event, seq_end))
+        state[job] = [seq + span, attempt]
+    return out
+
+
+def _write_and_read(written: list[Tagged]) -> tuple[list[bytes], list[Tagged]]:
+    writer, reader = LogLines(), LogLines()
+    lines = [writer.encode(t) for t in written]
+    return lines, [reader.decode(orjson.loads(line)) for line in lines]
+
+
+@given(records())
+def test_every_record_reads_back_as_it_was_written(written: list[Tagged]) -> None:
+    _, read = _write_and_read(written)
+    assert read == written
+
+
+@given(records())
+def test_a_line_standing_on_its_own_reads_the_same_in_the_stream(written: list[Tagged]) -> None:
+    reader = LogLines()
+    assert [reader.decode(orjson.loads(codec.encode_tagged(t))) for t in written] == written
+
+
+def test_a_jobs_lines_leave_out_what_earlier_lines_say() -> None:
+    tokens = Tokens(10, 24)
+    written = [
+        Tagged("q", 0, 0, 0.1, JobQueued("sim", None, "h")),
+        Tagged("q", 1, 1, 0.2, AttemptStarted("sim")),
+        Tagged("q", 1, 2, 0.3, SessionStarted("s-1", "m")),
+        Tagged("q", 1, 3, 0.4, TextDelta("Hello"), seq_end=9),
+        Tagged("q", 1, 10, 0.5, UsageReported(tokens)),
+        Tagged("q", 1, 11, 0.6, StreamFinished("end_turn", tokens, 0.01, session_id="s-1")),
+        Tagged("q", 1, 12, 0.7, JobSucceeded(attempts=1)),
+    ]
+    lines, read = _write_and_read(written)
+    assert read == written
+    assert [orjson.loads(line) for line in lines] == [
+        {"job": "q", "ts": 0.1, "kind": "job_queued", "backend": "sim", "content_hash": "h"},
+        {"job": "q", "ts": 0.2, "kind": "attempt_started"},
+        {"job": "q", "ts": 0.3, "kind": "session_started", "session_id": "s-1", "model": "m"},
+        {"job": "q", "seq_end": 9, "ts": 0.4, "kind": "text_delta", "text": "Hello"},
+        {"job": "q", "ts": 0.5, "kind": "usage", "tokens": {"input": 10, "output": 24}},
+        {"job": "q", "ts": 0.6, "kind": "stream_finished", "stop_reason": "end_turn", "cost_usd": 0.01},
+        {"job": "q", "ts": 0.7, "kind": "job_succeeded"},
+    ]
+
+
+def test_what_differs_from_the_earlier_lines_is_written() -> None:
+    written = [
+        Tagged("q", 0, 0, 0.1, JobQueued("sim", None, "h")),
+        Tagged("q", 2, 5, 0.2, AttemptStarted("other")),
+        Tagged("q", 2, 6, 0.3, UsageReported(Tokens(1, 1))),
+        Tagged("q", 2, 7, 0.4, StreamFinished("end_turn", None, session_id="s")),
+        Tagged("q", 2, 8, 0.5, JobSucceeded(attempts=3)),
+    ]
+    lines, read = _write_and_read(written)
+    assert read == written
+    objs = [orjson.loads(line) for line in lines]
+    assert objs[1] == {
+        "job": "q",
+        "attempt": 2,
+        "seq": 5,
+        "ts": 0.2,
+        "kind": "attempt_started",
+        "backend": "other",
+    }
+    assert objs[3]["tokens"] is None and objs[3]["session_id"] == "s"  # null written: not the usage's sum
+    assert objs[4]["attempts"] == 3
+
+
+def test_a_new_run_counts_afresh_at_its_header_and_at_batch_started() -> None:
+    first = [
+        Tagged(None, 0, 0, 0.0, BatchStarted("r1", 1, "t")),
+        Tagged("q", 0, 0, 0.1, JobQueued("sim", None, "h")),
+    ]
+    second = [
+        Tagged(None, 0, 0, 0.0, BatchStarted("r2", 1, "t")),
+        Tagged("q", 0, 0, 0.1, JobQueued("sim", None, "h")),
+    ]
+    one, other = LogLines(), LogLines()
+    lines = [one.encode(t) for t in first] + [other.encode(t) for t in second]  # two runs joined by hand
+    reader = LogLines()
+    assert [reader.decode(orjson.loads(line)) for line in lines] == first + second
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"job": "q", "ts": 0.1, "kind": "attempt_started"},  # no earlier line names a backend
+        {"job": ["q"], "ts": 0.1, "kind": "job_succeeded"},
+        {"job": "q", "kind": "job_succeeded"},
+        {"job": "q", "ts": 0.1, "kind": "job_failed", "error_kind": "auth", "message": "m"},
+    ],
+)
+def test_a_line_that_leaves_out_what_cannot_be_known_is_refused(obj: dict[str, Any]) -> None:
+    with pytest.raises(codec.DecodeError):
+        LogLines().decode(obj)
+
+
+def test_a_line_that_does_not_decode_still_counts_for_the_lines_after_it() -> None:
+    reader = LogLines()
+    reader.decode({"job": "q", "ts": 0.1, "kind": "job_queued", "backend": "sim", "content_hash": "h"})
+    with pytest.raises(codec.DecodeError):
+        reader.decode({"job": "q", "ts": 0.2, "kind": "from_a_newer_version"})
+    assert reader.decode({"job": "q", "ts": 0.3, "kind": "text_delta", "text": "x"}).seq == 2
