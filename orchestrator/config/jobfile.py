@@ -71,6 +71,7 @@ BATCH_KEYS = (
     "halt",
     "log_inputs",
     "results",
+    "dedupe",
 )
 _JOB_SETTINGS = (
     "backend",
@@ -102,6 +103,7 @@ class Overrides:
     timeouts: Mapping[str, float] = attrs.field(factory=dict)
     max_cost_usd: float | None = None
     hard_cap: bool | None = None
+    dedupe: bool | None = None
 
 
 def load_job_file(path: str | Path, overrides: Overrides = Overrides()) -> BatchSpec:

@@ -44,6 +44,7 @@ from orchestrator.events import (
 from orchestrator.redact import Redactor
 from orchestrator.run.bus import Item
 from orchestrator.run.control import RunControl
+from orchestrator.run.dedupe import Dedupe, Shared
 from orchestrator.run.halt import HaltWatch
 from orchestrator.run.job import (
     Failure,
@@ -141,6 +142,7 @@ class Run:
         self.t0 = self.now()
         self.seq = 0
         self.watchdog = IdleWatchdog()
+        self.dedupe: Dedupe[_Job] = Dedupe(spec.dedupe)
         self.jobs = [_Job(spec=job, run=self) for job in spec.jobs]
         self.queue: JobQueue[_Job] = JobQueue(
             (),
@@ -224,24 +226,53 @@ class Run:
         start, size = 0, max(self.spec.concurrency, 1)
         while start < len(jobs) and self.queue.accepting:
             chunk = jobs[start : start + size]
+            runs = []
             for job in chunk:
-                await self.announce_one(job)
-            self.queue.add(chunk)
+                if await self.announce_one(job):
+                    runs.append(job)
+            if len(runs) < len(chunk):
+                self.queue.not_queued(len(chunk) - len(runs))
+            self.queue.add(runs)
             start += size
             size = _ANNOUNCE_CHUNK
             await trio.lowlevel.checkpoint()
 
-    async def announce_one(self, job: _Job) -> None:
-        """Send the job's ``job_queued`` and its ``job_input``. Cancelled while the bus is full
-        before ``job_queued`` is sent, the job stays unannounced (and unstarted:
-        ``finish_leftovers`` skips it by position); cancelled after, its ``job_input`` may be
-        missing from the log."""
+    async def announce_one(self, job: _Job) -> bool:
+        """Send the job's ``job_queued`` and its ``job_input``; True when the job is to run,
+        False when an identical job announced before it sends its request (it then follows that
+        leader, see :mod:`orchestrator.run.dedupe`, and may have ended already). Cancelled while
+        the bus is full before ``job_queued`` is sent, the job stays unannounced (and
+        unstarted: ``finish_leftovers`` skips it by position); cancelled after, its
+        ``job_input`` may be missing from the log."""
         spec = job.spec
         await job.emit(JobQueued(backend=spec.backend, model=spec.model, content_hash=spec.content_hash))
         job.queued = True
         described = job_input(spec, log_inputs=self.spec.log_inputs)
         if described is not None:
             await job.emit(described)
+        follow = self.dedupe.announce(job, spec.id, spec.content_hash)
+        if follow is None:
+            return True
+        await job.emit(follow.event)
+        if follow.ended is not None:
+            await self.end_follower(job, follow.ended)
+        return False
+
+    async def end_followers(self, leader: _Job, terminal: TerminalEvent) -> None:
+        """The leader has ended: end the followers waiting on it with its outcome. Shielded as
+        the leader's own end is (a stop must not turn a shared outcome into a skip: the
+        followers would be paid for on resume), for at most the terminal grace."""
+        waiting, shared = self.dedupe.leader_ended(leader.spec.content_hash, terminal)
+        if shared is None or not waiting:
+            return
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + _TERMINAL_GRACE):
+            for follower in waiting:
+                await self.end_follower(follower, shared)
+
+    async def end_follower(self, follower: _Job, shared: Shared) -> None:
+        """End a follower with its leader's terminal event (readers copy the leader's outcome)."""
+        await follower.emit(shared)
+        follower.done = True
 
     async def worker(self) -> None:
         while (job := await self.queue.take()) is not None:
@@ -257,6 +288,7 @@ class Run:
                     with trio.CancelScope(shield=True, deadline=trio.current_time() + _TERMINAL_GRACE):
                         await job.emit(terminal)
                 job.done = True
+                await self.end_followers(job, terminal)
                 self.queue.finished()
                 halted = self.halt.record(job.spec.backend, terminal)
                 if halted is not None:

@@ -1,0 +1,100 @@
+"""Identical requests are sent once: which job leads, which follow, and how a follower ends.
+
+The rule, in one place. Two jobs of a run are identical when their content hashes are equal
+(:attr:`~orchestrator.spec.JobSpec.content_hash`: the rendered request and every setting that
+shapes the reply — backend, model, system, messages, prompt, ``max_tokens``, ``temperature``,
+``seed``, the backend's options such as tools and ``extra_body``, the output schema and the
+batch's model and server; not the id, the row or the metadata). Jobs are matched as they are
+announced, against the jobs announced before them in the same run, so the rule needs no job list
+up front:
+
+* the first job announced with a hash is its **leader**: it runs as any job does (its own
+  retries and timeouts; a follower's are not consulted);
+* every later job with that hash is a **follower**: it sends ``job_deduplicated`` naming the
+  leader, makes no attempt, and ends with a copy of the leader's terminal event (succeeded or
+  failed, with the same error kind and message) as soon as the leader ends, or at once when
+  the leader had already ended. Readers of the log take the follower's outcome (text, output,
+  tool calls, usage, stop reason) from the leader's events; its cost is 0: paid once.
+* A leader a stop left without an end leaves its followers without one too: they end as any
+  unstarted job does (skipped).
+
+Deliberate samples differ in ``seed`` (it is part of the hash), so they are never merged; a batch
+with ``dedupe = false`` sends every job. A follower of a leader that ended in an *earlier* run
+of a resumed log is not matched (that leader is not part of this run): the first such job of the
+new run leads and is sent again, once.
+
+Memory: one small entry per distinct request announced (its leader's id and, once it ended, the
+leader's terminal event), for the whole run.
+"""
+
+from __future__ import annotations
+
+from typing import Generic, TypeVar
+
+import attrs
+
+from orchestrator.events import JobDeduplicated, JobFailed, JobSucceeded, TerminalEvent
+
+J = TypeVar("J")
+
+Shared = JobSucceeded | JobFailed
+"""The ends a follower shares with its leader; a leader that ends otherwise was stopped."""
+
+
+@attrs.define(slots=True, eq=False)
+class _Leader(Generic[J]):
+    """A distinct request of the run: the job that sends it, the jobs waiting on it, its end."""
+
+    job_id: str
+    waiting: list[J] = attrs.Factory(list)
+    ended: Shared | None = None
+
+
+@attrs.frozen
+class Follow:
+    """What a job announced as a follower sends next: its ``job_deduplicated``, and the leader's
+    terminal event when the leader has already ended (the follower ends with it at once)."""
+
+    event: JobDeduplicated
+    ended: Shared | None
+
+
+class Dedupe(Generic[J]):
+    """The run's map from content hash to leader, among the jobs announced so far.
+
+    Used from the batch's trio thread only. With ``enabled`` false every job leads and nothing
+    is kept.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._leaders: dict[str, _Leader[J]] = {}
+        self.followers = 0
+        """Jobs announced as followers so far."""
+
+    def announce(self, job: J, job_id: str, content_hash: str) -> Follow | None:
+        """A job is being announced: None when it leads (it runs), else how it follows (it
+        waits for its leader unless :attr:`Follow.ended` says the leader has ended)."""
+        if not self.enabled:
+            return None
+        leader = self._leaders.get(content_hash)
+        if leader is None:
+            self._leaders[content_hash] = _Leader(job_id)
+            return None
+        self.followers += 1
+        if leader.ended is None:
+            leader.waiting.append(job)
+        return Follow(JobDeduplicated(leader=leader.job_id), leader.ended)
+
+    def leader_ended(self, content_hash: str, terminal: TerminalEvent) -> tuple[list[J], Shared | None]:
+        """A job that runs has ended with ``terminal``: the followers waiting on it, and the
+        event they end with (None when the job was not a leader or ended without an outcome to
+        share; its waiting followers then stay unended, for the stop to end)."""
+        if not self.enabled:
+            return [], None
+        leader = self._leaders.get(content_hash)
+        if leader is None or not isinstance(terminal, JobSucceeded | JobFailed):
+            return [], None
+        leader.ended = terminal
+        waiting, leader.waiting = leader.waiting, []
+        return waiting, terminal
