@@ -386,7 +386,8 @@ def assemble(
             continue
         if job.id in seen:
             if checked.fields.get("id") is None:
-                # Equal prompts without ids are legitimate (sampling one prompt N times).
+                # Equal prompts without ids are legitimate; they are one request, sent once
+                # unless their seeds differ (see orchestrator.run.dedupe).
                 n = 2
                 while f"{job.id}-{n}" in seen:
                     n += 1
