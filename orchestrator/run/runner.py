@@ -12,6 +12,11 @@ Each worker takes the next job from a :class:`~orchestrator.run.schedule.JobQueu
 time its backoff ends; a job waiting out a backoff holds no worker. So at most ``concurrency``
 attempts are ever in flight, and a 100,000-job batch has only ``concurrency`` job tasks.
 
+A job whose request is identical to that of a job announced before it (see
+:mod:`orchestrator.run.dedupe`) is not queued: :meth:`Run.announce_one` makes it a follower, and it
+ends with its leader's terminal event, sent by the leader's worker right after the leader's own
+(:meth:`Run.end_followers`), or by the announcer when the leader had ended already.
+
 Every job ends exactly once: a worker emits ``job_succeeded`` or ``job_failed``; after the work
 nursery has closed, :meth:`Run.finish_leftovers` emits ``job_cancelled`` for every started job
 that has no end, and one batch-level ``jobs_skipped`` naming (by position) every job that never

@@ -10,6 +10,8 @@ import attrs
 import orjson
 import pytest
 import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from orchestrator import codec
 from orchestrator.config.jobfile import Overrides, load_data_file, load_job_file
@@ -185,9 +187,7 @@ def test_the_batch_pays_once_for_a_request_sent_once() -> None:
     once = run_virtual(_reviews()).summary
     both = run_virtual(_reviews(dedupe=False)).summary
     distinct = run_virtual(
-        make_spec(
-            [{"id": "a", "prompt": "Classify: good"}, {"id": "c", "prompt": "Classify: bad"}], sim=SIM
-        )
+        make_spec([{"id": "a", "prompt": "Classify: good"}, {"id": "c", "prompt": "Classify: bad"}], sim=SIM)
     ).summary
     assert (once.attempts, both.attempts) == (2, 4)
     assert once.cost_usd == distinct.cost_usd < both.cost_usd
@@ -218,6 +218,43 @@ def test_a_follower_announced_after_its_leader_ended_ends_at_once_with_its_outco
     assert ends["a"] < 10.0 == ends["late"]
     assert attempts_of(recorder.events) == ["a"]
     assert result.jobs["late"].text == result.jobs["a"].text and result.jobs["late"].deduplicated_from == "a"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    jobs=st.lists(
+        st.tuples(st.sampled_from("pqr"), st.sampled_from(("ok", "fatal", "server_error"))),
+        min_size=1,
+        max_size=8,
+    ),
+    concurrency=st.integers(1, 3),
+    deadline=st.sampled_from((None, 0.5, 1.2, 3.0)),
+)
+def test_every_job_ends_once_and_each_distinct_request_is_sent_by_its_first_job_only(
+    jobs: list[tuple[str, str]], concurrency: int, deadline: float | None
+) -> None:
+    queries = [
+        {"id": f"j{i}", "prompt": prompt, "sim": {"faults": [fault]}}
+        for i, (prompt, fault) in enumerate(jobs)
+    ]
+    spec = make_spec(queries, sim=SIM, concurrency=concurrency, deadline=deadline, retry={"base_delay": 0.1})
+    recorder = Recorder()
+    result = run_virtual(spec, subscribers=[recorder])
+    ids = [job.id for job in spec.jobs]
+    assert all(len(ends) == 1 for ends in job_ends(recorder.events, ids).values())
+    first = {}
+    for job in spec.jobs:
+        first.setdefault(job.content_hash, job.id)
+    leaders = set(first.values())
+    assert set(attempts_of(recorder.events)) <= leaders
+    terminal = {t.job_id: t.event for t in recorder.events if isinstance(t.event, JobSucceeded | JobFailed)}
+    for job in spec.jobs:
+        if job.id not in leaders and job.id in terminal:  # a follower that ended with an outcome
+            assert terminal[job.id] == terminal[first[job.content_hash]]
+            assert result.jobs[job.id].deduplicated_from == first[job.content_hash]
+    assert result.summary.cost_usd == pytest.approx(
+        sum(r.cost_usd or 0.0 for r in result.jobs.values() if r.job_id in leaders)
+    )
 
 
 # --- failures and stops --------------------------------------------------------------------------
