@@ -437,3 +437,20 @@ def test_the_command_writes_a_results_file_equal_to_the_export_with_followers_ro
     assert "identical to job r1's request, sent once" in story.stdout
     both = orchestrate(*args, "--no-log", "--no-dedupe", "--json", cwd=tmp_path)
     assert orjson.loads(both.stdout)["attempts"] == 4 and orjson.loads(both.stdout)["deduplicated"] == 0
+
+
+def test_a_dry_run_prices_each_request_once() -> None:
+    from orchestrator.run.dryrun import dry_run
+
+    prompts = ["x" * 400, "x" * 400, "y" * 400]
+    settings = {"openai": {"prices": {"a": {"input": 1.0, "output": 10.0}}, "rpm": 60}}
+    once = dry_run(make_spec(prompts, backend="openai", model="a", max_tokens=10, backends=settings))
+    both = dry_run(
+        make_spec(prompts, backend="openai", model="a", max_tokens=10, backends=settings, dedupe=False)
+    )
+    (group,), (every,) = once.groups, both.groups
+    assert (once.deduplicated, both.deduplicated) == (1, 0)
+    assert group.jobs == every.jobs == 3
+    assert (group.input_tokens, group.max_tokens) == (every.input_tokens * 2 // 3, 20)
+    assert group.cost_worst_usd == pytest.approx(every.cost_worst_usd * 2 / 3)
+    assert (group.rate_limit_s, every.rate_limit_s) == pytest.approx((2.0, 3.0))  # requests at 60 rpm
