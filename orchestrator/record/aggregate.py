@@ -278,12 +278,12 @@ class Aggregator:
                     attempt.output = value
             case JobInput():
                 job.input = event
-            case JobDeduplicated(leader=leader):
-                job.leader = leader
             case StreamWarning():
                 self._warnings += 1
             case JobSucceeded() | JobFailed() | JobCancelled() | JobSkipped():
                 self._finish(job_id, job, tagged)
+            case JobDeduplicated(leader=leader):
+                job.leader = leader
             case _:
                 pass
 

@@ -29,6 +29,7 @@ leader's terminal event), for the whole run.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Generic, TypeVar
 
 import attrs
@@ -86,15 +87,16 @@ class Dedupe(Generic[J]):
             leader.waiting.append(job)
         return Follow(JobDeduplicated(leader=leader.job_id), leader.ended)
 
-    def leader_ended(self, content_hash: str, terminal: TerminalEvent) -> tuple[list[J], Shared | None]:
-        """A job that runs has ended with ``terminal``: the followers waiting on it, and the
-        event they end with (None when the job was not a leader or ended without an outcome to
-        share; its waiting followers then stay unended, for the stop to end)."""
-        if not self.enabled:
-            return [], None
+    def leader_ended(self, content_hash: str, terminal: TerminalEvent) -> Sequence[J]:
+        """A job that runs has ended with ``terminal``: the followers waiting on it, to end now
+        with that same event. None are returned when the job ended without an outcome to share
+        (they then stay unended, for the stop to end); a job announced later with the hash ends
+        at once with the event (:attr:`Follow.ended`)."""
+        if not self.enabled or not isinstance(terminal, JobSucceeded | JobFailed):
+            return ()
         leader = self._leaders.get(content_hash)
-        if leader is None or not isinstance(terminal, JobSucceeded | JobFailed):
-            return [], None
+        if leader is None:
+            return ()
         leader.ended = terminal
         waiting, leader.waiting = leader.waiting, []
-        return waiting, terminal
+        return waiting

@@ -25,7 +25,7 @@ started.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import attrs
 import trio
@@ -49,7 +49,7 @@ from orchestrator.events import (
 from orchestrator.redact import Redactor
 from orchestrator.run.bus import Item
 from orchestrator.run.control import RunControl
-from orchestrator.run.dedupe import Dedupe, Shared
+from orchestrator.run.dedupe import Dedupe
 from orchestrator.run.halt import HaltWatch
 from orchestrator.run.job import (
     Failure,
@@ -263,18 +263,15 @@ class Run:
             await self.end_follower(job, follow.ended)
         return False
 
-    async def end_followers(self, leader: _Job, terminal: TerminalEvent) -> None:
-        """The leader has ended: end the followers waiting on it with its outcome. Shielded as
-        the leader's own end is (a stop must not turn a shared outcome into a skip: the
-        followers would be paid for on resume), for at most the terminal grace."""
-        waiting, shared = self.dedupe.leader_ended(leader.spec.content_hash, terminal)
-        if shared is None or not waiting:
-            return
+    async def end_followers(self, waiting: Sequence[_Job], shared: TerminalEvent) -> None:
+        """A leader has ended with ``shared``: end the followers that waited on it with that
+        event. Shielded as the leader's own end is (a stop must not turn a shared outcome into
+        a skip: the followers would be paid for on resume), for at most the terminal grace."""
         with trio.CancelScope(shield=True, deadline=trio.current_time() + _TERMINAL_GRACE):
             for follower in waiting:
                 await self.end_follower(follower, shared)
 
-    async def end_follower(self, follower: _Job, shared: Shared) -> None:
+    async def end_follower(self, follower: _Job, shared: TerminalEvent) -> None:
         """End a follower with its leader's terminal event (readers copy the leader's outcome)."""
         await follower.emit(shared)
         follower.done = True
@@ -293,7 +290,9 @@ class Run:
                     with trio.CancelScope(shield=True, deadline=trio.current_time() + _TERMINAL_GRACE):
                         await job.emit(terminal)
                 job.done = True
-                await self.end_followers(job, terminal)
+                waiting = self.dedupe.leader_ended(job.spec.content_hash, terminal)
+                if waiting:
+                    await self.end_followers(waiting, terminal)
                 self.queue.finished()
                 halted = self.halt.record(job.spec.backend, terminal)
                 if halted is not None:

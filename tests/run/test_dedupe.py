@@ -74,18 +74,19 @@ def test_the_first_job_announced_with_a_hash_leads_and_later_ones_follow_it() ->
     assert dedupe.announce("c", "c", "h2") is None
     follow = dedupe.announce("b", "b", "h1")
     assert follow is not None and follow.event == JobDeduplicated(leader="a") and follow.ended is None
-    waiting, shared = dedupe.leader_ended("h1", JobSucceeded(attempts=2))
-    assert (waiting, shared) == (["b"], JobSucceeded(attempts=2))
+    assert dedupe.leader_ended("h1", JobSucceeded(attempts=2)) == ["b"]
     after = dedupe.announce("d", "d", "h1")  # announced after its leader ended: ends at once
     assert after is not None and after.ended == JobSucceeded(attempts=2)
-    assert dedupe.leader_ended("h2", JobSucceeded(attempts=1)) == ([], JobSucceeded(attempts=1))
+    assert list(dedupe.leader_ended("h2", JobSucceeded(attempts=1))) == []
 
 
 def test_a_leader_that_ends_without_an_outcome_leaves_its_followers_waiting() -> None:
     dedupe: Dedupe[str] = Dedupe(True)
     dedupe.announce("a", "a", "h")
     dedupe.announce("b", "b", "h")
-    assert dedupe.leader_ended("h", JobCancelled(reason="deadline", attempts=1)) == ([], None)
+    assert list(dedupe.leader_ended("h", JobCancelled(reason="deadline", attempts=1))) == []
+    follow = dedupe.announce("c", "c", "h")
+    assert follow is not None and follow.ended is None  # still waiting, for the stop to end
 
 
 def test_with_dedupe_off_every_job_leads() -> None:
