@@ -385,6 +385,8 @@ def test_a_follower_whose_leader_ended_in_an_earlier_run_is_sent_once_in_the_nex
     assert second.jobs["again"].deduplicated_from == "late"
     merged = {row["id"]: row for row in log_rows([log])}
     assert [merged[job]["deduplicated_from"] for job in ("a", "late", "again")] == [None, None, "late"]
+    combined = read_report([log]).summary
+    assert (combined.succeeded, combined.deduplicated, combined.attempts) == (3, 1, 2)
 
 
 def test_an_old_summary_without_the_deduplicated_count_still_reads() -> None:
