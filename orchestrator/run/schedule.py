@@ -134,7 +134,10 @@ class JobQueue(Generic[T]):
 
     def not_queued(self, count: int = 1) -> None:
         """``count`` jobs counted in ``expected`` will never be added: they end without a worker
-        (a job whose identical request another job sends)."""
+        (a job whose identical request another job sends). Ignored after :meth:`drop_new`
+        (which already counted them as finished)."""
+        if not self._accepting:
+            return
         self._to_come -= count
         self._finish(count)
 
