@@ -159,7 +159,13 @@ async def test_a_429_with_retry_after_pauses_every_worker_of_the_backend(
         default=timed_reply(49, 0.2), limits=RateLimits(tpm=6000, window=0.6)
     ) as fake:
         result, recorder = await run_jobs(
-            "openai", {"base_url": fake.base_url}, ["q"] * 6, model="gpt-4o", max_tokens=49, concurrency=4
+            "openai",
+            {"base_url": fake.base_url},
+            ["q"] * 6,
+            model="gpt-4o",
+            max_tokens=49,
+            concurrency=4,
+            dedupe=False,  # a burst of six requests, identical on purpose
         )
     assert result.summary.succeeded == 6
     assert fake.meter is not None and fake.meter.refused >= 3
