@@ -30,7 +30,7 @@ leader's terminal event), for the whole run.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 import attrs
 
@@ -42,13 +42,14 @@ Shared = JobSucceeded | JobFailed
 """The ends a follower shares with its leader; a leader that ends otherwise was stopped."""
 
 
-@attrs.define(slots=True, eq=False)
-class _Leader(Generic[J]):
-    """A distinct request of the run: the job that sends it, the jobs waiting on it, its end."""
+class _Waited(Generic[J]):
+    """A leader still running with followers waiting on it."""
 
-    job_id: str
-    waiting: list[J] = attrs.Factory(list)
-    ended: Shared | None = None
+    __slots__ = ("job_id", "waiting")
+
+    def __init__(self, job_id: str, waiting: list[J]) -> None:
+        self.job_id = job_id
+        self.waiting = waiting
 
 
 @attrs.frozen
@@ -64,12 +65,15 @@ class Dedupe(Generic[J]):
     """The run's map from content hash to leader, among the jobs announced so far.
 
     Used from the batch's trio thread only. With ``enabled`` false every job leads and nothing
-    is kept.
+    is kept. A leader's entry is, by its state: its id (running, no follower yet: most requests,
+    so no object is made for them), a :class:`_Waited` (running, followers waiting), or its id
+    and terminal event (ended with an outcome to share).
     """
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
-        self._leaders: dict[str, _Leader[J]] = {}
+        self._leaders: dict[str, str | _Waited[J] | tuple[str, Shared]] = {}
+        self._succeeded: dict[int, JobSucceeded] = {}  # one kept end per attempt count, shared
         self.followers = 0
         """Jobs announced as followers so far."""
 
@@ -78,25 +82,41 @@ class Dedupe(Generic[J]):
         waits for its leader unless :attr:`Follow.ended` says the leader has ended)."""
         if not self.enabled:
             return None
-        leader = self._leaders.get(content_hash)
-        if leader is None:
-            self._leaders[content_hash] = _Leader(job_id)
+        leaders = self._leaders
+        found = leaders.get(content_hash)
+        if found is None:
+            leaders[content_hash] = job_id
             return None
         self.followers += 1
-        if leader.ended is None:
-            leader.waiting.append(job)
-        return Follow(JobDeduplicated(leader=leader.job_id), leader.ended)
+        if type(found) is str:
+            leaders[content_hash] = _Waited(found, [job])
+            return Follow(JobDeduplicated(leader=found), None)
+        if isinstance(found, _Waited):
+            found.waiting.append(job)
+            return Follow(JobDeduplicated(leader=found.job_id), None)
+        leader, ended = cast(tuple[str, Shared], found)
+        return Follow(JobDeduplicated(leader=leader), ended)
 
     def leader_ended(self, content_hash: str, terminal: TerminalEvent) -> Sequence[J]:
         """A job that runs has ended with ``terminal``: the followers waiting on it, to end now
         with that same event. None are returned when the job ended without an outcome to share
         (they then stay unended, for the stop to end); a job announced later with the hash ends
         at once with the event (:attr:`Follow.ended`)."""
-        if not self.enabled or not isinstance(terminal, JobSucceeded | JobFailed):
+        if not self.enabled:
             return ()
-        leader = self._leaders.get(content_hash)
-        if leader is None:
+        # Exact types, not isinstance of a union: this runs once for every job of the batch.
+        shared: Shared
+        if type(terminal) is JobSucceeded:  # equal values: keep one object, not one per job
+            shared = self._succeeded.setdefault(terminal.attempts, terminal)
+        elif type(terminal) is JobFailed:
+            shared = terminal
+        else:
             return ()
-        leader.ended = terminal
-        waiting, leader.waiting = leader.waiting, []
-        return waiting
+        leaders = self._leaders
+        found = leaders.get(content_hash)
+        if type(found) is str:
+            leaders[content_hash] = (found, shared)
+        elif isinstance(found, _Waited):
+            leaders[content_hash] = (found.job_id, shared)
+            return found.waiting
+        return ()
