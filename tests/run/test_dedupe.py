@@ -42,8 +42,8 @@ SIM = {"ttft": 1.0, "tokens_per_s": 40.0, "reply_tokens": 8}
 OWN_COLUMNS = ("id", "metadata", "cost_usd", "deduplicated_from")
 
 
-def attempts_of(events: list[Tagged]) -> list[str | None]:
-    return [t.job_id for t in events if isinstance(t.event, AttemptStarted)]
+def attempts_of(events: list[Tagged]) -> list[str]:
+    return [t.job_id for t in events if isinstance(t.event, AttemptStarted) and t.job_id is not None]
 
 
 def shared_columns(row: dict[str, Any]) -> dict[str, Any]:
@@ -243,7 +243,7 @@ def test_every_job_ends_once_and_each_distinct_request_is_sent_by_its_first_job_
     result = run_virtual(spec, subscribers=[recorder])
     ids = [job.id for job in spec.jobs]
     assert all(len(ends) == 1 for ends in job_ends(recorder.events, ids).values())
-    first = {}
+    first: dict[str, str] = {}
     for job in spec.jobs:
         first.setdefault(job.content_hash, job.id)
     leaders = set(first.values())
@@ -455,5 +455,6 @@ def test_a_dry_run_prices_each_request_once() -> None:
     assert (once.deduplicated, both.deduplicated) == (1, 0)
     assert group.jobs == every.jobs == 3
     assert (group.input_tokens, group.max_tokens) == (every.input_tokens * 2 // 3, 20)
+    assert every.cost_worst_usd is not None
     assert group.cost_worst_usd == pytest.approx(every.cost_worst_usd * 2 / 3)
     assert (group.rate_limit_s, every.rate_limit_s) == pytest.approx((2.0, 3.0))  # requests at 60 rpm
