@@ -61,6 +61,7 @@ def sim_batch(jobs: int, log: str | None, *, concurrency: int = 1000) -> BatchSp
             "concurrency": concurrency,
             **({"log": log} if log else {}),
             "sim": {"ttft": 0.5, "tokens_per_s": 0, "reply_tokens": 4},
+            "dedupe": False,  # one request, sent by every job: that is the load measured
         },
     )
     template = base.jobs[0]

@@ -127,6 +127,7 @@ def run_orchestrated(scenario: Scenario, tokens: int) -> Measured:
         seed=1,
         options={"ignore_eos": True},
         backend_settings={"local": {"slots": scenario.slots}},
+        dedupe=False,  # the prompts repeat: every job is a request to measure
         on_event=on_event,
         keep_text=False,
     )

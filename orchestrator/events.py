@@ -86,6 +86,9 @@ class BatchSummary:
     stream_warnings: int = 0
     """``stream_warning`` events: odd data a backend read past (a reply without usage, tool input
     that is not JSON, a stream that ended without its end marker). The messages are in the log."""
+    deduplicated: int = 0
+    """Jobs that ended with the outcome of an identical job's request, sent once for both (see
+    :class:`JobDeduplicated`): counted in ``succeeded``/``failed``, not in tokens or cost."""
 
     @property
     def simulated(self) -> bool:
@@ -474,6 +477,19 @@ class JobInput:
 
 
 @attrs.frozen
+class JobDeduplicated:
+    """The job's request is identical to that of ``leader``, a job announced before it in this
+    run (the same content hash): it is sent once, for both. Sent right after the job's
+    ``job_queued`` (and ``job_input``); the job then makes no attempt of its own and ends with
+    a copy of the leader's terminal event (``job_succeeded`` or ``job_failed``), whose outcome
+    (text, output, tool calls, usage, stop reason, error) readers take from the leader's
+    events. If the leader never ends (a stop), the job ends as any unstarted job does."""
+
+    kind: ClassVar[str] = "job_deduplicated"
+    leader: str
+
+
+@attrs.frozen
 class BatchFinished:
     kind: ClassVar[str] = "batch_finished"
     summary: BatchSummary
@@ -508,6 +524,7 @@ LifecycleEvent = (
     | LimiterChanged
     | BatchFinished
     | JobInput
+    | JobDeduplicated
     | BatchSubmitted
     | BatchProgress
     | BatchStopped
@@ -544,6 +561,7 @@ LIFECYCLE_EVENTS: tuple[type[LifecycleEvent], ...] = (
     LimiterChanged,
     BatchFinished,
     JobInput,
+    JobDeduplicated,
     BatchSubmitted,
     BatchProgress,
     BatchStopped,

@@ -222,6 +222,8 @@ class BatchSpec:
     """When a backend whose jobs keep failing stops taking new ones."""
     log_inputs: bool = True
     """Whether each job's rendered request (system, prompt) goes into the log's ``job_input``."""
+    dedupe: bool = True
+    """Whether jobs with equal content hashes share one request (see :mod:`orchestrator.run.dedupe`)."""
     results: str | None = None
     """The results file the command line writes (``.jsonl``, ``.csv`` or ``.parquet``), or None."""
     already_done: int = 0

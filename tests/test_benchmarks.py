@@ -40,3 +40,12 @@ def test_the_datasets_benchmark_runs_at_a_tiny_size(tmp_path: object) -> None:
     jsonl, csv_path = write_files(Path(str(tmp_path)), 50)
     assert measure("orjson", jsonl)["n"] == 50 and measure("csv", csv_path)["n"] == 51  # with the header
     assert measure("load", csv_path.with_suffix(".toml"))["n"] == 50
+
+
+def test_the_dedupe_benchmark_runs_at_a_tiny_size() -> None:
+    from benchmarks.dedupe import batch_cpu, bookkeeping
+
+    kept = bookkeeping(100, 1)
+    assert kept["on"] > 0 and kept["off"] > 0
+    found = batch_cpu([f"q{i // 2}" for i in range(20)], 1)
+    assert (found[True][1], found[False][1]) == (10, 20)  # attempts: each request once, or every job

@@ -328,6 +328,11 @@ def print_summary(
     if summary.already_done:
         table.add_row("resumed", f"{summary.already_done} jobs already done in the log, not run again")
     table.add_row("attempts", f"{summary.attempts} ({summary.retries} retries)")
+    if summary.deduplicated:
+        table.add_row(
+            "deduplicated",
+            f"{summary.deduplicated} jobs took the answer of an identical request sent once (cost 0)",
+        )
     if summary.stream_warnings:
         table.add_row("warnings", f"{summary.stream_warnings} stream warnings (in the log: stream_warning)")
     tokens = summary.tokens

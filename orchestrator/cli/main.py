@@ -101,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
         "on a terminal, Ctrl-C asks)",
     )
     parser.add_argument(
+        "--no-dedupe",
+        action="store_true",
+        help="send every job, also jobs whose requests are identical (by default they are sent once)",
+    )
+    parser.add_argument(
         "--resume",
         nargs="?",
         const="",
@@ -287,6 +292,7 @@ def _main(argv: Sequence[str] | None) -> int:
         timeouts=timeouts,
         max_cost_usd=args.max_cost,
         hard_cap=args.hard_cap or None,
+        dedupe=False if args.no_dedupe else None,
     )
     from orchestrator.record.claim import claim_log
     from orchestrator.record.log import LogWriteError

@@ -70,7 +70,7 @@ def start_results(path: str, spec: BatchSpec, *, resuming: bool) -> ResultsFile 
         write_results(log_rows([spec.log], leave_out={job.id for job in spec.jobs}), path)
     else:
         replace_file(path, b"")
-    return ResultsFile(path)
+    return ResultsFile(path, dedupe=spec.dedupe)
 
 
 def finish_results(path: str, spec: BatchSpec) -> None:

@@ -29,6 +29,7 @@ from orchestrator.events import (
     BatchStarted,
     Event,
     JobCancelled,
+    JobDeduplicated,
     JobFailed,
     JobQueued,
     JobSkipped,
@@ -221,6 +222,8 @@ def describe(event: Event) -> str:
             return _short(message)
         case RetryScheduled():
             return _short(f"retry in {event.delay_s:.2f}s after {event.error_kind}: {event.message}")
+        case JobDeduplicated(leader=leader):
+            return _short(f"the request of {leader}, sent once: ends with its outcome")
         case JobSucceeded(attempts=attempts):
             return f"after {attempts} attempt(s)"
         case JobFailed():

@@ -71,6 +71,7 @@ BATCH_KEYS = (
     "halt",
     "log_inputs",
     "results",
+    "dedupe",
 )
 _JOB_SETTINGS = (
     "backend",
@@ -102,6 +103,7 @@ class Overrides:
     timeouts: Mapping[str, float] = attrs.field(factory=dict)
     max_cost_usd: float | None = None
     hard_cap: bool | None = None
+    dedupe: bool | None = None
 
 
 def load_job_file(path: str | Path, overrides: Overrides = Overrides()) -> BatchSpec:
@@ -384,7 +386,8 @@ def assemble(
             continue
         if job.id in seen:
             if checked.fields.get("id") is None:
-                # Equal prompts without ids are legitimate (sampling one prompt N times).
+                # Equal prompts without ids are legitimate; they are one request, sent once
+                # unless their seeds differ (see orchestrator.run.dedupe).
                 n = 2
                 while f"{job.id}-{n}" in seen:
                     n += 1

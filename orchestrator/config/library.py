@@ -45,7 +45,8 @@ class BatchKeywords(TypedDict, total=False):
     (a :class:`RetryPolicy` / :class:`Timeouts` or a mapping of their fields), ``output_schema``
     (a JSON Schema every reply must meet: a mapping or its JSON text). The batch:
     ``concurrency`` (default 16), ``log``, ``deadline``, ``seed``, ``fsync``, ``name``,
-    ``max_cost_usd``, ``hard_cap``, ``halt``. How: ``keep_text`` (default True), ``resume`` (a log:
+    ``max_cost_usd``, ``hard_cap``, ``halt``, ``dedupe`` (default True: jobs whose requests are
+    identical are sent once). How: ``keep_text`` (default True), ``resume`` (a log:
     leave out what it shows done and append to it), ``retry_failed``, ``force`` (write into a
     log another job file wrote), ``engine`` (``"local"``, the default, or ``"ray"``: attempts
     run on a Ray cluster) and ``address`` (the Ray cluster to join; without it a local Ray
@@ -72,6 +73,7 @@ class BatchKeywords(TypedDict, total=False):
     max_cost_usd: float | None
     hard_cap: bool
     halt: HaltPolicy | Mapping[str, Any]
+    dedupe: bool
     keep_text: bool
     resume: str | None
     retry_failed: bool

@@ -24,6 +24,7 @@ from orchestrator.events import (
     BatchStarted,
     BatchSummary,
     JobCancelled,
+    JobDeduplicated,
     JobFailed,
     JobInput,
     JobQueued,
@@ -92,6 +93,10 @@ class JobResult:
     parsed and checked against the job's ``output_schema``; None for a job without one."""
     refusal: str | None = None
     """The model's refusal text, apart from ``text`` (see :attr:`refused`)."""
+    deduplicated_from: str | None = None
+    """The job whose identical request answered this one (sent once for both, see
+    :mod:`orchestrator.run.dedupe`): the outcome is that job's, the cost 0; None for a job
+    that made its own attempts."""
 
     @property
     def ok(self) -> bool:
@@ -129,6 +134,7 @@ class _Job:
     model: str | None = None
     backend: str | None = None
     input: JobInput | None = None
+    leader: str | None = None  # the job whose request answers this one (job_deduplicated)
 
     def close_attempt(self) -> None:
         attempt = self.current
@@ -152,6 +158,9 @@ class Aggregator:
     def __init__(self, *, keep_text: bool = True) -> None:
         self.keep_text = keep_text
         self.results: dict[str, JobResult] = {}
+        self.kept: dict[str, JobResult] = {}
+        """Results a reader took out of :attr:`results` but keeps for the jobs that may still
+        end with their outcome (followers of a deduplicated request, see :meth:`result_of`)."""
         self._running: dict[str, _Job] = {}
         self._queued = 0
         self._attempts = 0
@@ -273,6 +282,8 @@ class Aggregator:
                 self._warnings += 1
             case JobSucceeded() | JobFailed() | JobCancelled() | JobSkipped():
                 self._finish(job_id, job, tagged)
+            case JobDeduplicated(leader=leader):
+                job.leader = leader
             case _:
                 pass
 
@@ -309,6 +320,11 @@ class Aggregator:
             status, error_kind, error = "cancelled", "cancelled", event.reason
         else:
             status, error_kind, error = "skipped", "skipped", getattr(event, "reason", None)
+        if job.leader is not None and status in ("succeeded", "failed"):
+            leader = self.result_of(job.leader)
+            if leader is not None:
+                self.results[job_id] = shared_result(leader, job_id, job.input, job.backend, job.model)
+                return
         output = attempt if status == "succeeded" else None
         finished = attempt.meter.finished if attempt is not None else None
         self.results[job_id] = JobResult(
@@ -336,7 +352,13 @@ class Aggregator:
             else (),
             output=output.output if output is not None else None,
             refusal=finished.refusal if finished is not None and output is not None else None,
+            deduplicated_from=job.leader if status in ("succeeded", "failed") else None,
         )
+
+    def result_of(self, job_id: str) -> JobResult | None:
+        """The result of a job that ended, also one a reader took out to :attr:`kept`."""
+        found = self.results.get(job_id)
+        return found if found is not None else self.kept.get(job_id)
 
     def summary(self, wall_s: float, *, stopped: str | None = None) -> BatchSummary:
         """The batch so far, as if it ended ``wall_s`` seconds after it started."""
@@ -347,9 +369,13 @@ class Aggregator:
         cost_unknown = 0
         latencies: list[float] = []
         ttfts: list[float] = []
+        deduplicated = 0
         counts["skipped"] = len(self.skipped) + self.unannounced_skipped
         for result in results:
             counts[result.status] += 1
+            if result.deduplicated_from is not None:
+                deduplicated += 1  # its leader's tokens, latency and cost count once, there
+                continue
             tokens = tokens + result.tokens
             if result.cost_usd is None:
                 cost_unknown += 1
@@ -377,11 +403,30 @@ class Aggregator:
             simulated=self._simulated,
             priced_by=self._priced_by,
             stream_warnings=self._warnings,
+            deduplicated=deduplicated,
         )
 
     @property
     def running(self) -> Mapping[str, object]:
         return self._running
+
+
+def shared_result(
+    leader: JobResult, job_id: str, given: JobInput | None, backend: str | None, model: str | None
+) -> JobResult:
+    """The result of a job whose identical request ``leader`` sent: the leader's outcome (status,
+    text, output, tool calls, usage, stop reason, error, attempts, times) under the job's own
+    id, row and metadata, at no cost (it was paid once, by the leader)."""
+    return attrs.evolve(
+        leader,
+        job_id=job_id,
+        row=given.row if given is not None else NO_ROW,
+        metadata=given.metadata if given is not None else NO_ROW,
+        backend=backend,
+        model=model,
+        cost_usd=0.0,
+        deduplicated_from=leader.job_id,
+    )
 
 
 def skipped_result(job_id: str, reason: str) -> JobResult:
@@ -458,6 +503,7 @@ def summarize(
     simulated: int = 0,
     priced_by: Mapping[str, str] | None = None,
     stream_warnings: int = 0,
+    deduplicated: int = 0,
 ) -> BatchSummary:
     """A :class:`BatchSummary` from totals: rates, percentiles and rounding done one way for the
     live fold and for reports that combine several runs."""
@@ -484,6 +530,7 @@ def summarize(
         simulated_jobs=simulated,
         priced_by=dict(sorted((priced_by or {}).items())),
         stream_warnings=stream_warnings,
+        deduplicated=deduplicated,
         succeeded=counts["succeeded"],
         failed=counts["failed"],
         cancelled=counts["cancelled"],

@@ -10,7 +10,9 @@ takes its rows. A row is a plain dict:
 * ``status``, ``text`` (the final answer), ``output`` (the parsed structured output, or null),
   ``tool_calls`` (a list of ``{id, name, input}``), ``stop_reason``;
 * ``input_tokens``, ``output_tokens``, ``cache_read_tokens``, ``cache_creation_tokens``,
-  ``cost_usd``, ``attempts``, ``error_kind``, ``error``, ``ttft_s``, ``duration_s``;
+  ``cost_usd``, ``attempts``, ``deduplicated_from`` (the job whose identical request answered
+  this one, its cost then 0; null for a job that sent its own), ``error_kind``, ``error``,
+  ``ttft_s``, ``duration_s``;
 * ``backend``, ``model``, ``request_id`` (the provider's request id when known),
   ``session_id`` (the provider's reply or session id), ``metadata`` (the job's table).
 
@@ -49,6 +51,7 @@ COLUMNS = (
     "cache_creation_tokens",
     "cost_usd",
     "attempts",
+    "deduplicated_from",
     "error_kind",
     "error",
     "ttft_s",
@@ -88,6 +91,7 @@ def result_row(result: JobResult) -> Row:
         cache_creation_tokens=tokens.cache_creation,
         cost_usd=result.cost_usd,
         attempts=result.attempts,
+        deduplicated_from=result.deduplicated_from,
         error_kind=None if result.error_kind is None else str(result.error_kind),
         error=result.error,
         ttft_s=result.ttft_s,

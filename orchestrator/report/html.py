@@ -115,12 +115,14 @@ _INPUT_CHARS = 300  # of a job's row and metadata in a tooltip
 
 
 def _input_line(row: JobRow) -> str | None:
-    """A job's row and metadata as one short line of JSON for its tooltip (None: neither)."""
-    if not row.row and not row.metadata:
+    """A job's row, metadata and the job whose request answered it, as one short line of JSON
+    for its tooltip (None: none of them)."""
+    if not row.row and not row.metadata and row.deduplicated_from is None:
         return None
     value = {
         **({"row": dict(row.row)} if row.row else {}),
         **({"metadata": dict(row.metadata)} if row.metadata else {}),
+        **({"deduplicated_from": row.deduplicated_from} if row.deduplicated_from is not None else {}),
     }
     text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, default=str).decode()
     return text if len(text) <= _INPUT_CHARS else text[: _INPUT_CHARS - 1] + "…"
@@ -240,6 +242,7 @@ def _summary_html(report: Report) -> str:
         ("failed", f"{s.failed:,}"),
         ("cancelled / skipped", f"{s.cancelled:,} / {s.skipped:,}"),
         ("attempts (retries)", f"{s.attempts:,} ({s.retries:,})"),
+        *([("deduplicated", f"{s.deduplicated:,}")] if s.deduplicated else []),
         *([("stream warnings", f"{s.stream_warnings:,}")] if s.stream_warnings else []),
         ("tokens in / out", f"{s.tokens.input:,} / {s.tokens.output:,}"),
         ("cost", cost),

@@ -49,6 +49,7 @@ def _row_from_result(run: int, result: JobResult) -> JobRow:
         error=result.error,
         row=result.row,
         metadata=result.metadata,
+        deduplicated_from=result.deduplicated_from,
     )
 
 
@@ -81,12 +82,15 @@ def combine(runs: Sequence[RunReport], rows: Mapping[str, JobRow]) -> BatchSumma
     failures: dict[ErrorKind, int] = {}
     latencies: list[float] = []
     ttfts: list[float] = []
+    deduplicated = 0
     for row in rows.values():
         if row.status in counts:
             counts[row.status] += 1
         if row.status == "failed" and isinstance(row.error_kind, ErrorKind):
             failures[row.error_kind] = failures.get(row.error_kind, 0) + 1
-        if row.ok:
+        if row.deduplicated_from is not None:
+            deduplicated += 1  # its times are its leader's, counted there (as in one run's summary)
+        elif row.ok:
             if row.duration_s is not None:
                 latencies.append(row.duration_s)
             if row.ttft_s is not None:
@@ -116,6 +120,7 @@ def combine(runs: Sequence[RunReport], rows: Mapping[str, JobRow]) -> BatchSumma
         # a job run on the simulator in several runs is one simulated job
         simulated=min(len(rows), sum(run.summary.simulated_jobs for run in runs)),
         stream_warnings=sum(run.summary.stream_warnings for run in runs),
+        deduplicated=deduplicated,
         priced_by={model: source for run in runs for model, source in run.summary.priced_by.items()},
     )
 

@@ -40,6 +40,8 @@ class JobRow:
     row: Mapping[str, Any] = NO_ROW
     """The data-file row the job came from (the columns kept)."""
     metadata: Mapping[str, Any] = NO_ROW
+    deduplicated_from: str | None = None
+    """The job whose identical request answered this one (see ``JobResult.deduplicated_from``)."""
 
     @property
     def ok(self) -> bool:

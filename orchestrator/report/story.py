@@ -19,6 +19,7 @@ from orchestrator.events import (
     AssistantMessage,
     AttemptStarted,
     JobCancelled,
+    JobDeduplicated,
     JobFailed,
     JobInput,
     JobQueued,
@@ -100,6 +101,13 @@ class _Story:
                     self.line(ts, f"{message.role}: {message.content}")
                 if event.prompt is not None:
                     self.line(ts, f"prompt: {event.prompt}")
+            case JobDeduplicated(leader=leader):
+                self.line(
+                    ts,
+                    f"identical to job {leader}'s request, sent once: this job ends with its outcome "
+                    f"(report --job {leader}), at no cost",
+                    "cyan",
+                )
             case AttemptStarted():
                 self.flush()
                 self.saw_text = False

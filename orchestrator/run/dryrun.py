@@ -12,8 +12,12 @@ spend cap), so prices come from the same table a run uses:
   smaller) — a planning figure, not a forecast;
 * None when the backend cannot price the model (unknown model, claude-code).
 
-The rate-limit time is ``max(jobs / rpm, reserved tokens / tpm)`` minutes for each group as if
-it ran alone, with the backend's and the model's limits; retries would add to it.
+The rate-limit time is ``max(requests / rpm, reserved tokens / tpm)`` minutes for each group as
+if it ran alone, with the backend's and the model's limits; retries would add to it.
+
+A job whose request is identical to an earlier job's is sent once, by the rule a run applies
+(:mod:`orchestrator.run.dedupe`): it counts in its group's ``jobs`` and in
+:attr:`DryRun.deduplicated`, but adds no tokens, cost or time.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import attrs
 
 from orchestrator.backends import backend_kind
 from orchestrator.backends.request import estimated_input_tokens, turns
+from orchestrator.run.dedupe import Dedupe
 from orchestrator.spec import BatchSpec, JobSpec
 
 EXPECTED_REPLY_TOKENS = 256
@@ -56,21 +61,27 @@ class DryRun:
     groups: tuple[Group, ...]
     samples: tuple[Mapping[str, Any], ...]
     """The first few requests as they would be rendered."""
+    deduplicated: int = 0
+    """Jobs whose identical request another job sends (not counted again in tokens or cost)."""
 
 
 def dry_run(spec: BatchSpec, *, samples: int = SAMPLES) -> DryRun:
     """Estimate ``spec`` (already validated and preflighted)."""
     estimates = {name: _estimator(name, settings) for name, settings in spec.backends.items()}
     sums: dict[tuple[str, str | None], list[Any]] = {}
+    dedupe: Dedupe[None] = Dedupe(spec.dedupe)
     for job in spec.jobs:
+        acc = sums.setdefault((job.backend, job.model), [0, 0, 0, 0.0, 0.0, True, 0, 0])
+        acc[0] += 1
+        if dedupe.announce(None, job.id, job.content_hash) is not None:
+            continue  # sent once, by an earlier job
+        acc[7] += 1
         estimate = estimates.get(job.backend) or _fallback
         tokens, worst = estimate(job)
         reply = tokens - estimated_input_tokens(job)
         expected = worst
         if reply > EXPECTED_REPLY_TOKENS:
             _, expected = estimate(attrs.evolve(job, max_tokens=EXPECTED_REPLY_TOKENS))
-        acc = sums.setdefault((job.backend, job.model), [0, 0, 0, 0.0, 0.0, True, 0])
-        acc[0] += 1
         acc[1] += estimated_input_tokens(job)
         acc[2] += reply
         if worst is None or expected is None:
@@ -88,11 +99,16 @@ def dry_run(spec: BatchSpec, *, samples: int = SAMPLES) -> DryRun:
             max_tokens=acc[2],
             cost_expected_usd=acc[3] if acc[5] else None,
             cost_worst_usd=acc[4] if acc[5] else None,
-            rate_limit_s=_rate_limit_s(spec, backend, model, acc[0], acc[6]),
+            rate_limit_s=_rate_limit_s(spec, backend, model, acc[7], acc[6]),
         )
         for (backend, model), acc in sums.items()
     )
-    return DryRun(jobs=len(spec.jobs), groups=groups, samples=tuple(_sample(j) for j in spec.jobs[:samples]))
+    return DryRun(
+        jobs=len(spec.jobs),
+        groups=groups,
+        samples=tuple(_sample(j) for j in spec.jobs[:samples]),
+        deduplicated=dedupe.followers,
+    )
 
 
 def _sample(job: JobSpec) -> dict[str, Any]:
@@ -126,12 +142,14 @@ def _estimator(name: str, settings: Any) -> Estimate | None:
     return None
 
 
-def _rate_limit_s(spec: BatchSpec, backend: str, model: str | None, jobs: int, tokens: int) -> float | None:
+def _rate_limit_s(
+    spec: BatchSpec, backend: str, model: str | None, requests: int, tokens: int
+) -> float | None:
     limits = spec.limits.get(backend)
     if limits is None:
         return None
     pairs = [(limits.rpm, limits.tpm)]
     if model is not None and model in limits.models:
         pairs.append((limits.models[model].rpm, limits.models[model].tpm))
-    minutes = [jobs / rpm for rpm, _ in pairs if rpm] + [tokens / tpm for _, tpm in pairs if tpm]
+    minutes = [requests / rpm for rpm, _ in pairs if rpm] + [tokens / tpm for _, tpm in pairs if tpm]
     return max(minutes) * 60 if minutes else None

@@ -12,6 +12,11 @@ Each worker takes the next job from a :class:`~orchestrator.run.schedule.JobQueu
 time its backoff ends; a job waiting out a backoff holds no worker. So at most ``concurrency``
 attempts are ever in flight, and a 100,000-job batch has only ``concurrency`` job tasks.
 
+A job whose request is identical to that of a job announced before it (see
+:mod:`orchestrator.run.dedupe`) is not queued: :meth:`Run.announce_one` makes it a follower, and it
+ends with its leader's terminal event, sent by the leader's worker right after the leader's own
+(:meth:`Run.end_followers`), or by the announcer when the leader had ended already.
+
 Every job ends exactly once: a worker emits ``job_succeeded`` or ``job_failed``; after the work
 nursery has closed, :meth:`Run.finish_leftovers` emits ``job_cancelled`` for every started job
 that has no end, and one batch-level ``jobs_skipped`` naming (by position) every job that never
@@ -20,7 +25,7 @@ started.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import attrs
 import trio
@@ -44,6 +49,7 @@ from orchestrator.events import (
 from orchestrator.redact import Redactor
 from orchestrator.run.bus import Item
 from orchestrator.run.control import RunControl
+from orchestrator.run.dedupe import Dedupe
 from orchestrator.run.halt import HaltWatch
 from orchestrator.run.job import (
     Failure,
@@ -144,6 +150,7 @@ class Run:
         self.t0 = self.now()
         self.seq = 0
         self.watchdog = IdleWatchdog()
+        self.dedupe: Dedupe[_Job] = Dedupe(spec.dedupe)
         self.jobs = [_Job(spec=job, run=self) for job in spec.jobs]
         self.queue: JobQueue[_Job] = JobQueue(
             (),
@@ -227,24 +234,50 @@ class Run:
         start, size = 0, max(self.spec.concurrency, 1)
         while start < len(jobs) and self.queue.accepting:
             chunk = jobs[start : start + size]
+            runs = []
             for job in chunk:
-                await self.announce_one(job)
-            self.queue.add(chunk)
+                if await self.announce_one(job):
+                    runs.append(job)
+            if len(runs) < len(chunk):
+                self.queue.not_queued(len(chunk) - len(runs))
+            self.queue.add(runs)
             start += size
             size = _ANNOUNCE_CHUNK
             await trio.lowlevel.checkpoint()
 
-    async def announce_one(self, job: _Job) -> None:
-        """Send the job's ``job_queued`` and its ``job_input``. Cancelled while the bus is full
-        before ``job_queued`` is sent, the job stays unannounced (and unstarted:
-        ``finish_leftovers`` skips it by position); cancelled after, its ``job_input`` may be
-        missing from the log."""
+    async def announce_one(self, job: _Job) -> bool:
+        """Send the job's ``job_queued`` and its ``job_input``; True when the job is to run,
+        False when an identical job announced before it sends its request (it then follows that
+        leader, see :mod:`orchestrator.run.dedupe`, and may have ended already). Cancelled while
+        the bus is full before ``job_queued`` is sent, the job stays unannounced (and
+        unstarted: ``finish_leftovers`` skips it by position); cancelled after, its
+        ``job_input`` may be missing from the log."""
         spec = job.spec
         await job.emit(JobQueued(backend=spec.backend, model=spec.model, content_hash=spec.content_hash))
         job.queued = True
         described = job_input(spec, log_inputs=self.spec.log_inputs)
         if described is not None:
             await job.emit(described)
+        follow = self.dedupe.announce(job, spec.id, spec.content_hash)
+        if follow is None:
+            return True
+        await job.emit(follow.event)
+        if follow.ended is not None:
+            await self.end_follower(job, follow.ended)
+        return False
+
+    async def end_followers(self, waiting: Sequence[_Job], shared: TerminalEvent) -> None:
+        """A leader has ended with ``shared``: end the followers that waited on it with that
+        event. Shielded as the leader's own end is (a stop must not turn a shared outcome into
+        a skip: the followers would be paid for on resume), for at most the terminal grace."""
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + _TERMINAL_GRACE):
+            for follower in waiting:
+                await self.end_follower(follower, shared)
+
+    async def end_follower(self, follower: _Job, shared: TerminalEvent) -> None:
+        """End a follower with its leader's terminal event (readers copy the leader's outcome)."""
+        await follower.emit(shared)
+        follower.done = True
 
     async def worker(self) -> None:
         while (job := await self.queue.take()) is not None:
@@ -260,6 +293,9 @@ class Run:
                     with trio.CancelScope(shield=True, deadline=trio.current_time() + _TERMINAL_GRACE):
                         await job.emit(terminal)
                 job.done = True
+                waiting = self.dedupe.leader_ended(job.spec.content_hash, terminal)
+                if waiting:
+                    await self.end_followers(waiting, terminal)
                 self.queue.finished()
                 halted = self.halt.record(job.spec.backend, terminal)
                 if halted is not None:

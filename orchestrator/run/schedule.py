@@ -132,6 +132,15 @@ class JobQueue(Generic[T]):
             self._finish(dropped)
         self.wake(added)
 
+    def not_queued(self, count: int = 1) -> None:
+        """``count`` jobs counted in ``expected`` will never be added: they end without a worker
+        (a job whose identical request another job sends). Ignored after :meth:`drop_new`
+        (which already counted them as finished)."""
+        if not self._accepting:
+            return
+        self._to_come -= count
+        self._finish(count)
+
     def wake(self, count: int = 1) -> None:
         """Room was made somewhere: let waiting workers look again (if any job is waiting: at
         the end of a batch, idle workers would only wake to park again)."""

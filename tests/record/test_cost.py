@@ -308,6 +308,7 @@ def test_the_spend_cap_is_charged_the_rule(name: str) -> None:
         concurrency=1,
         max_cost_usd=cost * 2.5,
         retry={"max_attempts": 3, "base_delay": 0},
+        dedupe=False,  # the same request four times, each paid for
     )
     summary = run_virtual(spec).summary
     assert summary.stopped == "spend cap"

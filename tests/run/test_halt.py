@@ -108,7 +108,8 @@ def test_jobs_already_running_finish_when_the_backend_halts() -> None:
     jobs = [{"id": "slow", "prompt": "p", "sim": {"reply_tokens": 50, "tokens_per_s": 10}}] + [
         {"id": f"bad{i}", "prompt": "p", "sim": {"faults": ["auth"]}} for i in range(10)
     ]
-    result = run_virtual(make_spec(jobs, concurrency=4))
+    # dedupe off: the bad jobs' identical requests are each sent (it is their failures that count)
+    result = run_virtual(make_spec(jobs, concurrency=4, dedupe=False))
     assert result.jobs["slow"].status == "succeeded"
     assert result.summary.stopped == "halted (auth)"
     # The third failure halts; at most the two other workers' jobs were still in flight then.

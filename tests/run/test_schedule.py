@@ -42,6 +42,30 @@ async def test_drop_new_also_counts_the_jobs_still_to_come() -> None:
     assert not scope.cancelled_caught
 
 
+async def test_jobs_that_are_not_queued_count_as_finished_and_the_queue_ends_without_them() -> None:
+    queue: JobQueue[int] = JobQueue((), expected=3)
+    queue.add([1])
+    queue.not_queued(2)  # jobs 2 and 3 end without a worker
+    assert await queue.take() == 1
+    queue.finished()
+    with trio.move_on_after(1) as scope:
+        assert await queue.take() is None
+    assert not scope.cancelled_caught
+
+
+async def test_not_queued_after_drop_new_is_not_counted_twice() -> None:
+    queue: JobQueue[int] = JobQueue([1], expected=4)
+    assert await queue.take() == 1
+    queue.drop_new()  # 2-4 count as finished; job 1 still runs
+    queue.not_queued(2)
+    with trio.move_on_after(1) as scope:
+        await queue.take()
+    assert scope.cancelled_caught  # job 1 has not finished: the queue has not ended
+    queue.finished()
+    with trio.fail_after(1):
+        assert await queue.take() is None
+
+
 async def test_a_lane_without_room_waits_until_woken(autojump_clock: Any) -> None:
     room = {"a": False, "b": True}
     queue: JobQueue[str] = JobQueue(["a1", "b1", "a2"], lane_of=lambda job: job[0], room=room.__getitem__)

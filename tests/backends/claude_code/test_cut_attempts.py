@@ -114,7 +114,7 @@ async def test_a_timed_out_attempt_reports_its_answered_calls_and_the_spend_cap_
             claude_cli,
             [job(model=MODEL), {"id": "second", "prompt": "Say hello.", "model": MODEL}],
             timeouts={"attempt": 8},
-            batch={"concurrency": 1, "max_cost_usd": 0.10},
+            batch={"concurrency": 1, "max_cost_usd": 0.10, "dedupe": False},  # two runs of one prompt
         )
     [failed] = events(recorder, "j", JobFailed)
     assert failed.error_kind == "timeout_attempt"

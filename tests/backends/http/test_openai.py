@@ -288,6 +288,7 @@ async def test_the_spend_cap_reserves_each_attempts_worst_case_at_the_models_pri
             max_tokens=200,
             concurrency=4,
             max_cost_usd=worst * 1.5,
+            dedupe=False,  # six identical requests, each reserved and paid for
         )
     # Each attempt reserves its worst case: a second one at once would pass the cap, so the batch
     # stops there (without the estimate nothing would be reserved and all six would run).

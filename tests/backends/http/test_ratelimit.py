@@ -182,7 +182,13 @@ async def test_a_429_with_retry_after_pauses_every_worker_of_the_backend(
         default=timed_reply(49, 2.0), limits=RateLimits(tpm=6000, window=0.6)
     ) as fake:
         result, recorder = await run_jobs(
-            "openai", {"base_url": fake.base_url}, ["q"] * 7, model="gpt-4o", max_tokens=49, concurrency=5
+            "openai",
+            {"base_url": fake.base_url},
+            ["q"] * 7,
+            model="gpt-4o",
+            max_tokens=49,
+            concurrency=5,
+            dedupe=False,
         )
     assert result.summary.succeeded == 7
     assert fake.meter is not None and fake.meter.refused >= 3
