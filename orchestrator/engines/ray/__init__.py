@@ -157,12 +157,19 @@ def _slots() -> tuple[float, float]:
 def _open_desks(spec: BatchSpec, refunds: Mapping[str, bool]) -> dict[str, Any]:
     """A desk (:mod:`.desk`) per backend, running before the batch starts."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from orchestrator.engines.ray.desk import BackendDesk
 
-    # Every shard in flight keeps a call waiting on its desk and may ask for permits at once.
     actor: Any = ray.remote(BackendDesk).options(
-        num_cpus=0, max_restarts=0, max_concurrency=max(1000, 4 * spec.concurrency)
+        num_cpus=0,
+        max_restarts=0,
+        # Every shard in flight keeps a call waiting on its desk and may ask for permits at once.
+        max_concurrency=max(1000, 4 * spec.concurrency),
+        # On the driver's node: the run lives and dies with it anyway, unlike any other node.
+        scheduling_strategy=NodeAffinitySchedulingStrategy(
+            ray.get_runtime_context().get_node_id(), soft=False
+        ),
     )
     desks = {
         name: actor.remote(name, spec.limits.get(name, BackendLimits()), refund)

@@ -96,6 +96,9 @@ async def test_a_killed_worker_sends_its_unfinished_jobs_back_to_the_queue(ray_i
         os.kill(pid, signal.SIGKILL)  # one shard's worker, found by its title
         killed.append(pid)
 
+    with trio.fail_after(30):  # the shards of earlier tests have ended (their workers winding down)
+        while shard_workers(ray_instance):  # noqa: ASYNC110 (polling /proc: nothing to wait on)
+            await trio.sleep(0.05)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(kill_one_shard_worker)
         result = await execute(spec, subscribers=[CallbackSubscriber(events.append)], engine=RayEngine())
