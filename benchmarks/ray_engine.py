@@ -127,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     local, local_events = run(n, c, latency, None)
     start = time.perf_counter()
     ray.init(
+        address="local",  # ours, never a cluster someone else runs on this machine
         num_cpus=LOCAL_CPUS,
         resources={"llm_slots": c},
         object_store_memory=128 * 1024 * 1024,

@@ -70,7 +70,12 @@ class RayEngine:
     async def open_backends(
         self, spec: BatchSpec, kinds: Mapping[str, BackendKind]
     ) -> AsyncIterator[Mapping[str, Backend]]:
-        from orchestrator.engines.ray.driver import RemoteBackend, ShardBatcher
+        from orchestrator.engines.ray.driver import (
+            GATHER_SECONDS,
+            PACED_GATHER_SECONDS,
+            RemoteBackend,
+            ShardBatcher,
+        )
 
         own = await trio.to_thread.run_sync(self._connect, spec.concurrency, kinds)
         try:
@@ -99,8 +104,10 @@ class RayEngine:
                 refunds = {name: getattr(b, "refunds_unused_tokens", True) for name, b in locals_.items()}
                 desks = await trio.to_thread.run_sync(_open_desks, spec, refunds)
                 try:
+                    paced = any(_paced(spec.limits.get(name)) for name in kinds)
+                    gather = PACED_GATHER_SECONDS if paced else GATHER_SECONDS
                     batcher = ShardBatcher(
-                        settings, spec.seed, size, max_shards=spec.concurrency, desks=desks
+                        settings, spec.seed, size, max_shards=spec.concurrency, desks=desks, gather=gather
                     )
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(batcher.run)
@@ -131,6 +138,7 @@ class RayEngine:
         try:
             if self.address is None:
                 ray.init(
+                    address="local",  # a new instance, even if a cluster runs on this machine
                     num_cpus=LOCAL_CPUS,
                     resources={SLOTS: slots},
                     object_store_memory=_OBJECT_STORE_BYTES,
@@ -152,6 +160,11 @@ def _slots() -> tuple[float, float]:
     nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
     slots = [node["Resources"].get(SLOTS, 0.0) for node in nodes if node["Alive"]]
     return max(slots, default=0.0), sum(slots)
+
+
+def _paced(limits: BackendLimits | None) -> bool:
+    """Whether the backend's attempts are paced from the start (its configured rates)."""
+    return limits is not None and bool(limits.rpm or limits.tpm or limits.models)
 
 
 def _open_desks(spec: BatchSpec, refunds: Mapping[str, bool]) -> dict[str, Any]:

@@ -41,7 +41,10 @@ from orchestrator.events import StreamEvent
 from orchestrator.run.job import Failure
 from orchestrator.spec import JobSpec
 
-GATHER_SECONDS = 0.01  # how long a shard waits for more attempts once it has its first
+GATHER_SECONDS = 0.01  # how long a shard waits for more attempts once it has its first...
+# ...or, when a backend is paced (rpm, tpm), this long: paced attempts trickle in, and a shard
+# each would mean a worker process each. The desk paces their starts, so waiting costs no burst.
+PACED_GATHER_SECONDS = 0.25
 # How long the shards get, once the batch is over, to stop the attempts the runner gave up on
 # (a CLI gets SIGTERM, then SIGKILL 5 s later) before they are killed with whatever they started.
 WIND_DOWN_SECONDS = 10.0
@@ -59,9 +62,11 @@ class ShardBatcher:
         shard_size: int,
         max_shards: int,
         desks: Mapping[str, Any] | None = None,
+        gather: float = GATHER_SECONDS,
     ) -> None:
         """``desks``: each backend's desk (an actor handle); None: attempts start as soon as
-        their shard runs, and an attempt given up on runs on to its end or its timeout."""
+        their shard runs, and an attempt given up on runs on to its end or its timeout.
+        ``gather``: how long a shard waits for more attempts once it has its first."""
         import ray
 
         self._ray = ray
@@ -69,6 +74,7 @@ class ShardBatcher:
         self._settings = settings
         self._seed = seed
         self.shard_size = shard_size
+        self._gather = gather
         self._desks = desks or {}
         self._keys = itertools.count()
         self._shards = itertools.count()
@@ -114,7 +120,7 @@ class ShardBatcher:
         async with trio.open_nursery() as nursery:
             while True:
                 shard = [await self._pending.receive()]
-                with trio.move_on_after(GATHER_SECONDS):
+                with trio.move_on_after(self._gather):
                     while len(shard) < self.shard_size:
                         shard.append(await self._pending.receive())
                 while len(shard) < self.shard_size:  # whatever else is already waiting
