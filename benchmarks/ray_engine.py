@@ -9,7 +9,9 @@ engine starts for the run (on 127.0.0.1: see ``loopback``). Ideal makespan:
 times ``C / N`` (the time each slot loses per job); events/s is every event the driver tagged
 and logged, over the makespan. Start-up (Ray's instance, its first workers) is reported apart
 and not counted in the makespan. Crash trials: ``--kills`` shard workers killed (SIGKILL, by
-pid) at random moments of one more batch; every job must succeed exactly once.
+pid) at random moments of one more batch; every job must succeed exactly once. Start permits:
+the round trip of one permit from a backend's desk (an actor), and permits per second when a
+call asks for a shard's worth (32) at once; the desk has no limits, so this is its overhead.
 
 Needs the ``ray`` extra.
 """
@@ -27,6 +29,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -109,6 +112,29 @@ def crash_trials(kills: int, engine: object) -> tuple[int, int, int]:
     return lost, len(successes) - len(set(successes)), killed
 
 
+PERMIT_CALLS = 300
+
+
+def permit_rates() -> tuple[float, float]:
+    """(ms per one-permit round trip, permits/s asked 32 at a time) of a desk without limits."""
+    import ray
+
+    from orchestrator.engines.ray.desk import BackendDesk
+    from orchestrator.spec import BackendLimits
+
+    desk: Any = ray.remote(BackendDesk).options(num_cpus=0).remote("bench", BackendLimits(), True)
+    ray.get(desk.ready.remote())
+    start = time.perf_counter()
+    for _ in range(PERMIT_CALLS):
+        ray.get(desk.grant.remote([(1, None)]))
+    one = (time.perf_counter() - start) / PERMIT_CALLS * 1000
+    start = time.perf_counter()
+    granted = sum(len(ray.get(desk.grant.remote([(1, None)] * 32))) for _ in range(PERMIT_CALLS))
+    block = granted / (time.perf_counter() - start)
+    ray.kill(desk)
+    return one, block
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=10_000)
@@ -140,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     engine = RayEngine()
     remote, remote_events = run(n, c, latency, engine)
     lost, duplicated, killed = crash_trials(args.kills, RayEngine())
+    one_permit_ms, block_permits = permit_rates()
     ray.shutdown()
     overhead_ms = (remote.summary.wall_s - local.summary.wall_s) * c / n * 1000
     lines = [
@@ -163,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Ray's overhead per job (slot time): {overhead_ms:.1f} ms",
         f"crash trials: {killed} shard workers killed (SIGKILL) at random moments of one "
         f"{CRASH_JOBS}-job batch: {lost} jobs lost, {duplicated} succeeded twice",
+        f"start permits from a backend's desk: {one_permit_ms:.2f} ms a round trip for one; "
+        f"{block_permits:,.0f} permits/s asked 32 a call",
     ]
     text = "\n".join(lines)
     print(text)

@@ -72,6 +72,11 @@ class BackendDesk:
             started.set()
             await trio.sleep_forever()
 
+    def close(self) -> None:
+        """End the desk's trio thread (Ray ends the whole actor instead)."""
+        self._token.run_sync_soon(self._nursery.cancel_scope.cancel)
+        self._thread.join()
+
     async def ready(self) -> None:
         """Returns once the actor runs (the driver waits for it before the batch starts)."""
 

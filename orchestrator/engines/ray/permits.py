@@ -59,7 +59,9 @@ class Permits:
         try:
             await waiter.granted.wait()
         except BaseException:
-            if waiter in self._waiting:
+            if waiter.ticket is not None:  # granted just as it was cancelled
+                self.leave(waiter.ticket)
+            elif waiter in self._waiting:
                 self._waiting.remove(waiter)
             else:
                 waiter.gone = True
