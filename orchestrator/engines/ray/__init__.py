@@ -104,10 +104,15 @@ class RayEngine:
                 refunds = {name: getattr(b, "refunds_unused_tokens", True) for name, b in locals_.items()}
                 desks = await trio.to_thread.run_sync(_open_desks, spec, refunds)
                 try:
-                    paced = any(_paced(spec.limits.get(name)) for name in kinds)
-                    gather = PACED_GATHER_SECONDS if paced else GATHER_SECONDS
+                    paced = frozenset(name for name in kinds if _paced(spec.limits.get(name)))
                     batcher = ShardBatcher(
-                        settings, spec.seed, size, max_shards=spec.concurrency, desks=desks, gather=gather
+                        settings,
+                        spec.seed,
+                        size,
+                        max_shards=spec.concurrency,
+                        desks=desks,
+                        gather=PACED_GATHER_SECONDS if paced else GATHER_SECONDS,
+                        paced=paced,
                     )
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(batcher.run)

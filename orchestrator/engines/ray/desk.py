@@ -83,7 +83,7 @@ class BackendDesk:
     async def grant(self, wanted: Sequence[tuple[int, str | None]]) -> list[Ticket]:
         """Permits for the first of ``wanted`` (tokens, model) and as many of the next as are
         granted within :data:`BLOCK_SECONDS`, in order: at least one ticket, each to be handed
-        back to :meth:`leave`."""
+        back to :meth:`report` when its attempt ends."""
         tickets: list[Ticket] = await self._in_trio(self._grant, wanted)
         return tickets
 
@@ -94,19 +94,24 @@ class BackendDesk:
                 tickets.append(await self._gate.enter(tokens, model))
         return tickets
 
-    async def leave(self, ticket: Ticket) -> None:
-        """The attempt ended; ``ticket.used`` (its tokens, if known) corrects the token pace."""
-        self._token.run_sync_soon(self._gate.leave, ticket)
+    async def report(self, reports: Sequence[Ticket | tuple[str | None, RateLimitInfo]]) -> None:
+        """What a shard's attempts did, in order: an ended attempt's ticket (``ticket.used``,
+        its tokens, corrects the token pace) or a model's rate-limit headers (lower limits, the
+        quota that remains)."""
+        await self._in_trio(self._apply, reports)
+
+    async def _apply(self, reports: Sequence[Ticket | tuple[str | None, RateLimitInfo]]) -> None:
+        for report in reports:
+            if isinstance(report, Ticket):
+                self._gate.leave(report)
+            else:
+                await self._gate.observe(*report)
 
     async def failed(
         self, ticket: Ticket, kind: ErrorKind, retry_after: float | None, max_pause: float
     ) -> None:
         """A rate-limit or overload error: pause (Retry-After) and pace evenly after a second 429."""
         await self._in_trio(self._gate.failed, ticket, kind, retry_after, max_pause)
-
-    async def observe(self, model: str | None, info: RateLimitInfo) -> None:
-        """What the server's rate-limit headers said (lower limits, the quota that remains)."""
-        await self._in_trio(self._gate.observe, model, info)
 
     async def cancel(self, shard: int, key: int) -> None:
         """The driver gave up on attempt ``key`` of ``shard``: the shard is to stop it."""

@@ -37,8 +37,9 @@ from orchestrator.backends.request import attempt_estimate
 from orchestrator.diagnostics import logger
 from orchestrator.engines.ray.shard import AttemptEnded, Message, ShardAttempt, run_shard
 from orchestrator.errors import ErrorKind, FatalError, RetryableError
-from orchestrator.events import StreamEvent
+from orchestrator.events import RateLimitInfo, StreamEvent
 from orchestrator.run.job import Failure
+from orchestrator.run.limits import BACKPRESSURE_KINDS
 from orchestrator.spec import JobSpec
 
 GATHER_SECONDS = 0.01  # how long a shard waits for more attempts once it has its first...
@@ -63,10 +64,14 @@ class ShardBatcher:
         max_shards: int,
         desks: Mapping[str, Any] | None = None,
         gather: float = GATHER_SECONDS,
+        paced: frozenset[str] = frozenset(),
     ) -> None:
         """``desks``: each backend's desk (an actor handle); None: attempts start as soon as
         their shard runs, and an attempt given up on runs on to its end or its timeout.
-        ``gather``: how long a shard waits for more attempts once it has its first."""
+        ``gather``: how long a shard waits for more attempts once it has its first.
+        ``paced``: the backends with rate limits configured; their attempts ask their desk for
+        start permits, and so do a backend's once its server has announced limits or refused
+        a request for load (until then its desk would grant every permit at once)."""
         import ray
 
         self._ray = ray
@@ -76,6 +81,7 @@ class ShardBatcher:
         self.shard_size = shard_size
         self._gather = gather
         self._desks = desks or {}
+        self._paced = set(paced)
         self._keys = itertools.count()
         self._shards = itertools.count()
         self._shard_of: dict[int, int] = {}  # the attempts sent out: key → their shard
@@ -102,8 +108,13 @@ class ShardBatcher:
                     for message in messages:
                         if type(message) is AttemptEnded:
                             ended = True
+                            failure = message.failure
+                            if failure is not None and failure.kind in BACKPRESSURE_KINDS:
+                                self._paced.add(job.backend)
                             _raise(message)
                             return
+                        if type(message) is RateLimitInfo:
+                            self._paced.add(job.backend)
                         await emit(message)  # type: ignore[arg-type]
             ended = True
             raise RetryableError("the shard ended without this attempt's end", kind=ErrorKind.WORKER_LOST)
@@ -155,7 +166,8 @@ class ShardBatcher:
             num_returns="streaming", max_retries=0, num_cpus=0, resources={"llm_slots": len(shard)}
         )
         self.shards_submitted += 1
-        return options.remote(settings, self._seed, shard, desks, number)
+        paced = frozenset(names & self._paced)
+        return options.remote(settings, self._seed, shard, desks, number, paced)
 
     async def _pump(self, number: int, shard: list[ShardAttempt]) -> None:
         """Deliver one shard's messages to its attempts; a lost shard ends the rest as lost."""

@@ -1,7 +1,7 @@
 """A shard's side of its backends' desks (:mod:`.desk`): start permits, what it learned, stops.
 
-Runs on the shard's trio loop, in a Ray worker. Each call to the desk waits for its answer in a
-worker thread (``ray.get``), so the shard's loop never blocks on Ray. Of a shard's attempts that
+Runs on the shard's trio loop, in a Ray worker; a call to the desk wakes the loop when its
+answer comes, so the loop never blocks on Ray. Of a shard's attempts that
 wait for a permit at one time, one call asks for all of them; at most one such call per backend
 is in flight, and what it did not grant is asked for next, first in line.
 """
@@ -19,7 +19,11 @@ from orchestrator.events import RateLimitInfo
 from orchestrator.run.job import Failure
 from orchestrator.run.limits import BACKPRESSURE_KINDS, Ticket
 
+# What a shard tells its desk: an attempt's ended ticket, or the rate-limit headers of a model.
+Report = Ticket | tuple[str | None, RateLimitInfo]
+
 _MOST_PER_CALL = 64  # permits one call asks for
+REPORT_SECONDS = 0.05  # what attempts used and learned goes to the desk in one call this often
 
 
 @attrs.define(eq=False)
@@ -33,24 +37,43 @@ class _Waiter:
 
 
 async def _answer(ref: Any) -> Any:
-    """The result of one Ray call, waited for in a worker thread (abandoned if cancelled)."""
-    import ray
+    """The result of one Ray call (raised if it failed). Waited for through a callback, not
+    ``ray.get``: a task blocked in ``ray.get`` has Ray re-lease its resources each time."""
+    future = ref.future()
+    token = trio.lowlevel.current_trio_token()
+    done = trio.Event()
 
-    return await trio.to_thread.run_sync(ray.get, ref, abandon_on_cancel=True)
+    def wake(_: object) -> None:
+        try:
+            token.run_sync_soon(done.set)
+        except trio.RunFinishedError:  # the shard is over: nobody waits
+            pass
+
+    future.add_done_callback(wake)
+    await done.wait()
+    return future.result()
 
 
 class Permits:
     """One backend's desk, as one shard sees it. Its tasks run in ``nursery`` (the shard's)."""
 
-    def __init__(self, desk: Any, nursery: trio.Nursery) -> None:
+    def __init__(self, desk: Any, nursery: trio.Nursery, *, asking: bool) -> None:
+        """``asking``: whether the backend is paced (its attempts ask for permits); it becomes
+        so when the shard sees its server announce limits or refuse a request for load."""
         self._desk = desk
+        self.asking = asking
         self._nursery = nursery
         self._waiting: list[_Waiter] = []
         self._asking = False
+        self._reports: list[Report] = []
+        self._reporting = False
 
-    async def enter(self, tokens: int, model: str | None) -> Ticket:
-        """Wait for a permit to start a request of ``tokens``; raises a retryable
-        ``worker_lost`` if the desk cannot be reached. Cancelled, it holds nothing."""
+    async def enter(self, tokens: int, model: str | None) -> Ticket | None:
+        """Wait for a permit to start a request of ``tokens`` (None at once if the backend is
+        not paced); raises a retryable ``worker_lost`` if the desk cannot be reached. Cancelled,
+        it holds nothing."""
+        if not self.asking:
+            return None
         waiter = _Waiter(tokens, model)
         self._waiting.append(waiter)
         if not self._asking:
@@ -98,18 +121,48 @@ class Permits:
         """The attempt ended (``ticket.used`` set to its tokens, when known)."""
         if ticket.used is None:
             ticket.used = 0
-        self._desk.leave.remote(ticket)
+        self._report(ticket)
 
-    def ended(self, ticket: Ticket, failure: Failure | None, max_pause: float) -> None:
+    def ended(
+        self, ticket: Ticket | None, model: str | None, failure: Failure | None, max_pause: float
+    ) -> None:
         """Tell the desk how the attempt ended: a rate-limit or overload error pauses the
-        backend for the whole cluster."""
+        backend for the whole cluster at once (and paces its attempts from then on)."""
         if failure is not None and failure.kind in BACKPRESSURE_KINDS:
-            self._desk.failed.remote(ticket, failure.kind, failure.retry_after, max_pause)
-        self._desk.leave.remote(ticket)
+            self.asking = True
+            self._desk.failed.remote(
+                ticket or Ticket(0, 0, model), failure.kind, failure.retry_after, max_pause
+            )
+        if ticket is not None:
+            self.leave(ticket)
 
     def observe(self, model: str | None, info: RateLimitInfo) -> None:
-        """The server's rate-limit headers, for the desk to learn from."""
-        self._desk.observe.remote(model, info)
+        """The server's rate-limit headers, for the desk to learn from (and the backend's
+        attempts ask for permits from then on)."""
+        self.asking = True
+        self._report((model, info))
+
+    def _report(self, report: Report) -> None:
+        """Send ``report`` with the others of the next :data:`REPORT_SECONDS` (a call for each
+        would queue the next shard's permits behind them)."""
+        self._reports.append(report)
+        if not self._reporting:
+            self._reporting = True
+            self._nursery.start_soon(self._send_reports)
+
+    async def _send_reports(self) -> None:
+        try:
+            while self._reports:
+                await trio.sleep(REPORT_SECONDS)
+                self.flush()
+        finally:
+            self._reporting = False
+
+    def flush(self) -> None:
+        """Send what is waiting to be reported now (the shard is ending)."""
+        if self._reports:
+            reports, self._reports = self._reports, []
+            self._desk.report.remote(reports)
 
     async def watch_cancellations(self, shard: int, cancel: Callable[[int], None]) -> None:
         """Until the shard ends (or the desk is gone): ``cancel(key)`` each attempt the driver

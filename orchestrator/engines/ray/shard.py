@@ -71,14 +71,16 @@ def run_shard(
     attempts: Sequence[ShardAttempt],
     desks: Mapping[str, Any] | None = None,
     shard: int = 0,
+    paced: frozenset[str] = frozenset(),
 ) -> Iterator[list[Message]]:
     """Run every attempt once and yield its messages in batches; see the module docstring.
 
     ``settings`` maps each backend the attempts name to its batch settings; ``desks`` maps it
     to its desk (an actor handle; None: start at once, and no cancellation of one attempt),
-    where this shard is known as ``shard``. Closing the generator early (Ray cancels the task)
-    cancels the attempts still running and waits up to ``_STOP_GRACE`` seconds for them to
-    clean up (end their processes) before returning.
+    where this shard is known as ``shard``; the attempts of the ``paced`` backends ask their
+    desk for start permits (the others too, once their server announced limits). Closing the
+    generator early (Ray cancels the task) cancels the attempts still running and waits up to
+    ``_STOP_GRACE`` seconds for them to clean up (end their processes) before returning.
     """
     out: queue.SimpleQueue[Any] = queue.SimpleQueue()
     ready = threading.Event()
@@ -86,7 +88,7 @@ def run_shard(
 
     def in_thread() -> None:
         try:
-            trio.run(_run_all, settings, seed, attempts, out, ready, handle, desks or {}, shard)
+            trio.run(_run_all, settings, seed, attempts, out, ready, handle, desks or {}, shard, paced)
         except BaseException as exc:  # reported to the generator, which raises it in Ray's task
             out.put(exc)
         finally:
@@ -141,6 +143,7 @@ async def _run_all(
     handle: dict[str, Any],
     desks: Mapping[str, Any],
     shard: int,
+    paced: frozenset[str],
 ) -> None:
     with trio.CancelScope() as scope:
         handle["token"], handle["scope"] = trio.lowlevel.current_trio_token(), scope
@@ -153,7 +156,11 @@ async def _run_all(
                 attempt_scope.cancel()
 
         async with trio.open_nursery() as nursery:
-            permits = {name: Permits(desk, nursery) for name, desk in desks.items() if name in settings}
+            permits = {
+                name: Permits(desk, nursery, asking=name in paced)
+                for name, desk in desks.items()
+                if name in settings
+            }
             for desk in permits.values():
                 nursery.start_soon(desk.watch_cancellations, shard, cancel)
             backends = {}
@@ -164,6 +171,8 @@ async def _run_all(
                     scopes[attempt.key] = trio.CancelScope()
                     backend, name = backends[attempt.job.backend], attempt.job.backend
                     runs.start_soon(_run_one, backend, attempt, out, permits.get(name), scopes[attempt.key])
+            for desk in permits.values():
+                desk.flush()
             nursery.cancel_scope.cancel()  # close the backends, stop watching for cancellations
 
 
@@ -201,7 +210,7 @@ async def _run_one(
     with scope, trio.move_on_after(float("inf") if limit is None else limit + _ATTEMPT_GRACE):
         try:
             if permits is not None:
-                ticket = await permits.enter(attempt.tokens, job.model)
+                ticket = await permits.enter(attempt.tokens, job.model)  # None: not paced
             await backend.stream(job, attempt.attempt, emit)
         except Exception as exc:
             failure = failure_from(exc)
@@ -210,7 +219,8 @@ async def _run_one(
                 failure = internal_failure(exc)
     if scope.cancelled_caught:  # the driver has given up on it and will not read this
         failure = Failure(ErrorKind.WORKER_LOST, "cancelled by the driver", True)
-    if permits is not None and ticket is not None:
-        ticket.used = state.attempt_spent().tokens.total
-        permits.ended(ticket, failure, job.retry.max_retry_after)
+    if permits is not None:
+        if ticket is not None:
+            ticket.used = state.attempt_spent().tokens.total
+        permits.ended(ticket, job.model, failure, job.retry.max_retry_after)
     out.put((key, AttemptEnded(failure)))

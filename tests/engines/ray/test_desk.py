@@ -7,7 +7,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
+
 from orchestrator.engines.ray.desk import BackendDesk
+from orchestrator.errors import ErrorKind
+from orchestrator.events import RateLimitInfo
 from orchestrator.spec import BackendLimits
 
 
@@ -59,5 +63,28 @@ def test_a_shard_over_before_its_call_came_gets_nothing_and_late_cancels_are_dro
         await desk.forget(4)
         await desk.cancel(4, 1)  # the shard has ended: nobody is left to stop
         assert await desk.cancelled(4) is None
+
+    on_loop(test)
+
+
+def test_what_a_shard_reports_paces_the_next_permits() -> None:
+    async def test(desk: BackendDesk) -> None:
+        [ticket] = await desk.grant([(100, None)])
+        ticket.used = 40
+        empty = RateLimitInfo(requests_limit=60, requests_remaining=0, requests_reset_s=30.0)
+        await desk.report([ticket, (None, empty)])
+        # The server's quota is used up: one request comes back a second later, not sooner.
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(desk.grant([(1, None)]), 0.2)
+
+    on_loop(test)
+
+
+def test_a_429_with_retry_after_pauses_every_permit() -> None:
+    async def test(desk: BackendDesk) -> None:
+        [ticket] = await desk.grant([(1, None)])
+        await desk.failed(ticket, ErrorKind.RATE_LIMITED, 30.0, 300.0)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(desk.grant([(1, None)]), 0.2)
 
     on_loop(test)
