@@ -12,6 +12,7 @@ and not counted in the makespan. Crash trials: ``--kills`` shard workers killed 
 pid) at random moments of one more batch; every job must succeed exactly once. Start permits:
 the round trip of one permit from a backend's desk (an actor), and permits per second when a
 call asks for a shard's worth (32) at once; the desk has no limits, so this is its overhead.
+"ray without desks" runs the same batch with the desks left out, for what they cost.
 
 Needs the ``ray`` extra.
 """
@@ -135,6 +136,19 @@ def permit_rates() -> tuple[float, float]:
     return one, block
 
 
+def run_without_desks(jobs: int, concurrency: int, latency: float) -> tuple[BatchResult, int]:
+    """:func:`run` on the Ray engine with its backends' desks left out (no permits, no
+    cancellation of one attempt): what the desks cost a batch without rate limits."""
+    import orchestrator.engines.ray as ray_engine
+
+    open_desks = ray_engine._open_desks
+    ray_engine._open_desks = lambda spec, refunds: {}  # type: ignore[assignment]
+    try:
+        return run(jobs, concurrency, latency, ray_engine.RayEngine())
+    finally:
+        ray_engine._open_desks = open_desks
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=10_000)
@@ -165,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     startup = time.perf_counter() - start
     engine = RayEngine()
     remote, remote_events = run(n, c, latency, engine)
+    bare, bare_events = run_without_desks(n, c, latency)
     lost, duplicated, killed = crash_trials(args.kills, RayEngine())
     one_permit_ms, block_permits = permit_rates()
     ray.shutdown()
@@ -179,7 +194,11 @@ def main(argv: list[str] | None = None) -> int:
         "| engine | makespan s | vs ideal | events | events/s through the driver | succeeded |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for name, result, events in (("local", local, local_events), ("ray", remote, remote_events)):
+    for name, result, events in (
+        ("local", local, local_events),
+        ("ray", remote, remote_events),
+        ("ray without desks", bare, bare_events),
+    ):
         s = result.summary
         lines.append(
             f"| {name} | {s.wall_s:.2f} | {s.wall_s / ideal:.2f}x | {events} | {events / s.wall_s:,.0f} "

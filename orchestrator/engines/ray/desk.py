@@ -21,7 +21,8 @@ and the starts of one block are at most :data:`BLOCK_SECONDS` early.
 
 The desk also carries cancellations: when the driver gives up on one attempt (its timeout, the
 idle watchdog, the hard spend cap) it tells the desk, and the shard running the attempt, which
-keeps one call waiting on the desk for just that, cancels it (its backend ends its process).
+keeps one call waiting on the desk for just that from its first second on (shorter shards never
+call), cancels it (its backend ends its process).
 
 The actor is an asyncio actor (Ray's); the gate runs on a trio loop in a thread of its own.
 This module does not import Ray: the engine makes the class an actor.
@@ -137,7 +138,8 @@ class BackendDesk:
         return sorted(self._cancelled.pop(shard))
 
     async def forget(self, shard: int) -> None:
-        """The shard is over (ended or lost): its waiting call returns, nothing more is kept."""
+        """The shard is over (its worker says so): its waiting call returns, nothing more is
+        kept."""
         self._cancelled.pop(shard, None)
         # Kept until its call comes (or for the run, if its worker died before calling).
         self._over.add(shard)

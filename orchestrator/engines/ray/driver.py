@@ -193,10 +193,6 @@ class ShardBatcher:
             self._pump_ended.set()
             if not finished:  # nobody reads the shard any more; it must not run on
                 self._ray.cancel(generator, force=True)
-            for name in {attempt.job.backend for attempt in shard}:
-                desk = self._desks.get(name)
-                if desk is not None:
-                    desk.forget.remote(number)  # its cancellation watch ends
         if open_keys:
             message = lost or "the shard ended early"
             _log.warning("shard lost", attempts=len(open_keys), reason=message)

@@ -24,6 +24,9 @@ Report = Ticket | tuple[str | None, RateLimitInfo]
 
 _MOST_PER_CALL = 64  # permits one call asks for
 REPORT_SECONDS = 0.05  # what attempts used and learned goes to the desk in one call this often
+# A shard starts listening for cancellations this long after it starts: most shards of short
+# attempts are over by then and cost the desk nothing; a cancellation waits for it until then.
+WATCH_AFTER_SECONDS = 1.0
 
 
 @attrs.define(eq=False)
@@ -67,6 +70,7 @@ class Permits:
         self._asking = False
         self._reports: list[Report] = []
         self._reporting = False
+        self._watching = False
 
     async def enter(self, tokens: int, model: str | None) -> Ticket | None:
         """Wait for a permit to start a request of ``tokens`` (None at once if the backend is
@@ -159,14 +163,23 @@ class Permits:
             self._reporting = False
 
     def flush(self) -> None:
-        """Send what is waiting to be reported now (the shard is ending)."""
+        """Send what is waiting to be reported now."""
         if self._reports:
             reports, self._reports = self._reports, []
             self._desk.report.remote(reports)
 
+    def close(self, shard: int) -> None:
+        """The shard is ending: send what is left to report, and end its cancellation watch."""
+        self.flush()
+        if self._watching:
+            self._watching = False
+            self._desk.forget.remote(shard)  # after the watch's call: Ray keeps one caller's order
+
     async def watch_cancellations(self, shard: int, cancel: Callable[[int], None]) -> None:
-        """Until the shard ends (or the desk is gone): ``cancel(key)`` each attempt the driver
-        gives up on."""
+        """From :data:`WATCH_AFTER_SECONDS` on, until the shard ends (or the desk is gone):
+        ``cancel(key)`` each attempt the driver gives up on. The shard must :meth:`close`."""
+        await trio.sleep(WATCH_AFTER_SECONDS)
+        self._watching = True
         while True:
             try:
                 keys: list[int] | None = await _answer(self._desk.cancelled.remote(shard))

@@ -155,25 +155,25 @@ async def _run_all(
             if attempt_scope is not None:
                 attempt_scope.cancel()
 
-        async with trio.open_nursery() as nursery:
-            permits = {
-                name: Permits(desk, nursery, asking=name in paced)
-                for name, desk in desks.items()
-                if name in settings
-            }
-            for desk in permits.values():
-                nursery.start_soon(desk.watch_cancellations, shard, cancel)
-            backends = {}
-            for name, value in settings.items():
-                backends[name] = await nursery.start(_open_backend, name, value, seed)
-            async with trio.open_nursery() as runs:
-                for attempt in attempts:
-                    scopes[attempt.key] = trio.CancelScope()
-                    backend, name = backends[attempt.job.backend], attempt.job.backend
-                    runs.start_soon(_run_one, backend, attempt, out, permits.get(name), scopes[attempt.key])
-            for desk in permits.values():
-                desk.flush()
-            nursery.cancel_scope.cancel()  # close the backends, stop watching for cancellations
+        permits: dict[str, Permits] = {}
+        try:
+            async with trio.open_nursery() as nursery:
+                for name, desk in desks.items():
+                    if name in settings:
+                        permits[name] = Permits(desk, nursery, asking=name in paced)
+                        nursery.start_soon(permits[name].watch_cancellations, shard, cancel)
+                backends = {}
+                for name, value in settings.items():
+                    backends[name] = await nursery.start(_open_backend, name, value, seed)
+                async with trio.open_nursery() as runs:
+                    for attempt in attempts:
+                        own = scopes[attempt.key] = trio.CancelScope()
+                        name = attempt.job.backend
+                        runs.start_soon(_run_one, backends[name], attempt, out, permits.get(name), own)
+                nursery.cancel_scope.cancel()  # close the backends, stop watching for cancellations
+        finally:
+            for line in permits.values():
+                line.close(shard)
 
 
 async def _open_backend(
