@@ -9,7 +9,11 @@ engine starts for the run (on 127.0.0.1: see ``loopback``). Ideal makespan:
 times ``C / N`` (the time each slot loses per job); events/s is every event the driver tagged
 and logged, over the makespan. Start-up (Ray's instance, its first workers) is reported apart
 and not counted in the makespan. Crash trials: ``--kills`` shard workers killed (SIGKILL, by
-pid) at random moments of one more batch; every job must succeed exactly once.
+pid) at random moments of one more batch; every job must succeed exactly once. Start permits:
+the round trip of one permit from a backend's desk (an actor), and permits per second when a
+call asks for a shard's worth (32) at once; the desk has no limits, so this is its overhead.
+"ray without desks" runs the same batch with the desks left out, for what they cost (each Ray row
+is the faster of two runs, taken in turns).
 
 Needs the ``ray`` extra.
 """
@@ -27,6 +31,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -109,6 +114,42 @@ def crash_trials(kills: int, engine: object) -> tuple[int, int, int]:
     return lost, len(successes) - len(set(successes)), killed
 
 
+PERMIT_CALLS = 300
+
+
+def permit_rates() -> tuple[float, float]:
+    """(ms per one-permit round trip, permits/s asked 32 at a time) of a desk without limits."""
+    import ray
+
+    from orchestrator.engines.ray.desk import BackendDesk
+    from orchestrator.spec import BackendLimits
+
+    desk: Any = ray.remote(BackendDesk).options(num_cpus=0).remote("bench", BackendLimits(), True)
+    ray.get(desk.ready.remote())
+    start = time.perf_counter()
+    for _ in range(PERMIT_CALLS):
+        ray.get(desk.grant.remote([(1, None)]))
+    one = (time.perf_counter() - start) / PERMIT_CALLS * 1000
+    start = time.perf_counter()
+    granted = sum(len(ray.get(desk.grant.remote([(1, None)] * 32))) for _ in range(PERMIT_CALLS))
+    block = granted / (time.perf_counter() - start)
+    ray.kill(desk)
+    return one, block
+
+
+def run_without_desks(jobs: int, concurrency: int, latency: float) -> tuple[BatchResult, int]:
+    """:func:`run` on the Ray engine with its backends' desks left out (no permits, no
+    cancellation of one attempt): what the desks cost a batch without rate limits."""
+    import orchestrator.engines.ray as ray_engine
+
+    open_desks = ray_engine._open_desks
+    ray_engine._open_desks = lambda spec, refunds: {}  # type: ignore[assignment]
+    try:
+        return run(jobs, concurrency, latency, ray_engine.RayEngine())
+    finally:
+        ray_engine._open_desks = open_desks
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=10_000)
@@ -127,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     local, local_events = run(n, c, latency, None)
     start = time.perf_counter()
     ray.init(
+        address="local",  # ours, never a cluster someone else runs on this machine
         num_cpus=LOCAL_CPUS,
         resources={"llm_slots": c},
         object_store_memory=128 * 1024 * 1024,
@@ -136,9 +178,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     warm, _ = run(2 * c, c, latency, RayEngine())  # its workers started, as on a running cluster
     startup = time.perf_counter() - start
+    # With and without desks taken in turns, twice, and the faster of each kept: on a shared
+    # machine whichever runs second (its workers warmer, the machine quieter) would look better.
     engine = RayEngine()
     remote, remote_events = run(n, c, latency, engine)
+    bare, bare_events = run_without_desks(n, c, latency)
+    again = RayEngine()
+    remote_again = run(n, c, latency, again)
+    if remote_again[0].summary.wall_s < remote.summary.wall_s:
+        engine, (remote, remote_events) = again, remote_again
+    bare_again = run_without_desks(n, c, latency)
+    if bare_again[0].summary.wall_s < bare.summary.wall_s:
+        bare, bare_events = bare_again
     lost, duplicated, killed = crash_trials(args.kills, RayEngine())
+    one_permit_ms, block_permits = permit_rates()
     ray.shutdown()
     overhead_ms = (remote.summary.wall_s - local.summary.wall_s) * c / n * 1000
     lines = [
@@ -151,7 +204,11 @@ def main(argv: list[str] | None = None) -> int:
         "| engine | makespan s | vs ideal | events | events/s through the driver | succeeded |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for name, result, events in (("local", local, local_events), ("ray", remote, remote_events)):
+    for name, result, events in (
+        ("local", local, local_events),
+        ("ray", remote, remote_events),
+        ("ray without desks", bare, bare_events),
+    ):
         s = result.summary
         lines.append(
             f"| {name} | {s.wall_s:.2f} | {s.wall_s / ideal:.2f}x | {events} | {events / s.wall_s:,.0f} "
@@ -162,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Ray's overhead per job (slot time): {overhead_ms:.1f} ms",
         f"crash trials: {killed} shard workers killed (SIGKILL) at random moments of one "
         f"{CRASH_JOBS}-job batch: {lost} jobs lost, {duplicated} succeeded twice",
+        f"start permits from a backend's desk: {one_permit_ms:.2f} ms a round trip for one; "
+        f"{block_permits:,.0f} permits/s asked 32 a call",
     ]
     text = "\n".join(lines)
     print(text)

@@ -11,9 +11,12 @@ caps, and what a dry run reports.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from orchestrator.spec import JobSpec
 
 CHARS_PER_TOKEN = 4
+DEFAULT_REPLY_TOKENS = 1024  # reserved for a reply when the job sets no max_tokens
 
 
 def turns(job: JobSpec) -> list[dict[str, str]]:
@@ -32,3 +35,14 @@ def input_chars(job: JobSpec) -> int:
 def estimated_input_tokens(job: JobSpec) -> int:
     """Input tokens of the job, estimated as characters / 4 (rounded down) + 1."""
     return input_chars(job) // CHARS_PER_TOKEN + 1
+
+
+def attempt_estimate(
+    estimate: Callable[[JobSpec], tuple[int, float | None]] | None, job: JobSpec
+) -> tuple[int, float]:
+    """Tokens and cost to reserve for one attempt of ``job``: the backend's own ``estimate``
+    when it has one, else the input's estimate plus the reply's ``max_tokens``, at no cost."""
+    if estimate is not None:
+        tokens, cost = estimate(job)
+        return tokens, cost or 0.0
+    return estimated_input_tokens(job) + (job.max_tokens or DEFAULT_REPLY_TOKENS), 0.0

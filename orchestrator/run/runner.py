@@ -31,7 +31,7 @@ import attrs
 import trio
 
 from orchestrator.backends import Backend
-from orchestrator.backends.request import estimated_input_tokens
+from orchestrator.backends.request import attempt_estimate
 from orchestrator.diagnostics import logger
 from orchestrator.events import (
     AttemptStarted,
@@ -182,13 +182,7 @@ class Run:
         """Tokens and cost to reserve for one attempt (the backend's estimate when it has one).
         Worked out once per job: it depends on the job's spec alone."""
         if job.estimate is None:
-            spec = job.spec
-            estimator = self.estimators.get(spec.backend)
-            if estimator is not None:
-                tokens, cost = estimator(spec)
-                job.estimate = tokens, cost or 0.0
-            else:
-                job.estimate = estimated_input_tokens(spec) + (spec.max_tokens or 1024), 0.0
+            job.estimate = attempt_estimate(self.estimators.get(job.spec.backend), job.spec)
         return job.estimate
 
     async def reach_spend_cap(self, job: _Job) -> None:

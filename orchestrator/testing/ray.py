@@ -4,7 +4,9 @@ starts, and the processes a test started, found by pid.
 Ray binds and advertises the machine's external interface unless told otherwise, reports usage
 statistics, and probes a cloud metadata address at start unless ``~/ray_bootstrap_config.yaml``
 exists. Set :func:`loopback_env` in the environment of every process that starts Ray (this one,
-or an ``orchestrate`` it runs). Linux only (reads ``/proc``). Does not import Ray.
+or an ``orchestrate`` it runs), and start it with ``ray.init(address="local")``: without an
+address Ray joins a cluster that anyone started on the machine (``ray start``, a test's
+``Cluster``). Linux only (reads ``/proc``). Does not import Ray.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from orchestrator.backends.claude_code.backend import Settings as ClaudeSettings
 from orchestrator.backends.http import anthropic, openai
 from orchestrator.backends.local.backend import Options as LocalOptions
 from orchestrator.backends.local.backend import build_request
-from orchestrator.backends.request import estimated_input_tokens, turns
+from orchestrator.backends.request import attempt_estimate, estimated_input_tokens, turns
 from orchestrator.config.jobfile import load_job_file
 from orchestrator.errors import ConfigError
 from orchestrator.events import Message
@@ -51,6 +51,13 @@ def test_openai_and_local_put_the_system_prompt_first() -> None:
 def test_the_estimate_counts_every_message() -> None:
     # 12 + 10 + 16 + 5 characters: 43 // 4 + 1
     assert estimated_input_tokens(job(system="brief")) == 11
+
+
+def test_an_attempt_reserves_the_backends_estimate_or_the_input_and_its_reply_budget() -> None:
+    assert attempt_estimate(None, job(max_tokens=50)) == (estimated_input_tokens(job()) + 50, 0.0)
+    assert attempt_estimate(None, job()) == (estimated_input_tokens(job()) + 1024, 0.0)
+    assert attempt_estimate(lambda spec: (7, None), job()) == (7, 0.0)  # an unknown cost reserves nothing
+    assert attempt_estimate(lambda spec: (7, 0.25), job()) == (7, 0.25)
 
 
 def test_claude_code_refuses_a_conversation_at_preflight() -> None:

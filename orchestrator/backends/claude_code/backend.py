@@ -338,6 +338,7 @@ class _Kind:
     Settings = Settings
     default_concurrency: int | None = DEFAULT_CONCURRENCY
     files_per_attempt = 4  # pipes to the CLI's stdin, stdout and stderr, and its process handle
+    memory_per_attempt = 200 * 1024**2  # one CLI process (see orchestrator.engines.ray.slots)
 
     def preflight(self, settings: ClaudeCodeSettings, jobs: Sequence[JobSpec]) -> list[str]:
         problems: list[str] = []

@@ -9,7 +9,9 @@ Without an address the engine starts a Ray instance of its own for the run (2 CP
 workers on this machine) and stops it after; with one (``auto`` or ``HOST:PORT``, a cluster's
 GCS address) it joins that cluster and leaves it running. The Ray Client (``ray://``) cannot
 stream generator results, so it is refused. Nodes offer attempt slots as the custom resource
-``llm_slots``; a shard takes one slot per attempt.
+``llm_slots`` (:mod:`.slots`: for ``claude-code``, by memory); a shard takes one slot per
+attempt. Each backend gets a desk on the cluster for the run (:mod:`.desk`), where attempts ask
+for start permits and hear when the driver gave up on them.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ import trio
 
 from orchestrator.backends import Backend, BackendKind
 from orchestrator.diagnostics import logger
+from orchestrator.engines.ray.slots import SLOTS, available_memory, memory_per_attempt, node_slots
 from orchestrator.errors import ConfigError
-from orchestrator.spec import BatchSpec
+from orchestrator.spec import BackendLimits, BatchSpec
 
-SLOTS = "llm_slots"
 SHARD_SIZE = (8, 32)  # the fewest and most attempts a shard holds
 LOCAL_CPUS = 2
 _OBJECT_STORE_BYTES = 128 * 1024 * 1024  # shards' batches are small; do not reserve RAM for more
@@ -68,18 +70,23 @@ class RayEngine:
     async def open_backends(
         self, spec: BatchSpec, kinds: Mapping[str, BackendKind]
     ) -> AsyncIterator[Mapping[str, Backend]]:
-        from orchestrator.engines.ray.driver import RemoteBackend, ShardBatcher
+        from orchestrator.engines.ray.driver import (
+            GATHER_SECONDS,
+            PACED_GATHER_SECONDS,
+            RemoteBackend,
+            ShardBatcher,
+        )
 
-        own = await trio.to_thread.run_sync(self._connect, spec.concurrency)
+        own = await trio.to_thread.run_sync(self._connect, spec.concurrency, kinds)
         try:
-            node_slots, total_slots = await trio.to_thread.run_sync(_slots)
+            largest, total_slots = await trio.to_thread.run_sync(_slots)
             if total_slots < spec.concurrency:  # the rest would wait in Ray's queue, their clocks running
                 _log.warning(
                     "the cluster has fewer slots than --concurrency",
                     slots=total_slots,
                     concurrency=spec.concurrency,
                 )
-            if node_slots < 1:
+            if largest < 1:
                 raise ConfigError(
                     [
                         f"the Ray cluster offers no {SLOTS}: start its nodes with "
@@ -87,39 +94,58 @@ class RayEngine:
                     ]
                 )
             settings = {name: spec.backends.get(name) or kind.Settings() for name, kind in kinds.items()}
-            size = shard_size(spec.concurrency, node_slots)
-            batcher = ShardBatcher(settings, spec.seed, size, max_shards=spec.concurrency)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(batcher.run)
+            size = shard_size(spec.concurrency, largest)
+            async with AsyncExitStack() as stack:
+                # Opened for its estimates (spend cap, pacing); it streams nothing here.
+                locals_ = {
+                    name: await stack.enter_async_context(kind.open(settings[name], seed=spec.seed))
+                    for name, kind in kinds.items()
+                }
+                refunds = {name: getattr(b, "refunds_unused_tokens", True) for name, b in locals_.items()}
+                desks = await trio.to_thread.run_sync(_open_desks, spec, refunds)
                 try:
-                    async with AsyncExitStack() as stack:
-                        backends: dict[str, Backend] = {}
-                        for name, kind in kinds.items():
-                            # Opened for its estimates (spend cap, pacing); it streams nothing here.
-                            local = await stack.enter_async_context(kind.open(settings[name], seed=spec.seed))
-                            backends[name] = RemoteBackend(batcher, local)
-                        yield backends
+                    paced = frozenset(name for name in kinds if _paced(spec.limits.get(name)))
+                    batcher = ShardBatcher(
+                        settings,
+                        spec.seed,
+                        size,
+                        max_shards=spec.concurrency,
+                        desks=desks,
+                        gather=PACED_GATHER_SECONDS if paced else GATHER_SECONDS,
+                        paced=paced,
+                    )
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(batcher.run)
+                        try:
+                            yield {name: RemoteBackend(batcher, local) for name, local in locals_.items()}
+                        finally:
+                            await batcher.wind_down()
+                            nursery.cancel_scope.cancel()
+                            self.shards_submitted = batcher.shards_submitted
                 finally:
-                    nursery.cancel_scope.cancel()
-                    self.shards_submitted = batcher.shards_submitted
+                    with trio.CancelScope(shield=True):
+                        await trio.to_thread.run_sync(_close_desks, desks)
         finally:
             if own:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(_shutdown)
 
-    def _connect(self, concurrency: int) -> bool:
-        """Join the cluster, or start a local instance; True when this run started Ray (and
-        stops it). Ray's usage statistics stay off unless the user turned them on."""
+    def _connect(self, concurrency: int, kinds: Mapping[str, BackendKind]) -> bool:
+        """Join the cluster, or start a local instance (its slots: :mod:`.slots`, at most
+        ``concurrency``); True when this run started Ray (and stops it). Ray's usage statistics
+        stay off unless the user turned them on."""
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         import ray
 
         if ray.is_initialized():
             return False
+        slots = node_slots(memory_per_attempt(kinds.values()), available_memory(), concurrency)
         try:
             if self.address is None:
                 ray.init(
+                    address="local",  # a new instance, even if a cluster runs on this machine
                     num_cpus=LOCAL_CPUS,
-                    resources={SLOTS: concurrency},
+                    resources={SLOTS: slots},
                     object_store_memory=_OBJECT_STORE_BYTES,
                     include_dashboard=False,
                     log_to_driver=False,
@@ -139,6 +165,47 @@ def _slots() -> tuple[float, float]:
     nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
     slots = [node["Resources"].get(SLOTS, 0.0) for node in nodes if node["Alive"]]
     return max(slots, default=0.0), sum(slots)
+
+
+def _paced(limits: BackendLimits | None) -> bool:
+    """Whether the backend's attempts are paced from the start (its configured rates)."""
+    return limits is not None and bool(limits.rpm or limits.tpm or limits.models)
+
+
+def _open_desks(spec: BatchSpec, refunds: Mapping[str, bool]) -> dict[str, Any]:
+    """A desk (:mod:`.desk`) per backend, running before the batch starts."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from orchestrator.engines.ray.desk import BackendDesk
+
+    actor: Any = ray.remote(BackendDesk).options(
+        num_cpus=0,
+        max_restarts=0,
+        # Every shard in flight keeps a call waiting on its desk and may ask for permits at once.
+        max_concurrency=max(1000, 4 * spec.concurrency),
+        # On the driver's node: the run lives and dies with it anyway, unlike any other node.
+        scheduling_strategy=NodeAffinitySchedulingStrategy(
+            ray.get_runtime_context().get_node_id(), soft=False
+        ),
+    )
+    desks = {
+        name: actor.remote(name, spec.limits.get(name, BackendLimits()), refund)
+        for name, refund in refunds.items()
+    }
+    try:
+        ray.get([desk.ready.remote() for desk in desks.values()])
+    except BaseException:
+        _close_desks(desks)
+        raise
+    return desks
+
+
+def _close_desks(desks: Mapping[str, Any]) -> None:
+    import ray
+
+    for desk in desks.values():
+        ray.kill(desk)
 
 
 def _shutdown() -> None:

@@ -24,6 +24,7 @@ def ray_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         for key, value in loopback_env(tmp_path_factory.mktemp("home"), mark).items():
             env.setenv(key, value)
         ray.init(
+            address="local",  # ours, never a cluster someone else runs on this machine
             num_cpus=2,
             resources={"llm_slots": SLOTS},
             object_store_memory=100 * 1024 * 1024,
