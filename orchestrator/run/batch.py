@@ -267,7 +267,7 @@ async def _drive(
             control._attach(stop)
             await run.work()
         stopped = control.reason or ("deadline" if stop.cancelled_caught else None) or run.capped
-        if stopped is None and any(not job.done for job in run.jobs):
+        if stopped is None and run.unfinished():
             stopped = run.stopped_by_halt
         if stopped is not None:
             await run.finish_leftovers(stopped)
