@@ -126,10 +126,10 @@ class Jobs(Sequence["JobSpec"]):
         self._cached: tuple[int, Sequence[JobSpec]] = (0, ())  # (first position, jobs)
         self._ids: Sequence[str] | None = None
 
-    @classmethod
-    def of(cls, jobs: Iterable[JobSpec]) -> Jobs:
+    @staticmethod
+    def of(jobs: Iterable[JobSpec]) -> Jobs:
         """``jobs`` as a :class:`Jobs` (itself if it is one; else held)."""
-        return jobs if isinstance(jobs, Jobs) else cls([Held(tuple(jobs))])
+        return as_jobs(jobs)
 
     def __len__(self) -> int:
         return self.total
@@ -214,3 +214,8 @@ class Jobs(Sequence["JobSpec"]):
     def pick(self, positions: Sequence[int]) -> Jobs:
         """The jobs at ``positions`` (increasing), resolved as asked for."""
         return Jobs([Picked(self, positions)])
+
+
+def as_jobs(jobs: Iterable[JobSpec]) -> Jobs:
+    """``jobs`` as a :class:`Jobs` (itself if it is one; else held)."""
+    return jobs if isinstance(jobs, Jobs) else Jobs([Held(tuple(jobs))])

@@ -432,6 +432,7 @@ class Run:
         if count:
             await self.emit_batch(JobsSkipped(reason=reason, count=count, ranges=tuple(ranges)))
 
+
 def job_input(spec: JobSpec, *, log_inputs: bool) -> JobInput | None:
     """The ``job_input`` event of a job: its rendered request (unless ``log_inputs`` is off),
     its row and its metadata; None when there is nothing to say."""

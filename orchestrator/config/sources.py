@@ -1,0 +1,110 @@
+"""Where jobs come from before they are resolved: a job table with its place (:class:`JobSource`),
+or a run of plain rows held compactly (:class:`PlainRows`), and how a plain row becomes a job
+once one like it has been resolved in full (:class:`PlainJobs`).
+
+A plain job sets nothing but its prompt (and its id, and for a data file with a system template
+its system prompt): every other field comes from the defaults, so all plain jobs of one source
+differ only in those, their row and their content hash. Loading checks each plain row with a
+few cheap tests (the columns it needs are there, its id is a usable one) instead of the full
+check of a job table, and keeps it as bytes; :class:`~orchestrator.jobs.Jobs` makes its
+``JobSpec`` from those bytes when the run comes to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from array import array
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from orchestrator import codec
+from orchestrator.spec import NO_ROW, JobSpec
+
+
+@attrs.frozen
+class JobSource:
+    """A job table and where it came from: ``file`` prefixes its problems, ``path`` is its key path.
+
+    ``row``: the data-file row the table was rendered from (kept with the job), if any."""
+
+    file: str | None
+    path: str
+    table: Any
+    row: Mapping[str, Any] | None = None
+
+
+@attrs.define(eq=False)
+class PlainRows:
+    """Plain rows of one source, in order, each kept ``compact`` (its text or bytes) with its row (or line)
+    number and its id, ``derived`` (1) when made from the prompt rather than given.
+
+    ``source(compact, number)`` gives the row back as a :class:`JobSource` (for the row resolved
+    in full, and for problems); ``label`` says what ``number`` counts (``row``, ``line``)."""
+
+    name: str
+    label: str
+    source: Callable[[Any, int], JobSource]
+    compact: list[Any] = attrs.Factory(list)
+    numbers: array[int] = attrs.Factory(lambda: array("L"))
+    ids: list[str] = attrs.Factory(list)
+    derived: bytearray = attrs.Factory(bytearray)
+
+    def where(self, i: int) -> str:
+        return f"{self.name}: {self.label} {self.numbers[i]:,}"
+
+
+def derived_id(named: str) -> str:
+    """A job's id when it gives none: from its prompt (or conversation), so it stays the same when
+    jobs are added or reordered."""
+    return "p-" + hashlib.sha256(named.encode()).hexdigest()[:10]
+
+
+def is_plain(table: Any) -> bool:
+    """A job table with a prompt and at most an id, both strings (a prompts file's usual line)."""
+    return (
+        type(table) is dict
+        and isinstance(table.get("prompt"), str)
+        and len(table) <= 2
+        and (len(table) == 1 or isinstance(table.get("id"), str))
+    )
+
+
+class PlainJobs:
+    """Plain jobs differ only in id, prompt (and ``system`` when it is in ``varying``), row and
+    content hash: once one has been resolved in full (``first``, with the content-hash
+    ``payload`` it was hashed from), the rest are made from it directly, with no checking left to
+    do."""
+
+    def __init__(self, first: JobSpec, payload: Mapping[str, Any], *, system: bool = False) -> None:
+        varying = {"id", "prompt", "content_hash", "row", *(("system",) if system else ())}
+        self.system = system
+        self.fields = {f.name: getattr(first, f.name) for f in attrs.fields(JobSpec) if f.name not in varying}
+        self.payload = dict(payload)
+        self.backend: str = first.backend
+
+    def job(
+        self, table: Mapping[str, Any], job_id: str | None = None, row: Mapping[str, Any] | None = None
+    ) -> JobSpec:
+        """The job of a plain ``table`` (its ``id``, else ``job_id``, else derived)."""
+        prompt = table["prompt"]
+        payload = self.payload
+        payload["prompt"] = prompt  # the only hashed fields a plain job sets
+        if self.system:
+            system = payload["system"] = table["system"]
+            return JobSpec(
+                id=job_id or table.get("id") or derived_id(prompt),
+                prompt=prompt,
+                system=system,
+                content_hash=codec.content_hash(payload),
+                row=NO_ROW if row is None else row,
+                **self.fields,
+            )
+        return JobSpec(
+            id=job_id or table.get("id") or derived_id(prompt),
+            prompt=prompt,
+            content_hash=codec.content_hash(payload),
+            row=NO_ROW if row is None else row,
+            **self.fields,
+        )
