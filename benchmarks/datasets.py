@@ -40,12 +40,17 @@ def write_files(directory: Path, rows: int) -> tuple[Path, Path]:
             j.write(json.dumps({"review_id": f"r{i}", "text": text, "label": i % 3}) + "\n")
             c.write(f'r{i},"{text}",{i % 3}\n')
     for path in (jsonl, csv_path):
-        path.with_suffix(".toml").write_text(
+        job_file(path).write_text(
             f'data_file = "{path.name}"\n[defaults]\nbackend = "sim"\nid_column = "review_id"\n'
             'prompt_template = "Classify: {text}"\ncolumns = ["review_id", "label"]\n'
             "concurrency = 1000\n[defaults.sim]\nttft = 0\ntokens_per_s = 0\nreply_tokens = 2\n"
         )
     return jsonl, csv_path
+
+
+def job_file(data: Path) -> Path:
+    """The job file written for a data file: ``rows-N.jsonl.toml`` (one per format)."""
+    return data.with_name(data.name + ".toml")
 
 
 _STEPS = {
@@ -111,11 +116,11 @@ def main() -> None:
             plan = [
                 ("orjson", "jsonl", jsonl),
                 ("csv", "csv", csv_path),
-                ("load", "jsonl", jsonl.with_suffix(".toml")),
-                ("load", "csv", csv_path.with_suffix(".toml")),
+                ("load", "jsonl", job_file(jsonl)),
+                ("load", "csv", job_file(csv_path)),
             ]
             if rows <= args.run_up_to:
-                plan.append(("run", "jsonl", jsonl.with_suffix(".toml")))
+                plan.append(("run", "jsonl", job_file(jsonl)))
             for step, kind, path in plan:
                 r = measure(step, path)
                 first = f"{r['first']:.2f}" if r["first"] is not None else ""

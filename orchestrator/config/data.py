@@ -139,10 +139,12 @@ def csv_rows(lines: Iterable[bytes], name: str, problems: Problems, *, delimiter
         for n, line in enumerate(lines, start=1):
             if n == 1 and line.startswith(b"\xef\xbb\xbf"):
                 line = line[3:]
-            text = _decode_line(line, name, n, problems)
-            if text is None:
-                # Reported; decoded lossily so the records after it stay aligned, and the record
-                # holding it is dropped below.
+            try:
+                text = line.decode()
+            except UnicodeDecodeError as exc:
+                problems.append(f"{name}: line {number(n)}: not UTF-8 text (byte 0x{line[exc.start]:02x})")
+                # Decoded lossily so the records after it stay aligned; the record holding it
+                # is dropped below.
                 bad_text.append(n)
                 text = line.decode("utf-8", errors="replace")
             yield text

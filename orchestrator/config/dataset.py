@@ -195,6 +195,16 @@ class _Rendering:
                     kept[column] = value
         return table, kept
 
+    def plain_table(self, compact: bytes) -> tuple[dict[str, Any], Mapping[str, Any]]:
+        """A plain row's job table (prompt and system: its id is kept apart) and kept columns,
+        from its JSON bytes: nothing left to check (see :meth:`plain_id`)."""
+        row = orjson.loads(compact)
+        table = {"prompt": self.prompt.render(row)}
+        if self.system is not None:
+            table["system"] = self.system.render(row)
+        columns = self.settings.columns
+        return table, row if columns is None else {column: row[column] for column in columns}
+
     def plain_id(self, row: Mapping[str, Any]) -> tuple[str, int] | None:
         """For a plain row, its job's id and whether it is derived (1); None for a row that is
         not plain: it is checked in full."""
@@ -232,20 +242,17 @@ def row_jobs(
     Stops (with a line saying so) once more than :data:`MAX_ROW_PROBLEMS` problems were found.
     """
     rendering = _Rendering(settings)
-    loads, dumps = orjson.loads, orjson.dumps
-
-    def source(compact: bytes, number: int) -> JobSource:
-        table, kept = rendering.table(loads(compact), [])  # checked when it was read
-        return JobSource(f"{name}: row {number:,}", "", table, kept)
+    dumps, remake = orjson.dumps, rendering.plain_table
 
     jobs: list[JobSource | PlainRows] = []
-    plain = PlainRows(name, "row", source)
+    plain = PlainRows(name, "row", remake)
     start = len(problems)
     plain_id = rendering.plain_id
     for n, row in rows:
         found = plain_id(row)
         if found is not None:
-            plain.compact.append(dumps(row))
+            # A copy: orjson's own bytes object keeps its whole 4 KiB buffer.
+            plain.compact.append(bytes(memoryview(dumps(row))))
             plain.numbers.append(n)
             plain.ids.append(found[0])
             plain.derived.append(found[1])
@@ -260,7 +267,7 @@ def row_jobs(
             continue
         if plain.ids:
             jobs.append(plain)
-            plain = PlainRows(name, "row", source)
+            plain = PlainRows(name, "row", remake)
         jobs.append(JobSource(f"{name}: row {number(n)}", "", table, kept))
     if plain.ids:
         jobs.append(plain)

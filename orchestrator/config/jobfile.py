@@ -138,12 +138,12 @@ def _read_prompts_file(path: Path, problems: Problems, owner: str) -> list[JobSo
         problems.extend(owner + p for p in exc.problems)
         return []
 
-    def source(line: str, number: int) -> JobSource:
+    def remake(line: str) -> tuple[dict[str, Any], None]:
         value = orjson.loads(line)
-        return JobSource(f"{name}: line {number}", "", {"prompt": value} if isinstance(value, str) else value)
+        return ({"prompt": value} if type(value) is str else value), None
 
     jobs: list[JobSource | PlainRows] = []
-    plain = PlainRows(name, "line", source)
+    plain = PlainRows(name, "line", remake)
     loads, invalid = orjson.loads, orjson.JSONDecodeError
     for number, line in enumerate(text.splitlines(), start=1):
         if not line or line.isspace():
@@ -161,7 +161,7 @@ def _read_prompts_file(path: Path, problems: Problems, owner: str) -> list[JobSo
         elif isinstance(value, dict):
             if plain.ids:
                 jobs.append(plain)
-                plain = PlainRows(name, "line", source)
+                plain = PlainRows(name, "line", remake)
             jobs.append(JobSource(f"{name}: line {number}", "", value))
             continue
         else:

@@ -228,7 +228,7 @@ def assemble(
         plain = _first_in_full(item, one, held, shared)
         if plain is None:  # the first row has problems: check every row in full
             for i in range(1, len(item.ids)):
-                one(check_job(item.source(item.compact[i], item.numbers[i])))
+                one(check_job(item.source(i)))
             continue
         if held:
             parts.append(Held(held))
@@ -286,7 +286,7 @@ def _first_in_full(
     the :class:`PlainJobs` the rest are made from; None when it had problems. The first row's job
     is held like any other."""
     before = len(held)
-    checked = check_job(rows.source(rows.compact[0], rows.numbers[0]))
+    checked = check_job(rows.source(0))
     one(checked)
     if len(held) == before or checked.problems:
         return None
@@ -307,11 +307,11 @@ def _lazy_rows(rows: PlainRows, plain: PlainJobs, ids: _Ids, problems: Problems)
         taken.append(job_id)
     if not taken:
         return None
-    source, job = rows.source, plain.job
+    remake, job = rows.remake, plain.job
 
-    def make(compact: bytes, job_id: str) -> JobSpec:
-        made = source(compact, 0)
-        return job(made.table, job_id, made.row)
+    def make(compact: Any, job_id: str) -> JobSpec:
+        table, row = remake(compact)
+        return job(table, job_id, row)
 
     # Rows with a duplicate id were reported: nothing runs, so the part need not leave them out.
     return Rows(rows.compact[1:] if len(taken) == len(rows.ids) - 1 else [], taken, make, plain.backend)

@@ -37,15 +37,15 @@ class JobSource:
 
 @attrs.define(eq=False)
 class PlainRows:
-    """Plain rows of one source, in order, each kept ``compact`` (its text or bytes) with its row (or line)
-    number and its id, ``derived`` (1) when made from the prompt rather than given.
+    """Plain rows of one source, in order, each kept ``compact`` (its text or bytes) with its
+    row (or line) number and its id, ``derived`` (1) when made from the prompt rather than given.
 
-    ``source(compact, number)`` gives the row back as a :class:`JobSource` (for the row resolved
-    in full, and for problems); ``label`` says what ``number`` counts (``row``, ``line``)."""
+    ``remake(compact)`` gives the row's job table and the row kept with it back (pure: the row
+    was checked when it was read); ``label`` says what the numbers count (``row``, ``line``)."""
 
     name: str
     label: str
-    source: Callable[[Any, int], JobSource]
+    remake: Callable[[Any], tuple[dict[str, Any], Mapping[str, Any] | None]]
     compact: list[Any] = attrs.Factory(list)
     numbers: array[int] = attrs.Factory(lambda: array("L"))
     ids: list[str] = attrs.Factory(list)
@@ -53,6 +53,13 @@ class PlainRows:
 
     def where(self, i: int) -> str:
         return f"{self.name}: {self.label} {self.numbers[i]:,}"
+
+    def source(self, i: int) -> JobSource:
+        """The ``i``-th row as a job table to check in full."""
+        table, row = self.remake(self.compact[i])
+        if not self.derived[i]:
+            table = {**table, "id": self.ids[i]}
+        return JobSource(self.where(i), "", table, row)
 
 
 def derived_id(named: str) -> str:
