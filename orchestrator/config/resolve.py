@@ -209,10 +209,10 @@ def assemble(
         problems.extend(f"{file}: {p}" if file else p for p in local)
         if job is None:
             return
-        job_id = ids.take(
-            job.id, derived=checked.fields.get("id") is None, where=checked.path or (checked.file or "")
-        )
-        if job_id is None:
+        job_id = ids.take(job.id, derived=checked.fields.get("id") is None)
+        if job_id is not None:
+            ids.places[job_id] = checked.path or (checked.file or "")
+        else:
             duplicate = f"{join(checked.path, 'id')}: duplicate id {job.id!r} (also at {ids.where(job.id)})"
             problems.append(f"{file}: {duplicate}" if file else duplicate)
             return
@@ -250,13 +250,16 @@ def assemble(
 
 
 class _Ids:
-    """The ids taken so far, for duplicates: each with where it was taken (a place, or a plain
-    row found when asked for, so a million rows keep no million place names)."""
+    """The ids taken so far, for duplicates. Where an id was taken is kept for job tables; for
+    plain rows it is looked up when a duplicate is reported (a million rows keep no million
+    place names)."""
 
     def __init__(self) -> None:
-        self.seen: dict[str, str | tuple[PlainRows, int]] = {}
+        self.seen: set[str] = set()
+        self.places: dict[str, str] = {}
+        self.rows: list[PlainRows] = []
 
-    def take(self, job_id: str, *, derived: bool, where: str | tuple[PlainRows, int]) -> str | None:
+    def take(self, job_id: str, *, derived: bool) -> str | None:
         """The id the job gets: ``job_id``, or for a ``derived`` one already taken (equal prompts
         without ids are legitimate: sampling one prompt N times) ``job_id-2``, ``-3``...; None
         for a given id already taken."""
@@ -268,15 +271,20 @@ class _Ids:
             while f"{job_id}-{n}" in seen:
                 n += 1
             job_id = f"{job_id}-{n}"
-        seen[job_id] = where
+        seen.add(job_id)
         return job_id
 
     def where(self, job_id: str) -> str:
-        place = self.seen[job_id]
-        if isinstance(place, str):
+        """Where ``job_id`` was first taken."""
+        place = self.places.get(job_id)
+        if place is not None:
             return place
-        rows, i = place
-        return rows.where(i)
+        for rows in self.rows:
+            try:
+                return rows.where(rows.ids.index(job_id))
+            except ValueError:
+                continue
+        return "an earlier job"  # a derived id given a suffix, taken again by a given one
 
 
 def _first_in_full(
@@ -296,15 +304,23 @@ def _first_in_full(
 def _lazy_rows(rows: PlainRows, plain: PlainJobs, ids: _Ids, problems: Problems) -> Rows | None:
     """Every plain row after the first as a part of the batch whose jobs are made from ``plain``
     when asked for; duplicate ids are problems. None when only the first row was there."""
-    taken: list[str] = []
-    take, derived = ids.take, rows.derived
-    for i in range(1, len(rows.ids)):
-        job_id = take(rows.ids[i], derived=bool(derived[i]), where=(rows, i))
-        if job_id is None:
-            given = rows.ids[i]
-            problems.append(f"{rows.where(i)}: id: duplicate id {given!r} (also at {ids.where(given)})")
-            continue
-        taken.append(job_id)
+    ids.rows.append(rows)
+    given = rows.ids[1:]
+    fresh = set(given)
+    if len(fresh) == len(given) and ids.seen.isdisjoint(fresh):
+        ids.seen |= fresh  # the usual case, at C speed: no id repeats
+        taken = given
+    else:
+        taken = []
+        take, derived = ids.take, rows.derived
+        for i in range(1, len(rows.ids)):
+            job_id = take(rows.ids[i], derived=bool(derived[i]))
+            if job_id is None:
+                problems.append(
+                    f"{rows.where(i)}: id: duplicate id {rows.ids[i]!r} (also at {ids.where(rows.ids[i])})"
+                )
+                continue
+            taken.append(job_id)
     if not taken:
         return None
     remake, job = rows.remake, plain.job
@@ -314,7 +330,7 @@ def _lazy_rows(rows: PlainRows, plain: PlainJobs, ids: _Ids, problems: Problems)
         return job(table, job_id, row)
 
     # Rows with a duplicate id were reported: nothing runs, so the part need not leave them out.
-    return Rows(rows.compact[1:] if len(taken) == len(rows.ids) - 1 else [], taken, make, plain.backend)
+    return Rows(rows.compact[1:] if len(taken) == len(given) else [], taken, make, plain.backend)
 
 
 def check_layer(

@@ -65,7 +65,7 @@ class PlainRows:
 def derived_id(named: str) -> str:
     """A job's id when it gives none: from its prompt (or conversation), so it stays the same when
     jobs are added or reordered."""
-    return "p-" + hashlib.sha256(named.encode()).hexdigest()[:10]
+    return "p-" + hashlib.sha256(named.encode()).digest()[:5].hex()  # the hex digest's first 10
 
 
 def is_plain(table: Any) -> bool:
