@@ -6,8 +6,12 @@ For each size it writes a JSONL and a CSV file of short reviews, then measures, 
 process (so peak RSS is that step's own):
 
 * baseline: a plain ``orjson`` pass over the JSONL lines, and a plain ``csv.reader`` pass;
-* load: the job file resolved into a :class:`~orchestrator.spec.BatchSpec` (rows read,
-  templates rendered, every job checked and hashed) — rows/s and peak RSS;
+* load: the job file resolved into a :class:`~orchestrator.spec.BatchSpec` (every row read
+  and checked; plain rows kept compact, their jobs not made yet) — rows/s and peak RSS;
+* render: load, then every job made from its row (templates rendered, content hashed), as a
+  run makes them — rows/s and peak RSS;
+* start: loading, then the batch on ``sim`` with a log until its first ``attempt_started``
+  (then stopped): the seconds to that first request;
 * run (sizes up to ``--run-up-to``): the whole batch on ``sim`` with a log, the seconds from
   the start of loading to the first ``attempt_started``, and peak RSS.
 
@@ -87,6 +91,28 @@ result = trio.run(lambda: execute(spec, subscribers=[First()], keep_text=False))
 n = result.summary.succeeded
 FIRST = First.at - T0
 """,
+    "render": """
+from orchestrator.config.jobfile import load_job_file
+spec = load_job_file(PATH)
+n = sum(1 for job in spec.jobs)
+""",
+    "start": """
+import time, attrs, trio
+from orchestrator.config.jobfile import load_job_file
+from orchestrator.run.batch import execute
+from orchestrator.run.control import RunControl
+control = RunControl()
+class First:
+    at = None
+    async def deliver(self, batch):
+        if First.at is None and any(t.event.kind == "attempt_started" for t in batch):
+            First.at = time.perf_counter()
+            control.cancel("measured")
+spec = attrs.evolve(load_job_file(PATH), log=PATH + ".log.jsonl")
+result = trio.run(lambda: execute(spec, subscribers=[First()], keep_text=False, control=control))
+n = len(spec.jobs)
+FIRST = First.at - T0
+""",
 }
 
 
@@ -107,18 +133,23 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--run-up-to", type=int, default=100_000)
+    parser.add_argument("--keep", type=Path, help="write the files here (kept), not in a temporary folder")
     args = parser.parse_args()
     print("| rows | file | step | seconds | rows/s | peak RSS MiB | first request s |")
     print("|---:|---|---|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         for rows in args.rows:
-            jsonl, csv_path = write_files(Path(tmp), rows)
+            jsonl, csv_path = write_files(args.keep or Path(tmp), rows)
             plan = [
                 ("orjson", "jsonl", jsonl),
                 ("csv", "csv", csv_path),
                 ("load", "jsonl", job_file(jsonl)),
                 ("load", "csv", job_file(csv_path)),
+                ("render", "jsonl", job_file(jsonl)),
+                ("render", "csv", job_file(csv_path)),
             ]
+            plan.append(("start", "jsonl", job_file(jsonl)))
+            plan.append(("start", "csv", job_file(csv_path)))
             if rows <= args.run_up_to:
                 plan.append(("run", "jsonl", job_file(jsonl)))
             for step, kind, path in plan:

@@ -28,6 +28,8 @@ from orchestrator.install import install_extra
 
 Row = dict[str, Any]
 Rows = Iterator[tuple[int, Row]]
+Records = Iterator[tuple[int, Row, bytes | None]]
+"""Rows each with its JSON line, when it has one (kept as it is by plain rows: no re-encoding)."""
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 PARQUET_INSTALL = install_extra("parquet")
 
@@ -44,13 +46,18 @@ def number(n: int) -> str:
 
 def read_rows(path: Path, name: str, problems: Problems) -> Rows:
     """The rows of the data file at ``path`` (``name`` in messages), by its extension."""
+    return ((n, row) for n, row, _ in read_records(path, name, problems))
+
+
+def read_records(path: Path, name: str, problems: Problems) -> Records:
+    """:func:`read_rows`, each row with its JSON line when the file is JSON lines (else None)."""
     fmt = data_format(str(path))
     if fmt is None:
         known = ", ".join(sorted(FORMATS))
         problems.append(f"{name}: unknown data file type {path.suffix or '(none)'!r}; known: {known}")
         return
     if fmt == "parquet":
-        yield from _parquet_rows(path, name, problems)
+        yield from _no_lines(_parquet_rows(path, name, problems))
         return
     try:
         f = open(path, "rb")  # closed by the with below, kept open while rows are read
@@ -65,36 +72,70 @@ def read_rows(path: Path, name: str, problems: Problems) -> Rows:
         return
     with f:
         if fmt == "jsonl":
-            yield from jsonl_rows(f, name, problems)
+            yield from jsonl_records(f, name, problems)
         else:
-            yield from csv_rows(f, name, problems, delimiter="\t" if fmt == "tsv" else ",")
+            yield from _no_lines(csv_rows(f, name, problems, delimiter="\t" if fmt == "tsv" else ","))
+
+
+def _no_lines(rows: Rows) -> Records:
+    for n, row in rows:
+        yield n, row, None
 
 
 def jsonl_rows(lines: Iterable[bytes], name: str, problems: Problems) -> Rows:
     """Rows from JSON lines, each a JSON object."""
+    return ((n, row) for n, row, _ in jsonl_records(lines, name, problems))
+
+
+def jsonl_records(lines: Iterable[bytes], name: str, problems: Problems) -> Records:
+    """:func:`jsonl_rows`, each row with its line."""
     seen = False
+    loads, invalid = orjson.loads, orjson.JSONDecodeError
     for n, line in enumerate(lines, start=1):
-        if n == 1 and line.startswith(b"\xef\xbb\xbf"):
-            line = line[3:]
-        if not line.strip():
-            continue
-        seen = True
         try:
-            value = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
+            value = loads(line)
+        except invalid as exc:
+            if n == 1 and line.startswith(b"\xef\xbb\xbf"):
+                yield from _first_after_bom(line[3:], name, problems)
+                seen = seen or bool(line[3:].strip())
+                continue
+            if not line.strip():
+                continue  # a blank line is not a row
+            seen = True
             problems.append(f"{name}: row {number(n)}: invalid JSON: {exc}")
             continue
-        if not isinstance(value, dict):
+        seen = True
+        if type(value) is not dict:
             problems.append(f"{name}: row {number(n)}: expected a JSON object, got {describe(value)}")
             continue
-        yield n, value
+        yield n, value, line
     if not seen:
         problems.append(f"{name}: empty file: no rows")
+
+
+def _first_after_bom(line: bytes, name: str, problems: Problems) -> Records:
+    """The first line, after its byte order mark (a row, a problem, or nothing when blank)."""
+    if not line.strip():
+        return
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        problems.append(f"{name}: row 1: invalid JSON: {exc}")
+        return
+    if type(value) is not dict:
+        problems.append(f"{name}: row 1: expected a JSON object, got {describe(value)}")
+        return
+    yield 1, value, line
 
 
 def stdin_rows(lines: Iterable[bytes], name: str, problems: Problems) -> Rows:
     """Rows from standard input: JSON objects, one a line, when the first non-blank line starts
     with ``{``; otherwise every non-blank line is one prompt, as the row ``{"prompt": line}``."""
+    return ((n, row) for n, row, _ in stdin_records(lines, name, problems))
+
+
+def stdin_records(lines: Iterable[bytes], name: str, problems: Problems) -> Records:
+    """:func:`stdin_rows`, each row with its JSON line (None for a prompt line)."""
     it = iter(lines)
     head: list[bytes] = []
     for line in it:
@@ -103,7 +144,7 @@ def stdin_rows(lines: Iterable[bytes], name: str, problems: Problems) -> Rows:
             break
     first = head[-1].lstrip() if head else b""
     if first.startswith(b"{"):
-        yield from jsonl_rows(_chain(head, it), name, problems)
+        yield from jsonl_records(_chain(head, it), name, problems)
         return
     seen = False
     for n, line in enumerate(_chain(head, it), start=1):
@@ -113,7 +154,7 @@ def stdin_rows(lines: Iterable[bytes], name: str, problems: Problems) -> Rows:
         text = text.rstrip("\r\n")
         if text.strip():
             seen = True
-            yield n, {"prompt": text}
+            yield n, {"prompt": text}, None
     if not seen:
         problems.append(f"{name}: empty input: no prompts")
 

@@ -25,7 +25,7 @@ with equal prompts get ``-2``, ``-3`` in row order.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -33,7 +33,7 @@ import attrs
 import orjson
 
 from orchestrator.config.check import Problems, check_value, describe, did_you_mean, type_hints
-from orchestrator.config.data import Rows, number, read_rows, stdin_rows
+from orchestrator.config.data import Records, number, read_records, stdin_records
 from orchestrator.config.resolve import NO_OVERRIDES, Overrides, resolve
 from orchestrator.config.sources import JobSource, PlainRows, derived_id
 from orchestrator.config.template import MissingColumn, Template, TemplateError, parse
@@ -110,7 +110,7 @@ def data_file_jobs(
     if settings is None or not isinstance(data_file, str):
         return []
     where = str(path.parent / data_file)
-    return row_jobs(read_rows(path.parent / data_file, where, problems), settings, where, problems)
+    return row_jobs(read_records(path.parent / data_file, where, problems), settings, where, problems)
 
 
 def load_data_file(
@@ -132,10 +132,10 @@ def load_data_file(
         raise ConfigError(problems)
     if source == "-":
         name = "stdin"
-        rows = stdin_rows(stdin if stdin is not None else sys.stdin.buffer, name, problems)
+        rows = stdin_records(stdin if stdin is not None else sys.stdin.buffer, name, problems)
     else:
         name = source
-        rows = read_rows(Path(source), name, problems)
+        rows = read_records(Path(source), name, problems)
     jobs = row_jobs(rows, settings, name, problems)
     spec = resolve(layer, jobs, {}, overrides=overrides, source=name, problems=problems)
     if spec is None or problems:
@@ -207,32 +207,41 @@ class _Rendering:
 
     def plain_id(self, row: Mapping[str, Any]) -> tuple[str, int] | None:
         """For a plain row, its job's id and whether it is derived (1); None for a row that is
-        not plain: it is checked in full."""
-        settings = self.settings
-        if not self.needed <= row.keys() or "messages" in row:
-            return None
-        for key in settings.row_settings:
-            if row.get(key) not in (None, ""):
+        not plain: it is checked in full. (Replaced by a closure for the settings at hand.)"""
+        return self.plain_ids()(row)
+
+    def plain_ids(self) -> Callable[[Mapping[str, Any]], tuple[str, int] | None]:
+        """:meth:`plain_id` with the settings' lookups done once (it runs for every row)."""
+        needed, row_settings, ident = self.needed, self.settings.row_settings, self.ident
+        id_column, prompt = self.settings.id_column, self.prompt
+
+        def plain_id(row: Mapping[str, Any]) -> tuple[str, int] | None:
+            if not needed <= row.keys() or "messages" in row:
                 return None
-        if self.ident is not None:
-            job_id: Any = self.ident.render(row)
-        elif settings.id_column is not None:
-            job_id = row[settings.id_column]
-            if type(job_id) is int:
-                job_id = str(job_id)
-            elif job_id is not None and type(job_id) is not str:
+            for key in row_settings:
+                if row.get(key) not in (None, ""):
+                    return None
+            if ident is not None:
+                job_id: Any = ident.render(row)
+            elif id_column is not None:
+                job_id = row[id_column]
+                if type(job_id) is int:
+                    job_id = str(job_id)
+                elif job_id is not None and type(job_id) is not str:
+                    return None
+            else:
+                return derived_id(prompt.render(row)), 1
+            if job_id is None:
+                return derived_id(prompt.render(row)), 1
+            if not job_id or "\0" in job_id:
                 return None
-        else:
-            job_id = None
-        if job_id is None:
-            return derived_id(self.prompt.render(row)), 1
-        if not job_id or "\0" in job_id:
-            return None
-        return job_id, 0
+            return job_id, 0
+
+        return plain_id
 
 
 def row_jobs(
-    rows: Rows, settings: DataSettings, name: str, problems: Problems
+    rows: Records, settings: DataSettings, name: str, problems: Problems
 ) -> list[JobSource | PlainRows]:
     """The jobs of ``rows`` in order: plain rows (those that set no job setting of their own
     and have every column the templates name) as :class:`PlainRows`, kept as JSON bytes and
@@ -247,15 +256,21 @@ def row_jobs(
     jobs: list[JobSource | PlainRows] = []
     plain = PlainRows(name, "row", remake)
     start = len(problems)
-    plain_id = rendering.plain_id
-    for n, row in rows:
+    plain_id = rendering.plain_ids()
+    keep, numbers, ids, derived = (
+        plain.compact.append,
+        plain.numbers.append,
+        plain.ids.append,
+        plain.derived.append,
+    )
+    for n, row, line in rows:
         found = plain_id(row)
         if found is not None:
-            # A copy: orjson's own bytes object keeps its whole 4 KiB buffer.
-            plain.compact.append(bytes(memoryview(dumps(row))))
-            plain.numbers.append(n)
-            plain.ids.append(found[0])
-            plain.derived.append(found[1])
+            # A copy of orjson's bytes: its own object keeps its whole 4 KiB buffer.
+            keep(line if line is not None else bytes(memoryview(dumps(row))))
+            numbers(n)
+            ids(found[0])
+            derived(found[1])
             continue
         if len(problems) - start >= MAX_ROW_PROBLEMS:
             problems.append(f"{name}: stopped reading after {MAX_ROW_PROBLEMS} problems")
@@ -268,6 +283,8 @@ def row_jobs(
         if plain.ids:
             jobs.append(plain)
             plain = PlainRows(name, "row", remake)
+            keep, numbers = plain.compact.append, plain.numbers.append
+            ids, derived = plain.ids.append, plain.derived.append
         jobs.append(JobSource(f"{name}: row {number(n)}", "", table, kept))
     if plain.ids:
         jobs.append(plain)
