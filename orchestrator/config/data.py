@@ -16,7 +16,9 @@ of strings, numbers, booleans and lists/structs of those are supported.
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -74,7 +76,7 @@ def read_records(path: Path, name: str, problems: Problems) -> Records:
         if fmt == "jsonl":
             yield from jsonl_records(f, name, problems)
         else:
-            yield from _no_lines(csv_rows(f, name, problems, delimiter="\t" if fmt == "tsv" else ","))
+            yield from _no_lines(_csv_file_rows(f, name, problems, delimiter="\t" if fmt == "tsv" else ","))
 
 
 def _no_lines(rows: Rows) -> Records:
@@ -190,41 +192,63 @@ def csv_rows(lines: Iterable[bytes], name: str, problems: Problems, *, delimiter
                 text = line.decode("utf-8", errors="replace")
             yield text
 
-    reader = csv.reader(text_lines(), delimiter=delimiter, strict=True)
+    return _csv_records(text_lines(), name, problems, delimiter, bad_text)
+
+
+def _csv_file_rows(f: IO[bytes], name: str, problems: Problems, *, delimiter: str) -> Rows:
+    """:func:`csv_rows` of a file: when it is all UTF-8 (checked first, in blocks), decoded as a
+    whole rather than line by line."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        while block := f.read(1 << 20):
+            decoder.decode(block)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        f.seek(0)
+        yield from csv_rows(f, name, problems, delimiter=delimiter)  # says which lines
+        return
+    f.seek(0)
+    with io.TextIOWrapper(f, encoding="utf-8-sig", newline="") as text:
+        yield from _csv_records(text, name, problems, delimiter, [])
+
+
+def _csv_records(
+    text: Iterable[str], name: str, problems: Problems, delimiter: str, bad_text: list[int]
+) -> Rows:
+    """The rows of CSV text; ``bad_text`` holds the numbers of lines that were not UTF-8 (the
+    record holding one is dropped: it was reported)."""
+    reader = csv.reader(text, delimiter=delimiter, strict=True)
     header: list[str] | None = None
     row_number = 0
-    while True:
-        try:
-            record = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            where = f"row {number(row_number + 1)}" if header is not None else "header"
-            problems.append(f"{name}: {where} (line {number(reader.line_num)}): bad CSV: {exc}")
-            return  # the reader cannot resynchronise after bad quoting
-        if header is None:
+    try:
+        for record in reader:
+            if header is None:
+                if not record:
+                    continue  # blank lines before the header
+                if bad_text:
+                    return  # a header that is not text: nothing after it can be read
+                header = record
+                if not _check_header(header, name, problems):
+                    return
+                width = len(header)
+                continue
             if not record:
-                continue  # blank lines before the header
+                continue  # a blank line is not a row
+            row_number += 1
             if bad_text:
-                return  # a header that is not text: nothing after it can be read
-            header = record
-            if not _check_header(header, name, problems):
-                return
-            continue
-        row_number += 1
-        if not record:
-            row_number -= 1  # a blank line is not a row
-            continue
-        if bad_text:
-            bad_text.clear()
-            continue  # already reported as not UTF-8
-        if len(record) != len(header):
-            problems.append(
-                f"{name}: row {number(row_number)} (line {number(reader.line_num)}): "
-                f"expected {len(header)} fields (as the header), got {len(record)}"
-            )
-            continue
-        yield row_number, dict(zip(header, record, strict=True))
+                bad_text.clear()
+                continue  # already reported as not UTF-8
+            if len(record) != width:
+                problems.append(
+                    f"{name}: row {number(row_number)} (line {number(reader.line_num)}): "
+                    f"expected {width} fields (as the header), got {len(record)}"
+                )
+                continue
+            yield row_number, dict(zip(header, record, strict=False))  # same length: checked
+    except csv.Error as exc:
+        where = f"row {number(row_number + 1)}" if header is not None else "header"
+        problems.append(f"{name}: {where} (line {number(reader.line_num)}): bad CSV: {exc}")
+        return  # the reader cannot resynchronise after bad quoting
     if header is None and not bad_text:
         problems.append(f"{name}: empty file: no header and no rows")
     elif row_number == 0 and header is not None:
