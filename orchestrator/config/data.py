@@ -76,7 +76,7 @@ def read_records(path: Path, name: str, problems: Problems) -> Records:
         if fmt == "jsonl":
             yield from jsonl_records(f, name, problems)
         else:
-            yield from _no_lines(_csv_file_rows(f, name, problems, delimiter="\t" if fmt == "tsv" else ","))
+            yield from _csv_file_rows(f, name, problems, delimiter="\t" if fmt == "tsv" else ",")
 
 
 def _no_lines(rows: Rows) -> Records:
@@ -192,10 +192,10 @@ def csv_rows(lines: Iterable[bytes], name: str, problems: Problems, *, delimiter
                 text = line.decode("utf-8", errors="replace")
             yield text
 
-    return _csv_records(text_lines(), name, problems, delimiter, bad_text)
+    return ((n, row) for n, row, _ in _csv_records(text_lines(), name, problems, delimiter, bad_text))
 
 
-def _csv_file_rows(f: IO[bytes], name: str, problems: Problems, *, delimiter: str) -> Rows:
+def _csv_file_rows(f: IO[bytes], name: str, problems: Problems, *, delimiter: str) -> Records:
     """:func:`csv_rows` of a file: when it is all UTF-8 (checked first, in blocks), decoded as a
     whole rather than line by line."""
     decoder = codecs.getincrementaldecoder("utf-8")()
@@ -205,7 +205,7 @@ def _csv_file_rows(f: IO[bytes], name: str, problems: Problems, *, delimiter: st
         decoder.decode(b"", final=True)
     except UnicodeDecodeError:
         f.seek(0)
-        yield from csv_rows(f, name, problems, delimiter=delimiter)  # says which lines
+        yield from _no_lines(csv_rows(f, name, problems, delimiter=delimiter))  # says which lines
         return
     f.seek(0)
     with io.TextIOWrapper(f, encoding="utf-8-sig", newline="") as text:
@@ -214,7 +214,7 @@ def _csv_file_rows(f: IO[bytes], name: str, problems: Problems, *, delimiter: st
 
 def _csv_records(
     text: Iterable[str], name: str, problems: Problems, delimiter: str, bad_text: list[int]
-) -> Rows:
+) -> Records:
     """The rows of CSV text; ``bad_text`` holds the numbers of lines that were not UTF-8 (the
     record holding one is dropped: it was reported)."""
     reader = csv.reader(text, delimiter=delimiter, strict=True)
@@ -244,7 +244,7 @@ def _csv_records(
                     f"expected {width} fields (as the header), got {len(record)}"
                 )
                 continue
-            yield row_number, dict(zip(header, record, strict=False))  # same length: checked
+            yield row_number, dict(zip(header, record, strict=False)), None  # same length: checked
     except csv.Error as exc:
         where = f"row {number(row_number + 1)}" if header is not None else "header"
         problems.append(f"{name}: {where} (line {number(reader.line_num)}): bad CSV: {exc}")
