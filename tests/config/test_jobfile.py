@@ -101,6 +101,47 @@ def test_prompts_file_lines_are_strings_or_job_objects(tmp_path: Path) -> None:
     assert spec.jobs[2].max_tokens == 5
 
 
+def test_a_prompts_file_keeps_its_order_and_ids_across_plain_and_full_lines(tmp_path: Path) -> None:
+    lines = [
+        '"same"',
+        '"a"',
+        '{"prompt": "same"}',
+        '{"prompt": "b", "max_tokens": 3}',
+        '"same"',
+        '{"id": "x", "prompt": "c"}',
+    ]
+    write(tmp_path, "\n".join(lines) + "\n", name="p.jsonl")
+    spec = load_job_file(write(tmp_path, 'prompts_file = "p.jsonl"'))
+    same = build_batch(["same"], {"backend": "sim"}).jobs[0].id
+    assert [j.prompt for j in spec.jobs] == ["same", "a", "same", "b", "same", "c"]
+    assert [j.id for j in spec.jobs] == [
+        same,
+        spec.jobs[1].id,
+        f"{same}-2",
+        spec.jobs[3].id,
+        f"{same}-3",
+        "x",
+    ]
+    assert [j.max_tokens for j in spec.jobs] == [None, None, None, 3, None, None]
+    assert list(spec.jobs.ids()) == [j.id for j in spec.jobs]
+
+
+def test_a_prompts_file_of_strings_is_kept_as_lines_and_its_jobs_made_when_asked(tmp_path: Path) -> None:
+    write(tmp_path, "".join(f'"q{i}"\n' for i in range(3000)), name="p.jsonl")
+    spec = load_job_file(write(tmp_path, 'prompts_file = "p.jsonl"\n[defaults]\nmodel = "m"'))
+    assert type(spec.jobs.parts[-1]).__name__ == "Rows" and len(spec.jobs) == 3000
+    eager = build_batch([f"q{i}" for i in range(3000)], {"backend": "sim", "model": "m"})
+    assert spec.jobs == eager.jobs and spec.jobs[2999] == eager.jobs[2999]
+
+
+def test_a_repeated_id_in_a_prompts_file_names_both_lines(tmp_path: Path) -> None:
+    write(tmp_path, '"a"\n{"id": "k", "prompt": "b"}\n"c"\n{"id": "k", "prompt": "d"}\n', name="p.jsonl")
+    with pytest.raises(ConfigError) as info:
+        load_job_file(write(tmp_path, 'prompts_file = "p.jsonl"'))
+    name = tmp_path / "p.jsonl"
+    assert info.value.problems == [f"{name}: line 4: id: duplicate id 'k' (also at {name}: line 2)"]
+
+
 def test_a_shared_bad_default_is_reported_once() -> None:
     with pytest.raises(ConfigError) as info:
         build_batch(["a", "b", "c"], {"retry": {"base_delay": 5.0, "max_delay": 1.0}})
