@@ -19,6 +19,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import itertools
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -30,7 +31,8 @@ from orchestrator.install import install_extra
 
 Row = dict[str, Any]
 Rows = Iterator[tuple[int, Row]]
-Records = Iterator[tuple[int, Row, bytes | None]]
+Record = tuple[int, Row, bytes | None]
+Records = Iterator[Record]
 """Rows each with its JSON line, when it has one (kept as it is by plain rows: no re-encoding)."""
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 PARQUET_INSTALL = install_extra("parquet")
@@ -91,43 +93,78 @@ def jsonl_rows(lines: Iterable[bytes], name: str, problems: Problems) -> Rows:
 
 def jsonl_records(lines: Iterable[bytes], name: str, problems: Problems) -> Records:
     """:func:`jsonl_rows`, each row with its line."""
+    for block in jsonl_blocks(lines, name, problems):
+        yield from block
+
+
+def jsonl_blocks(lines: Iterable[bytes], name: str, problems: Problems) -> Iterator[list[Record]]:
+    """:func:`jsonl_records` a block of lines at a time: a block of good rows is parsed with no
+    step per line in Python; a block holding a blank or bad line is read line by line."""
+    it = iter(lines)
     seen = False
-    loads, invalid = orjson.loads, orjson.JSONDecodeError
-    for n, line in enumerate(lines, start=1):
+    n = 1
+    while block := list(itertools.islice(it, _BLOCK)):
         try:
-            value = loads(line)
-        except invalid as exc:
-            if n == 1 and line.startswith(b"\xef\xbb\xbf"):
-                yield from _first_after_bom(line[3:], name, problems)
-                seen = seen or bool(line[3:].strip())
-                continue
-            if not line.strip():
-                continue  # a blank line is not a row
+            rows = list(map(orjson.loads, block))
+        except orjson.JSONDecodeError:
+            rows = None
+        if rows is not None and set(map(type, rows)) == {dict}:
+            good: list[Record] = list(zip(range(n, n + len(block)), rows, block, strict=True))
+            yield good
             seen = True
-            problems.append(f"{name}: row {number(n)}: invalid JSON: {exc}")
-            continue
-        seen = True
-        if type(value) is not dict:
-            problems.append(f"{name}: row {number(n)}: expected a JSON object, got {describe(value)}")
-            continue
-        yield n, value, line
+        else:
+            records = list(_jsonl_lines(block, n, name, problems))
+            if n == 1 and block[0].startswith(BOM):
+                block[0] = block[0][3:]
+            seen = seen or bool(records) or any(line.strip() for line in block)
+            if records:
+                yield records
+        n += len(block)
     if not seen:
         problems.append(f"{name}: empty file: no rows")
 
 
-def _first_after_bom(line: bytes, name: str, problems: Problems) -> Records:
-    """The first line, after its byte order mark (a row, a problem, or nothing when blank)."""
-    if not line.strip():
+_BLOCK = 2048  # lines read and checked at once
+BOM = b"\xef\xbb\xbf"
+
+
+def blocks(records: Records) -> Iterator[list[Record]]:
+    """``records`` a block at a time."""
+    while block := list(itertools.islice(records, _BLOCK)):
+        yield block
+
+
+def read_blocks(path: Path, name: str, problems: Problems) -> Iterator[list[Record]]:
+    """:func:`read_records` a block at a time (JSON lines read a block at a time, too)."""
+    if data_format(str(path)) != "jsonl":
+        yield from blocks(read_records(path, name, problems))
         return
     try:
-        value = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        problems.append(f"{name}: row 1: invalid JSON: {exc}")
+        f = open(path, "rb")  # closed by the with below, kept open while rows are read
+    except OSError:
+        yield from blocks(read_records(path, name, problems))  # it says what is wrong
         return
-    if type(value) is not dict:
-        problems.append(f"{name}: row 1: expected a JSON object, got {describe(value)}")
-        return
-    yield 1, value, line
+    with f:
+        yield from jsonl_blocks(f, name, problems)
+
+
+def _jsonl_lines(lines: list[bytes], first: int, name: str, problems: Problems) -> Records:
+    """The rows of ``lines`` (the first numbered ``first``), one at a time: a problem for each
+    line that is not a JSON object."""
+    for n, line in enumerate(lines, start=first):
+        if n == 1 and line.startswith(BOM):
+            line = line[3:]
+        if not line.strip():
+            continue  # a blank line is not a row
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            problems.append(f"{name}: row {number(n)}: invalid JSON: {exc}")
+            continue
+        if type(value) is not dict:
+            problems.append(f"{name}: row {number(n)}: expected a JSON object, got {describe(value)}")
+            continue
+        yield n, value, line
 
 
 def stdin_rows(lines: Iterable[bytes], name: str, problems: Problems) -> Rows:

@@ -24,8 +24,10 @@ with equal prompts get ``-2``, ``-3`` in row order.
 
 from __future__ import annotations
 
+import itertools
+import operator
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -33,7 +35,7 @@ import attrs
 import orjson
 
 from orchestrator.config.check import Problems, check_value, describe, did_you_mean, type_hints
-from orchestrator.config.data import Records, number, read_records, stdin_records
+from orchestrator.config.data import Record, Row, blocks, number, read_blocks, stdin_records
 from orchestrator.config.resolve import NO_OVERRIDES, Overrides, resolve
 from orchestrator.config.sources import JobSource, PlainRows, derived_id
 from orchestrator.config.template import MissingColumn, Template, TemplateError, parse
@@ -110,7 +112,7 @@ def data_file_jobs(
     if settings is None or not isinstance(data_file, str):
         return []
     where = str(path.parent / data_file)
-    return row_jobs(read_records(path.parent / data_file, where, problems), settings, where, problems)
+    return row_jobs(read_blocks(path.parent / data_file, where, problems), settings, where, problems)
 
 
 def load_data_file(
@@ -132,10 +134,10 @@ def load_data_file(
         raise ConfigError(problems)
     if source == "-":
         name = "stdin"
-        rows = stdin_records(stdin if stdin is not None else sys.stdin.buffer, name, problems)
+        rows = blocks(stdin_records(stdin if stdin is not None else sys.stdin.buffer, name, problems))
     else:
         name = source
-        rows = read_records(Path(source), name, problems)
+        rows = read_blocks(Path(source), name, problems)
     jobs = row_jobs(rows, settings, name, problems)
     spec = resolve(layer, jobs, {}, overrides=overrides, source=name, problems=problems)
     if spec is None or problems:
@@ -205,6 +207,28 @@ class _Rendering:
         columns = self.settings.columns
         return table, row if columns is None else {column: row[column] for column in columns}
 
+    def plain_block(self, rows: Sequence[Row]) -> tuple[list[str], bytes] | None:
+        """For a block of rows that are all plain, their ids and derived flags (as
+        :meth:`plain_id` gives them), found with no step per row in Python; else None."""
+        settings = self.settings
+        if settings.row_settings:
+            return None  # row by row: which rows set a setting is a question per row
+        if not all(map(operator.le, itertools.repeat(self.needed), map(dict.keys, rows))):
+            return None
+        if any(map(operator.contains, rows, itertools.repeat("messages"))):
+            return None
+        if self.ident is None and settings.id_column is None:
+            return list(map(derived_id, map(self.prompt.render, rows))), b"\x01" * len(rows)
+        if self.ident is not None:
+            ids = list(map(self.ident.render, rows))
+        else:
+            ids = list(map(operator.itemgetter(settings.id_column), rows))
+            if set(map(type, ids)) != {str}:
+                return None  # numbers, or no id in some rows: row by row
+        if "" in ids or any(map(operator.contains, ids, itertools.repeat("\0"))):
+            return None
+        return ids, bytes(len(rows))
+
     def plain_id(self, row: Mapping[str, Any]) -> tuple[str, int] | None:
         """For a plain row, its job's id and whether it is derived (1); None for a row that is
         not plain: it is checked in full. (Replaced by a closure for the settings at hand.)"""
@@ -241,54 +265,61 @@ class _Rendering:
 
 
 def row_jobs(
-    rows: Records, settings: DataSettings, name: str, problems: Problems
+    blocks: Iterable[list[Record]], settings: DataSettings, name: str, problems: Problems
 ) -> list[JobSource | PlainRows]:
-    """The jobs of ``rows`` in order: plain rows (those that set no job setting of their own
-    and have every column the templates name) as :class:`PlainRows`, kept as JSON bytes and
-    checked no further; every other row as a job table, checked in full later. Every bad row is
-    a problem ``NAME: row N: ...``.
+    """The jobs of the rows (given a block at a time) in order: plain rows (those that set no job
+    setting of their own and have every column the templates name) as :class:`PlainRows`, kept
+    as JSON bytes and checked no further; every other row as a job table, checked in full later.
+    Every bad row is a problem ``NAME: row N: ...``. A block of plain rows is checked with no
+    step per row in Python; a block with any other row is checked row by row.
 
     Stops (with a line saying so) once more than :data:`MAX_ROW_PROBLEMS` problems were found.
     """
     rendering = _Rendering(settings)
     dumps, remake = orjson.dumps, rendering.plain_table
-
     jobs: list[JobSource | PlainRows] = []
     plain = PlainRows(name, "row", remake)
     start = len(problems)
-    plain_id = rendering.plain_ids()
-    keep, numbers, ids, derived = (
-        plain.compact.append,
-        plain.numbers.append,
-        plain.ids.append,
-        plain.derived.append,
-    )
-    for n, row, line in rows:
-        found = plain_id(row)
+    plain_id, plain_block = rendering.plain_ids(), rendering.plain_block
+    for block in blocks:
+        numbers, rows, lines = zip(*block, strict=True)
+        found = plain_block(rows)
         if found is not None:
-            # A copy of orjson's bytes: its own object keeps its whole 4 KiB buffer.
-            keep(line if line is not None else bytes(memoryview(dumps(row))))
-            numbers(n)
-            ids(found[0])
-            derived(found[1])
+            if lines[0] is None:  # a copy of orjson's bytes: its own object keeps a 4 KiB buffer
+                lines = tuple(_copies(map(dumps, rows)))
+            plain.compact.extend(lines)
+            plain.numbers.extend(numbers)
+            plain.ids.extend(found[0])
+            plain.derived.extend(found[1])
             continue
-        if len(problems) - start >= MAX_ROW_PROBLEMS:
-            problems.append(f"{name}: stopped reading after {MAX_ROW_PROBLEMS} problems")
-            break
-        local: Problems = []
-        table, kept = rendering.table(row, local)
-        if local:
-            problems.extend(f"{name}: row {number(n)}: {p}" for p in local)
-            continue
-        if plain.ids:
-            jobs.append(plain)
-            plain = PlainRows(name, "row", remake)
-            keep, numbers = plain.compact.append, plain.numbers.append
-            ids, derived = plain.ids.append, plain.derived.append
-        jobs.append(JobSource(f"{name}: row {number(n)}", "", table, kept))
+        for n, row, line in block:
+            one = plain_id(row)
+            if one is not None:
+                plain.compact.append(line if line is not None else bytes(memoryview(dumps(row))))
+                plain.numbers.append(n)
+                plain.ids.append(one[0])
+                plain.derived.append(one[1])
+                continue
+            if len(problems) - start >= MAX_ROW_PROBLEMS:
+                problems.append(f"{name}: stopped reading after {MAX_ROW_PROBLEMS} problems")
+                return [*jobs, plain] if plain.ids else jobs
+            local: Problems = []
+            table, kept = rendering.table(row, local)
+            if local:
+                problems.extend(f"{name}: row {number(n)}: {p}" for p in local)
+                continue
+            if plain.ids:
+                jobs.append(plain)
+                plain = PlainRows(name, "row", remake)
+            jobs.append(JobSource(f"{name}: row {number(n)}", "", table, kept))
     if plain.ids:
         jobs.append(plain)
     return jobs
+
+
+def _copies(data: Iterable[bytes]) -> Iterator[bytes]:
+    """Exact-size copies (orjson's own bytes object keeps its whole 4 KiB buffer)."""
+    return map(bytes, map(memoryview, data))  # type: ignore[arg-type]
 
 
 def _render(template: Template, row: Mapping[str, Any], problems: Problems) -> str:
