@@ -108,7 +108,7 @@ class First:
         if First.at is None and any(t.event.kind == "attempt_started" for t in batch):
             First.at = time.perf_counter()
             control.cancel("measured")
-spec = attrs.evolve(load_job_file(PATH), log=PATH + ".log.jsonl")
+spec = attrs.evolve(load_job_file(PATH), log=PATH + ".start.log.jsonl")
 result = trio.run(lambda: execute(spec, subscribers=[First()], keep_text=False, control=control))
 n = len(spec.jobs)
 FIRST = First.at - T0
@@ -118,6 +118,8 @@ FIRST = First.at - T0
 
 def measure(step: str, path: Path) -> dict[str, float]:
     """Run one step in a fresh interpreter; its seconds, peak RSS (MiB) and row count."""
+    for log in path.parent.glob(path.name + ".*log.jsonl"):
+        log.unlink()  # each run starts a fresh log
     code = (
         "import resource, time, json\nT0 = time.perf_counter()\nFIRST = None\n"
         f"PATH = {str(path)!r}\n{_STEPS[step]}\n"

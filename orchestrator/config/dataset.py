@@ -37,7 +37,7 @@ import orjson
 from orchestrator.config.check import Problems, check_value, describe, did_you_mean, type_hints
 from orchestrator.config.data import Record, Row, blocks, number, read_blocks, stdin_records
 from orchestrator.config.resolve import NO_OVERRIDES, Overrides, resolve
-from orchestrator.config.sources import JobSource, PlainRows, derived_id
+from orchestrator.config.sources import JobSource, PlainRows, collector_paused, derived_id
 from orchestrator.config.template import MissingColumn, Template, TemplateError, parse
 from orchestrator.errors import ConfigError
 from orchestrator.spec import BatchSpec, JobSpec
@@ -115,6 +115,7 @@ def data_file_jobs(
     return row_jobs(read_blocks(path.parent / data_file, where, problems), settings, where, problems)
 
 
+@collector_paused
 def load_data_file(
     source: str,
     defaults: Mapping[str, Any],

@@ -40,7 +40,7 @@ import orjson
 from orchestrator.config.check import Problems, describe, did_you_mean
 from orchestrator.config.dataset import data_file_jobs, load_data_file
 from orchestrator.config.resolve import BATCH_KEYS, NO_OVERRIDES, Overrides, resolve
-from orchestrator.config.sources import JobSource, PlainRows, derived_id
+from orchestrator.config.sources import JobSource, PlainRows, collector_paused, derived_id
 from orchestrator.errors import ConfigError
 from orchestrator.spec import BatchSpec
 
@@ -49,6 +49,7 @@ __all__ = ["BATCH_KEYS", "Overrides", "build_batch", "load_data_file", "load_job
 _TOP_KEYS = ("defaults", "jobs", "prompts_file", "data_file", "backends")
 
 
+@collector_paused
 def load_job_file(path: str | Path, overrides: Overrides = NO_OVERRIDES) -> BatchSpec:
     """Read, check and resolve a TOML job file; raises :class:`ConfigError` listing every problem."""
     path = Path(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.backends.sim.backend import Options as SimOptions
+from orchestrator.config import jobfile
 from orchestrator.config.jobfile import Overrides, build_batch, load_job_file
 from orchestrator.errors import ConfigError
 
@@ -275,3 +277,26 @@ def test_plain_jobs_made_from_the_first_equal_jobs_resolved_in_full(
         if not job.id.startswith(single.id):  # equal prompts without ids: -2, -3 suffixes
             raise AssertionError((job, single))
         assert attrs.evolve(job, id=single.id) == single
+
+
+@pytest.mark.parametrize("running", [True, False])
+def test_loading_pauses_the_cycle_collector_and_leaves_it_as_it_was(tmp_path: Path, running: bool) -> None:
+    import gc
+
+    seen: list[bool] = []
+    original = jobfile.resolve
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(gc.isenabled())
+        return original(*args, **kwargs)
+
+    (gc.enable if running else gc.disable)()
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(jobfile, "resolve", spy)
+            load_job_file(write(tmp_path, '[[jobs]]\nprompt = "x"'))
+            with pytest.raises(ConfigError):
+                load_job_file(write(tmp_path, "[[jobs]]\nprompt = 3"))
+        assert seen == [False, False] and gc.isenabled() is running
+    finally:
+        gc.enable()
