@@ -19,6 +19,7 @@ from typing import Any, TypedDict
 import attrs
 
 from orchestrator.backends import backend_kind, known_backends
+from orchestrator.config.backends import resolve_backends
 from orchestrator.config.check import Problems, check_table, check_value, did_you_mean, join, type_hints
 from orchestrator.config.output import read_output_schema
 from orchestrator.config.resolve import (
@@ -26,7 +27,6 @@ from orchestrator.config.resolve import (
     CheckedJob,
     assemble,
     check_job,
-    resolve_backends,
 )
 from orchestrator.config.sources import JobSource
 from orchestrator.errors import ConfigError

@@ -19,6 +19,7 @@ import attrs
 
 from orchestrator import codec
 from orchestrator.backends import backend_kind, known_backends
+from orchestrator.config.backends import answer_settings, resolve_backends
 from orchestrator.config.check import (
     Problems,
     build,
@@ -32,8 +33,8 @@ from orchestrator.config.check import (
 )
 from orchestrator.config.output import KEYS as OUTPUT_SCHEMA_KEYS
 from orchestrator.config.output import read_output_schema
-from orchestrator.config.sources import JobSource, PlainJobs, PlainRows, derived_id, is_plain
-from orchestrator.jobs import Held, Jobs, Part, Rows
+from orchestrator.config.sources import Ids, JobSource, PlainJobs, PlainRows, derived_id, is_plain, lazy_rows
+from orchestrator.jobs import Held, Jobs, Part
 from orchestrator.spec import BackendLimits, BatchSpec, JobSpec
 
 BATCH_KEYS = (
@@ -63,7 +64,6 @@ _JOB_SETTINGS = (
     *OUTPUT_SCHEMA_KEYS,
 )
 _NESTED = ("retry", "timeouts", "metadata")
-_LIMIT_KEYS = frozenset(f.name for f in attrs.fields(BackendLimits))
 _HASHED = ("prompt", "backend", "model", "system", "max_tokens", "temperature", "seed")
 
 
@@ -188,18 +188,18 @@ def assemble(
     default objects already built and checked (``(key, cls) -> object``), which jobs that do
     not set that key take unchanged. ``late_problems`` are reported after the jobs' own. Plain
     rows become a part of the batch's :class:`~orchestrator.jobs.Jobs` that makes their jobs when
-    asked for (see :func:`_lazy_rows`).
+    asked for (see :func:`~orchestrator.config.sources.lazy_rows`).
     """
     for key, text in conflicts(BatchSpec(jobs=(), **batch_fields)):
         line = f"{defaults_path(key or '')}: {text}"
         problems.append(f"{source}: {line}" if source else line)
-    ids = _Ids()
+    ids = Ids()
     parts: list[Part] = []
     held: list[JobSpec] = []
     # Batch-wide backend settings that shape answers (which model, which server) go into each
     # job's content hash, so resuming against another model runs the jobs again.
     shared = {} if shared is None else shared
-    shared.update({("answer", name): _answer_settings(s) for name, s in backend_settings.items()})
+    shared.update({("answer", name): answer_settings(s) for name, s in backend_settings.items()})
     backends: set[str] = set()
 
     def one(checked: CheckedJob) -> None:
@@ -233,7 +233,7 @@ def assemble(
         if held:
             parts.append(Held(held))
             held = []
-        rows = _lazy_rows(item, plain, ids, problems)
+        rows = lazy_rows(item, plain, ids, problems)
         if rows is not None:
             parts.append(rows)
             backends.add(plain.backend)
@@ -249,44 +249,6 @@ def assemble(
     )
 
 
-class _Ids:
-    """The ids taken so far, for duplicates. Where an id was taken is kept for job tables; for
-    plain rows it is looked up when a duplicate is reported (a million rows keep no million
-    place names)."""
-
-    def __init__(self) -> None:
-        self.seen: set[str] = set()
-        self.places: dict[str, str] = {}
-        self.rows: list[PlainRows] = []
-
-    def take(self, job_id: str, *, derived: bool) -> str | None:
-        """The id the job gets: ``job_id``, or for a ``derived`` one already taken (equal prompts
-        without ids are legitimate: sampling one prompt N times) ``job_id-2``, ``-3``...; None
-        for a given id already taken."""
-        seen = self.seen
-        if job_id in seen:
-            if not derived:
-                return None
-            n = 2
-            while f"{job_id}-{n}" in seen:
-                n += 1
-            job_id = f"{job_id}-{n}"
-        seen.add(job_id)
-        return job_id
-
-    def where(self, job_id: str) -> str:
-        """Where ``job_id`` was first taken."""
-        place = self.places.get(job_id)
-        if place is not None:
-            return place
-        for rows in self.rows:
-            try:
-                return rows.where(rows.ids.index(job_id))
-            except ValueError:
-                continue
-        return "an earlier job"  # a derived id given a suffix, taken again by a given one
-
-
 def _first_in_full(
     rows: PlainRows, one: Callable[[CheckedJob], None], held: list[JobSpec], shared: dict[Any, Any]
 ) -> PlainJobs | None:
@@ -299,38 +261,6 @@ def _first_in_full(
     if len(held) == before or checked.problems:
         return None
     return PlainJobs(held[-1], shared["payload"], system="system" in checked.fields)
-
-
-def _lazy_rows(rows: PlainRows, plain: PlainJobs, ids: _Ids, problems: Problems) -> Rows | None:
-    """Every plain row after the first as a part of the batch whose jobs are made from ``plain``
-    when asked for; duplicate ids are problems. None when only the first row was there."""
-    ids.rows.append(rows)
-    given = rows.ids[1:]
-    fresh = set(given)
-    if len(fresh) == len(given) and ids.seen.isdisjoint(fresh):
-        ids.seen |= fresh  # the usual case, at C speed: no id repeats
-        taken = given
-    else:
-        taken = []
-        take, derived = ids.take, rows.derived
-        for i in range(1, len(rows.ids)):
-            job_id = take(rows.ids[i], derived=bool(derived[i]))
-            if job_id is None:
-                problems.append(
-                    f"{rows.where(i)}: id: duplicate id {rows.ids[i]!r} (also at {ids.where(rows.ids[i])})"
-                )
-                continue
-            taken.append(job_id)
-    if not taken:
-        return None
-    remake, job = rows.remake, plain.job
-
-    def make(compact: Any, job_id: str) -> JobSpec:
-        table, row = remake(compact)
-        return job(table, job_id, row)
-
-    # Rows with a duplicate id were reported: nothing runs, so the part need not leave them out.
-    return Rows(rows.compact[1:] if len(taken) == len(given) else [], taken, make, plain.backend)
 
 
 def check_layer(
@@ -497,39 +427,3 @@ def _conversation_problems(merged: Mapping[str, Any], path: str, fields: Mapping
         where = join(path, "messages") if "messages" in fields else "defaults.messages"
         return [f"{where}: the conversation must end with a user turn (or give a prompt)"]
     return []
-
-
-_ANSWER_SETTINGS = ("model", "model_path", "base_url")
-
-
-def _answer_settings(settings: Any) -> dict[str, Any]:
-    return {k: getattr(settings, k) for k in _ANSWER_SETTINGS if getattr(settings, k, None) is not None}
-
-
-def resolve_backends(
-    table: Any, path: str, problems: Problems
-) -> tuple[dict[str, Any], dict[str, BackendLimits]]:
-    """Each backend's own settings, and the rate limits the runner applies to it, from a table
-    of backend names found at ``path``."""
-    settings: dict[str, Any] = {}
-    limits: dict[str, BackendLimits] = {}
-    if not isinstance(table, Mapping):
-        problems.append(f"{path}: expected a table of backend names")
-        return settings, limits
-    for name, value in table.items():
-        where = join(path, name)
-        if name not in known_backends():
-            problems.append(
-                f"{where}: unknown backend{did_you_mean(name, known_backends())}; "
-                f"known: {', '.join(known_backends())}"
-            )
-            continue
-        cls = backend_kind(name).Settings
-        checked = check_table(value, cls, where, problems, skip=_LIMIT_KEYS)
-        if checked is not None:
-            settings[name] = build(cls, checked, where, problems)
-            own = {k: v for k, v in value.items() if k in _LIMIT_KEYS}
-            limits[name] = build(
-                BackendLimits, check_table(own, BackendLimits, where, problems) or {}, where, problems
-            )
-    return settings, limits

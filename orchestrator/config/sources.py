@@ -6,8 +6,9 @@ A plain job sets nothing but its prompt (and its id, and for a data file with a 
 its system prompt): every other field comes from the defaults, so all plain jobs of one source
 differ only in those, their row and their content hash. Loading checks each plain row with a
 few cheap tests (the columns it needs are there, its id is a usable one) instead of the full
-check of a job table, and keeps it as bytes; :class:`~orchestrator.jobs.Jobs` makes its
-``JobSpec`` from those bytes when the run comes to it.
+check of a job table, and keeps it as bytes; :func:`lazy_rows` turns a run of them into a part
+of the batch's :class:`~orchestrator.jobs.Jobs` that makes each ``JobSpec`` from those bytes
+when the run comes to it, after checking their ids against the others (:class:`Ids`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, ParamSpec, TypeVar
 import attrs
 
 from orchestrator import codec
+from orchestrator.jobs import Rows
 from orchestrator.spec import NO_ROW, JobSpec
 
 
@@ -139,3 +141,73 @@ class PlainJobs:
             row=NO_ROW if row is None else row,
             **self.fields,
         )
+
+
+class Ids:
+    """The ids taken so far, for duplicates. Where an id was taken is kept for job tables; for
+    plain rows it is looked up when a duplicate is reported (a million rows keep no million
+    place names)."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self.places: dict[str, str] = {}
+        self.rows: list[PlainRows] = []
+
+    def take(self, job_id: str, *, derived: bool) -> str | None:
+        """The id the job gets: ``job_id``, or for a ``derived`` one already taken (equal prompts
+        without ids are legitimate: sampling one prompt N times) ``job_id-2``, ``-3``...; None
+        for a given id already taken."""
+        seen = self.seen
+        if job_id in seen:
+            if not derived:
+                return None
+            n = 2
+            while f"{job_id}-{n}" in seen:
+                n += 1
+            job_id = f"{job_id}-{n}"
+        seen.add(job_id)
+        return job_id
+
+    def where(self, job_id: str) -> str:
+        """Where ``job_id`` was first taken."""
+        place = self.places.get(job_id)
+        if place is not None:
+            return place
+        for rows in self.rows:
+            try:
+                return rows.where(rows.ids.index(job_id))
+            except ValueError:
+                continue
+        return "an earlier job"  # a derived id given a suffix, taken again by a given one
+
+
+def lazy_rows(rows: PlainRows, plain: PlainJobs, ids: Ids, problems: list[str]) -> Rows | None:
+    """Every plain row after the first as a part of the batch whose jobs are made from ``plain``
+    when asked for; duplicate ids are problems. None when only the first row was there."""
+    ids.rows.append(rows)
+    given = rows.ids[1:]
+    fresh = set(given)
+    if len(fresh) == len(given) and ids.seen.isdisjoint(fresh):
+        ids.seen |= fresh  # the usual case, at C speed: no id repeats
+        taken = given
+    else:
+        taken = []
+        take, derived = ids.take, rows.derived
+        for i in range(1, len(rows.ids)):
+            job_id = take(rows.ids[i], derived=bool(derived[i]))
+            if job_id is None:
+                problems.append(
+                    f"{rows.where(i)}: id: duplicate id {rows.ids[i]!r} (also at {ids.where(rows.ids[i])})"
+                )
+                continue
+            taken.append(job_id)
+    if not taken:
+        return None
+    remake, job = rows.remake, plain.job
+
+    def make(compact: Any, job_id: str) -> JobSpec:
+        table, row = remake(compact)
+        return job(table, job_id, row)
+
+    # Rows with a duplicate id were reported: nothing runs, so the part need not leave them out.
+    return Rows(rows.compact[1:] if len(taken) == len(given) else [], taken, make, plain.backend)
