@@ -275,7 +275,7 @@ def bench_big_resume(quick: bool) -> Section:
         extra_ratios=[("resume plan memory, MiB", grown, "<= 300 MiB")],
         note="The plan streams the log against the batch's jobs (one byte per job). Not included: "
         "loading the job file (about 2 s for a million-line prompts file or JSONL data file: see "
-        "\"Data files\"), and the batch itself in memory.",
+        '"Data files"), and the batch itself in memory.',
     )
 
 
