@@ -105,6 +105,8 @@ def last_outcomes(spec: BatchSpec, log: str | Path) -> bytearray:
 # substring test per line rules out the stream events, which are most of a log.
 _WANTED = b'"job_'
 assert all(kind.startswith("job_") for kind in (*_TERMINAL_KINDS, "job_queued"))
+# ... except job_input, as our log writes it: the longest line of a job (its rendered request).
+_INPUT = b'"kind":"job_input"'
 
 
 def _job_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
@@ -116,7 +118,7 @@ def _job_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
         for number, raw in enumerate(f, start=1):
             # A line of ours is an object: one that does not even start like one (hand-edited)
             # is parsed, so the caller can say what it is.
-            if _WANTED not in raw and (raw[:1] == b"{" or not raw.strip()):
+            if (_WANTED not in raw or _INPUT in raw) and (raw[:1] == b"{" or not raw.strip()):
                 continue
             try:
                 yield number, orjson.loads(raw)
