@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import attrs
+import orjson
 import pytest
 
 from orchestrator.config.jobfile import load_data_file, load_job_file
@@ -163,3 +164,22 @@ def test_a_repeated_id_among_kept_rows_is_reported_with_both_rows(tmp_path: Path
         f"{name}: row 11: id: duplicate id 'r3' (also at {name}: row 4)",
         f"{name}: row 13: id: duplicate id 'r5' (also at {name}: row 6)",
     ]
+
+
+def test_bad_rows_deep_in_a_big_jsonl_file_are_named_by_their_rows(tmp_path: Path) -> None:
+    lines = [orjson.dumps({"id": f"r{i}", "text": f"t{i}"}).decode() for i in range(1, 6001)]
+    lines[2499] = '{"id": "r2500"}'  # no text: its block is read row by row
+    lines[4999] = ""  # a blank line is not a row, but it is counted
+    lines[5499] = "[1]"
+    settings = 'prompt_template = "{text}"\nid_column = "id"'
+    with pytest.raises(ConfigError) as exc:
+        load_job_file(job_file(tmp_path, settings, "\n".join(lines) + "\n", name="rows.jsonl"))
+    name = tmp_path / "rows.jsonl"
+    assert exc.value.problems == [
+        f"{name}: row 2,500: column 'text' is missing",
+        f"{name}: row 5,500: expected a JSON object, got a list",
+    ]
+    lines[2499], lines[5499] = '{"id": "r2500", "text": "t2500"}', '{"id": "r5500", "text": "t5500"}'
+    (tmp_path / "rows.jsonl").write_text("\n".join(lines) + "\n")
+    spec = load_job_file(tmp_path / "jobs.toml")
+    assert len(spec.jobs) == 5999 and spec.jobs[4999].id == "r5001" and spec.jobs[4999].prompt == "t5001"
