@@ -129,11 +129,13 @@ def test_a_prompts_file_keeps_its_order_and_ids_across_plain_and_full_lines(tmp_
 
 
 def test_a_prompts_file_of_strings_is_kept_as_lines_and_its_jobs_made_when_asked(tmp_path: Path) -> None:
-    write(tmp_path, "".join(f'"q{i}"\n' for i in range(3000)), name="p.jsonl")
+    prompts = [f"q{i % 2500}" for i in range(3000)]  # the last 500 repeat earlier ones
+    write(tmp_path, "".join(f'"{prompt}"\n' for prompt in prompts), name="p.jsonl")
     spec = load_job_file(write(tmp_path, 'prompts_file = "p.jsonl"\n[defaults]\nmodel = "m"'))
     assert type(spec.jobs.parts[-1]).__name__ == "Rows" and len(spec.jobs) == 3000
-    eager = build_batch([f"q{i}" for i in range(3000)], {"backend": "sim", "model": "m"})
+    eager = build_batch(prompts, {"backend": "sim", "model": "m"})
     assert spec.jobs == eager.jobs and spec.jobs[2999] == eager.jobs[2999]
+    assert spec.jobs[2500].id == spec.jobs[0].id + "-2"
 
 
 def test_a_repeated_id_in_a_prompts_file_names_both_lines(tmp_path: Path) -> None:
