@@ -63,7 +63,8 @@ class Held:
 class Rows:
     """Jobs made from compact rows when asked for: ``make(compact, id)`` builds one job (pure:
     every row was checked when it was loaded); ``backends`` is the one backend of every job, or
-    each job's own."""
+    each job's own; ``content_hash(compact)``, when given, is a job's content hash without the
+    rest of the job."""
 
     def __init__(
         self,
@@ -71,8 +72,10 @@ class Rows:
         ids: Sequence[str],
         make: Callable[[Any, str], JobSpec],
         backends: str | Sequence[str],
+        content_hash: Callable[[Any], str] | None = None,
     ) -> None:
         self.compact, self._ids, self.make, self.backends = compact, ids, make, backends
+        self.content_hash = content_hash
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -186,6 +189,15 @@ class Jobs(Sequence["JobSpec"]):
             else:
                 self._ids = [job_id for part in self.parts for job_id in part.ids()]
         return self._ids
+
+    def content_hashes(self) -> Iterator[str]:
+        """Every job's content hash, in order (made from its row alone where it can be)."""
+        for part in self.parts:
+            if isinstance(part, Rows) and part.content_hash is not None:
+                yield from map(part.content_hash, part.compact)
+                continue
+            for start in range(0, len(part), CHUNK):
+                yield from (job.content_hash for job in part.resolve(start, start + CHUNK))
 
     def backend(self, position: int) -> str:
         """The backend of the job at ``position``, without resolving it."""

@@ -117,6 +117,14 @@ class PlainJobs:
         self.payload = dict(payload)
         self.backend: str = first.backend
 
+    def content_hash(self, table: Mapping[str, Any]) -> str:
+        """The content hash of the job of a plain ``table`` (as :meth:`job` gives it)."""
+        payload = self.payload
+        payload["prompt"] = table["prompt"]
+        if self.system:
+            payload["system"] = table["system"]
+        return codec.content_hash(payload)
+
     def job(
         self, table: Mapping[str, Any], job_id: str | None = None, row: Mapping[str, Any] | None = None
     ) -> JobSpec:
@@ -209,5 +217,9 @@ def lazy_rows(rows: PlainRows, plain: PlainJobs, ids: Ids, problems: list[str]) 
         table, row = remake(compact)
         return job(table, job_id, row)
 
+    def content_hash(compact: Any) -> str:
+        return plain.content_hash(remake(compact)[0])
+
     # Rows with a duplicate id were reported: nothing runs, so the part need not leave them out.
-    return Rows(rows.compact[1:] if len(taken) == len(given) else [], taken, make, plain.backend)
+    compact = rows.compact[1:] if len(taken) == len(given) else []
+    return Rows(compact, taken, make, plain.backend, content_hash)

@@ -95,9 +95,15 @@ def last_outcomes(spec: BatchSpec, log: str | Path) -> bytearray:
             outcomes[i] = _ENDS.get(kind, ENDED_OTHERWISE)
     del positions
     jobs = spec.jobs
-    for i, outcome in enumerate(outcomes):
-        if outcome != NOT_QUEUED and queued_with[i] != jobs[i].content_hash:
-            outcomes[i] |= CHANGED
+    queued = len(outcomes) - outcomes.count(NOT_QUEUED)
+    if queued * 8 < len(outcomes):  # a few: make only their jobs
+        for i, outcome in enumerate(outcomes):
+            if outcome != NOT_QUEUED and queued_with[i] != jobs[i].content_hash:
+                outcomes[i] |= CHANGED
+    else:  # most: one pass of hashes, each made from its row where it can be
+        for i, digest in enumerate(jobs.content_hashes()):
+            if outcomes[i] != NOT_QUEUED and queued_with[i] != digest:
+                outcomes[i] |= CHANGED
     return outcomes
 
 

@@ -141,6 +141,7 @@ def test_jobs_made_from_kept_rows_equal_the_same_jobs_resolved_in_full(tmp_path:
     assert [dict(job.row) for job in made] == [{"lang": f"l{i % 3}"} for i in range(40)]
     assert spec.jobs[17] == made[17] and spec.jobs[-1] == made[-1] and spec.jobs[3:5] == tuple(made[3:5])
     assert list(spec.jobs.ids()) == [f"r{i}" for i in range(40)]
+    assert list(spec.jobs.content_hashes()) == [job.content_hash for job in made]
 
 
 def test_rows_that_set_their_own_settings_are_checked_in_full_in_their_place(tmp_path: Path) -> None:
