@@ -302,8 +302,8 @@ def bench_big_resume(quick: bool) -> Section:
         ratio_label="resume plan, s",
         extra_ratios=[("resume plan memory, MiB", grown, "<= 300 MiB")],
         note="The plan streams the log against the batch's jobs (one byte per job). Not included: "
-        "loading the job file (for a million jobs, minutes today: see the 100,000-job batch's "
-        "load and check), and the batch itself in memory.",
+        "loading the job file (about 2 s for a million-line prompts file or JSONL data file: see "
+        '"Data files"), and the batch itself in memory.',
     )
 
 

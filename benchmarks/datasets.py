@@ -6,8 +6,12 @@ For each size it writes a JSONL and a CSV file of short reviews, then measures, 
 process (so peak RSS is that step's own):
 
 * baseline: a plain ``orjson`` pass over the JSONL lines, and a plain ``csv.reader`` pass;
-* load: the job file resolved into a :class:`~orchestrator.spec.BatchSpec` (rows read,
-  templates rendered, every job checked and hashed) — rows/s and peak RSS;
+* load: the job file resolved into a :class:`~orchestrator.spec.BatchSpec` (every row read
+  and checked; plain rows kept compact, their jobs not made yet) — rows/s and peak RSS;
+* render: load, then every job made from its row (templates rendered, content hashed), as a
+  run makes them — rows/s and peak RSS;
+* start: loading, then the batch on ``sim`` with a log until its first ``attempt_started``
+  (then stopped): the seconds to that first request;
 * run (sizes up to ``--run-up-to``): the whole batch on ``sim`` with a log, the seconds from
   the start of loading to the first ``attempt_started``, and peak RSS.
 
@@ -40,12 +44,17 @@ def write_files(directory: Path, rows: int) -> tuple[Path, Path]:
             j.write(json.dumps({"review_id": f"r{i}", "text": text, "label": i % 3}) + "\n")
             c.write(f'r{i},"{text}",{i % 3}\n')
     for path in (jsonl, csv_path):
-        path.with_suffix(".toml").write_text(
+        job_file(path).write_text(
             f'data_file = "{path.name}"\n[defaults]\nbackend = "sim"\nid_column = "review_id"\n'
             'prompt_template = "Classify: {text}"\ncolumns = ["review_id", "label"]\n'
             "concurrency = 1000\n[defaults.sim]\nttft = 0\ntokens_per_s = 0\nreply_tokens = 2\n"
         )
     return jsonl, csv_path
+
+
+def job_file(data: Path) -> Path:
+    """The job file written for a data file: ``rows-N.jsonl.toml`` (one per format)."""
+    return data.with_name(data.name + ".toml")
 
 
 _STEPS = {
@@ -73,24 +82,53 @@ import time, attrs, trio
 from orchestrator.config.jobfile import load_job_file
 from orchestrator.run.batch import execute
 class First:
-    at = None
+    at = cpu = None
     async def deliver(self, batch):
         if First.at is None and any(t.event.kind == "attempt_started" for t in batch):
             First.at = time.perf_counter()
+            First.cpu = time.process_time()
 spec = attrs.evolve(load_job_file(PATH), log=PATH + ".log.jsonl")
 result = trio.run(lambda: execute(spec, subscribers=[First()], keep_text=False))
 n = result.summary.succeeded
 FIRST = First.at - T0
+FIRST_CPU = First.cpu
+""",
+    "render": """
+from orchestrator.config.jobfile import load_job_file
+spec = load_job_file(PATH)
+n = sum(1 for job in spec.jobs)
+""",
+    "start": """
+import time, attrs, trio
+from orchestrator.config.jobfile import load_job_file
+from orchestrator.run.batch import execute
+from orchestrator.run.control import RunControl
+control = RunControl()
+class First:
+    at = cpu = None
+    async def deliver(self, batch):
+        if First.at is None and any(t.event.kind == "attempt_started" for t in batch):
+            First.at = time.perf_counter()
+            First.cpu = time.process_time()
+            control.cancel("measured")
+spec = attrs.evolve(load_job_file(PATH), log=PATH + ".start.log.jsonl")
+result = trio.run(lambda: execute(spec, subscribers=[First()], keep_text=False, control=control))
+n = len(spec.jobs)
+FIRST = First.at - T0
+FIRST_CPU = First.cpu
 """,
 }
 
 
 def measure(step: str, path: Path) -> dict[str, float]:
     """Run one step in a fresh interpreter; its seconds, peak RSS (MiB) and row count."""
+    for log in path.parent.glob(path.name + ".*log.jsonl"):
+        log.unlink()  # each run starts a fresh log
     code = (
-        "import resource, time, json\nT0 = time.perf_counter()\nFIRST = None\n"
+        "import resource, time, json\nT0 = time.perf_counter()\nFIRST = FIRST_CPU = None\n"
         f"PATH = {str(path)!r}\n{_STEPS[step]}\n"
-        "print(json.dumps({'s': time.perf_counter() - T0, 'first': FIRST, 'n': n,"
+        "print(json.dumps({'s': time.perf_counter() - T0, 'cpu': time.process_time(), 'first': FIRST,"
+        " 'first_cpu': FIRST_CPU, 'n': n,"
         " 'rss': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
@@ -102,25 +140,30 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--run-up-to", type=int, default=100_000)
+    parser.add_argument("--keep", type=Path, help="write the files here (kept), not in a temporary folder")
     args = parser.parse_args()
-    print("| rows | file | step | seconds | rows/s | peak RSS MiB | first request s |")
-    print("|---:|---|---|---:|---:|---:|---:|")
+    print("| rows | file | step | seconds | CPU s | rows/s | peak RSS MiB | first request s (CPU s) |")
+    print("|---:|---|---|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         for rows in args.rows:
-            jsonl, csv_path = write_files(Path(tmp), rows)
+            jsonl, csv_path = write_files(args.keep or Path(tmp), rows)
             plan = [
                 ("orjson", "jsonl", jsonl),
                 ("csv", "csv", csv_path),
-                ("load", "jsonl", jsonl.with_suffix(".toml")),
-                ("load", "csv", csv_path.with_suffix(".toml")),
+                ("load", "jsonl", job_file(jsonl)),
+                ("load", "csv", job_file(csv_path)),
+                ("render", "jsonl", job_file(jsonl)),
+                ("render", "csv", job_file(csv_path)),
             ]
+            plan.append(("start", "jsonl", job_file(jsonl)))
+            plan.append(("start", "csv", job_file(csv_path)))
             if rows <= args.run_up_to:
-                plan.append(("run", "jsonl", jsonl.with_suffix(".toml")))
+                plan.append(("run", "jsonl", job_file(jsonl)))
             for step, kind, path in plan:
                 r = measure(step, path)
-                first = f"{r['first']:.2f}" if r["first"] is not None else ""
+                first = f"{r['first']:.2f} ({r['first_cpu']:.2f})" if r["first"] is not None else ""
                 print(
-                    f"| {rows:,} | {kind} | {step} | {r['s']:.2f} | {r['n'] / r['s']:,.0f} "
+                    f"| {rows:,} | {kind} | {step} | {r['s']:.2f} | {r['cpu']:.2f} | {r['n'] / r['s']:,.0f} "
                     f"| {r['rss']:,.0f} | {first} |",
                     flush=True,
                 )

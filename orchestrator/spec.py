@@ -15,6 +15,7 @@ from typing import Any, Literal
 import attrs
 
 from orchestrator.events import Message
+from orchestrator.jobs import Jobs, as_jobs
 
 FsyncPolicy = Literal["always", "terminal", "never"]
 NO_ROW: Mapping[str, Any] = MappingProxyType({})
@@ -204,7 +205,9 @@ class BatchSpec:
     backend), so a run is reproducible.
     """
 
-    jobs: tuple[JobSpec, ...]
+    jobs: Jobs = attrs.field(converter=as_jobs)
+    """The jobs in order: any sequence of :class:`JobSpec` given is held as a :class:`Jobs`
+    (those of a big data file are resolved as the run needs them: see :mod:`orchestrator.jobs`)."""
     concurrency: int = attrs.field(default=16, metadata=_range(min=1))
     backends: Mapping[str, Any] = attrs.field(factory=dict)
     log: str | None = None

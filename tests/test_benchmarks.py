@@ -35,11 +35,13 @@ def test_a_missed_target_is_said_plainly() -> None:
 def test_the_datasets_benchmark_runs_at_a_tiny_size(tmp_path: object) -> None:
     from pathlib import Path
 
-    from benchmarks.datasets import measure, write_files
+    from benchmarks.datasets import job_file, measure, write_files
 
     jsonl, csv_path = write_files(Path(str(tmp_path)), 50)
     assert measure("orjson", jsonl)["n"] == 50 and measure("csv", csv_path)["n"] == 51  # with the header
-    assert measure("load", csv_path.with_suffix(".toml"))["n"] == 50
+    assert measure("load", job_file(csv_path))["n"] == 50 and measure("render", job_file(jsonl))["n"] == 50
+    started = measure("start", job_file(jsonl))
+    assert started["n"] == 50 and 0 < started["first_cpu"] <= started["cpu"]
 
 
 def test_the_dedupe_benchmark_runs_at_a_tiny_size() -> None:

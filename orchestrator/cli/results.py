@@ -67,7 +67,7 @@ def start_results(path: str, spec: BatchSpec, *, resuming: bool) -> ResultsFile 
     if results_format(path) != "jsonl":
         return None
     if resuming and spec.log is not None and Path(spec.log).exists():
-        write_results(log_rows([spec.log], leave_out={job.id for job in spec.jobs}), path)
+        write_results(log_rows([spec.log], leave_out=set(spec.jobs.ids())), path)
     else:
         replace_file(path, b"")
     return ResultsFile(path, dedupe=spec.dedupe)

@@ -16,7 +16,10 @@ of strings, numbers, booleans and lists/structs of those are supported.
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
+import itertools
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -28,6 +31,9 @@ from orchestrator.install import install_extra
 
 Row = dict[str, Any]
 Rows = Iterator[tuple[int, Row]]
+Record = tuple[int, Row, bytes | None]
+Records = Iterator[Record]
+"""Rows each with its JSON line, when it has one (kept as it is by plain rows: no re-encoding)."""
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 PARQUET_INSTALL = install_extra("parquet")
 
@@ -44,13 +50,18 @@ def number(n: int) -> str:
 
 def read_rows(path: Path, name: str, problems: Problems) -> Rows:
     """The rows of the data file at ``path`` (``name`` in messages), by its extension."""
+    return ((n, row) for n, row, _ in read_records(path, name, problems))
+
+
+def read_records(path: Path, name: str, problems: Problems) -> Records:
+    """:func:`read_rows`, each row with its JSON line when the file is JSON lines (else None)."""
     fmt = data_format(str(path))
     if fmt is None:
         known = ", ".join(sorted(FORMATS))
         problems.append(f"{name}: unknown data file type {path.suffix or '(none)'!r}; known: {known}")
         return
     if fmt == "parquet":
-        yield from _parquet_rows(path, name, problems)
+        yield from _no_lines(_parquet_rows(path, name, problems))
         return
     try:
         f = open(path, "rb")  # closed by the with below, kept open while rows are read
@@ -65,36 +76,105 @@ def read_rows(path: Path, name: str, problems: Problems) -> Rows:
         return
     with f:
         if fmt == "jsonl":
-            yield from jsonl_rows(f, name, problems)
+            yield from jsonl_records(f, name, problems)
         else:
-            yield from csv_rows(f, name, problems, delimiter="\t" if fmt == "tsv" else ",")
+            yield from _csv_file_rows(f, name, problems, delimiter="\t" if fmt == "tsv" else ",")
+
+
+def _no_lines(rows: Rows) -> Records:
+    for n, row in rows:
+        yield n, row, None
 
 
 def jsonl_rows(lines: Iterable[bytes], name: str, problems: Problems) -> Rows:
     """Rows from JSON lines, each a JSON object."""
+    return ((n, row) for n, row, _ in jsonl_records(lines, name, problems))
+
+
+def jsonl_records(lines: Iterable[bytes], name: str, problems: Problems) -> Records:
+    """:func:`jsonl_rows`, each row with its line."""
+    for block in jsonl_blocks(lines, name, problems):
+        yield from block
+
+
+def jsonl_blocks(lines: Iterable[bytes], name: str, problems: Problems) -> Iterator[list[Record]]:
+    """:func:`jsonl_records` a block of lines at a time: a block of good rows is parsed with no
+    step per line in Python; a block holding a blank or bad line is read line by line."""
+    it = iter(lines)
     seen = False
-    for n, line in enumerate(lines, start=1):
-        if n == 1 and line.startswith(b"\xef\xbb\xbf"):
+    n = 1
+    while block := list(itertools.islice(it, _BLOCK)):
+        try:
+            rows = list(map(orjson.loads, block))
+        except orjson.JSONDecodeError:
+            rows = None
+        if rows is not None and set(map(type, rows)) == {dict}:
+            good: list[Record] = list(zip(range(n, n + len(block)), rows, block, strict=True))
+            yield good
+            seen = True
+        else:
+            records = list(_jsonl_lines(block, n, name, problems))
+            if n == 1 and block[0].startswith(BOM):
+                block[0] = block[0][3:]
+            seen = seen or bool(records) or any(line.strip() for line in block)
+            if records:
+                yield records
+        n += len(block)
+    if not seen:
+        problems.append(f"{name}: empty file: no rows")
+
+
+_BLOCK = 2048  # lines read and checked at once
+BOM = b"\xef\xbb\xbf"
+
+
+def blocks(records: Records) -> Iterator[list[Record]]:
+    """``records`` a block at a time."""
+    while block := list(itertools.islice(records, _BLOCK)):
+        yield block
+
+
+def read_blocks(path: Path, name: str, problems: Problems) -> Iterator[list[Record]]:
+    """:func:`read_records` a block at a time (JSON lines read a block at a time, too)."""
+    if data_format(str(path)) != "jsonl":
+        yield from blocks(read_records(path, name, problems))
+        return
+    try:
+        f = open(path, "rb")  # closed by the with below, kept open while rows are read
+    except OSError:
+        yield from blocks(read_records(path, name, problems))  # it says what is wrong
+        return
+    with f:
+        yield from jsonl_blocks(f, name, problems)
+
+
+def _jsonl_lines(lines: list[bytes], first: int, name: str, problems: Problems) -> Records:
+    """The rows of ``lines`` (the first numbered ``first``), one at a time: a problem for each
+    line that is not a JSON object."""
+    for n, line in enumerate(lines, start=first):
+        if n == 1 and line.startswith(BOM):
             line = line[3:]
         if not line.strip():
-            continue
-        seen = True
+            continue  # a blank line is not a row
         try:
             value = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
             problems.append(f"{name}: row {number(n)}: invalid JSON: {exc}")
             continue
-        if not isinstance(value, dict):
+        if type(value) is not dict:
             problems.append(f"{name}: row {number(n)}: expected a JSON object, got {describe(value)}")
             continue
-        yield n, value
-    if not seen:
-        problems.append(f"{name}: empty file: no rows")
+        yield n, value, line
 
 
 def stdin_rows(lines: Iterable[bytes], name: str, problems: Problems) -> Rows:
     """Rows from standard input: JSON objects, one a line, when the first non-blank line starts
     with ``{``; otherwise every non-blank line is one prompt, as the row ``{"prompt": line}``."""
+    return ((n, row) for n, row, _ in stdin_records(lines, name, problems))
+
+
+def stdin_records(lines: Iterable[bytes], name: str, problems: Problems) -> Records:
+    """:func:`stdin_rows`, each row with its JSON line (None for a prompt line)."""
     it = iter(lines)
     head: list[bytes] = []
     for line in it:
@@ -103,7 +183,7 @@ def stdin_rows(lines: Iterable[bytes], name: str, problems: Problems) -> Rows:
             break
     first = head[-1].lstrip() if head else b""
     if first.startswith(b"{"):
-        yield from jsonl_rows(_chain(head, it), name, problems)
+        yield from jsonl_records(_chain(head, it), name, problems)
         return
     seen = False
     for n, line in enumerate(_chain(head, it), start=1):
@@ -113,7 +193,7 @@ def stdin_rows(lines: Iterable[bytes], name: str, problems: Problems) -> Rows:
         text = text.rstrip("\r\n")
         if text.strip():
             seen = True
-            yield n, {"prompt": text}
+            yield n, {"prompt": text}, None
     if not seen:
         problems.append(f"{name}: empty input: no prompts")
 
@@ -139,49 +219,73 @@ def csv_rows(lines: Iterable[bytes], name: str, problems: Problems, *, delimiter
         for n, line in enumerate(lines, start=1):
             if n == 1 and line.startswith(b"\xef\xbb\xbf"):
                 line = line[3:]
-            text = _decode_line(line, name, n, problems)
-            if text is None:
-                # Reported; decoded lossily so the records after it stay aligned, and the record
-                # holding it is dropped below.
+            try:
+                text = line.decode()
+            except UnicodeDecodeError as exc:
+                problems.append(f"{name}: line {number(n)}: not UTF-8 text (byte 0x{line[exc.start]:02x})")
+                # Decoded lossily so the records after it stay aligned; the record holding it
+                # is dropped below.
                 bad_text.append(n)
                 text = line.decode("utf-8", errors="replace")
             yield text
 
-    reader = csv.reader(text_lines(), delimiter=delimiter, strict=True)
+    return ((n, row) for n, row, _ in _csv_records(text_lines(), name, problems, delimiter, bad_text))
+
+
+def _csv_file_rows(f: IO[bytes], name: str, problems: Problems, *, delimiter: str) -> Records:
+    """:func:`csv_rows` of a file: when it is all UTF-8 (checked first, in blocks), decoded as a
+    whole rather than line by line."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        while block := f.read(1 << 20):
+            decoder.decode(block)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        f.seek(0)
+        yield from _no_lines(csv_rows(f, name, problems, delimiter=delimiter))  # says which lines
+        return
+    f.seek(0)
+    with io.TextIOWrapper(f, encoding="utf-8-sig", newline="") as text:
+        yield from _csv_records(text, name, problems, delimiter, [])
+
+
+def _csv_records(
+    text: Iterable[str], name: str, problems: Problems, delimiter: str, bad_text: list[int]
+) -> Records:
+    """The rows of CSV text; ``bad_text`` holds the numbers of lines that were not UTF-8 (the
+    record holding one is dropped: it was reported)."""
+    reader = csv.reader(text, delimiter=delimiter, strict=True)
     header: list[str] | None = None
     row_number = 0
-    while True:
-        try:
-            record = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            where = f"row {number(row_number + 1)}" if header is not None else "header"
-            problems.append(f"{name}: {where} (line {number(reader.line_num)}): bad CSV: {exc}")
-            return  # the reader cannot resynchronise after bad quoting
-        if header is None:
+    try:
+        for record in reader:
+            if header is None:
+                if not record:
+                    continue  # blank lines before the header
+                if bad_text:
+                    return  # a header that is not text: nothing after it can be read
+                header = record
+                if not _check_header(header, name, problems):
+                    return
+                width = len(header)
+                continue
             if not record:
-                continue  # blank lines before the header
+                continue  # a blank line is not a row
+            row_number += 1
             if bad_text:
-                return  # a header that is not text: nothing after it can be read
-            header = record
-            if not _check_header(header, name, problems):
-                return
-            continue
-        row_number += 1
-        if not record:
-            row_number -= 1  # a blank line is not a row
-            continue
-        if bad_text:
-            bad_text.clear()
-            continue  # already reported as not UTF-8
-        if len(record) != len(header):
-            problems.append(
-                f"{name}: row {number(row_number)} (line {number(reader.line_num)}): "
-                f"expected {len(header)} fields (as the header), got {len(record)}"
-            )
-            continue
-        yield row_number, dict(zip(header, record, strict=True))
+                bad_text.clear()
+                continue  # already reported as not UTF-8
+            if len(record) != width:
+                problems.append(
+                    f"{name}: row {number(row_number)} (line {number(reader.line_num)}): "
+                    f"expected {width} fields (as the header), got {len(record)}"
+                )
+                continue
+            yield row_number, dict(zip(header, record, strict=False)), None  # same length: checked
+    except csv.Error as exc:
+        where = f"row {number(row_number + 1)}" if header is not None else "header"
+        problems.append(f"{name}: {where} (line {number(reader.line_num)}): bad CSV: {exc}")
+        return  # the reader cannot resynchronise after bad quoting
     if header is None and not bad_text:
         problems.append(f"{name}: empty file: no header and no rows")
     elif row_number == 0 and header is not None:

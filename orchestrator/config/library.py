@@ -7,7 +7,7 @@ keywords, :class:`BatchKeywords`, defined here once. Typed values (:class:`Retry
 :mod:`orchestrator.config.check`); mappings are checked as tables. Problems name the argument:
 ``run_batch(retry=...): max_delay (1.0) is below base_delay (10.0)``,
 ``run_batch(queries=...)[2].prompt: required``. Merging defaults into jobs, ids and content
-hashes are the job file's own (:func:`~orchestrator.config.jobfile.assemble`), so a job gets the
+hashes are the job file's own (:func:`~orchestrator.config.resolve.assemble`), so a job gets the
 same hash whichever way it was given.
 """
 
@@ -19,16 +19,16 @@ from typing import Any, TypedDict
 import attrs
 
 from orchestrator.backends import backend_kind, known_backends
+from orchestrator.config.backends import resolve_backends
 from orchestrator.config.check import Problems, check_table, check_value, did_you_mean, join, type_hints
-from orchestrator.config.jobfile import (
+from orchestrator.config.output import read_output_schema
+from orchestrator.config.resolve import (
     BATCH_KEYS,
     CheckedJob,
-    JobSource,
     assemble,
     check_job,
-    resolve_backends,
 )
-from orchestrator.config.output import read_output_schema
+from orchestrator.config.sources import JobSource
 from orchestrator.errors import ConfigError
 from orchestrator.spec import BatchSpec, FsyncPolicy, HaltPolicy, JobSpec, Query, RetryPolicy, Timeouts
 

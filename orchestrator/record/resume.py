@@ -37,21 +37,23 @@ def plan(spec: BatchSpec, log: str, *, retry_failed: bool = False) -> ResumePlan
     """The batch minus what the log shows done; the new run appends to ``log``.
 
     The log is streamed against the batch's jobs: memory holds a few bytes per job of the
-    batch, however long the log.
+    batch (and the hash each was last queued with), however long the log. What is left to run
+    keeps the batch's jobs lazy (see :meth:`orchestrator.jobs.Jobs.pick`).
     """
     if not os.path.isfile(log):
         raise ConfigError([f"{log}: no such log to resume"])
     outcomes = last_outcomes(spec, log)
     todo = []
     done = 0
-    for job, outcome in zip(spec.jobs, outcomes, strict=True):
+    for position, outcome in enumerate(outcomes):
         succeeded = outcome == SUCCEEDED
         rerun = outcome in (FAILED, FAILED | CHANGED) if retry_failed else not succeeded
         if rerun:
-            todo.append(job)
+            todo.append(position)
         elif succeeded:
             done += 1
-    return ResumePlan(attrs.evolve(spec, jobs=tuple(todo), log=log), done)
+    jobs = spec.jobs if len(todo) == len(spec.jobs) else spec.jobs.pick(todo)
+    return ResumePlan(attrs.evolve(spec, jobs=jobs, log=log), done)
 
 
 # What the log says of a job, one byte per job: how its latest run ended, plus CHANGED when it
@@ -68,8 +70,11 @@ def last_outcomes(spec: BatchSpec, log: str | Path) -> bytearray:
     since is ``job_succeeded``. A torn last line is ignored; any other line that is not JSON is
     an error.
     """
-    positions = {job.id: i for i, job in enumerate(spec.jobs)}
+    positions = {job_id: i for i, job_id in enumerate(spec.jobs.ids())}
     outcomes = bytearray(len(spec.jobs))
+    # The content hash each job was last queued with, compared once the log is read: in job
+    # order, so jobs made from compact rows are resolved a chunk at a time (see orchestrator.jobs).
+    queued_with: list[object] = [None] * len(outcomes)
     try:
         first_header(log)  # the rule every reader shares: a file that is not a log is refused
     except LogError as exc:
@@ -84,10 +89,21 @@ def last_outcomes(spec: BatchSpec, log: str | Path) -> bytearray:
             continue
         if kind == "job_queued":
             # Queued again in a later run: its old outcome is history.
-            same = obj.get("content_hash") == spec.jobs[i].content_hash
-            outcomes[i] = QUEUED if same else QUEUED | CHANGED
+            queued_with[i] = obj.get("content_hash")
+            outcomes[i] = QUEUED
         elif kind in _TERMINAL_KINDS and outcomes[i] != NOT_QUEUED:
-            outcomes[i] = (outcomes[i] & CHANGED) | _ENDS.get(kind, ENDED_OTHERWISE)
+            outcomes[i] = _ENDS.get(kind, ENDED_OTHERWISE)
+    del positions
+    jobs = spec.jobs
+    queued = len(outcomes) - outcomes.count(NOT_QUEUED)
+    if queued * 8 < len(outcomes):  # a few: make only their jobs
+        for i, outcome in enumerate(outcomes):
+            if outcome != NOT_QUEUED and queued_with[i] != jobs[i].content_hash:
+                outcomes[i] |= CHANGED
+    else:  # most: one pass of hashes, each made from its row where it can be
+        for i, digest in enumerate(jobs.content_hashes()):
+            if outcomes[i] != NOT_QUEUED and queued_with[i] != digest:
+                outcomes[i] |= CHANGED
     return outcomes
 
 
@@ -95,6 +111,8 @@ def last_outcomes(spec: BatchSpec, log: str | Path) -> bytearray:
 # substring test per line rules out the stream events, which are most of a log.
 _WANTED = b'"job_'
 assert all(kind.startswith("job_") for kind in (*_TERMINAL_KINDS, "job_queued"))
+# ... except job_input, as our log writes it: the longest line of a job (its rendered request).
+_INPUT = b'"kind":"job_input"'
 
 
 def _job_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
@@ -106,7 +124,7 @@ def _job_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
         for number, raw in enumerate(f, start=1):
             # A line of ours is an object: one that does not even start like one (hand-edited)
             # is parsed, so the caller can say what it is.
-            if _WANTED not in raw and (raw[:1] == b"{" or not raw.strip()):
+            if (_WANTED not in raw or _INPUT in raw) and (raw[:1] == b"{" or not raw.strip()):
                 continue
             try:
                 yield number, orjson.loads(raw)

@@ -93,10 +93,11 @@ class _Aggregating:
 
 def preflight(spec: BatchSpec) -> dict[str, BackendKind]:
     """Look up every backend the batch uses and ask each whether it can run; raises ConfigError."""
-    kinds = {name: backend_kind(name) for name in sorted({job.backend for job in spec.jobs})}
+    kinds = {name: backend_kind(name) for name in sorted(spec.jobs.backend_counts())}
     problems: list[str] = []
     for name, kind in kinds.items():
-        jobs = [job for job in spec.jobs if job.backend == name]
+        # Resolved only as a backend's preflight iterates them (sim's never does).
+        jobs = spec.jobs.of_backend(name)
         problems.extend(kind.preflight(spec.backends.get(name) or kind.Settings(), jobs))
     if problems:
         raise ConfigError(problems)
@@ -237,7 +238,7 @@ async def _execute(
             writer.close()
     return BatchResult(
         summary=summary,
-        jobs=ResultsInJobOrder([job.id for job in spec.jobs], aggregator),
+        jobs=ResultsInJobOrder(spec.jobs.ids(), aggregator),
         run_id=run_id,
         log=spec.log,
     )
@@ -278,7 +279,7 @@ async def _drive(
             control._attach(stop)
             await run.work()
         stopped = control.reason or ("deadline" if stop.cancelled_caught else None) or run.capped
-        if stopped is None and any(not job.done for job in run.jobs):
+        if stopped is None and run.unfinished():
             stopped = run.stopped_by_halt
         if stopped is not None:
             for opened in run.backends.values():
@@ -298,9 +299,7 @@ async def _drive(
 def backend_ceilings(spec: BatchSpec, ceilings: Mapping[str, int | None]) -> dict[str, int]:
     """The backends whose own in-flight limit holds the batch below its ``concurrency``: those
     with more jobs than that limit (said once, at the start, so a cap is never silent)."""
-    jobs: dict[str, int] = {}
-    for job in spec.jobs:
-        jobs[job.backend] = jobs.get(job.backend, 0) + 1
+    jobs = spec.jobs.backend_counts()
     return {
         name: ceiling
         for name, ceiling in ceilings.items()

@@ -67,9 +67,9 @@ from orchestrator.run.watchdog import IdleWatchdog, Watch
 from orchestrator.spec import BackendLimits, BatchSpec, JobSpec
 
 _ANNOUNCE_CHUNK = 256  # jobs announced between two checkpoints, once the first workers have theirs
+ANNOUNCE_AHEAD = 8192  # announced jobs that may wait for a worker (at least; see Run.announce)
 _TERMINAL_GRACE = 5.0  # seconds a job's terminal event may wait for the bus during a stop
 _log = logger("orchestrator.run.runner")
-
 
 
 @attrs.define(slots=True, eq=False)
@@ -151,12 +151,16 @@ class Run:
         self.seq = 0
         self.watchdog = IdleWatchdog()
         self.dedupe: Dedupe[_Job] = Dedupe(spec.dedupe)
-        self.jobs = [_Job(spec=job, run=self) for job in spec.jobs]
+        # Per-job state is made as each job is announced, and let go once it has ended: a
+        # million-job batch holds the state (and the resolved JobSpec) of a window of jobs only.
+        self.live: dict[int, _Job] = {}  # position -> job, announced and (mostly) not ended
+        self.announced = 0  # jobs whose job_queued is sent: the first ``announced`` positions
+        self._pruned_at = 0
         self.queue: JobQueue[_Job] = JobQueue(
             (),
             lane_of=lambda job: job.spec.backend,
             room=lambda lane: self.gates[str(lane)].has_room(),
-            expected=len(self.jobs),
+            expected=len(spec.jobs),
         )
 
     @staticmethod
@@ -211,7 +215,7 @@ class Run:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.queue.run_timer)
             nursery.start_soon(self.announce)
-            for _ in range(min(self.spec.concurrency, len(self.jobs))):
+            for _ in range(min(self.spec.concurrency, len(self.spec.jobs))):
                 nursery.start_soon(self.worker)
 
     async def announce(self) -> None:
@@ -220,24 +224,43 @@ class Run:
         The first ``concurrency`` jobs go at once, the rest in chunks with a checkpoint between
         them: the first attempts start right away rather than after every announcement of a
         100k-job batch, and the remaining announcements run while those attempts wait on their
-        backends. A job is never taken before it is announced, so its events stay in order.
-        Jobs left unannounced by a stop or the spend cap never started: :meth:`finish_leftovers`
-        ends them in its ``jobs_skipped`` without announcing them.
+        backends. The announcer keeps at most :data:`ANNOUNCE_AHEAD` (or ``4 * concurrency``)
+        announced jobs waiting for a worker and then waits for room: jobs are resolved from
+        the spec (see :mod:`orchestrator.jobs`) only as the batch comes to them. A job is never
+        taken before it is announced, so its events stay in order. Jobs left unannounced by a
+        stop or the spend cap never started: :meth:`finish_leftovers` ends them in its
+        ``jobs_skipped`` without announcing them.
         """
-        jobs = self.jobs
+        jobs = self.spec.jobs
+        ahead = max(ANNOUNCE_AHEAD, 4 * self.spec.concurrency)
         start, size = 0, max(self.spec.concurrency, 1)
         while start < len(jobs) and self.queue.accepting:
-            chunk = jobs[start : start + size]
+            chunk = [_Job(spec=spec, run=self) for spec in jobs[start : start + size]]
             runs = []
-            for job in chunk:
-                if await self.announce_one(job):
+            for position, job in enumerate(chunk, start):
+                runs_itself = await self.announce_one(job)
+                self.live[position] = job
+                self.announced = position + 1
+                if runs_itself:
                     runs.append(job)
             if len(runs) < len(chunk):
                 self.queue.not_queued(len(chunk) - len(runs))
             self.queue.add(runs)
             start += size
             size = _ANNOUNCE_CHUNK
+            self._prune()
             await trio.lowlevel.checkpoint()
+            await self.queue.wait_for_room(ahead)
+
+    def _prune(self) -> None:
+        """Let go of ended jobs (amortised: when the live jobs have doubled since last time)."""
+        if len(self.live) >= 2 * max(self._pruned_at, _ANNOUNCE_CHUNK):
+            self.live = {position: job for position, job in self.live.items() if not job.done}
+            self._pruned_at = len(self.live)
+
+    def unfinished(self) -> bool:
+        """Whether any job has not ended (or not even been announced)."""
+        return self.announced < len(self.spec.jobs) or any(not job.done for job in self.live.values())
 
     async def announce_one(self, job: _Job) -> bool:
         """Send the job's ``job_queued`` and its ``job_input``; True when the job is to run,
@@ -408,12 +431,17 @@ class Run:
         gets its own ``job_cancelled``; all jobs that never started end together in one
         ``jobs_skipped`` (positions in job order), so a stop costs the same at any batch size."""
         ranges: list[tuple[int, int]] = []
-        start = -1
+        start = -1  # the first position of the run of skipped jobs being gathered, if any
         count = 0
+        end = 0  # one past the last position looked at
         # Jobs are announced in order, and only announced jobs can have started: the jobs past
-        # the first unannounced one are one range, found without visiting each.
-        announced = next((i for i, job in enumerate(self.jobs) if not job.queued), len(self.jobs))
-        for position, job in enumerate(self.jobs[:announced]):
+        # the last announced one are one range, found without visiting each. Ended jobs the run
+        # has let go of are the gaps between the live positions.
+        for position, job in self.live.items():
+            if position != end and start >= 0:
+                ranges.append((start, end))
+                start = -1
+            end = position + 1
             ending = None if job.done else leftover_terminal(job, reason)
             job.done = True
             if isinstance(ending, JobSkipped):
@@ -426,11 +454,16 @@ class Run:
                 start = -1
             if ending is not None:
                 await job.emit(ending)
-        if announced < len(self.jobs):
-            start = announced if start < 0 else start
-            count += len(self.jobs) - announced
+        total = len(self.spec.jobs)
+        if self.announced < total:
+            if start >= 0 and end != self.announced:
+                ranges.append((start, end))
+                start = -1
+            start = self.announced if start < 0 else start
+            count += total - self.announced
+            end = total
         if start >= 0:
-            ranges.append((start, len(self.jobs)))
+            ranges.append((start, end))
         if count:
             await self.emit_batch(JobsSkipped(reason=reason, count=count, ranges=tuple(ranges)))
 

@@ -72,6 +72,9 @@ class JobQueue(Generic[T]):
         self._accepting = True
         self._closed_lanes: set[Hashable] = set()
         self._lot = trio.lowlevel.ParkingLot()
+        self._waiting_new = count  # new jobs in the lanes
+        self._room_for: int | None = None  # wake the adder once fewer new jobs wait than this
+        self._adder = trio.lowlevel.ParkingLot()
 
     def _lane(self, job: T) -> _Lane[T]:
         key = self._lane_of(job)
@@ -86,14 +89,30 @@ class JobQueue(Generic[T]):
             return self._urgent.popleft()
         if len(self._lanes) == 1:  # the common case: one backend, no turns to take
             ((key, lane),) = self._lanes.items()
-            return lane.pop() if lane and self._room(key) else None
+            return self._pop(lane) if lane and self._room(key) else None
         lanes = list(self._lanes.items())
         for i in range(len(lanes)):
             key, lane = lanes[(self._turn + i) % len(lanes)]
             if lane and self._room(key):
                 self._turn = (self._turn + i + 1) % len(lanes)
-                return lane.pop()
+                return self._pop(lane)
         return None
+
+    def _pop(self, lane: _Lane[T]) -> T | None:
+        if not lane.ready:
+            self._waiting_new -= 1
+            if self._room_for is not None and self._waiting_new < self._room_for:
+                self._room_for = None
+                self._adder.unpark_all()
+        return lane.pop()
+
+    async def wait_for_room(self, most: int) -> None:
+        """Wait until fewer than ``most`` new jobs wait in the lanes, or new jobs are no longer
+        accepted (:meth:`drop_new`). For the one task that adds jobs; cancellation-safe (no
+        state changes)."""
+        while self._accepting and self._waiting_new >= most:
+            self._room_for = most
+            await self._adder.park()
 
     async def take(self) -> T | None:
         """The next job to run, waiting if none can run now; None once every job has finished.
@@ -127,6 +146,7 @@ class JobQueue(Generic[T]):
                 continue
             self._lane(job).new.append(job)
             added += 1
+        self._waiting_new += added
         self._to_come -= added + dropped
         if dropped:
             self._finish(dropped)
@@ -166,6 +186,7 @@ class JobQueue(Generic[T]):
         for lane in self._lanes.values():
             lane.new.clear()
         self._accepting, self._to_come = False, 0
+        self._new_gone(self._waiting_new)
         self._finish(dropped + also_taken)
 
     def close_lane(self, lane: Hashable) -> None:
@@ -176,7 +197,13 @@ class JobQueue(Generic[T]):
         if queue is not None and queue.new:
             count = len(queue.new)
             queue.new.clear()
+            self._new_gone(count)
             self._finish(count)
+
+    def _new_gone(self, count: int) -> None:
+        self._waiting_new -= count
+        self._room_for = None
+        self._adder.unpark_all()
 
     def finished(self) -> None:
         """One job has ended for good; when none is left, every waiting worker is released."""

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
+import orjson
 import pytest
 
 from orchestrator.config.jobfile import load_data_file, load_job_file
 from orchestrator.errors import ConfigError
+from orchestrator.spec import NO_ROW
 
 ROWS = "review_id,text,label,lang\nr1,Great,pos,en\nr2,Mauvais,neg,fr\n"
 
@@ -109,3 +112,75 @@ def test_load_data_file_without_a_job_file(tmp_path: Path) -> None:
         exc.value.problems[0]
         == f"{tmp_path / 'r.jsonl'}: row 1: column 'txt' is missing (did you mean 'text'?)"
     )
+
+
+def _as_tables(tmp_path: Path, jobs: list[tuple[str, str, str | None]], defaults: str) -> Path:
+    """A job file of [[jobs]] tables: the same jobs, written out in full."""
+    path = tmp_path / "tables.toml"
+    tables = "".join(
+        f"[[jobs]]\nid = {job_id!r}\nprompt = {prompt!r}\n" + (f"system = {system!r}\n" if system else "")
+        for job_id, prompt, system in jobs
+    )
+    path.write_text(f"[defaults]\n{defaults}\n{tables}")
+    return path
+
+
+@pytest.mark.parametrize("system", [False, True])
+def test_jobs_made_from_kept_rows_equal_the_same_jobs_resolved_in_full(tmp_path: Path, system: bool) -> None:
+    rows = "review_id,text,lang\n" + "".join(f"r{i},text {i % 7},l{i % 3}\n" for i in range(40))
+    settings = 'prompt_template = "Classify: {text}"\nid_column = "review_id"\ncolumns = ["lang"]'
+    if system:
+        settings += '\nsystem_template = "In {lang}"'
+    shared = 'model = "m"\nmax_tokens = 9\n[defaults.sim]\nttft = 0.5'
+    spec = load_job_file(job_file(tmp_path, f"{settings}\n{shared}", rows))
+    assert len(spec.jobs) == 40 and type(spec.jobs.parts[-1]).__name__ == "Rows"  # not held
+    tables = [(f"r{i}", f"Classify: text {i % 7}", f"In l{i % 3}" if system else None) for i in range(40)]
+    full = load_job_file(_as_tables(tmp_path, tables, shared))
+    made = list(spec.jobs)
+    assert [attrs.evolve(job, row=NO_ROW) for job in made] == list(full.jobs)  # content hashes too
+    assert [dict(job.row) for job in made] == [{"lang": f"l{i % 3}"} for i in range(40)]
+    assert spec.jobs[17] == made[17] and spec.jobs[-1] == made[-1] and spec.jobs[3:5] == tuple(made[3:5])
+    assert list(spec.jobs.ids()) == [f"r{i}" for i in range(40)]
+    assert list(spec.jobs.content_hashes()) == [job.content_hash for job in made]
+
+
+def test_rows_that_set_their_own_settings_are_checked_in_full_in_their_place(tmp_path: Path) -> None:
+    rows = "id,text,model\na,x,\nb,y,special\nc,z,\nd,w,\n"
+    spec = load_job_file(
+        job_file(
+            tmp_path,
+            'prompt_template = "{text}"\nid_column = "id"\nrow_settings = ["model"]\nmodel = "m"',
+            rows,
+        )
+    )
+    assert [(j.id, j.model) for j in spec.jobs] == [("a", "m"), ("b", "special"), ("c", "m"), ("d", "m")]
+
+
+def test_a_repeated_id_among_kept_rows_is_reported_with_both_rows(tmp_path: Path) -> None:
+    rows = "id,text\n" + "".join(f"r{i},t{i}\n" for i in range(10)) + "r3,again\nr11,t\nr5,again\n"
+    with pytest.raises(ConfigError) as exc:
+        load_job_file(job_file(tmp_path, 'prompt_template = "{text}"\nid_column = "id"', rows))
+    name = tmp_path / "rows.csv"
+    assert exc.value.problems == [
+        f"{name}: row 11: id: duplicate id 'r3' (also at {name}: row 4)",
+        f"{name}: row 13: id: duplicate id 'r5' (also at {name}: row 6)",
+    ]
+
+
+def test_bad_rows_deep_in_a_big_jsonl_file_are_named_by_their_rows(tmp_path: Path) -> None:
+    lines = [orjson.dumps({"id": f"r{i}", "text": f"t{i}"}).decode() for i in range(1, 6001)]
+    lines[2499] = '{"id": "r2500"}'  # no text: its block is read row by row
+    lines[4999] = ""  # a blank line is not a row, but it is counted
+    lines[5499] = "[1]"
+    settings = 'prompt_template = "{text}"\nid_column = "id"'
+    with pytest.raises(ConfigError) as exc:
+        load_job_file(job_file(tmp_path, settings, "\n".join(lines) + "\n", name="rows.jsonl"))
+    name = tmp_path / "rows.jsonl"
+    assert exc.value.problems == [
+        f"{name}: row 2,500: column 'text' is missing",
+        f"{name}: row 5,500: expected a JSON object, got a list",
+    ]
+    lines[2499], lines[5499] = '{"id": "r2500", "text": "t2500"}', '{"id": "r5500", "text": "t5500"}'
+    (tmp_path / "rows.jsonl").write_text("\n".join(lines) + "\n")
+    spec = load_job_file(tmp_path / "jobs.toml")
+    assert len(spec.jobs) == 5999 and spec.jobs[4999].id == "r5001" and spec.jobs[4999].prompt == "t5001"

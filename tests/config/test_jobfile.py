@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.backends.sim.backend import Options as SimOptions
+from orchestrator.config import jobfile
 from orchestrator.config.jobfile import Overrides, build_batch, load_job_file
 from orchestrator.errors import ConfigError
 
@@ -99,6 +101,49 @@ def test_prompts_file_lines_are_strings_or_job_objects(tmp_path: Path) -> None:
     spec = load_job_file(write(tmp_path, 'prompts_file = "p.jsonl"\n[[jobs]]\nid = "t"\nprompt = "toml"\n'))
     assert [j.prompt for j in spec.jobs] == ["toml", "plain", "object"]
     assert spec.jobs[2].max_tokens == 5
+
+
+def test_a_prompts_file_keeps_its_order_and_ids_across_plain_and_full_lines(tmp_path: Path) -> None:
+    lines = [
+        '"same"',
+        '"a"',
+        '{"prompt": "same"}',
+        '{"prompt": "b", "max_tokens": 3}',
+        '"same"',
+        '{"id": "x", "prompt": "c"}',
+    ]
+    write(tmp_path, "\n".join(lines) + "\n", name="p.jsonl")
+    spec = load_job_file(write(tmp_path, 'prompts_file = "p.jsonl"'))
+    same = build_batch(["same"], {"backend": "sim"}).jobs[0].id
+    assert [j.prompt for j in spec.jobs] == ["same", "a", "same", "b", "same", "c"]
+    assert [j.id for j in spec.jobs] == [
+        same,
+        spec.jobs[1].id,
+        f"{same}-2",
+        spec.jobs[3].id,
+        f"{same}-3",
+        "x",
+    ]
+    assert [j.max_tokens for j in spec.jobs] == [None, None, None, 3, None, None]
+    assert list(spec.jobs.ids()) == [j.id for j in spec.jobs]
+
+
+def test_a_prompts_file_of_strings_is_kept_as_lines_and_its_jobs_made_when_asked(tmp_path: Path) -> None:
+    prompts = [f"q{i % 2500}" for i in range(3000)]  # the last 500 repeat earlier ones
+    write(tmp_path, "".join(f'"{prompt}"\n' for prompt in prompts), name="p.jsonl")
+    spec = load_job_file(write(tmp_path, 'prompts_file = "p.jsonl"\n[defaults]\nmodel = "m"'))
+    assert type(spec.jobs.parts[-1]).__name__ == "Rows" and len(spec.jobs) == 3000
+    eager = build_batch(prompts, {"backend": "sim", "model": "m"})
+    assert spec.jobs == eager.jobs and spec.jobs[2999] == eager.jobs[2999]
+    assert spec.jobs[2500].id == spec.jobs[0].id + "-2"
+
+
+def test_a_repeated_id_in_a_prompts_file_names_both_lines(tmp_path: Path) -> None:
+    write(tmp_path, '"a"\n{"id": "k", "prompt": "b"}\n"c"\n{"id": "k", "prompt": "d"}\n', name="p.jsonl")
+    with pytest.raises(ConfigError) as info:
+        load_job_file(write(tmp_path, 'prompts_file = "p.jsonl"'))
+    name = tmp_path / "p.jsonl"
+    assert info.value.problems == [f"{name}: line 4: id: duplicate id 'k' (also at {name}: line 2)"]
 
 
 def test_a_shared_bad_default_is_reported_once() -> None:
@@ -234,3 +279,26 @@ def test_plain_jobs_made_from_the_first_equal_jobs_resolved_in_full(
         if not job.id.startswith(single.id):  # equal prompts without ids: -2, -3 suffixes
             raise AssertionError((job, single))
         assert attrs.evolve(job, id=single.id) == single
+
+
+@pytest.mark.parametrize("running", [True, False])
+def test_loading_pauses_the_cycle_collector_and_leaves_it_as_it_was(tmp_path: Path, running: bool) -> None:
+    import gc
+
+    seen: list[bool] = []
+    original = jobfile.resolve
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(gc.isenabled())
+        return original(*args, **kwargs)
+
+    (gc.enable if running else gc.disable)()
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(jobfile, "resolve", spy)
+            load_job_file(write(tmp_path, '[[jobs]]\nprompt = "x"'))
+            with pytest.raises(ConfigError):
+                load_job_file(write(tmp_path, "[[jobs]]\nprompt = 3"))
+        assert seen == [False, False] and gc.isenabled() is running
+    finally:
+        gc.enable()

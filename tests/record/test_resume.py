@@ -77,3 +77,17 @@ def test_an_edited_job_runs_again_and_retry_failed_leaves_it(tmp_path: Path) -> 
     planned = plan(batch(), str(log))
     assert planned.already_done == 1 and [job.id for job in planned.spec.jobs] == ["m"]
     assert plan(batch(), str(log), retry_failed=True).spec.jobs == ()
+
+
+def test_a_plan_over_jobs_made_from_rows_leaves_them_made_from_rows(tmp_path: Path) -> None:
+    from orchestrator.config.jobfile import load_job_file
+
+    (tmp_path / "p.jsonl").write_text("".join(f'"question {i}"\n' for i in range(2000)))
+    (tmp_path / "big.toml").write_text('prompts_file = "p.jsonl"\n[defaults]\nbackend = "sim"')
+    spec = load_job_file(tmp_path / "big.toml")
+    done = {job.id: job.content_hash for job in spec.jobs if int(job.prompt.split()[1]) % 3 == 0}
+    done[spec.jobs[1].id] = "0000000000000000"  # an edited job runs again
+    planned = plan(spec, str(earlier_log(tmp_path / "log.jsonl", done)))
+    left = [job for job in spec.jobs if int(job.prompt.split()[1]) % 3 != 0]
+    assert planned.already_done == len(done) - 1 and list(planned.spec.jobs) == left
+    assert type(planned.spec.jobs.parts[0]).__name__ == "Picked" and planned.spec.jobs.ids()[0] == left[0].id

@@ -32,7 +32,7 @@ from orchestrator.events import (
     TextDelta,
 )
 from orchestrator.record.log import read_log
-from orchestrator.run import batch
+from orchestrator.run import batch, runner
 from orchestrator.run.batch import execute
 from orchestrator.run.control import RunControl
 from tests.helpers import Recorder, as_logged, job_ends, make_spec, run_virtual
@@ -320,6 +320,61 @@ def test_a_stop_mid_batch_ends_announced_and_unannounced_jobs_in_one_event(recor
     assert summary.jobs == len(ids) and summary.skipped == len(skipped)
     assert summary.cancelled == summary.attempts >= 1 and summary.cancelled + summary.skipped == len(ids)
     assert [job for job, r in result.jobs.items() if r.status == "skipped"] == skipped
+
+
+def test_the_announcer_keeps_a_bounded_window_of_jobs_ahead_of_the_workers(
+    recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner, "ANNOUNCE_AHEAD", 16)
+    ids = [f"q{i}" for i in range(600)]
+    spec = make_spec([{"id": job, "prompt": job} for job in ids], concurrency=2, sim={"ttft": 1.0})
+    waiting = ahead = 0  # jobs announced and not started yet; the most at any time
+
+    class Ahead:
+        async def deliver(self, batch: Sequence[Tagged]) -> None:
+            nonlocal waiting, ahead
+            for t in batch:
+                waiting += {"job_queued": 1, "attempt_started": -1}.get(t.event.kind, 0)
+                ahead = max(ahead, waiting)
+
+    result = run_virtual(spec, subscribers=[Ahead(), recorder])
+    assert result.summary.succeeded == len(ids)
+    # The first concurrency jobs, a chunk, and the window: not the whole batch at once.
+    assert ahead <= 2 + runner._ANNOUNCE_CHUNK + 16 < len(ids)
+    queued = [t.job_id for t in recorder.events if t.event.kind == "job_queued"]
+    assert queued == ids
+
+
+def test_a_stop_after_ended_jobs_were_let_go_still_ends_every_job_once(
+    recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner, "ANNOUNCE_AHEAD", 16)
+    ids = [f"q{i}" for i in range(1000)]
+    spec = make_spec(
+        [{"id": job, "prompt": job} for job in ids],
+        concurrency=8,
+        sim={"ttft": 1.0, "latency_jitter": 0.9, "reply_tokens": 1},
+    )
+    control = RunControl()
+
+    class StopLater(Recorder):
+        succeeded = 0
+
+        async def deliver(self, batch: Sequence[Tagged]) -> None:
+            await super().deliver(batch)
+            self.succeeded += sum(t.event.kind == "job_succeeded" for t in batch)
+            if self.succeeded >= 600:
+                control.cancel("interrupted")  # long after the first ended jobs were let go
+
+    result = run_virtual(spec, subscribers=[StopLater(), recorder], control=control)
+    ends = job_ends(recorder.events, ids)
+    assert all(len(kinds) == 1 for kinds in ends.values())  # every job ends exactly once
+    assert {kinds[0] for kinds in ends.values()} == {"job_succeeded", "job_cancelled", "jobs_skipped"}
+    summary = result.summary
+    assert summary.succeeded + summary.cancelled + summary.skipped == len(ids)
+    assert [job for job, r in result.jobs.items() if r.status == "skipped"] == [
+        job for job, kinds in ends.items() if kinds == ["jobs_skipped"]
+    ]
 
 
 async def test_a_stop_while_the_bus_is_full_still_gives_every_job_its_job_queued_first(

@@ -105,3 +105,28 @@ async def test_waking_with_no_job_waiting_leaves_idle_workers_parked() -> None:
             assert counter.steps[idle] == before + 1
     finally:
         trio.lowlevel.remove_instrument(counter)
+
+
+async def test_the_adder_waits_for_room_until_workers_take_jobs_or_new_ones_are_dropped() -> None:
+    queue: JobQueue[int] = JobQueue((), expected=6)
+    queue.add([1, 2, 3])
+    woken: list[str] = []
+
+    async def adder() -> None:
+        await queue.wait_for_room(2)  # three new jobs wait: fewer than two is room
+        woken.append("room")
+        queue.add([4, 5])
+        await queue.wait_for_room(2)
+        woken.append("dropped")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(adder)
+        await trio.testing.wait_all_tasks_blocked()
+        assert await queue.take() == 1
+        await trio.testing.wait_all_tasks_blocked()
+        assert woken == []  # two still wait
+        assert await queue.take() == 2
+        await trio.testing.wait_all_tasks_blocked()
+        assert woken == ["room"]
+        queue.drop_new()  # no new job will start: no reason to wait for room
+    assert woken == ["room", "dropped"]
