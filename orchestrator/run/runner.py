@@ -78,6 +78,7 @@ class _Job(JobState):
 
     run: Run = attrs.field(kw_only=True)
     ticket: Ticket | None = attrs.field(default=None, kw_only=True)  # its attempt's, at the gate
+    following: bool = attrs.field(default=False, kw_only=True)  # its job_deduplicated is sent
 
     async def emit(self, event: Event) -> None:
         """Tag and send one event. Not to be called from two tasks at once (seq order).
@@ -262,6 +263,7 @@ class Run:
         if follow is None:
             return True
         await job.emit(follow.event)
+        job.following = True
         if follow.ended is not None:
             await self.end_follower(job, follow.ended)
         return False
@@ -269,10 +271,13 @@ class Run:
     async def end_followers(self, waiting: Sequence[_Job], shared: TerminalEvent) -> None:
         """A leader has ended with ``shared``: end the followers that waited on it with that
         event. Shielded as the leader's own end is (a stop must not turn a shared outcome into
-        a skip: the followers would be paid for on resume), for at most the terminal grace."""
+        a skip: the followers would be paid for on resume), for at most the terminal grace.
+        A follower whose ``job_deduplicated`` a stop kept from being sent is left unended (a
+        stop then skips it): its end alone would read as a job that ended on its own."""
         with trio.CancelScope(shield=True, deadline=trio.current_time() + _TERMINAL_GRACE):
             for follower in waiting:
-                await self.end_follower(follower, shared)
+                if follower.following:
+                    await self.end_follower(follower, shared)
 
     async def end_follower(self, follower: _Job, shared: TerminalEvent) -> None:
         """End a follower with its leader's terminal event (readers copy the leader's outcome)."""

@@ -1,0 +1,155 @@
+"""Identical requests sent once, tried against what could break it: random batches with repeated
+requests, retries, terminal failures, halts, stops at random virtual times and spend caps; the
+log read back (export, report) against what the run wrote live."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import pytest
+import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from orchestrator.events import AttemptStarted, JobDeduplicated, JobSucceeded, Tagged
+from orchestrator.record.results import jsonl_line
+from orchestrator.record.results_file import ResultsFile
+from orchestrator.report.export import log_rows
+from orchestrator.report.fold import read_report
+from orchestrator.run import batch as batch_module
+from orchestrator.run import runner
+from tests.helpers import Recorder, job_ends, make_spec, run_virtual
+
+SIM = {"ttft": 1.0, "tokens_per_s": 40.0, "reply_tokens": 8}
+FAULTS = ("ok", "rate_limit", "server_error", "mid_stream", "fatal", "auth")
+
+
+def _queries(draw: st.DrawFn) -> list[dict[str, Any]]:
+    prompts = draw(st.lists(st.sampled_from("pqrs"), min_size=1, max_size=9))
+    # Sim options are part of the request: a prompt's copies share its faults, so a repeated
+    # request fails, retries or succeeds as its first copy does. "r" and "s" never fail.
+    faults = {p: draw(st.lists(st.sampled_from(FAULTS), max_size=3)) if p in "pq" else [] for p in "pqrs"}
+    return [
+        {"id": f"j{i}", "prompt": prompt, "sim": {"faults": faults[prompt]}, "metadata": {"i": i}}
+        for i, prompt in enumerate(prompts)
+    ]
+
+
+@st.composite
+def batches(draw: st.DrawFn) -> dict[str, Any]:
+    return {
+        "queries": _queries(draw),
+        "concurrency": draw(st.integers(1, 3)),
+        "deadline": draw(st.sampled_from((None, 0.5, 1.1, 2.3, 4.0, 7.5))),
+        "max_cost_usd": draw(st.sampled_from((None, 0.00005, 0.0001))),
+        "halt": draw(st.sampled_from(({}, {"fatal": 1}))),
+    }
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batch=batches())
+def test_every_job_ends_once_and_the_log_reads_back_what_the_run_wrote_live(
+    tmp_path_factory: Any, batch: dict[str, Any]
+) -> None:
+    tmp = tmp_path_factory.mktemp("run")
+    log, live = tmp / "run.jsonl", tmp / "out.jsonl"
+    halt = batch["halt"]
+    spec = make_spec(
+        batch["queries"],
+        sim=SIM,
+        concurrency=batch["concurrency"],
+        deadline=batch["deadline"],
+        max_cost_usd=batch["max_cost_usd"],
+        retry={"base_delay": 0.1, "max_attempts": 3},
+        **({"halt": halt} if halt else {}),
+    )
+    spec = attrs.evolve(spec, log=str(log))
+    recorder = Recorder()
+    writer = ResultsFile(live, dedupe=spec.dedupe)
+    result = run_virtual(spec, subscribers=[recorder, writer])
+    writer.close()
+    ids = [job.id for job in spec.jobs]
+
+    # Every job ends exactly once.
+    assert all(len(ends) == 1 for ends in job_ends(recorder.events, ids).values())
+    # A request is sent by the first job announced with it, never by a follower.
+    first: dict[str, str] = {}
+    for job in spec.jobs:
+        first.setdefault(job.content_hash, job.id)
+    senders = {t.job_id for t in recorder.events if isinstance(t.event, AttemptStarted)}
+    assert senders <= set(first.values())
+    # A follower's job_deduplicated comes before its end, and names the first job with its hash.
+    hashes = {job.id: job.content_hash for job in spec.jobs}
+    for tagged in _followed(recorder.events):
+        assert tagged.event.leader == first[hashes[tagged.job_id]]  # type: ignore[union-attr,index]
+
+    # The export of the log is the live results file, line for line (rows are appended as jobs
+    # end; the export is in job order).
+    exported = log_rows([log])
+    assert sorted(live.read_bytes().splitlines(keepends=True)) == sorted(jsonl_line(r) for r in exported)
+    assert exported == result.rows()
+    # A report of the log gives the live summary; cost is counted once per request sent.
+    report = read_report([log])
+    assert report.summary == result.summary
+    paid = sum(r.cost_usd or 0.0 for r in result.jobs.values() if r.deduplicated_from is None)
+    assert abs(result.summary.cost_usd - paid) < 1e-12
+    assert all(r.cost_usd == 0.0 for r in result.jobs.values() if r.deduplicated_from is not None)
+
+
+def _followed(events: list[Tagged]) -> list[Tagged]:
+    ended: set[str | None] = set()
+    out = []
+    for tagged in events:
+        if isinstance(tagged.event, JobSucceeded):
+            ended.add(tagged.job_id)
+        if isinstance(tagged.event, JobDeduplicated):
+            assert tagged.job_id not in ended
+            out.append(tagged)
+    return out
+
+
+class _StuckAfter:
+    """A subscriber that, once it is given an event of ``kind``, takes until ``until`` (virtual
+    seconds) to come back: the bus fills behind it."""
+
+    def __init__(self, kind: str, until: float) -> None:
+        self.kind, self.until = kind, until
+
+    async def deliver(self, batch: Sequence[Tagged]) -> None:
+        if any(t.event.kind == self.kind for t in batch):
+            self.kind = ""
+            await trio.sleep_until(self.until)
+
+
+def test_a_follower_a_stop_caught_before_its_job_deduplicated_was_sent_is_not_ended_with_the_outcome(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A slow subscriber fills the bus from t=1. The follower "b", announced at t=2, waits to
+    # send its job_deduplicated; the leader "a" times out at t=3 and its end waits, shielded;
+    # the stop at t=5.5 cancels b's announcement, and a's end goes out once the bus drains.
+    # "b" must not then end with "a"'s outcome without a job_deduplicated naming "a": readers
+    # would take it for a job that ran and failed on its own (and without an attempt).
+    monkeypatch.setattr(batch_module, "CHANNEL_SIZE", 3)
+    announce_one = runner.Run.announce_one
+
+    async def late(self: runner.Run, job: Any) -> bool:
+        if job.spec.id == "b":
+            await trio.sleep(2)
+        return await announce_one(self, job)
+
+    monkeypatch.setattr(runner.Run, "announce_one", late)
+    spec = make_spec(
+        [{"id": "a", "prompt": "p"}, {"id": "b", "prompt": "p"}],
+        sim={**SIM, "faults": ["server_error"]},
+        concurrency=1,
+        deadline=5.5,
+        timeouts={"job": 3},
+        retry={"base_delay": 4, "max_delay": 4},
+    )
+    recorder = Recorder()
+    result = run_virtual(spec, subscribers=[_StuckAfter("retry_scheduled", 6.5), recorder])
+    assert job_ends(recorder.events, ["a", "b"]) == {"a": ["job_failed"], "b": ["jobs_skipped"]}
+    assert recorder.kinds("b") == ["job_queued", "job_input"]
+    assert result.jobs["b"].status == "skipped"
