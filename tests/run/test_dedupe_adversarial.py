@@ -4,16 +4,26 @@ log read back (export, report) against what the run wrote live."""
 
 from __future__ import annotations
 
+import os
+import random
+import signal
+import subprocess
+import time
+from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
+import orjson
 import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.events import AttemptStarted, JobDeduplicated, JobSucceeded, Tagged
+from benchmarks.crash_trials import JOB_FILE, _env, _orchestrate, _terminal_count
+from orchestrator.events import AttemptStarted, JobDeduplicated, JobQueued, JobSucceeded, Tagged
+from orchestrator.record.log import read_log
 from orchestrator.record.results import jsonl_line
 from orchestrator.record.results_file import ResultsFile
 from orchestrator.report.export import log_rows
@@ -153,3 +163,66 @@ def test_a_follower_a_stop_caught_before_its_job_deduplicated_was_sent_is_not_en
     assert job_ends(recorder.events, ["a", "b"]) == {"a": ["job_failed"], "b": ["jobs_skipped"]}
     assert recorder.kinds("b") == ["job_queued", "job_input"]
     assert result.jobs["b"].status == "skipped"
+
+
+# --- kill -9 and --resume, through the command ------------------------------------------------
+
+KILL_SEEDS = range(4100, 4104)
+
+
+@pytest.mark.parametrize("seed", KILL_SEEDS)
+def test_kill_9_then_resume_runs_each_job_once_and_pays_each_request_once_per_run(
+    seed: int, tmp_path: Path
+) -> None:
+    rng = random.Random(seed)
+    jobs = 80
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        "".join(orjson.dumps(f"prompt {rng.randrange(20)}").decode() + "\n" for _ in range(jobs))
+    )
+    job_file = tmp_path / "batch.toml"
+    job_file.write_text(JOB_FILE.format(concurrency=10, seed=seed, prompts=prompts.name))
+    log, results = tmp_path / "run.jsonl", tmp_path / "out.jsonl"
+    kill_after = rng.randrange(1, jobs)
+    proc = subprocess.Popen(
+        _orchestrate(str(job_file), "--log", str(log), "-q", "--results", str(results)),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and _terminal_count(log) < kill_after and time.monotonic() < deadline:
+            time.sleep(0.002)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    resumed = subprocess.run(
+        _orchestrate(str(job_file), "--resume", str(log), "-q", "--results", str(results)),
+        env=_env(),
+        capture_output=True,
+        timeout=120,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+
+    runs: list[dict[str, set[str]]] = []  # per run: content hash -> the jobs that sent it
+    hashes: dict[str, str] = {}
+    succeeded: Counter[str] = Counter()
+    for record in read_log(log):
+        if record.header is not None:
+            runs.append({})
+            continue
+        tagged = record.tagged
+        assert tagged is not None and runs
+        if isinstance(tagged.event, JobQueued):
+            hashes[tagged.job_id or ""] = tagged.event.content_hash
+        elif isinstance(tagged.event, AttemptStarted):
+            runs[-1].setdefault(hashes[tagged.job_id or ""], set()).add(tagged.job_id or "")
+        elif isinstance(tagged.event, JobSucceeded):
+            succeeded[tagged.job_id or ""] += 1
+    assert all(len(senders) == 1 for run in runs for senders in run.values())
+    assert len(succeeded) == jobs and set(succeeded.values()) == {1}
+    rows = [orjson.loads(line) for line in results.read_bytes().splitlines()]
+    assert len(rows) == len({row["id"] for row in rows}) == jobs
+    assert results.read_bytes() == b"".join(jsonl_line(row) for row in log_rows([log]))
