@@ -30,7 +30,7 @@ from orchestrator.report.export import log_rows
 from orchestrator.report.fold import read_report
 from orchestrator.run import batch as batch_module
 from orchestrator.run import runner
-from tests.helpers import Recorder, job_ends, make_spec, run_virtual
+from tests.helpers import Recorder, as_logged, job_ends, make_spec, run_virtual
 
 SIM = {"ttft": 1.0, "tokens_per_s": 40.0, "reply_tokens": 8}
 FAULTS = ("ok", "rate_limit", "server_error", "mid_stream", "fatal", "auth")
@@ -95,6 +95,9 @@ def test_every_job_ends_once_and_the_log_reads_back_what_the_run_wrote_live(
     for tagged in _followed(recorder.events):
         assert tagged.event.leader == first[hashes[tagged.job_id]]  # type: ignore[union-attr,index]
 
+    # The log reads back every event the run sent (runs of deltas joined).
+    logged = [r.tagged for r in read_log(log) if r.tagged is not None]
+    assert as_logged(logged) == as_logged(recorder.events)
     # The export of the log is the live results file, line for line (rows are appended as jobs
     # end; the export is in job order).
     exported = log_rows([log])
