@@ -1,0 +1,98 @@
+"""Log schema 2 tried against what could break it: an old log cut by a crash and resumed in the
+new format, read back by report, export and tail across both runs; job ids that look like
+numbers or hold quotes, newlines and escape sequences; lines that leave out what earlier lines
+of their job say, for the kinds the batch APIs and rate limits write."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import attrs
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from orchestrator.cli.tail import follow
+from orchestrator.record.log import read_log
+from orchestrator.record.resume import plan
+from orchestrator.report.export import log_rows
+from orchestrator.report.fold import read_report
+from orchestrator.visible import visible
+from tests.helpers import Recorder, as_logged, make_spec, run_virtual
+from tests.record.test_schema1 import SCHEMA1, batch
+
+FIXTURE = SCHEMA1.read_bytes()
+HEADER_END = FIXTURE.index(b"\n") + 1
+
+
+def _tail(log: Path) -> list[str]:
+    out: list[str] = []
+    assert follow(str(log), out.extend, interval=0.001) == 0
+    return out
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cut=st.integers(HEADER_END, len(FIXTURE)))
+def test_an_old_log_cut_by_a_crash_resumes_in_the_new_format_and_reads_back_across_both_runs(
+    tmp_path_factory: Any, cut: int
+) -> None:
+    log = tmp_path_factory.mktemp("log") / "old.jsonl"
+    log.write_bytes(FIXTURE[:cut])  # the old run killed mid-write
+    planned = plan(batch(), str(log))
+    recorder = Recorder()
+    run_virtual(planned.spec, subscribers=[recorder])
+    runs: list[list[Any]] = []
+    for record in read_log(log):
+        if record.header is not None:
+            runs.append([record.header.schema])
+        else:
+            runs[-1].append(record.tagged)
+    assert [run[0] for run in runs] == [1, 2]
+    # The new run's lines read back as the events it sent.
+    assert as_logged(runs[1][1:]) == as_logged(recorder.events)
+    # Every job is done, in the report and the export, and tail reads every line.
+    report = read_report([log])
+    assert {job: row.status for job, row in report.jobs.items()} == {
+        "clean": "succeeded",
+        "rate-limited": "succeeded",
+        "dropped": "succeeded",
+        "bad-request": "failed",
+        "city": "succeeded",
+    }
+    assert {row["id"] for row in log_rows([log])} == set(report.jobs)
+    printed = _tail(log)
+    assert not any("undecoded" in line or "not JSON" in line for line in printed)
+    assert sum(line.split()[1] in report.jobs for line in printed) == sum(
+        1 for run in runs for t in run[1:] if t.job_id is not None
+    )
+
+
+_ODD_IDS = st.one_of(
+    st.sampled_from(["1", "007", "1.5", "-0", "null", "true", '"', "\\", "\n", "\x1b[31mred", "\u2028", " "]),
+    st.text(st.characters(blacklist_characters="\x00"), min_size=1, max_size=6),  # NUL is refused
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ids=st.lists(_ODD_IDS, min_size=1, max_size=5, unique=True))
+def test_job_ids_that_look_like_numbers_or_hold_quotes_newlines_and_escapes_read_back(
+    tmp_path_factory: Any, ids: list[str]
+) -> None:
+    log = tmp_path_factory.mktemp("log") / "run.jsonl"
+    queries = [
+        {"id": job, "prompt": f"p{i % 2}", "sim": {"faults": ["server_error"] if i == 2 else []}}
+        for i, job in enumerate(ids)
+    ]
+    spec = attrs.evolve(
+        make_spec(queries, sim={"ttft": 0.5, "reply_tokens": 4}, retry={"base_delay": 0.1}), log=str(log)
+    )
+    recorder = Recorder()
+    result = run_virtual(spec, subscribers=[recorder])
+    logged = [r.tagged for r in read_log(log) if r.tagged is not None]
+    assert as_logged(logged) == as_logged(recorder.events)
+    assert [row["id"] for row in log_rows([log])] == ids
+    assert read_report([log]).summary == result.summary
+    for line in _tail(log):
+        assert visible(line) == line, line  # ids are data: never a raw control character
