@@ -5,12 +5,10 @@ of their job say, for the kinds the batch APIs and rate limits write."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 import attrs
-import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
