@@ -5,6 +5,10 @@ of their job say, for the kinds the batch APIs and rate limits write."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +98,36 @@ def test_job_ids_that_look_like_numbers_or_hold_quotes_newlines_and_escapes_read
     assert read_report([log]).summary == result.summary
     for line in _tail(log):
         assert visible(line) == line, line  # ids are data: never a raw control character
+
+
+def test_tail_following_a_run_killed_mid_line_reads_the_resumed_run_that_cuts_the_torn_line(
+    tmp_path: Path,
+) -> None:
+    # A run killed mid-line leaves a torn last line; the resumed run cuts it and appends its own
+    # lines from there. A tail that had read the torn bytes (and waits for the rest of the line)
+    # must read the resumed run from the cut, not from where it had got to.
+    log = tmp_path / "run.jsonl"
+    whole = FIXTURE.splitlines(keepends=True)
+    killed = b"".join(whole[:6]) + whole[6][: len(whole[6]) // 2]
+    log.write_bytes(killed)
+    planned = plan(batch(), str(log))
+    resumed = tmp_path / "resumed.jsonl"
+    shutil.copy(log, resumed)
+    run_virtual(attrs.evolve(planned.spec, log=str(resumed)))  # what the resume appends
+    appended = resumed.read_bytes()[killed.rindex(b"\n") + 1 :]
+    assert len(appended) > len(killed)
+
+    out: list[str] = []
+    with ThreadPoolExecutor(1) as pool:
+        tail = pool.submit(follow, str(log), out.extend, interval=0.3)
+        deadline = time.monotonic() + 30
+        while len(out) < 5 and time.monotonic() < deadline:  # the 5 whole event lines are read
+            time.sleep(0.01)
+        time.sleep(0.1)  # tail is asleep, the torn bytes read
+        with open(log, "r+b") as f:  # the resume: cut the torn line, append the new run
+            f.truncate(killed.rindex(b"\n") + 1)
+            f.seek(0, os.SEEK_END)
+            f.write(appended)
+        assert tail.result(timeout=30) == 0
+    assert not any("not JSON" in line or "undecoded" in line for line in out), "\n".join(out)
+    assert sum("── run" in line for line in out) == 2
