@@ -26,6 +26,7 @@ from orchestrator.events import AttemptStarted, JobDeduplicated, JobQueued, JobS
 from orchestrator.record.log import read_log
 from orchestrator.record.results import jsonl_line
 from orchestrator.record.results_file import ResultsFile
+from orchestrator.record.resume import plan
 from orchestrator.report.export import log_rows
 from orchestrator.report.fold import read_report
 from orchestrator.run import batch as batch_module
@@ -251,3 +252,36 @@ def test_kill_9_then_resume_runs_each_job_once_and_pays_each_request_once_per_ru
     rows = [orjson.loads(line) for line in results.read_bytes().splitlines()]
     assert len(rows) == len({row["id"] for row in rows}) == jobs
     assert results.read_bytes() == b"".join(jsonl_line(row) for row in log_rows([log]))
+
+
+def test_followers_of_a_leader_a_halted_backend_never_started_are_skipped_and_resume_sends_it_once(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "run.jsonl"
+    jobs = [
+        {"id": "x", "prompt": "x", "sim": {"faults": ["auth"]}},
+        {"id": "a", "prompt": "p"},
+        {"id": "b", "prompt": "p"},
+        {"id": "c", "prompt": "p"},
+    ]
+    spec = make_spec(jobs, sim=SIM, concurrency=1, halt={"fatal": 1})
+    recorder = Recorder()
+    run_virtual(attrs.evolve(spec, log=str(log)), subscribers=[recorder])
+    assert job_ends(recorder.events, ["x", "a", "b", "c"]) == {
+        "x": ["job_failed"],
+        "a": ["jobs_skipped"],
+        "b": ["jobs_skipped"],
+        "c": ["jobs_skipped"],
+    }
+    assert attempts_of(recorder.events) == ["x"]
+    # Resumed (the key fixed, say): the request is sent once, by "a", and "b" and "c" follow it.
+    resumed = plan(make_spec([jobs[0] | {"sim": {}}, *jobs[1:]], sim=SIM, concurrency=1), str(log))
+    again = Recorder()
+    second = run_virtual(attrs.evolve(resumed.spec, already_done=resumed.already_done), subscribers=[again])
+    assert attempts_of(again.events) == ["x", "a"]
+    assert [second.jobs[job].deduplicated_from for job in "abc"] == [None, "a", "a"]
+    assert read_report([log]).summary.deduplicated == 2
+
+
+def attempts_of(events: list[Tagged]) -> list[str]:
+    return [t.job_id for t in events if isinstance(t.event, AttemptStarted) and t.job_id is not None]
