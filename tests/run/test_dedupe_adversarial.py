@@ -258,7 +258,7 @@ def test_followers_of_a_leader_a_halted_backend_never_started_are_skipped_and_re
     tmp_path: Path,
 ) -> None:
     log = tmp_path / "run.jsonl"
-    jobs = [
+    jobs: list[dict[str, Any]] = [
         {"id": "x", "prompt": "x", "sim": {"faults": ["auth"]}},
         {"id": "a", "prompt": "p"},
         {"id": "b", "prompt": "p"},
