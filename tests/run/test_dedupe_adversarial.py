@@ -285,3 +285,50 @@ def test_followers_of_a_leader_a_halted_backend_never_started_are_skipped_and_re
 
 def attempts_of(events: list[Tagged]) -> list[str]:
     return [t.job_id for t in events if isinstance(t.event, AttemptStarted) and t.job_id is not None]
+
+
+_OK: list[str] = []
+_CUT_REQUESTS = [("p", _OK), ("q", ["server_error"]), ("p", _OK), ("r", ["fatal"])]
+_CUT_REQUESTS += [("q", ["server_error"]), ("r", ["fatal"]), ("p", _OK), ("s", _OK)]
+_CUT_JOBS: list[dict[str, Any]] = [
+    {"id": f"j{i}", "prompt": prompt, "metadata": {"i": i}, "sim": {"faults": faults}}
+    for i, (prompt, faults) in enumerate(_CUT_REQUESTS)
+]
+
+
+@pytest.fixture(scope="module")
+def finished_log(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    log = tmp_path_factory.mktemp("whole") / "run.jsonl"
+    run_virtual(attrs.evolve(_cut_spec(), log=str(log)))
+    return log.read_bytes()
+
+
+def _cut_spec() -> Any:
+    return make_spec(_CUT_JOBS, sim=SIM, concurrency=2, retry={"base_delay": 0.1})
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(share=st.floats(0, 1))
+def test_a_log_cut_anywhere_resumes_to_every_job_once_with_no_request_paid_twice_in_a_run(
+    tmp_path_factory: Any, finished_log: bytes, share: float
+) -> None:
+    log = tmp_path_factory.mktemp("cut") / "run.jsonl"
+    log.write_bytes(finished_log[: int(len(finished_log) * share)])  # killed at any byte
+    resumed = plan(_cut_spec(), str(log))
+    recorder = Recorder()
+    run_virtual(attrs.evolve(resumed.spec, already_done=resumed.already_done), subscribers=[recorder])
+    by_hash = {job.id: job.content_hash for job in resumed.spec.jobs}
+    senders: dict[str, set[str]] = {}
+    for job_id in attempts_of(recorder.events):
+        senders.setdefault(by_hash[job_id], set()).add(job_id)
+    assert all(len(jobs) == 1 for jobs in senders.values())  # within the run, once per request
+    rows = log_rows([log])
+    assert sorted(row["id"] for row in rows) == sorted(job["id"] for job in _CUT_JOBS)
+    statuses = {row["id"]: row["status"] for row in rows}
+    assert {job: statuses[job] for job in ("j3", "j5")} == {"j3": "failed", "j5": "failed"}
+    assert all(statuses[job["id"]] == "succeeded" for job in _CUT_JOBS if job["prompt"] != "r")
+    for row in rows:  # a follower names a job of its own run that ended as it did
+        if row["deduplicated_from"] is not None:
+            leader = next(r for r in rows if r["id"] == row["deduplicated_from"])
+            assert (leader["status"], leader["text"]) == (row["status"], row["text"])
+    assert read_report([log]).summary.jobs == len(_CUT_JOBS)
