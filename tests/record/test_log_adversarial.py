@@ -131,3 +131,25 @@ def test_tail_following_a_run_killed_mid_line_reads_the_resumed_run_that_cuts_th
         assert tail.result(timeout=30) == 0
     assert not any("not JSON" in line or "undecoded" in line for line in out), "\n".join(out)
     assert sum("── run" in line for line in out) == 2
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cuts=st.lists(st.integers(0, len(FIXTURE)), min_size=1, max_size=12))
+def test_tail_of_a_log_being_written_prints_what_tail_of_the_whole_log_prints(
+    tmp_path_factory: Any, cuts: list[int]
+) -> None:
+    whole = tmp_path_factory.mktemp("whole") / "run.jsonl"
+    whole.write_bytes(FIXTURE)
+    log = whole.with_name("growing.jsonl")
+    log.write_bytes(b"")
+    out: list[str] = []
+    with ThreadPoolExecutor(1) as pool:
+        tail = pool.submit(follow, str(log), out.extend, interval=0.001)
+        with open(log, "ab", buffering=0) as f:
+            done = 0
+            for cut in [*sorted(cuts), len(FIXTURE)]:  # the writer's writes, cut anywhere
+                f.write(FIXTURE[done:cut])
+                done = max(done, cut)
+                time.sleep(0.003)
+        assert tail.result(timeout=30) == 0
+    assert out == _tail(whole)
