@@ -332,3 +332,33 @@ def test_a_log_cut_anywhere_resumes_to_every_job_once_with_no_request_paid_twice
             leader = next(r for r in rows if r["id"] == row["deduplicated_from"])
             assert (leader["status"], leader["text"]) == (row["status"], row["text"])
     assert read_report([log]).summary.jobs == len(_CUT_JOBS)
+
+
+def test_the_command_stopped_by_its_deadline_reports_and_exports_what_it_wrote_live(tmp_path: Path) -> None:
+    from tests.cli.test_cli import orchestrate
+
+    prompts = [f"prompt {i % 7}" for i in range(40)]
+    (tmp_path / "prompts.jsonl").write_bytes(b"".join(orjson.dumps(p) + b"\n" for p in prompts))
+    (tmp_path / "batch.toml").write_text(
+        'prompts_file = "prompts.jsonl"\n[defaults]\nbackend = "sim"\nconcurrency = 3\n'
+        "[defaults.sim]\nttft = 0.2\ntokens_per_s = 50\nreply_tokens = 5\n"
+    )
+    run = orchestrate(
+        "batch.toml",
+        "--log",
+        "run.jsonl",
+        "--results",
+        "out.jsonl",
+        "--json",
+        "--deadline",
+        "0.5",
+        cwd=tmp_path,
+    )
+    assert run.returncode != 2, run.stderr
+    live = orjson.loads(run.stdout)
+    assert live["stopped"] is not None and live["jobs"] == 40
+    report = orchestrate("report", "run.jsonl", "--json", cwd=tmp_path)
+    assert orjson.loads(report.stdout) == live
+    export = orchestrate("export", "run.jsonl", "-o", "again.jsonl", cwd=tmp_path)
+    assert export.returncode == 0, export.stderr
+    assert (tmp_path / "again.jsonl").read_bytes() == (tmp_path / "out.jsonl").read_bytes()
