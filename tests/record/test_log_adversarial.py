@@ -13,10 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from orchestrator import codec
 from orchestrator.cli.tail import follow
+from orchestrator.record.lines import LogLines
 from orchestrator.record.log import read_log
 from orchestrator.record.resume import plan
 from orchestrator.report.export import log_rows
@@ -153,3 +156,19 @@ def test_tail_of_a_log_being_written_prints_what_tail_of_the_whole_log_prints(
                 time.sleep(0.003)
         assert tail.result(timeout=30) == 0
     assert out == _tail(whole)
+
+
+def test_an_attempt_started_that_does_not_decode_still_starts_the_attempt_for_the_lines_after_it() -> None:
+    # A newer version's attempt_started with a field this one does not know: tail shows it as
+    # undecoded and goes on; the attempt's next lines leave out their attempt number.
+    written = [
+        {"job": "q", "ts": 0.1, "kind": "job_queued", "backend": "sim", "content_hash": "h"},
+        {"job": "q", "ts": 0.2, "kind": "attempt_started", "a_field_from_a_newer_version": 1},
+        {"job": "q", "ts": 0.3, "kind": "text_delta", "text": "x"},
+    ]
+    reader = LogLines()
+    reader.decode(written[0])
+    with pytest.raises(codec.DecodeError):
+        reader.decode(written[1])
+    delta = reader.decode(written[2])
+    assert (delta.seq, delta.attempt) == (2, 1)
