@@ -362,3 +362,26 @@ def test_the_command_stopped_by_its_deadline_reports_and_exports_what_it_wrote_l
     export = orchestrate("export", "run.jsonl", "-o", "again.jsonl", cwd=tmp_path)
     assert export.returncode == 0, export.stderr
     assert (tmp_path / "again.jsonl").read_bytes() == (tmp_path / "out.jsonl").read_bytes()
+
+
+def test_jobs_of_one_batch_that_differ_in_anything_that_shapes_the_reply_are_each_sent() -> None:
+    variants: list[dict[str, Any]] = [
+        {},
+        {"model": "m1"},
+        {"model": "m2"},
+        {"temperature": 0.0},
+        {"temperature": 1.0},
+        {"seed": 1},
+        {"seed": 2},
+        {"system": "s"},
+        {"max_tokens": 9},
+        {"output_schema": {"type": "object"}},
+        {"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]},
+        {"sim": {"reply_tokens": 3}},
+    ]
+    jobs = [{"id": f"v{i}", "prompt": "same", **change} for i, change in enumerate(variants)]
+    jobs.append({"id": "copy", "prompt": "same"})  # the one true copy, of v0
+    recorder = Recorder()
+    result = run_virtual(make_spec(jobs, sim=SIM), subscribers=[recorder])
+    assert sorted(attempts_of(recorder.events)) == sorted(f"v{i}" for i in range(len(variants)))
+    assert result.summary.deduplicated == 1 and result.jobs["copy"].deduplicated_from == "v0"
