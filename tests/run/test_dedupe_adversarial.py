@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import attrs
 import orjson
@@ -22,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from benchmarks.crash_trials import JOB_FILE, _env, _orchestrate, _terminal_count
-from orchestrator.events import AttemptStarted, JobDeduplicated, JobQueued, JobSucceeded, Tagged
+from orchestrator.events import AttemptStarted, JobDeduplicated, JobFailed, JobQueued, JobSucceeded, Tagged
 from orchestrator.record.log import read_log
 from orchestrator.record.results import jsonl_line
 from orchestrator.record.results_file import ResultsFile
@@ -59,6 +60,10 @@ def batches(draw: st.DrawFn) -> dict[str, Any]:
         "halt": draw(st.sampled_from(({}, {"fatal": 1}))),
         "hard_cap": draw(st.booleans()),
         "ctrl_c_after": draw(st.sampled_from((None, 0, 1, 5, 20))),  # events seen
+        # A small bus and a subscriber that stalls now and then: sends that wait, stops that
+        # land while they do.
+        "bus": draw(st.sampled_from((None, 1, 2, 3, 5))),
+        "stall": draw(st.sampled_from((None, (0.7, 3), (2.5, 7)))),  # (seconds, every n batches)
     }
 
 
@@ -85,7 +90,9 @@ def test_every_job_ends_once_and_the_log_reads_back_what_the_run_wrote_live(
     writer = ResultsFile(live, dedupe=spec.dedupe)
     control = RunControl()
     stopper = _CtrlC(control, batch["ctrl_c_after"])
-    result = run_virtual(spec, subscribers=[stopper, recorder, writer], control=control)
+    subscribers = [stopper, _Stalls(*batch["stall"]) if batch["stall"] else stopper, recorder, writer]
+    with mock.patch.object(batch_module, "CHANNEL_SIZE", batch["bus"] or batch_module.CHANNEL_SIZE):
+        result = run_virtual(spec, subscribers=subscribers, control=control)
     writer.close()
     ids = [job.id for job in spec.jobs]
 
@@ -101,6 +108,10 @@ def test_every_job_ends_once_and_the_log_reads_back_what_the_run_wrote_live(
     hashes = {job.id: job.content_hash for job in spec.jobs}
     for tagged in _followed(recorder.events):
         assert tagged.event.leader == first[hashes[tagged.job_id]]  # type: ignore[union-attr,index]
+    # A job that ends with an outcome either sent its request or names the job that did.
+    named = {t.job_id for t in recorder.events if isinstance(t.event, JobDeduplicated)}
+    for job_id, ended in _outcomes(recorder.events).items():
+        assert job_id in senders or job_id in named, (job_id, ended)
 
     # The log reads back every event the run sent (runs of deltas joined).
     logged = [r.tagged for r in read_log(log) if r.tagged is not None]
@@ -118,6 +129,22 @@ def test_every_job_ends_once_and_the_log_reads_back_what_the_run_wrote_live(
     paid = sum(r.cost_usd or 0.0 for r in result.jobs.values() if r.deduplicated_from is None)
     assert abs(result.summary.cost_usd - paid) < 1e-12
     assert all(r.cost_usd == 0.0 for r in result.jobs.values() if r.deduplicated_from is not None)
+
+
+class _Stalls:
+    """A subscriber that takes ``seconds`` (virtual) over every ``every``-th batch it is given."""
+
+    def __init__(self, seconds: float, every: int) -> None:
+        self.seconds, self.every, self.seen = seconds, every, 0
+
+    async def deliver(self, batch: Sequence[Tagged]) -> None:
+        self.seen += 1
+        if self.seen % self.every == 0:
+            await trio.sleep(self.seconds)
+
+
+def _outcomes(events: list[Tagged]) -> dict[str | None, str]:
+    return {t.job_id: t.event.kind for t in events if isinstance(t.event, JobSucceeded | JobFailed)}
 
 
 class _CtrlC:
@@ -385,3 +412,24 @@ def test_jobs_of_one_batch_that_differ_in_anything_that_shapes_the_reply_are_eac
     result = run_virtual(make_spec(jobs, sim=SIM), subscribers=[recorder])
     assert sorted(attempts_of(recorder.events)) == sorted(f"v{i}" for i in range(len(variants)))
     assert result.summary.deduplicated == 1 and result.jobs["copy"].deduplicated_from == "v0"
+
+
+@pytest.mark.parametrize("stall", [0.5, 6.0, 30.0])
+def test_a_bus_slower_than_the_terminal_grace_loses_no_jobs_end(stall: float) -> None:
+    # A slow subscriber (a log on a slow disk, say) holds the bus longer than the grace a job's
+    # end may wait for it during a stop: with no stop, every end still arrives, the follower's
+    # too.
+    spec = make_spec(
+        [{"id": "a", "prompt": "p"}, {"id": "b", "prompt": "p"}, {"id": "c", "prompt": "q"}],
+        sim=SIM,
+        concurrency=2,
+    )
+    recorder = Recorder()
+    with mock.patch.object(batch_module, "CHANNEL_SIZE", 1):
+        result = run_virtual(spec, subscribers=[_Stalls(stall, 1), recorder])
+    assert job_ends(recorder.events, ["a", "b", "c"]) == {
+        "a": ["job_succeeded"],
+        "b": ["job_succeeded"],
+        "c": ["job_succeeded"],
+    }
+    assert result.summary.succeeded == 3 and result.jobs["b"].deduplicated_from == "a"
