@@ -19,7 +19,8 @@ as :func:`~orchestrator.codec.encode_tagged` writes it, reads the same). The wri
 reader keep the same :class:`LogLines` state, changed by each record in file order by the one
 rule in :meth:`LogLines._observe`; it starts afresh at each run (a ``log_header``, or a
 ``batch_started`` before its line is read) and forgets a job at its terminal line, so it holds
-the jobs in flight only. Logs of schema 1 state everything, and read the same way.
+the jobs announced and not yet ended (a batch announces its jobs early: for a big batch that is
+most of them, about 110 bytes each). Logs of schema 1 state everything, and read the same way.
 """
 
 from __future__ import annotations
