@@ -127,7 +127,8 @@ def follow(
         while True:
             at = f.tell() - len(pending)  # where the line read in part starts
             chunk = f.read(1 << 20)
-            if pending and _cut(f, pending, at):
+            shrunk = not chunk and os.stat(path).st_size < f.tell()
+            if pending and (chunk or shrunk) and _cut(f, pending, at):
                 # A resumed run cut the torn last line of a killed one and appends from there.
                 f.seek(at)
                 pending = b""
@@ -135,7 +136,7 @@ def follow(
             if not chunk:
                 if finished and not pending:
                     return EXIT_OK
-                if os.stat(path).st_size < f.tell():  # truncated under us: start over
+                if shrunk:  # truncated under us: start over
                     f.seek(0)
                     pending, number, decoder = b"", 0, LogLines()
                 time.sleep(interval)

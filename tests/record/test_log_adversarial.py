@@ -103,8 +103,9 @@ def test_job_ids_that_look_like_numbers_or_hold_quotes_newlines_and_escapes_read
         assert visible(line) == line, line  # ids are data: never a raw control character
 
 
+@pytest.mark.parametrize("seen_cut", [False, True], ids=["cut-and-appended", "cut-seen-then-appended"])
 def test_tail_following_a_run_killed_mid_line_reads_the_resumed_run_that_cuts_the_torn_line(
-    tmp_path: Path,
+    tmp_path: Path, seen_cut: bool
 ) -> None:
     # A run killed mid-line leaves a torn last line; the resumed run cuts it and appends its own
     # lines from there. A tail that had read the torn bytes (and waits for the rest of the line)
@@ -129,11 +130,14 @@ def test_tail_following_a_run_killed_mid_line_reads_the_resumed_run_that_cuts_th
         time.sleep(0.1)  # tail is asleep, the torn bytes read
         with open(log, "r+b") as f:  # the resume: cut the torn line, append the new run
             f.truncate(killed.rindex(b"\n") + 1)
+            if seen_cut:
+                time.sleep(0.6)  # tail polls the cut file before the new run's lines come
             f.seek(0, os.SEEK_END)
             f.write(appended)
         assert tail.result(timeout=30) == 0
     assert not any("not JSON" in line or "undecoded" in line for line in out), "\n".join(out)
     assert sum("── run" in line for line in out) == 2
+    assert out == _tail(log)  # the killed run's lines once, then the new run's
 
 
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
