@@ -125,11 +125,18 @@ def follow(
         number = 0
         decoder = LogLines()  # a line leaves out what earlier lines say: read every one in order
         while True:
+            at = f.tell() - len(pending)  # where the line read in part starts
             chunk = f.read(1 << 20)
+            shrunk = not chunk and os.stat(path).st_size < f.tell()
+            if pending and (chunk or shrunk) and _cut(f, pending, at):
+                # A resumed run cut the torn last line of a killed one and appends from there.
+                f.seek(at)
+                pending = b""
+                continue
             if not chunk:
                 if finished and not pending:
                     return EXIT_OK
-                if os.stat(path).st_size < f.tell():  # truncated under us: start over
+                if shrunk:  # truncated under us: start over
                     f.seek(0)
                     pending, number, decoder = b"", 0, LogLines()
                 time.sleep(interval)
@@ -146,6 +153,11 @@ def follow(
                     lines.append(line)
             if lines:
                 emit(lines)
+
+
+def _cut(f: IO[bytes], pending: bytes, at: int) -> bool:
+    """Whether the file no longer holds ``pending`` (a line read in part) at offset ``at``."""
+    return os.pread(f.fileno(), len(pending), at) != pending
 
 
 def _describe_line(

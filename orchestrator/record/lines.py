@@ -19,7 +19,8 @@ as :func:`~orchestrator.codec.encode_tagged` writes it, reads the same). The wri
 reader keep the same :class:`LogLines` state, changed by each record in file order by the one
 rule in :meth:`LogLines._observe`; it starts afresh at each run (a ``log_header``, or a
 ``batch_started`` before its line is read) and forgets a job at its terminal line, so it holds
-the jobs in flight only. Logs of schema 1 state everything, and read the same way.
+the jobs announced and not yet ended (a batch announces its jobs early: for a big batch that is
+most of them, about 110 bytes each). Logs of schema 1 state everything, and read the same way.
 """
 
 from __future__ import annotations
@@ -127,17 +128,22 @@ class LogLines:
         try:
             tagged = codec.decode_tagged(obj, known.next_seq, attempt)
         except codec.DecodeError:
-            self._skip(job, obj, known.next_seq)
+            self._skip(job, obj, known.next_seq, attempt)
             raise
         self._observe(tagged)
         return tagged
 
-    def _skip(self, job: str | None, obj: Mapping[str, Any], next_seq: int) -> None:
-        """A line that does not decode (a kind from a newer version, say) still counts: a reader
-        that shows it and goes on (``orchestrate tail``) reads the job's next lines right."""
+    def _skip(self, job: str | None, obj: Mapping[str, Any], next_seq: int, attempt: int) -> None:
+        """A line that does not decode (a kind or field from a newer version, say) still counts
+        for where the job's seq and attempt stand: a reader that shows it and goes on
+        (``orchestrate tail``) reads the job's next lines right. ``attempt`` is the one the line
+        would be read with."""
         last = obj.get("seq_end", obj.get("seq", next_seq))
         if type(last) is int:
             self._jobs.setdefault(job, _Job()).next_seq = last + 1
+        stated = obj.get("attempt", attempt)
+        if type(stated) is int:
+            self._jobs.setdefault(job, _Job()).attempt = stated
 
     def _observe(self, tagged: Tagged) -> None:
         """The one rule both sides follow: what this record tells about its job."""

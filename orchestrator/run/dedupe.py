@@ -16,7 +16,8 @@ up front:
   the leader had already ended. Readers of the log take the follower's outcome (text, output,
   tool calls, usage, stop reason) from the leader's events; its cost is 0: paid once.
 * A leader a stop left without an end leaves its followers without one too: they end as any
-  unstarted job does (skipped).
+  unstarted job does (skipped). So does a follower whose ``job_deduplicated`` a stop kept from
+  being sent: an end with no line naming its leader would read as a job that ended on its own.
 
 Deliberate samples differ in ``seed`` (it is part of the hash), so they are never merged; a batch
 with ``dedupe = false`` sends every job. A follower of a leader that ended in an *earlier* run

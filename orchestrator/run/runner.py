@@ -78,6 +78,7 @@ class _Job(JobState):
 
     run: Run = attrs.field(kw_only=True)
     ticket: Ticket | None = attrs.field(default=None, kw_only=True)  # its attempt's, at the gate
+    following: bool = attrs.field(default=False, kw_only=True)  # its job_deduplicated is sent
 
     async def emit(self, event: Event) -> None:
         """Tag and send one event. Not to be called from two tasks at once (seq order).
@@ -279,37 +280,48 @@ class Run:
         if follow is None:
             return True
         await job.emit(follow.event)
+        job.following = True
         if follow.ended is not None:
             await self.end_follower(job, follow.ended)
         return False
 
     async def end_followers(self, waiting: Sequence[_Job], shared: TerminalEvent) -> None:
         """A leader has ended with ``shared``: end the followers that waited on it with that
-        event. Shielded as the leader's own end is (a stop must not turn a shared outcome into
-        a skip: the followers would be paid for on resume), for at most the terminal grace."""
-        with trio.CancelScope(shield=True, deadline=trio.current_time() + _TERMINAL_GRACE):
-            for follower in waiting:
+        event, each as the leader's own end is sent (:meth:`send_end`: a stop must not turn a
+        shared outcome into a skip, the followers would be paid for on resume). A follower
+        whose ``job_deduplicated`` a stop kept from being sent is left unended (a stop then
+        skips it): its end alone would read as a job that ended on its own."""
+        for follower in waiting:
+            if follower.following:
                 await self.end_follower(follower, shared)
 
     async def end_follower(self, follower: _Job, shared: TerminalEvent) -> None:
         """End a follower with its leader's terminal event (readers copy the leader's outcome)."""
-        await follower.emit(shared)
-        follower.done = True
+        await self.send_end(follower, shared)
+
+    async def send_end(self, job: _Job, terminal: TerminalEvent) -> None:
+        """Send the job's terminal event and mark it done.
+
+        A stop arriving now must not turn a finished job into a cancelled one (it would be paid
+        for again on resume). Only a full bus can make the send wait; then it is shielded, for
+        at most the terminal grace. A bus still full after that (a slow disk under the log)
+        is waited for unshielded: with no stop the end still arrives; a stop then raises
+        Cancelled and leaves the job unended, for :meth:`finish_leftovers` to end.
+        """
+        stats = self.send.statistics()
+        if stats.current_buffer_used >= stats.max_buffer_size:
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + _TERMINAL_GRACE):
+                await job.emit(terminal)
+                job.done = True
+        if not job.done:
+            await job.emit(terminal)
+            job.done = True
 
     async def worker(self) -> None:
         while (job := await self.queue.take()) is not None:
             terminal = await self.step(job)
             if terminal is not None:
-                # A stop arriving now must not turn a finished job into a cancelled one (it
-                # would be paid for again on resume). Only a full bus can make the send wait;
-                # then shield it (the bus still runs during a stop, so the wait is brief).
-                stats = self.send.statistics()
-                if stats.current_buffer_used < stats.max_buffer_size:
-                    await job.emit(terminal)
-                else:
-                    with trio.CancelScope(shield=True, deadline=trio.current_time() + _TERMINAL_GRACE):
-                        await job.emit(terminal)
-                job.done = True
+                await self.send_end(job, terminal)
                 waiting = self.dedupe.leader_ended(job.spec.content_hash, terminal)
                 if waiting:
                     await self.end_followers(waiting, terminal)
