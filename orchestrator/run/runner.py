@@ -420,6 +420,8 @@ class Run:
                 watch = job.watch = self.watchdog.watch(scope, idle, deadline)
             try:
                 await backend.stream(job.request(), job.attempt, job.emit_from_backend)
+            except trio.BrokenResourceError:
+                raise  # the bus is gone (a log write failed): the run ends, not just this job
             except Exception as exc:
                 failure = failure_from(exc)
                 if failure is None:
