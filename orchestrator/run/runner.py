@@ -20,6 +20,7 @@ started.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import attrs
@@ -46,6 +47,7 @@ from orchestrator.run.bus import Item
 from orchestrator.run.control import RunControl
 from orchestrator.run.halt import HaltWatch
 from orchestrator.run.job import (
+    OBSERVED,
     Failure,
     JobState,
     Retry,
@@ -63,7 +65,8 @@ from orchestrator.spec import BackendLimits, BatchSpec, JobSpec
 _ANNOUNCE_CHUNK = 256  # jobs announced between two checkpoints, once the first workers have theirs
 _TERMINAL_GRACE = 5.0  # seconds a job's terminal event may wait for the bus during a stop
 _log = logger("orchestrator.run.runner")
-
+# Tagged(...) goes through the named tuple's Python-level __new__; this is one C call.
+_tagged = functools.partial(tuple.__new__, Tagged)
 
 
 @attrs.define(slots=True, eq=False)
@@ -72,32 +75,43 @@ class _Job(JobState):
 
     run: Run = attrs.field(kw_only=True)
 
-    async def emit(self, event: Event) -> None:
+    async def emit(self, event: Event, *, terminal: bool = False) -> None:
         """Tag and send one event. Not to be called from two tasks at once (seq order).
 
         While the bus has room this returns without yielding to the scheduler: a checkpoint per
         event would cap the whole batch near 100k events/s. Only a full channel (a slow
         consumer) makes it wait, and then the idle watchdog is paused, since the stream is not
-        the one stalling.
+        the one stalling. A ``terminal`` event waits shielded from a stop (for at most
+        ``_TERMINAL_GRACE`` seconds; the bus still runs during a stop, so the wait is brief): a
+        stop arriving then must not turn a finished job into a cancelled one, which would be paid
+        for again on resume.
         """
+        # On the path of every event: a handful of attribute reads and one tuple, nothing more.
         run = self.run
         now = run.now()
-        tagged = Tagged(self.spec.id, self.attempt, self.seq, round(now - run.t0, 6), event)
+        tagged = _tagged((self.spec.id, self.attempt, self.seq, round(now - run.t0, 6), event, None))
+        watch = self.watch
         try:
             run.send.send_nowait(tagged)
         except trio.WouldBlock:
-            watch = self.watch
             if watch is not None:
                 watch.paused = True
-            await run.send.send(tagged)
+            if terminal:
+                with trio.CancelScope(shield=True, deadline=now + _TERMINAL_GRACE):
+                    await run.send.send(tagged)
+            else:
+                await run.send.send(tagged)
             now = run.now()
         self.seq += 1
-        if self.watch is not None:
-            self.watch.touch(now)
-        if type(event) is RateLimitInfo:
-            await run.gates[self.spec.backend].observe(self.spec.model, event)
-        else:
-            self.observe(event)
+        if watch is not None:
+            watch.last = now  # Watch.touch, inlined
+            watch.paused = False
+        kind = type(event)
+        if kind in OBSERVED:
+            if kind is RateLimitInfo:
+                await run.gates[self.spec.backend].observe(self.spec.model, event)  # type: ignore[arg-type]
+            else:
+                self.observe(event)
 
     async def emit_from_backend(self, event: StreamEvent) -> None:
         """The ``emit`` a backend gets: :meth:`emit`, with the batch's secrets hidden first."""
@@ -247,16 +261,8 @@ class Run:
         while (job := await self.queue.take()) is not None:
             terminal = await self.step(job)
             if terminal is not None:
-                # A stop arriving now must not turn a finished job into a cancelled one (it
-                # would be paid for again on resume). Only a full bus can make the send wait;
-                # then shield it (the bus still runs during a stop, so the wait is brief).
-                stats = self.send.statistics()
-                if stats.current_buffer_used < stats.max_buffer_size:
-                    await job.emit(terminal)
-                else:
-                    with trio.CancelScope(shield=True, deadline=trio.current_time() + _TERMINAL_GRACE):
-                        await job.emit(terminal)
-                job.done = True
+                await job.emit(terminal, terminal=True)  # shielded from a stop
+                job.end()
                 self.queue.finished()
                 halted = self.halt.record(job.spec.backend, terminal)
                 if halted is not None:
@@ -285,7 +291,7 @@ class Run:
             _log.debug(
                 "attempt failed", job=spec.id, attempt=job.attempt, kind=failure.kind, error=failure.message
             )
-        step = next_step(job, failure, now=trio.current_time(), seed=self.spec.seed)
+        step = next_step(job, failure, now=self.now(), seed=self.spec.seed)
         if isinstance(step, Retry):
             await job.emit(step.event)
             self.queue.later(job, step.due, urgent=step.urgent)
@@ -310,7 +316,7 @@ class Run:
         except BaseException:
             self._settle(job, None)
             raise
-        job.begin_attempt(trio.current_time())
+        job.begin_attempt(self.now())
         try:
             failure = await self._stream(job)
         finally:
@@ -341,14 +347,14 @@ class Run:
         waits = getattr(backend, "waits_for_results", False)  # a batch API: hours of silence are normal
         idle = None if waits else timeouts.idle
         await job.emit(AttemptStarted(backend=spec.backend))
-        start = trio.current_time()
+        start = self.now()
         deadline = None if timeouts.attempt is None or waits else start + timeouts.attempt
         if job.deadline is not None:
             deadline = job.deadline if deadline is None else min(deadline, job.deadline)
         watch: Watch | None = None
         with trio.CancelScope() as scope:
             if idle is not None or deadline is not None:
-                watch = job.watch = self.watchdog.watch(scope, idle, deadline)
+                watch = job.watch = self.watchdog.watch(scope, idle, deadline, now=start)
             try:
                 await backend.stream(job.request(), job.attempt, job.emit_from_backend)
             except Exception as exc:
