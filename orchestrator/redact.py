@@ -193,8 +193,8 @@ class Redactor:
 
 _ATOMS = frozenset({bool, int, float, type(None)})
 _CONTAINERS = frozenset({tuple, list, dict})
-_FIELDS: dict[type, tuple[str, ...] | None] = {}  # an attrs class's fields that may hold text (None:
-# not an attrs class), found once per type
+# An attrs class's fields that may hold text, found once per type (None: not an attrs class).
+_FIELDS: dict[type, tuple[str, ...] | None] = {}
 # For each type seen by Redactor.value: a function giving the tuple of its fields that may hold
 # text (attrs classes), or None (any other type).
 _GETTERS: dict[type, Callable[[Any], tuple[Any, ...]] | None] = {}

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 import trio
+import trio.lowlevel
 
 from orchestrator.config.jobfile import build_batch
 from orchestrator.run.batch import execute
@@ -31,7 +32,7 @@ def test_the_older_thresholds_are_raised_while_a_batch_runs_and_restored_after(
         seen.append(gc.get_threshold())  # before
         async with trio.open_nursery() as nursery:
             nursery.start_soon(execute, spec)
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
             seen.append(gc.get_threshold())  # while it runs
 
     trio.run(main)
