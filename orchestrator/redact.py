@@ -15,6 +15,7 @@ neither half.
 
 from __future__ import annotations
 
+import operator
 import os
 import re
 import types
@@ -169,11 +170,48 @@ class Redactor:
     def value(self, value: T) -> T:
         """``value`` with :meth:`text` applied to every string inside it (attrs instances, mappings,
         lists and tuples are rebuilt only where something changed)."""
+        # Every event a backend sends comes here: first ask, in one pass over the fields that may
+        # hold text, whether anything needs hiding (almost never); only then rebuild.
+        kind = type(value)
+        fields = _GETTERS.get(kind)
+        if fields is None and kind not in _GETTERS:
+            fields = _GETTERS[kind] = _fields_getter(kind)
+        if fields is not None:
+            search = self._any.search
+            for field in fields(value):
+                field_kind = type(field)
+                if field_kind is str:
+                    if search(field) is None:
+                        continue
+                elif field_kind in _ATOMS or (field_kind in _CONTAINERS and not field):
+                    continue
+                break  # a match, or a value to look inside
+            else:
+                return value
         return _rewrite(value, self.text)  # type: ignore[no-any-return]
 
 
 _ATOMS = frozenset({bool, int, float, type(None)})
-_FIELDS: dict[type, tuple[str, ...]] = {}  # an attrs class's fields that may hold text, found once
+_CONTAINERS = frozenset({tuple, list, dict})
+# An attrs class's fields that may hold text, found once per type (None: not an attrs class).
+_FIELDS: dict[type, tuple[str, ...] | None] = {}
+# For each type seen by Redactor.value: a function giving the tuple of its fields that may hold
+# text (attrs classes), or None (any other type).
+_GETTERS: dict[type, Callable[[Any], tuple[Any, ...]] | None] = {}
+
+
+def _fields_getter(kind: type) -> Callable[[Any], tuple[Any, ...]] | None:
+    if not attrs.has(kind):
+        return None
+    names = _FIELDS.get(kind)
+    if names is None:
+        names = _FIELDS[kind] = _text_fields(kind)
+    if not names:
+        return lambda value: ()
+    if len(names) == 1:
+        (name,) = names
+        return lambda value: (getattr(value, name),)
+    return operator.attrgetter(*names)  # one C call for the whole tuple
 
 
 def _text_fields(cls: type) -> tuple[str, ...]:
@@ -207,9 +245,9 @@ def _rewrite(value: Any, text: Callable[[str], str]) -> Any:
         return text(value)
     if kind in _ATOMS:
         return value
-    names = _FIELDS.get(kind)
-    if names is None and attrs.has(kind):
-        names = _FIELDS[kind] = _text_fields(kind)
+    names = _FIELDS.get(kind, ())
+    if names == () and kind not in _FIELDS:  # first sight of this type
+        names = _FIELDS[kind] = _text_fields(kind) if attrs.has(kind) else None
     if names is not None:
         changes = {}
         for name in names:

@@ -5,11 +5,19 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.events import AssistantMessage, StreamWarning, SystemNotice, TextBlock, TextDelta
+from orchestrator.events import (
+    AssistantMessage,
+    StreamFinished,
+    StreamWarning,
+    SystemNotice,
+    TextBlock,
+    TextDelta,
+)
 from orchestrator.redact import (
     FRAGMENT,
     REDACTED,
     Redactor,
+    _rewrite,
     batch_redactor,
     environment_secrets,
     known,
@@ -98,3 +106,29 @@ def test_no_piece_of_a_key_at_either_end_survives(before: str, after: str, start
     if len(cut) >= FRAGMENT:
         assert cut not in shown
     assert redactor.text(shown) == shown
+
+
+_TEXTS = st.sampled_from(["", "plain", f"key {KEY}", "https://bob:pw@proxy/x", KEY[:FRAGMENT]])
+
+
+@given(
+    stop=st.none() | _TEXTS,
+    session=st.none() | _TEXTS,
+    result=st.none() | _TEXTS,
+    denials=st.lists(st.dictionaries(_TEXTS, _TEXTS, max_size=2), max_size=2),
+)
+def test_an_event_is_rebuilt_exactly_when_one_of_its_strings_holds_a_secret(
+    stop: str | None, session: str | None, result: str | None, denials: list[dict[str, str]]
+) -> None:
+    # value() first asks whether any field needs hiding and returns the event itself if not:
+    # it must agree with the field-by-field rewrite in every case.
+    redactor = Redactor([KEY])
+    event = StreamFinished(
+        stop_reason=stop, session_id=session, result_text=result, permission_denials=tuple(denials)
+    )
+    strings = [s for s in (stop, session, result) if s is not None]
+    strings += [s for denial in denials for pair in denial.items() for s in pair]
+    hidden = redactor.value(event)
+    assert hidden == _rewrite(event, redactor.text)
+    assert (hidden is event) == all(redactor.text(s) == s for s in strings)
+    assert KEY[:FRAGMENT] not in repr(hidden) and "bob:pw" not in repr(hidden)

@@ -11,7 +11,7 @@ unknown (None) when any of its attempts' cost is.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import attrs
@@ -48,7 +48,6 @@ from orchestrator.record.cost import AttemptMeter
 from orchestrator.spec import NO_ROW
 
 JobStatus = Literal["succeeded", "failed", "cancelled", "skipped"]
-_FIRST_OUTPUT = (TextDelta, ThinkingDelta, ToolCall, AssistantMessage)
 _NONE = Tokens()  # frozen, so every fresh attempt and job can share it
 
 
@@ -212,80 +211,91 @@ class Aggregator:
 
     def apply(self, tagged: Tagged) -> None:
         job_id = tagged.job_id
-        if job_id is None:
-            if isinstance(tagged.event, BatchStarted):
-                self._already_done = tagged.event.already_done
-            elif isinstance(tagged.event, JobsSkipped):
-                self._skip(tagged.event)
-            return
         event = tagged.event
+        if job_id is None:
+            if isinstance(event, BatchStarted):
+                self._already_done = event.already_done
+            elif isinstance(event, JobsSkipped):
+                self._skip(event)
+            return
         job = self._running.get(job_id)
         if job is None:
-            if isinstance(event, JobQueued):
+            job = self._running[job_id] = _Job()
+            if type(event) is JobQueued:
                 self._queued += 1
                 self._simulated += event.backend == SIMULATOR
                 self._order.append(job_id)
-            job = self._running[job_id] = _Job()
-            if isinstance(event, JobQueued):
                 job.model, job.backend = event.model, event.backend
+        # One dictionary look-up finds what an event kind changes (most change nothing here).
+        step = _STEPS.get(type(event))
+        if step is not None:
+            step(self, job_id, job, tagged)
+
+    def _session_started(self, job_id: str, job: _Job, tagged: Tagged) -> None:
+        request_id = tagged.event.request_id  # type: ignore[union-attr]
+        if request_id is not None and job.current is not None:
+            job.current.request_id = request_id
+
+    def _output(self, job_id: str, job: _Job, tagged: Tagged) -> None:
+        """Text, thinking, a tool call or a whole message: the attempt's first output (its time
+        to first token, and it is billed), the reply's text, its tool calls."""
         attempt = job.current
-        match event:
-            case SessionStarted(request_id=request_id) if request_id is not None:
-                if attempt is not None:
-                    attempt.request_id = request_id
-            case TextDelta(text=text):
-                if attempt is not None:
-                    if attempt.first_output is None:
-                        attempt.first_output = tagged.ts
-                        attempt.meter.streamed = True
-                    if attempt.parts is not None:
-                        attempt.parts.append(text)
-            case TextRetracted(chars=chars):
-                if attempt is not None and attempt.parts is not None and chars > 0:
-                    text = "".join(attempt.parts)
-                    attempt.parts[:] = [text[: max(0, len(text) - chars)]]
-            case ToolCall():
-                if attempt is not None:
-                    if attempt.first_output is None:
-                        attempt.first_output = tagged.ts
-                        attempt.meter.streamed = True
-                    attempt.tool_calls.append(event)
-            case ThinkingDelta() | AssistantMessage():
-                if attempt is not None and attempt.first_output is None:
-                    attempt.first_output = tagged.ts
-                    attempt.meter.streamed = True
-            case UsageReported():
-                if attempt is not None:
-                    attempt.meter.add_usage(event)
-            case StreamFinished(priced_by=priced_by):
-                if attempt is not None:
-                    attempt.meter.finish(event)
-                if priced_by is not None and job.model is not None:
-                    self._priced_by[job.model] = priced_by
-            case AttemptStarted():
-                job.close_attempt()
-                self._attempts += 1
-                job.attempts += 1
-                if job.first_start is None:
-                    job.first_start = tagged.ts
-                job.current = _Attempt(started=tagged.ts, parts=[] if self.keep_text else None)
-            case RetryScheduled():
-                self._retries += 1
-                job.close_attempt()
-                job.current = None
-            case OutputParsed(value=value):
-                if attempt is not None:
-                    attempt.output = value
-            case JobInput():
-                job.input = event
-            case StreamWarning():
-                self._warnings += 1
-            case JobSucceeded() | JobFailed() | JobCancelled() | JobSkipped():
-                self._finish(job_id, job, tagged)
-            case JobDeduplicated(leader=leader):
-                job.leader = leader
-            case _:
-                pass
+        if attempt is None:
+            return
+        if attempt.first_output is None:
+            attempt.first_output = tagged.ts
+            attempt.meter.streamed = True
+        event = tagged.event
+        kind = type(event)
+        if kind is TextDelta:
+            if attempt.parts is not None:
+                attempt.parts.append(event.text)  # type: ignore[union-attr]
+        elif kind is ToolCall:
+            attempt.tool_calls.append(event)  # type: ignore[arg-type]
+
+    def _text_retracted(self, job_id: str, job: _Job, tagged: Tagged) -> None:
+        attempt = job.current
+        chars = tagged.event.chars  # type: ignore[union-attr]
+        if attempt is not None and attempt.parts is not None and chars > 0:
+            text = "".join(attempt.parts)
+            attempt.parts[:] = [text[: max(0, len(text) - chars)]]
+
+    def _usage(self, job_id: str, job: _Job, tagged: Tagged) -> None:
+        if job.current is not None:
+            job.current.meter.add_usage(tagged.event)  # type: ignore[arg-type]
+
+    def _stream_finished(self, job_id: str, job: _Job, tagged: Tagged) -> None:
+        event: StreamFinished = tagged.event  # type: ignore[assignment]
+        if job.current is not None:
+            job.current.meter.finish(event)
+        if event.priced_by is not None and job.model is not None:
+            self._priced_by[job.model] = event.priced_by
+
+    def _attempt_started(self, job_id: str, job: _Job, tagged: Tagged) -> None:
+        job.close_attempt()
+        self._attempts += 1
+        job.attempts += 1
+        if job.first_start is None:
+            job.first_start = tagged.ts
+        job.current = _Attempt(tagged.ts, [] if self.keep_text else None)
+
+    def _retry_scheduled(self, job_id: str, job: _Job, tagged: Tagged) -> None:
+        self._retries += 1
+        job.close_attempt()
+        job.current = None
+
+    def _output_parsed(self, job_id: str, job: _Job, tagged: Tagged) -> None:
+        if job.current is not None:
+            job.current.output = tagged.event.value  # type: ignore[union-attr]
+
+    def _job_input(self, job_id: str, job: _Job, tagged: Tagged) -> None:
+        job.input = tagged.event  # type: ignore[assignment]
+
+    def _stream_warning(self, job_id: str, job: _Job, tagged: Tagged) -> None:
+        self._warnings += 1
+
+    def _job_deduplicated(self, job_id: str, job: _Job, tagged: Tagged) -> None:
+        job.leader = tagged.event.leader  # type: ignore[union-attr]
 
     def _skip(self, event: JobsSkipped) -> None:
         """End every job in the event's ranges as skipped; jobs that already ended keep their
@@ -427,6 +437,30 @@ def shared_result(
         cost_usd=0.0,
         deduplicated_from=leader.job_id,
     )
+
+
+_Step = Callable[[Aggregator, str, _Job, Tagged], None]
+_STEPS: dict[type, _Step] = {
+    SessionStarted: Aggregator._session_started,
+    TextDelta: Aggregator._output,
+    ThinkingDelta: Aggregator._output,
+    ToolCall: Aggregator._output,
+    AssistantMessage: Aggregator._output,
+    TextRetracted: Aggregator._text_retracted,
+    UsageReported: Aggregator._usage,
+    StreamFinished: Aggregator._stream_finished,
+    AttemptStarted: Aggregator._attempt_started,
+    RetryScheduled: Aggregator._retry_scheduled,
+    OutputParsed: Aggregator._output_parsed,
+    JobInput: Aggregator._job_input,
+    StreamWarning: Aggregator._stream_warning,
+    JobSucceeded: Aggregator._finish,
+    JobFailed: Aggregator._finish,
+    JobCancelled: Aggregator._finish,
+    JobSkipped: Aggregator._finish,
+    JobDeduplicated: Aggregator._job_deduplicated,
+}
+"""What each event kind changes in the fold; the kinds missing change nothing."""
 
 
 def skipped_result(job_id: str, reason: str) -> JobResult:

@@ -41,6 +41,7 @@ from orchestrator.redact import batch_redactor
 from orchestrator.resources import OpenFiles, fit_open_files
 from orchestrator.run.bus import Barrier, Item, Subscriber, run_bus
 from orchestrator.run.control import RunControl
+from orchestrator.run.garbage import fewer_full_collections
 from orchestrator.run.runner import Run
 from orchestrator.spec import BatchSpec
 
@@ -150,9 +151,10 @@ async def execute(
     if claim is None and spec.log is not None and spec.log != "-":
         own_claim = claim_log(spec.log, job_file=spec.source)
     try:
-        return await _execute(
-            spec, kinds, subscribers, keep_text, control or RunControl(), files, engine or LocalEngine()
-        )
+        with fewer_full_collections():
+            return await _execute(
+                spec, kinds, subscribers, keep_text, control or RunControl(), files, engine or LocalEngine()
+            )
     except BaseExceptionGroup as group:
         # The bus task's failure arrives wrapped by the nurseries it crossed: give it back bare.
         failed, _ = group.split(LogWriteError)

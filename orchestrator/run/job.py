@@ -45,6 +45,7 @@ from orchestrator.events import (
     JobSucceeded,
     Message,
     OutputParsed,
+    RateLimitInfo,
     RetryScheduled,
     StreamFinished,
     TerminalEvent,
@@ -62,6 +63,12 @@ from orchestrator.run.watchdog import Watch
 from orchestrator.spec import JobSpec, Timeouts
 
 _OUTPUT = frozenset({TextDelta, ThinkingDelta, ToolCall, AssistantMessage})
+# The meter of a job with no attempt running (before its first, after its end): shared, and never
+# changed, since no stream event reaches a job outside an attempt (begin_attempt makes a fresh one).
+_NO_ATTEMPT = AttemptMeter()
+OBSERVED = frozenset({StreamFinished, UsageReported, TextRetracted, RateLimitInfo, *_OUTPUT})
+"""The kinds of event a job's state looks at (:meth:`JobState.observe`; a ``RateLimitInfo``
+goes to the backend's gate instead): the sender skips the call for the others."""
 
 
 @attrs.frozen
@@ -102,7 +109,7 @@ class JobState:
     done: bool = False  # its terminal event is sent
     deadline: float | None = None  # when its job timeout fires (set when it starts)
     stream_finished: bool = False
-    meter: AttemptMeter = attrs.Factory(AttemptMeter)  # what the current attempt has spent
+    meter: AttemptMeter = _NO_ATTEMPT  # what the current attempt has spent
     reserved: float | None = None  # the spend-cap reservation its running attempt holds
     estimate: tuple[int, float] | None = None  # tokens and cost of one attempt, once worked out
     watch: Watch | None = None
@@ -154,6 +161,14 @@ class JobState:
             elif kind is TextRetracted and event.chars > 0:  # type: ignore[union-attr]
                 text = "".join(self.reply)
                 self.reply[:] = [text[: max(0, len(text) - event.chars)]]  # type: ignore[union-attr]
+
+    def end(self) -> None:
+        """The job's terminal event is sent: what its last attempt kept (its meter, its reply) is
+        let go, so a finished job holds no per-attempt objects for the rest of the batch."""
+        self.done = True
+        self.meter = _NO_ATTEMPT
+        self.reply = None
+        self.parsed = None
 
     def check_output(self) -> Failure | None:
         """Check the finished attempt's reply against the job's output schema: None (and

@@ -25,6 +25,7 @@ started.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
 import attrs
@@ -52,6 +53,7 @@ from orchestrator.run.control import RunControl
 from orchestrator.run.dedupe import Dedupe
 from orchestrator.run.halt import HaltWatch
 from orchestrator.run.job import (
+    OBSERVED,
     Failure,
     JobState,
     Retry,
@@ -70,7 +72,8 @@ _ANNOUNCE_CHUNK = 256  # jobs announced between two checkpoints, once the first 
 ANNOUNCE_AHEAD = 8192  # announced jobs that may wait for a worker (at least; see Run.announce)
 _TERMINAL_GRACE = 5.0  # seconds a job's terminal event may wait for the bus during a stop
 _log = logger("orchestrator.run.runner")
-
+# Tagged(...) goes through the named tuple's Python-level __new__; this is one C call.
+_tagged = functools.partial(tuple.__new__, Tagged)
 
 @attrs.define(slots=True, eq=False)
 class _Job(JobState):
@@ -86,26 +89,30 @@ class _Job(JobState):
         While the bus has room this returns without yielding to the scheduler: a checkpoint per
         event would cap the whole batch near 100k events/s. Only a full channel (a slow
         consumer) makes it wait, and then the idle watchdog is paused, since the stream is not
-        the one stalling.
+        the one stalling. A job's terminal event goes through :meth:`Run.send_end`.
         """
+        # On the path of every event: a handful of attribute reads and one tuple, nothing more.
         run = self.run
         now = run.now()
-        tagged = Tagged(self.spec.id, self.attempt, self.seq, round(now - run.t0, 6), event)
+        tagged = _tagged((self.spec.id, self.attempt, self.seq, round(now - run.t0, 6), event, None))
+        watch = self.watch
         try:
             run.send.send_nowait(tagged)
         except trio.WouldBlock:
-            watch = self.watch
             if watch is not None:
                 watch.paused = True
             await run.send.send(tagged)
             now = run.now()
         self.seq += 1
-        if self.watch is not None:
-            self.watch.touch(now)
-        if type(event) is RateLimitInfo:
-            await run.gates[self.spec.backend].observe(self.spec.model, event, self.ticket)
-        else:
-            self.observe(event)
+        if watch is not None:
+            watch.last = now  # Watch.touch, inlined
+            watch.paused = False
+        kind = type(event)
+        if kind in OBSERVED:
+            if kind is RateLimitInfo:
+                await run.gates[self.spec.backend].observe(self.spec.model, event, self.ticket)  # type: ignore[arg-type]
+            else:
+                self.observe(event)
 
     async def emit_from_backend(self, event: StreamEvent) -> None:
         """The ``emit`` a backend gets: :meth:`emit`, with the batch's secrets hidden first."""
@@ -312,10 +319,10 @@ class Run:
         if stats.current_buffer_used >= stats.max_buffer_size:
             with trio.CancelScope(shield=True, deadline=trio.current_time() + _TERMINAL_GRACE):
                 await job.emit(terminal)
-                job.done = True
+                job.end()
         if not job.done:
             await job.emit(terminal)
-            job.done = True
+            job.end()
 
     async def worker(self) -> None:
         while (job := await self.queue.take()) is not None:
@@ -353,7 +360,7 @@ class Run:
             _log.debug(
                 "attempt failed", job=spec.id, attempt=job.attempt, kind=failure.kind, error=failure.message
             )
-        step = next_step(job, failure, now=trio.current_time(), seed=self.spec.seed)
+        step = next_step(job, failure, now=self.now(), seed=self.spec.seed)
         if isinstance(step, Retry):
             await job.emit(step.event)
             self.queue.later(job, step.due, urgent=step.urgent)
@@ -379,7 +386,7 @@ class Run:
             self._settle(job, None)
             raise
         job.ticket = ticket
-        job.begin_attempt(trio.current_time())
+        job.begin_attempt(self.now())
         try:
             failure = await self._stream(job)
         finally:
@@ -410,14 +417,14 @@ class Run:
         waits = getattr(backend, "waits_for_results", False)  # a batch API: hours of silence are normal
         idle = None if waits else timeouts.idle
         await job.emit(AttemptStarted(backend=spec.backend))
-        start = trio.current_time()
+        start = self.now()
         deadline = None if timeouts.attempt is None or waits else start + timeouts.attempt
         if job.deadline is not None:
             deadline = job.deadline if deadline is None else min(deadline, job.deadline)
         watch: Watch | None = None
         with trio.CancelScope() as scope:
             if idle is not None or deadline is not None:
-                watch = job.watch = self.watchdog.watch(scope, idle, deadline)
+                watch = job.watch = self.watchdog.watch(scope, idle, deadline, now=start)
             try:
                 await backend.stream(job.request(), job.attempt, job.emit_from_backend)
             except trio.BrokenResourceError:

@@ -88,10 +88,19 @@ class IdleWatchdog:
             self._timeline.keep(lambda watch: watch.active)
             self._closed = 0
 
-    def watch(self, scope: trio.CancelScope, idle: float | None, deadline: float | None = None) -> Watch:
-        """Start watching ``scope``, the calling task's attempt; the caller must :meth:`release`
-        the watch when the attempt ends, from the same task."""
-        now = trio.current_time()
+    def watch(
+        self,
+        scope: trio.CancelScope,
+        idle: float | None,
+        deadline: float | None = None,
+        *,
+        now: float | None = None,
+    ) -> Watch:
+        """Start watching ``scope``, the calling task's attempt, as of ``now`` (default: the
+        current trio time); the caller must :meth:`release` the watch when the attempt ends,
+        from the same task."""
+        if now is None:
+            now = trio.current_time()
         watch = Watch(
             scope=scope,
             idle=math.inf if idle is None else idle,

@@ -288,3 +288,18 @@ def test_an_invalid_output_a_backend_reports_counts_against_the_same_budget() ->
     assert next_step(state, failure, now=0.0, seed=0) == JobFailed(
         "invalid_output", "the CLI's own re-asks ran out", True, 2
     )
+
+
+def test_an_ended_job_lets_go_of_its_last_attempt() -> None:
+    state = job(output_schema=OutputSchema({"type": "object"}))
+    state.begin_attempt(0.0)
+    state.observe(TextDelta("{}"))
+    state.observe(StreamFinished(tokens=Tokens(input=1, output=1)))
+    assert state.attempt_spent().tokens == Tokens(input=1, output=1)
+    state.end()
+    assert state.done and state.reply is None
+    assert state.attempt_spent().tokens == Tokens()  # the meter of no attempt
+    state.begin_attempt(1.0)  # (not done by the runner; shown for the meter's sake)
+    state.observe(UsageReported(tokens=Tokens(output=2)))
+    assert state.attempt_spent().tokens == Tokens(output=2)
+    assert JobState(spec=state.spec).attempt_spent().tokens == Tokens()  # the shared one is unchanged
