@@ -70,6 +70,11 @@ class BatchSettings:
     poll_min: float = attrs.field(default=2.0, metadata={"gt": 0})
     """Seconds to the first poll of a batch; each next poll waits longer, up to ``poll_max``."""
     poll_max: float = attrs.field(default=60.0, metadata={"gt": 0})
+    control_timeout: float = attrs.field(default=60.0, metadata={"gt": 0})
+    """Seconds a control call (upload, create, poll, list, cancel, a results download) waits
+    for its answer to start, and then between any two pieces of it (a request body adds a second
+    per megabyte to the first wait). A create call that times out is in doubt: its batch is
+    looked for before its requests are sent again; other calls are asked again later."""
     cancel_remote: bool = False
     """On a stop (Ctrl-C, SIGTERM, deadline, hard cap), cancel the remote batches still running
     instead of leaving them for ``--resume`` to collect (``--cancel-remote``)."""
@@ -102,12 +107,16 @@ def remote_id(answer: Any) -> str:
 
 
 class Control:
-    """Calls to one provider's control endpoints with the batch's pool, headers and key."""
+    """Calls to one provider's control endpoints with the batch's pool, headers and key. Each
+    call gives up after ``timeout`` seconds without an answer (see ``control_timeout``)."""
 
-    def __init__(self, pool: ConnectionPool, headers: Headers, key: ApiKey | None) -> None:
+    def __init__(
+        self, pool: ConnectionPool, headers: Headers, key: ApiKey | None, timeout: float = 60.0
+    ) -> None:
         self.pool = pool
         self.headers = headers
         self.redact = redactor(key)
+        self.timeout = timeout
 
     async def call(
         self, method: str, url: str, body: bytes = b"", *, content_type: bytes = b"application/json"
@@ -141,18 +150,34 @@ class Control:
     ) -> None:
         headers = [(name, value) for name, value in self.headers if name not in (b"content-type", b"accept")]
         headers.append((b"content-type", content_type))
+        # One scope whose deadline moves on with every piece that arrives: an idle timeout
+        # for the price of one scope per call (a control call is rare).
+        waiting = trio.CancelScope(deadline=trio.current_time() + self.timeout + len(body) / 1e6)
         try:
-            async with self.pool.open_stream(method, url, headers=headers, body=body) as response:
-                if not 200 <= response.status < 300:
-                    raw = await response.read_all(ERROR_BODY_LIMIT)
-                    reason = response.reason.decode("latin-1", "replace")
-                    raise error_for_status(
-                        response.status, reason, raw, response.headers, now=time.time(), redact=self.redact
-                    )
-                while data := await response.receive_some():
-                    take(data)
+            with waiting:
+                async with self.pool.open_stream(method, url, headers=headers, body=body) as response:
+                    waiting.deadline = trio.current_time() + self.timeout
+                    if not 200 <= response.status < 300:
+                        raw = await response.read_all(ERROR_BODY_LIMIT)
+                        reason = response.reason.decode("latin-1", "replace")
+                        raise error_for_status(
+                            response.status,
+                            reason,
+                            raw,
+                            response.headers,
+                            now=time.time(),
+                            redact=self.redact,
+                        )
+                    while data := await response.receive_some():
+                        waiting.deadline = trio.current_time() + self.timeout
+                        take(data)
         except TransportError as exc:
             raise _transport_failure(exc, self.redact) from None
+        if waiting.cancelled_caught:
+            raise RetryableError(
+                f"{method} {url}: no answer within {self.timeout:g}s (control_timeout)",
+                kind=ErrorKind.TIMEOUT,
+            )
 
 
 def error_in_result(
@@ -199,7 +224,8 @@ class BatchBackend(HttpBackend):
         self.refunds_unused_tokens = True  # no rate limit of the streaming API is spent
         self.announces_limits = False  # nor does a waiting attempt hear of one
         self.derived_concurrency_ceiling = None  # its in-flight limit is its own (jobs waiting)
-        control = Control(pool, api.streaming.headers(settings, api.streaming.options(), key), key)
+        headers = api.streaming.headers(settings, api.streaming.options(), key)
+        control = Control(pool, headers, key, settings.control_timeout)
         self.collector = Collector(
             api.remote(control, settings, redactor(key)),
             Chunking(settings.batch_requests, settings.batch_bytes, settings.batch_linger),
