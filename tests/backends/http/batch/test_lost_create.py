@@ -11,8 +11,11 @@ import orjson
 import pytest
 import trio
 
+from orchestrator import codec
 from orchestrator.api import run_batch_async
 from orchestrator.backends.http.batch.left import Intent, left_in
+from orchestrator.events import BatchSubmitting, Tagged
+from orchestrator.record.lines import LogLines
 from orchestrator.testing.anthropic.batches import anthropic_batch_store, open_fake_anthropic_batches
 from orchestrator.testing.openai.batches import open_fake_openai_batches, openai_batch_store
 
@@ -117,3 +120,11 @@ async def test_the_log_says_which_create_calls_were_sent_with_no_answer(
     assert left.batches == {"b1": {"a": None, "b": None}} and left.known == {"b1"}
     assert left.intents == (Intent("l2", 200.0, 3, {"c": None, "e": None}),)
     assert left_in(str(log), "openai-batch").intents == (Intent("l3", 50.0, 1, {"f": None}),)
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_an_intent_reads_back_from_a_whole_line_and_a_compact_one(compact: bool) -> None:
+    event = BatchSubmitting("openai-batch", "l1", ("a", "b"), 1796585566.25)
+    tagged = Tagged(None, 0, 0, 1.5, event)
+    line = LogLines().encode(tagged) if compact else codec.encode_tagged(tagged)
+    assert LogLines().decode(orjson.loads(line)) == tagged
