@@ -22,14 +22,9 @@ import trio
 
 from orchestrator.backends.base import Emit, EmitBatch
 from orchestrator.backends.http.backend import Headers, HttpApi, HttpBackend, HttpKind
-from orchestrator.backends.http.batch.collector import (
-    Chunking,
-    Collector,
-    LostCreate,
-    Polling,
-    RemoteBatches,
-)
+from orchestrator.backends.http.batch.collector import Chunking, Collector, Polling
 from orchestrator.backends.http.batch.left import custom_id, left_in
+from orchestrator.backends.http.batch.provider import LostCreate, RemoteBatches
 from orchestrator.backends.http.batch.replay import replay
 from orchestrator.backends.http.exchange import (
     ERROR_BODY_LIMIT,

@@ -10,8 +10,8 @@ from functools import partial
 import pytest
 import trio
 
-from orchestrator.backends.http.batch.collector import CreateInDoubt
 from orchestrator.backends.http.batch.create import create
+from orchestrator.backends.http.batch.provider import CreateInDoubt
 from orchestrator.backends.http.batch.remote import Control
 from orchestrator.errors import ErrorKind, RetryableError
 from orchestrator.http.pool import open_pool
