@@ -421,6 +421,21 @@ class LimiterChanged:
 
 
 @attrs.frozen
+class BatchSubmitting:
+    """A batch backend is about to send the create call of a remote batch (batch-level): the
+    chunk's ``label`` (the one the provider's list may show it by), the jobs whose attempts it
+    holds (``custom_ids``) and ``at``, wall-clock Unix seconds before the call. On disk before
+    the call goes: should the run die before its ``batch_submitted`` is written, a resumed run
+    looks this batch up at the provider and adopts it rather than paying for it twice."""
+
+    kind: ClassVar[str] = "batch_submitting"
+    backend: str
+    label: str
+    custom_ids: tuple[str, ...]
+    at: float
+
+
+@attrs.frozen
 class BatchSubmitted:
     """A batch backend created a remote batch (batch-level: ``job`` is null): its id at the
     provider and the jobs whose attempts it holds (``custom_ids``, the job ids where the provider
@@ -525,6 +540,7 @@ LifecycleEvent = (
     | BatchFinished
     | JobInput
     | JobDeduplicated
+    | BatchSubmitting
     | BatchSubmitted
     | BatchProgress
     | BatchStopped
@@ -562,11 +578,15 @@ LIFECYCLE_EVENTS: tuple[type[LifecycleEvent], ...] = (
     BatchFinished,
     JobInput,
     JobDeduplicated,
+    BatchSubmitting,
     BatchSubmitted,
     BatchProgress,
     BatchStopped,
 )
 TERMINAL_EVENTS: tuple[type[TerminalEvent], ...] = (JobSucceeded, JobFailed, JobSkipped, JobCancelled)
+DURABLE_EVENTS: tuple[type[Event], ...] = (*TERMINAL_EVENTS, BatchSubmitting, BatchSubmitted)
+"""The kinds the log fsyncs at once (with ``fsync = "terminal"``): a job's end, and what a
+resumed run needs to find the remote batches it paid for."""
 SPANNED_EVENTS: tuple[type[TextDelta | ThinkingDelta], ...] = (TextDelta, ThinkingDelta)
 """The kinds the log writes a run of as one line (see :attr:`Tagged.seq_end`)."""
 EVENT_TYPES: dict[str, type[Event]] = {cls.kind: cls for cls in (*STREAM_EVENTS, *LIFECYCLE_EVENTS)}

@@ -45,7 +45,8 @@ class Backend(Protocol):
     whether an attempt waits in silence for a result computed elsewhere (a provider's batch API),
     so ``timeouts.idle`` and ``timeouts.attempt`` do not apply to it (``timeouts.job`` does);
     ``attach(emit_batch, log, within_cap)``, called once before any attempt, with the function
-    that sends batch-level events, the path of the run's log (None without one), which the batch
+    that sends batch-level events (returning once the log has a durable one, see
+    ``orchestrator.events.DURABLE_EVENTS``), the path of the run's log (None without one), which the batch
     APIs read to re-attach to the remote batches an earlier run left running, and
     ``within_cap(more_usd)``, whether the spend cap has room for what is spent, reserved and
     ``more_usd``; ``async stop_remote(cancel)``, awaited when the run stops (before its jobs

@@ -8,7 +8,8 @@ lines are read in order, each run from its header. A resumed run appends a new h
 events to the same file.
 
 Durability: with ``fsync="terminal"`` (the default) every batch holding a job's terminal event
-is flushed and fsynced before the bus hands it to anyone else, so a job never counts as done
+(or another of :data:`~orchestrator.events.DURABLE_EVENTS`: a remote batch's intent and id) is
+flushed and fsynced before the bus hands it to anyone else, so a job never counts as done
 before its result is on disk. Fsyncs start at least :data:`COMMIT_INTERVAL` apart, each
 covering every event that arrived meanwhile (group commit). ``"always"`` fsyncs every batch;
 ``"never"`` leaves it to the OS.
@@ -35,7 +36,7 @@ import orjson
 import trio
 
 from orchestrator import codec
-from orchestrator.events import TERMINAL_EVENTS, Tagged
+from orchestrator.events import DURABLE_EVENTS, Tagged
 from orchestrator.record.coalesce import DeltaRuns
 from orchestrator.record.lines import LogLines
 
@@ -104,7 +105,8 @@ class LogWriter:
 
     async def deliver(self, batch: Sequence[Tagged]) -> None:
         """Append the batch, runs of deltas joined (see :mod:`~orchestrator.record.coalesce`),
-        and fsync it when it holds a terminal event (or always, or never, per ``fsync``).
+        and fsync it when it holds a terminal (or another durable) event, or always, or never, per
+        ``fsync``.
 
         Fsyncs start at least :data:`COMMIT_INTERVAL` apart: a batch that must be fsynced sooner
         waits, and the bus with it (the events sent meanwhile wait in its channel and make the
@@ -120,7 +122,7 @@ class LogWriter:
         try:
             self._write(b"".join([encode(t) for t in self._runs.feed(batch)]))
             if self._owned and self.fsync != "never":
-                if self.fsync == "always" or any(isinstance(t.event, TERMINAL_EVENTS) for t in batch):
+                if self.fsync == "always" or any(isinstance(t.event, DURABLE_EVENTS) for t in batch):
                     assert self._file is not None
                     due = self._last_fsync + COMMIT_INTERVAL
                     if trio.current_time() < due:

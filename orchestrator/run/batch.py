@@ -24,13 +24,16 @@ import trio
 from orchestrator import codec
 from orchestrator._version import __version__
 from orchestrator.backends import BackendKind, backend_kind
+from orchestrator.backends.base import EmitBatch
 from orchestrator.diagnostics import logger
 from orchestrator.engines import Engine, LocalEngine
 from orchestrator.errors import ConfigError, leaves
 from orchestrator.events import (
+    DURABLE_EVENTS,
     BatchFinished,
     BatchStarted,
     BatchSummary,
+    Event,
     LimiterChanged,
     Tagged,
 )
@@ -223,7 +226,7 @@ async def _execute(
                 for backend in backends.values():
                     attach = getattr(backend, "attach", None)  # see orchestrator.backends.base
                     if attach is not None:
-                        attach(run.emit_batch, log, run.budget.allows)
+                        attach(_emitting(run), log, run.budget.allows)
                 bus_done = trio.Event()
 
                 async def bus() -> None:
@@ -296,6 +299,20 @@ async def _drive(
         summary = aggregator.summary(ts, stopped=stopped)
         await run.emit_batch(BatchFinished(summary=summary), ts=ts)
     return summary
+
+
+def _emitting(run: Run) -> EmitBatch:
+    """How a backend sends batch-level events: a durable one (``DURABLE_EVENTS``, such as the
+    intent logged before a remote batch's create call) is in the log when the call returns."""
+
+    async def emit(event: Event) -> None:
+        await run.emit_batch(event)
+        if isinstance(event, DURABLE_EVENTS):
+            barrier = Barrier()
+            await run.send.send(barrier)
+            await barrier.reached.wait()
+
+    return emit
 
 
 def backend_ceilings(spec: BatchSpec, ceilings: Mapping[str, int | None]) -> dict[str, int]:

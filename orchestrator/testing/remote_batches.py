@@ -14,7 +14,9 @@ Cancel, as the providers do it: a batch that has not ended is ``canceling`` for 
 seconds and then ends; requests that finished before the cancel keep their outcome, the others
 end canceled. Cancelling an ended batch is refused (400). :attr:`BatchStore.drop_creates` makes
 the next creates hang up after creating the batch, as a create call that times out or loses its
-connection does: the batch exists and the client never heard of it.
+connection does: the batch exists and the client never heard of it. :attr:`BatchStore.hang_creates`
+makes them never answer at all (a client without a timeout waits for ever; one killed meanwhile
+never learns the batch's id).
 """
 
 from __future__ import annotations
@@ -102,6 +104,9 @@ class BatchStore:
         """Seconds a cancelled batch stays ``canceling`` before it ends."""
         self.drop_creates = 0
         """How many of the next creates hang up after creating their batch."""
+        self.hang_creates = 0
+        """How many of the next creates never answer after creating their batch (before
+        :attr:`drop_creates` counts)."""
         self.cancels: list[str] = []
         """The ids of the batches a cancel was asked for, in order."""
         self.batches: dict[str, RemoteBatch] = {}
@@ -141,6 +146,16 @@ class BatchStore:
         self.batches[batch.id] = batch
         return batch
 
+    def after_create(self) -> None:
+        """Called by a create route once its batch is made: raises :class:`Hang` or
+        :class:`HangUp` while :attr:`hang_creates` or :attr:`drop_creates` asks for it."""
+        if self.hang_creates > 0:
+            self.hang_creates -= 1
+            raise Hang
+        if self.drop_creates > 0:
+            self.drop_creates -= 1
+            raise HangUp
+
     def cancel(self, batch: RemoteBatch) -> bool:
         """Ask ``batch`` to cancel (recorded in :attr:`cancels`); False when it has ended."""
         self.cancels.append(batch.id)
@@ -153,6 +168,10 @@ class BatchStore:
 
 class HangUp(Exception):
     """Raised by a route: close the connection without an answer (the work is done)."""
+
+
+class Hang(Exception):
+    """Raised by a route: keep the connection open and never answer (the work is done)."""
 
 
 def requested_model(body: Any, default: str) -> str:
@@ -214,6 +233,8 @@ async def serve(route: Route, store: BatchStore, port: int) -> AsyncIterator[int
                 return
             store.requests.append((method, path))
             await stream.send_all(route(method, path, dict(parse_qsl(query)), headers, body))
+        except Hang:
+            await trio.sleep_forever()
         except (trio.BrokenResourceError, trio.ClosedResourceError, HangUp):
             pass
         finally:
@@ -244,10 +265,15 @@ def serve_until_interrupted(
     )
     parser.add_argument("--port", type=int, default=0, help="port to listen on (0: any free port)")
     parser.add_argument("--processing", type=float, default=5.0, help="seconds until a batch ends")
+    parser.add_argument(
+        "--hang-creates", type=int, default=0, help="this many creates make their batch and never answer"
+    )
     args = parser.parse_args()
 
     async def main() -> None:
-        async with open_fake(new_store(args.processing), args.port) as fake:
+        store = new_store(args.processing)
+        store.hang_creates = args.hang_creates
+        async with open_fake(store, args.port) as fake:
             print(fake.base_url, flush=True)
             await trio.sleep_forever()
 

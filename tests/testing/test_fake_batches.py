@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from orchestrator.backends.http.batch import anthropic, openai
-from orchestrator.backends.http.batch.collector import Outcome, RemoteBatches
+from orchestrator.backends.http.batch.provider import Outcome, RemoteBatches
 from orchestrator.backends.http.batch.remote import Control
 from orchestrator.backends.http.exchange import open_http_pool
 from orchestrator.errors import ErrorKind, FatalError

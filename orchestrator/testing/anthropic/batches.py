@@ -38,7 +38,6 @@ from orchestrator.testing.remote_batches import (
     Errored,
     Expired,
     FakeBatches,
-    HangUp,
     RemoteBatch,
     Route,
     open_fake_batches,
@@ -163,9 +162,7 @@ def _create(store: BatchStore, raw: bytes) -> bytes:
             HttpError(400, "custom_id: must be unique and match ^[a-zA-Z0-9_-]{1,64}$")
         )
     batch = store.create("msgbatch_fake_", requests)
-    if store.drop_creates > 0:
-        store.drop_creates -= 1
-        raise HangUp
+    store.after_create()
     return wire.json_response(200, _batch(batch, trio.current_time()))
 
 

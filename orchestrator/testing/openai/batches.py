@@ -28,7 +28,6 @@ from orchestrator.testing.remote_batches import (
     Errored,
     Expired,
     FakeBatches,
-    HangUp,
     RemoteBatch,
     Route,
     open_fake_batches,
@@ -210,9 +209,7 @@ def _create(store: BatchStore, raw: bytes) -> bytes:
     ):
         return _error(400, "fake: metadata: at most 16 string pairs (keys 64, values 512 characters)")
     batch = store.create("batch_fake", requests, metadata)
-    if store.drop_creates > 0:
-        store.drop_creates -= 1
-        raise HangUp
+    store.after_create()
     return json_response(200, _batch(store, batch, trio.current_time()))
 
 

@@ -29,8 +29,8 @@ import orjson
 
 from orchestrator.backends.fields import str_or_none
 from orchestrator.backends.http import anthropic
-from orchestrator.backends.http.batch.collector import Outcome, Progress
 from orchestrator.backends.http.batch.create import create, created_at, listed
+from orchestrator.backends.http.batch.provider import Outcome, Progress
 from orchestrator.backends.http.batch.remote import (
     BatchApi,
     BatchKind,

@@ -21,6 +21,13 @@ dropped connection, a 5xx: :class:`CreateInDoubt`), the provider's batches are s
 one this chunk made (:meth:`RemoteBatches.find`, retried until the list can be read) and that
 batch is taken as submitted; only when none is found are the requests failed (to be sent again).
 
+A create call cut short by the end of the process: before each create call, ``intend`` is told
+the chunk's label, requests and time, and returns once that intent is on disk. A run resumed
+from a log with an intent and no batch id for it hands the intent to :meth:`Collector.look_up`:
+its batch is searched for as after a create call in doubt, and adopted when found; its requests
+wait for the search, and every chunk this collector sends waits for it too (so that a batch
+this run makes is not taken for the lost one).
+
 Cancellation: an attempt cancelled while waiting leaves the chunk it was not yet put in; one
 already submitted is forgotten (its result, when it comes, is dropped). Cancelling ``run`` cancels
 every chunk task: remote batches are left running. :meth:`Collector.stop` cancels them (or says
@@ -32,65 +39,24 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from typing import Any, Protocol, TypeVar
+from functools import partial
+from typing import Any, TypeVar
 
 import attrs
 import trio
 
+from orchestrator.backends.http.batch.provider import (
+    CreateInDoubt,
+    LostCreate,
+    Outcome,
+    Progress,
+    RemoteBatches,
+)
 from orchestrator.errors import BackendError, ErrorKind, FatalError, RetryableError
 
+__all__ = ["Chunking", "Collector", "CreateInDoubt", "LostCreate", "Outcome", "Polling", "Progress"]
+
 T = TypeVar("T")
-
-
-@attrs.frozen
-class Outcome:
-    """What a batch said about one request: ``reply`` (the complete body) when it succeeded, else
-    the ``error`` its attempt raises."""
-
-    custom_id: str
-    reply: Any = None
-    error: BackendError | None = None
-
-
-@attrs.frozen
-class Progress:
-    """One poll's answer: whether the batch has ended, its counts by state (the provider's names),
-    and how long the server asks to wait before the next poll."""
-
-    ended: bool
-    counts: Mapping[str, int] = attrs.field(factory=dict)
-    retry_after: float | None = None
-
-
-class CreateInDoubt(RetryableError):
-    """The create call failed in a way that leaves the batch possibly made (the request may
-    have reached the provider): look for it before sending its requests again."""
-
-
-class RemoteBatches(Protocol):
-    """One provider's batch endpoints. Every method raises RetryableError or FatalError."""
-
-    def size(self, custom_id: str, body: Mapping[str, Any]) -> int:
-        """The bytes this request adds to a batch."""
-        ...
-
-    async def submit(self, requests: Sequence[tuple[str, Mapping[str, Any]]], label: str) -> str:
-        """Create a batch of ``(custom_id, body)``; its id. ``label`` is unique to this chunk (for
-        :meth:`find`). Raises :class:`CreateInDoubt` when the batch may exist all the same."""
-        ...
-
-    async def find(self, label: str, count: int, since: float, known: Collection[str]) -> str | None:
-        """The id of the batch :meth:`submit` made for ``label`` (``count`` requests, created
-        after ``since``, wall-clock seconds, and not one of ``known``), or None: there is none."""
-        ...
-
-    async def poll(self, batch_id: str) -> Progress: ...
-
-    async def results(self, batch_id: str) -> list[Outcome]: ...
-
-    async def cancel(self, batch_id: str) -> None:
-        """Ask the provider to cancel the batch (it ends soon after, with what it finished)."""
-        ...
 
 
 @attrs.frozen
@@ -149,6 +115,15 @@ async def _silent(
     return None
 
 
+Intend = Callable[[str, Sequence[str], float], Awaitable[None]]
+"""``intend(label, custom_ids, at)``: a create call is about to go (``at``: wall-clock seconds);
+returns once that is recorded for good (see the module docstring)."""
+
+
+async def _forget(label: str, custom_ids: Sequence[str], at: float) -> None:
+    return None
+
+
 CANCEL_WAIT = 10.0
 """Seconds :meth:`Collector.stop` spends at most on cancelling the remote batches."""
 
@@ -163,8 +138,10 @@ class Collector:
         polling: Polling,
         report: Report = _silent,
         fits: Callable[[], bool] | None = None,
+        intend: Intend = _forget,
     ) -> None:
         self.remote = remote
+        self.intend = intend
         self.chunking = chunking
         self.polling = polling
         self.report = report
@@ -178,6 +155,8 @@ class Collector:
         """Every remote batch this collector sent or adopted."""
         self._creating: set[trio.Event] = set()
         """One event per create call under way, set when it has ended."""
+        self._searching: trio.Event | None = None
+        """Set when the search started by :meth:`look_up` has ended (None: none started)."""
         self._arrived = trio.Event()
         self._nursery: trio.Nursery | None = None
 
@@ -194,6 +173,51 @@ class Collector:
         self.known.add(batch_id)
         self.running[batch_id] = list(requests)
         self._nursery.start_soon(self._collect_adopted, batch_id, batch, list(requests))
+
+    def look_up(self, lost: Sequence[LostCreate], known: Collection[str]) -> None:
+        """Take over the create calls an earlier run sent and stopped during (needs :meth:`run`
+        started; ``known``: every remote batch the earlier runs named). Each batch is searched
+        for, oldest first, as after a create call in doubt; one found is reported as submitted
+        and adopted (see :meth:`adopt`). A request for one of ``lost``'s requests waits for the
+        search, and is sent in a new batch when its batch is not found (or the search fails
+        for good); chunks this collector sends meanwhile wait for the search to end."""
+        assert self._nursery is not None, "look_up() before run() started"
+        self.known.update(known)
+        waiting = []
+        for create in lost:
+            batch = _Adopted()
+            for custom_id, content_hash in create.requests.items():
+                self.adopted[custom_id] = (batch, content_hash)
+            waiting.append((create, batch))
+        self._searching = trio.Event()
+        self._nursery.start_soon(self._look_up, waiting, self._searching)
+
+    async def _look_up(self, waiting: list[tuple[LostCreate, _Adopted]], searched: trio.Event) -> None:
+        assert self._nursery is not None
+        pending = sorted(waiting, key=lambda pair: pair[0].at)
+        try:
+            while pending:
+                create, batch = pending[0]
+                try:
+                    found = await self._with_retries(
+                        partial(self.remote.find, create.label, create.count, create.at, self.known)
+                    )
+                except FatalError:
+                    found = None
+                if found is not None:
+                    self.known.add(found)
+                    custom_ids = list(create.requests)
+                    self.running[found] = custom_ids
+                    note = "the run stopped during its create call; found the batch it made"
+                    await self.report(found, custom_ids, None, note)
+                    self._nursery.start_soon(self._collect_adopted, found, batch, custom_ids)
+                else:
+                    batch.ended.set()  # no outcomes: its requests are sent again
+                pending.pop(0)
+        finally:
+            for _, batch in pending:  # the search was cut short: send them again
+                batch.ended.set()
+            searched.set()
 
     def drop_changed(self, custom_id: str, content_hash: str) -> bool:
         """Whether an adopted batch holds ``custom_id`` for a job whose content hash was not
@@ -331,8 +355,11 @@ class Collector:
         """The new batch's id (now in :attr:`known`) and, when its create call was in doubt, how
         it was found. The search waits for this collector's other create calls to end, so that
         a batch one of them made is known and not taken for this one."""
+        if self._searching is not None:
+            await self._searching.wait()
         label = secrets.token_hex(12)
         since = time.time()
+        await self.intend(label, list(chunk), since)
         created = trio.Event()
         self._creating.add(created)
         try:

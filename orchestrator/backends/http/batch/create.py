@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from orchestrator.backends.http.batch.collector import CreateInDoubt
+from orchestrator.backends.http.batch.provider import CreateInDoubt
 from orchestrator.backends.http.batch.remote import Control, remote_id
 from orchestrator.errors import ErrorKind, RetryableError
 

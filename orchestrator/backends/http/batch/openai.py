@@ -31,8 +31,8 @@ import orjson
 
 from orchestrator.backends.fields import dict_or_empty, int_or_none
 from orchestrator.backends.http import openai
-from orchestrator.backends.http.batch.collector import Outcome, Progress
 from orchestrator.backends.http.batch.create import create, listed
+from orchestrator.backends.http.batch.provider import Outcome, Progress
 from orchestrator.backends.http.batch.remote import (
     BatchApi,
     BatchKind,

@@ -9,7 +9,6 @@ timeout still applies.
 from __future__ import annotations
 
 import copy
-import hashlib
 import os
 import re
 import time
@@ -23,12 +22,9 @@ import trio
 
 from orchestrator.backends.base import Emit, EmitBatch
 from orchestrator.backends.http.backend import Headers, HttpApi, HttpBackend, HttpKind
-from orchestrator.backends.http.batch.collector import (
-    Chunking,
-    Collector,
-    Polling,
-    RemoteBatches,
-)
+from orchestrator.backends.http.batch.collector import Chunking, Collector, Polling
+from orchestrator.backends.http.batch.left import custom_id, left_in
+from orchestrator.backends.http.batch.provider import LostCreate, RemoteBatches
 from orchestrator.backends.http.batch.replay import replay
 from orchestrator.backends.http.exchange import (
     ERROR_BODY_LIMIT,
@@ -45,14 +41,10 @@ from orchestrator.events import (
     BatchProgress,
     BatchStopped,
     BatchSubmitted,
-    JobFailed,
-    JobQueued,
-    JobSucceeded,
-    RetryScheduled,
+    BatchSubmitting,
     StreamWarning,
 )
 from orchestrator.http import ConnectionPool, ServerSentEvent, TransportError
-from orchestrator.record.log import read_objects
 from orchestrator.spec import JobSpec
 
 
@@ -70,6 +62,11 @@ class BatchSettings:
     poll_min: float = attrs.field(default=2.0, metadata={"gt": 0})
     """Seconds to the first poll of a batch; each next poll waits longer, up to ``poll_max``."""
     poll_max: float = attrs.field(default=60.0, metadata={"gt": 0})
+    control_timeout: float = attrs.field(default=60.0, metadata={"gt": 0})
+    """Seconds a control call (upload, create, poll, list, cancel, a results download) waits
+    for its answer to start, and then between any two pieces of it (a request body adds a second
+    per megabyte to the first wait). A create call that times out is in doubt: its batch is
+    looked for before its requests are sent again; other calls are asked again later."""
     cancel_remote: bool = False
     """On a stop (Ctrl-C, SIGTERM, deadline, hard cap), cancel the remote batches still running
     instead of leaving them for ``--resume`` to collect (``--cancel-remote``)."""
@@ -78,17 +75,6 @@ class BatchSettings:
 DEFAULT_CONCURRENCY = 100_000
 """A waiting batch attempt is a sleeping task and no connection: the cap that matters is the
 batch's own ``concurrency``, which batch runs should raise (see the README)."""
-
-_CUSTOM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-
-def custom_id(job_id: str) -> str:
-    """The batch request's id for ``job_id``: the id itself when the providers accept it
-    (letters, digits, ``_``, ``-``, at most 64), else ``job-`` and a hash of it."""
-    if _CUSTOM_ID.fullmatch(job_id):
-        return job_id
-    return "job-" + hashlib.sha256(job_id.encode()).hexdigest()[:48]
-
 
 _REMOTE_ID = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 
@@ -102,12 +88,16 @@ def remote_id(answer: Any) -> str:
 
 
 class Control:
-    """Calls to one provider's control endpoints with the batch's pool, headers and key."""
+    """Calls to one provider's control endpoints with the batch's pool, headers and key. Each
+    call gives up after ``timeout`` seconds without an answer (see ``control_timeout``)."""
 
-    def __init__(self, pool: ConnectionPool, headers: Headers, key: ApiKey | None) -> None:
+    def __init__(
+        self, pool: ConnectionPool, headers: Headers, key: ApiKey | None, timeout: float = 60.0
+    ) -> None:
         self.pool = pool
         self.headers = headers
         self.redact = redactor(key)
+        self.timeout = timeout
 
     async def call(
         self, method: str, url: str, body: bytes = b"", *, content_type: bytes = b"application/json"
@@ -141,18 +131,34 @@ class Control:
     ) -> None:
         headers = [(name, value) for name, value in self.headers if name not in (b"content-type", b"accept")]
         headers.append((b"content-type", content_type))
+        # One scope whose deadline moves on with every piece that arrives: an idle timeout
+        # for the price of one scope per call (a control call is rare).
+        waiting = trio.CancelScope(deadline=trio.current_time() + self.timeout + len(body) / 1e6)
         try:
-            async with self.pool.open_stream(method, url, headers=headers, body=body) as response:
-                if not 200 <= response.status < 300:
-                    raw = await response.read_all(ERROR_BODY_LIMIT)
-                    reason = response.reason.decode("latin-1", "replace")
-                    raise error_for_status(
-                        response.status, reason, raw, response.headers, now=time.time(), redact=self.redact
-                    )
-                while data := await response.receive_some():
-                    take(data)
+            with waiting:
+                async with self.pool.open_stream(method, url, headers=headers, body=body) as response:
+                    waiting.deadline = trio.current_time() + self.timeout
+                    if not 200 <= response.status < 300:
+                        raw = await response.read_all(ERROR_BODY_LIMIT)
+                        reason = response.reason.decode("latin-1", "replace")
+                        raise error_for_status(
+                            response.status,
+                            reason,
+                            raw,
+                            response.headers,
+                            now=time.time(),
+                            redact=self.redact,
+                        )
+                    while data := await response.receive_some():
+                        waiting.deadline = trio.current_time() + self.timeout
+                        take(data)
         except TransportError as exc:
             raise _transport_failure(exc, self.redact) from None
+        if waiting.cancelled_caught:
+            raise RetryableError(
+                f"{method} {url}: no answer within {self.timeout:g}s (control_timeout)",
+                kind=ErrorKind.TIMEOUT,
+            )
 
 
 def error_in_result(
@@ -199,12 +205,14 @@ class BatchBackend(HttpBackend):
         self.refunds_unused_tokens = True  # no rate limit of the streaming API is spent
         self.announces_limits = False  # nor does a waiting attempt hear of one
         self.derived_concurrency_ceiling = None  # its in-flight limit is its own (jobs waiting)
-        control = Control(pool, api.streaming.headers(settings, api.streaming.options(), key), key)
+        headers = api.streaming.headers(settings, api.streaming.options(), key)
+        control = Control(pool, headers, key, settings.control_timeout)
         self.collector = Collector(
             api.remote(control, settings, redactor(key)),
             Chunking(settings.batch_requests, settings.batch_bytes, settings.batch_linger),
             Polling(settings.poll_min, settings.poll_max),
             self._report,
+            intend=self._intend,
         )
         self.emit_batch: EmitBatch | None = None
         """How a batch-level event reaches the bus (None: nowhere); see :meth:`attach`."""
@@ -214,15 +222,20 @@ class BatchBackend(HttpBackend):
     ) -> None:
         """Join the run (the runner calls this before any attempt): batch-level events go to
         ``emit_batch``; the remote batches ``log`` shows holding requests whose results no run
-        has taken yet are adopted, so a resumed run waits for them instead of paying twice; and
+        has taken yet are adopted, and those whose create call was sent with no answer logged
+        are looked up at the provider, so a resumed run waits for them instead of paying twice; and
         each chunk is sent only while ``within_cap(0)`` (its attempts have reserved their
         estimates, at the batch price, when they started)."""
         self.emit_batch = emit_batch
         if within_cap is not None:
             self.collector.fits = lambda: within_cap(0.0)
         if log is not None and os.path.exists(log):
-            for batch_id, requests in in_flight(log, self.batch_api.name).items():
+            left = left_in(log, self.batch_api.name)
+            for batch_id, requests in left.batches.items():
                 self.collector.adopt(batch_id, requests)
+            if left.intents:
+                lost = [LostCreate(i.label, i.at, i.count, i.requests) for i in left.intents]
+                self.collector.look_up(lost, left.known)
 
     async def stop_remote(self, cancel: bool | None) -> None:
         """The run stops: each remote batch still running is cancelled (``cancel``, or the
@@ -243,7 +256,10 @@ class BatchBackend(HttpBackend):
             else BatchProgress(name, batch_id, dict(counts))
         )
 
-    async def _emit(self, event: BatchSubmitted | BatchProgress | BatchStopped) -> None:
+    async def _intend(self, label: str, custom_ids: Sequence[str], at: float) -> None:
+        await self._emit(BatchSubmitting(self.batch_api.name, label, tuple(custom_ids), at))
+
+    async def _emit(self, event: BatchSubmitting | BatchSubmitted | BatchProgress | BatchStopped) -> None:
         if self.emit_batch is None:
             return
         try:
@@ -275,36 +291,6 @@ class BatchBackend(HttpBackend):
         decoder = api.decoder(job.model, self.prices, redactor(self.key))
         for event in replay(decoder, self.batch_api.events(outcome.reply)):
             await emit(event)
-
-
-def in_flight(log: str, backend: str) -> dict[str, dict[str, str | None]]:
-    """The remote batches of ``backend`` in ``log`` and, for each, the requests whose result no
-    run took: sent in a ``batch_submitted`` and not followed by a retry or an end of their job
-    (a request sent again is counted in its latest batch only). Each request maps to the content
-    hash its job was queued with when it was sent (None if the log does not say)."""
-    latest: dict[str, tuple[str, str | None]] = {}
-    queued: dict[str, str] = {}
-    for _, record in read_objects(log):
-        kind = record.get("kind")
-        job = record.get("job")
-        if kind == BatchSubmitted.kind and record.get("backend") == backend:
-            remote = record.get("remote_id")
-            ids = record.get("custom_ids")
-            if isinstance(remote, str) and isinstance(ids, list):
-                latest.update({cid: (remote, queued.get(cid)) for cid in ids if isinstance(cid, str)})
-        elif kind == JobQueued.kind and isinstance(job, str) and isinstance(record.get("content_hash"), str):
-            queued[custom_id(job)] = record["content_hash"]
-        elif kind in _TAKEN and isinstance(job, str):
-            latest.pop(custom_id(job), None)
-    batches: dict[str, dict[str, str | None]] = {}
-    for cid, (remote, content_hash) in latest.items():
-        batches.setdefault(remote, {})[cid] = content_hash
-    return batches
-
-
-_TAKEN = frozenset({RetryScheduled.kind, JobSucceeded.kind, JobFailed.kind})
-"""Events that show a job's last request has had its result taken (a cancelled job's has not:
-its batch runs on, and a resumed run collects it)."""
 
 
 class BatchKind(HttpKind):

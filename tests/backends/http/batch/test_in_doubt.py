@@ -20,9 +20,10 @@ from orchestrator.backends.http.batch.collector import (
     Progress,
 )
 from orchestrator.errors import ErrorKind
+from orchestrator.events import BatchSubmitted
 from orchestrator.testing.anthropic.batches import anthropic_batch_store, open_fake_anthropic_batches
 from orchestrator.testing.openai.batches import open_fake_openai_batches, openai_batch_store
-from tests.http_helpers import run_jobs
+from tests.http_helpers import events_of, run_jobs
 
 PROVIDERS = {
     "anthropic-batch": ("claude-sonnet-4-5", anthropic_batch_store, open_fake_anthropic_batches),
@@ -58,6 +59,25 @@ async def test_a_batch_made_by_a_create_call_that_lost_its_answer_is_adopted(
     assert (
         "the create call failed (connection" in submitted["note"] and "found the batch" in submitted["note"]
     )
+
+
+@pytest.mark.parametrize("backend", PROVIDERS)
+async def test_a_create_call_that_never_answers_times_out_and_its_batch_is_adopted(
+    backend: str, autojump_clock: trio.abc.Clock
+) -> None:
+    model, new_store, open_fake = PROVIDERS[backend]
+    store = new_store(30)
+    store.hang_creates = 1
+    jobs = [{"id": f"j{n}", "prompt": f"q{n}"} for n in range(3)]
+    async with open_fake(store) as fake:
+        settings = {"base_url": fake.base_url, "batch_linger": 1.0, "poll_min": 1.0, "control_timeout": 20.0}
+        start = trio.current_time()
+        result, recorder = await run_jobs(backend, settings, jobs, model=model, concurrency=100)
+    assert result.summary.succeeded == 3
+    assert store.submissions == {"j0": 1, "j1": 1, "j2": 1} and len(store.batches) == 1
+    [submitted] = events_of(recorder, BatchSubmitted)
+    assert "the create call failed (timeout" in submitted.note and "20s (control_timeout)" in submitted.note
+    assert trio.current_time() - start < 20 + 30 + 60  # the timeout, the processing, a few polls
 
 
 async def test_a_second_batch_of_the_same_size_is_not_mistaken_for_the_lost_one(

@@ -24,8 +24,18 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1", "ANTHROPIC_API_KE
 @pytest.fixture
 def fake_api() -> Iterator[str]:
     """The fake Message Batches API in its own process (batches end after 3 s); its base URL."""
+    yield from _fake_api()
+
+
+@pytest.fixture
+def hanging_fake_api() -> Iterator[str]:
+    """The same, whose first create call makes its batch and never answers."""
+    yield from _fake_api("--hang-creates", "1")
+
+
+def _fake_api(*more: str) -> Iterator[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.testing.anthropic.batches", "--processing", "3"],
+        [sys.executable, "-m", "orchestrator.testing.anthropic.batches", "--processing", "3", *more],
         env=ENV,
         stdout=subprocess.PIPE,
         text=True,
@@ -40,13 +50,17 @@ def fake_api() -> Iterator[str]:
         proc.stdout.close()
 
 
-def test_a_killed_run_resumed_pays_each_request_once(tmp_path: Path, fake_api: str) -> None:
+def write_jobs(tmp_path: Path, fake_api: str) -> None:
     jobs = "\n".join(f'[[jobs]]\nid = "j{n}"\nprompt = "q{n}"\n' for n in range(6))
     (tmp_path / "jobs.toml").write_text(
         f'[defaults]\nbackend = "anthropic-batch"\nmodel = "claude-haiku-4-5"\nconcurrency = 100\n\n'
         f'[backends.anthropic-batch]\nbase_url = "{fake_api}"\nbatch_requests = 4\nbatch_linger = 0.2\n'
         f"poll_min = 0.2\npoll_max = 0.5\n\n{jobs}"
     )
+
+
+def test_a_killed_run_resumed_pays_each_request_once(tmp_path: Path, fake_api: str) -> None:
+    write_jobs(tmp_path, fake_api)
     log = tmp_path / "run.jsonl"
     first = subprocess.Popen(
         [sys.executable, "-m", "orchestrator", "jobs.toml", "--log", str(log), "--json"],
@@ -62,6 +76,11 @@ def test_a_killed_run_resumed_pays_each_request_once(tmp_path: Path, fake_api: s
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
+    resume_and_check(tmp_path, log, fake_api)
+
+
+def resume_and_check(tmp_path: Path, log: Path, fake_api: str) -> None:
+    """``--resume``: every job succeeds once, and the fake saw each request in one batch."""
     assert b'"job_succeeded"' not in log.read_bytes()
     again = subprocess.run(
         [sys.executable, "-m", "orchestrator", "jobs.toml", "--resume", str(log), "--json"],
@@ -73,7 +92,36 @@ def test_a_killed_run_resumed_pays_each_request_once(tmp_path: Path, fake_api: s
     )
     assert again.returncode == 0, again.stderr
     assert orjson.loads(again.stdout)["succeeded"] == 6
-    with urllib.request.urlopen(fake_api + SUBMISSIONS, timeout=30) as answer:
-        assert orjson.loads(answer.read()) == {f"j{n}": 1 for n in range(6)}
+    assert submissions(fake_api) == {f"j{n}": 1 for n in range(6)}
     succeeded = [line for line in log.read_bytes().splitlines() if b'"job_succeeded"' in line]
     assert sorted(orjson.loads(line)["job"] for line in succeeded) == [f"j{n}" for n in range(6)]
+
+
+def submissions(fake_api: str) -> dict[str, int]:
+    with urllib.request.urlopen(fake_api + SUBMISSIONS, timeout=30) as answer:
+        counted: dict[str, int] = orjson.loads(answer.read())
+    return counted
+
+
+def test_a_run_killed_during_a_create_call_resumed_pays_each_request_once(
+    tmp_path: Path, hanging_fake_api: str
+) -> None:
+    write_jobs(tmp_path, hanging_fake_api)
+    log = tmp_path / "run.jsonl"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "jobs.toml", "--log", str(log), "--json"],
+        cwd=tmp_path,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:  # both batches made: the first's create call hangs, the second's is answered
+        while len(submissions(hanging_fake_api)) < 6 or log.read_bytes().count(b'"batch_submitted"') < 1:
+            assert first.poll() is None, "the run ended before it was killed"
+            time.sleep(0.05)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    assert log.read_bytes().count(b'"batch_submitted"') == 1
+    assert log.read_bytes().count(b'"batch_submitting"') == 2
+    resume_and_check(tmp_path, log, hanging_fake_api)

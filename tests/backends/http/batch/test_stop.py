@@ -38,6 +38,7 @@ def layer(backend: str, base_url: str, log: Path, **settings: Any) -> dict[str, 
         "model": PROVIDERS[backend][0],
         "concurrency": 100,
         "log": str(log),
+        "fsync": "never",  # an fsync runs in a thread, which the virtual clock does not wait for
         "retry": {"base_delay": 0.01, "max_delay": 0.05},
         "backends": {
             backend: {"base_url": base_url, "batch_linger": 1.0, "poll_min": 1.0, "poll_max": 8.0, **settings}
