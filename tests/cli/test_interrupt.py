@@ -190,6 +190,9 @@ def test_ctrl_c_on_a_terminal_asks_and_c_cancels_the_remote_batches(tmp_path: Pa
     log = tmp_path / "run.jsonl"
     terminal = Terminal(["jobs.toml", "--log", str(log)], tmp_path)
     wait_for_batch(log, terminal.proc)
+    # The progress line shows the batch once it is delivered past the log's fsync: asked before
+    # that, the command knows of no remote batch yet, and does not ask.
+    terminal.wait_for(b"remote batch")
     terminal.proc.send_signal(signal.SIGINT)
     terminal.wait_for(b"[c]ancel them?")
     os.write(terminal.master, b"c\n")
@@ -203,6 +206,9 @@ def test_a_second_ctrl_c_at_the_question_detaches_now(tmp_path: Path, fake_api: 
     log = tmp_path / "run.jsonl"
     terminal = Terminal(["jobs.toml", "--log", str(log)], tmp_path)
     wait_for_batch(log, terminal.proc)
+    # The progress line shows the batch once it is delivered past the log's fsync: asked before
+    # that, the command knows of no remote batch yet, and does not ask.
+    terminal.wait_for(b"remote batch")
     terminal.proc.send_signal(signal.SIGINT)
     terminal.wait_for(b"[c]ancel them?")
     terminal.proc.send_signal(signal.SIGINT)
