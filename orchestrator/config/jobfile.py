@@ -144,8 +144,12 @@ def _read_prompts_file(path: Path, problems: Problems, owner: str) -> list[JobSo
         value = orjson.loads(line)
         return ({"prompt": value} if type(value) is str else value), None
 
-    lines = text.splitlines()
+    # Lines end at "\n" alone (a "\r" before it is JSON whitespace): str.splitlines would also
+    # split at U+2028, NEL and others, which JSON allows raw inside a string.
+    lines = text.split("\n")
     del text
+    if lines[-1] == "":
+        lines.pop()  # the last line's own end
     every = _all_prompts(lines)
     if every is not None:
         return [PlainRows(name, "line", remake, lines, array("L", range(1, len(lines) + 1)), *every)]

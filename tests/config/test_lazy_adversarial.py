@@ -1,0 +1,78 @@
+"""Jobs made lazily from kept rows against the same rows resolved in full, and Jobs from rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from orchestrator.config import dataset
+from orchestrator.config.jobfile import load_job_file
+from orchestrator.errors import ConfigError
+
+COLUMNS = ("a", "b", "c")
+values = st.one_of(
+    st.text(max_size=6),
+    st.sampled_from(["", "{", "}}", "{{a}}", "\u2028", "é", "0", "1"]),
+    st.integers(min_value=-3, max_value=3),
+    st.floats(allow_nan=False, allow_infinity=False, width=32),
+    st.booleans(),
+    st.none(),
+)
+rows = st.lists(st.dictionaries(st.sampled_from(COLUMNS), values), min_size=1, max_size=12)
+templates = st.sampled_from(["{a}", "x {a} {{b}} {b}", "{{literal}}", "{c}-{a}"])
+ids = st.sampled_from([None, ("id_column", "c"), ("id_template", "r-{b}"), ("id_template", "same")])
+
+
+def _load(path: Path) -> tuple[list[Any], list[str]]:
+    try:
+        spec = load_job_file(path)
+    except ConfigError as exc:
+        return [], list(exc.problems)
+    return list(spec.jobs), []
+
+
+@pytest.fixture
+def in_full() -> Iterator[Any]:
+    """Loading with every row checked and resolved in full (no row kept plain)."""
+
+    def load(path: Path) -> tuple[list[Any], list[str]]:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(dataset._Rendering, "plain_ids", lambda self: lambda row: None)
+            patch.setattr(dataset._Rendering, "plain_block", lambda self, rows: None)
+            return _load(path)
+
+    yield load
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=rows, prompt=templates, ident=ids, system=st.booleans())
+def test_a_job_made_from_a_kept_row_equals_it_resolved_in_full(
+    tmp_path: Path, in_full: Any, rows: list[dict[str, Any]], prompt: str, ident: Any, system: bool
+) -> None:
+    (tmp_path / "rows.jsonl").write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in rows))
+    lines = [f"prompt_template = {prompt!r}"]
+    if ident is not None:
+        lines.append(f"{ident[0]} = {ident[1]!r}")
+    if system:
+        lines.append('system_template = "sys {b}"')
+    path = tmp_path / "jobs.toml"
+    path.write_text('data_file = "rows.jsonl"\n[defaults]\n' + "\n".join(lines) + "\n")
+    assert _load(path) == in_full(path)
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+def test_a_prompts_file_splits_lines_at_newlines_only(tmp_path: Path, mixed: bool) -> None:
+    # U+2028, U+2029 and NEL may stand raw inside a JSON string: they do not end a line.
+    lines = ['"one\u2028two"', '"x\x85y"', '{"prompt": "p\u2029q", "id": "k"}' if mixed else '"p\u2029q"']
+    (tmp_path / "p.jsonl").write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
+    (tmp_path / "jobs.toml").write_text('prompts_file = "p.jsonl"\n')
+    spec = load_job_file(tmp_path / "jobs.toml")
+    assert [job.prompt for job in spec.jobs] == ["one\u2028two", "x\x85y", "p\u2029q"]
+    if mixed:
+        assert spec.jobs[2].id == "k"
