@@ -40,7 +40,7 @@ import orjson
 from orchestrator.config.check import Problems, describe, did_you_mean
 from orchestrator.config.dataset import data_file_jobs, load_data_file
 from orchestrator.config.resolve import BATCH_KEYS, NO_OVERRIDES, Overrides, resolve
-from orchestrator.config.sources import JobSource, PlainRows, collector_paused, derived_id
+from orchestrator.config.sources import JobSource, PlainRows, collector_paused, derived_id, is_plain
 from orchestrator.errors import ConfigError
 from orchestrator.spec import BatchSpec
 
@@ -164,16 +164,17 @@ def _read_prompts_file(path: Path, problems: Problems, owner: str) -> list[JobSo
         except invalid as exc:
             problems.append(f"{name}: line {number}: invalid JSON: {exc}")
             continue
-        if type(value) is str:
+        if type(value) is str and value:
             job_id, derived = derived_id(value), 1
         elif type(value) is dict and _plain_object(value):
             given = value.get("id")
             job_id, derived = (given, 0) if given else (derived_id(value["prompt"]), 1)
-        elif isinstance(value, dict):
+        elif isinstance(value, dict | str):  # a job table, or an empty prompt (see is_plain)
             if plain.ids:
                 jobs.append(plain)
                 plain = PlainRows(name, "line", remake)
-            jobs.append(JobSource(f"{name}: line {number}", "", value))
+            table = {"prompt": value} if type(value) is str else value
+            jobs.append(JobSource(f"{name}: line {number}", "", table))
             continue
         else:
             problems.append(f"{name}: line {number}: expected a JSON string or object, got {describe(value)}")
@@ -194,19 +195,15 @@ def _all_prompts(lines: list[str]) -> tuple[list[str], bytearray] | None:
         prompts = list(map(orjson.loads, lines))
     except orjson.JSONDecodeError:
         return None  # a blank line or a bad one: the line-by-line path says which
-    if set(map(type, prompts)) != {str}:
-        return None
+    if set(map(type, prompts)) != {str} or "" in prompts:
+        return None  # an empty prompt is checked in full (see is_plain)
     return list(map(derived_id, prompts)), bytearray(b"\x01") * len(prompts)
 
 
 def _plain_object(value: dict[str, Any]) -> bool:
-    """A job object with a prompt and at most an id (not empty, no NUL): both strings."""
-    if not isinstance(value.get("prompt"), str) or len(value) > 2:
-        return False
-    if len(value) == 1:
-        return True
-    given = value.get("id")
-    return isinstance(given, str) and given != "" and "\0" not in given
+    """A plain job table (see :func:`is_plain`) whose id, if any, is not empty and has no NUL."""
+    given = value.get("id", "x")
+    return is_plain(value) and given != "" and "\0" not in given
 
 
 def build_batch(queries: Iterable[str | Mapping[str, Any]], defaults: Mapping[str, Any]) -> BatchSpec:

@@ -95,10 +95,13 @@ def derived_id(named: str) -> str:
 
 
 def is_plain(table: Any) -> bool:
-    """A job table with a prompt and at most an id, both strings (a prompts file's usual line)."""
+    """A job table with a prompt and at most an id, both strings (a prompts file's usual line).
+    The prompt is not empty: an empty one leaves the last turn (and the derived id) to the
+    defaults' messages, if any, so such a job is checked in full."""
     return (
         type(table) is dict
         and isinstance(table.get("prompt"), str)
+        and table["prompt"] != ""
         and len(table) <= 2
         and (len(table) == 1 or isinstance(table.get("id"), str))
     )

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.config import dataset
+from orchestrator.config import dataset, resolve
 from orchestrator.config.jobfile import load_job_file
 from orchestrator.errors import ConfigError
 
@@ -45,6 +45,7 @@ def in_full() -> Iterator[Any]:
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(dataset._Rendering, "plain_ids", lambda self: lambda row: None)
             patch.setattr(dataset._Rendering, "plain_block", lambda self, rows: None)
+            patch.setattr(resolve, "is_plain", lambda table: False)  # no shortcut for plain tables
             return _load(path)
 
     yield load
@@ -76,3 +77,38 @@ def test_a_prompts_file_splits_lines_at_newlines_only(tmp_path: Path, mixed: boo
     assert [job.prompt for job in spec.jobs] == ["one\u2028two", "x\x85y", "p\u2029q"]
     if mixed:
         assert spec.jobs[2].id == "k"
+
+
+@pytest.mark.parametrize("last", ["user", "assistant"])
+@pytest.mark.parametrize("texts", [["a", "", ""], ["", "a", ""], ["a", "b", ""]])
+def test_an_empty_prompt_after_a_default_conversation_is_checked_as_in_full(
+    tmp_path: Path, in_full: Any, last: str, texts: list[str]
+) -> None:
+    # An empty prompt leaves the conversation's last turn to the defaults' messages: that turn
+    # must be the user's, and the derived id comes from the messages (as for [[jobs]] tables).
+    (tmp_path / "rows.jsonl").write_bytes(b"".join(orjson.dumps({"t": t}) + b"\n" for t in texts))
+    path = tmp_path / "jobs.toml"
+    path.write_text(
+        'data_file = "rows.jsonl"\n[defaults]\nprompt_template = "{t}"\n'
+        f'messages = [{{role = "user", content = "hi"}}, {{role = "{last}", content = "yo"}}]\n'
+    )
+    lazy = _load(path)
+    assert lazy == in_full(path)
+    if last == "assistant":
+        assert len(lazy[1]) == texts.count("")  # every such row is reported
+
+
+@pytest.mark.parametrize("lines", [['"a"', '""'], ['{"prompt": "a"}', '{"prompt": "", "id": "k"}']])
+def test_an_empty_prompt_in_a_prompts_file_after_a_default_conversation_is_reported(
+    tmp_path: Path, lines: list[str]
+) -> None:
+    (tmp_path / "p.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "jobs.toml").write_text(
+        'prompts_file = "p.jsonl"\n[defaults]\n'
+        'messages = [{role = "user", content = "hi"}, {role = "assistant", content = "yo"}]\n'
+    )
+    with pytest.raises(ConfigError) as exc:
+        load_job_file(tmp_path / "jobs.toml")
+    assert [p.split(": ", 1)[1] for p in exc.value.problems] == [
+        "line 2: defaults.messages: the conversation must end with a user turn (or give a prompt)"
+    ]
