@@ -1,0 +1,64 @@
+"""Stops and dedupe over jobs made lazily from a data file's rows (on trio's virtual clock)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from orchestrator.config.jobfile import load_job_file
+from orchestrator.events import Tagged
+from orchestrator.jobs import Rows
+from orchestrator.run import runner
+from orchestrator.run.control import RunControl
+from tests.helpers import Recorder, job_ends, run_virtual
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    stop_after=st.integers(min_value=0, max_value=4000),
+    concurrency=st.integers(min_value=1, max_value=6),
+    kinds=st.integers(min_value=1, max_value=700),
+    dedupe=st.booleans(),
+)
+def test_a_stop_at_any_point_ends_every_lazily_made_job_exactly_once(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    stop_after: int,
+    concurrency: int,
+    kinds: int,
+    dedupe: bool,
+) -> None:
+    monkeypatch.setattr(runner, "ANNOUNCE_AHEAD", 16)
+    # Equal prompts far apart (beyond the announcer's window): followers of long-ended leaders.
+    (tmp_path / "rows.csv").write_text("id,text\n" + "".join(f"r{i},t{i % kinds}\n" for i in range(900)))
+    (tmp_path / "jobs.toml").write_text(
+        'data_file = "rows.csv"\n[defaults]\nprompt_template = "{text}"\nid_column = "id"\n'
+        f"concurrency = {concurrency}\ndedupe = {str(dedupe).lower()}\n"
+        "[defaults.sim]\nttft = 1.0\nlatency_jitter = 0.9\nreply_tokens = 1\n"
+    )
+    spec = load_job_file(tmp_path / "jobs.toml")
+    assert isinstance(spec.jobs.parts[-1], Rows)
+    ids = list(spec.jobs.ids())
+    control = RunControl()
+
+    class StopAfter(Recorder):
+        async def deliver(self, batch: Sequence[Tagged]) -> None:
+            await super().deliver(batch)
+            if len(self.events) >= stop_after:
+                control.cancel("interrupted")
+
+    recorder = StopAfter()
+    result = run_virtual(spec, subscribers=[recorder], control=control)
+    ends = job_ends(recorder.events, ids)
+    assert {job: kinds for job, kinds in ends.items() if len(kinds) != 1} == {}
+    queued = [t.job_id for t in recorder.events if t.event.kind == "job_queued"]
+    assert queued == ids[: len(queued)]
+    summary = result.summary
+    assert summary.succeeded + summary.cancelled + summary.skipped + summary.failed == len(ids)
+    assert [job for job, r in result.jobs.items() if r.status == "skipped"] == [
+        job for job, kinds in ends.items() if kinds == ["jobs_skipped"]
+    ]
