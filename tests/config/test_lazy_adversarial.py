@@ -112,3 +112,63 @@ def test_an_empty_prompt_in_a_prompts_file_after_a_default_conversation_is_repor
     assert [p.split(": ", 1)[1] for p in exc.value.problems] == [
         "line 2: defaults.messages: the conversation must end with a user turn (or give a prompt)"
     ]
+
+
+cells = st.one_of(st.text(max_size=5), st.sampled_from(["", "{x}", "}}", "r1", "p-" + "0" * 10, "\r\n", "\ufeff"]))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rows=st.lists(st.tuples(cells, cells, st.sampled_from(["", "m2", "0", "x"])), min_size=1, max_size=10),
+    ident=st.sampled_from(["", 'id_column = "id"', 'id_template = "{id}-{text}"']),
+    extra=st.sampled_from(["", 'row_settings = ["model", "max_tokens"]', 'columns = ["id"]']),
+    tables=st.integers(min_value=0, max_value=2),
+)
+def test_a_csv_row_made_lazily_equals_it_resolved_in_full(
+    tmp_path: Path, in_full: Any, rows: list[tuple[str, str, str]], ident: str, extra: str, tables: int
+) -> None:
+    import csv
+    import io
+
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\r\n")
+    writer.writerow(["id", "text", "model", "max_tokens"])
+    writer.writerows([(job_id, cell, model, model) for job_id, cell, model in rows])
+    (tmp_path / "rows.csv").write_text("\ufeff" + text.getvalue(), encoding="utf-8", newline="")
+    path = tmp_path / "jobs.toml"
+    jobs = "".join(f'[[jobs]]\nid = "r{i}"\nprompt = "t"\n' for i in range(tables))  # ids rows may repeat
+    path.write_text(f'data_file = "rows.csv"\n[defaults]\nprompt_template = "{{text}}"\n{ident}\n{extra}\n{jobs}')
+    assert _load(path) == in_full(path)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    lines=st.lists(
+        st.one_of(
+            st.text(max_size=5).map(lambda t: orjson.dumps(t).decode()),
+            st.fixed_dictionaries({"prompt": st.text(max_size=4)}, optional={"id": cells}).map(
+                lambda d: orjson.dumps(d).decode()
+            ),
+            st.sampled_from(["", "  ", "[1]", "3", "null", '{"prompt": "x", "model": "m"}', "{bad"]),
+        ),
+        min_size=1,
+        max_size=10,
+    )
+)
+def test_a_prompts_file_line_made_lazily_equals_it_resolved_in_full(
+    tmp_path: Path, in_full: Any, lines: list[str]
+) -> None:
+    (tmp_path / "p.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path = tmp_path / "jobs.toml"
+    path.write_text('prompts_file = "p.jsonl"\n')
+
+    def full(table: Any) -> bool:
+        return False
+
+    with pytest.MonkeyPatch.context() as patch:
+        from orchestrator.config import jobfile
+
+        patch.setattr(jobfile, "_all_prompts", lambda lines: None)
+        patch.setattr(jobfile, "_plain_object", full)
+        expected = in_full(path)
+    assert _load(path) == expected
