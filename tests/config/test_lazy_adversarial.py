@@ -172,3 +172,23 @@ def test_a_prompts_file_line_made_lazily_equals_it_resolved_in_full(
         patch.setattr(jobfile, "_plain_object", full)
         expected = in_full(path)
     assert _load(path) == expected
+
+
+def test_row_numbers_stay_exact_across_blocks_with_blank_and_bad_lines(tmp_path: Path) -> None:
+    lines = [orjson.dumps({"id": f"r{i}", "t": f"x{i}"}).decode() for i in range(1, 5001)]
+    lines[2046] = ""  # row 2,047 blank, in the first block
+    lines[3000] = "[1]"  # row 3,001: JSON, not an object, in the second block
+    lines[4999] = orjson.dumps({"id": "r2049", "t": "again"}).decode()  # row 5,000 repeats row 2,049
+    lines[3999] = "x" * 300_000  # a very long bad line
+    (tmp_path / "rows.jsonl").write_text("\n".join(lines) + "\n")
+    path = tmp_path / "jobs.toml"
+    path.write_text('data_file = "rows.jsonl"\n[defaults]\nprompt_template = "{t}"\nid_column = "id"\n')
+    with pytest.raises(ConfigError) as exc:
+        load_job_file(path)
+    name = tmp_path / "rows.jsonl"
+    problems = [p.split(": invalid JSON")[0] for p in exc.value.problems]
+    assert problems == [
+        f"{name}: row 3,001: expected a JSON object, got a list",
+        f"{name}: row 4,000",
+        f"{name}: row 5,000: id: duplicate id 'r2049' (also at {name}: row 2,049)",
+    ]
