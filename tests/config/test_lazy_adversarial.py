@@ -114,7 +114,9 @@ def test_an_empty_prompt_in_a_prompts_file_after_a_default_conversation_is_repor
     ]
 
 
-cells = st.one_of(st.text(max_size=5), st.sampled_from(["", "{x}", "}}", "r1", "p-" + "0" * 10, "\r\n", "\ufeff"]))
+cells = st.one_of(
+    st.text(max_size=5), st.sampled_from(["", "{x}", "}}", "r1", "p-" + "0" * 10, "\r\n", "\ufeff"])
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -137,7 +139,9 @@ def test_a_csv_row_made_lazily_equals_it_resolved_in_full(
     (tmp_path / "rows.csv").write_text("\ufeff" + text.getvalue(), encoding="utf-8", newline="")
     path = tmp_path / "jobs.toml"
     jobs = "".join(f'[[jobs]]\nid = "r{i}"\nprompt = "t"\n' for i in range(tables))  # ids rows may repeat
-    path.write_text(f'data_file = "rows.csv"\n[defaults]\nprompt_template = "{{text}}"\n{ident}\n{extra}\n{jobs}')
+    path.write_text(
+        f'data_file = "rows.csv"\n[defaults]\nprompt_template = "{{text}}"\n{ident}\n{extra}\n{jobs}'
+    )
     assert _load(path) == in_full(path)
 
 
@@ -192,3 +196,65 @@ def test_row_numbers_stay_exact_across_blocks_with_blank_and_bad_lines(tmp_path:
         f"{name}: row 4,000",
         f"{name}: row 5,000: id: duplicate id 'r2049' (also at {name}: row 2,049)",
     ]
+
+
+def _part(kind: str, start: int, n: int) -> Any:
+    from orchestrator.jobs import Held, Rows
+    from orchestrator.spec import JobSpec
+
+    backend = "sim" if kind != "other" else "local"
+    if kind == "held":
+        return Held([JobSpec(id=f"j{i}", prompt=f"p{i}", backend=backend) for i in range(start, start + n)])
+    return Rows(
+        list(range(start, start + n)),
+        [f"j{i}" for i in range(start, start + n)],
+        lambda c, job_id: JobSpec(id=job_id, prompt=f"p{c}", backend=backend, content_hash=f"h{c}"),
+        backend,
+        lambda c: f"h{c}",
+    )
+
+
+@settings(max_examples=200)
+@given(
+    sizes=st.lists(st.tuples(st.sampled_from(["held", "rows", "other"]), st.integers(0, 1300)), max_size=4),
+    reads=st.lists(
+        st.one_of(
+            st.integers(-3000, 3000),
+            st.tuples(
+                st.integers(-3000, 3000) | st.none(),
+                st.integers(-3000, 3000) | st.none(),
+                st.sampled_from([None, 1, 2, -1, -700]),
+            ),
+        )
+    ),
+    keep=st.integers(1, 5),
+)
+def test_jobs_from_rows_index_and_slice_as_the_list_of_their_jobs(
+    sizes: list[tuple[str, int]], reads: list[Any], keep: int
+) -> None:
+    from orchestrator.jobs import Jobs
+
+    parts, start = [], 0
+    for kind, n in sizes:
+        parts.append(_part(kind, start, n))
+        start += n
+    jobs = Jobs(parts)
+    expected = [job for part in parts for job in part.resolve(0, len(part))]
+    assert len(jobs) == len(expected) and list(jobs.ids()) == [job.id for job in expected]
+    for read in reads:  # in any order: the chunk kept between two reads never shows through
+        if isinstance(read, int):
+            if -len(expected) <= read < len(expected):
+                assert jobs[read] == expected[read]
+                assert jobs.backend(read % len(expected)) == expected[read].backend
+            else:
+                with pytest.raises(IndexError):
+                    jobs[read]
+        else:
+            assert jobs[slice(*read)] == tuple(expected[slice(*read)])
+    picked = jobs.pick(list(range(0, len(expected), keep)))
+    assert list(picked) == expected[::keep] and picked[-1:] == tuple(expected[::keep][-1:])
+    assert jobs == expected and list(jobs.of_backend("local")) == [
+        j for j in expected if j.backend == "local"
+    ]
+    hashes = [job.content_hash or None for job in expected]
+    assert [h if h.startswith("h") else None for h in jobs.content_hashes()] == hashes
