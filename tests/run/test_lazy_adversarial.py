@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.config.jobfile import load_job_file
@@ -17,12 +17,13 @@ from orchestrator.run.control import RunControl
 from tests.helpers import Recorder, job_ends, run_virtual
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     stop_after=st.integers(min_value=0, max_value=4000),
     concurrency=st.integers(min_value=1, max_value=6),
     kinds=st.integers(min_value=1, max_value=700),
     dedupe=st.booleans(),
+    how=st.sampled_from(["cancel", "deadline", "max_cost_usd"]),
 )
 def test_a_stop_at_any_point_ends_every_lazily_made_job_exactly_once(
     tmp_path: Path,
@@ -31,6 +32,7 @@ def test_a_stop_at_any_point_ends_every_lazily_made_job_exactly_once(
     concurrency: int,
     kinds: int,
     dedupe: bool,
+    how: str,
 ) -> None:
     monkeypatch.setattr(runner, "ANNOUNCE_AHEAD", 16)
     # Equal prompts far apart (beyond the announcer's window): followers of long-ended leaders.
@@ -38,7 +40,10 @@ def test_a_stop_at_any_point_ends_every_lazily_made_job_exactly_once(
     (tmp_path / "jobs.toml").write_text(
         'data_file = "rows.csv"\n[defaults]\nprompt_template = "{text}"\nid_column = "id"\n'
         f"concurrency = {concurrency}\ndedupe = {str(dedupe).lower()}\n"
-        "[defaults.sim]\nttft = 1.0\nlatency_jitter = 0.9\nreply_tokens = 1\n"
+        + {"cancel": "", "deadline": f"deadline = {stop_after / 50 + 0.1}\n"}.get(
+            how, f"max_cost_usd = {stop_after * 1e-6 + 1e-7}\nhard_cap = true\n"
+        )
+        + "[defaults.sim]\nttft = 1.0\nlatency_jitter = 0.9\nreply_tokens = 1\n"
     )
     spec = load_job_file(tmp_path / "jobs.toml")
     assert isinstance(spec.jobs.parts[-1], Rows)
@@ -48,7 +53,7 @@ def test_a_stop_at_any_point_ends_every_lazily_made_job_exactly_once(
     class StopAfter(Recorder):
         async def deliver(self, batch: Sequence[Tagged]) -> None:
             await super().deliver(batch)
-            if len(self.events) >= stop_after:
+            if how == "cancel" and len(self.events) >= stop_after:
                 control.cancel("interrupted")
 
     recorder = StopAfter()
@@ -58,6 +63,7 @@ def test_a_stop_at_any_point_ends_every_lazily_made_job_exactly_once(
     queued = [t.job_id for t in recorder.events if t.event.kind == "job_queued"]
     assert queued == ids[: len(queued)]
     summary = result.summary
+    event(f"{how}: stopped={summary.stopped is not None}")
     assert summary.succeeded + summary.cancelled + summary.skipped + summary.failed == len(ids)
     assert [job for job, r in result.jobs.items() if r.status == "skipped"] == [
         job for job, kinds in ends.items() if kinds == ["jobs_skipped"]
