@@ -14,6 +14,7 @@ from orchestrator.events import Tagged
 from orchestrator.jobs import Rows
 from orchestrator.run import runner
 from orchestrator.run.control import RunControl
+from orchestrator.spec import BatchSpec
 from tests.helpers import Recorder, job_ends, run_virtual
 
 
@@ -68,3 +69,38 @@ def test_a_stop_at_any_point_ends_every_lazily_made_job_exactly_once(
     assert [job for job, r in result.jobs.items() if r.status == "skipped"] == [
         job for job, kinds in ends.items() if kinds == ["jobs_skipped"]
     ]
+
+
+@pytest.mark.parametrize("stop_after", [None, 40])
+def test_resume_over_a_data_file_reruns_only_the_changed_rows(tmp_path: Path, stop_after: int | None) -> None:
+    import attrs
+
+    from orchestrator.record.resume import plan
+
+    def write(changed: set[int]) -> BatchSpec:
+        rows = "".join(f"r{i},t{i % 9}{'!' if i in changed else ''}\n" for i in range(1200))
+        (tmp_path / "rows.csv").write_text("id,text\n" + rows)
+        (tmp_path / "jobs.toml").write_text(
+            'data_file = "rows.csv"\n[defaults]\nprompt_template = "{text}"\nid_column = "id"\n'
+            f'concurrency = 8\nlog = "{tmp_path / "run.jsonl"}"\n'
+        )
+        return load_job_file(tmp_path / "jobs.toml")
+
+    control = RunControl()
+
+    class StopAfter(Recorder):
+        async def deliver(self, batch: Sequence[Tagged]) -> None:
+            await super().deliver(batch)
+            if stop_after is not None and len(self.events) >= stop_after:
+                control.cancel("interrupted")
+
+    first = run_virtual(write(set()), subscribers=[StopAfter()], control=control)
+    done = {job for job, r in first.jobs.items() if r.status == "succeeded"}
+    changed = {0, 1, 700, 1199}  # the first row (made in full) too
+    resumed = plan(write(changed), str(tmp_path / "run.jsonl"))
+    left = list(resumed.spec.jobs.ids())
+    expected = [f"r{i}" for i in range(1200) if i in changed or f"r{i}" not in done]
+    assert left == expected and resumed.already_done == len(done - {f"r{i}" for i in changed})
+    assert [job.id for job in resumed.spec.jobs] == expected
+    again = run_virtual(attrs.evolve(resumed.spec))
+    assert again.summary.succeeded == len(expected)
