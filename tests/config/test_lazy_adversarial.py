@@ -258,3 +258,27 @@ def test_jobs_from_rows_index_and_slice_as_the_list_of_their_jobs(
     ]
     hashes = [job.content_hash or None for job in expected]
     assert [h if h.startswith("h") else None for h in jobs.content_hashes()] == hashes
+
+
+def test_jobs_made_from_rows_keep_the_content_hashes_logs_written_before_hold(tmp_path: Path) -> None:
+    # Hashes as loading made them when every row was resolved in full: resuming such a log runs
+    # nothing again.
+    (tmp_path / "h.csv").write_text('id,text,lang\nr1,hello,en\nr2,"multi\nline",fr\nr3,,de\n')
+    (tmp_path / "h.toml").write_text(
+        'data_file = "h.csv"\n[defaults]\nprompt_template = "Say {text}"\nsystem_template = "in {lang}"\n'
+        'model = "m"\ncolumns = ["lang"]\n'
+    )
+    (tmp_path / "p.jsonl").write_text('"a"\n{"prompt": "b", "id": "x"}\n')
+    (tmp_path / "p.toml").write_text('prompts_file = "p.jsonl"\n[defaults]\nmax_tokens = 5\n')
+    rows = load_job_file(tmp_path / "h.toml").jobs
+    prompts = load_job_file(tmp_path / "p.toml").jobs
+    assert [(job.id, job.content_hash) for job in rows] == [
+        ("p-6d995dba1a", "a86beea82200b0c3"),
+        ("p-f7034bab18", "71a3d76909845cd9"),
+        ("p-f7007c2dc6", "b7a9cffdd28320b7"),
+    ]
+    assert list(rows.content_hashes()) == [job.content_hash for job in rows]
+    assert [(job.id, job.content_hash) for job in prompts] == [
+        ("p-ca978112ca", "9621e708abaf8304"),
+        ("x", "a76f21d2c124201c"),
+    ]
