@@ -99,7 +99,8 @@ def jsonl_records(lines: Iterable[bytes], name: str, problems: Problems) -> Reco
 
 def jsonl_blocks(lines: Iterable[bytes], name: str, problems: Problems) -> Iterator[list[Record]]:
     """:func:`jsonl_records` a block of lines at a time: a block of good rows is parsed with no
-    step per line in Python; a block holding a blank or bad line is read line by line."""
+    step per line in Python; a block holding a blank or bad line is read line by line (and is
+    empty when no line of it was a row)."""
     it = iter(lines)
     seen = False
     n = 1
@@ -117,8 +118,7 @@ def jsonl_blocks(lines: Iterable[bytes], name: str, problems: Problems) -> Itera
             if n == 1 and block[0].startswith(BOM):
                 block[0] = block[0][3:]
             seen = seen or bool(records) or any(line.strip() for line in block)
-            if records:
-                yield records
+            yield records  # even empty: the reader's caller may stop after so many problems
         n += len(block)
     if not seen:
         problems.append(f"{name}: empty file: no rows")

@@ -292,6 +292,10 @@ def row_jobs(
     start = len(problems)
     plain_id, plain_block = rendering.plain_ids(), rendering.plain_block
     for block in blocks:
+        if _too_many(problems, start, name):  # the reader's own (bad lines) count too
+            return [*jobs, plain] if plain.ids else jobs
+        if not block:
+            continue
         numbers, rows, lines = zip(*block, strict=True)
         found = plain_block(rows)
         if found is not None:
@@ -322,9 +326,20 @@ def row_jobs(
                 jobs.append(plain)
                 plain = PlainRows(name, "row", remake)
             jobs.append(JobSource(f"{name}: row {number(n)}", "", table, kept))
+    _too_many(problems, start, name)
     if plain.ids:
         jobs.append(plain)
     return jobs
+
+
+def _too_many(problems: Problems, start: int, name: str) -> bool:
+    """Whether more than :data:`MAX_ROW_PROBLEMS` problems follow ``start``: then only that many
+    are kept, and a line saying reading stopped."""
+    if len(problems) - start <= MAX_ROW_PROBLEMS:
+        return False
+    del problems[start + MAX_ROW_PROBLEMS :]
+    problems.append(f"{name}: stopped reading after {MAX_ROW_PROBLEMS} problems")
+    return True
 
 
 def _copies(data: Iterable[bytes]) -> Iterator[bytes]:

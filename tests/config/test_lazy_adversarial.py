@@ -282,3 +282,24 @@ def test_jobs_made_from_rows_keep_the_content_hashes_logs_written_before_hold(tm
         ("p-ca978112ca", "9621e708abaf8304"),
         ("x", "a76f21d2c124201c"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("rows.jsonl", "".join("{bad\n" if i % 2 else '{"t": "x"}\n' for i in range(600))),
+        ("rows.jsonl", "{bad\n" * 5000),  # no good row at all, over more than one block
+        ("rows.csv", "t,u\n" + "x\n" * 600),
+    ],
+)
+def test_bad_rows_found_while_reading_are_capped_like_the_others(
+    tmp_path: Path, name: str, text: str
+) -> None:
+    (tmp_path / name).write_text(text)
+    path = tmp_path / "jobs.toml"
+    path.write_text(f'data_file = "{name}"\n[defaults]\nprompt_template = "{{t}}"\n')
+    with pytest.raises(ConfigError) as exc:
+        load_job_file(path)
+    problems = exc.value.problems
+    assert len(problems) == dataset.MAX_ROW_PROBLEMS + 1
+    assert problems[-1] == f"{tmp_path / name}: stopped reading after {dataset.MAX_ROW_PROBLEMS} problems"
