@@ -146,7 +146,7 @@ def _read_prompts_file(path: Path, problems: Problems, owner: str) -> list[JobSo
 
     # Lines end at "\n" alone (a "\r" before it is JSON whitespace): str.splitlines would also
     # split at U+2028, NEL and others, which JSON allows raw inside a string.
-    lines = text.split("\n")
+    lines = text.removeprefix("\ufeff").split("\n")  # a byte order mark, as a data file may have
     del text
     if lines[-1] == "":
         lines.pop()  # the last line's own end

@@ -303,3 +303,12 @@ def test_bad_rows_found_while_reading_are_capped_like_the_others(
     problems = exc.value.problems
     assert len(problems) == dataset.MAX_ROW_PROBLEMS + 1
     assert problems[-1] == f"{tmp_path / name}: stopped reading after {dataset.MAX_ROW_PROBLEMS} problems"
+
+
+@pytest.mark.parametrize("lines", [['"a"', '"b"'], ['"a"', '{"prompt": "b", "model": "m"}']])
+def test_a_prompts_file_may_start_with_a_byte_order_mark_as_a_data_file_may(
+    tmp_path: Path, lines: list[str]
+) -> None:
+    (tmp_path / "p.jsonl").write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n")
+    (tmp_path / "jobs.toml").write_text('prompts_file = "p.jsonl"\n')
+    assert [job.prompt for job in load_job_file(tmp_path / "jobs.toml").jobs] == ["a", "b"]
