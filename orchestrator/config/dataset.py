@@ -37,13 +37,19 @@ import orjson
 from orchestrator.config.check import Problems, check_value, describe, did_you_mean, type_hints
 from orchestrator.config.data import Record, Row, blocks, number, read_blocks, stdin_records
 from orchestrator.config.resolve import NO_OVERRIDES, Overrides, resolve
-from orchestrator.config.sources import JobSource, PlainRows, collector_paused, derived_id
+from orchestrator.config.sources import (
+    MAX_ROW_PROBLEMS,
+    JobSource,
+    PlainRows,
+    collector_paused,
+    derived_id,
+    too_many,
+)
 from orchestrator.config.template import MissingColumn, Template, TemplateError, parse
 from orchestrator.errors import ConfigError
 from orchestrator.spec import BatchSpec, JobSpec
 
 ROW_SETTINGS = ("backend", "model", "system", "max_tokens", "temperature", "seed")
-MAX_ROW_PROBLEMS = 100  # a million bad rows are not a million lines on a terminal
 
 
 @attrs.frozen
@@ -292,7 +298,7 @@ def row_jobs(
     start = len(problems)
     plain_id, plain_block = rendering.plain_ids(), rendering.plain_block
     for block in blocks:
-        if _too_many(problems, start, name):  # the reader's own (bad lines) count too
+        if too_many(problems, start, name):  # the reader's own (bad lines) count too
             return [*jobs, plain] if plain.ids else jobs
         if not block:
             continue
@@ -314,8 +320,7 @@ def row_jobs(
                 plain.ids.append(one[0])
                 plain.derived.append(one[1])
                 continue
-            if len(problems) - start >= MAX_ROW_PROBLEMS:
-                problems.append(f"{name}: stopped reading after {MAX_ROW_PROBLEMS} problems")
+            if too_many(problems, start, name):
                 return [*jobs, plain] if plain.ids else jobs
             local: Problems = []
             table, kept = rendering.table(row, local)
@@ -326,20 +331,11 @@ def row_jobs(
                 jobs.append(plain)
                 plain = PlainRows(name, "row", remake)
             jobs.append(JobSource(f"{name}: row {number(n)}", "", table, kept))
-    _too_many(problems, start, name)
+    if len(problems) - start > MAX_ROW_PROBLEMS:  # the reader's, after the last block
+        too_many(problems, start, name)
     if plain.ids:
         jobs.append(plain)
     return jobs
-
-
-def _too_many(problems: Problems, start: int, name: str) -> bool:
-    """Whether more than :data:`MAX_ROW_PROBLEMS` problems follow ``start``: then only that many
-    are kept, and a line saying reading stopped."""
-    if len(problems) - start <= MAX_ROW_PROBLEMS:
-        return False
-    del problems[start + MAX_ROW_PROBLEMS :]
-    problems.append(f"{name}: stopped reading after {MAX_ROW_PROBLEMS} problems")
-    return True
 
 
 def _copies(data: Iterable[bytes]) -> Iterator[bytes]:

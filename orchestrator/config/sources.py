@@ -66,6 +66,19 @@ class PlainRows:
         return JobSource(self.where(i), "", table, row)
 
 
+MAX_ROW_PROBLEMS = 100  # a million bad rows are not a million lines on a terminal
+
+
+def too_many(problems: list[str], start: int, name: str) -> bool:
+    """Whether :data:`MAX_ROW_PROBLEMS` or more problems follow ``start``: then only that many
+    are kept, and a line saying reading ``name`` stopped."""
+    if len(problems) - start < MAX_ROW_PROBLEMS:
+        return False
+    del problems[start + MAX_ROW_PROBLEMS :]
+    problems.append(f"{name}: stopped reading after {MAX_ROW_PROBLEMS} problems")
+    return True
+
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -205,9 +218,12 @@ def lazy_rows(rows: PlainRows, plain: PlainJobs, ids: Ids, problems: list[str]) 
     else:
         taken = []
         take, derived = ids.take, rows.derived
+        start = len(problems)
         for i in range(1, len(rows.ids)):
             job_id = take(rows.ids[i], derived=bool(derived[i]))
             if job_id is None:
+                if too_many(problems, start, rows.name):
+                    break
                 problems.append(
                     f"{rows.where(i)}: id: duplicate id {rows.ids[i]!r} (also at {ids.where(rows.ids[i])})"
                 )

@@ -312,3 +312,16 @@ def test_a_prompts_file_may_start_with_a_byte_order_mark_as_a_data_file_may(
     (tmp_path / "p.jsonl").write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n")
     (tmp_path / "jobs.toml").write_text('prompts_file = "p.jsonl"\n')
     assert [job.prompt for job in load_job_file(tmp_path / "jobs.toml").jobs] == ["a", "b"]
+
+
+def test_repeated_ids_among_kept_rows_are_capped_like_other_bad_rows(tmp_path: Path) -> None:
+    # An id column that is not one (a label): every row after the first two repeats an id.
+    (tmp_path / "rows.csv").write_text("id,text\n" + "".join(f"{i % 2},t{i}\n" for i in range(5000)))
+    path = tmp_path / "jobs.toml"
+    path.write_text('data_file = "rows.csv"\n[defaults]\nprompt_template = "{text}"\nid_column = "id"\n')
+    with pytest.raises(ConfigError) as exc:
+        load_job_file(path)
+    problems, name = exc.value.problems, tmp_path / "rows.csv"
+    assert len(problems) == dataset.MAX_ROW_PROBLEMS + 1
+    assert problems[0] == f"{name}: row 3: id: duplicate id '0' (also at {name}: row 1)"
+    assert problems[-1] == f"{name}: stopped reading after {dataset.MAX_ROW_PROBLEMS} problems"
