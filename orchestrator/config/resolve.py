@@ -33,7 +33,16 @@ from orchestrator.config.check import (
 )
 from orchestrator.config.output import KEYS as OUTPUT_SCHEMA_KEYS
 from orchestrator.config.output import read_output_schema
-from orchestrator.config.sources import Ids, JobSource, PlainJobs, PlainRows, derived_id, is_plain, lazy_rows
+from orchestrator.config.sources import (
+    Ids,
+    JobSource,
+    PlainJobs,
+    PlainRows,
+    derived_id,
+    is_plain,
+    lazy_rows,
+    too_many,
+)
 from orchestrator.jobs import Held, Jobs, Part
 from orchestrator.spec import BackendLimits, BatchSpec, JobSpec
 
@@ -227,9 +236,12 @@ def assemble(
         if isinstance(item, CheckedJob):
             one(item)
             continue
+        start = len(problems)
         plain = _first_in_full(item, one, held, shared)
         if plain is None:  # the first row has problems: check every row in full
             for i in range(1, len(item.ids)):
+                if too_many(problems, start, item.name):  # a bad default: the same for each row
+                    break
                 one(check_job(item.source(i)))
             continue
         if held:

@@ -325,3 +325,17 @@ def test_repeated_ids_among_kept_rows_are_capped_like_other_bad_rows(tmp_path: P
     assert len(problems) == dataset.MAX_ROW_PROBLEMS + 1
     assert problems[0] == f"{name}: row 3: id: duplicate id '0' (also at {name}: row 1)"
     assert problems[-1] == f"{name}: stopped reading after {dataset.MAX_ROW_PROBLEMS} problems"
+
+
+def test_a_bad_default_every_row_takes_is_reported_a_capped_number_of_times(tmp_path: Path) -> None:
+    (tmp_path / "rows.csv").write_text("id,text\n" + "".join(f"r{i},t{i}\n" for i in range(1000)))
+    path = tmp_path / "jobs.toml"
+    path.write_text('data_file = "rows.csv"\n[defaults]\nprompt_template = "{text}"\nbackend = "nope"\n')
+    with pytest.raises(ConfigError) as exc:
+        load_job_file(path)
+    problems = exc.value.problems
+    assert len(problems) == dataset.MAX_ROW_PROBLEMS + 1
+    assert "row 1: defaults.backend: unknown backend 'nope'" in problems[0]
+    assert (
+        problems[-1] == f"{tmp_path / 'rows.csv'}: stopped reading after {dataset.MAX_ROW_PROBLEMS} problems"
+    )
