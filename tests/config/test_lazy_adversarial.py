@@ -339,3 +339,28 @@ def test_a_bad_default_every_row_takes_is_reported_a_capped_number_of_times(tmp_
     assert (
         problems[-1] == f"{tmp_path / 'rows.csv'}: stopped reading after {dataset.MAX_ROW_PROBLEMS} problems"
     )
+
+
+def test_the_command_resumes_a_data_file_running_only_changed_rows_and_a_dry_run_counts_them(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    from tests.cli.test_cli import orchestrate
+
+    def write(changed: set[int]) -> None:
+        rows = "".join(f"r{i},t{i % 50}{'!' if i in changed else ''}\n" for i in range(3000))
+        (tmp_path / "rows.csv").write_text("id,text\n" + rows)
+
+    args = ("rows.csv", "--prompt-template", "{text}", "--id-column", "id", "--json", "-c", "50")
+    write(set())
+    dry = orchestrate(*args, "--dry-run", cwd=tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout)["jobs"] == 3000 and json.loads(dry.stdout)["deduplicated"] == 2950
+    first = orchestrate(*args, "--log", "run.jsonl", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    write({0, 2048, 2999})
+    again = orchestrate(*args, "--resume", "run.jsonl", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    summary = json.loads(again.stdout)
+    assert (summary["jobs"], summary["already_done"], summary["succeeded"]) == (3, 2997, 3)
