@@ -364,3 +364,23 @@ def test_the_command_resumes_a_data_file_running_only_changed_rows_and_a_dry_run
     assert again.returncode == 0, again.stderr
     summary = json.loads(again.stdout)
     assert (summary["jobs"], summary["already_done"], summary["succeeded"]) == (3, 2997, 3)
+
+
+@pytest.mark.parametrize("ident", ["", 'id_column = "id"'])
+def test_rows_checked_in_full_at_block_edges_keep_their_place_among_kept_rows(
+    tmp_path: Path, in_full: Any, ident: str
+) -> None:
+    special = {1, 100, 2047, 2048, 2049, 4096, 5000}
+    rows = [
+        {"id": f"r{n}", "t": f"x{n % 40}", **({"model": "m2"} if n in special else {})}
+        for n in range(1, 5001)
+    ]
+    (tmp_path / "rows.jsonl").write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in rows))
+    path = tmp_path / "jobs.toml"
+    path.write_text(
+        'data_file = "rows.jsonl"\n[defaults]\nprompt_template = "{t}"\n'
+        f'row_settings = ["model"]\n{ident}\n'
+    )
+    lazy, expected = _load(path), in_full(path)
+    assert lazy == expected and len(lazy[0]) == 5000
+    assert [job.model for job in lazy[0]].count("m2") == len(special)
