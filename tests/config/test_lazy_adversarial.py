@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.config import dataset, resolve
+from orchestrator.config import dataset, resolve, sources
 from orchestrator.config.jobfile import load_job_file
 from orchestrator.errors import ConfigError
 
@@ -301,8 +301,8 @@ def test_bad_rows_found_while_reading_are_capped_like_the_others(
     with pytest.raises(ConfigError) as exc:
         load_job_file(path)
     problems = exc.value.problems
-    assert len(problems) == dataset.MAX_ROW_PROBLEMS + 1
-    assert problems[-1] == f"{tmp_path / name}: stopped reading after {dataset.MAX_ROW_PROBLEMS} problems"
+    assert len(problems) == sources.MAX_ROW_PROBLEMS + 1
+    assert problems[-1] == f"{tmp_path / name}: stopped reading after {sources.MAX_ROW_PROBLEMS} problems"
 
 
 @pytest.mark.parametrize("lines", [['"a"', '"b"'], ['"a"', '{"prompt": "b", "model": "m"}']])
@@ -322,9 +322,9 @@ def test_repeated_ids_among_kept_rows_are_capped_like_other_bad_rows(tmp_path: P
     with pytest.raises(ConfigError) as exc:
         load_job_file(path)
     problems, name = exc.value.problems, tmp_path / "rows.csv"
-    assert len(problems) == dataset.MAX_ROW_PROBLEMS + 1
+    assert len(problems) == sources.MAX_ROW_PROBLEMS + 1
     assert problems[0] == f"{name}: row 3: id: duplicate id '0' (also at {name}: row 1)"
-    assert problems[-1] == f"{name}: stopped reading after {dataset.MAX_ROW_PROBLEMS} problems"
+    assert problems[-1] == f"{name}: stopped reading after {sources.MAX_ROW_PROBLEMS} problems"
 
 
 def test_a_bad_default_every_row_takes_is_reported_a_capped_number_of_times(tmp_path: Path) -> None:
@@ -334,10 +334,10 @@ def test_a_bad_default_every_row_takes_is_reported_a_capped_number_of_times(tmp_
     with pytest.raises(ConfigError) as exc:
         load_job_file(path)
     problems = exc.value.problems
-    assert len(problems) == dataset.MAX_ROW_PROBLEMS + 1
+    assert len(problems) == sources.MAX_ROW_PROBLEMS + 1
     assert "row 1: defaults.backend: unknown backend 'nope'" in problems[0]
     assert (
-        problems[-1] == f"{tmp_path / 'rows.csv'}: stopped reading after {dataset.MAX_ROW_PROBLEMS} problems"
+        problems[-1] == f"{tmp_path / 'rows.csv'}: stopped reading after {sources.MAX_ROW_PROBLEMS} problems"
     )
 
 
