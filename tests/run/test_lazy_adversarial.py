@@ -104,3 +104,41 @@ def test_resume_over_a_data_file_reruns_only_the_changed_rows(tmp_path: Path, st
     assert [job.id for job in resumed.spec.jobs] == expected
     again = run_virtual(attrs.evolve(resumed.spec))
     assert again.summary.succeeded == len(expected)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(first_stop=st.integers(10, 3000), second_stop=st.integers(0, 3000), dedupe=st.booleans())
+def test_a_stop_in_a_resumed_run_ends_every_job_left_exactly_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first_stop: int, second_stop: int, dedupe: bool
+) -> None:
+    from orchestrator.record.resume import plan
+
+    monkeypatch.setattr(runner, "ANNOUNCE_AHEAD", 16)
+    log = tmp_path / "run.jsonl"
+    log.unlink(missing_ok=True)
+    (tmp_path / "rows.csv").write_text("id,text\n" + "".join(f"r{i},t{i % 37}\n" for i in range(700)))
+    (tmp_path / "jobs.toml").write_text(
+        'data_file = "rows.csv"\n[defaults]\nprompt_template = "{text}"\nid_column = "id"\n'
+        f'concurrency = 4\ndedupe = {str(dedupe).lower()}\nlog = "{log}"\n'
+        "[defaults.sim]\nttft = 1.0\nlatency_jitter = 0.9\nreply_tokens = 1\n"
+    )
+
+    def run(spec: BatchSpec, stop_after: int) -> tuple[Recorder, list[str]]:
+        control = RunControl()
+
+        class StopAfter(Recorder):
+            async def deliver(self, batch: Sequence[Tagged]) -> None:
+                await super().deliver(batch)
+                if len(self.events) >= stop_after:
+                    control.cancel("interrupted")
+
+        recorder = StopAfter()
+        run_virtual(spec, subscribers=[recorder], control=control)
+        return recorder, list(spec.jobs.ids())
+
+    run(load_job_file(tmp_path / "jobs.toml"), first_stop)
+    resumed = plan(load_job_file(tmp_path / "jobs.toml"), str(log))
+    recorder, ids = run(resumed.spec, second_stop)
+    ends = job_ends(recorder.events, ids)
+    assert {job: kinds for job, kinds in ends.items() if len(kinds) != 1} == {}
+    assert resumed.already_done + len(ids) == 700
