@@ -184,14 +184,16 @@ class _Rendering:
         if self.system is not None:
             table["system"] = _render(self.system, row, problems)
         if self.ident is not None:
-            table["id"] = _render(self.ident, row, problems)
+            job_id = _render(self.ident, row, problems)
+            if job_id:  # an empty id is no id: derived, as for an empty cell below
+                table["id"] = job_id
         elif settings.id_column is not None:
             value = _column(row, settings.id_column, problems)
             if isinstance(value, bool) or not isinstance(value, str | int | None):
                 problems.append(
                     f"column {settings.id_column!r}: expected a string or integer id, got {describe(value)}"
                 )
-            elif value is not None:
+            elif value is not None and value != "":  # an empty cell is no id: derived
                 table["id"] = str(value)
         for key in settings.row_settings:
             value = row.get(key)
@@ -271,9 +273,9 @@ class _Rendering:
                     return None
             else:
                 return derived_id(prompt.render(row)), 1
-            if job_id is None:
+            if job_id is None or job_id == "":  # no id (see table)
                 return derived_id(prompt.render(row)), 1
-            if not job_id or "\0" in job_id:
+            if "\0" in job_id:
                 return None
             return job_id, 0
 

@@ -228,6 +228,8 @@ def lazy_rows(rows: PlainRows, plain: PlainJobs, ids: Ids, problems: list[str]) 
                     f"{rows.where(i)}: id: duplicate id {rows.ids[i]!r} (also at {ids.where(rows.ids[i])})"
                 )
                 continue
+            if job_id != rows.ids[i]:  # a numbered derived id: where it is, for a later repeat
+                ids.places[job_id] = rows.where(i)
             taken.append(job_id)
     if not taken:
         return None

@@ -384,3 +384,14 @@ def test_rows_checked_in_full_at_block_edges_keep_their_place_among_kept_rows(
     lazy, expected = _load(path), in_full(path)
     assert lazy == expected and len(lazy[0]) == 5000
     assert [job.model for job in lazy[0]].count("m2") == len(special)
+
+
+def test_a_given_id_repeating_a_numbered_derived_one_names_its_row(tmp_path: Path, in_full: Any) -> None:
+    # Equal prompts without ids get p-…, p-…-2; a later row giving p-…-2 repeats the second.
+    (tmp_path / "rows.csv").write_text("id,text\n,a\n,a\np-ca978112ca-2,b\n")
+    path = tmp_path / "jobs.toml"
+    path.write_text('data_file = "rows.csv"\n[defaults]\nprompt_template = "{text}"\nid_column = "id"\n')
+    lazy = _load(path)
+    assert lazy == in_full(path)
+    name = tmp_path / "rows.csv"
+    assert lazy[1] == [f"{name}: row 3: id: duplicate id 'p-ca978112ca-2' (also at {name}: row 2)"]
