@@ -38,6 +38,7 @@ from typing import Any
 import orjson
 
 from orchestrator.config.check import Problems, describe, did_you_mean
+from orchestrator.config.data import number as row_number
 from orchestrator.config.dataset import data_file_jobs, load_data_file
 from orchestrator.config.resolve import BATCH_KEYS, NO_OVERRIDES, Overrides, resolve
 from orchestrator.config.sources import JobSource, PlainRows, collector_paused, derived_id, is_plain
@@ -162,7 +163,7 @@ def _read_prompts_file(path: Path, problems: Problems, owner: str) -> list[JobSo
         try:
             value = loads(line)
         except invalid as exc:
-            problems.append(f"{name}: line {number}: invalid JSON: {exc}")
+            problems.append(f"{name}: line {row_number(number)}: invalid JSON: {exc}")
             continue
         if type(value) is str and value:
             job_id, derived = derived_id(value), 1
@@ -174,10 +175,12 @@ def _read_prompts_file(path: Path, problems: Problems, owner: str) -> list[JobSo
                 jobs.append(plain)
                 plain = PlainRows(name, "line", remake)
             table = {"prompt": value} if type(value) is str else value
-            jobs.append(JobSource(f"{name}: line {number}", "", table))
+            jobs.append(JobSource(f"{name}: line {row_number(number)}", "", table))
             continue
         else:
-            problems.append(f"{name}: line {number}: expected a JSON string or object, got {describe(value)}")
+            problems.append(
+                f"{name}: line {row_number(number)}: expected a JSON string or object, got {describe(value)}"
+            )
             continue
         plain.compact.append(line)
         plain.numbers.append(number)

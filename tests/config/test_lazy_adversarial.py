@@ -395,3 +395,16 @@ def test_a_given_id_repeating_a_numbered_derived_one_names_its_row(tmp_path: Pat
     assert lazy == in_full(path)
     name = tmp_path / "rows.csv"
     assert lazy[1] == [f"{name}: row 3: id: duplicate id 'p-ca978112ca-2' (also at {name}: row 2)"]
+
+
+def test_a_prompts_file_numbers_its_lines_alike_in_every_message(tmp_path: Path) -> None:
+    lines = [orjson.dumps({"prompt": f"p{i}", "id": f"k{i}"}).decode() for i in range(1, 1300)]
+    lines[1099] = orjson.dumps({"prompt": "again", "id": "k5"}).decode()  # line 1,100: a plain line
+    lines[1199] = '{"prompt": "x", "id": "k6", "model": "m"}'  # line 1,200: checked in full
+    lines[1249] = "{bad"
+    (tmp_path / "p.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "jobs.toml").write_text('prompts_file = "p.jsonl"\n')
+    with pytest.raises(ConfigError) as exc:
+        load_job_file(tmp_path / "jobs.toml")
+    where = [p.split(": ")[1] for p in exc.value.problems]
+    assert where == ["line 1,250", "line 1,100", "line 1,200"], exc.value.problems
