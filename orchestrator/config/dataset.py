@@ -171,7 +171,7 @@ class _Rendering:
         self.needed = frozenset(needed)
         # A row whose prompt is empty is not plain (see is_plain): only a template of columns
         # alone can render one.
-        self.empty_prompt = not any(self.prompt.parts[0::2])
+        self.prompt_may_be_empty = not any(self.prompt.parts[0::2])
 
     def table(self, row: Mapping[str, Any], problems: Problems) -> tuple[dict[str, Any], Mapping[str, Any]]:
         """The row's job table and the columns kept with it; what is wrong goes to ``problems``."""
@@ -229,12 +229,12 @@ class _Rendering:
             return None
         if any(map(operator.contains, rows, itertools.repeat("messages"))):
             return None
-        if self.empty_prompt:
-            prompts = list(map(self.prompt.render, rows))
-            if "" in prompts:
-                return None
+        prompts = list(map(self.prompt.render, rows)) if self.prompt_may_be_empty else None
+        if prompts is not None and "" in prompts:
+            return None
         if self.ident is None and settings.id_column is None:
-            return list(map(derived_id, map(self.prompt.render, rows))), b"\x01" * len(rows)
+            rendered = prompts if prompts is not None else map(self.prompt.render, rows)
+            return list(map(derived_id, rendered)), b"\x01" * len(rows)
         if self.ident is not None:
             ids = list(map(self.ident.render, rows))
         else:
@@ -253,12 +253,16 @@ class _Rendering:
     def plain_ids(self) -> Callable[[Mapping[str, Any]], tuple[str, int] | None]:
         """:meth:`plain_id` with the settings' lookups done once (it runs for every row)."""
         needed, row_settings, ident = self.needed, self.settings.row_settings, self.ident
-        id_column, prompt, empty_prompt = self.settings.id_column, self.prompt, self.empty_prompt
+        id_column, prompt, prompt_may_be_empty = (
+            self.settings.id_column,
+            self.prompt,
+            self.prompt_may_be_empty,
+        )
 
         def plain_id(row: Mapping[str, Any]) -> tuple[str, int] | None:
             if not needed <= row.keys() or "messages" in row:
                 return None
-            if empty_prompt and prompt.render(row) == "":
+            if prompt_may_be_empty and prompt.render(row) == "":
                 return None
             for key in row_settings:
                 if row.get(key) not in (None, ""):
