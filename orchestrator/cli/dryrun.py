@@ -20,6 +20,8 @@ def print_dry_run(plan: DryRun, *, as_json: bool, stream: IO[str] | None = None)
         out.write(orjson.dumps(codec.to_jsonable(plan)).decode() + "\n")
         return
     print(f"dry run: {plan.jobs:,} jobs; nothing was sent", file=out)
+    if plan.already_done:
+        print(f"{plan.already_done:,} jobs the log shows done are left out (--resume)", file=out)
     if plan.deduplicated:
         print(
             f"{plan.deduplicated:,} jobs repeat an earlier job's request: sent once, counted once below",

@@ -182,7 +182,8 @@ def _log_to_resume(spec: BatchSpec, args: argparse.Namespace) -> tuple[str, bool
 
 
 def _resumed(spec: BatchSpec, log: str, retry_failed: bool) -> BatchSpec:
-    """The batch less what ``log`` shows done (the caller holds the log's claim)."""
+    """The batch less what ``log`` shows done (a run holds the log's claim first; a dry run
+    only reads it)."""
     import attrs
 
     from orchestrator.record.resume import plan
@@ -224,12 +225,20 @@ def _load(args: argparse.Namespace, overrides: Overrides) -> BatchSpec:
     return load_data_file(args.jobfile, given, overrides)
 
 
-def _dry_run(spec: BatchSpec, args: argparse.Namespace) -> int:
-    """Preflight and estimate the batch; print the plan. Raises ConfigError for problems."""
+def _dry_run(spec: BatchSpec, args: argparse.Namespace, resume: bool) -> int:
+    """Preflight and estimate the batch; print the plan. Raises ConfigError for problems.
+    With ``resume``, the plan covers what the resumed run would send: the log is only read
+    (not claimed, so a run still writing it may have more done by the time it is resumed)."""
+    import attrs
+
     from orchestrator.cli.dryrun import print_dry_run
     from orchestrator.run.batch import preflight
     from orchestrator.run.dryrun import dry_run
 
+    if resume:
+        log, starting = _log_to_resume(spec, args)
+        if not starting:
+            spec = _resumed(attrs.evolve(spec, log=log), log, args.retry_failed)
     preflight(spec)
     print_dry_run(dry_run(spec), as_json=args.json)
     return EXIT_OK
@@ -302,9 +311,9 @@ def _main(argv: Sequence[str] | None) -> int:
     live_results: ResultsFile | None = None
     try:
         spec = _load(args, overrides)
-        if args.dry_run:
-            return _dry_run(spec, args)
         resume = args.resume is not None or args.retry_failed
+        if args.dry_run:
+            return _dry_run(spec, args, resume)
         starting = False
         if resume:
             log, starting = _log_to_resume(spec, args)

@@ -63,6 +63,8 @@ class DryRun:
     """The first few requests as they would be rendered."""
     deduplicated: int = 0
     """Jobs whose identical request another job sends (not counted again in tokens or cost)."""
+    already_done: int = 0
+    """Jobs the resumed log shows done, left out of everything above (``--resume``)."""
 
 
 def dry_run(spec: BatchSpec, *, samples: int = SAMPLES) -> DryRun:
@@ -108,6 +110,7 @@ def dry_run(spec: BatchSpec, *, samples: int = SAMPLES) -> DryRun:
         groups=groups,
         samples=tuple(_sample(j) for j in spec.jobs[:samples]),
         deduplicated=dedupe.followers,
+        already_done=spec.already_done,
     )
 
 

@@ -198,6 +198,24 @@ def test_dry_run_checks_and_estimates_without_running(tmp_path: Path) -> None:
     assert bad.returncode == 2 and bad.stderr.startswith("rows.csv: row 1: column 'nope' is missing")
 
 
+def test_a_dry_run_of_a_resume_covers_only_what_the_resumed_run_would_send(tmp_path: Path) -> None:
+    (tmp_path / "rows.csv").write_text("id,text\na,one\nb,two\nc,three\n")
+    args = ("rows.csv", "--prompt-template", "Say {text}", "--id-column", "id")
+    first = orchestrate(*args, "--log", "run.jsonl", "-q", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    before = (tmp_path / "run.jsonl").read_bytes()
+    # One row changed and one added: those two are what a resume would send.
+    (tmp_path / "rows.csv").write_text("id,text\na,one\nb,TWO\nc,three\nd,four\n")
+    proc = orchestrate(*args, "--resume", "run.jsonl", "--dry-run", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    plan = orjson.loads(proc.stdout)
+    assert (plan["jobs"], plan["already_done"]) == (2, 2)
+    assert [s["messages"][0]["content"] for s in plan["samples"]] == ["Say TWO", "Say four"]
+    text = orchestrate(*args, "--resume", "run.jsonl", "--dry-run", cwd=tmp_path).stdout
+    assert text.startswith("dry run: 2 jobs; nothing was sent\n2 jobs the log shows done are left out")
+    assert (tmp_path / "run.jsonl").read_bytes() == before  # read, not written
+
+
 def test_the_reviews_example_runs_on_sim_and_keeps_each_rows_gold_label(tmp_path: Path) -> None:
     from orchestrator.events import JobInput
 
