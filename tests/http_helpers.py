@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator, Callable
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -125,3 +127,23 @@ async def run_jobs(
 
 def events_of(recorder: Recorder, kind: type[Any]) -> list[Any]:
     return [t.event for t in recorder.events if isinstance(t.event, kind)]
+
+
+def fake_batches_process(env: Mapping[str, str], *args: str) -> Iterator[str]:
+    """For a fixture: the fake Message Batches API (``python -m
+    orchestrator.testing.anthropic.batches ARGS``) in its own process; yields its base URL,
+    then stops that process (by its own pid)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.testing.anthropic.batches", *args],
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        yield proc.stdout.readline().strip()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        assert proc.stdout is not None
+        proc.stdout.close()

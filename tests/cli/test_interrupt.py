@@ -21,6 +21,7 @@ import trio
 from orchestrator.cli.interrupt import DETACH_AFTER, ask_on_interrupt
 from orchestrator.run.control import RunControl
 from orchestrator.testing.remote_batches import CANCELS
+from tests.http_helpers import fake_batches_process
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {
@@ -100,20 +101,7 @@ async def test_nothing_is_asked_without_remote_batches_running(autojump_clock: t
 @pytest.fixture
 def fake_api() -> Iterator[str]:
     """The fake Message Batches API in its own process (batches end after 10 minutes)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.testing.anthropic.batches", "--processing", "600"],
-        env=ENV,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        yield proc.stdout.readline().strip()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        assert proc.stdout is not None
-        proc.stdout.close()
+    yield from fake_batches_process(ENV, "--processing", "600")
 
 
 def job_file(tmp_path: Path, base_url: str) -> None:

@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from orchestrator.testing.remote_batches import SUBMISSIONS
+from tests.http_helpers import fake_batches_process
 
 ROOT = Path(__file__).resolve().parents[4]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1", "ANTHROPIC_API_KEY": "sk-ant-test-0123456789"}
@@ -34,20 +35,7 @@ def hanging_fake_api() -> Iterator[str]:
 
 
 def _fake_api(*more: str) -> Iterator[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.testing.anthropic.batches", "--processing", "3", *more],
-        env=ENV,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        yield proc.stdout.readline().strip()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        assert proc.stdout is not None
-        proc.stdout.close()
+    yield from fake_batches_process(ENV, "--processing", "3", *more)
 
 
 def write_jobs(tmp_path: Path, fake_api: str) -> None:
