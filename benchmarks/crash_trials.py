@@ -78,6 +78,30 @@ def _terminal_count(log: Path) -> int:
     return data.count(b'"kind":"job_succeeded"') + data.count(b'"kind":"job_failed"')
 
 
+def start_run(*args: str) -> subprocess.Popen[bytes]:
+    """``orchestrate ARGS`` started in the background, its output discarded."""
+    return subprocess.Popen(
+        _orchestrate(*args), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def wait_for_ends(proc: subprocess.Popen[bytes], log: Path, ends: int) -> None:
+    """Returns once ``log`` holds ``ends`` terminal events, ``proc`` has exited, or 60 s passed."""
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and _terminal_count(log) < ends and time.monotonic() < deadline:
+        time.sleep(0.002)
+
+
+def kill_after_ends(proc: subprocess.Popen[bytes], log: Path, ends: int) -> None:
+    """``kill -9`` of ``proc`` (if still running) once ``log`` holds ``ends`` terminal events."""
+    try:
+        wait_for_ends(proc, log, ends)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def _write_batch(seed: int, workdir: Path, jobs: int, concurrency: int, name: str) -> tuple[Path, Path]:
     job_file = workdir / f"{name}-{seed}.toml"
     log = workdir / f"{name}-{seed}.jsonl"
@@ -110,20 +134,8 @@ def run_trial(
     results_file = log.with_suffix(".results.jsonl")
     results_args = ("--results", str(results_file)) if results else ()
     kill_after = rng.randrange(0, jobs)
-    proc = subprocess.Popen(
-        _orchestrate(str(job_file), "--log", str(log), "-q", *results_args),
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and _terminal_count(log) < kill_after and time.monotonic() < deadline:
-            time.sleep(0.005)
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+    proc = start_run(str(job_file), "--log", str(log), "-q", *results_args)
+    kill_after_ends(proc, log, kill_after)
     killed_after = _terminal_count(log)
     resumed = subprocess.run(
         _orchestrate(str(job_file), "--resume", str(log), "-q", *results_args),
@@ -192,15 +204,8 @@ def run_race_trial(seed: int, workdir: Path, *, jobs: int = 200, concurrency: in
     job_file, log = _write_batch(seed, workdir, jobs, concurrency, "race")
     start_after = rng.randrange(0, jobs // 2)
     killed = rng.random() < 0.5
-    first = subprocess.Popen(
-        _orchestrate(str(job_file), "--log", str(log), "-q"),
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while first.poll() is None and _terminal_count(log) < start_after and time.monotonic() < deadline:
-        time.sleep(0.005)
+    first = start_run(str(job_file), "--log", str(log), "-q")
+    wait_for_ends(first, log, start_after)
     if killed and first.poll() is None:
         os.kill(first.pid, signal.SIGKILL)
     racers = [

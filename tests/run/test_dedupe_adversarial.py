@@ -4,11 +4,8 @@ log read back (export, report) against what the run wrote live."""
 
 from __future__ import annotations
 
-import os
 import random
-import signal
 import subprocess
-import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +19,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from benchmarks.crash_trials import JOB_FILE, _env, _orchestrate, _terminal_count
+from benchmarks.crash_trials import JOB_FILE, _env, _orchestrate, kill_after_ends, start_run
 from orchestrator.events import AttemptStarted, JobDeduplicated, JobFailed, JobQueued, JobSucceeded, Tagged
 from orchestrator.record.log import read_log
 from orchestrator.record.results import jsonl_line
@@ -237,20 +234,8 @@ def test_kill_9_then_resume_runs_each_job_once_and_pays_each_request_once_per_ru
     job_file.write_text(JOB_FILE.format(concurrency=10, seed=seed, prompts=prompts.name))
     log, results = tmp_path / "run.jsonl", tmp_path / "out.jsonl"
     kill_after = rng.randrange(1, jobs)
-    proc = subprocess.Popen(
-        _orchestrate(str(job_file), "--log", str(log), "-q", "--results", str(results)),
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and _terminal_count(log) < kill_after and time.monotonic() < deadline:
-            time.sleep(0.002)
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+    proc = start_run(str(job_file), "--log", str(log), "-q", "--results", str(results))
+    kill_after_ends(proc, log, kill_after)
     resumed = subprocess.run(
         _orchestrate(str(job_file), "--resume", str(log), "-q", "--results", str(results)),
         env=_env(),
