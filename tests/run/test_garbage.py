@@ -7,10 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 import trio
-import trio.lowlevel
 
 from orchestrator.config.jobfile import build_batch
 from orchestrator.run.batch import execute
+from orchestrator.run.bus import CallbackSubscriber
 from orchestrator.run.garbage import OLDER_GENERATIONS, fewer_full_collections
 
 
@@ -28,12 +28,13 @@ def test_the_older_thresholds_are_raised_while_a_batch_runs_and_restored_after(
     seen: list[tuple[int, int, int]] = []
     spec = build_batch(["a", "b"], {"backend": "sim", "sim": {"ttft": 0, "tokens_per_s": 0}})
 
+    def look(_event: object) -> None:
+        if len(seen) < 2:
+            seen.append(gc.get_threshold())  # while it runs: at its first event
+
     async def main() -> None:
         seen.append(gc.get_threshold())  # before
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(execute, spec)
-            await trio.lowlevel.checkpoint()
-            seen.append(gc.get_threshold())  # while it runs
+        await execute(spec, subscribers=[CallbackSubscriber(look)])
 
     trio.run(main)
     assert seen == [(500, 7, 9), (500, OLDER_GENERATIONS, OLDER_GENERATIONS)]
