@@ -68,6 +68,8 @@ def require_chromium() -> str:
     if in_ci():
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
+
+
 FLAGS = (
     "--headless",
     "--no-sandbox",

@@ -136,9 +136,7 @@ class Permits:
         backend for the whole cluster at once (and paces its attempts from then on)."""
         if failure is not None and failure.kind in BACKPRESSURE_KINDS:
             self.asking = True
-            self._desk.failed.remote(
-                ticket or _unpaced(model), failure.kind, failure.retry_after, max_pause
-            )
+            self._desk.failed.remote(ticket or _unpaced(model), failure.kind, failure.retry_after, max_pause)
         if ticket is not None:
             self.leave(ticket)
 
