@@ -81,18 +81,18 @@ class BackendDesk:
     async def ready(self) -> None:
         """Returns once the actor runs (the driver waits for it before the batch starts)."""
 
-    async def grant(self, wanted: Sequence[tuple[int, str | None]]) -> list[Ticket]:
-        """Permits for the first of ``wanted`` (tokens, model) and as many of the next as are
+    async def grant(self, wanted: Sequence[tuple[int, str | None, int | None]]) -> list[Ticket]:
+        """Permits for the first of ``wanted`` (tokens, model, reply budget) and as many of the next as are
         granted within :data:`BLOCK_SECONDS`, in order: at least one ticket, each to be handed
         back to :meth:`report` when its attempt ends."""
         tickets: list[Ticket] = await self._in_trio(self._grant, wanted)
         return tickets
 
-    async def _grant(self, wanted: Sequence[tuple[int, str | None]]) -> list[Ticket]:
+    async def _grant(self, wanted: Sequence[tuple[int, str | None, int | None]]) -> list[Ticket]:
         tickets = [await self._gate.enter(*wanted[0])]
         with trio.move_on_after(BLOCK_SECONDS):  # a permit cancelled while waiting is not charged
-            for tokens, model in wanted[1:]:
-                tickets.append(await self._gate.enter(tokens, model))
+            for tokens, model, output in wanted[1:]:
+                tickets.append(await self._gate.enter(tokens, model, output))
         return tickets
 
     async def report(self, reports: Sequence[Ticket | tuple[str | None, RateLimitInfo]]) -> None:

@@ -35,6 +35,7 @@ WATCH_AFTER_SECONDS = 1.0
 class _Waiter:
     tokens: int
     model: str | None
+    output: int | None  # the reply budget (max_tokens): what the output-token bucket is charged
     granted: trio.Event = attrs.Factory(trio.Event)
     ticket: Ticket | None = None
     error: str | None = None
@@ -74,13 +75,13 @@ class Permits:
         self._reporting = False
         self._watching = False
 
-    async def enter(self, tokens: int, model: str | None) -> Ticket | None:
-        """Wait for a permit to start a request of ``tokens`` (None at once if the backend is
-        not paced); raises a retryable ``worker_lost`` if the desk cannot be reached. Cancelled,
-        it holds nothing."""
+    async def enter(self, tokens: int, model: str | None, output: int | None = None) -> Ticket | None:
+        """Wait for a permit to start a request of ``tokens``, ``output`` of them its reply
+        budget (None at once if the backend is not paced); raises a retryable ``worker_lost`` if
+        the desk cannot be reached. Cancelled, it holds nothing."""
         if not self.asking:
             return None
-        waiter = _Waiter(tokens, model)
+        waiter = _Waiter(tokens, model, output)
         self._waiting.append(waiter)
         if not self._asking:
             self._asking = True
@@ -106,7 +107,7 @@ class Permits:
                 del self._waiting[: len(asked)]
                 try:
                     tickets: list[Ticket] = await _answer(
-                        self._desk.grant.remote([(w.tokens, w.model) for w in asked])
+                        self._desk.grant.remote([(w.tokens, w.model, w.output) for w in asked])
                     )
                 except Exception as exc:  # the desk died: every waiting attempt is lost
                     for waiter in [*asked, *self._waiting]:

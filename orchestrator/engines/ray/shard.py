@@ -210,7 +210,7 @@ async def _run_one(
     with scope, trio.move_on_after(float("inf") if limit is None else limit + _ATTEMPT_GRACE):
         try:
             if permits is not None:
-                ticket = await permits.enter(attempt.tokens, job.model)  # None: not paced
+                ticket = await permits.enter(attempt.tokens, job.model, job.max_tokens)  # None: not paced
             await backend.stream(job, attempt.attempt, emit)
         except Exception as exc:
             failure = failure_from(exc)

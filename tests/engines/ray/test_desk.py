@@ -28,8 +28,18 @@ def on_loop(test: Callable[[BackendDesk], Awaitable[Any]], limits: BackendLimits
 
 def test_without_limits_one_call_gets_a_whole_shards_permits() -> None:
     async def test(desk: BackendDesk) -> None:
-        tickets = await desk.grant([(100, None)] * 32)
+        tickets = await desk.grant([(100, None, None)] * 32)
         assert [t.cost.tokens for t in tickets] == [100] * 32
+
+    on_loop(test)
+
+
+def test_each_permit_charges_the_output_tokens_of_its_reply_budget_only() -> None:
+    async def test(desk: BackendDesk) -> None:
+        # 1,000 tokens estimated, 200 of them the reply budget: the output meter is charged
+        # 200 and the input meter the other 800, as the local engine charges them.
+        tickets = await desk.grant([(1000, None, 200), (1000, None, None)])
+        assert [(t.cost.input, t.cost.output) for t in tickets] == [(800, 200), (1000, 1000)]
 
     on_loop(test)
 
@@ -37,7 +47,7 @@ def test_without_limits_one_call_gets_a_whole_shards_permits() -> None:
 def test_a_paced_call_gets_only_the_permits_due_within_its_block() -> None:
     async def test(desk: BackendDesk) -> None:
         # One start a second, evenly spaced: the second permit is a second away, not 5 ms.
-        tickets = await desk.grant([(10, None), (20, None), (30, None)])
+        tickets = await desk.grant([(10, None, None), (20, None, None), (30, None, None)])
         assert [t.cost.tokens for t in tickets] == [10]
 
     on_loop(test, BackendLimits(rpm=60, burst="none"))
@@ -69,22 +79,22 @@ def test_a_shard_over_before_its_call_came_gets_nothing_and_late_cancels_are_dro
 
 def test_what_a_shard_reports_paces_the_next_permits() -> None:
     async def test(desk: BackendDesk) -> None:
-        [ticket] = await desk.grant([(100, None)])
+        [ticket] = await desk.grant([(100, None, None)])
         ticket.used = Tokens(input=40)
         empty = RateLimitInfo(requests_limit=60, requests_remaining=0, requests_reset_s=30.0)
         await desk.report([ticket, (None, empty)])
         # The server's quota is used up: one request comes back a second later, not sooner.
         with pytest.raises(TimeoutError):
-            await asyncio.wait_for(desk.grant([(1, None)]), 0.2)
+            await asyncio.wait_for(desk.grant([(1, None, None)]), 0.2)
 
     on_loop(test)
 
 
 def test_a_429_with_retry_after_pauses_every_permit() -> None:
     async def test(desk: BackendDesk) -> None:
-        [ticket] = await desk.grant([(1, None)])
+        [ticket] = await desk.grant([(1, None, None)])
         await desk.failed(ticket, ErrorKind.RATE_LIMITED, 30.0, 300.0)
         with pytest.raises(TimeoutError):
-            await asyncio.wait_for(desk.grant([(1, None)]), 0.2)
+            await asyncio.wait_for(desk.grant([(1, None, None)]), 0.2)
 
     on_loop(test)

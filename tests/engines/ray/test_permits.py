@@ -39,7 +39,8 @@ class FakeDesk:
     def answer(self, name: str, args: tuple[Any, ...]) -> Any:
         if name == "grant":
             return [
-                Ticket(Cost(tokens, tokens, tokens), 0, model, 0.0, (0, None)) for tokens, model in args[0]
+                Ticket(Cost(tokens, tokens, tokens), 0, model, 0.0, (0, None))
+                for tokens, model, _output in args[0]
             ]
         return None
 
@@ -91,5 +92,9 @@ async def test_attempts_waiting_together_ask_in_one_call() -> None:
                 attempts.start_soon(one, tokens)
         nursery.cancel_scope.cancel()
     assert [name for name, _ in desk.calls] == ["grant"]
-    assert sorted(desk.calls[0][1][0]) == [(1, None), (2, None), (3, None)]  # in the order they came
+    assert sorted(desk.calls[0][1][0]) == [
+        (1, None, None),
+        (2, None, None),
+        (3, None, None),
+    ]  # in the order they came
     assert sorted(t.cost.tokens for t in tickets if t is not None) == [1, 2, 3]
