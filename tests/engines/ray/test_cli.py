@@ -28,7 +28,7 @@ def test_the_command_line_and_a_local_run_do_not_import_ray() -> None:
     proc = python(
         "import sys\n"
         "import orchestrator.cli.main\n"
-        "from orchestrator.cli.main import build_parser\n"
+        "from orchestrator.cli.arguments import build_parser\n"
         "assert '--engine' in build_parser().format_help()\n"
         "from orchestrator.api import run_batch\n"
         "assert run_batch(['hi'], backend='sim', options={'ttft': 0}).ok\n"
