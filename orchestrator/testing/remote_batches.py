@@ -32,8 +32,9 @@ from urllib.parse import parse_qsl
 import attrs
 import trio
 
-from orchestrator.testing.anthropic.server import HOST, _read_request
+from orchestrator.testing.anthropic.server import HOST
 from orchestrator.testing.anthropic.wire import json_response
+from orchestrator.testing.http11 import read_request
 
 
 @attrs.frozen
@@ -220,11 +221,11 @@ async def serve(route: Route, store: BatchStore, port: int) -> AsyncIterator[int
 
     async def handle(stream: trio.SocketStream) -> None:
         try:
-            head = await _read_request(stream)
-            if head is None:
+            request = await read_request(stream)
+            if request is None:
                 return
-            method, target, headers, body = head
-            path, _, query = target.partition("?")
+            method, path, query = request.method, request.path, request.query
+            headers, body = request.headers, request.body
             if method == "GET" and path == SUBMISSIONS:
                 await stream.send_all(json_response(200, dict(store.submissions)))
                 return

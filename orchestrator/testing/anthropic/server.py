@@ -43,12 +43,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import socket
-import struct
 import sys
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -76,6 +74,7 @@ from orchestrator.testing.anthropic.script import (
     output_format_problem,
     script_exhausted,
 )
+from orchestrator.testing.http11 import read_request, reset
 from orchestrator.testing.raw import Raw, send_raw
 
 __all__ = [
@@ -103,7 +102,6 @@ __all__ = [
 ]
 
 HOST = "127.0.0.1"
-_MAX_HEAD = 64 * 1024
 _FLUSH_AT = 64 * 1024
 """Streamed events are batched into HTTP chunks of about this size (unless an event gap or
 ``write_size`` asks for smaller writes): a multi-megabyte reply is not a million tiny writes."""
@@ -183,12 +181,11 @@ class FakeAnthropic:
         quietly; cancellation (the fake closing) closes the connection at once, mid-answer or not.
         """
         try:
-            head = await _read_request(stream)
-            if head is None:
+            request = await read_request(stream)
+            if request is None:
                 return
-            method, target, headers, raw = head
-            path, _, query = target.partition("?")
-            body = _parse_json(raw)
+            method, path, query, headers = request.method, request.path, request.query, request.headers
+            body = _parse_json(request.body)
             now = trio.current_time()
             if method == "HEAD":
                 await self._record(RecordedRequest(method, path, query, headers, body, now, "-"))
@@ -203,8 +200,8 @@ class FakeAnthropic:
                 elif problem is not None:  # as the API does: refused before any token is used
                     response = HttpError(400, problem)
                 else:
-                    request = RecordedRequest(method, path, query, headers, body, now, "-")
-                    response, extra = self._next(request)
+                    asked = RecordedRequest(method, path, query, headers, body, now, "-")
+                    response, extra = self._next(asked)
                 await self._record(
                     RecordedRequest(method, path, query, headers, body, now, type(response).__name__)
                 )
@@ -215,7 +212,8 @@ class FakeAnthropic:
                 return
             await self._record(RecordedRequest(method, path, query, headers, body, now, "-"))
             if method == "POST" and path == "/v1/messages/count_tokens":
-                await stream.send_all(wire.json_response(200, {"input_tokens": max(1, len(raw) // 4)}))
+                counted = max(1, len(request.body) // 4)
+                await stream.send_all(wire.json_response(200, {"input_tokens": counted}))
             else:
                 await stream.send_all(
                     wire.error_response(HttpError(404, f"fake: no route for {method} {path}"))
@@ -298,7 +296,7 @@ async def _respond(
         case Disconnect():
             if response.partial is not None and streaming:
                 await _send_partial(stream, response.partial, model)
-            _reset(stream)
+            reset(stream)
         case Raw():
             await send_raw(stream, response)
         case Stall():
@@ -360,73 +358,6 @@ class _ChunkedWriter:
         step = self.write_size or len(data) or 1
         for i in range(0, len(data), step):
             await self.stream.send_all(wire.chunk(data[i : i + step]))
-
-
-def _reset(stream: trio.SocketStream) -> None:
-    """Make the coming close a TCP reset (SO_LINGER 0): the client sees ECONNRESET, not a clean end."""
-    stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-
-
-# --- HTTP/1.1 requests, just enough ---------------------------------------------------------------------
-
-
-async def _read_request(stream: trio.SocketStream) -> tuple[str, str, dict[str, str], bytes] | None:
-    """Method, target, headers (lower-case names) and body of the one request; None when the
-    client sends no complete head (hangs up, or a head over 64 KiB)."""
-    buffer = bytearray()
-    while b"\r\n\r\n" not in buffer:
-        if len(buffer) > _MAX_HEAD:
-            return None
-        chunk = await stream.receive_some(65536)
-        if not chunk:
-            return None
-        buffer += chunk
-    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    method, target, _version = [*lines[0].split(" ", 2), "", ""][:3]
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    body: bytes | bytearray
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        body = await _read_chunked(stream, bytearray(rest))
-    else:
-        length = int(headers.get("content-length") or 0)
-        body = bytearray(rest)
-        while len(body) < length:
-            chunk = await stream.receive_some(max(65536, length - len(body)))
-            if not chunk:
-                break
-            body += chunk
-    return method, target, headers, bytes(body)
-
-
-async def _read_chunked(stream: trio.SocketStream, buffer: bytearray) -> bytes:
-    body = bytearray()
-
-    async def fill(predicate: Callable[[], bool]) -> None:
-        while not predicate():
-            chunk = await stream.receive_some(65536)
-            if not chunk:
-                raise trio.BrokenResourceError("eof inside a chunked body")
-            buffer.extend(chunk)
-
-    while True:
-        await fill(lambda: b"\r\n" in buffer)
-        size_line, _, _ = bytes(buffer).partition(b"\r\n")
-        size = int(size_line.split(b";")[0], 16)
-        del buffer[: len(size_line) + 2]
-        wanted = size + 2
-
-        def complete(wanted: int = wanted) -> bool:
-            return len(buffer) >= wanted
-
-        await fill(complete)
-        body += buffer[:size]
-        del buffer[: size + 2]
-        if size == 0:
-            return bytes(body)
 
 
 def _parse_json(raw: bytes) -> Any:

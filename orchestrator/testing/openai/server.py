@@ -40,9 +40,7 @@ from __future__ import annotations
 import argparse
 import math
 import random
-import socket
 import ssl
-import struct
 import sys
 import tempfile
 from collections import deque
@@ -55,6 +53,7 @@ import attrs
 import orjson
 import trio
 
+from orchestrator.testing.http11 import read_request, reset
 from orchestrator.testing.openai.limits import Meter, RateLimits
 from orchestrator.testing.openai.script import (
     Disconnect,
@@ -182,11 +181,11 @@ class FakeOpenAI:
         buffer = bytearray()
         try:
             while True:
-                request = await _read_request(stream, buffer)
+                request = await read_request(stream, buffer)
                 if request is None:
                     return
-                method, path, headers, raw = request
-                body = orjson.loads(raw) if raw else None
+                method, path, headers = request.method, request.path, request.headers
+                body = orjson.loads(request.body) if request.body else None
                 extra: dict[str, str] = {}
                 problem = response_format_problem(body)
                 response: Response
@@ -250,33 +249,6 @@ def _server_context(directory: Path) -> ssl.SSLContext:
     return context
 
 
-async def _read_request(
-    stream: trio.abc.Stream, buffer: bytearray
-) -> tuple[str, str, dict[str, str], bytes] | None:
-    while b"\r\n\r\n" not in buffer:
-        data = await stream.receive_some(65536)
-        if not data:
-            return None
-        buffer += data
-    end = buffer.index(b"\r\n\r\n")
-    lines = bytes(buffer[:end]).decode("latin-1").split("\r\n")
-    method, target, _ = lines[0].split(" ", 2)
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    length = int(headers.get("content-length") or 0)
-    del buffer[: end + 4]
-    while len(buffer) < length:
-        data = await stream.receive_some(65536)
-        if not data:
-            return None
-        buffer += data
-    body = bytes(buffer[:length])
-    del buffer[:length]
-    return method, target.partition("?")[0], headers, body
-
-
 def _head(status: int, headers: Mapping[str, str]) -> bytes:
     lines = [
         f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
@@ -317,7 +289,7 @@ async def _respond(
             if response.partial is not None:
                 await stream.send_all(_head(200, _SSE_HEAD))
                 await _send_events(stream, partial_events(response.partial, model), 0.0, None)
-            _reset(stream)
+            reset(stream)
             return False
         case Raw():
             await send_raw(stream, response)
@@ -364,13 +336,6 @@ async def _send_events(
     for piece in framed:
         await stream.send_all(piece)
         await trio.sleep(gap)
-
-
-def _reset(stream: trio.abc.Stream) -> None:
-    """Make the coming close a TCP reset: the client sees ECONNRESET, not a clean end."""
-    raw = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
-    if isinstance(raw, trio.SocketStream):
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 async def _serve(args: argparse.Namespace) -> None:
