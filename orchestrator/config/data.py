@@ -20,6 +20,7 @@ import codecs
 import csv
 import io
 import itertools
+import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -332,9 +333,19 @@ def _parquet_rows(path: Path, name: str, problems: Problems) -> Rows:
     for batch in file.iter_batches(batch_size=4096):
         for row in batch.to_pylist():
             n += 1
-            yield n, row
+            yield n, _finite(row)
     if n == 0:
         problems.append(f"{name}: empty file: no rows")
+
+
+def _finite(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with a float NaN or infinity (how Parquet writers mark a missing number) as None:
+    what JSON, the log and the results file can say, so a row reads the same kept as JSON
+    bytes or checked in full."""
+    for column, value in row.items():
+        if type(value) is float and not math.isfinite(value):
+            row[column] = None
+    return row
 
 
 def _supported(kind: Any) -> bool:

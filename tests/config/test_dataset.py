@@ -184,3 +184,21 @@ def test_bad_rows_deep_in_a_big_jsonl_file_are_named_by_their_rows(tmp_path: Pat
     (tmp_path / "rows.jsonl").write_text("\n".join(lines) + "\n")
     spec = load_job_file(tmp_path / "jobs.toml")
     assert len(spec.jobs) == 5999 and spec.jobs[4999].id == "r5001" and spec.jobs[4999].prompt == "t5001"
+
+
+def test_a_missing_parquet_number_reads_as_null_in_plain_rows_and_in_rows_checked_in_full(
+    tmp_path: Path,
+) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    nan = float("nan")
+    table = {"text": ["a", "b", "c"], "score": [nan, float("inf"), 0.5], "model": [None, "big", None]}
+    pq.write_table(pa.table(table), tmp_path / "rows.parquet")
+    path = tmp_path / "jobs.toml"
+    path.write_text(
+        'data_file = "rows.parquet"\n[defaults]\nprompt_template = "{text}"\nrow_settings = ["model"]\n'
+    )
+    # row 2 sets its own model (checked in full), rows 1 and 3 are plain (kept as JSON bytes)
+    jobs = list(load_job_file(path).jobs)
+    assert [j.model for j in jobs] == [None, "big", None]
+    assert [dict(j.row)["score"] for j in jobs] == [None, None, 0.5]
