@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, overload
 
 if TYPE_CHECKING:
     from orchestrator.spec import JobSpec
@@ -23,8 +23,26 @@ if TYPE_CHECKING:
 CHUNK = 512  # jobs resolved at once, and the most a Jobs keeps resolved between two calls
 
 
+class Alike(NamedTuple):
+    """Jobs of one backend that differ only in their id and request text (prompt, system) and
+    kept row: the same model, options, ``max_tokens``, retry policy and output schema, and no
+    ``messages``. ``job`` is the first of them, ``ids`` all of them in order. A backend's
+    preflight checks a group's settings once (see :meth:`Jobs.alike`)."""
+
+    job: JobSpec
+    ids: Sequence[str]
+
+    @staticmethod
+    def each(jobs: Iterable[JobSpec]) -> list[Alike]:
+        """Every job a group of its own."""
+        return [Alike(job, (job.id,)) for job in jobs]
+
+
 class Part(Protocol):
-    """A run of jobs of one kind (held, or made from compact rows)."""
+    """A run of jobs of one kind (held, or made from compact rows). ``uniform``: every job of
+    the part is alike (see :class:`Alike`) and of one backend."""
+
+    uniform: bool
 
     def __len__(self) -> int: ...
 
@@ -43,6 +61,8 @@ class Part(Protocol):
 
 class Held:
     """Jobs held as objects."""
+
+    uniform = False
 
     def __init__(self, jobs: Sequence[JobSpec]) -> None:
         self.jobs = tuple(jobs)
@@ -64,7 +84,8 @@ class Rows:
     """Jobs made from compact rows when asked for: ``make(compact, id)`` builds one job (pure:
     every row was checked when it was loaded); ``backends`` is the one backend of every job, or
     each job's own; ``content_hash(compact)``, when given, is a job's content hash without the
-    rest of the job."""
+    rest of the job; ``uniform``: every job made is alike (:class:`Alike`: rows that set no
+    setting of their own), which needs one backend."""
 
     def __init__(
         self,
@@ -73,9 +94,12 @@ class Rows:
         make: Callable[[Any, str], JobSpec],
         backends: str | Sequence[str],
         content_hash: Callable[[Any], str] | None = None,
+        *,
+        uniform: bool = False,
     ) -> None:
         self.compact, self._ids, self.make, self.backends = compact, ids, make, backends
         self.content_hash = content_hash
+        self.uniform = uniform and isinstance(backends, str)
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -94,6 +118,8 @@ class Rows:
 class Picked:
     """Some jobs of another :class:`Jobs`, by position in increasing order (what a resume
     leaves to run)."""
+
+    uniform = False
 
     def __init__(self, base: Jobs, positions: Sequence[int]) -> None:
         self.base, self.positions = base, positions
@@ -217,11 +243,34 @@ class Jobs(Sequence["JobSpec"]):
                 counts[name] = counts.get(name, 0) + 1
         return counts
 
-    def of_backend(self, name: str) -> Sequence[JobSpec]:
-        """The jobs of one backend, in order, resolved as they are iterated."""
-        if self.backend_counts().get(name, 0) == self.total:
-            return self
-        return self.pick([i for i in range(self.total) if self.backend(i) == name])
+    def alike(self, name: str) -> Iterator[Alike]:
+        """The jobs of backend ``name`` in groups of jobs alike (see :class:`Alike`), in order:
+        a uniform part (plain rows of a data or prompts file) is one group, resolving one job
+        of it; every other job is a group of its own. A preflight of a million plain rows so
+        checks their settings once, not a million times."""
+        for part in self.parts:
+            if isinstance(part, Picked):
+                yield from part.base.alike_at(name, part.positions)
+            elif part.uniform:
+                if part.backend(0) == name:
+                    yield Alike(part.resolve(0, 1)[0], part.ids())
+            else:
+                for start in range(0, len(part), CHUNK):
+                    yield from Alike.each(j for j in part.resolve(start, start + CHUNK) if j.backend == name)
+
+    def alike_at(self, name: str, positions: Sequence[int]) -> Iterator[Alike]:
+        """:meth:`alike` of the jobs at ``positions`` (increasing) alone."""
+        ids, k = self.ids(), 0
+        while k < len(positions):
+            n = bisect.bisect_right(self.starts, positions[k]) - 1
+            part = self.parts[n]
+            stop = bisect.bisect_left(positions, self.starts[n] + len(part), k)
+            if part.uniform:
+                if part.backend(0) == name:
+                    yield Alike(self[positions[k]], [ids[p] for p in positions[k:stop]])
+            else:
+                yield from Alike.each(j for j in (self[p] for p in positions[k:stop]) if j.backend == name)
+            k = stop
 
     def pick(self, positions: Sequence[int]) -> Jobs:
         """The jobs at ``positions`` (increasing), resolved as asked for."""

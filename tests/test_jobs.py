@@ -56,9 +56,22 @@ def test_a_pick_of_jobs_is_the_jobs_at_those_positions(keep: list[bool], held: i
     assert list(picked.ids()) == [f"j{i}" for i in positions] and len(picked) == len(positions)
 
 
-def test_the_jobs_of_one_backend_are_found_without_making_the_others() -> None:
+def test_the_jobs_of_one_backend_come_in_groups_alike_made_once_per_uniform_part() -> None:
     openai, calls = made(4, start=10, backend="openai")
-    jobs = Jobs([Held([job(0), job(1, "openai")]), openai])
-    assert jobs.backend_counts() == {"sim": 1, "openai": 5} and calls == []
-    assert [j.id for j in jobs.of_backend("openai")] == ["j1", "j10", "j11", "j12", "j13"]
-    assert [j.id for j in jobs.of_backend("sim")] == ["j0"]
+    uniform, uniform_calls = made(CHUNK + 3, start=100, backend="openai")
+    uniform.uniform = True
+    jobs = Jobs([Held([job(0), job(1, "openai")]), openai, uniform])
+    assert jobs.backend_counts() == {"sim": 1, "openai": CHUNK + 8} and calls == []
+    groups = list(jobs.alike("openai"))
+    assert [(g.job.id, list(g.ids)) for g in groups[:5]] == [
+        (i, [i]) for i in ["j1", "j10", "j11", "j12", "j13"]
+    ]
+    assert groups[5].job == JobSpec(id="j100", prompt="p100", backend="openai")
+    assert list(groups[5].ids) == [f"j{i}" for i in range(100, 100 + CHUNK + 3)] and len(groups) == 6
+    assert uniform_calls == [100]  # one job made for the whole part
+    assert [(g.job.id, list(g.ids)) for g in jobs.alike("sim")] == [("j0", ["j0"])]
+    picked = jobs.pick([0, 3, 7, 8, 9])  # j0, j11 and three of the uniform part
+    assert [(g.job.id, list(g.ids)) for g in picked.alike("openai")] == [
+        ("j11", ["j11"]),
+        ("j101", ["j101", "j102", "j103"]),
+    ]

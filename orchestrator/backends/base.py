@@ -28,6 +28,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from orchestrator.events import Event, StreamEvent
+from orchestrator.jobs import Alike
 from orchestrator.spec import JobSpec
 
 Emit = Callable[[StreamEvent], Awaitable[None]]
@@ -76,8 +77,12 @@ class BackendKind(Protocol):
     Settings: type
     default_concurrency: int | None
 
-    def preflight(self, settings: Any, jobs: Sequence[JobSpec]) -> list[str]:
+    def preflight(self, settings: Any, jobs: Sequence[Alike]) -> list[str]:
         """Problems that make the batch impossible (missing CLI, missing API key), one per line.
+
+        ``jobs``: the backend's jobs in groups of jobs alike (see :class:`~orchestrator.jobs.Alike`):
+        a check of settings looks at each group's ``job`` once and counts its ``ids``; the
+        request text of a group of many is not checked here (the loader checked it).
 
         Runs before anything starts; a non-empty answer ends the run with exit code 2.
         """

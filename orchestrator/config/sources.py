@@ -244,4 +244,4 @@ def lazy_rows(rows: PlainRows, plain: PlainJobs, ids: Ids, problems: list[str]) 
 
     # Rows with a duplicate id were reported: nothing runs, so the part need not leave them out.
     compact = rows.compact[1:] if len(taken) == len(given) else []
-    return Rows(compact, taken, make, plain.backend, content_hash)
+    return Rows(compact, taken, make, plain.backend, content_hash, uniform=True)

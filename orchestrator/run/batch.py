@@ -100,8 +100,8 @@ def preflight(spec: BatchSpec) -> dict[str, BackendKind]:
     kinds = {name: backend_kind(name) for name in sorted(spec.jobs.backend_counts())}
     problems: list[str] = []
     for name, kind in kinds.items():
-        # Resolved only as a backend's preflight iterates them (sim's never does).
-        jobs = spec.jobs.of_backend(name)
+        # Jobs alike are checked once: plain rows of a data file are one group.
+        jobs = list(spec.jobs.alike(name))
         problems.extend(kind.preflight(spec.backends.get(name) or kind.Settings(), jobs))
     if problems:
         raise ConfigError(problems)

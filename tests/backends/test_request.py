@@ -16,6 +16,7 @@ from orchestrator.backends.request import attempt_estimate, estimated_input_toke
 from orchestrator.config.jobfile import load_job_file
 from orchestrator.errors import ConfigError
 from orchestrator.events import Message
+from orchestrator.jobs import Alike
 from orchestrator.spec import JobSpec
 
 HISTORY = (Message("user", "Hi, I'm Ann."), Message("assistant", "Hello Ann!"))
@@ -62,7 +63,7 @@ def test_an_attempt_reserves_the_backends_estimate_or_the_input_and_its_reply_bu
 
 def test_claude_code_refuses_a_conversation_at_preflight() -> None:
     spec = JobSpec(id="j", prompt="", backend="claude-code", messages=HISTORY)
-    problems = CLAUDE_CODE.preflight(ClaudeSettings(cli=sys.executable), [spec])
+    problems = CLAUDE_CODE.preflight(ClaudeSettings(cli=sys.executable), Alike.each([spec]))
     assert problems == ["claude-code: job j: takes a single user turn: give a prompt, not messages"]
 
 

@@ -202,3 +202,29 @@ def test_a_missing_parquet_number_reads_as_null_in_plain_rows_and_in_rows_checke
     jobs = list(load_job_file(path).jobs)
     assert [j.model for j in jobs] == [None, "big", None]
     assert [dict(j.row)["score"] for j in jobs] == [None, None, 0.5]
+
+
+def test_the_preflight_of_plain_rows_checks_their_settings_once_and_counts_every_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator.run.batch import preflight
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
+    rows = "".join(f'{{"text": "t{i}"}}\n' for i in range(2_000))
+    path = job_file(
+        tmp_path,
+        'backend = "anthropic"\nprompt_template = "{text}"\nmax_tokens = 1000\n'
+        "anthropic = { thinking_budget = 2000 }",
+        rows,
+        "rows.jsonl",
+    )
+    spec = load_job_file(path)
+    with pytest.raises(ConfigError) as caught:
+        preflight(spec)
+    first = spec.jobs.ids()[0]
+    assert caught.value.problems == [
+        f"anthropic: jobs without a model ({', '.join(spec.jobs.ids()[:5])} and 1995 more): set model in "
+        '[defaults] or on the job, e.g. model = "claude-haiku-4-5"',
+        f"jobs.{first}: anthropic.thinking_budget (2000) must be below max_tokens (1000) "
+        "(and 1999 more jobs): raise max_tokens or lower the budget",
+    ]

@@ -211,6 +211,7 @@ def _part(kind: str, start: int, n: int) -> Any:
         lambda c, job_id: JobSpec(id=job_id, prompt=f"p{c}", backend=backend, content_hash=f"h{c}"),
         backend,
         lambda c: f"h{c}",
+        uniform=kind == "rows",  # its jobs differ only in id and prompt: alike
     )
 
 
@@ -253,9 +254,27 @@ def test_jobs_from_rows_index_and_slice_as_the_list_of_their_jobs(
             assert jobs[slice(*read)] == tuple(expected[slice(*read)])
     picked = jobs.pick(list(range(0, len(expected), keep)))
     assert list(picked) == expected[::keep] and picked[-1:] == tuple(expected[::keep][-1:])
-    assert jobs == expected and list(jobs.of_backend("local")) == [
-        j for j in expected if j.backend == "local"
-    ]
+    assert jobs == expected
+    positions = range(0, len(expected), keep)
+    for name in ("sim", "local"):
+        # Groups of jobs alike: a uniform part is one (made from its first job), any other job
+        # its own; so for the jobs a pick keeps.
+        for group_of, chosen in ((jobs, range(len(expected))), (picked, positions)):
+            groups = list(group_of.alike(name))
+            assert [i for g in groups for i in g.ids] == [
+                expected[p].id for p in chosen if expected[p].backend == name
+            ]
+            assert all(g.job == next(j for j in expected if j.id == g.ids[0]) for g in groups)
+            sizes = [
+                1 if part.uniform else len(hits)
+                for part, first in zip(jobs.parts, jobs.starts, strict=True)
+                if (
+                    hits := [
+                        p for p in chosen if first <= p < first + len(part) and expected[p].backend == name
+                    ]
+                )
+            ]
+            assert len(groups) == sum(sizes)
     hashes = [job.content_hash or None for job in expected]
     assert [h if h.startswith("h") else None for h in jobs.content_hashes()] == hashes
 

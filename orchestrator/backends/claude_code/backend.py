@@ -55,6 +55,7 @@ from orchestrator.backends.claude_code.usage import Price
 from orchestrator.backends.http.prices import ANTHROPIC_PRICES, PriceBook
 from orchestrator.errors import ErrorKind, FatalError
 from orchestrator.events import SystemNotice, Tokens
+from orchestrator.jobs import Alike
 from orchestrator.output import schema_json
 from orchestrator.redact import (
     has_control_characters,
@@ -340,7 +341,7 @@ class _Kind:
     files_per_attempt = 4  # pipes to the CLI's stdin, stdout and stderr, and its process handle
     memory_per_attempt = 200 * 1024**2  # one CLI process (see orchestrator.engines.ray.slots)
 
-    def preflight(self, settings: ClaudeCodeSettings, jobs: Sequence[JobSpec]) -> list[str]:
+    def preflight(self, settings: ClaudeCodeSettings, jobs: Sequence[Alike]) -> list[str]:
         problems: list[str] = []
         if resolve_cli(settings.cli) is None:
             where = "" if os.sep in settings.cli else " on PATH"
@@ -357,7 +358,7 @@ class _Kind:
                     f"claude-code: environment variable {name} contains a control character (a newline?); "
                     "set the key alone"
                 )
-        for job in jobs:
+        for job, ids in jobs:
             options = job.options if isinstance(job.options, Options) else Options()
             problems += _secret_problems(f"job {job.id}: claude-code.env", options.env)
             if options.cwd is not None and not os.path.isdir(options.cwd):
@@ -366,7 +367,9 @@ class _Kind:
                 problems.append(
                     f"claude-code: job {job.id}: takes a single user turn: give a prompt, not messages"
                 )
-            elif not job.prompt.strip():
+            # Checked for a job alone: a group's plain rows have prompts (one of spaces alone
+            # is refused by the CLI when its attempt runs).
+            elif len(ids) == 1 and not job.prompt.strip():
                 problems.append(f"claude-code: job {job.id}: the prompt is empty (the CLI refuses it)")
             if job.output_schema is not None and job.retry.reask:
                 problems.append(

@@ -27,6 +27,7 @@ from orchestrator.backends.http.decoders.anthropic import AnthropicDecoder
 from orchestrator.backends.http.exchange import ApiKey
 from orchestrator.backends.http.prices import ANTHROPIC_PRICES
 from orchestrator.backends.request import turns
+from orchestrator.jobs import Alike
 from orchestrator.spec import JobSpec
 
 NAME = "anthropic"
@@ -139,20 +140,21 @@ def _cached(text: str) -> dict[str, Any]:
     return {"type": "text", "text": text, "cache_control": _EPHEMERAL}
 
 
-def thinking_problems(settings: Settings, jobs: Sequence[JobSpec]) -> list[str]:
+def thinking_problems(settings: Settings, jobs: Sequence[Alike]) -> list[str]:
     """Jobs whose ``thinking_budget`` is not below their ``max_tokens`` (the API refuses every
     such request with a 400): found before the batch starts, one line for all of them."""
     bad = [
-        (job.id, options.thinking_budget, limit)
-        for job in jobs
+        (ids, options.thinking_budget, limit)
+        for job, ids in jobs
         if isinstance(options := job.options, Options)
         and options.thinking_budget is not None
         and options.thinking_budget >= (limit := job.max_tokens or settings.max_tokens)
     ]
     if not bad:
         return []
-    job_id, budget, limit = bad[0]
-    more = f" (and {len(bad) - 1} more jobs)" if len(bad) > 1 else ""
+    ids, budget, limit = bad[0]
+    job_id, count = ids[0], sum(len(ids) for ids, _, _ in bad)
+    more = f" (and {count - 1} more jobs)" if count > 1 else ""
     return [
         f"jobs.{job_id}: anthropic.thinking_budget ({budget}) must be below max_tokens ({limit}){more}: "
         "raise max_tokens or lower the budget"

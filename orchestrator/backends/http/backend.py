@@ -41,6 +41,7 @@ from orchestrator.backends.request import estimated_input_tokens
 from orchestrator.diagnostics import logger
 from orchestrator.events import Tokens
 from orchestrator.http import ConnectionPool
+from orchestrator.jobs import Alike
 from orchestrator.spec import JobSpec
 
 Headers = list[tuple[bytes, bytes]]
@@ -94,7 +95,7 @@ class HttpApi:
     headers: Callable[[Any, Any, ApiKey | None], Headers]
     body: Callable[[JobSpec, Any, Any], dict[str, Any]]
     decoder: Callable[[str | None, PriceBook, Redact], StreamDecoder]
-    checks: Callable[[Any, Sequence[JobSpec]], list[str]] | None = None
+    checks: Callable[[Any, Sequence[Alike]], list[str]] | None = None
     """More preflight problems of this API's own (``settings, jobs`` in, lines out)."""
     price_scale: float = 1.0
     """Costs at this share of the price table (the batch APIs': ``prices.BATCH_PRICE``)."""
@@ -161,7 +162,7 @@ class HttpKind:
         self.Options = api.options
         self.Settings = api.settings
 
-    def preflight(self, settings: Any, jobs: Sequence[JobSpec]) -> list[str]:
+    def preflight(self, settings: Any, jobs: Sequence[Alike]) -> list[str]:
         settings = with_base_url(self.name, settings)
         for warning in base_url_warnings(self.name, settings.base_url):
             _log.warning(warning)

@@ -12,14 +12,14 @@ from urllib.parse import urlsplit
 
 from orchestrator.backends.http.exchange import HttpSettings, read_api_key
 from orchestrator.http import Origin, ProxyConfig
+from orchestrator.jobs import Alike
 from orchestrator.redact import Redactor, has_control_characters
-from orchestrator.spec import JobSpec
 
 _EXAMPLE_MODEL = {"anthropic": "claude-haiku-4-5", "openai": "gpt-4o-mini"}
 
 
 def check_settings(
-    name: str, settings: HttpSettings, jobs: Sequence[JobSpec], environ: Mapping[str, str] | None = None
+    name: str, settings: HttpSettings, jobs: Sequence[Alike], environ: Mapping[str, str] | None = None
 ) -> list[str]:
     """Problems that stop a batch before it starts: no key or a key with a control character, a
     bad URL (credentials or a fragment in it, or a key sent in clear to another machine), a bad CA
@@ -51,7 +51,7 @@ def check_settings(
             ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=settings.ca_file)
         except (ssl.SSLError, OSError, ValueError):
             problems.append(f"{where}.ca_file: no CA certificate (PEM) in {settings.ca_file}")
-    missing = [job.id for job in jobs if not job.model]
+    missing = [job_id for job, ids in jobs if not job.model for job_id in ids]
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         problems.append(

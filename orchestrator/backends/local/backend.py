@@ -32,6 +32,7 @@ from orchestrator.backends.local.decode import ChunkDecoder
 from orchestrator.backends.local.model import DEFAULT_MODEL, KNOWN_MODELS, ModelFile
 from orchestrator.backends.request import turns
 from orchestrator.errors import BackendError, ConfigError, ErrorKind, FatalError
+from orchestrator.jobs import Alike
 from orchestrator.spec import JobSpec
 
 DEFAULT_MAX_TOKENS = 256
@@ -316,13 +317,13 @@ class _Kind:
     Settings = Settings
     default_concurrency: int | None = None  # Settings.concurrency always has a value (slots)
 
-    def preflight(self, settings: _Settings, jobs: Sequence[JobSpec]) -> list[str]:
+    def preflight(self, settings: _Settings, jobs: Sequence[Alike]) -> list[str]:
         """Missing runtime or model (each with its install command), or jobs naming another model."""
         problems = local_model.runtime_problems()
         model, model_problems = local_model.resolve(settings.model, settings.model_path)
         problems.extend(model_problems)
         if model is not None:
-            others = sorted({job.model for job in jobs if job.model not in (None, model.name)})
+            others = sorted({a.job.model for a in jobs if a.job.model not in (None, model.name)})
             if others:
                 problems.append(
                     f"local backend: jobs ask for model {', '.join(map(repr, others))} but the batch loads "

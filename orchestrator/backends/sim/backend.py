@@ -46,6 +46,7 @@ from orchestrator.events import (
     ToolResult,
     UsageReported,
 )
+from orchestrator.jobs import Alike
 from orchestrator.spec import JobSpec
 from orchestrator.timers import Timeline
 
@@ -370,7 +371,7 @@ class _Kind:
     Settings = Settings
     default_concurrency: int | None = None
 
-    def preflight(self, settings: SimSettings, jobs: Sequence[JobSpec]) -> list[str]:
+    def preflight(self, settings: SimSettings, jobs: Sequence[Alike]) -> list[str]:
         return []
 
     @asynccontextmanager

@@ -42,6 +42,7 @@ from orchestrator.events import (
     ToolCall,
     ToolResult,
 )
+from orchestrator.jobs import Alike
 from orchestrator.run.batch import BatchResult, execute
 from orchestrator.run.control import RunControl
 from orchestrator.spec import JobSpec, OutputSchema, RetryPolicy
@@ -581,7 +582,7 @@ def test_preflight_refuses_header_lists_and_url_credentials_in_env_tables(
 def preflight() -> Iterator[Callable[..., list[str]]]:
     def check(settings: Settings | None = None, **options: Any) -> list[str]:
         settings = settings or Settings(cli=sys.executable)
-        return KIND.preflight(settings, [spec_of(options=Options(**options))])
+        return KIND.preflight(settings, Alike.each([spec_of(options=Options(**options))]))
 
     yield check
 
@@ -652,5 +653,5 @@ async def test_the_clis_structured_output_is_the_checked_reply(claude_cli: str, 
 
 def test_reask_is_refused_before_the_run_since_the_cli_takes_one_turn() -> None:
     spec = spec_of(output_schema=OutputSchema(COUNT_SCHEMA), retry=RetryPolicy(reask=True))
-    problems = KIND.preflight(Settings(cli=sys.executable), [spec])
+    problems = KIND.preflight(Settings(cli=sys.executable), Alike.each([spec]))
     assert any("retry.reask needs a conversation" in p for p in problems)

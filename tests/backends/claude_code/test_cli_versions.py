@@ -20,6 +20,7 @@ from orchestrator.backends.claude_code.cli import (
     resolve_cli,
 )
 from orchestrator.events import ToolCall, ToolResult
+from orchestrator.jobs import Alike
 from orchestrator.spec import JobSpec
 from orchestrator.testing.anthropic.server import HttpError, Reply, open_fake_anthropic
 from tests.backends.claude_code.conftest import ROOT
@@ -98,7 +99,7 @@ def spec() -> JobSpec:
 
 def test_preflight_refuses_a_cli_older_than_the_oldest_tested(tmp_path: Path) -> None:
     cli = versioned_stand_in(tmp_path, "2.1.199")
-    [problem] = KIND.preflight(Settings(cli=cli), [spec()])
+    [problem] = KIND.preflight(Settings(cli=cli), Alike.each([spec()]))
     assert "2.1.199" in problem and "2.1.200" in problem
     assert "npm install -g @anthropic-ai/claude-code@latest" in problem
     assert "\n" not in problem
@@ -108,12 +109,12 @@ def test_preflight_accepts_the_oldest_tested_and_newer(tmp_path: Path) -> None:
     for version in ("2.1.200", "2.2.0", "3.0.0"):
         folder = tmp_path / version
         folder.mkdir()
-        assert KIND.preflight(Settings(cli=versioned_stand_in(folder, version)), [spec()]) == []
+        assert KIND.preflight(Settings(cli=versioned_stand_in(folder, version)), Alike.each([spec()])) == []
 
 
 def test_a_cli_that_does_not_say_its_version_is_tried(tmp_path: Path) -> None:
     cli = versioned_stand_in(tmp_path, "")
-    assert KIND.preflight(Settings(cli=cli), [spec()]) == []
+    assert KIND.preflight(Settings(cli=cli), Alike.each([spec()])) == []
 
 
 def test_orchestrate_exits_2_naming_the_install_command_for_an_old_cli(tmp_path: Path) -> None:
@@ -156,7 +157,7 @@ def test_the_sdks_bundled_cli_is_found_when_none_is_on_path(
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert bundled_cli() == str(cli)
     assert resolve_cli("claude") == str(cli)
-    assert KIND.preflight(Settings(), [spec()]) == []
+    assert KIND.preflight(Settings(), Alike.each([spec()])) == []
 
 
 def test_a_cli_on_path_wins_over_the_bundled_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from orchestrator.backends.http.exchange import ApiKey
+from orchestrator.jobs import Alike
 from orchestrator.testing.anthropic.server import ErrorMidStream as AnthropicErrorMidStream
 from orchestrator.testing.anthropic.server import HttpError as AnthropicHttpError
 from orchestrator.testing.anthropic.server import open_fake_anthropic
@@ -127,7 +128,7 @@ def _problems(environ: dict[str, str], **settings: Any) -> list[str]:
     from orchestrator.spec import JobSpec
 
     job = JobSpec(id="j", prompt="hi", backend="openai", model="gpt-4o-mini")
-    return check_settings("openai", Settings(**settings), [job], environ)
+    return check_settings("openai", Settings(**settings), Alike.each([job]), environ)
 
 
 @pytest.mark.parametrize(

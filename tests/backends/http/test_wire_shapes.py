@@ -13,6 +13,7 @@ import pytest
 
 from orchestrator.cli.display import print_summary
 from orchestrator.events import RetryScheduled, SessionStarted, StreamWarning, Tokens
+from orchestrator.jobs import Alike
 from orchestrator.record.results import result_row
 from orchestrator.report.fold import read_report
 from orchestrator.report.html import render_html
@@ -482,7 +483,7 @@ def test_a_thinking_budget_not_below_max_tokens_stops_the_batch_before_it_starts
             options=Options(thinking_budget=4000),
         ),
     ]
-    (problem,) = KIND.preflight(Settings(), jobs)
+    (problem,) = KIND.preflight(Settings(), Alike.each(jobs))
     assert problem.startswith("jobs.deep: anthropic.thinking_budget (4000) must be below max_tokens (2000)")
 
 

@@ -31,6 +31,7 @@ from orchestrator.events import (
     Tagged,
     TextDelta,
 )
+from orchestrator.jobs import Alike
 from orchestrator.spec import JobSpec, OutputSchema
 
 THREAD_PREFIX = "orchestrator local"
@@ -252,7 +253,7 @@ def test_a_missing_model_path_exits_2_with_the_install_hint(tmp_path: Path) -> N
 
 def test_jobs_naming_another_model_are_a_preflight_problem(model: None) -> None:
     problems = KIND.preflight(
-        Settings(), [job("hi"), JobSpec(id="x", prompt="hi", backend="local", model="gpt-9")]
+        Settings(), Alike.each([job("hi"), JobSpec(id="x", prompt="hi", backend="local", model="gpt-9")])
     )
     assert len(problems) == 1 and "'gpt-9'" in problems[0]
 

@@ -45,6 +45,7 @@ from orchestrator.events import (
     StreamWarning,
 )
 from orchestrator.http import ConnectionPool, ServerSentEvent, TransportError
+from orchestrator.jobs import Alike
 from orchestrator.spec import JobSpec
 
 
@@ -306,7 +307,7 @@ class BatchKind(HttpKind):
         self.name = api.name
         self.Settings = api.settings
 
-    def preflight(self, settings: Any, jobs: Sequence[JobSpec]) -> list[str]:
+    def preflight(self, settings: Any, jobs: Sequence[Alike]) -> list[str]:
         problems = super().preflight(settings, jobs)
         api = self.batch_api
         if settings.batch_requests > api.max_requests:
