@@ -371,7 +371,9 @@ def bench_first_request(quick: bool) -> Section:
         ratio=(first, "<= 5 s", None),
         ratio_label=f"first request at {jobs:,} jobs, s",
         note="`orchestrate JOBFILE --log LOG -q` in a fresh process: Python start-up, imports, reading "
-        "and checking the job file, the batch's set-up, up to the first `attempt_started` in the log.",
+        "and checking the job file, the batch's set-up, up to the first `attempt_started` in the log. "
+        "On `openai` the preflight checks the settings the prompts share once (it made every job "
+        "before: 9.4 s more at 1,000,000 prompts).",
     )
 
 
