@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
@@ -75,3 +76,12 @@ def run_virtual(
         lambda: execute(spec, subscribers=subscribers, control=control, keep_text=keep_text),
         clock=trio.testing.MockClock(autojump_threshold=0),
     )
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 30.0) -> None:
+    """Poll ``condition`` (a file's contents, another process's state) until it holds; fails
+    after ``timeout`` seconds, a guard against a hang rather than a claim about speed."""
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "condition not reached"
+        time.sleep(0.01)

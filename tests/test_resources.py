@@ -7,10 +7,8 @@ import errno
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from orchestrator.http import ConnectError
 from orchestrator.record.log import LogWriteError, LogWriter, read_log
 from orchestrator.resources import RESERVED_FILES, fit_open_files, out_of_files
 from orchestrator.run.job import failure_from
+from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 INFINITY = resource.RLIM_INFINITY
@@ -106,31 +105,23 @@ def test_the_pool_marks_a_socket_that_could_not_be_made(monkeypatch: pytest.Monk
     assert trio.run(main).out_of_files
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
-def fake_openai() -> Iterator[int]:
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.testing.openai", "--port", str(port)],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def fake_openai(tmp_path: Path) -> Iterator[int]:
+    """The fake OpenAI API in its own process, on a port it picks itself (one picked here and
+    bound there later could be taken meanwhile); yields the port it says it listens on."""
+    said = tmp_path / "fake-openai.err"
+    with open(said, "wb") as err:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.testing.openai", "--port", "0", "--quiet"],
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     try:
-        end = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < end and server.poll() is None, "fake server did not start"
-                time.sleep(0.05)
-        yield port
+        wait_for(lambda: b"(Ctrl-C to stop)" in said.read_bytes() or server.poll() is not None)
+        assert server.poll() is None, said.read_text()
+        base_url = said.read_text().split(" on ", 1)[1].split()[0]  # http://127.0.0.1:PORT/v1
+        yield int(base_url.rsplit(":", 1)[1].split("/")[0])
     finally:
         server.terminate()
         server.wait(timeout=10)

@@ -7,7 +7,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from orchestrator import ConfigError, run_batch
 from orchestrator.record.claim import claim_log, lock_path
 from orchestrator.record.log import read_log
+from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,13 +37,6 @@ def finish(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str]:
     return proc.returncode, err
 
 
-def wait_for(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < end, "condition not reached"
-        time.sleep(0.01)
-
-
 def job_file(tmp_path: Path, name: str = "batch.toml", jobs: int = 30) -> Path:
     job = tmp_path / name
     job.write_text(
@@ -49,6 +44,17 @@ def job_file(tmp_path: Path, name: str = "batch.toml", jobs: int = 30) -> Path:
         + "".join(f'[[jobs]]\nid = "j{i}"\nprompt = "p{i}"\n' for i in range(jobs))
     )
     return job
+
+
+@contextmanager
+def held(proc: subprocess.Popen[str]) -> Iterator[None]:
+    """Freeze a run (SIGSTOP) for the block, then let it go on: it keeps its claim on the log and
+    cannot finish meanwhile, so what the block checks does not depend on how fast it runs."""
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGCONT)
 
 
 def started(log: Path) -> bool:
@@ -71,7 +77,8 @@ def test_a_second_run_on_a_log_in_use_exits_2_naming_the_pid(tmp_path: Path, fir
     job, log = job_file(tmp_path), tmp_path / "run.jsonl"
     running = orchestrate(str(job), first, str(log), "-q", cwd=tmp_path)
     wait_for(lambda: started(log))
-    code, err = finish(orchestrate(str(job), second, str(log), "-q", cwd=tmp_path))
+    with held(running):  # still running, however long the second command takes to start
+        code, err = finish(orchestrate(str(job), second, str(log), "-q", cwd=tmp_path))
     assert code == 2 and err == (
         f"{log}: in use by another run (pid {running.pid}); wait for it to end, or stop it\n"
     )
@@ -92,8 +99,8 @@ def test_report_and_tail_read_a_log_while_it_is_claimed(tmp_path: Path) -> None:
     job, log = job_file(tmp_path), tmp_path / "run.jsonl"
     first = orchestrate(str(job), "--log", str(log), "-q", cwd=tmp_path)
     wait_for(lambda: started(log))
-    report = orchestrate("report", str(log), "--json", cwd=tmp_path)
-    code, err = finish(report)
+    with held(first):  # unfinished while report reads it
+        code, err = finish(orchestrate("report", str(log), "--json", cwd=tmp_path))
     assert code == 1 and "in use" not in err  # unfinished, but read
     assert finish(first)[0] == 0
 

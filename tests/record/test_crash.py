@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 
 from benchmarks.crash_trials import run_not_a_log_trial, run_race_trial, run_trial
 from orchestrator.record.log import read_log
-from tests.helpers import job_ends
+from tests.helpers import job_ends, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 TRIAL_SEEDS = range(1000, 1020)
@@ -89,13 +88,6 @@ def orchestrate(*args: str, cwd: Path) -> subprocess.Popen[bytes]:
 def finish(proc: subprocess.Popen[bytes]) -> int:
     proc.communicate(timeout=30)
     return proc.returncode
-
-
-def wait_for(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < end, "condition not reached"
-        time.sleep(0.01)
 
 
 def slow_job_file(tmp_path: Path) -> Path:

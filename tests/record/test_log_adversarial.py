@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator import codec
+from orchestrator.cli import tail as tail_module
 from orchestrator.cli.tail import follow
 from orchestrator.record.lines import LogLines
 from orchestrator.record.log import read_log
@@ -105,7 +107,7 @@ def test_job_ids_that_look_like_numbers_or_hold_quotes_newlines_and_escapes_read
 
 @pytest.mark.parametrize("seen_cut", [False, True], ids=["cut-and-appended", "cut-seen-then-appended"])
 def test_tail_following_a_run_killed_mid_line_reads_the_resumed_run_that_cuts_the_torn_line(
-    tmp_path: Path, seen_cut: bool
+    tmp_path: Path, seen_cut: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A run killed mid-line leaves a torn last line; the resumed run cuts it and appends its own
     # lines from there. A tail that had read the torn bytes (and waits for the rest of the line)
@@ -121,6 +123,16 @@ def test_tail_following_a_run_killed_mid_line_reads_the_resumed_run_that_cuts_th
     appended = resumed.read_bytes()[killed.rindex(b"\n") + 1 :]
     assert len(appended) > len(killed)
 
+    cut_seen = threading.Event()
+    real_cut = tail_module._cut
+
+    def noting_cut(f: Any, pending: bytes, at: int) -> bool:
+        cut = real_cut(f, pending, at)
+        if cut:
+            cut_seen.set()
+        return cut
+
+    monkeypatch.setattr(tail_module, "_cut", noting_cut)
     out: list[str] = []
     with ThreadPoolExecutor(1) as pool:
         tail = pool.submit(follow, str(log), out.extend, interval=0.3)
@@ -130,8 +142,8 @@ def test_tail_following_a_run_killed_mid_line_reads_the_resumed_run_that_cuts_th
         time.sleep(0.1)  # tail is asleep, the torn bytes read
         with open(log, "r+b") as f:  # the resume: cut the torn line, append the new run
             f.truncate(killed.rindex(b"\n") + 1)
-            if seen_cut:
-                time.sleep(0.6)  # tail polls the cut file before the new run's lines come
+            if seen_cut:  # tail polls the cut file before the new run's lines come
+                assert cut_seen.wait(30), "tail never saw the cut"
             f.seek(0, os.SEEK_END)
             f.write(appended)
         assert tail.result(timeout=30) == 0

@@ -18,6 +18,7 @@ import pytest
 
 from orchestrator import ConfigError, open_batch, run_batch, run_batch_async
 from orchestrator.events import (
+    AttemptStarted,
     JobCancelled,
     JobQueued,
     JobSkipped,
@@ -115,10 +116,26 @@ def test_cancelling_the_awaiting_task_stops_the_batch_and_logs_its_end(tmp_path:
     log = tmp_path / "task.jsonl"
 
     async def main() -> None:
+        started: set[str | None] = set()
+        both_started = asyncio.Event()
+
+        def on_event(tagged: Tagged) -> None:
+            if isinstance(tagged.event, AttemptStarted):
+                started.add(tagged.job_id)
+                if len(started) == 2:
+                    both_started.set()
+
         task = asyncio.ensure_future(
-            run_batch_async(["slow", "slower"], backend="sim", options={"tokens_per_s": 1}, log=str(log))
+            run_batch_async(
+                ["slow", "slower"],
+                backend="sim",
+                options={"tokens_per_s": 1},
+                log=str(log),
+                on_event=on_event,
+            )
         )
-        await asyncio.sleep(0.5)
+        # Both under way (not a fixed wait, which a slow start could outlast): both end cancelled.
+        await asyncio.wait_for(both_started.wait(), 60)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

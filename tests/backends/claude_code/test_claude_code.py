@@ -18,6 +18,7 @@ import attrs
 import orjson
 import pytest
 import trio
+import trio.testing
 
 from orchestrator.backends.claude_code.backend import (
     KIND,
@@ -146,6 +147,19 @@ async def poll_until(condition: Callable[[], bool]) -> None:
     """Wait for something outside trio's view (processes coming and going)."""
     while not condition():  # noqa: ASYNC110
         await trio.sleep(0.05)
+
+
+LIMIT = 30.0
+"""The attempt limit of the timeout tests: :func:`jump_once` passes it for the attempt that should
+time out; any other attempt has this long, however busy the machine."""
+
+
+async def jump_once(clock: trio.testing.MockClock, ready: Callable[[], object]) -> None:
+    """Once ``ready()`` (the attempt that should time out is where it should), jump ``clock``
+    past :data:`LIMIT`: that attempt times out then, not after a wall-clock wait that a slow
+    start-up might outlast or a slow retry might not."""
+    await poll_until(lambda: bool(ready()))
+    clock.jump(LIMIT)
 
 
 def job(prompt: str = "Say hello.", **fields: Any) -> dict[str, Any]:
@@ -360,11 +374,15 @@ def _sleeper_running(home: Path) -> bool:
     return False
 
 
-async def test_an_attempt_timeout_kills_a_stalled_cli_and_retries(claude_cli: str, home: Path) -> None:
-    async with open_fake_anthropic() as fake:
+async def test_an_attempt_timeout_kills_a_stalled_cli_and_retries(
+    claude_cli: str, home: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    mock_clock.rate = 1.0  # the wall clock's pace, but for one jump past the stalled attempt's limit
+    async with open_fake_anthropic() as fake, trio.open_nursery() as nursery:
         fake.script(Stall(), Reply.text("Second try."))
+        nursery.start_soon(jump_once, mock_clock, lambda: len(fake.requests) >= 1)  # stalled
         result, recorder = await run(
-            fake, home, claude_cli, [job()], retry={"max_attempts": 2}, timeouts={"attempt": 5}
+            fake, home, claude_cli, [job()], retry={"max_attempts": 2}, timeouts={"attempt": LIMIT}
         )
     [scheduled] = events(recorder, "j", RetryScheduled)
     assert scheduled.error_kind == "timeout_attempt"
@@ -471,7 +489,7 @@ async def test_an_exit_without_result_is_a_retryable_error_quoting_stderr(tmp_pa
 
 
 async def test_a_cli_ignoring_sigterm_is_killed_after_the_grace_period_with_its_tool_sessions(
-    tmp_path: Path, home: Path
+    tmp_path: Path, home: Path, mock_clock: trio.testing.MockClock
 ) -> None:
     cli = stand_in(
         tmp_path,
@@ -488,10 +506,20 @@ async def test_a_cli_ignoring_sigterm_is_killed_after_the_grace_period_with_its_
     )
     # The stand-in never exits by itself: the batch can only end by killing it. The limit is a
     # guard against a hang, not a claim about speed.
+    mock_clock.rate = 1.0  # the wall clock's pace, but for one jump past the attempt's limit
+    recorder = Recorder()
     with trio.fail_after(120):
-        _, recorder = await run(
-            None, home, cli, [job()], timeouts={"attempt": 1.5}, settings={"grace_period": 0.5}
-        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(jump_once, mock_clock, lambda: notices(recorder, "child"))  # SIGTERM ignored
+            await run(
+                None,
+                home,
+                cli,
+                [job()],
+                timeouts={"attempt": LIMIT},
+                settings={"grace_period": 0.5},
+                recorder=recorder,
+            )
     [failed] = events(recorder, "j", JobFailed)
     assert failed.error_kind == "timeout_attempt"
     [child] = notices(recorder, "child")

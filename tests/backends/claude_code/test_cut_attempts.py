@@ -11,6 +11,8 @@ from pathlib import Path
 
 import attrs
 import pytest
+import trio
+import trio.testing
 
 from orchestrator.backends.claude_code.backend import message_price
 from orchestrator.backends.claude_code.decode import ClaudeDecoder
@@ -18,7 +20,7 @@ from orchestrator.events import JobFailed, Tagged, Tokens, UsageReported
 from orchestrator.record.aggregate import fold
 from orchestrator.record.cost import AttemptMeter
 from orchestrator.testing.anthropic.server import Reply, Stall, Usage, open_fake_anthropic
-from tests.backends.claude_code.test_claude_code import echo_tool, events, job, run
+from tests.backends.claude_code.test_claude_code import LIMIT, echo_tool, events, job, jump_once, run
 from tests.backends.claude_code.test_decode import lines_of, meta_of, of_type, tagged_attempt
 from tests.backends.claude_code.test_decode_reply import complete, message_start, stream_line, text_delta
 
@@ -101,19 +103,21 @@ def test_the_message_price_knows_claude_models() -> None:
 
 
 async def test_a_timed_out_attempt_reports_its_answered_calls_and_the_spend_cap_counts_them(
-    claude_cli: str, home: Path
+    claude_cli: str, home: Path, mock_clock: trio.testing.MockClock
 ) -> None:
     # The first call is answered (100k prompt tokens, $0.30 at list price), the second stalls
     # until the attempt timeout kills the CLI: no result line, no total_cost_usd.
     answered = attrs.evolve(echo_tool(), usage=Usage(input_tokens=100_000, output_tokens=50))
-    async with open_fake_anthropic() as fake:
+    mock_clock.rate = 1.0  # the wall clock's pace, but for one jump past the attempt's limit
+    async with open_fake_anthropic() as fake, trio.open_nursery() as nursery:
         fake.script(answered, Stall(), Reply.text("never asked"))
+        nursery.start_soon(jump_once, mock_clock, lambda: len(fake.requests) >= 2)  # the second stalls
         result, recorder = await run(
             fake,
             home,
             claude_cli,
             [job(model=MODEL), {"id": "second", "prompt": "Say hello.", "model": MODEL}],
-            timeouts={"attempt": 8},
+            timeouts={"attempt": LIMIT},
             batch={"concurrency": 1, "max_cost_usd": 0.10, "dedupe": False},  # two runs of one prompt
         )
     [failed] = events(recorder, "j", JobFailed)

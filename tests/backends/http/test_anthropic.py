@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import trio
 
 from orchestrator.backends.http.decoders.anthropic import AnthropicDecoder
 from orchestrator.backends.http.prices import ANTHROPIC_PRICES, cost_usd
@@ -129,7 +130,9 @@ async def test_a_429_is_retried_no_sooner_than_retry_after() -> None:
         (Stall(partial="first words"), "timeout_idle"),
     ],
 )
-async def test_a_transient_failure_is_retried_then_succeeds(fault: object, kind: str) -> None:
+async def test_a_transient_failure_is_retried_then_succeeds(
+    fault: object, kind: str, autojump_clock: trio.abc.Clock
+) -> None:
     async with open_fake_anthropic() as fake:
         fake.script(fault, Reply.text("recovered"))  # type: ignore[arg-type]
         result, recorder = await run_jobs(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import trio
 
 from orchestrator.backends.http.decoders.openai import OpenAIDecoder
 from orchestrator.backends.http.prices import OPENAI_PRICES
@@ -122,7 +123,9 @@ async def test_a_429_is_retried_no_sooner_than_retry_after(header: str) -> None:
         (Stall(partial="first"), "timeout_idle"),
     ],
 )
-async def test_a_transient_failure_is_retried_then_succeeds(fault: object, kind: str) -> None:
+async def test_a_transient_failure_is_retried_then_succeeds(
+    fault: object, kind: str, autojump_clock: trio.abc.Clock
+) -> None:
     async with open_fake_openai() as fake:
         fake.script(fault, Reply("recovered"))  # type: ignore[arg-type]
         result, recorder = await run_jobs(

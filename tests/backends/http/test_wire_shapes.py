@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import trio
 
 from orchestrator.cli.display import print_summary
 from orchestrator.events import RetryScheduled, SessionStarted, StreamWarning, Tokens
@@ -276,7 +277,9 @@ async def test_an_anthropic_reply_cut_before_its_final_delta_is_retried() -> Non
 # --- 6. keep-alives and the first event ----------------------------------------------------------------
 
 
-async def test_keep_alive_comments_between_events_reset_the_idle_watch() -> None:
+async def test_keep_alive_comments_between_events_reset_the_idle_watch(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     # Silence between the two text events is 1.0 s, twice the idle timeout, filled with comments.
     stream = Raw.events(
         chunk("Hel"), *[": keep-alive\n\n"] * 4, chunk("lo", "stop") + "data: [DONE]\n\n", gap=0.2
@@ -286,7 +289,7 @@ async def test_keep_alive_comments_between_events_reset_the_idle_watch() -> None
     assert job.ok and job.text == "Hello"  # type: ignore[attr-defined]
 
 
-async def test_anthropic_pings_reset_the_idle_watch() -> None:
+async def test_anthropic_pings_reset_the_idle_watch(autojump_clock: trio.abc.Clock) -> None:
     ping = 'event: ping\ndata: {"type": "ping"}\n\n'
     stop = 'event: message_stop\ndata: {"type":"message_stop"}\n\n'
     stream = Raw.events(*ANTHROPIC_OPENING, ping, ping, ping, ping, ANTHROPIC_FINAL_DELTA + stop, gap=0.2)
@@ -299,7 +302,9 @@ async def test_anthropic_pings_reset_the_idle_watch() -> None:
     assert next(iter(result.jobs.values())).text == "Complete answer."
 
 
-async def test_a_slow_first_event_is_first_event_timeouts_to_judge_not_idles() -> None:
+async def test_a_slow_first_event_is_first_event_timeouts_to_judge_not_idles(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     # The session starts at once, then the model thinks for 1.2 s (idle is 0.5 s) before its text.
     role = (
         'data: {"id":"c","model":"o3","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n'
@@ -310,7 +315,9 @@ async def test_a_slow_first_event_is_first_event_timeouts_to_judge_not_idles() -
     assert job.ok and job.text == "Thought it through."  # type: ignore[attr-defined]
 
 
-async def test_the_first_event_timeout_still_ends_a_wait_that_only_keep_alives_fill() -> None:
+async def test_the_first_event_timeout_still_ends_a_wait_that_only_keep_alives_fill(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     stream = Raw.events(*[": keep-alive\n\n"] * 6, gap=0.1)
     job, recorder = await openai_job(stream, Reply("later"), first_event_timeout=0.3)
     assert [r.error_kind for r in events_of(recorder, RetryScheduled)] == ["timeout_first_event"]  # type: ignore[arg-type]

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from orchestrator.backends.sim.backend import SimClock, _Draws, plan_attempt
-from tests.helpers import make_spec
+from tests.helpers import make_spec, wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
 keys = st.tuples(st.integers(), st.text(max_size=8), st.integers(0, 10))
@@ -114,14 +113,17 @@ def test_an_endless_stream_that_never_sleeps_stops_on_sigterm(tmp_path: Path) ->
         "[defaults.sim]\nttft = 0\ntokens_per_s = 0\nreply_tokens = 10_000_000_000\n[[jobs]]\nprompt = 'x'\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    log = tmp_path / "run.jsonl"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", str(job), "--no-log", "-q"],
+        [sys.executable, "-m", "orchestrator", str(job), "--log", str(log), "-q"],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    time.sleep(1.5)  # well into the reply
+    # Into the reply: by then the run watches for signals (a SIGTERM during start-up kills it
+    # outright, with -15 instead of 143).
+    wait_for(lambda: log.exists() and b"text_delta" in log.read_bytes())
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)  # a hang guard, not a timing bound
     assert proc.returncode == 143, err

@@ -18,7 +18,7 @@ import trio
 from orchestrator.api import run_batch
 from orchestrator.engines.ray import RayEngine
 from orchestrator.errors import ConfigError, ErrorKind
-from orchestrator.events import BatchSummary, JobSucceeded, RetryScheduled, Tagged
+from orchestrator.events import AttemptStarted, BatchSummary, JobSucceeded, RetryScheduled, Tagged
 from orchestrator.run.batch import BatchResult, execute
 from orchestrator.run.bus import CallbackSubscriber
 from orchestrator.run.control import RunControl
@@ -94,12 +94,16 @@ async def test_a_killed_worker_sends_its_unfinished_jobs_back_to_the_queue(ray_i
     events: list[Tagged] = []
     killed: list[int] = []
 
+    def started() -> int:
+        return sum(isinstance(t.event, AttemptStarted) for t in events)
+
     async def kill_one_shard_worker() -> None:
-        while not shard_workers(ray_instance):  # noqa: ASYNC110 (polling /proc: nothing to wait on)
+        # Mid-shard: every slot's attempt has started (they answer after 1 s), so whichever
+        # shard's worker dies has attempts running; a fixed wait after the worker appears may
+        # come before them on a busy machine. A worker killed before it runs its task is not a
+        # lost shard: Ray may hand the task to another worker.
+        while started() < spec.concurrency or not shard_workers(ray_instance):  # noqa: ASYNC110
             await trio.sleep(0.02)
-        # Mid-shard: its attempts are running (they answer after 1 s). A worker killed before it
-        # runs its task is not a lost shard: Ray may hand the task to another worker.
-        await trio.sleep(0.3)
         pid = shard_workers(ray_instance)[0]
         os.kill(pid, signal.SIGKILL)  # one shard's worker, found by its title
         killed.append(pid)
