@@ -162,6 +162,17 @@ class BatchStore:
         self.cancels.append(batch.id)
         return batch.cancel(trio.current_time())
 
+    def finish(self) -> list[str]:
+        """End every batch still processing now, its requests finished (as if its time had
+        come): the ids of the batches ended. A test that must not race the clock runs the fake
+        with a long ``processing`` and finishes the batches when it is ready."""
+        now, ended = trio.current_time(), []
+        for batch in self.batches.values():
+            if not batch.ended(now):
+                batch.ends = now
+                ended.append(batch.id)
+        return ended
+
     def newest_first(self) -> list[RemoteBatch]:
         """Every batch, the newest first (the order both list endpoints use)."""
         return sorted(self.batches.values(), key=lambda batch: batch.created, reverse=True)
@@ -185,6 +196,9 @@ SUBMISSIONS = "/fake/submissions"
 """``GET`` it from a fake running in another process: ``{custom_id: batches that carried it}``."""
 CANCELS = "/fake/cancels"
 """``GET`` it from a fake running in another process: the batch ids a cancel was asked for."""
+FINISH = "/fake/finish"
+"""``POST`` to it: every batch still processing ends now (:meth:`BatchStore.finish`); the
+answer lists their ids."""
 
 Route = Callable[[str, str, Mapping[str, str], Mapping[str, str], bytes], bytes]
 """``route(method, path, query, headers, body)``: the whole response (or :class:`HangUp`)."""
@@ -232,6 +246,9 @@ async def serve(route: Route, store: BatchStore, port: int) -> AsyncIterator[int
             if method == "GET" and path == CANCELS:
                 await stream.send_all(json_response(200, store.cancels))
                 return
+            if method == "POST" and path == FINISH:
+                await stream.send_all(json_response(200, store.finish()))
+                return
             store.requests.append((method, path))
             await stream.send_all(route(method, path, dict(parse_qsl(query)), headers, body))
         except Hang:
@@ -262,7 +279,7 @@ def serve_until_interrupted(
     parser = argparse.ArgumentParser(
         prog=f"python -m orchestrator.testing.{name}.batches",
         description=f"A fake {name} batch API on 127.0.0.1 (echo replies); GET {SUBMISSIONS} "
-        "counts the submissions of each custom_id.",
+        f"counts the submissions of each custom_id; POST {FINISH} ends every batch still processing.",
     )
     parser.add_argument("--port", type=int, default=0, help="port to listen on (0: any free port)")
     parser.add_argument("--processing", type=float, default=5.0, help="seconds until a batch ends")

@@ -78,3 +78,18 @@ async def test_a_batch_is_found_again_among_the_listed_ones(
         found_first = await remote.find("first", 4, since, known={second})
         missing = await remote.find("third", 3, since, known={first, second})
     assert (found_first, found_second, missing) == (first, second, None)
+
+
+@pytest.mark.parametrize("name", STORES)
+async def test_finishing_the_batches_ends_each_one_processing_with_every_request_answered(
+    name: str, autojump_clock: trio.abc.Clock
+) -> None:
+    store = STORES[name](3600)
+    async with client(name, store) as remote:
+        batch_id = await remote.submit(REQUESTS, "label")
+        await trio.sleep(10)
+        assert not (await remote.poll(batch_id)).ended
+        assert store.finish() == [batch_id]
+        assert (await remote.poll(batch_id)).ended and store.finish() == []
+        outcomes = await remote.results(batch_id)
+    assert sorted(o.custom_id for o in outcomes if o.reply is not None) == [cid for cid, _ in REQUESTS]

@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from orchestrator.testing.remote_batches import SUBMISSIONS
+from orchestrator.testing.remote_batches import FINISH, SUBMISSIONS
 from tests.http_helpers import fake_batches_process
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -24,7 +24,8 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1", "ANTHROPIC_API_KE
 
 @pytest.fixture
 def fake_api() -> Iterator[str]:
-    """The fake Message Batches API in its own process (batches end after 3 s); its base URL."""
+    """The fake Message Batches API in its own process; its base URL. Its batches end when the
+    test says (:func:`finish`), so a slow moment of the test cannot let them end early."""
     yield from _fake_api()
 
 
@@ -35,7 +36,7 @@ def hanging_fake_api() -> Iterator[str]:
 
 
 def _fake_api(*more: str) -> Iterator[str]:
-    yield from fake_batches_process(ENV, "--processing", "3", *more)
+    yield from fake_batches_process(ENV, "--processing", "3600", *more)
 
 
 def write_jobs(tmp_path: Path, fake_api: str) -> None:
@@ -68,8 +69,13 @@ def test_a_killed_run_resumed_pays_each_request_once(tmp_path: Path, fake_api: s
 
 
 def resume_and_check(tmp_path: Path, log: Path, fake_api: str) -> None:
-    """``--resume``: every job succeeds once, and the fake saw each request in one batch."""
+    """The remote batches end; then ``--resume``: every job succeeds once, and the fake saw each
+    request in one batch."""
     assert b'"job_succeeded"' not in log.read_bytes()
+    with urllib.request.urlopen(
+        urllib.request.Request(fake_api + FINISH, method="POST"), timeout=30
+    ) as answer:
+        assert len(orjson.loads(answer.read())) == 2  # both batches were still processing
     again = subprocess.run(
         [sys.executable, "-m", "orchestrator", "jobs.toml", "--resume", str(log), "--json"],
         cwd=tmp_path,
