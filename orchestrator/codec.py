@@ -37,9 +37,10 @@ from orchestrator.events import (
 
 TAG_KEYS = ("job", "attempt", "seq", "ts", "kind")
 _SPANNED = frozenset(cls.kind for cls in SPANNED_EVENTS)  # the kinds a line with ``seq_end`` may be
-LOG_SCHEMA = 2
+LOG_SCHEMA = 3
 """1: every field of every line written; 2: fields at their defaults, and what earlier lines of
-the job say, left out (:mod:`orchestrator.record.lines`). This version reads both."""
+the job say, left out (:mod:`orchestrator.record.lines`); 3: besides, records of one job that
+follow one another share a line. This version reads all three."""
 
 
 class DecodeError(ValueError):
@@ -241,10 +242,12 @@ _MISSING: Any = object()
 
 def _reader_builder(kind: str, cls: type) -> Callable[..., Tagged]:
     """Generate the function that reads a log line of ``kind`` (a dict) into a tagged event:
-    ``read(line, job, seq, attempt)``, where ``seq`` and ``attempt`` stand for what a line that
-    leaves them out means (None: it must state them). The tag and each field are read and
-    type-checked in place (simple types inline, others through the converter's strict hooks), a
-    field left out takes its default (:data:`FIELD_DEFAULTS`), and any other key is refused.
+    ``read(line, job, seq, attempt, ts=None, known=2)``, where ``seq``, ``attempt`` and ``ts``
+    stand for what a line that leaves them out means (None: it must state them) and ``known``
+    counts the keys of ``line`` the caller read itself (``job`` and ``kind``). The tag and each
+    field are read and type-checked in place (simple types inline, others through the
+    converter's strict hooks), a field left out takes its default (:data:`FIELD_DEFAULTS`), and
+    any other key is refused.
     What cattrs' strict structuring did, without copying the line or going through a generic
     hook per field: a report reads every line of a log."""
     hints = typing.get_type_hints(cls)
@@ -257,7 +260,8 @@ def _reader_builder(kind: str, cls: type) -> Callable[..., Tagged]:
     def add(depth: int, statement: str) -> None:
         body.append("        " + "    " * depth + statement)
 
-    add(0, "known = 2")  # job and kind, read by the caller
+    # ``known``: the keys of ``o`` the caller read (job and kind of a line; none of a record in a
+    # line's ``then``, whose kind is beside it and whose ts the caller may give)
     for tag in ("seq", "attempt"):
         add(0, f"v = o.get({tag!r}, _M)")
         add(0, "if v is not _M:")
@@ -265,10 +269,12 @@ def _reader_builder(kind: str, cls: type) -> Callable[..., Tagged]:
         add(1, "known += 1")
         add(0, f"elif {tag} is None:")
         add(1, f"raise _Error(\"log line lacks '{tag}'\")")
-    add(0, "ts = o.get('ts', _M)")
-    add(0, "if ts is _M:")
+    add(0, "v = o.get('ts', _M)")
+    add(0, "if v is not _M:")
+    add(1, "ts = v")
+    add(1, "known += 1")
+    add(0, "elif ts is None:")
     add(1, "raise _Error(\"log line lacks 'ts'\")")
-    add(0, "known += 1")
     add(0, "if type(attempt) is not int or type(seq) is not int or type(ts) is not float:")
     add(1, "if type(attempt) is not int or type(seq) is not int or type(ts) is not int:")
     add(2, "raise _Error('log line has a bad attempt, seq or ts')")
@@ -318,7 +324,7 @@ def _reader_builder(kind: str, cls: type) -> Callable[..., Tagged]:
     add(0, f"return _Tagged(job, attempt, seq, ts, {event}, seq_end)")
     source = "\n".join(
         [
-            "def read(o, job, seq, attempt):",
+            "def read(o, job, seq, attempt, ts=None, known=2):",
             "    try:",
             *body,
             "    except _Error:",
@@ -357,7 +363,7 @@ def _bad_field(kind: str, name: str, expected: str, value: Any, missing: bool = 
 
 
 def _extra_keys(kind: str, obj: Mapping[str, Any]) -> None:
-    names = {f.name for f in attrs.fields(EVENT_TYPES[kind])} | {*TAG_KEYS, "seq_end"}
+    names = {f.name for f in attrs.fields(EVENT_TYPES[kind])} | {*TAG_KEYS, "seq_end", "then"}
     extra = sorted(str(k) for k in obj if k not in names)
     raise DecodeError(f"bad {kind} event: extra fields {', '.join(extra) or '(none)'}")
 
@@ -367,11 +373,15 @@ _READ: dict[str, Callable[..., Tagged]] = {
 }
 
 
-def decode_tagged(obj: Mapping[str, Any], seq: int | None = None, attempt: int | None = None) -> Tagged:
+def decode_tagged(
+    obj: Mapping[str, Any], seq: int | None = None, attempt: int | None = None, *, more: bool = False
+) -> Tagged:
     """Rebuild a tagged event from a decoded log line (a dict). ``seq`` and ``attempt`` are what a
     line that leaves them out stands for (None: the line must state them); fields it leaves out
-    take their defaults (:data:`FIELD_DEFAULTS`). Raises :class:`DecodeError` if the line does
-    not fit: an unknown kind or key, a missing field, a value of the wrong type."""
+    take their defaults (:data:`FIELD_DEFAULTS`). ``more``: the line also holds a ``then`` list
+    of further records (read by :mod:`orchestrator.record.lines`), and this is its first record.
+    Raises :class:`DecodeError` if the line does not fit: an unknown kind or key, a missing
+    field, a value of the wrong type."""
     job, kind = obj.get("job", _MISSING), obj.get("kind", _MISSING)
     if job is _MISSING or kind is _MISSING:
         raise DecodeError(f"log line lacks {'job' if job is _MISSING else 'kind'!r}")
@@ -380,7 +390,19 @@ def decode_tagged(obj: Mapping[str, Any], seq: int | None = None, attempt: int |
     read = _READ.get(kind)
     if read is None:
         raise DecodeError(f"unknown event kind {kind!r}")
-    return read(obj, job, seq, attempt)
+    return read(obj, job, seq, attempt, None, 3 if more else 2)
+
+
+def decode_fields(
+    kind: Any, fields: Mapping[str, Any], job: str | None, seq: int, attempt: int, ts: float
+) -> Tagged:
+    """A record of a line's ``then`` list: its ``kind`` and ``fields`` (which may state ``seq``,
+    ``attempt``, ``seq_end`` and ``ts``, else the ones given stand). Raises :class:`DecodeError`
+    as :func:`decode_tagged` does."""
+    read = _READ.get(kind) if type(kind) is str else None
+    if read is None:
+        raise DecodeError(f"unknown event kind {kind!r}")
+    return read(fields, job, seq, attempt, ts, 0)
 
 
 def _describe(exc: BaseException) -> str:
