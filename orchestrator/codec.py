@@ -345,14 +345,21 @@ _TOKEN_NAMES = ("input", "output", "cache_read", "cache_creation")
 
 
 def _structure_tokens(value: Any) -> Tokens:
-    """Token counts from a line: the counts it leaves out are zero; each must be an int."""
+    """Token counts from a line: the counts it leaves out are zero; each must be an int. (A
+    :class:`Tokens` passes as it is: what a log reader fills in from earlier lines, never JSON.)"""
     if type(value) is not dict:
+        if type(value) is Tokens:
+            return value
         raise DecodeError(f"tokens: expected an object, got {type(value).__name__}")
-    counts = [value.get(name, 0) for name in _TOKEN_NAMES]
-    if any(type(count) is not int for count in counts):
-        raise DecodeError("tokens: expected int counts")
-    if len(value) > 4 or any(name not in _TOKEN_NAMES for name in value):
-        raise DecodeError(f"tokens: extra fields {sorted(str(k) for k in value if k not in _TOKEN_NAMES)}")
+    get = value.get
+    counts = (get("input", 0), get("output", 0), get("cache_read", 0), get("cache_creation", 0))
+    for count in counts:
+        if type(count) is not int:
+            raise DecodeError("tokens: expected int counts")
+    if not (len(value) == 2 and "input" in value and "output" in value):  # else: the usual two
+        extra = sorted(str(k) for k in value if k not in _TOKEN_NAMES)
+        if extra:
+            raise DecodeError(f"tokens: extra fields {extra}")
     return Tokens(*counts)
 
 

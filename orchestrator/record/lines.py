@@ -171,7 +171,13 @@ class LogLines:
         micros = _micros(first.ts)
         for index, item in enumerate(then):
             try:
-                kind, dt, fields = _item(item)
+                size = len(item) if type(item) is list else 0
+                if size == 3 and type(item[1]) is int and type(item[2]) is dict:  # the usual shapes
+                    kind, dt, fields = item
+                elif size == 2 and type(item[1]) is dict:
+                    kind, dt, fields = item[0], 0, item[1]
+                else:
+                    kind, dt, fields = _item(item)
                 if "ts" in fields:
                     if dt:
                         raise codec.DecodeError("log line has a record with both dt and ts")
@@ -205,7 +211,7 @@ class LogLines:
                     filled["backend"] = known.backend
             elif kind == StreamFinished.kind:
                 if "tokens" not in filled:
-                    filled["tokens"] = codec.compact_tokens(known.usage)
+                    filled["tokens"] = known.usage  # a Tokens: the reader takes it as it is
                 if "session_id" not in filled:
                     filled["session_id"] = known.session_id
             elif "attempts" not in filled:  # a terminal line
