@@ -111,10 +111,36 @@ def _require_mapping(value: Any) -> Mapping[str, Any]:
 
 converter = _make_converter()
 
+
+class _PerKind(dict[Any, Any]):
+    """Generated functions, one per event kind (or class), each made the first time it is asked
+    for: a process that reads or writes a few kinds (a report) does not pay to compile them all.
+    A key that names no kind is missing (KeyError; ``.get`` gives None), and is not kept."""
+
+    def __init__(self, make: Callable[[Any], Any], keys: Container[Any]) -> None:
+        super().__init__()
+        self._make = make
+        self._keys = keys
+
+    def __missing__(self, key: Any) -> Any:
+        if key not in self._keys:
+            raise KeyError(key)
+        made = self[key] = self._make(key)
+        return made
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except (KeyError, TypeError):
+            return default
+
+
+_CLASSES = frozenset(EVENT_TYPES.values())
+
 # Generated per-kind functions: several times faster than attrs.asdict on the hot path.
-_UNSTRUCTURE: dict[type, Callable[[Any], dict[str, Any]]] = {
-    cls: make_dict_unstructure_fn(cls, converter) for cls in EVENT_TYPES.values()
-}
+_UNSTRUCTURE: dict[type, Callable[[Any], dict[str, Any]]] = _PerKind(
+    lambda cls: make_dict_unstructure_fn(cls, converter), _CLASSES
+)
 
 
 def event_to_dict(event: Event) -> dict[str, Any]:
@@ -220,9 +246,9 @@ CONTEXT_FIELDS: dict[str, tuple[str, ...]] = {
 """Fields whose value a reader takes from earlier lines of the same job when a line leaves them
 out (see :mod:`orchestrator.record.lines`): a line written without that context writes them."""
 
-_LINE: dict[type, Callable[[Tagged], dict[str, Any]]] = {
-    cls: _line_builder(kind, cls, CONTEXT_FIELDS.get(kind, ())) for kind, cls in EVENT_TYPES.items()
-}
+_LINE: dict[type, Callable[[Tagged], dict[str, Any]]] = _PerKind(
+    lambda cls: _line_builder(cls.kind, cls, CONTEXT_FIELDS.get(cls.kind, ())), _CLASSES
+)
 
 
 def tagged_to_dict(tagged: Tagged) -> dict[str, Any]:
@@ -375,9 +401,9 @@ def _extra_keys(kind: str, obj: Mapping[str, Any]) -> None:
     raise DecodeError(f"bad {kind} event: extra fields {', '.join(extra) or '(none)'}")
 
 
-_READ: dict[str, Callable[..., Tagged]] = {
-    kind: _reader_builder(kind, cls) for kind, cls in EVENT_TYPES.items()
-}
+_READ: dict[str, Callable[..., Tagged]] = _PerKind(
+    lambda kind: _reader_builder(kind, EVENT_TYPES[kind]), EVENT_TYPES
+)
 
 
 def decode_tagged(

@@ -33,7 +33,6 @@ from typing import Any, BinaryIO, NamedTuple
 
 import attrs
 import orjson
-import trio
 
 from orchestrator import codec
 from orchestrator.events import DURABLE_EVENTS, Tagged
@@ -118,6 +117,8 @@ class LogWriter:
         so the run must end. What was written before stays valid; a line cut by the failure
         is a torn tail that the next run (``--resume``) cuts.
         """
+        import trio  # here, not at the top: a report reads logs without it (a tenth of its start-up)
+
         encode = self._lines.encode_line
         try:
             self._write(b"".join([encode(line) for line in self._held.feed(batch)]))
