@@ -256,7 +256,7 @@ def bench_big_report(quick: bool) -> Section:
         ],
         note="Each in a fresh process, Python start-up included; CPU = user + system time (the machine "
         "is shared: waiting for a core does not count); peak = its maximum resident set. The log "
-        "(schema 2, 7 lines a job: `benchmarks/big.py`'s `write_log`) is streamed a line at a time; "
+        "(schema 3, one line a job: `benchmarks/big.py`'s `write_log`) is streamed a line at a time; "
         "memory holds one row per job and one span per attempt (export: each job's text too). "
         "`BENCH_BIGREPORT_JOBS` sets the size.",
     )
