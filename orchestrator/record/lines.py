@@ -164,10 +164,15 @@ class LogLines:
         job = obj.get("job")
         if job is not None and type(job) is not str:
             raise codec.DecodeError("log line has a bad job or kind")
-        first = self._read(obj.get("kind"), obj, job, None, top=True, more=True)
-        out = [first]
         if type(then) is not list:
             raise codec.DecodeError("log line has a bad then")
+        try:
+            first = self._read(obj.get("kind"), obj, job, None, top=True, more=True)
+        except codec.DecodeError:
+            for rest in then:
+                self._skip_item(job, rest)
+            raise
+        out = [first]
         micros = _micros(first.ts)
         for index, item in enumerate(then):
             try:

@@ -262,3 +262,16 @@ def test_records_after_one_that_does_not_decode_still_count() -> None:
     with pytest.raises(codec.DecodeError):
         reader.decode_line(line)
     assert reader.decode_line({"job": "q", "ts": 0.3, "kind": "text_delta", "text": "z"})[0].seq == 6
+
+
+def test_records_after_a_first_record_that_does_not_decode_still_count() -> None:
+    reader = LogLines()
+    line = {
+        "job": "q",
+        "ts": 0.1,
+        "kind": "from_a_newer_version",
+        "then": [["text_delta", {"text": "x"}], ["text_delta", 5, {"seq_end": 4, "text": "y"}]],
+    }
+    with pytest.raises(codec.DecodeError):
+        reader.decode_line(line)
+    assert reader.decode_line({"job": "q", "ts": 0.3, "kind": "text_delta", "text": "z"})[0].seq == 5
