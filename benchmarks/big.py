@@ -41,7 +41,7 @@ from orchestrator.events import (
     UsageReported,
 )
 from orchestrator.record.aggregate import Aggregator
-from orchestrator.record.coalesce import coalesce
+from orchestrator.record.coalesce import group_lines
 from orchestrator.record.lines import LogLines
 from orchestrator.record.log import HEADER_KIND, LogHeader
 from orchestrator.run.batch import execute
@@ -128,10 +128,12 @@ def bench_stop(quick: bool) -> Section:
 
 
 def write_log(path: Path, jobs: int) -> None:
-    """A finished run of ``jobs`` sim-like jobs (10 events each: 7 lines, the 4 text deltas one, as
-    the log writer writes them), written with the real codec."""
+    """A finished run of ``jobs`` sim-like jobs (10 events each, the 4 text deltas one record),
+    written with the real codec on the lines the log writer writes when each job's events come
+    in one batch: one line a job."""
     aggregator = Aggregator(keep_text=False)
-    encode = LogLines().encode  # as the log writer writes them
+    lines = LogLines()  # as the log writer writes them
+    encode = lines.encode_line
     header = LogHeader(codec.LOG_SCHEMA, "0", "bench", "2026-01-01T00:00:00+00:00", None, jobs, {})
     hashes = [job.content_hash for job in sim_batch(1, None).jobs]
     queued = JobQueued(backend="sim", model="sim-1", content_hash=hashes[0])
@@ -139,7 +141,7 @@ def write_log(path: Path, jobs: int) -> None:
     with open(path, "wb") as f:
         f.write(orjson.dumps({"kind": HEADER_KIND, **codec.to_jsonable(header)}) + b"\n")
         started = Tagged(None, 0, 0, 0.0, BatchStarted(run_id="bench", jobs=jobs, started_at="t"))
-        f.write(encode(started))
+        f.write(encode([started]))
         chunk: list[Tagged] = []
         for i in range(jobs):
             job, ts = f"j{i}", i * 0.001
@@ -158,12 +160,12 @@ def write_log(path: Path, jobs: int) -> None:
             chunk.extend(Tagged(job, min(n, 1), n, ts, e) for n, e in enumerate(events))
             if len(chunk) >= 10_000:
                 aggregator.apply_all(chunk)
-                f.write(b"".join(encode(t) for t in coalesce(chunk)))
+                f.write(b"".join(encode(line) for line in group_lines(chunk)))
                 chunk = []
         aggregator.apply_all(chunk)
-        f.write(b"".join(encode(t) for t in coalesce(chunk)))
+        f.write(b"".join(encode(line) for line in group_lines(chunk)))
         end = jobs * 0.001 + 0.5
-        f.write(encode(Tagged(None, 0, 1, end, BatchFinished(summary=aggregator.summary(end)))))
+        f.write(encode([Tagged(None, 0, 1, end, BatchFinished(summary=aggregator.summary(end)))]))
 
 
 class Child(NamedTuple):
@@ -254,7 +256,7 @@ def bench_big_report(quick: bool) -> Section:
         ],
         note="Each in a fresh process, Python start-up included; CPU = user + system time (the machine "
         "is shared: waiting for a core does not count); peak = its maximum resident set. The log "
-        "(schema 2, 7 lines a job: `benchmarks/big.py`'s `write_log`) is streamed a line at a time; "
+        "(schema 3, one line a job: `benchmarks/big.py`'s `write_log`) is streamed a line at a time; "
         "memory holds one row per job and one span per attempt (export: each job's text too). "
         "`BENCH_BIGREPORT_JOBS` sets the size.",
     )

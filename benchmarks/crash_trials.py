@@ -24,6 +24,8 @@ from pathlib import Path
 import attrs
 import orjson
 
+from orchestrator.record.lines import records_of
+
 ROOT = Path(__file__).resolve().parent.parent
 
 JOB_FILE = """\
@@ -75,7 +77,8 @@ def _terminal_count(log: Path) -> int:
         data = log.read_bytes()
     except FileNotFoundError:
         return 0
-    return data.count(b'"kind":"job_succeeded"') + data.count(b'"kind":"job_failed"')
+    # a kind is a quoted string of its own, whether it opens a line or is in its "then" list
+    return data.count(b'"job_succeeded"') + data.count(b'"job_failed"')
 
 
 def start_run(*args: str) -> subprocess.Popen[bytes]:
@@ -114,8 +117,9 @@ def _write_batch(seed: int, workdir: Path, jobs: int, concurrency: int, name: st
 def _outcomes(log: Path) -> tuple[int, int, list[str], list[str]]:
     """Jobs in the log, jobs that succeeded exactly once, jobs lost, jobs that succeeded twice."""
     lines = [orjson.loads(line) for line in log.read_bytes().split(b"\n") if line.strip()]
-    succeeded = Counter(obj["job"] for obj in lines if obj.get("kind") == "job_succeeded")
-    all_ids = {obj["job"] for obj in lines if obj.get("kind") == "job_queued"}
+    records = [(obj.get("job"), kind) for obj in lines for kind, _ in records_of(obj)]
+    succeeded = Counter(job for job, kind in records if kind == "job_succeeded")
+    all_ids = {job for job, kind in records if kind == "job_queued"}
     return (
         len(all_ids),
         sum(1 for n in succeeded.values() if n == 1),

@@ -73,11 +73,12 @@ def bench_log_size(quick: bool) -> Section:
         ],
         ratio=(ratio, ">= 5", None),
         ratio_label="one line per event / our log",
-        note="The log writes a run of text deltas of one attempt as one line (`seq_end`, the first "
-        "delta's `ts`), `ts` rounded to microseconds, and (log schema 2) leaves out fields at their "
-        "defaults and what earlier lines of the job say (`seq`, `attempt`, a `stream_finished`'s "
-        "tokens and session); the bus still carries every delta. The baseline counts the same live "
-        "events encoded one line each with every field (schema 1), in the same run.",
+        note="The log writes a run of text deltas of one attempt as one record (`seq_end`, the first "
+        "delta's `ts`), `ts` rounded to microseconds, leaves out fields at their defaults and what "
+        "earlier records of the job say (`seq`, `attempt`, a `stream_finished`'s tokens and session), "
+        "and (log schema 3) puts a job's records that follow one another on one line, holding them "
+        "up to 2 s; the bus still carries every delta. The baseline counts the same live events "
+        "encoded one line each with every field (schema 1), in the same run.",
     )
 
 

@@ -37,9 +37,10 @@ from orchestrator.events import (
 
 TAG_KEYS = ("job", "attempt", "seq", "ts", "kind")
 _SPANNED = frozenset(cls.kind for cls in SPANNED_EVENTS)  # the kinds a line with ``seq_end`` may be
-LOG_SCHEMA = 2
+LOG_SCHEMA = 3
 """1: every field of every line written; 2: fields at their defaults, and what earlier lines of
-the job say, left out (:mod:`orchestrator.record.lines`). This version reads both."""
+the job say, left out (:mod:`orchestrator.record.lines`); 3: besides, records of one job that
+follow one another share a line. This version reads all three."""
 
 
 class DecodeError(ValueError):
@@ -110,10 +111,36 @@ def _require_mapping(value: Any) -> Mapping[str, Any]:
 
 converter = _make_converter()
 
+
+class _PerKind(dict[Any, Any]):
+    """Generated functions, one per event kind (or class), each made the first time it is asked
+    for: a process that reads or writes a few kinds (a report) does not pay to compile them all.
+    A key that names no kind is missing (KeyError; ``.get`` gives None), and is not kept."""
+
+    def __init__(self, make: Callable[[Any], Any], keys: Container[Any]) -> None:
+        super().__init__()
+        self._make = make
+        self._keys = keys
+
+    def __missing__(self, key: Any) -> Any:
+        if key not in self._keys:
+            raise KeyError(key)
+        made = self[key] = self._make(key)
+        return made
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except (KeyError, TypeError):
+            return default
+
+
+_CLASSES = frozenset(EVENT_TYPES.values())
+
 # Generated per-kind functions: several times faster than attrs.asdict on the hot path.
-_UNSTRUCTURE: dict[type, Callable[[Any], dict[str, Any]]] = {
-    cls: make_dict_unstructure_fn(cls, converter) for cls in EVENT_TYPES.values()
-}
+_UNSTRUCTURE: dict[type, Callable[[Any], dict[str, Any]]] = _PerKind(
+    lambda cls: make_dict_unstructure_fn(cls, converter), _CLASSES
+)
 
 
 def event_to_dict(event: Event) -> dict[str, Any]:
@@ -219,9 +246,9 @@ CONTEXT_FIELDS: dict[str, tuple[str, ...]] = {
 """Fields whose value a reader takes from earlier lines of the same job when a line leaves them
 out (see :mod:`orchestrator.record.lines`): a line written without that context writes them."""
 
-_LINE: dict[type, Callable[[Tagged], dict[str, Any]]] = {
-    cls: _line_builder(kind, cls, CONTEXT_FIELDS.get(kind, ())) for kind, cls in EVENT_TYPES.items()
-}
+_LINE: dict[type, Callable[[Tagged], dict[str, Any]]] = _PerKind(
+    lambda cls: _line_builder(cls.kind, cls, CONTEXT_FIELDS.get(cls.kind, ())), _CLASSES
+)
 
 
 def tagged_to_dict(tagged: Tagged) -> dict[str, Any]:
@@ -241,10 +268,12 @@ _MISSING: Any = object()
 
 def _reader_builder(kind: str, cls: type) -> Callable[..., Tagged]:
     """Generate the function that reads a log line of ``kind`` (a dict) into a tagged event:
-    ``read(line, job, seq, attempt)``, where ``seq`` and ``attempt`` stand for what a line that
-    leaves them out means (None: it must state them). The tag and each field are read and
-    type-checked in place (simple types inline, others through the converter's strict hooks), a
-    field left out takes its default (:data:`FIELD_DEFAULTS`), and any other key is refused.
+    ``read(line, job, seq, attempt, ts=None, known=2)``, where ``seq``, ``attempt`` and ``ts``
+    stand for what a line that leaves them out means (None: it must state them) and ``known``
+    counts the keys of ``line`` the caller read itself (``job`` and ``kind``). The tag and each
+    field are read and type-checked in place (simple types inline, others through the
+    converter's strict hooks), a field left out takes its default (:data:`FIELD_DEFAULTS`), and
+    any other key is refused.
     What cattrs' strict structuring did, without copying the line or going through a generic
     hook per field: a report reads every line of a log."""
     hints = typing.get_type_hints(cls)
@@ -257,7 +286,8 @@ def _reader_builder(kind: str, cls: type) -> Callable[..., Tagged]:
     def add(depth: int, statement: str) -> None:
         body.append("        " + "    " * depth + statement)
 
-    add(0, "known = 2")  # job and kind, read by the caller
+    # ``known``: the keys of ``o`` the caller read (job and kind of a line; none of a record in a
+    # line's ``then``, whose kind is beside it and whose ts the caller may give)
     for tag in ("seq", "attempt"):
         add(0, f"v = o.get({tag!r}, _M)")
         add(0, "if v is not _M:")
@@ -265,10 +295,12 @@ def _reader_builder(kind: str, cls: type) -> Callable[..., Tagged]:
         add(1, "known += 1")
         add(0, f"elif {tag} is None:")
         add(1, f"raise _Error(\"log line lacks '{tag}'\")")
-    add(0, "ts = o.get('ts', _M)")
-    add(0, "if ts is _M:")
+    add(0, "v = o.get('ts', _M)")
+    add(0, "if v is not _M:")
+    add(1, "ts = v")
+    add(1, "known += 1")
+    add(0, "elif ts is None:")
     add(1, "raise _Error(\"log line lacks 'ts'\")")
-    add(0, "known += 1")
     add(0, "if type(attempt) is not int or type(seq) is not int or type(ts) is not float:")
     add(1, "if type(attempt) is not int or type(seq) is not int or type(ts) is not int:")
     add(2, "raise _Error('log line has a bad attempt, seq or ts')")
@@ -318,7 +350,7 @@ def _reader_builder(kind: str, cls: type) -> Callable[..., Tagged]:
     add(0, f"return _Tagged(job, attempt, seq, ts, {event}, seq_end)")
     source = "\n".join(
         [
-            "def read(o, job, seq, attempt):",
+            "def read(o, job, seq, attempt, ts=None, known=2):",
             "    try:",
             *body,
             "    except _Error:",
@@ -339,14 +371,21 @@ _TOKEN_NAMES = ("input", "output", "cache_read", "cache_creation")
 
 
 def _structure_tokens(value: Any) -> Tokens:
-    """Token counts from a line: the counts it leaves out are zero; each must be an int."""
+    """Token counts from a line: the counts it leaves out are zero; each must be an int. (A
+    :class:`Tokens` passes as it is: what a log reader fills in from earlier lines, never JSON.)"""
     if type(value) is not dict:
+        if type(value) is Tokens:
+            return value
         raise DecodeError(f"tokens: expected an object, got {type(value).__name__}")
-    counts = [value.get(name, 0) for name in _TOKEN_NAMES]
-    if any(type(count) is not int for count in counts):
-        raise DecodeError("tokens: expected int counts")
-    if len(value) > 4 or any(name not in _TOKEN_NAMES for name in value):
-        raise DecodeError(f"tokens: extra fields {sorted(str(k) for k in value if k not in _TOKEN_NAMES)}")
+    get = value.get
+    counts = (get("input", 0), get("output", 0), get("cache_read", 0), get("cache_creation", 0))
+    for count in counts:
+        if type(count) is not int:
+            raise DecodeError("tokens: expected int counts")
+    if not (len(value) == 2 and "input" in value and "output" in value):  # else: the usual two
+        extra = sorted(str(k) for k in value if k not in _TOKEN_NAMES)
+        if extra:
+            raise DecodeError(f"tokens: extra fields {extra}")
     return Tokens(*counts)
 
 
@@ -357,21 +396,25 @@ def _bad_field(kind: str, name: str, expected: str, value: Any, missing: bool = 
 
 
 def _extra_keys(kind: str, obj: Mapping[str, Any]) -> None:
-    names = {f.name for f in attrs.fields(EVENT_TYPES[kind])} | {*TAG_KEYS, "seq_end"}
+    names = {f.name for f in attrs.fields(EVENT_TYPES[kind])} | {*TAG_KEYS, "seq_end", "then"}
     extra = sorted(str(k) for k in obj if k not in names)
     raise DecodeError(f"bad {kind} event: extra fields {', '.join(extra) or '(none)'}")
 
 
-_READ: dict[str, Callable[..., Tagged]] = {
-    kind: _reader_builder(kind, cls) for kind, cls in EVENT_TYPES.items()
-}
+_READ: dict[str, Callable[..., Tagged]] = _PerKind(
+    lambda kind: _reader_builder(kind, EVENT_TYPES[kind]), EVENT_TYPES
+)
 
 
-def decode_tagged(obj: Mapping[str, Any], seq: int | None = None, attempt: int | None = None) -> Tagged:
+def decode_tagged(
+    obj: Mapping[str, Any], seq: int | None = None, attempt: int | None = None, *, more: bool = False
+) -> Tagged:
     """Rebuild a tagged event from a decoded log line (a dict). ``seq`` and ``attempt`` are what a
     line that leaves them out stands for (None: the line must state them); fields it leaves out
-    take their defaults (:data:`FIELD_DEFAULTS`). Raises :class:`DecodeError` if the line does
-    not fit: an unknown kind or key, a missing field, a value of the wrong type."""
+    take their defaults (:data:`FIELD_DEFAULTS`). ``more``: the line also holds a ``then`` list
+    of further records (read by :mod:`orchestrator.record.lines`), and this is its first record.
+    Raises :class:`DecodeError` if the line does not fit: an unknown kind or key, a missing
+    field, a value of the wrong type."""
     job, kind = obj.get("job", _MISSING), obj.get("kind", _MISSING)
     if job is _MISSING or kind is _MISSING:
         raise DecodeError(f"log line lacks {'job' if job is _MISSING else 'kind'!r}")
@@ -380,7 +423,19 @@ def decode_tagged(obj: Mapping[str, Any], seq: int | None = None, attempt: int |
     read = _READ.get(kind)
     if read is None:
         raise DecodeError(f"unknown event kind {kind!r}")
-    return read(obj, job, seq, attempt)
+    return read(obj, job, seq, attempt, None, 3 if more else 2)
+
+
+def decode_fields(
+    kind: Any, fields: Mapping[str, Any], job: str | None, seq: int, attempt: int, ts: float
+) -> Tagged:
+    """A record of a line's ``then`` list: its ``kind`` and ``fields`` (which may state ``seq``,
+    ``attempt``, ``seq_end`` and ``ts``, else the ones given stand). Raises :class:`DecodeError`
+    as :func:`decode_tagged` does."""
+    read = _READ.get(kind) if type(kind) is str else None
+    if read is None:
+        raise DecodeError(f"unknown event kind {kind!r}")
+    return read(fields, job, seq, attempt, ts, 0)
 
 
 def _describe(exc: BaseException) -> str:

@@ -10,11 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import IO
-
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+from typing import IO, TYPE_CHECKING
 
 from orchestrator.report.fold import (
     JobRow,
@@ -25,6 +21,9 @@ from orchestrator.report.fold import (
     retry_groups,
 )
 from orchestrator.visible import as_text, visible
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -136,11 +135,15 @@ def _warn_if_edited(report: Report) -> None:
 
 
 def _console(stream: IO[str]) -> Console:
+    from rich.console import Console  # here: --json, --html and export do without rich
+
     # Piped output keeps whole lines (rich would wrap at 80 columns).
     return Console(file=stream, width=None if stream.isatty() else 120, highlight=False)
 
 
 def _print_overview(report: Report, logs: Sequence[str]) -> None:
+    from rich.table import Table
+
     from orchestrator.cli.display import held_back, print_summary
 
     last = report.runs[-1] if report.runs else None
@@ -184,6 +187,8 @@ def _print_overview(report: Report, logs: Sequence[str]) -> None:
 
 
 def _print_failures(console: Console, report: Report) -> None:
+    from rich.table import Table
+
     groups = failure_groups(report.jobs.values())
     if not groups:
         console.print("no failures")
@@ -204,6 +209,9 @@ every cell of every row at once, minutes for 100,000 jobs, where plain lines tak
 
 
 def _print_jobs(console: Console, rows: Sequence[JobRow], *, show_run: bool) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     columns = ["job", *(["run"] if show_run else []), "status", "attempts", "tokens in/out"]
     columns += ["cost", "ttft", "duration", "error"]
     if len(rows) > PLAIN_ROWS:

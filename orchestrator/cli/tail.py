@@ -148,9 +148,8 @@ def follow(
                 number += 1
                 if not raw.strip():
                     continue
-                line, finished = _describe_line(raw, number, keep, decoder)
-                if line is not None:
-                    lines.append(line)
+                described, finished = _describe_line(raw, number, keep, decoder)
+                lines.extend(described)
             if lines:
                 emit(lines)
 
@@ -162,42 +161,46 @@ def _cut(f: IO[bytes], pending: bytes, at: int) -> bool:
 
 def _describe_line(
     raw: bytes, number: int, keep: Callable[[Tagged], bool], decoder: LogLines
-) -> tuple[str | None, bool]:
-    """The printed line for one log line (None to print nothing) and whether it ends a batch.
-    Everything in it from the log is :func:`~orchestrator.visible.visible`."""
-    line, finished = _describe_raw(raw, number, keep, decoder)
-    return (None if line is None else visible(line)), finished
+) -> tuple[list[str], bool]:
+    """The printed lines for one log line (one per record it holds that ``keep`` keeps) and
+    whether it ends a batch. Everything in them from the log is :func:`~orchestrator.visible.visible`."""
+    lines, finished = _describe_raw(raw, number, keep, decoder)
+    return [visible(line) for line in lines], finished
 
 
 def _describe_raw(
     raw: bytes, number: int, keep: Callable[[Tagged], bool], decoder: LogLines
-) -> tuple[str | None, bool]:
+) -> tuple[list[str], bool]:
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return f"{'':>9}  line {number}: not JSON: {_short(raw.decode(errors='replace'))}", False
+        return [f"{'':>9}  line {number}: not JSON: {_short(raw.decode(errors='replace'))}"], False
     if not isinstance(obj, dict):
-        return f"{'':>9}  line {number}: not a log line", False
+        return [f"{'':>9}  line {number}: not a log line"], False
     if obj.get("kind") == HEADER_KIND:
         decoder.restart()
-        return (
+        return [
             f"{'':>9}  ── run {obj.get('run_id')} started {obj.get('started_at')}: "
-            f"{obj.get('jobs')} jobs from {obj.get('job_file') or '?'}",
-            False,
-        )
+            f"{obj.get('jobs')} jobs from {obj.get('job_file') or '?'}"
+        ], False
     try:
-        tagged = decoder.decode(obj)
+        records = decoder.decode_line(obj)
     except codec.DecodeError as exc:
         # A kind from a newer version, say: show what the line says rather than stop following.
-        return _format(
-            obj.get("ts"), obj.get("job"), obj.get("attempt"), str(obj.get("kind")), f"(undecoded: {exc})"
-        ), False
-    finished = isinstance(tagged.event, BatchFinished)
-    if not keep(tagged) and not finished:
-        return None, False
-    return _format(
-        tagged.ts, tagged.job_id, tagged.attempt, tagged.event.kind, describe(tagged.event)
-    ), finished
+        return [
+            _format(
+                obj.get("ts"), obj.get("job"), obj.get("attempt"), str(obj.get("kind")), f"(undecoded: {exc})"
+            )
+        ], False
+    finished = False
+    lines = []
+    for tagged in records:
+        finished = isinstance(tagged.event, BatchFinished)
+        if keep(tagged) or finished:
+            lines.append(
+                _format(tagged.ts, tagged.job_id, tagged.attempt, tagged.event.kind, describe(tagged.event))
+            )
+    return lines, finished
 
 
 def _format(ts: Any, job: Any, attempt: Any, kind: str, text: str) -> str:

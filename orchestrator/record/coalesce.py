@@ -1,4 +1,5 @@
-"""Runs of deltas as one log line: how the log stays small without changing what it says.
+"""Which records share a log line, and when the writer writes it: how the log stays small without
+changing what it says.
 
 A reply streams as many small text (or thinking) deltas. The bus carries every one of them to
 its subscribers; the log writes a run of them that follow one another in one attempt of one
@@ -7,11 +8,20 @@ to first token stays exact) and the last delta's ``seq`` as ``seq_end``. Per-job
 and every ``seq`` is covered exactly once, so folding the log (report, resume, tail, the
 aggregation) gives what folding the live events gives.
 
-A run is held until its job's next other event, a delta of another kind or attempt, or
-:data:`HOLD_S` seconds of later events, whichever comes first (or the end of the run). So a
-job's terminal event is never written before its text, ``orchestrate tail`` lags a live reply
-by at most about a second, and a crash loses only the held text of attempts that had not
-ended (a resumed run runs them again anyway).
+Records of one job that follow one another in the log share a line (log schema 3: see
+:mod:`~orchestrator.record.lines`), so the writer holds a job's records a while and writes
+them together. A job's held records are written
+
+* with the batch of events that brought them, when they hold the job's ``job_queued`` (so jobs
+  appear in the log in the order they were queued, which ``jobs_skipped`` ranges count by) or a
+  durable event (a terminal event: a job never counts as done before it is on disk);
+* before any batch-level event (``job`` null), so those stay where the bus put them;
+* once :data:`HOLD_S` seconds of batch time (event ``ts``) have passed since their first record,
+  or when the run ends.
+
+So a job's attempt, from ``attempt_started`` to its terminal event, is usually one line,
+``orchestrate tail`` lags a live job by at most about a second, and a crash loses only held
+records of attempts that had not ended (a resumed run runs them again anyway).
 """
 
 from __future__ import annotations
@@ -19,76 +29,135 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from orchestrator.events import SPANNED_EVENTS, Tagged, TextDelta, ThinkingDelta
+from orchestrator.events import DURABLE_EVENTS, SPANNED_EVENTS, JobQueued, Tagged, TextDelta, ThinkingDelta
 
-HOLD_S = 1.0
-"""Seconds (of batch time: event ``ts``) a run of deltas may wait for more."""
+HOLD_S = 2.0
+"""Seconds (of batch time: event ``ts``) a job's records may wait for more."""
+
+_DURABLE = frozenset(DURABLE_EVENTS)
+_SPANNED = frozenset(SPANNED_EVENTS)
 
 
-class DeltaRuns:
-    """The log writer's coalescing state: feed it the events in bus order, write what it gives.
+class _Held:
+    """One job's records waiting for a line: the last may be an open run of deltas."""
+
+    __slots__ = ("first_ts", "records", "run", "written")
+
+    def __init__(self, tagged: Tagged) -> None:
+        self.first_ts = tagged.ts
+        self.records: list[Tagged] = []
+        self.run: list[Any] | None = None  # the open run of deltas: [first record, texts, last seq]
+        self.written = False  # due with this batch (a new job's, or ended by a durable event)
+        self.add(tagged)
+
+    def add(self, tagged: Tagged) -> None:
+        event = tagged.event
+        run = self.run
+        if type(event) in _SPANNED:
+            if run is not None:
+                first = run[0]
+                if (
+                    type(first.event) is type(event)
+                    and first.attempt == tagged.attempt
+                    and run[2] + 1 == tagged.seq
+                ):
+                    run[1].append(event.text)  # type: ignore[union-attr]
+                    run[2] = tagged.last_seq
+                    return
+                self.records.append(_joined(*run))
+            self.run = [tagged, [event.text], tagged.last_seq]  # type: ignore[union-attr]
+            return
+        if run is not None:
+            self.records.append(_joined(*run))
+            self.run = None
+        self.records.append(tagged)
+
+    def line(self) -> list[Tagged]:
+        """The records, any open run of deltas closed."""
+        if self.run is not None:
+            self.records.append(_joined(*self.run))
+            self.run = None
+        return self.records
+
+
+class HeldLines:
+    """The log writer's holding: feed it the events in bus order, write each list it gives as
+    one line (see the module docstring).
 
     Not safe across tasks; the log writer calls it from the bus task only.
     """
 
     def __init__(self, hold_s: float = HOLD_S) -> None:
         self.hold_s = hold_s
-        # job -> its open run [first record, texts, last seq], oldest first (insertion order)
-        self._open: dict[str | None, list[Any]] = {}
+        self._held: dict[str, _Held] = {}  # job -> its held records, oldest first (insertion order)
+        self._due: list[_Held] = []  # written at the end of this batch, in this order
 
-    def feed(self, events: Iterable[Tagged]) -> list[Tagged]:
-        """The records to write now for ``events``: every event, runs of deltas joined; runs
-        that may still grow are held back (see the module docstring)."""
-        out: list[Tagged] = []
-        held = self._open
+    def feed(self, events: Iterable[Tagged]) -> list[list[Tagged]]:
+        """The lines to write now for ``events``, each a list of records of one job (a
+        batch-level record alone); records that may still share a line are held back."""
+        out: list[list[Tagged]] = []
+        held, due = self._held, self._due
         latest = None
         for tagged in events:
             job = tagged.job_id
-            event = tagged.event
             latest = tagged.ts
-            if type(event) in SPANNED_EVENTS:
-                run = held.get(job)
-                if run is not None:
-                    first = run[0]
-                    if (
-                        type(first.event) is type(event)
-                        and first.attempt == tagged.attempt
-                        and run[2] + 1 == tagged.seq
-                    ):
-                        run[1].append(event.text)  # type: ignore[union-attr]
-                        run[2] = tagged.last_seq
-                        continue
-                    out.append(_joined(*held.pop(job)))
-                held[job] = [tagged, [event.text], tagged.last_seq]  # type: ignore[union-attr]
+            if job is None:
+                out.extend(self.drain())
+                out.append([tagged])
+                continue
+            group = held.get(job)
+            if group is None:
+                group = held[job] = _Held(tagged)
+                if type(tagged.event) is JobQueued:
+                    group.written = True
+                    due.append(group)
             else:
-                if held:
-                    run = held.pop(job, None)
-                    if run is not None:
-                        out.append(_joined(*run))
-                out.append(tagged)
+                group.add(tagged)
+            if type(tagged.event) in _DURABLE:
+                del held[job]  # the job's next record starts a line of its own
+                if not group.written:
+                    group.written = True
+                    due.append(group)
+        if due:
+            for group in due:
+                out.append(group.line())
+                job = group.records[0].job_id
+                if held.get(job) is group:  # type: ignore[arg-type]
+                    del held[job]  # type: ignore[arg-type]
+            due.clear()
         if held and latest is not None:
             horizon = latest - self.hold_s
             stale = []
-            for job, run in held.items():  # oldest first: stop at the first young run
-                if run[0].ts > horizon:
+            for job, group in held.items():  # oldest first: stop at the first young one
+                if group.first_ts > horizon:
                     break
                 stale.append(job)
-            out.extend(_joined(*held.pop(job)) for job in stale)
+            out.extend(held.pop(job).line() for job in stale)
         return out
 
-    def drain(self) -> list[Tagged]:
-        """Every held run, oldest first; nothing is held afterwards."""
-        out = [_joined(*run) for run in self._open.values()]
-        self._open.clear()
+    def drain(self) -> list[list[Tagged]]:
+        """Every held line, due ones first, then oldest first; nothing is held afterwards."""
+        out = [group.line() for group in self._due]
+        out.extend(group.line() for group in self._held.values() if not group.written)
+        self._due.clear()
+        self._held.clear()
         return out
+
+
+def group_lines(events: Iterable[Tagged]) -> list[list[Tagged]]:
+    """``events`` as the log writer would write them if they came in one batch: every run of
+    deltas joined, consecutive records of a job on one line as far as the holding rule lets
+    them. Pure."""
+    held = HeldLines(hold_s=float("inf"))
+    return [*held.feed(events), *held.drain()]
 
 
 def coalesce(events: Iterable[Tagged]) -> list[Tagged]:
     """``events`` as the log would hold them if none were written before the end: every run of
     deltas joined. Pure. Joining is associative: coalescing a log (whose runs were cut by the
     writer's flushes) gives the same records as coalescing the live events it recorded."""
-    runs = DeltaRuns(hold_s=float("inf"))
-    return [*runs.feed(events), *runs.drain()]
+    runs = HeldLines(hold_s=float("inf"))
+    return [t for line in [*runs.feed(events), *runs.drain()] for t in line]
 
 
 def _joined(first: Tagged, texts: list[str], last: int) -> Tagged:

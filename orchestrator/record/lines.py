@@ -1,31 +1,46 @@
-"""The log's lines in their compact form (log schema 2): what a line leaves out, and how a
-reader puts it back.
+"""The log's lines in their compact form (log schema 3): what a line leaves out, how a reader
+puts it back, and how records of one job share a line.
 
 A line always states its ``job``, ``ts`` and ``kind``. It leaves out
 
 * every field at its default (:data:`~orchestrator.codec.FIELD_DEFAULTS`: a null, an empty
   list or object, a zero token count, a field's declared default);
-* ``seq`` when it is the job's next one (one more than the job's previous line's last ``seq``,
-  0 for its first line), and ``attempt`` when it is the job's current attempt (one more for an
-  ``attempt_started``, 0 before the first); batch-level lines (``job`` null) count the same way;
-* what an earlier line of the same job already says (:data:`~orchestrator.codec.CONTEXT_FIELDS`):
+* ``seq`` when it is the job's next one (one more than the job's previous record's last ``seq``,
+  0 for its first record), and ``attempt`` when it is the job's current attempt (one more for
+  an ``attempt_started``, 0 before the first); batch-level lines (``job`` null) count the same way;
+* what an earlier record of the same job already says (:data:`~orchestrator.codec.CONTEXT_FIELDS`):
   an ``attempt_started``'s ``backend`` when it is the one the job was queued on, a
-  ``stream_finished``'s ``tokens`` when they are the sum of the attempt's ``usage`` lines and its
-  ``session_id`` when it is the one the attempt's ``session_started`` gave, a terminal line's
-  ``attempts`` when it is the line's ``attempt``.
+  ``stream_finished``'s ``tokens`` when they are the sum of the attempt's ``usage`` records and
+  its ``session_id`` when it is the one the attempt's ``session_started`` gave, a terminal
+  record's ``attempts`` when it is the record's ``attempt``.
 
 Any of them may be written anyway and then counts as written (a line that stands on its own,
-as :func:`~orchestrator.codec.encode_tagged` writes it, reads the same). The writer and every
-reader keep the same :class:`LogLines` state, changed by each record in file order by the one
-rule in :meth:`LogLines._observe`; it starts afresh at each run (a ``log_header``, or a
-``batch_started`` before its line is read) and forgets a job at its terminal line, so it holds
-the jobs announced and not yet ended (a batch announces its jobs early: for a big batch that is
-most of them, about 110 bytes each). Logs of schema 1 state everything, and read the same way.
+as :func:`~orchestrator.codec.encode_tagged` writes it, reads the same).
+
+Records of one job that follow one another may share a line (schema 3; which ones and when is
+the writer's choice: :mod:`~orchestrator.record.coalesce`). The line is the first record as
+above, plus ``"then"``: the others, in order, each a list ``[kind, dt, fields]`` where ``dt``
+is the record's ``ts`` in whole microseconds after the record before it (left out when 0) and
+``fields`` the object of the record's fields and ``seq``, ``attempt`` or ``seq_end`` by the
+rules above (left out when empty). A ``ts`` that is not a whole number of microseconds is
+stated in ``fields`` instead of ``dt``. For example::
+
+    {"job":"q1","ts":0.5,"kind":"attempt_started","then":[["text_delta",300000,
+     {"seq_end":9,"text":"Hello"}],["stream_finished",600000,{"stop_reason":"end_turn"}],
+     ["job_succeeded",12]]}
+
+The writer and every reader keep the same :class:`LogLines` state, changed by each record in
+file order by the one rule in :meth:`LogLines._observe`; it starts afresh at each run (a
+``log_header``, or a ``batch_started`` before its line is read) and forgets a job at its
+terminal record, so it holds the jobs announced and not yet ended (a batch announces its jobs
+early: for a big batch that is most of them, about 110 bytes each). Logs of schemas 1 and 2
+(one record a line) read the same way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -64,8 +79,8 @@ _NEW = _Job()  # what a reader knows of a job it has not seen (never changed)
 
 
 class LogLines:
-    """One log's lines as they were written: :meth:`encode` for the writer, :meth:`decode` for a
-    reader, each on its own instance. Not safe across tasks."""
+    """One log's lines as they were written: :meth:`encode_line` for the writer,
+    :meth:`decode_line` for a reader, each on its own instance. Not safe across tasks."""
 
     def __init__(self) -> None:
         self._jobs: dict[str | None, _Job] = {}
@@ -76,6 +91,36 @@ class LogLines:
 
     def encode(self, tagged: Tagged) -> bytes:
         """The record's line, newline included, with what the reader can fill in left out."""
+        return orjson.dumps(self._compact(tagged), option=orjson.OPT_APPEND_NEWLINE)
+
+    def encode_line(self, records: Sequence[Tagged]) -> bytes:
+        """One line, newline included, for ``records``: consecutive records of one job (at
+        least one), the first as :meth:`encode` writes it, the others in its ``then`` list."""
+        line = self._compact(records[0])
+        if len(records) > 1:
+            micros = _micros(records[0].ts)
+            then: list[list[Any]] = []
+            for tagged in records[1:]:
+                fields = self._compact(tagged)
+                del fields["job"], fields["kind"]
+                ts = fields.pop("ts")
+                item: list[Any] = [tagged.event.kind]
+                at = _micros(ts)
+                if at is not None and micros is not None and at / 1e6 == ts:
+                    if at != micros:
+                        item.append(at - micros)
+                else:  # not a whole number of microseconds: stated as it is
+                    fields["ts"] = ts
+                micros = at
+                if fields:
+                    item.append(fields)
+                then.append(item)
+            line[THEN] = then
+        return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
+
+    def _compact(self, tagged: Tagged) -> dict[str, Any]:
+        """The record's line as a dict, what the reader can fill in left out; the record counts
+        as written."""
         line = codec.tagged_to_dict(tagged)
         event = tagged.event
         if type(event) is BatchStarted:
@@ -98,15 +143,67 @@ class LogLines:
             case _:
                 pass
         self._observe(tagged)
-        return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
+        return line
 
     def decode(self, obj: Mapping[str, Any]) -> Tagged:
-        """The record a line (a decoded JSON object) stands for, what it left out filled in.
-        Raises :class:`~orchestrator.codec.DecodeError` for a line that does not fit."""
+        """The record a line of one record (a decoded JSON object) stands for, what it left out
+        filled in. Raises :class:`~orchestrator.codec.DecodeError` for a line that does not fit
+        (a line with a ``then`` list among them: see :meth:`decode_line`)."""
         job = obj.get("job")
         if job is not None and type(job) is not str:
             raise codec.DecodeError("log line has a bad job or kind")
-        kind = obj.get("kind")
+        return self._read(obj.get("kind"), obj, job, None, top=True, more=False)
+
+    def decode_line(self, obj: Mapping[str, Any]) -> list[Tagged]:
+        """The records a line (a decoded JSON object) stands for, in order, what they left out
+        filled in. Raises :class:`~orchestrator.codec.DecodeError` for a line that does not fit;
+        the records before the one that does not still count (see :meth:`_skip`)."""
+        then = obj.get(THEN)
+        if then is None:
+            return [self.decode(obj)]
+        job = obj.get("job")
+        if job is not None and type(job) is not str:
+            raise codec.DecodeError("log line has a bad job or kind")
+        if type(then) is not list:
+            raise codec.DecodeError("log line has a bad then")
+        try:
+            first = self._read(obj.get("kind"), obj, job, None, top=True, more=True)
+        except codec.DecodeError:
+            for rest in then:
+                self._skip_item(job, rest)
+            raise
+        out = [first]
+        micros = _micros(first.ts)
+        for index, item in enumerate(then):
+            try:
+                size = len(item) if type(item) is list else 0
+                if size == 3 and type(item[1]) is int and type(item[2]) is dict:  # the usual shapes
+                    kind, dt, fields = item
+                elif size == 2 and type(item[1]) is dict:
+                    kind, dt, fields = item[0], 0, item[1]
+                else:
+                    kind, dt, fields = _item(item)
+                if "ts" in fields:
+                    if dt:
+                        raise codec.DecodeError("log line has a record with both dt and ts")
+                    tagged = self._read(kind, fields, job, None, top=False, more=False)
+                    micros = _micros(tagged.ts)
+                else:
+                    if micros is None:
+                        raise codec.DecodeError("log line lacks 'ts'")
+                    micros += dt
+                    tagged = self._read(kind, fields, job, micros / 1e6, top=False, more=False)
+            except codec.DecodeError:
+                for rest in then[index + 1 :]:
+                    self._skip_item(job, rest)
+                raise
+            out.append(tagged)
+        return out
+
+    def _read(
+        self, kind: Any, obj: Mapping[str, Any], job: str | None, ts: float | None, *, top: bool, more: bool
+    ) -> Tagged:
+        """One record: ``obj`` is a whole line (``top``) or the fields of a ``then`` record."""
         if kind == BatchStarted.kind:
             self._jobs.clear()
         known = self._jobs.get(job, _NEW)
@@ -119,19 +216,28 @@ class LogLines:
                     filled["backend"] = known.backend
             elif kind == StreamFinished.kind:
                 if "tokens" not in filled:
-                    filled["tokens"] = codec.compact_tokens(known.usage)
+                    filled["tokens"] = known.usage  # a Tokens: the reader takes it as it is
                 if "session_id" not in filled:
                     filled["session_id"] = known.session_id
             elif "attempts" not in filled:  # a terminal line
                 filled["attempts"] = filled.get("attempt", attempt)
             obj = filled
         try:
-            tagged = codec.decode_tagged(obj, known.next_seq, attempt)
+            if top:
+                tagged = codec.decode_tagged(obj, known.next_seq, attempt, more=more)
+            else:
+                tagged = codec.decode_fields(kind, obj, job, known.next_seq, attempt, ts)  # type: ignore[arg-type]
         except codec.DecodeError:
             self._skip(job, obj, known.next_seq, attempt)
             raise
         self._observe(tagged)
         return tagged
+
+    def _skip_item(self, job: str | None, item: Any) -> None:
+        """A ``then`` record after one that did not decode: counted as :meth:`_skip` counts."""
+        known = self._jobs.get(job, _NEW)
+        fields = item[-1] if type(item) is list and item and type(item[-1]) is dict else {}
+        self._skip(job, fields, known.next_seq, known.attempt)
 
     def _skip(self, job: str | None, obj: Mapping[str, Any], next_seq: int, attempt: int) -> None:
         """A line that does not decode (a kind or field from a newer version, say) still counts
@@ -167,6 +273,47 @@ class LogLines:
                 job.usage = event.tokens if job.usage is None else job.usage + event.tokens
             case _:  # the job's end
                 del self._jobs[tagged.job_id]
+
+
+def _micros(ts: float) -> int | None:
+    """``ts`` in whole microseconds (None: not a finite number)."""
+    return round(ts * 1e6) if math.isfinite(ts) else None
+
+
+_EMPTY: dict[str, Any] = {}
+
+
+def _item(item: Any) -> tuple[Any, int, Mapping[str, Any]]:
+    """A ``then`` record's kind, microseconds after the record before, and fields."""
+    if type(item) is not list or not 1 <= len(item) <= 3:
+        raise codec.DecodeError("log line has a bad record in then")
+    kind, dt, fields = item[0], 0, _EMPTY
+    if len(item) > 1:
+        if type(item[1]) is int:
+            dt = item[1]
+            if len(item) == 3:
+                fields = item[2]
+        elif len(item) == 2:
+            fields = item[1]
+        if type(fields) is not dict or (len(item) == 3 and type(item[1]) is not int):
+            raise codec.DecodeError("log line has a bad record in then")
+    return kind, dt, fields
+
+
+THEN = "then"
+"""The key of a line's further records (log schema 3)."""
+
+
+def records_of(line: Mapping[str, Any]) -> Iterator[tuple[Any, Mapping[str, Any]]]:
+    """Each record of a line (a decoded JSON object) as its kind and the object holding its
+    fields, unchecked and nothing filled in: for a reader that looks at a few fields of a few
+    kinds only (the resume plan). The job is the line's ``job``."""
+    yield line.get("kind"), line
+    then = line.get(THEN)
+    if type(then) is list:
+        for item in then:
+            if type(item) is list and item:
+                yield item[0], item[-1] if type(item[-1]) is dict else _EMPTY
 
 
 _NOTED = frozenset({JobQueued, AttemptStarted, SessionStarted, UsageReported, *TERMINAL_EVENTS})

@@ -1,11 +1,11 @@
 """The JSONL event log: written by one subscriber on the bus, read back for resume and reports.
 
-Layout: a header line (``"kind": "log_header"``) opens each run, then one line per tagged event,
-except that a run of text (or thinking) deltas of one attempt is one line (see
-:mod:`~orchestrator.record.coalesce`). A line leaves out what a reader can fill back in (fields
-at their defaults, what earlier lines of the job say: see :mod:`~orchestrator.record.lines`), so
-lines are read in order, each run from its header. A resumed run appends a new header and its
-events to the same file.
+Layout: a header line (``"kind": "log_header"``) opens each run, then its tagged events: a run
+of text (or thinking) deltas of one attempt is one record, and records of one job that follow
+one another share a line (see :mod:`~orchestrator.record.coalesce`). A line leaves out what a
+reader can fill back in (fields at their defaults, what earlier records of the job say: see
+:mod:`~orchestrator.record.lines`), so lines are read in order, each run from its header. A
+resumed run appends a new header and its events to the same file.
 
 Durability: with ``fsync="terminal"`` (the default) every batch holding a job's terminal event
 (or another of :data:`~orchestrator.events.DURABLE_EVENTS`: a remote batch's intent and id) is
@@ -13,7 +13,7 @@ flushed and fsynced before the bus hands it to anyone else, so a job never count
 before its result is on disk. Fsyncs start at least :data:`COMMIT_INTERVAL` apart, each
 covering every event that arrived meanwhile (group commit). ``"always"`` fsyncs every batch;
 ``"never"`` leaves it to the OS.
-Every batch is at least written to the OS, so ``orchestrate tail`` sees it at once.
+Every batch is at least written to the OS, so ``orchestrate tail`` sees what it holds at once.
 
 What counts as a log (one rule for every reader and the writer, see :func:`read_objects`): an
 empty file, or a file whose first line is one of our headers (or the start of one, cut by a
@@ -33,11 +33,10 @@ from typing import Any, BinaryIO, NamedTuple
 
 import attrs
 import orjson
-import trio
 
 from orchestrator import codec
 from orchestrator.events import DURABLE_EVENTS, Tagged
-from orchestrator.record.coalesce import DeltaRuns
+from orchestrator.record.coalesce import HeldLines
 from orchestrator.record.lines import LogLines
 
 HEADER_KIND = "log_header"
@@ -76,7 +75,7 @@ class LogWriter:
         self._file: BinaryIO | None = None
         self._owned = target != "-"
         self.failed = False  # a write failed: the file may end in a cut line, and the disk be full
-        self._runs = DeltaRuns()
+        self._held = HeldLines()
         self._lines = LogLines()
         self._last_fsync = -math.inf  # trio time the last fsync started
 
@@ -104,9 +103,9 @@ class LogWriter:
             self._file.flush()
 
     async def deliver(self, batch: Sequence[Tagged]) -> None:
-        """Append the batch, runs of deltas joined (see :mod:`~orchestrator.record.coalesce`),
-        and fsync it when it holds a terminal (or another durable) event, or always, or never, per
-        ``fsync``.
+        """Append the batch, a job's records that follow one another on one line and runs of
+        deltas joined (see :mod:`~orchestrator.record.coalesce`), and fsync it when it holds a
+        terminal (or another durable) event, or always, or never, per ``fsync``.
 
         Fsyncs start at least :data:`COMMIT_INTERVAL` apart: a batch that must be fsynced sooner
         waits, and the bus with it (the events sent meanwhile wait in its channel and make the
@@ -118,9 +117,11 @@ class LogWriter:
         so the run must end. What was written before stays valid; a line cut by the failure
         is a torn tail that the next run (``--resume``) cuts.
         """
-        encode = self._lines.encode
+        import trio  # here, not at the top: a report reads logs without it (a tenth of its start-up)
+
+        encode = self._lines.encode_line
         try:
-            self._write(b"".join([encode(t) for t in self._runs.feed(batch)]))
+            self._write(b"".join([encode(line) for line in self._held.feed(batch)]))
             if self._owned and self.fsync != "never":
                 if self.fsync == "always" or any(isinstance(t.event, DURABLE_EVENTS) for t in batch):
                     assert self._file is not None
@@ -136,10 +137,10 @@ class LogWriter:
     def close(self) -> None:
         """Fsync and close. After a failed write, close only (the disk may still be full)."""
         if self._file is not None and not self.failed:
-            held = self._runs.drain()  # deltas of attempts a torn-down run never ended
+            held = self._held.drain()  # records of attempts a torn-down run never ended
             if held:
                 try:
-                    self._write(b"".join([self._lines.encode(t) for t in held]))
+                    self._write(b"".join([self._lines.encode_line(line) for line in held]))
                 except OSError:
                     self.failed = True
         if self._file is not None and self._owned:
@@ -282,6 +283,7 @@ def read_log(path: str | Path) -> Iterator[LogRecord]:
                 lines.restart()
                 yield LogRecord(number, header=codec.structure(fields, LogHeader))
             else:
-                yield LogRecord(number, tagged=lines.decode(obj))
+                for tagged in lines.decode_line(obj):
+                    yield LogRecord(number, tagged=tagged)
         except Exception as exc:
             raise LogError(f"{path}: line {number}: {exc}") from None

@@ -21,6 +21,7 @@ import orjson
 
 from orchestrator.errors import ConfigError
 from orchestrator.events import TERMINAL_EVENTS
+from orchestrator.record.lines import records_of
 from orchestrator.record.log import HEADER_KIND, LogError, first_header
 from orchestrator.spec import BatchSpec
 
@@ -83,16 +84,17 @@ def last_outcomes(spec: BatchSpec, log: str | Path) -> bytearray:
         if not isinstance(obj, dict):
             what = "invalid JSON" if obj is None else f"expected a JSON object, got {type(obj).__name__}"
             raise ConfigError([f"{log}: line {number}: {what}"])
-        kind, job = obj.get("kind"), obj.get("job")
+        job = obj.get("job")
         i = positions.get(job) if isinstance(job, str) else None
-        if i is None or kind == HEADER_KIND:
+        if i is None or obj.get("kind") == HEADER_KIND:
             continue
-        if kind == "job_queued":
-            # Queued again in a later run: its old outcome is history.
-            queued_with[i] = obj.get("content_hash")
-            outcomes[i] = QUEUED
-        elif kind in _TERMINAL_KINDS and outcomes[i] != NOT_QUEUED:
-            outcomes[i] = _ENDS.get(kind, ENDED_OTHERWISE)
+        for kind, fields in records_of(obj):
+            if kind == "job_queued":
+                # Queued again in a later run: its old outcome is history.
+                queued_with[i] = fields.get("content_hash")
+                outcomes[i] = QUEUED
+            elif kind in _TERMINAL_KINDS and outcomes[i] != NOT_QUEUED:
+                outcomes[i] = _ENDS.get(kind, ENDED_OTHERWISE)
     del positions
     jobs = spec.jobs
     queued = len(outcomes) - outcomes.count(NOT_QUEUED)
@@ -111,8 +113,10 @@ def last_outcomes(spec: BatchSpec, log: str | Path) -> bytearray:
 # substring test per line rules out the stream events, which are most of a log.
 _WANTED = b'"job_'
 assert all(kind.startswith("job_") for kind in (*_TERMINAL_KINDS, "job_queued"))
-# ... except job_input, as our log writes it: the longest line of a job (its rendered request).
+# ... except a line of a job_input alone, as logs before schema 3 write it: the longest line of
+# a job (its rendered request), and one whose text may hold that substring.
 _INPUT = b'"kind":"job_input"'
+_THEN = b'"then":'
 
 
 def _job_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
@@ -124,7 +128,8 @@ def _job_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
         for number, raw in enumerate(f, start=1):
             # A line of ours is an object: one that does not even start like one (hand-edited)
             # is parsed, so the caller can say what it is.
-            if (_WANTED not in raw or _INPUT in raw) and (raw[:1] == b"{" or not raw.strip()):
+            skip = _WANTED not in raw or (_INPUT in raw and _THEN not in raw)
+            if skip and (raw[:1] == b"{" or not raw.strip()):
                 continue
             try:
                 yield number, orjson.loads(raw)

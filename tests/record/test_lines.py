@@ -167,3 +167,111 @@ def test_a_line_that_does_not_decode_still_counts_for_the_lines_after_it() -> No
     with pytest.raises(codec.DecodeError):
         reader.decode({"job": "q", "ts": 0.2, "kind": "from_a_newer_version"})
     assert reader.decode({"job": "q", "ts": 0.3, "kind": "text_delta", "text": "x"}).seq == 2
+
+
+@st.composite
+def lines_of(draw: st.DrawFn) -> list[list[Tagged]]:
+    """Records (as :func:`records` makes them, some with a ``ts`` of any float) cut into lines:
+    each line a run of consecutive records of one job, as long as the draw likes."""
+    written = draw(records())
+    written = [
+        t._replace(ts=draw(st.floats(0, 1e4, allow_nan=False))) if draw(st.integers(0, 7)) == 0 else t
+        for t in written
+    ]
+    out: list[list[Tagged]] = []
+    for tagged in written:
+        if out and out[-1][-1].job_id == tagged.job_id and tagged.job_id is not None and draw(st.booleans()):
+            out[-1].append(tagged)
+        else:
+            out.append([tagged])
+    return out
+
+
+@given(lines_of())
+def test_records_sharing_lines_read_back_as_they_were_written(lines: list[list[Tagged]]) -> None:
+    writer, reader = LogLines(), LogLines()
+    encoded = [writer.encode_line(line) for line in lines]
+    assert [reader.decode_line(orjson.loads(raw)) for raw in encoded] == lines
+    for raw, line in zip(encoded, lines, strict=True):
+        assert raw.count(b"\n") == 1 and ("then" in orjson.loads(raw)) == (len(line) > 1)
+
+
+def test_a_line_of_several_records_states_each_after_the_first_in_then() -> None:
+    tokens = Tokens(10, 24)
+    line = [
+        Tagged("q", 1, 1, 0.2, AttemptStarted("sim")),
+        Tagged("q", 1, 2, 0.5, SessionStarted("s-1", "m")),
+        Tagged("q", 1, 3, 0.5, TextDelta("Hello"), seq_end=9),
+        Tagged("q", 1, 10, 1.100001, UsageReported(tokens)),
+        Tagged("q", 1, 11, 1.1000014, StreamFinished("end_turn", tokens, 0.01, session_id="s-1")),
+        Tagged("q", 1, 12, 1.2, JobSucceeded(attempts=1)),
+    ]
+    writer, reader = LogLines(), LogLines()
+    queued = Tagged("q", 0, 0, 0.1, JobQueued("sim", None, "h"))
+    raw = writer.encode(queued) + writer.encode_line(line)
+    assert [r for text in raw.splitlines() for r in reader.decode_line(orjson.loads(text))] == [queued, *line]
+    assert orjson.loads(raw.splitlines()[1]) == {
+        "job": "q",
+        "ts": 0.2,
+        "kind": "attempt_started",
+        "then": [
+            ["session_started", 300_000, {"session_id": "s-1", "model": "m"}],
+            ["text_delta", {"seq_end": 9, "text": "Hello"}],  # the same microsecond: no dt
+            ["usage", 600_001, {"tokens": {"input": 10, "output": 24}}],
+            ["stream_finished", {"ts": 1.1000014, "stop_reason": "end_turn", "cost_usd": 0.01}],
+            ["job_succeeded", 99_999],  # after the record before, in whole microseconds
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    "then",
+    [
+        "x",
+        [[]],
+        [["usage"]],  # no tokens
+        [["job_succeeded", 1.5]],
+        [["job_succeeded", True]],
+        [["job_succeeded", 1, 2]],
+        [["job_succeeded", {}, 1]],
+        [["job_succeeded", 1, {"ts": 0.3}]],  # a dt and a ts
+        [["job_succeeded", {"job": "other"}]],
+        [["from_a_newer_version"]],
+    ],
+)
+def test_a_line_whose_then_does_not_fit_is_refused(then: Any) -> None:
+    obj = {"job": "q", "ts": 0.1, "kind": "job_queued", "backend": "sim", "content_hash": "h", "then": then}
+    with pytest.raises(codec.DecodeError):
+        LogLines().decode_line(obj)
+
+
+def test_records_after_one_that_does_not_decode_still_count() -> None:
+    reader = LogLines()
+    line = {
+        "job": "q",
+        "ts": 0.1,
+        "kind": "job_queued",
+        "backend": "sim",
+        "content_hash": "h",
+        "then": [
+            ["from_a_newer_version"],
+            ["text_delta", {"text": "x"}],
+            ["text_delta", {"seq_end": 5, "text": "y"}],
+        ],
+    }
+    with pytest.raises(codec.DecodeError):
+        reader.decode_line(line)
+    assert reader.decode_line({"job": "q", "ts": 0.3, "kind": "text_delta", "text": "z"})[0].seq == 6
+
+
+def test_records_after_a_first_record_that_does_not_decode_still_count() -> None:
+    reader = LogLines()
+    line = {
+        "job": "q",
+        "ts": 0.1,
+        "kind": "from_a_newer_version",
+        "then": [["text_delta", {"text": "x"}], ["text_delta", 5, {"seq_end": 4, "text": "y"}]],
+    }
+    with pytest.raises(codec.DecodeError):
+        reader.decode_line(line)
+    assert reader.decode_line({"job": "q", "ts": 0.3, "kind": "text_delta", "text": "z"})[0].seq == 5

@@ -30,7 +30,7 @@ from orchestrator.events import (
     UsageReported,
 )
 from orchestrator.record.aggregate import fold
-from orchestrator.record.coalesce import DeltaRuns
+from orchestrator.record.coalesce import HeldLines
 from orchestrator.record.log import (
     COMMIT_INTERVAL,
     HEADER_KIND,
@@ -204,7 +204,7 @@ def test_folding_the_written_log_equals_folding_the_live_events(
         assert covered[-1] == max(t.seq for t in live if t.job_id == job)
 
 
-def test_a_run_of_deltas_is_one_line_with_the_first_seq_and_ts_and_seq_end(tmp_path: Path) -> None:
+def test_a_run_of_deltas_is_one_record_with_the_first_seq_and_ts_and_seq_end(tmp_path: Path) -> None:
     batch = [
         Tagged("a", 1, 1, 0.1, AttemptStarted(backend="sim")),
         Tagged("a", 1, 2, 0.2, TextDelta("Hel")),
@@ -216,12 +216,24 @@ def test_a_run_of_deltas_is_one_line_with_the_first_seq_and_ts_and_seq_end(tmp_p
     path = tmp_path / "run.jsonl"
     logged = write_log(path, [batch])
     lines = [orjson.loads(raw) for raw in path.read_bytes().splitlines()[1:]]
-    # seq 2 and attempt 1 follow from the job's line before (see test_lines.py)
-    assert lines[1] == {"job": "a", "seq_end": 3, "ts": 0.2, "kind": "text_delta", "text": "Hello"}
+    # a's records share a line: each after the first is [kind, microseconds after the one before,
+    # fields]; seq 2 and attempt 1 follow from the record before (see test_lines.py)
+    assert lines[0] == {
+        "job": "a",
+        "seq": 1,
+        "ts": 0.1,
+        "kind": "attempt_started",
+        "backend": "sim",
+        "then": [
+            ["text_delta", 100_000, {"seq_end": 3, "text": "Hello"}],
+            ["thinking_delta", 200_000, {"text": "hm"}],
+            ["job_succeeded", 100_000],
+        ],
+    }
     assert logged[1] == Tagged("a", 1, 2, 0.2, TextDelta("Hello"), seq_end=3)
-    assert [line.get("seq_end") for line in lines] == [None, 3, None, None, None]
-    # A run is written when its job moves on; b's run, still open, when the writer closes.
-    assert [(line["job"], line["kind"]) for line in lines] == [
+    # A job's line is written when the job ends; b's, still open, when the writer closes.
+    assert lines[1] == {"job": "b", "attempt": 1, "seq": 5, "ts": 0.25, "kind": "text_delta", "text": "other"}
+    assert [(t.job_id, t.event.kind) for t in logged] == [
         ("a", "attempt_started"),
         ("a", "text_delta"),
         ("a", "thinking_delta"),
@@ -230,15 +242,37 @@ def test_a_run_of_deltas_is_one_line_with_the_first_seq_and_ts_and_seq_end(tmp_p
     ]
 
 
-def test_a_run_is_held_at_most_about_a_second_of_later_events() -> None:
-    runs = DeltaRuns(hold_s=1.0)
-    assert runs.feed([Tagged("a", 1, 2, 0.5, TextDelta("x"))]) == []
-    assert runs.feed(
-        [Tagged("a", 1, 3, 1.0, TextDelta("y")), Tagged("b", 1, 0, 1.4, AttemptStarted("sim"))]
-    ) == [Tagged("b", 1, 0, 1.4, AttemptStarted("sim"))]
-    written = runs.feed([Tagged("b", 1, 1, 1.5, TextDelta("z"))])
-    assert written == [Tagged("a", 1, 2, 0.5, TextDelta("xy"), 3)]  # 1 s after its first delta
-    assert runs.drain() == [Tagged("b", 1, 1, 1.5, TextDelta("z"))] and runs.drain() == []
+def test_a_jobs_records_are_held_at_most_about_a_second_of_later_events() -> None:
+    held = HeldLines(hold_s=1.0)
+    assert held.feed([Tagged("a", 1, 2, 0.5, TextDelta("x"))]) == []
+    assert (
+        held.feed([Tagged("a", 1, 3, 1.0, TextDelta("y")), Tagged("b", 1, 0, 1.4, AttemptStarted("sim"))])
+        == []
+    )
+    written = held.feed([Tagged("b", 1, 1, 1.5, TextDelta("z"))])
+    assert written == [[Tagged("a", 1, 2, 0.5, TextDelta("xy"), 3)]]  # 1 s after its first record
+    assert held.drain() == [
+        [Tagged("b", 1, 0, 1.4, AttemptStarted("sim")), Tagged("b", 1, 1, 1.5, TextDelta("z"))]
+    ]
+    assert held.drain() == []
+
+
+def test_new_jobs_are_written_with_their_batch_in_the_order_they_were_queued() -> None:
+    held = HeldLines(hold_s=1.0)
+    a0, a1 = (
+        Tagged("a", 0, 0, 0.1, JobQueued("sim", None, "h")),
+        Tagged("a", 1, 1, 0.2, AttemptStarted("sim")),
+    )
+    b0, b1 = (
+        Tagged("b", 0, 0, 0.1, JobQueued("sim", None, "h")),
+        Tagged("b", 0, 1, 0.2, JobFailed(ErrorKind.AUTH, "m", False, 0)),
+    )
+    c1 = Tagged("c", 1, 1, 0.3, TextDelta("x"))
+    # b ends first, yet a was queued first: a's line comes first; c (queued earlier) waits.
+    assert held.feed([a0, b0, c1, a1, b1]) == [[a0, a1], [b0, b1]]
+    c2 = Tagged("c", 1, 2, 0.4, UsageReported(Tokens(1, 1)))
+    started = Tagged(None, 0, 1, 0.4, BatchStarted("r", 1, "t"))
+    assert held.feed([c2, started]) == [[c1, c2], [started]]  # batch-level records stay in place
 
 
 @pytest.mark.parametrize("seq_end", [2, 1, "3", 2.5, True])

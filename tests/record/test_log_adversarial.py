@@ -56,7 +56,7 @@ def test_an_old_log_cut_by_a_crash_resumes_in_the_new_format_and_reads_back_acro
             runs.append([record.header.schema])
         else:
             runs[-1].append(record.tagged)
-    assert [run[0] for run in runs] == [1, 2]
+    assert [run[0] for run in runs] == [1, codec.LOG_SCHEMA]
     # The new run's lines read back as the events it sent.
     assert as_logged(runs[1][1:]) == as_logged(recorder.events)
     # Every job is done, in the report and the export, and tail reads every line.

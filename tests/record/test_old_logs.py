@@ -13,6 +13,7 @@ from orchestrator import codec, run_batch
 from orchestrator.cli.report import main as report_main
 from orchestrator.errors import ErrorKind
 from orchestrator.events import BatchSummary, JobFailed, RetryScheduled
+from orchestrator.record.lines import records_of
 from orchestrator.record.log import read_log
 from orchestrator.report.fold import read_report
 from tests.helpers import make_spec, run_virtual
@@ -35,14 +36,15 @@ def old_log(tmp_path: Path) -> Path:
     lines = []
     for raw in log.read_bytes().splitlines():
         line = orjson.loads(raw)
-        key = (line.get("job"), line.get("kind"))
-        if key in OLD_NAMES:
-            line["error_kind"] = OLD_NAMES[key]
-        elif key == ("flaky", "retry_scheduled"):
-            line["error_kind"] = OLD_RETRY
-        elif line.get("kind") == "batch_finished":
-            assert line["summary"]["failures"] == {"bad_request": 2}
-            line["summary"]["failures"] = {"context_overflow": 1, "some_future_kind": 1}
+        for kind, fields in records_of(line):  # each record of the line, its fields changed in place
+            key = (line.get("job"), kind)
+            if key in OLD_NAMES:
+                fields["error_kind"] = OLD_NAMES[key]  # type: ignore[index]
+            elif key == ("flaky", "retry_scheduled"):
+                fields["error_kind"] = OLD_RETRY  # type: ignore[index]
+            elif kind == "batch_finished":
+                assert fields["summary"]["failures"] == {"bad_request": 2}
+                fields["summary"]["failures"] = {"context_overflow": 1, "some_future_kind": 1}
         lines.append(orjson.dumps(line))
     log.write_bytes(b"\n".join(lines) + b"\n")
     assert b'"context_overflow"' in log.read_bytes() and b'"transient"' in log.read_bytes()

@@ -26,6 +26,7 @@ from orchestrator.events import (
     JobSucceeded,
     RetryScheduled,
 )
+from orchestrator.record.lines import records_of
 from orchestrator.record.log import read_objects
 
 _CUSTOM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -68,25 +69,29 @@ def left_in(log: str, backend: str) -> Left:
     queued: dict[str, str] = {}
     intents: dict[str, tuple[float, int]] = {}
     known: set[str] = set()
-    for _, record in read_objects(log):
-        kind = record.get("kind")
-        job = record.get("job")
-        ids = record.get("custom_ids")
-        if kind in _SENT and record.get("backend") == backend and isinstance(ids, list):
-            if kind == BatchSubmitted.kind and isinstance(remote := record.get("remote_id"), str):
-                where = (False, remote)
-                known.add(remote)
-            elif kind == BatchSubmitting.kind and isinstance(label := record.get("label"), str):
-                at = record.get("at")
-                intents[label] = (float(at) if isinstance(at, int | float) else 0.0, len(ids))
-                where = (True, label)
-            else:
-                continue
-            latest.update({cid: (where, queued.get(cid)) for cid in ids if isinstance(cid, str)})
-        elif kind == JobQueued.kind and isinstance(job, str) and isinstance(record.get("content_hash"), str):
-            queued[custom_id(job)] = record["content_hash"]
-        elif kind in _TAKEN and isinstance(job, str):
-            latest.pop(custom_id(job), None)
+    for _, line in read_objects(log):
+        job = line.get("job")
+        for kind, record in records_of(line):
+            ids = record.get("custom_ids")
+            if kind in _SENT and record.get("backend") == backend and isinstance(ids, list):
+                if kind == BatchSubmitted.kind and isinstance(remote := record.get("remote_id"), str):
+                    where = (False, remote)
+                    known.add(remote)
+                elif kind == BatchSubmitting.kind and isinstance(label := record.get("label"), str):
+                    at = record.get("at")
+                    intents[label] = (float(at) if isinstance(at, int | float) else 0.0, len(ids))
+                    where = (True, label)
+                else:
+                    continue
+                latest.update({cid: (where, queued.get(cid)) for cid in ids if isinstance(cid, str)})
+            elif (
+                kind == JobQueued.kind
+                and isinstance(job, str)
+                and isinstance(record.get("content_hash"), str)
+            ):
+                queued[custom_id(job)] = record["content_hash"]
+            elif kind in _TAKEN and isinstance(job, str):
+                latest.pop(custom_id(job), None)
     batches: dict[str, dict[str, str | None]] = {}
     waiting: dict[str, dict[str, str | None]] = {}
     for cid, ((intent, name), content_hash) in latest.items():

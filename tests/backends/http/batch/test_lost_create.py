@@ -15,7 +15,7 @@ from orchestrator import codec
 from orchestrator.api import run_batch_async
 from orchestrator.backends.http.batch.left import Intent, left_in
 from orchestrator.events import BatchSubmitting, Tagged
-from orchestrator.record.lines import LogLines
+from orchestrator.record.lines import LogLines, records_of
 from orchestrator.testing.anthropic.batches import anthropic_batch_store, open_fake_anthropic_batches
 from orchestrator.testing.openai.batches import open_fake_openai_batches, openai_batch_store
 
@@ -52,7 +52,13 @@ def keywords(backend: str, fake: Any, log: Path, **more: Any) -> dict[str, Any]:
 
 
 def records(log: Path, kind: str) -> list[dict[str, Any]]:
-    return [r for r in map(orjson.loads, log.read_bytes().splitlines()) if r.get("kind") == kind]
+    """The log's records of ``kind``, each as its fields and its line's ``job``."""
+    return [
+        {**fields, "job": line.get("job")}
+        for line in map(orjson.loads, log.read_bytes().splitlines())
+        for found, fields in records_of(line)
+        if found == kind
+    ]
 
 
 @pytest.mark.parametrize("backend", PROVIDERS)

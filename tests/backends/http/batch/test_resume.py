@@ -12,6 +12,7 @@ import trio
 
 from orchestrator.api import run_batch_async
 from orchestrator.backends.http.batch.left import in_flight
+from orchestrator.record.lines import records_of
 from orchestrator.testing.anthropic.batches import Errored, anthropic_batch_store, open_fake_anthropic_batches
 from orchestrator.testing.anthropic.server import Reply
 from orchestrator.testing.openai.batches import open_fake_openai_batches, openai_batch_store
@@ -156,4 +157,4 @@ async def test_a_job_edited_while_its_batch_ran_does_not_take_that_batchs_answer
     [(job, warning)] = warnings
     assert job == "a" and "edited" in warning.message and "sent again" in warning.message
     logged = [orjson.loads(line) for line in log.read_bytes().splitlines()]
-    assert [r["job"] for r in logged if r.get("kind") == "stream_warning"] == ["a"]
+    assert [r["job"] for r in logged for kind, _ in records_of(r) if kind == "stream_warning"] == ["a"]
