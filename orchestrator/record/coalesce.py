@@ -16,12 +16,14 @@ them together. A job's held records are written
   appear in the log in the order they were queued, which ``jobs_skipped`` ranges count by) or a
   durable event (a terminal event: a job never counts as done before it is on disk);
 * before any batch-level event (``job`` null), so those stay where the bus put them;
-* once :data:`HOLD_S` seconds of batch time (event ``ts``) have passed since their first record,
-  or when the run ends.
+* once a batch arrives more than :data:`HOLD_S` seconds of batch time (event ``ts``) after
+  their first record, or when the run ends.
 
 So a job's attempt, from ``attempt_started`` to its terminal event, is usually one line,
-``orchestrate tail`` lags a live job by at most about a second, and a crash loses only held
-records of attempts that had not ended (a resumed run runs them again anyway).
+``orchestrate tail`` lags a live job by about :data:`HOLD_S`, and a crash loses only held
+records of attempts that had not ended (a resumed run runs them again anyway). With
+``fsync = "always"`` the writer holds nothing (``hold_s`` 0): every event is written with its
+batch.
 """
 
 from __future__ import annotations

@@ -11,9 +11,9 @@ Durability: with ``fsync="terminal"`` (the default) every batch holding a job's 
 (or another of :data:`~orchestrator.events.DURABLE_EVENTS`: a remote batch's intent and id) is
 flushed and fsynced before the bus hands it to anyone else, so a job never counts as done
 before its result is on disk. Fsyncs start at least :data:`COMMIT_INTERVAL` apart, each
-covering every event that arrived meanwhile (group commit). ``"always"`` fsyncs every batch;
-``"never"`` leaves it to the OS.
-Every batch is at least written to the OS, so ``orchestrate tail`` sees what it holds at once.
+covering every event that arrived meanwhile (group commit). ``"always"`` writes and fsyncs every
+event with its batch (nothing is held back for a shared line); ``"never"`` leaves it to the OS.
+Every line is written to the OS as soon as it is due, so ``orchestrate tail`` sees it at once.
 
 What counts as a log (one rule for every reader and the writer, see :func:`read_objects`): an
 empty file, or a file whose first line is one of our headers (or the start of one, cut by a
@@ -36,7 +36,7 @@ import orjson
 
 from orchestrator import codec
 from orchestrator.events import DURABLE_EVENTS, Tagged
-from orchestrator.record.coalesce import HeldLines
+from orchestrator.record.coalesce import HOLD_S, HeldLines
 from orchestrator.record.lines import LogLines
 
 HEADER_KIND = "log_header"
@@ -75,7 +75,8 @@ class LogWriter:
         self._file: BinaryIO | None = None
         self._owned = target != "-"
         self.failed = False  # a write failed: the file may end in a cut line, and the disk be full
-        self._held = HeldLines()
+        # "always" asks for every event on disk with its batch: nothing waits for a shared line.
+        self._held = HeldLines(0.0 if fsync == "always" else HOLD_S)
         self._lines = LogLines()
         self._last_fsync = -math.inf  # trio time the last fsync started
 

@@ -320,3 +320,21 @@ async def test_fsyncs_start_at_least_the_commit_interval_apart(
     # the first at once; the second waits for the interval; after a quiet spell, at once again
     assert ended == pytest.approx([0.0, COMMIT_INTERVAL, 1.0, 1.0])
     assert [r.tagged.job_id for r in read_log(tmp_path / "run.jsonl") if r.tagged] == ["a", "b", "c", "d"]
+
+
+def test_with_fsync_always_every_event_is_written_with_its_batch(tmp_path: Path) -> None:
+    path = tmp_path / "run.jsonl"
+    writer = LogWriter(str(path), fsync="always")
+    writer.open(HEADER)
+    started = Tagged("a", 1, 1, 0.1, AttemptStarted(backend="sim"))
+
+    async def deliver() -> None:
+        await writer.deliver([started, Tagged("a", 1, 2, 0.2, TextDelta("Hel"))])
+        # on disk before the attempt goes on: nothing is held back for a shared line
+        assert [r.tagged for r in read_log(path) if r.tagged is not None] == [
+            started,
+            Tagged("a", 1, 2, 0.2, TextDelta("Hel")),
+        ]
+
+    trio.run(deliver)
+    writer.close()
