@@ -69,11 +69,13 @@ from orchestrator.run.watchdog import IdleWatchdog, Watch
 from orchestrator.spec import BackendLimits, BatchSpec, JobSpec
 
 _ANNOUNCE_CHUNK = 256  # jobs announced between two checkpoints, once the first workers have theirs
+# (at least: twice the concurrency, since in one turn of the scheduler every worker may take a job)
 ANNOUNCE_AHEAD = 8192  # announced jobs that may wait for a worker (at least; see Run.announce)
 _TERMINAL_GRACE = 5.0  # seconds a job's terminal event may wait for the bus during a stop
 _log = logger("orchestrator.run.runner")
 # Tagged(...) goes through the named tuple's Python-level __new__; this is one C call.
 _tagged = functools.partial(tuple.__new__, Tagged)
+
 
 @attrs.define(slots=True, eq=False)
 class _Job(JobState):
@@ -83,6 +85,25 @@ class _Job(JobState):
     ticket: Ticket | None = attrs.field(default=None, kw_only=True)  # its attempt's, at the gate
     following: bool = attrs.field(default=False, kw_only=True)  # its job_deduplicated is sent
 
+    def emit_nowait(self, event: Event) -> bool:
+        """Tag and send one event if the bus has room (True), without yielding to the scheduler;
+        False, with nothing sent, when the bus is full. Not for the kinds a job's state looks
+        at (:data:`~orchestrator.run.job.OBSERVED`): :meth:`emit` does that."""
+        # On the path of every event: a handful of attribute reads and one tuple, nothing more.
+        run = self.run
+        now = run.now()
+        try:
+            run.send.send_nowait(
+                _tagged((self.spec.id, self.attempt, self.seq, round(now - run.t0, 6), event, None))
+            )
+        except trio.WouldBlock:
+            return False
+        self.seq += 1
+        watch = self.watch
+        if watch is not None:
+            watch.last = now  # Watch.touch, inlined
+        return True
+
     async def emit(self, event: Event) -> None:
         """Tag and send one event. Not to be called from two tasks at once (seq order).
 
@@ -91,28 +112,28 @@ class _Job(JobState):
         consumer) makes it wait, and then the idle watchdog is paused, since the stream is not
         the one stalling. A job's terminal event goes through :meth:`Run.send_end`.
         """
-        # On the path of every event: a handful of attribute reads and one tuple, nothing more.
-        run = self.run
-        now = run.now()
-        tagged = _tagged((self.spec.id, self.attempt, self.seq, round(now - run.t0, 6), event, None))
-        watch = self.watch
-        try:
-            run.send.send_nowait(tagged)
-        except trio.WouldBlock:
-            if watch is not None:
-                watch.paused = True
-            await run.send.send(tagged)
-            now = run.now()
-        self.seq += 1
-        if watch is not None:
-            watch.last = now  # Watch.touch, inlined
-            watch.paused = False
+        if not self.emit_nowait(event):
+            await self._emit_waiting(event)
         kind = type(event)
         if kind in OBSERVED:
             if kind is RateLimitInfo:
-                await run.gates[self.spec.backend].observe(self.spec.model, event, self.ticket)  # type: ignore[arg-type]
+                await self.run.gates[self.spec.backend].observe(self.spec.model, event, self.ticket)  # type: ignore[arg-type]
             else:
                 self.observe(event)
+
+    async def _emit_waiting(self, event: Event) -> None:
+        """:meth:`emit`'s send when the bus is full: wait for room, the idle watch paused."""
+        run = self.run
+        watch = self.watch
+        if watch is not None:
+            watch.paused = True
+        await run.send.send(
+            _tagged((self.spec.id, self.attempt, self.seq, round(run.now() - run.t0, 6), event, None))
+        )
+        self.seq += 1
+        if watch is not None:
+            watch.last = run.now()
+            watch.paused = False
 
     async def emit_from_backend(self, event: StreamEvent) -> None:
         """The ``emit`` a backend gets: :meth:`emit`, with the batch's secrets hidden first."""
@@ -255,7 +276,7 @@ class Run:
                 self.queue.not_queued(len(chunk) - len(runs))
             self.queue.add(runs)
             start += size
-            size = _ANNOUNCE_CHUNK
+            size = max(_ANNOUNCE_CHUNK, 2 * self.spec.concurrency)
             self._prune()
             await trio.lowlevel.checkpoint()
             await self.queue.wait_for_room(ahead)
@@ -315,11 +336,12 @@ class Run:
         is waited for unshielded: with no stop the end still arrives; a stop then raises
         Cancelled and leaves the job unended, for :meth:`finish_leftovers` to end.
         """
-        stats = self.send.statistics()
-        if stats.current_buffer_used >= stats.max_buffer_size:
-            with trio.CancelScope(shield=True, deadline=trio.current_time() + _TERMINAL_GRACE):
-                await job.emit(terminal)
-                job.end()
+        if job.emit_nowait(terminal):  # the bus had room: sent without a checkpoint, so no stop came between
+            job.end()
+            return
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + _TERMINAL_GRACE):
+            await job.emit(terminal)
+            job.end()
         if not job.done:
             await job.emit(terminal)
             job.end()
@@ -492,6 +514,8 @@ class Run:
 def job_input(spec: JobSpec, *, log_inputs: bool) -> JobInput | None:
     """The ``job_input`` event of a job: its rendered request (unless ``log_inputs`` is off),
     its row and its metadata; None when there is nothing to say."""
+    if not log_inputs and not spec.row and not spec.metadata:
+        return None  # the common case, without copying two empty mappings
     # The log writes plain dicts; a job without a row shares one read-only empty mapping.
     row, metadata = dict(spec.row), dict(spec.metadata)
     if not log_inputs:
