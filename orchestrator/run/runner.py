@@ -89,12 +89,15 @@ class _Job(JobState):
         """Tag and send one event if the bus has room (True), without yielding to the scheduler;
         False, with nothing sent, when the bus is full. Not for the kinds a job's state looks
         at (:data:`~orchestrator.run.job.OBSERVED`): :meth:`emit` does that."""
-        # On the path of every event: a handful of attribute reads and one tuple, nothing more.
+        # On the path of every event: a handful of attribute reads and one tuple, nothing more
+        # (the time to the microsecond: batch_time, inlined).
         run = self.run
         now = run.now()
         try:
             run.send.send_nowait(
-                _tagged((self.spec.id, self.attempt, self.seq, round(now - run.t0, 6), event, None))
+                _tagged(
+                    (self.spec.id, self.attempt, self.seq, int((now - run.t0) * 1e6 + 0.5) / 1e6, event, None)
+                )
             )
         except trio.WouldBlock:
             return False
@@ -131,7 +134,7 @@ class _Job(JobState):
         if watch is not None:
             watch.paused = True
         await run.send.send(
-            _tagged((self.spec.id, self.attempt, self.seq, round(run.now() - run.t0, 6), event, None))
+            _tagged((self.spec.id, self.attempt, self.seq, batch_time(run.now() - run.t0), event, None))
         )
         self.seq += 1
         if watch is not None:
@@ -214,7 +217,7 @@ class Run:
     async def emit_batch(self, event: Event, ts: float | None = None) -> None:
         """Send a batch-level event. Its seq is taken before waiting, so batch events sent from
         several tasks stay distinct."""
-        now = round(trio.current_time() - self.t0, 6) if ts is None else ts
+        now = batch_time(trio.current_time() - self.t0) if ts is None else ts
         seq = self.seq
         self.seq += 1
         await self.send.send(Tagged(None, 0, seq, now, event))
@@ -603,6 +606,13 @@ class _Cut(Exception):
         super().__init__()
         self.job = job
         self.failure = failure
+
+
+def batch_time(seconds: float) -> float:
+    """An event's ``ts``: ``seconds`` (not negative) since the batch started, to the microsecond.
+    Half a microsecond rounds up. ``round(seconds, 6)`` gives the same but for values within a
+    rounding error of a half microsecond, at three times the cost (on the path of every event)."""
+    return int(seconds * 1e6 + 0.5) / 1e6
 
 
 def job_input(spec: JobSpec, *, log_inputs: bool) -> JobInput | None:

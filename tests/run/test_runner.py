@@ -648,3 +648,11 @@ def test_a_stream_that_ends_as_the_watchdog_cuts_it_keeps_its_own_outcome(record
         assert [t.seq for t in events] == list(range(len(events)))
         assert [t.event.kind for t in events].count("retry_scheduled") == (job == "raises")
         assert isinstance(events[-1].event, TERMINAL_EVENTS)
+
+
+@given(st.floats(min_value=0, max_value=1e7, allow_nan=False))
+def test_an_events_time_is_to_the_microsecond(seconds: float) -> None:
+    ts = runner.batch_time(seconds)
+    assert round(ts, 6) == ts  # a whole number of microseconds, as the log writes it
+    assert abs(ts - seconds) <= 0.5e-6 + 1e-9 * seconds  # the nearest one (within float error)
+    assert abs(ts - round(seconds, 6)) <= 1e-6 + 1e-9 * seconds
