@@ -164,7 +164,7 @@ class LogLines:
         elif kind is SessionStarted:
             job.session_id = event.session_id  # type: ignore[union-attr]
         elif kind is UsageReported:
-            tokens = event.tokens  # type: ignore[union-attr]
+            tokens: Tokens = event.tokens  # type: ignore[union-attr,assignment]
             job.usage = tokens if job.usage is None else job.usage + tokens
         else:  # the job's end
             del jobs[tagged.job_id]
