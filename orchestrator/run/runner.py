@@ -265,9 +265,10 @@ class Run:
     async def announce(self) -> None:
         """Send each job's ``job_queued`` and then hand the job to the queue, in job order.
 
-        The first ``concurrency`` jobs go at once, the rest in chunks with a checkpoint between
-        them: the first attempts start right away rather than after every announcement of a
-        100k-job batch, and the remaining announcements run while those attempts wait on their
+        The first ``concurrency`` jobs go at once, the rest in chunks (twice the concurrency, so
+        workers that each take a job per turn do not run dry) with a checkpoint between them:
+        the first attempts start right away rather than after every announcement of a 100k-job
+        batch, and the remaining announcements run while those attempts wait on their
         backends. The announcer keeps at most :data:`ANNOUNCE_AHEAD` (or ``4 * concurrency``)
         announced jobs waiting for a worker and then waits for room: jobs are resolved from
         the spec (see :mod:`orchestrator.jobs`) only as the batch comes to them. A job is never
