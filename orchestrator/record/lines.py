@@ -47,13 +47,11 @@ import orjson
 
 from orchestrator import codec
 from orchestrator.events import (
+    EVENT_TYPES,
     TERMINAL_EVENTS,
     AttemptStarted,
     BatchStarted,
-    JobCancelled,
-    JobFailed,
     JobQueued,
-    JobSucceeded,
     SessionStarted,
     StreamFinished,
     Tagged,
@@ -122,26 +120,27 @@ class LogLines:
         """The record's line as a dict, what the reader can fill in left out; the record counts
         as written."""
         line = codec.tagged_to_dict(tagged)
+        # The log's hot path: dispatch on the exact kind (events are final classes), no patterns.
         event = tagged.event
-        if type(event) is BatchStarted:
+        kind = type(event)
+        if kind is BatchStarted:
             self._jobs.clear()
         known = self._jobs.get(tagged.job_id, _NEW)
         if tagged.seq == known.next_seq:
             del line["seq"]
-        if tagged.attempt == known.attempt + (type(event) is AttemptStarted):
+        if tagged.attempt == known.attempt + (kind is AttemptStarted):
             del line["attempt"]
-        match event:
-            case AttemptStarted() if event.backend == known.backend:
-                del line["backend"]
-            case StreamFinished():
-                if event.tokens == known.usage:
+        if kind in _IN_CONTEXT:
+            if kind is AttemptStarted:
+                if event.backend == known.backend:  # type: ignore[union-attr]
+                    del line["backend"]
+            elif kind is StreamFinished:
+                if event.tokens == known.usage:  # type: ignore[union-attr]
                     del line["tokens"]
-                if event.session_id == known.session_id:
+                if event.session_id == known.session_id:  # type: ignore[union-attr]
                     del line["session_id"]
-            case JobSucceeded() | JobFailed() | JobCancelled() if event.attempts == tagged.attempt:
+            elif event.attempts == tagged.attempt:  # type: ignore[union-attr]
                 del line["attempts"]
-            case _:
-                pass
         self._observe(tagged)
         return line
 
@@ -253,26 +252,28 @@ class LogLines:
 
     def _observe(self, tagged: Tagged) -> None:
         """The one rule both sides follow: what this record tells about its job."""
-        job = self._jobs.get(tagged.job_id)
+        jobs = self._jobs
+        job = jobs.get(tagged.job_id)
         if job is None:
-            job = self._jobs[tagged.job_id] = _Job()
+            job = jobs[tagged.job_id] = _Job()
         job.next_seq = (tagged.seq if tagged.seq_end is None else tagged.seq_end) + 1
         job.attempt = tagged.attempt
         event = tagged.event
-        if type(event) not in _NOTED:  # most lines: a delta, a tool call, a notice
+        kind = type(event)
+        if kind not in _NOTED:  # most lines: a delta, a tool call, a notice
             return
-        match event:
-            case JobQueued():
-                job.backend = event.backend
-            case AttemptStarted():
-                job.session_id = None
-                job.usage = None
-            case SessionStarted():
-                job.session_id = event.session_id
-            case UsageReported():
-                job.usage = event.tokens if job.usage is None else job.usage + event.tokens
-            case _:  # the job's end
-                del self._jobs[tagged.job_id]
+        if kind is JobQueued:
+            job.backend = event.backend  # type: ignore[union-attr]
+        elif kind is AttemptStarted:
+            job.session_id = None
+            job.usage = None
+        elif kind is SessionStarted:
+            job.session_id = event.session_id  # type: ignore[union-attr]
+        elif kind is UsageReported:
+            tokens: Tokens = event.tokens  # type: ignore[union-attr,assignment]
+            job.usage = tokens if job.usage is None else job.usage + tokens
+        else:  # the job's end
+            del jobs[tagged.job_id]
 
 
 def _micros(ts: float) -> int | None:
@@ -318,3 +319,5 @@ def records_of(line: Mapping[str, Any]) -> Iterator[tuple[Any, Mapping[str, Any]
 
 _NOTED = frozenset({JobQueued, AttemptStarted, SessionStarted, UsageReported, *TERMINAL_EVENTS})
 """The kinds that tell more about a job than where its count stands."""
+_IN_CONTEXT = frozenset(EVENT_TYPES[kind] for kind in codec.CONTEXT_FIELDS)
+"""The kinds whose line may leave out what earlier lines of the job say (``CONTEXT_FIELDS``)."""

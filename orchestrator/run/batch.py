@@ -48,7 +48,9 @@ from orchestrator.run.garbage import fewer_full_collections
 from orchestrator.run.runner import Run
 from orchestrator.spec import BatchSpec
 
-CHANNEL_SIZE = 8192
+CHANNEL_SIZE = 32768
+# Events the bus holds before senders wait: room for what 1,000 workers send while the log fsyncs
+# (a wait on a full channel costs a wake-up per event; see bus.MAX_BATCH). A few MB at most.
 _log = logger("orchestrator.run.batch")
 
 

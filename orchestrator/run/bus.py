@@ -17,7 +17,10 @@ import trio
 
 from orchestrator.events import Tagged
 
-MAX_BATCH = 8192
+MAX_BATCH = 32768
+# Events delivered as one batch, at most. The bus waits while the log fsyncs a batch (group
+# commit), and the workers fill the channel meanwhile: a batch must take up what they sent, or
+# the bus falls behind and every worker waits on a full channel, a wake-up per event.
 
 
 class Subscriber(Protocol):

@@ -16,8 +16,10 @@ import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-OLDER_GENERATIONS = 100
-"""The least threshold of generations 1 and 2 while a batch runs (the interpreter's: 10, 10)."""
+OLDER_GENERATIONS = 1000
+"""The least threshold of generations 1 and 2 while a batch runs (the interpreter's: 10, 10). At
+100, a 100,000-job sim batch still made 32 collections of its middle generation (about 6 % of
+its CPU; nothing found); at 1,000, 3."""
 
 _running = 0
 _saved: tuple[int, int, int] | None = None

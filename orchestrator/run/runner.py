@@ -69,11 +69,13 @@ from orchestrator.run.watchdog import IdleWatchdog, Watch
 from orchestrator.spec import BackendLimits, BatchSpec, JobSpec
 
 _ANNOUNCE_CHUNK = 256  # jobs announced between two checkpoints, once the first workers have theirs
+# (at least: twice the concurrency, since in one turn of the scheduler every worker may take a job)
 ANNOUNCE_AHEAD = 8192  # announced jobs that may wait for a worker (at least; see Run.announce)
 _TERMINAL_GRACE = 5.0  # seconds a job's terminal event may wait for the bus during a stop
 _log = logger("orchestrator.run.runner")
 # Tagged(...) goes through the named tuple's Python-level __new__; this is one C call.
 _tagged = functools.partial(tuple.__new__, Tagged)
+
 
 @attrs.define(slots=True, eq=False)
 class _Job(JobState):
@@ -83,6 +85,28 @@ class _Job(JobState):
     ticket: Ticket | None = attrs.field(default=None, kw_only=True)  # its attempt's, at the gate
     following: bool = attrs.field(default=False, kw_only=True)  # its job_deduplicated is sent
 
+    def emit_nowait(self, event: Event) -> bool:
+        """Tag and send one event if the bus has room (True), without yielding to the scheduler;
+        False, with nothing sent, when the bus is full. Not for the kinds a job's state looks
+        at (:data:`~orchestrator.run.job.OBSERVED`): :meth:`emit` does that."""
+        # On the path of every event: a handful of attribute reads and one tuple, nothing more
+        # (the time to the microsecond: batch_time, inlined).
+        run = self.run
+        now = run.now()
+        try:
+            run.send.send_nowait(
+                _tagged(
+                    (self.spec.id, self.attempt, self.seq, int((now - run.t0) * 1e6 + 0.5) / 1e6, event, None)
+                )
+            )
+        except trio.WouldBlock:
+            return False
+        self.seq += 1
+        watch = self.watch
+        if watch is not None:
+            watch.last = now  # Watch.touch, inlined
+        return True
+
     async def emit(self, event: Event) -> None:
         """Tag and send one event. Not to be called from two tasks at once (seq order).
 
@@ -91,32 +115,44 @@ class _Job(JobState):
         consumer) makes it wait, and then the idle watchdog is paused, since the stream is not
         the one stalling. A job's terminal event goes through :meth:`Run.send_end`.
         """
-        # On the path of every event: a handful of attribute reads and one tuple, nothing more.
-        run = self.run
-        now = run.now()
-        tagged = _tagged((self.spec.id, self.attempt, self.seq, round(now - run.t0, 6), event, None))
-        watch = self.watch
-        try:
-            run.send.send_nowait(tagged)
-        except trio.WouldBlock:
-            if watch is not None:
-                watch.paused = True
-            await run.send.send(tagged)
-            now = run.now()
-        self.seq += 1
-        if watch is not None:
-            watch.last = now  # Watch.touch, inlined
-            watch.paused = False
+        if not self.emit_nowait(event):
+            await self._emit_waiting(event)
         kind = type(event)
         if kind in OBSERVED:
             if kind is RateLimitInfo:
-                await run.gates[self.spec.backend].observe(self.spec.model, event, self.ticket)  # type: ignore[arg-type]
+                await self._rate_limits(event)  # type: ignore[arg-type]
             else:
                 self.observe(event)
 
+    async def _rate_limits(self, event: RateLimitInfo) -> None:
+        await self.run.gates[self.spec.backend].observe(self.spec.model, event, self.ticket)
+
+    async def _emit_waiting(self, event: Event) -> None:
+        """:meth:`emit`'s send when the bus is full: wait for room, the idle watch paused."""
+        run = self.run
+        watch = self.watch
+        if watch is not None:
+            watch.paused = True
+        await run.send.send(
+            _tagged((self.spec.id, self.attempt, self.seq, batch_time(run.now() - run.t0), event, None))
+        )
+        self.seq += 1
+        if watch is not None:
+            watch.last = run.now()
+            watch.paused = False
+
     async def emit_from_backend(self, event: StreamEvent) -> None:
-        """The ``emit`` a backend gets: :meth:`emit`, with the batch's secrets hidden first."""
-        await self.emit(self.run.redactor.value(event))  # secrets: see orchestrator.redact
+        """The ``emit`` a backend gets: :meth:`emit`, with the batch's secrets hidden first.
+        (Its body rather than a call to it: one coroutine fewer for every event of a stream.)"""
+        event = self.run.redactor.value(event)  # secrets: see orchestrator.redact
+        if not self.emit_nowait(event):
+            await self._emit_waiting(event)
+        kind = type(event)
+        if kind in OBSERVED:
+            if kind is RateLimitInfo:
+                await self._rate_limits(event)  # type: ignore[arg-type]
+            else:
+                self.observe(event)
 
 
 class Run:
@@ -181,7 +217,7 @@ class Run:
     async def emit_batch(self, event: Event, ts: float | None = None) -> None:
         """Send a batch-level event. Its seq is taken before waiting, so batch events sent from
         several tasks stay distinct."""
-        now = round(trio.current_time() - self.t0, 6) if ts is None else ts
+        now = batch_time(trio.current_time() - self.t0) if ts is None else ts
         seq = self.seq
         self.seq += 1
         await self.send.send(Tagged(None, 0, seq, now, event))
@@ -229,9 +265,10 @@ class Run:
     async def announce(self) -> None:
         """Send each job's ``job_queued`` and then hand the job to the queue, in job order.
 
-        The first ``concurrency`` jobs go at once, the rest in chunks with a checkpoint between
-        them: the first attempts start right away rather than after every announcement of a
-        100k-job batch, and the remaining announcements run while those attempts wait on their
+        The first ``concurrency`` jobs go at once, the rest in chunks (twice the concurrency, so
+        workers that each take a job per turn do not run dry) with a checkpoint between them:
+        the first attempts start right away rather than after every announcement of a 100k-job
+        batch, and the remaining announcements run while those attempts wait on their
         backends. The announcer keeps at most :data:`ANNOUNCE_AHEAD` (or ``4 * concurrency``)
         announced jobs waiting for a worker and then waits for room: jobs are resolved from
         the spec (see :mod:`orchestrator.jobs`) only as the batch comes to them. A job is never
@@ -255,7 +292,7 @@ class Run:
                 self.queue.not_queued(len(chunk) - len(runs))
             self.queue.add(runs)
             start += size
-            size = _ANNOUNCE_CHUNK
+            size = max(_ANNOUNCE_CHUNK, 2 * self.spec.concurrency)
             self._prune()
             await trio.lowlevel.checkpoint()
             await self.queue.wait_for_room(ahead)
@@ -315,32 +352,72 @@ class Run:
         is waited for unshielded: with no stop the end still arrives; a stop then raises
         Cancelled and leaves the job unended, for :meth:`finish_leftovers` to end.
         """
-        stats = self.send.statistics()
-        if stats.current_buffer_used >= stats.max_buffer_size:
-            with trio.CancelScope(shield=True, deadline=trio.current_time() + _TERMINAL_GRACE):
-                await job.emit(terminal)
-                job.end()
+        if job.emit_nowait(terminal):  # the bus had room: sent without a checkpoint, so no stop came between
+            job.end()
+            return
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + _TERMINAL_GRACE):
+            await job.emit(terminal)
+            job.end()
         if not job.done:
             await job.emit(terminal)
             job.end()
 
     async def worker(self) -> None:
-        while (job := await self.queue.take()) is not None:
-            terminal = await self.step(job)
-            if terminal is not None:
-                await self.send_end(job, terminal)
-                waiting = self.dedupe.leader_ended(job.spec.content_hash, terminal)
-                if waiting:
-                    await self.end_followers(waiting, terminal)
-                self.queue.finished()
-                halted = self.halt.record(job.spec.backend, terminal)
-                if halted is not None:
-                    await self.halt_backend(job.spec.backend, halted)
+        """Take jobs and run their steps until none is left.
 
-    async def step(self, job: _Job) -> TerminalEvent | None:
+        The attempts run under one cancel scope per worker (a scope per attempt cost a tenth of
+        the CPU of a short job), which only the idle watchdog cancels, and only while one of
+        its attempts' streams is watched. A cut attempt leaves that scope: the worker carries
+        the attempt on (its failure, retry or end) under a fresh one.
+        """
+        cut: tuple[_Job, Failure | None] | None = None  # an attempt ended by leaving the scope
+        while True:
+            attempts = _Attempts(trio.CancelScope())
+            try:
+                with attempts.scope:
+                    if cut is not None:
+                        carried, failure = cut
+                        cut = None
+                        await self._carry_on(carried, failure)
+                    while (job := await self.queue.take()) is not None:
+                        terminal = await self.step(job, attempts)
+                        if terminal is not None:
+                            await self._end(job, terminal)
+                    return
+            except _Cut as ended:  # the stream ended as the watchdog fired: its own outcome stands
+                cut = (ended.job, ended.failure)
+                continue
+            # The scope caught the watchdog's cancellation of the stream it watched.
+            job, watch = attempts.job, attempts.watch
+            assert attempts.scope.cancelled_caught and job is not None and watch is not None
+            failure = attempt_failure(
+                job, job.spec.timeouts, fired=watch.fired, attempt_deadline=watch.deadline
+            )
+            cut = (job, failure)
+
+    async def _carry_on(self, job: _Job, failure: Failure | None) -> None:
+        """What follows an attempt's stream, for an attempt whose stream left the worker's scope."""
+        await self._attempt_ended(job, failure)
+        terminal = await self._next(job, failure)
+        if terminal is not None:
+            await self._end(job, terminal)
+
+    async def _end(self, job: _Job, terminal: TerminalEvent) -> None:
+        """The job has ended with ``terminal``: send it, end its followers, count it."""
+        await self.send_end(job, terminal)
+        waiting = self.dedupe.leader_ended(job.spec.content_hash, terminal)
+        if waiting:
+            await self.end_followers(waiting, terminal)
+        self.queue.finished()
+        halted = self.halt.record(job.spec.backend, terminal)
+        if halted is not None:
+            await self.halt_backend(job.spec.backend, halted)
+
+    async def step(self, job: _Job, attempts: _Attempts) -> TerminalEvent | None:
         """Run the job's next attempt. Returns its terminal event, or None when it will retry
-        (it is then back in the queue with the time its backoff ends) or will not run (cap)."""
-        spec = job.spec
+        (it is then back in the queue with the time its backoff ends) or will not run (cap).
+        Raises :class:`_Cut` (or, cut by the watchdog, ``Cancelled``) out of the worker's scope;
+        the worker then carries the attempt on."""
         if not job.admitted:
             # Check and reserve in one step, with no await between: workers waiting at a
             # backend's gate must not all pass the cap on the same budget.
@@ -355,10 +432,19 @@ class Run:
             job.admit(cost)
         elif job.timed_out(trio.current_time()):
             return job.timeout_failure()
-        failure = await self.attempt(job)
+        failure = await self.attempt(job, attempts)
+        return await self._next(job, failure)
+
+    async def _next(self, job: _Job, failure: Failure | None) -> TerminalEvent | None:
+        """Where the job goes after its attempt ended with ``failure``: its terminal event, or
+        None when it retries (it is then back in the queue with the time its backoff ends)."""
         if failure is not None:
             _log.debug(
-                "attempt failed", job=spec.id, attempt=job.attempt, kind=failure.kind, error=failure.message
+                "attempt failed",
+                job=job.spec.id,
+                attempt=job.attempt,
+                kind=failure.kind,
+                error=failure.message,
             )
         step = next_step(job, failure, now=self.now(), seed=self.spec.seed)
         if isinstance(step, Retry):
@@ -367,9 +453,9 @@ class Run:
             return None
         return step
 
-    async def attempt(self, job: _Job) -> Failure | None:
+    async def attempt(self, job: _Job, attempts: _Attempts) -> Failure | None:
         """One attempt through its backend's gate (in-flight limit, rate limits, pauses), under
-        the attempt and job deadlines and the idle watchdog.
+        the attempt and job deadlines and the idle watchdog (which cancels ``attempts.scope``).
 
         The job counts as started, and its job timeout starts, only once the gate lets it
         through: waiting for a slot is not running. Cancelled at the gate, it has not started.
@@ -388,29 +474,44 @@ class Run:
         job.ticket = ticket
         job.begin_attempt(self.now())
         try:
-            failure = await self._stream(job)
+            failure = await self._stream(job, attempts)
         finally:
             spent = job.attempt_spent()  # what the summary charges this attempt, too
             ticket.used = spent.tokens
             gate.leave(ticket)
             # An unknown cost still counts what is known of it: a killed attempt was paid for.
             self._settle(job, spent.cost_usd if spent.cost_usd is not None else spent.at_least_usd)
+        await self._attempt_ended(job, failure)
+        return failure
+
+    async def _attempt_ended(self, job: _Job, failure: Failure | None) -> None:
+        """After the attempt's stream (its slot given back): its checked output, then what its
+        backend's gate learns from how it ended."""
+        if job.parsed is not None:
+            await job.emit(job.parsed)
+        gate = self.gates[job.spec.backend]
+        ticket = job.ticket
+        assert ticket is not None
         if failure is None:
             await gate.succeeded(ticket)
         else:
-            await gate.failed(ticket, failure.kind, failure.retry_after, spec.retry.max_retry_after)
+            await gate.failed(ticket, failure.kind, failure.retry_after, job.spec.retry.max_retry_after)
         if gate.slots is not None:
             self.queue.wake()  # a slot of this backend is free again (without a slot limit,
             # workers wait only for jobs: this one takes the next itself, so waking another is waste)
-        return failure
 
     def _settle(self, job: _Job, cost: float | None) -> None:
         if job.reserved is not None:
             self.budget.settle(job.reserved, cost)
             job.reserved = None
 
-    async def _stream(self, job: _Job) -> Failure | None:
-        """Run one attempt's stream under the idle watch and the attempt and job deadlines."""
+    async def _stream(self, job: _Job, attempts: _Attempts) -> Failure | None:
+        """Run one attempt's stream under the idle watch and the attempt and job deadlines.
+
+        Cut by the watchdog, it raises ``Cancelled`` (caught by the worker's scope). A stream
+        that ended (returned or raised) just as the watchdog fired raises :class:`_Cut` with
+        that ending's failure: the scope is cancelled and must be left before any checkpoint.
+        """
         spec = job.spec
         timeouts = spec.timeouts
         backend = self.backends[spec.backend]
@@ -422,29 +523,29 @@ class Run:
         if job.deadline is not None:
             deadline = job.deadline if deadline is None else min(deadline, job.deadline)
         watch: Watch | None = None
-        with trio.CancelScope() as scope:
-            if idle is not None or deadline is not None:
-                watch = job.watch = self.watchdog.watch(scope, idle, deadline, now=start)
-            try:
-                await backend.stream(job.request(), job.attempt, job.emit_from_backend)
-            except trio.BrokenResourceError:
-                raise  # the bus is gone (a log write failed): the run ends, not just this job
-            except Exception as exc:
-                failure = failure_from(exc)
-                if failure is None:
-                    # A bug, not an outcome: the job fails, and the traceback goes to the diagnostics.
-                    _log.warning("backend raised an unexpected exception", exc_info=exc)
-                    failure = internal_failure(exc)
-                return self.redactor.value(failure)  # secrets: see orchestrator.redact
-            finally:
-                if watch is not None:
-                    self.watchdog.release(watch)
-                job.watch = None
-        if scope.cancelled_caught and watch is not None:
-            return attempt_failure(job, timeouts, fired=watch.fired, attempt_deadline=watch.deadline)
-        failure = attempt_failure(job, timeouts, fired=None, attempt_deadline=0.0)
-        if job.parsed is not None:
-            await job.emit(job.parsed)
+        if idle is not None or deadline is not None:
+            watch = job.watch = self.watchdog.watch(attempts.scope, idle, deadline, now=start)
+            attempts.job, attempts.watch = job, watch
+        failure: Failure | None
+        try:
+            await backend.stream(job.request(), job.attempt, job.emit_from_backend)
+        except trio.BrokenResourceError:
+            raise  # the bus is gone (a log write failed): the run ends, not just this job
+        except Exception as exc:
+            failure = failure_from(exc)
+            if failure is None:
+                # A bug, not an outcome: the job fails, and the traceback goes to the diagnostics.
+                _log.warning("backend raised an unexpected exception", exc_info=exc)
+                failure = internal_failure(exc)
+            failure = self.redactor.value(failure)  # secrets: see orchestrator.redact
+        else:
+            failure = attempt_failure(job, timeouts, fired=None, attempt_deadline=0.0)
+        finally:
+            if watch is not None:
+                self.watchdog.release(watch)
+            job.watch = None
+        if attempts.scope.cancel_called:
+            raise _Cut(job, failure)
         return failure
 
     async def finish_leftovers(self, reason: str) -> None:
@@ -489,9 +590,37 @@ class Run:
             await self.emit_batch(JobsSkipped(reason=reason, count=count, ranges=tuple(ranges)))
 
 
+@attrs.define(slots=True, eq=False)
+class _Attempts:
+    """A worker's cancel scope for its attempts, and the attempt the watchdog watches in it."""
+
+    scope: trio.CancelScope
+    job: _Job | None = None
+    watch: Watch | None = None
+
+
+class _Cut(Exception):
+    """An attempt's stream ended (``failure``: how) while the watchdog cancelled its worker's
+    scope: raised to leave that scope before any checkpoint; the worker carries the attempt on."""
+
+    def __init__(self, job: _Job, failure: Failure | None) -> None:
+        super().__init__()
+        self.job = job
+        self.failure = failure
+
+
+def batch_time(seconds: float) -> float:
+    """An event's ``ts``: ``seconds`` (not negative) since the batch started, to the microsecond.
+    Half a microsecond rounds up. ``round(seconds, 6)`` gives the same but for values within a
+    rounding error of a half microsecond, at three times the cost (on the path of every event)."""
+    return int(seconds * 1e6 + 0.5) / 1e6
+
+
 def job_input(spec: JobSpec, *, log_inputs: bool) -> JobInput | None:
     """The ``job_input`` event of a job: its rendered request (unless ``log_inputs`` is off),
     its row and its metadata; None when there is nothing to say."""
+    if not log_inputs and not spec.row and not spec.metadata:
+        return None  # the common case, without copying two empty mappings
     # The log writes plain dicts; a job without a row shares one read-only empty mapping.
     row, metadata = dict(spec.row), dict(spec.metadata)
     if not log_inputs:

@@ -54,7 +54,7 @@ def test_overlapping_batches_restore_the_thresholds_when_the_last_ends(
 
 
 def test_higher_thresholds_set_by_the_host_are_kept(thresholds: tuple[int, int, int]) -> None:
-    gc.set_threshold(500, 1000, 7)
+    gc.set_threshold(500, 5000, 7)
     with fewer_full_collections():
-        assert gc.get_threshold() == (500, 1000, OLDER_GENERATIONS)
-    assert gc.get_threshold() == (500, 1000, 7)
+        assert gc.get_threshold() == (500, 5000, OLDER_GENERATIONS)
+    assert gc.get_threshold() == (500, 5000, 7)

@@ -28,11 +28,12 @@ from orchestrator.events import (
     JobsSkipped,
     JobSucceeded,
     RetryScheduled,
+    StreamFinished,
     Tagged,
     TextDelta,
 )
 from orchestrator.record.log import read_log
-from orchestrator.run import batch, runner
+from orchestrator.run import batch, runner, watchdog
 from orchestrator.run.batch import execute
 from orchestrator.run.control import RunControl
 from tests.helpers import Recorder, as_logged, job_ends, make_spec, run_virtual
@@ -588,3 +589,70 @@ def test_log_inputs_false_leaves_the_rendered_request_out(recorder: Recorder) ->
     run_virtual(attrs.evolve(spec, log_inputs=False), subscribers=[recorder])
     inputs = {t.job_id: t.event for t in recorder.events if isinstance(t.event, JobInput)}
     assert inputs == {"a": JobInput(row={}, metadata={"k": 1})}  # b has nothing left to say
+
+
+@attrs.frozen
+class _EndsAsCut:
+    """Ends its stream (returns, or raises) just as the watchdog cuts it: the cut is made in the
+    stream, so the stream goes on to its end without another checkpoint."""
+
+    name = "ends-as-cut"
+    Options = attrs.make_class("Options", {})
+    Settings = attrs.make_class("Settings", {})
+    default_concurrency = None
+
+    def preflight(self, settings: Any, jobs: Any) -> list[str]:
+        return []
+
+    @asynccontextmanager
+    async def open(self, settings: Any, *, seed: int) -> Any:
+        yield self
+
+    async def stream(self, job: Any, attempt: int, emit: Any) -> None:
+        await emit(TextDelta("x"))
+        if job.prompt == "plain":
+            await emit(StreamFinished(stop_reason="end_turn"))
+            return
+        # What the watchdog does when an attempt's idle time runs out (IdleWatchdog._check).
+        watch = watchdog._ATTEMPT.get()
+        assert watch is not None
+        watch.fired, watch.active = "idle", False
+        watch.scope.cancel()
+        if job.prompt == "raises":
+            raise RetryableError("reset", kind=ErrorKind.CONNECTION)
+        await emit(StreamFinished(stop_reason="end_turn"))
+
+
+def test_a_stream_that_ends_as_the_watchdog_cuts_it_keeps_its_own_outcome(recorder: Recorder) -> None:
+    register("ends-as-cut", _EndsAsCut())
+    try:
+        spec = make_spec(
+            [
+                {"id": "ends", "prompt": "ends"},
+                {"id": "raises", "prompt": "raises"},
+                {"id": "plain", "prompt": "plain"},
+            ],
+            backend="ends-as-cut",
+            concurrency=1,  # one worker carries on after each cut
+            retry={"max_attempts": 2, "base_delay": 0.1},
+        )
+        result = run_virtual(spec, subscribers=[recorder])
+    finally:
+        unregister("ends-as-cut")
+    assert result.jobs["ends"].status == "succeeded" and result.jobs["ends"].attempts == 1
+    raised = result.jobs["raises"]
+    assert (raised.status, raised.error_kind, raised.attempts) == ("failed", "connection", 2)
+    assert result.jobs["plain"].status == "succeeded"
+    for job in ("ends", "raises", "plain"):
+        events = recorder.of_job(job)
+        assert [t.seq for t in events] == list(range(len(events)))
+        assert [t.event.kind for t in events].count("retry_scheduled") == (job == "raises")
+        assert isinstance(events[-1].event, TERMINAL_EVENTS)
+
+
+@given(st.floats(min_value=0, max_value=1e7, allow_nan=False))
+def test_an_events_time_is_to_the_microsecond(seconds: float) -> None:
+    ts = runner.batch_time(seconds)
+    assert round(ts, 6) == ts  # a whole number of microseconds, as the log writes it
+    assert abs(ts - seconds) <= 0.5e-6 + 1e-9 * seconds  # the nearest one (within float error)
+    assert abs(ts - round(seconds, 6)) <= 1e-6 + 1e-9 * seconds

@@ -280,6 +280,9 @@ class SimClock:
             await self._timeline.sleep()
 
 
+_DEFAULT_OPTIONS = Options()
+
+
 class SimBackend:
     """Plays back :func:`plan_attempt` plans. Cancellation-safe: it holds no resources."""
 
@@ -298,9 +301,8 @@ class SimBackend:
         return prompt + reply, (prompt * options.input_price + reply * options.output_price) / 1e6
 
     async def stream(self, job: JobSpec, attempt: int, emit: Emit) -> None:
-        options: Options = job.options if isinstance(job.options, Options) else Options()
+        options: Options = job.options if isinstance(job.options, Options) else _DEFAULT_OPTIONS
         plan = plan_attempt(job, options, attempt, self.seed)
-        sleep = self.clock.sleep
         start = trio.current_time()
         verdict = None
         if self.server is not None:
@@ -308,12 +310,15 @@ class SimBackend:
             if not verdict.admitted:
                 message = f"429 rate limited by the simulated server: retry after {verdict.retry_after:.3f}s"
                 raise RetryableError(message, kind=kind_for_status(429), retry_after=verdict.retry_after)
-        await sleep(plan.ttft)
+        sleep = self.clock.sleep
+        if plan.ttft > 0:
+            await sleep(plan.ttft)
         if plan.fault is not None:
             _raise_before_stream(plan.fault, options)
         if verdict is not None:
             await emit(verdict.info)
-        await emit(SessionStarted(session_id=f"sim-{job.id}-{attempt}", model=simulated_model(job.model)))
+        session_id = f"sim-{job.id}-{attempt}"
+        await emit(SessionStarted(session_id=session_id, model=simulated_model(job.model)))
         # Without gaps nothing below sleeps, and emit only waits on a full bus: a checkpoint
         # every _CHECKPOINT_EVERY pieces keeps even an endless reply cancellable.
         checkpoint = trio.lowlevel.checkpoint
@@ -326,20 +331,27 @@ class SimBackend:
             if not gap and n % _CHECKPOINT_EVERY == _CHECKPOINT_EVERY - 1:
                 await checkpoint()
         fault_at = options.fault_after_tokens if plan.fault in ("mid_stream", "stall") else -1
-        for i, token in enumerate(plan.tokens):
-            if i == fault_at:
+        reply = plan.tokens
+        if gap or fault_at >= 0:
+            for i, token in enumerate(reply):
+                if i == fault_at:
+                    await _fault_mid_stream(plan.fault)
+                if gap:
+                    if i:
+                        await sleep(gap)
+                elif i % _CHECKPOINT_EVERY == _CHECKPOINT_EVERY - 1:
+                    await checkpoint()
+                await emit(TextDelta(token))
+            if fault_at >= len(reply):
                 await _fault_mid_stream(plan.fault)
-            if gap:
-                if i:
-                    await sleep(gap)
-            elif i % _CHECKPOINT_EVERY == _CHECKPOINT_EVERY - 1:
-                await checkpoint()
-            await emit(TextDelta(token))
-        if fault_at >= len(plan.tokens):
-            await _fault_mid_stream(plan.fault)
-        tokens = Tokens(input=plan.input_tokens, output=len(plan.tokens))
+        else:  # every piece at once (the common case of a benchmark)
+            for i, token in enumerate(reply):
+                if i % _CHECKPOINT_EVERY == _CHECKPOINT_EVERY - 1:
+                    await checkpoint()
+                await emit(TextDelta(token))
+        tokens = Tokens(plan.input_tokens, len(reply))
         cost = (tokens.input * options.input_price + tokens.output * options.output_price) / 1e6
-        await emit(UsageReported(tokens=tokens))
+        await emit(UsageReported(tokens))
         await emit(
             StreamFinished(
                 stop_reason="end_turn",
@@ -347,12 +359,12 @@ class SimBackend:
                 cost_usd=cost,
                 duration_s=round(trio.current_time() - start, 6),
                 turns=1 + plan.tool_calls,
-                session_id=f"sim-{job.id}-{attempt}",
+                session_id=session_id,
             )
         )
         if not plan.waits:
             # A stream with no gaps never yielded; let the rest of the batch run.
-            await trio.lowlevel.checkpoint()
+            await checkpoint()
 
 
 async def _fault_mid_stream(fault: str | None) -> None:
