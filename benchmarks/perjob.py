@@ -15,6 +15,7 @@ from typing import BinaryIO
 import orjson
 import trio
 
+from benchmarks.fresh import in_fresh_process
 from benchmarks.table import Row, Section
 from orchestrator import codec
 from orchestrator.config.jobfile import build_batch
@@ -148,11 +149,8 @@ async def _bare_batched(jobs: int, concurrency: int, f: BinaryIO) -> None:
                     workers.start_soon(worker)
 
 
-def bench_cpu_per_job(quick: bool) -> Section:
-    jobs, concurrency = (5_000, 1_000) if quick else (100_000, 1_000)
-    repeats = 1 if quick else 3
-    ours_us: list[float] = []
-    bare_us: list[float] = []
+def _cpu_ours(jobs: int, concurrency: int) -> float:
+    """CPU µs per job of a sim batch of ``jobs`` (7 events each, log on disk)."""
     with tempfile.TemporaryDirectory() as tmp:
         spec = build_batch(
             [f"q{i}" for i in range(jobs)],
@@ -164,20 +162,34 @@ def bench_cpu_per_job(quick: bool) -> Section:
                 "sim": {"ttft": 0, "tokens_per_s": 0, "reply_tokens": 1},
             },
         )
-        for _ in range(repeats):
-            os.unlink(spec.log) if os.path.exists(spec.log) else None  # type: ignore[arg-type]
-            gc.collect()  # each program starts from the same heap
+        gc.collect()
+        start = time.process_time()
+        result = trio.run(lambda: execute(spec, keep_text=False))
+        spent = time.process_time() - start
+        assert result.summary.succeeded == jobs
+    return spent / jobs * 1e6
+
+
+def _cpu_bare(jobs: int, concurrency: int) -> float:
+    """CPU µs per job of the batched bare-trio program, with the collector settings ours has
+    (see orchestrator.run.garbage)."""
+    with tempfile.TemporaryDirectory() as tmp, open(os.path.join(tmp, "bare.jsonl"), "wb") as f:
+        gc.collect()
+        with fewer_full_collections():
             start = time.process_time()
-            result = trio.run(lambda: execute(spec, keep_text=False))
-            ours_us.append((time.process_time() - start) / jobs * 1e6)
-            assert result.summary.succeeded == jobs
-            del result  # the baseline's collections must not walk our results
-            gc.collect()
-            start = time.process_time()
-            # the collector's settings our run has (see orchestrator.run.garbage): the same for both
-            with open(os.path.join(tmp, "bare.jsonl"), "wb") as f, fewer_full_collections():
-                trio.run(_bare_batched, jobs, concurrency, f)
-            bare_us.append((time.process_time() - start) / jobs * 1e6)
+            trio.run(_bare_batched, jobs, concurrency, f)
+            spent = time.process_time() - start
+    return spent / jobs * 1e6
+
+
+def bench_cpu_per_job(quick: bool) -> Section:
+    jobs, concurrency = (5_000, 1_000) if quick else (100_000, 1_000)
+    repeats = 1 if quick else 3
+    ours_us: list[float] = []
+    bare_us: list[float] = []
+    for _ in range(repeats):  # in turn, each in a fresh process
+        ours_us.append(in_fresh_process(_cpu_ours, jobs, concurrency))
+        bare_us.append(in_fresh_process(_cpu_bare, jobs, concurrency))
     ratios = sorted(o / b for o, b in zip(ours_us, bare_us, strict=True))
     return Section(
         "CPU per job",
@@ -187,9 +199,9 @@ def bench_cpu_per_job(quick: bool) -> Section:
         ],
         ratio=(ratios[len(ratios) // 2], "<= 2", None),
         ratio_label="ours / bare trio (median of per-run ratios)",
-        note="CPU time (process_time) per job, each run in turn in one process, each from a collected "
-        "heap (our results are dropped before the baseline runs) and with the garbage collector's "
-        "thresholds a batch sets. A sim job is 7 events "
+        note="CPU time (process_time) per job, the two programs in turn, each run in a fresh process "
+        "(imports and start-up not counted) and with the garbage collector's thresholds a batch "
+        "sets. A sim job is 7 events "
         "(job_queued, attempt_started, session_started, text_delta, usage, stream_finished, "
         "job_succeeded) through the bus, the aggregation and the log; the bare program tags the "
         "same 7 events as tuples, sends one list per job and writes one JSON line per event.",
