@@ -103,8 +103,9 @@ class _Job(JobState):
             return False
         self.seq += 1
         watch = self.watch
-        if watch is not None:
-            watch.last = now  # Watch.touch, inlined
+        if watch is not None:  # Watch.touch, inlined: an event also ends a wait for the first one
+            watch.last = now
+            watch.paused = False
         return True
 
     async def emit(self, event: Event) -> None:
