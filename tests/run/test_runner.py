@@ -444,6 +444,11 @@ class _Boom:
             raise ExceptionGroup("from a nursery", [RetryableError("reset", kind=ErrorKind.CONNECTION)])
         if job.prompt == "silent":
             return
+        if job.prompt == "first-then-stall":  # a backend that times the wait for its first event
+            watchdog.wait_for_first_event()
+            await trio.sleep(2.0)  # idle does not count yet
+            await emit(TextDelta("x"))
+            await trio.sleep_forever()  # now it does
         await emit(TextDelta("x"))
 
 
@@ -452,6 +457,23 @@ def boom() -> Any:
     register("boom", _Boom())
     yield
     unregister("boom")
+
+
+def test_idle_counts_from_the_first_event_of_a_backend_that_waited_for_it(
+    boom: Any, recorder: Recorder
+) -> None:
+    spec = make_spec(
+        [{"id": "s", "prompt": "first-then-stall"}],
+        backend="boom",
+        timeouts={"idle": 0.5, "attempt": 60.0},
+        retry={"max_attempts": 1},
+    )
+    result = run_virtual(spec, subscribers=[recorder])
+    events = recorder.of_job("s")
+    first = next(t for t in events if isinstance(t.event, TextDelta))
+    end = next(t for t in events if isinstance(t.event, JobFailed))
+    assert result.jobs["s"].error_kind == "timeout_idle"
+    assert end.ts - first.ts == pytest.approx(0.5)
 
 
 def test_backend_bugs_fail_one_job_not_the_batch(boom: Any, recorder: Recorder) -> None:
