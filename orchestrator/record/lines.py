@@ -207,6 +207,9 @@ class LogLines:
             self._jobs.clear()
         known = self._jobs.get(job, _NEW)
         attempt = known.attempt
+        if type(kind) is not str:  # a list or an object: not even a key to look a kind up by
+            self._skip(job, obj, known.next_seq, attempt)
+            raise codec.DecodeError("log line has a bad job or kind")
         if kind in codec.CONTEXT_FIELDS:
             filled = dict(obj)
             if kind == AttemptStarted.kind:
@@ -277,8 +280,10 @@ class LogLines:
 
 
 def _micros(ts: float) -> int | None:
-    """``ts`` in whole microseconds (None: not a finite number)."""
-    return round(ts * 1e6) if math.isfinite(ts) else None
+    """``ts`` in whole microseconds (None: not a finite number of them; a ts near the float
+    limit is finite, its microseconds are not)."""
+    micros = ts * 1e6
+    return round(micros) if math.isfinite(micros) else None
 
 
 _EMPTY: dict[str, Any] = {}
