@@ -160,19 +160,44 @@ class LogLines:
         then = obj.get(THEN)
         if then is None:
             return [self.decode(obj)]
+        return self._line(obj, then, each=False)  # type: ignore[return-value]
+
+    def decode_each(self, obj: Mapping[str, Any]) -> list[Tagged | codec.DecodeError]:
+        """What :meth:`decode_line` gives, but a record that does not fit is the
+        :class:`~orchestrator.codec.DecodeError` it raised, in its place, and the records after
+        it are read as usual: for a reader that shows each record and goes on (``orchestrate
+        tail``), so one record from a newer version hides no other (its job's end, say). A
+        line of a ``then`` list gives one entry for the line's own record, then one per item.
+        Raises DecodeError only for a line whose ``job`` or ``then`` does not fit."""
+        then = obj.get(THEN)
+        if then is None:
+            try:
+                return [self.decode(obj)]
+            except codec.DecodeError as exc:
+                return [exc]
+        return self._line(obj, then, each=True)
+
+    def _line(self, obj: Mapping[str, Any], then: Any, *, each: bool) -> list[Tagged | codec.DecodeError]:
+        """A line with a ``then`` list: the first error raised (``each`` false), or each in its place."""
         job = obj.get("job")
         if job is not None and type(job) is not str:
             raise codec.DecodeError("log line has a bad job or kind")
         if type(then) is not list:
             raise codec.DecodeError("log line has a bad then")
+        out: list[Tagged | codec.DecodeError] = []
         try:
             first = self._read(obj.get("kind"), obj, job, None, top=True, more=True)
-        except codec.DecodeError:
-            for rest in then:
-                self._skip_item(job, rest)
-            raise
-        out = [first]
-        micros = _micros(first.ts)
+        except codec.DecodeError as exc:
+            if not each:
+                for rest in then:
+                    self._skip_item(job, rest)
+                raise
+            out.append(exc)
+            ts = obj.get("ts")
+            micros = _micros(ts) if isinstance(ts, int | float) else None
+        else:
+            out.append(first)
+            micros = _micros(first.ts)
         for index, item in enumerate(then):
             try:
                 size = len(item) if type(item) is list else 0
@@ -192,10 +217,13 @@ class LogLines:
                         raise codec.DecodeError("log line lacks 'ts'")
                     micros += dt
                     tagged = self._read(kind, fields, job, micros / 1e6, top=False, more=False)
-            except codec.DecodeError:
-                for rest in then[index + 1 :]:
-                    self._skip_item(job, rest)
-                raise
+            except codec.DecodeError as exc:
+                if not each:
+                    for rest in then[index + 1 :]:
+                        self._skip_item(job, rest)
+                    raise
+                out.append(exc)
+                continue
             out.append(tagged)
         return out
 
