@@ -338,15 +338,18 @@ THEN = "then"
 """The key of a line's further records (log schema 3)."""
 
 
-def records_of(line: Mapping[str, Any]) -> Iterator[tuple[Any, Mapping[str, Any]]]:
+def records_of(line: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
     """Each record of a line (a decoded JSON object) as its kind and the object holding its
     fields, unchecked and nothing filled in: for a reader that looks at a few fields of a few
-    kinds only (the resume plan). The job is the line's ``job``."""
-    yield line.get("kind"), line
+    kinds only (the resume plan). The job is the line's ``job``. A record whose kind is not a
+    string (a damaged line) is left out: no kind a reader looks for, nor a key to look one up by."""
+    kind = line.get("kind")
+    if type(kind) is str:
+        yield kind, line
     then = line.get(THEN)
     if type(then) is list:
         for item in then:
-            if type(item) is list and item:
+            if type(item) is list and item and type(item[0]) is str:
                 yield item[0], item[-1] if type(item[-1]) is dict else _EMPTY
 
 
