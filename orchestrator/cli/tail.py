@@ -47,7 +47,7 @@ from orchestrator.events import (
     ToolResult,
     UsageReported,
 )
-from orchestrator.record.lines import LogLines
+from orchestrator.record.lines import THEN, LogLines
 from orchestrator.record.log import HEADER_KIND
 from orchestrator.visible import visible
 
@@ -184,23 +184,36 @@ def _describe_raw(
             f"{obj.get('jobs')} jobs from {obj.get('job_file') or '?'}"
         ], False
     try:
-        records = decoder.decode_line(obj)
-    except codec.DecodeError as exc:
-        # A kind from a newer version, say: show what the line says rather than stop following.
-        return [
-            _format(
-                obj.get("ts"), obj.get("job"), obj.get("attempt"), str(obj.get("kind")), f"(undecoded: {exc})"
-            )
-        ], False
+        records = decoder.decode_each(obj)
+    except codec.DecodeError as exc:  # the line's job or then list: nothing in it can be read
+        return [_undecoded(obj, exc)], False
+    then: list[Any] = obj.get(THEN) or []  # a list: decode_each refuses any other
     finished = False
     lines = []
-    for tagged in records:
+    for index, tagged in enumerate(records):
+        if isinstance(tagged, codec.DecodeError):
+            # A kind from a newer version, say: show what the record says rather than stop following.
+            finished = False
+            lines.append(_undecoded_item(obj, then[index - 1], tagged) if index else _undecoded(obj, tagged))
+            continue
         finished = isinstance(tagged.event, BatchFinished)
         if keep(tagged) or finished:
             lines.append(
                 _format(tagged.ts, tagged.job_id, tagged.attempt, tagged.event.kind, describe(tagged.event))
             )
     return lines, finished
+
+
+def _undecoded(obj: dict[str, Any], exc: codec.DecodeError) -> str:
+    return _format(
+        obj.get("ts"), obj.get("job"), obj.get("attempt"), str(obj.get("kind")), f"(undecoded: {exc})"
+    )
+
+
+def _undecoded_item(obj: dict[str, Any], item: Any, exc: codec.DecodeError) -> str:
+    """A record of a line's ``then`` list that does not decode: its kind as the item states it."""
+    kind = item[0] if type(item) is list and item else item
+    return _format(None, obj.get("job"), None, str(kind), f"(undecoded: {exc})")
 
 
 def _format(ts: Any, job: Any, attempt: Any, kind: str, text: str) -> str:

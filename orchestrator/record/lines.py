@@ -160,19 +160,44 @@ class LogLines:
         then = obj.get(THEN)
         if then is None:
             return [self.decode(obj)]
+        return self._line(obj, then, each=False)  # type: ignore[return-value]
+
+    def decode_each(self, obj: Mapping[str, Any]) -> list[Tagged | codec.DecodeError]:
+        """What :meth:`decode_line` gives, but a record that does not fit is the
+        :class:`~orchestrator.codec.DecodeError` it raised, in its place, and the records after
+        it are read as usual: for a reader that shows each record and goes on (``orchestrate
+        tail``), so one record from a newer version hides no other (its job's end, say). A
+        line of a ``then`` list gives one entry for the line's own record, then one per item.
+        Raises DecodeError only for a line whose ``job`` or ``then`` does not fit."""
+        then = obj.get(THEN)
+        if then is None:
+            try:
+                return [self.decode(obj)]
+            except codec.DecodeError as exc:
+                return [exc]
+        return self._line(obj, then, each=True)
+
+    def _line(self, obj: Mapping[str, Any], then: Any, *, each: bool) -> list[Tagged | codec.DecodeError]:
+        """A line with a ``then`` list: the first error raised (``each`` false), or each in its place."""
         job = obj.get("job")
         if job is not None and type(job) is not str:
             raise codec.DecodeError("log line has a bad job or kind")
         if type(then) is not list:
             raise codec.DecodeError("log line has a bad then")
+        out: list[Tagged | codec.DecodeError] = []
         try:
             first = self._read(obj.get("kind"), obj, job, None, top=True, more=True)
-        except codec.DecodeError:
-            for rest in then:
-                self._skip_item(job, rest)
-            raise
-        out = [first]
-        micros = _micros(first.ts)
+        except codec.DecodeError as exc:
+            if not each:
+                for rest in then:
+                    self._skip_item(job, rest)
+                raise
+            out.append(exc)
+            ts = obj.get("ts")
+            micros = _micros(ts) if isinstance(ts, int | float) else None
+        else:
+            out.append(first)
+            micros = _micros(first.ts)
         for index, item in enumerate(then):
             try:
                 size = len(item) if type(item) is list else 0
@@ -192,10 +217,13 @@ class LogLines:
                         raise codec.DecodeError("log line lacks 'ts'")
                     micros += dt
                     tagged = self._read(kind, fields, job, micros / 1e6, top=False, more=False)
-            except codec.DecodeError:
-                for rest in then[index + 1 :]:
-                    self._skip_item(job, rest)
-                raise
+            except codec.DecodeError as exc:
+                if not each:
+                    for rest in then[index + 1 :]:
+                        self._skip_item(job, rest)
+                    raise
+                out.append(exc)
+                continue
             out.append(tagged)
         return out
 
@@ -207,6 +235,9 @@ class LogLines:
             self._jobs.clear()
         known = self._jobs.get(job, _NEW)
         attempt = known.attempt
+        if type(kind) is not str:  # a list or an object: not even a key to look a kind up by
+            self._skip(job, obj, known.next_seq, attempt)
+            raise codec.DecodeError("log line has a bad job or kind")
         if kind in codec.CONTEXT_FIELDS:
             filled = dict(obj)
             if kind == AttemptStarted.kind:
@@ -277,8 +308,10 @@ class LogLines:
 
 
 def _micros(ts: float) -> int | None:
-    """``ts`` in whole microseconds (None: not a finite number)."""
-    return round(ts * 1e6) if math.isfinite(ts) else None
+    """``ts`` in whole microseconds (None: not a finite number of them; a ts near the float
+    limit is finite, its microseconds are not)."""
+    micros = ts * 1e6
+    return round(micros) if math.isfinite(micros) else None
 
 
 _EMPTY: dict[str, Any] = {}
@@ -305,15 +338,18 @@ THEN = "then"
 """The key of a line's further records (log schema 3)."""
 
 
-def records_of(line: Mapping[str, Any]) -> Iterator[tuple[Any, Mapping[str, Any]]]:
+def records_of(line: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
     """Each record of a line (a decoded JSON object) as its kind and the object holding its
     fields, unchecked and nothing filled in: for a reader that looks at a few fields of a few
-    kinds only (the resume plan). The job is the line's ``job``."""
-    yield line.get("kind"), line
+    kinds only (the resume plan). The job is the line's ``job``. A record whose kind is not a
+    string (a damaged line) is left out: no kind a reader looks for, nor a key to look one up by."""
+    kind = line.get("kind")
+    if type(kind) is str:
+        yield kind, line
     then = line.get(THEN)
     if type(then) is list:
         for item in then:
-            if type(item) is list and item:
+            if type(item) is list and item and type(item[0]) is str:
                 yield item[0], item[-1] if type(item[-1]) is dict else _EMPTY
 
 

@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
 from orchestrator.cli.tail import follow
@@ -123,3 +124,29 @@ def test_ctrl_c_exits_130_quietly(tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 130
     assert err == ""
+
+
+def test_a_record_tail_cannot_read_hides_neither_the_records_before_it_nor_the_jobs_end() -> None:
+    # One line holds a job's attempt (log schema 3); a record of a kind from a newer version in
+    # the middle is shown as undecoded, and the records around it (the job's end) as usual.
+    from orchestrator.cli.tail import _describe_line
+    from orchestrator.record.lines import LogLines
+
+    line = {
+        "job": "q",
+        "ts": 0.1,
+        "kind": "job_queued",
+        "backend": "sim",
+        "content_hash": "h",
+        "then": [
+            ["attempt_started", 1000],
+            ["from_a_newer_version", 1000, {"x": 1}],
+            ["job_succeeded", 1000],
+        ],
+    }
+    printed, finished = _describe_line(orjson.dumps(line), 2, lambda _: True, LogLines())
+
+    kinds = [text.split()[3 if "#" in text else 2] for text in printed]
+    assert kinds == ["job_queued", "attempt_started", "from_a_newer_version", "job_succeeded"]
+    assert "undecoded" in printed[2] and "#1" in printed[3]
+    assert not finished

@@ -192,6 +192,8 @@ def test_records_sharing_lines_read_back_as_they_were_written(lines: list[list[T
     writer, reader = LogLines(), LogLines()
     encoded = [writer.encode_line(line) for line in lines]
     assert [reader.decode_line(orjson.loads(raw)) for raw in encoded] == lines
+    each = LogLines()
+    assert [each.decode_each(orjson.loads(raw)) for raw in encoded] == lines
     for raw, line in zip(encoded, lines, strict=True):
         assert raw.count(b"\n") == 1 and ("then" in orjson.loads(raw)) == (len(line) > 1)
 
@@ -262,6 +264,11 @@ def test_records_after_one_that_does_not_decode_still_count() -> None:
     with pytest.raises(codec.DecodeError):
         reader.decode_line(line)
     assert reader.decode_line({"job": "q", "ts": 0.3, "kind": "text_delta", "text": "z"})[0].seq == 6
+    each = LogLines()
+    entries = each.decode_each(line)
+    assert isinstance(entries[1], codec.DecodeError)
+    assert [(t.seq, t.seq_end, t.ts) for t in entries[2:]] == [(2, None, 0.1), (3, 5, 0.1)]  # type: ignore[union-attr]
+    assert each.decode_line({"job": "q", "ts": 0.3, "kind": "text_delta", "text": "z"})[0].seq == 6
 
 
 def test_records_after_a_first_record_that_does_not_decode_still_count() -> None:
@@ -275,3 +282,77 @@ def test_records_after_a_first_record_that_does_not_decode_still_count() -> None
     with pytest.raises(codec.DecodeError):
         reader.decode_line(line)
     assert reader.decode_line({"job": "q", "ts": 0.3, "kind": "text_delta", "text": "z"})[0].seq == 5
+
+
+_kinds = st.sampled_from([*sorted(codec.CONTEXT_FIELDS), "job_queued", "text_delta", "usage", "nope"])
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=3)
+    | _kinds,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(["seq", "seq_end", "attempt", "ts", "text"]), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+_item = st.lists(_json, max_size=4) | st.tuples(
+    _kinds | _json, st.integers(-(2**63), 2**64 - 1) | _json, _json
+).map(list)
+
+
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {"job": st.sampled_from([None, "q"]) | _json, "ts": st.floats() | _json, "kind": _kinds | _json},
+            optional={"then": st.lists(_item, max_size=4) | _json, "seq": _json, "attempt": _json},
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_any_line_decodes_or_is_refused_with_a_decode_error(lines: list[dict[str, Any]]) -> None:
+    # Any JSON in any field (a kind that is a list, a ts near the float limit, garbage in then):
+    # `orchestrate tail` shows a DecodeError and goes on; anything else would stop it.
+    reader, each = LogLines(), LogLines()
+    for obj in lines:
+        try:
+            reader.decode_line(obj)
+        except codec.DecodeError:
+            pass
+        try:
+            entries = each.decode_each(obj)
+        except codec.DecodeError:
+            continue
+        then = obj.get("then")
+        assert len(entries) == 1 + (len(then) if type(then) is list else 0)
+
+
+def test_a_kind_that_is_not_a_string_is_refused() -> None:
+    with pytest.raises(codec.DecodeError):
+        LogLines().decode_line(
+            {"job": "q", "ts": 0.1, "kind": ["job_queued"], "backend": "sim", "content_hash": "h"}
+        )
+
+
+def test_a_ts_near_the_float_limit_reads_and_the_record_after_it_needs_its_own_ts() -> None:
+    reader = LogLines()
+    first = {
+        "job": "q",
+        "ts": 1.7e308,
+        "kind": "job_queued",
+        "backend": "sim",
+        "content_hash": "h",
+        "then": [],
+    }
+    assert reader.decode_line(first)[0].ts == 1.7e308
+    line = {
+        "job": "q",
+        "ts": 0.1,
+        "kind": "attempt_started",
+        "then": [["job_cancelled", {"ts": 1.7e308, "reason": "x"}], ["stream_finished"]],
+    }
+    with pytest.raises(codec.DecodeError, match="lacks 'ts'"):
+        reader.decode_line(line)

@@ -17,9 +17,11 @@ from orchestrator.events import (
     AttemptStarted,
     BatchStarted,
     Event,
+    JobCancelled,
     JobFailed,
     JobQueued,
     JobSucceeded,
+    LimiterChanged,
     RetryScheduled,
     StreamFinished,
     Tagged,
@@ -146,10 +148,17 @@ def live_batches(draw: st.DrawFn) -> list[list[Tagged]]:
             events += [AttemptStarted(backend="sim"), *stream]
             if n < len(attempts):
                 events.append(RetryScheduled(1.0, ErrorKind.CONNECTION, "reset"))
-        if draw(st.booleans()):
+        end = draw(st.sampled_from(["succeeded", "failed", "cancelled", "none"]))
+        if end == "succeeded":
             events += [StreamFinished(cost_usd=0.01), JobSucceeded(attempts=len(attempts))]
-        else:
+        elif end == "failed":
             events.append(JobFailed(ErrorKind.CONNECTION, "reset", True, len(attempts)))
+        elif end == "cancelled":  # a stop (Ctrl-C, a deadline) ended it mid-stream
+            events.append(JobCancelled("interrupted", len(attempts)))
+        else:  # a torn-down run: the job, waiting to retry, never ends (the writer's close writes it)
+            # (not a delta last: a joined run keeps its first ts, so the log could not say
+            # when an unended job's last delta came)
+            events.append(RetryScheduled(1.0, ErrorKind.CONNECTION, "reset"))
         streams.append(events)
     positions = [0] * len(streams)
     attempt = [0] * len(streams)
@@ -164,6 +173,10 @@ def live_batches(draw: st.DrawFn) -> list[list[Tagged]]:
         ts += draw(st.sampled_from([0.0, 0.000_001, 0.25]))
         order.append(Tagged(f"j{j}", attempt[j], positions[j], ts, event))
         positions[j] += 1
+        if draw(st.integers(0, 5)) == 0:  # a batch-level event (a spend cap, a halt) mid-stream
+            order.append(
+                Tagged(None, 0, len(order), ts, LimiterChanged("sim", "spend_cap", None, None, "cap"))
+            )
     cuts = sorted(draw(st.sets(st.integers(1, max(1, len(order) - 1)), max_size=6)))
     return [order[a:b] for a, b in zip([0, *cuts], [*cuts, len(order)], strict=True)]
 

@@ -91,3 +91,17 @@ def test_a_plan_over_jobs_made_from_rows_leaves_them_made_from_rows(tmp_path: Pa
     left = [job for job in spec.jobs if int(job.prompt.split()[1]) % 3 != 0]
     assert planned.already_done == len(done) - 1 and list(planned.spec.jobs) == left
     assert type(planned.spec.jobs.parts[0]).__name__ == "Picked" and planned.spec.jobs.ids()[0] == left[0].id
+
+
+def test_a_line_whose_kinds_are_not_strings_counts_for_nothing_in_the_plan(tmp_path: Path) -> None:
+    # Hand-edited or damaged lines of a job the plan reads: a kind that is a list or an object
+    # is no kind the plan looks for (it raised TypeError from the set lookup).
+    log = earlier_log(tmp_path / "old.jsonl", EARLIER_HASHES)
+    bad = [
+        {"job": "m", "ts": 3.0, "kind": ["job_queued"], "content_hash": "x"},
+        {"job": "m", "ts": 3.0, "kind": {"job_failed": 1}, "then": [[["job_failed"]], [{"a": 1}, {}]]},
+    ]
+    with open(log, "ab") as f:
+        f.write(b"".join(orjson.dumps(line) + b"\n" for line in bad))
+    planned = plan(batch(), str(log))
+    assert planned.already_done == 2 and planned.spec.jobs == ()
