@@ -118,15 +118,16 @@ class _Job(JobState):
         """
         if not self.emit_nowait(event):
             await self._emit_waiting(event)
-        kind = type(event)
-        if kind in OBSERVED:
-            if kind is RateLimitInfo:
-                await self._rate_limits(event)  # type: ignore[arg-type]
-            else:
-                self.observe(event)
+        if type(event) in OBSERVED:
+            await self._observe_sent(event)
 
-    async def _rate_limits(self, event: RateLimitInfo) -> None:
-        await self.run.gates[self.spec.backend].observe(self.spec.model, event, self.ticket)
+    async def _observe_sent(self, event: Event) -> None:
+        """What a sent event of the kinds the job looks at changes: the job's state, or its
+        backend's gate (rate-limit headers)."""
+        if type(event) is RateLimitInfo:
+            await self.run.gates[self.spec.backend].observe(self.spec.model, event, self.ticket)
+        else:
+            self.observe(event)
 
     async def _emit_waiting(self, event: Event) -> None:
         """:meth:`emit`'s send when the bus is full: wait for room, the idle watch paused."""
@@ -148,12 +149,8 @@ class _Job(JobState):
         event = self.run.redactor.value(event)  # secrets: see orchestrator.redact
         if not self.emit_nowait(event):
             await self._emit_waiting(event)
-        kind = type(event)
-        if kind in OBSERVED:
-            if kind is RateLimitInfo:
-                await self._rate_limits(event)  # type: ignore[arg-type]
-            else:
-                self.observe(event)
+        if type(event) in OBSERVED:
+            await self._observe_sent(event)
 
 
 class Run:

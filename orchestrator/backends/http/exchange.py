@@ -40,7 +40,7 @@ from orchestrator.backends.base import Emit
 from orchestrator.backends.http.plain import Decompress, decompressor, is_event_stream, read_plain_body
 from orchestrator.backends.http.ratelimit_headers import rate_limit_info
 from orchestrator.backends.http.status import Redact, error_for_status
-from orchestrator.errors import ErrorKind, FatalError, RetryableError
+from orchestrator.errors import BackendError, ErrorKind, FatalError, RetryableError
 from orchestrator.events import SessionStarted, StreamEvent, StreamWarning
 from orchestrator.http import (
     ConnectError,
@@ -203,17 +203,7 @@ async def stream_attempt(
                         wait_for_first_event()  # emit counted as an event for the idle watch
                 decoder.request_id = request_id = _request_id(response)
                 if response.status != 200:
-                    raw = await response.read_all(ERROR_BODY_LIMIT)
-                    reason = response.reason.decode("latin-1", "replace")
-                    raise error_for_status(
-                        response.status,
-                        reason,
-                        raw,
-                        response.headers,
-                        now=time.time(),
-                        redact=redact,
-                        request_id=request_id,
-                    )
+                    raise await status_error(response, redact, request_id)
                 decompress = decompressor(response.headers)
                 if not is_event_stream(response.headers):
                     raw = await response.read_all(max_event_bytes)
@@ -237,6 +227,16 @@ async def stream_attempt(
         )
     for event in finals:
         await emit(event)
+
+
+async def status_error(response: Response, redact: Redact, request_id: str | None = None) -> BackendError:
+    """The error for ``response``, whose status is not a success: its body (up to
+    :data:`ERROR_BODY_LIMIT`) read for the server's message; ``request_id`` ends the message."""
+    raw = await response.read_all(ERROR_BODY_LIMIT)
+    reason = response.reason.decode("latin-1", "replace")
+    return error_for_status(
+        response.status, reason, raw, response.headers, now=time.time(), redact=redact, request_id=request_id
+    )
 
 
 def _request_id(response: Response) -> str | None:

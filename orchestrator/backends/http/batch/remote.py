@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import os
 import re
-import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -27,14 +26,13 @@ from orchestrator.backends.http.batch.left import custom_id, left_in
 from orchestrator.backends.http.batch.provider import LostCreate, RemoteBatches
 from orchestrator.backends.http.batch.replay import replay
 from orchestrator.backends.http.exchange import (
-    ERROR_BODY_LIMIT,
     ApiKey,
     _transport_failure,
     open_http_pool,
     read_api_key,
     redactor,
+    status_error,
 )
-from orchestrator.backends.http.status import error_for_status
 from orchestrator.backends.status import is_context_length, kind_for
 from orchestrator.errors import BackendError, ErrorKind, FatalError, RetryableError, error_for
 from orchestrator.events import (
@@ -140,16 +138,7 @@ class Control:
                 async with self.pool.open_stream(method, url, headers=headers, body=body) as response:
                     waiting.deadline = trio.current_time() + self.timeout
                     if not 200 <= response.status < 300:
-                        raw = await response.read_all(ERROR_BODY_LIMIT)
-                        reason = response.reason.decode("latin-1", "replace")
-                        raise error_for_status(
-                            response.status,
-                            reason,
-                            raw,
-                            response.headers,
-                            now=time.time(),
-                            redact=self.redact,
-                        )
+                        raise await status_error(response, self.redact)
                     while data := await response.receive_some():
                         waiting.deadline = trio.current_time() + self.timeout
                         take(data)
