@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
+import attrs
 import trio
 import trio.testing
 
@@ -16,6 +18,22 @@ from orchestrator.run.batch import BatchResult, execute
 from orchestrator.run.bus import Subscriber
 from orchestrator.run.control import RunControl
 from orchestrator.spec import BatchSpec
+
+
+class FakeBackendKind:
+    """What a backend kind made for a test shares: no options or settings, no preflight
+    problem, nothing to open. A subclass gives ``name`` and ``stream``."""
+
+    Options = attrs.make_class("Options", {})
+    Settings = attrs.make_class("Settings", {})
+    default_concurrency: int | None = None
+
+    def preflight(self, settings: Any, jobs: Any) -> list[str]:
+        return []
+
+    @asynccontextmanager
+    async def open(self, settings: Any, *, seed: int) -> AsyncIterator[Any]:
+        yield self
 
 
 class Recorder:

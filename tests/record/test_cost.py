@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from orchestrator.record.cost import AttemptMeter, attempt_cost
 from orchestrator.report.fold import read_report
 from orchestrator.report.html import FIELDS, timeline_data
 from orchestrator.run.batch import BatchResult
-from tests.helpers import make_spec, run_virtual
+from tests.helpers import FakeBackendKind, make_spec, run_virtual
 
 tokens = st.builds(
     Tokens,
@@ -198,21 +197,10 @@ CASES = {
 
 
 @attrs.frozen
-class _Scripted:
+class _Scripted(FakeBackendKind):
     """A backend that plays each job's case, attempt by attempt."""
 
     name = "scripted"
-    Options = attrs.make_class("Options", {})
-    Settings = attrs.make_class("Settings", {})
-    default_concurrency = None
-
-    def preflight(self, settings: Any, jobs: Any) -> list[str]:
-        return []
-
-    @asynccontextmanager
-    async def open(self, settings: Any, *, seed: int) -> Any:
-        yield self
-
     async def stream(self, job: Any, attempt: int, emit: Any) -> None:
         events, end = CASES[job.prompt].attempts[attempt - 1]
         if events or end != "retry":  # an attempt refused at once (a 429) streams nothing

@@ -5,7 +5,6 @@ from __future__ import annotations
 import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ from orchestrator.record.log import read_log
 from orchestrator.run import batch, runner, watchdog
 from orchestrator.run.batch import execute
 from orchestrator.run.control import RunControl
-from tests.helpers import Recorder, as_logged, job_ends, make_spec, run_virtual
+from tests.helpers import FakeBackendKind, Recorder, as_logged, job_ends, make_spec, run_virtual
 
 ENDS_ATTEMPT = (RetryScheduled, *TERMINAL_EVENTS)
 
@@ -424,19 +423,8 @@ def test_batch_deadline_stops_the_batch(recorder: Recorder) -> None:
 
 
 @attrs.frozen
-class _Boom:
+class _Boom(FakeBackendKind):
     name = "boom"
-    Options = attrs.make_class("Options", {})
-    Settings = attrs.make_class("Settings", {})
-    default_concurrency = None
-
-    def preflight(self, settings: Any, jobs: Any) -> list[str]:
-        return []
-
-    @asynccontextmanager
-    async def open(self, settings: Any, *, seed: int) -> Any:
-        yield self
-
     async def stream(self, job: Any, attempt: int, emit: Any) -> None:
         if job.prompt == "bug":
             raise ZeroDivisionError("backend bug")
@@ -614,22 +602,11 @@ def test_log_inputs_false_leaves_the_rendered_request_out(recorder: Recorder) ->
 
 
 @attrs.frozen
-class _EndsAsCut:
+class _EndsAsCut(FakeBackendKind):
     """Ends its stream (returns, or raises) just as the watchdog cuts it: the cut is made in the
     stream, so the stream goes on to its end without another checkpoint."""
 
     name = "ends-as-cut"
-    Options = attrs.make_class("Options", {})
-    Settings = attrs.make_class("Settings", {})
-    default_concurrency = None
-
-    def preflight(self, settings: Any, jobs: Any) -> list[str]:
-        return []
-
-    @asynccontextmanager
-    async def open(self, settings: Any, *, seed: int) -> Any:
-        yield self
-
     async def stream(self, job: Any, attempt: int, emit: Any) -> None:
         await emit(TextDelta("x"))
         if job.prompt == "plain":
