@@ -22,19 +22,8 @@ from orchestrator.backends.http.batch.collector import (
 from orchestrator.errors import ErrorKind
 from orchestrator.events import BatchSubmitted
 from orchestrator.testing.anthropic.batches import anthropic_batch_store, open_fake_anthropic_batches
-from orchestrator.testing.openai.batches import open_fake_openai_batches, openai_batch_store
+from tests.backends.http.batch.providers import PROVIDERS
 from tests.http_helpers import events_of, run_jobs
-
-PROVIDERS = {
-    "anthropic-batch": ("claude-sonnet-4-5", anthropic_batch_store, open_fake_anthropic_batches),
-    "openai-batch": ("gpt-4o-mini", openai_batch_store, open_fake_openai_batches),
-}
-
-
-@pytest.fixture(autouse=True)
-def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-0123456789")
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-openai-0123456789")
 
 
 @pytest.mark.parametrize("backend", PROVIDERS)

@@ -17,18 +17,7 @@ from orchestrator.backends.http.batch.left import Intent, left_in
 from orchestrator.events import BatchSubmitting, Tagged
 from orchestrator.record.lines import LogLines, records_of
 from orchestrator.testing.anthropic.batches import anthropic_batch_store, open_fake_anthropic_batches
-from orchestrator.testing.openai.batches import open_fake_openai_batches, openai_batch_store
-
-PROVIDERS = {
-    "anthropic-batch": ("claude-sonnet-4-5", anthropic_batch_store, open_fake_anthropic_batches),
-    "openai-batch": ("gpt-4o-mini", openai_batch_store, open_fake_openai_batches),
-}
-
-
-@pytest.fixture(autouse=True)
-def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-0123456789")
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-openai-0123456789")
+from tests.backends.http.batch.providers import PROVIDERS
 
 
 def keywords(backend: str, fake: Any, log: Path, **more: Any) -> dict[str, Any]:

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 import trio
 
 from orchestrator.api import run_batch_async
@@ -18,12 +17,6 @@ from orchestrator.testing.anthropic.server import Reply
 from orchestrator.testing.openai.batches import open_fake_openai_batches, openai_batch_store
 
 MODEL = "claude-sonnet-4-5"
-
-
-@pytest.fixture(autouse=True)
-def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-0123456789")
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-openai-0123456789")
 
 
 def keywords(fake: Any, log: Path, **more: Any) -> dict[str, Any]:

@@ -4,7 +4,6 @@ a retry's chunk is not sent once the cap is passed."""
 
 from __future__ import annotations
 
-import pytest
 import trio
 
 from orchestrator.events import JobFailed
@@ -13,11 +12,6 @@ from orchestrator.testing.anthropic.server import Reply, Usage
 from tests.http_helpers import events_of, run_jobs
 
 MODEL = "claude-sonnet-4-5"
-
-
-@pytest.fixture(autouse=True)
-def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-0123456789")
 
 
 async def run(cap: float) -> tuple[dict[str, int], list[JobFailed]]:

@@ -16,20 +16,10 @@ from orchestrator.config.jobfile import build_batch
 from orchestrator.run.batch import execute
 from orchestrator.run.control import RunControl
 from orchestrator.testing.anthropic.batches import anthropic_batch_store, open_fake_anthropic_batches
-from orchestrator.testing.openai.batches import open_fake_openai_batches, openai_batch_store
 from orchestrator.testing.remote_batches import BatchStore
+from tests.backends.http.batch.providers import PROVIDERS
 
 QUERIES = [{"id": f"j{n}", "prompt": f"q{n}"} for n in range(4)]
-PROVIDERS = {
-    "anthropic-batch": ("claude-sonnet-4-5", anthropic_batch_store, open_fake_anthropic_batches),
-    "openai-batch": ("gpt-4o-mini", openai_batch_store, open_fake_openai_batches),
-}
-
-
-@pytest.fixture(autouse=True)
-def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-0123456789")
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-openai-0123456789")
 
 
 def layer(backend: str, base_url: str, log: Path, **settings: Any) -> dict[str, Any]:
