@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -51,6 +51,13 @@ def write_jobs(tmp_path: Path, fake_api: str) -> None:
 def test_a_killed_run_resumed_pays_each_request_once(tmp_path: Path, fake_api: str) -> None:
     write_jobs(tmp_path, fake_api)
     log = tmp_path / "run.jsonl"
+    # both chunks sent
+    run_and_kill(tmp_path, log, lambda: log.exists() and log.read_bytes().count(b'"batch_submitted"') >= 2)
+    resume_and_check(tmp_path, log, fake_api)
+
+
+def run_and_kill(tmp_path: Path, log: Path, when: Callable[[], bool]) -> None:
+    """Start ``orchestrate jobs.toml`` and kill it (SIGKILL) as soon as ``when()`` holds."""
     first = subprocess.Popen(
         [sys.executable, "-m", "orchestrator", "jobs.toml", "--log", str(log), "--json"],
         cwd=tmp_path,
@@ -59,13 +66,12 @@ def test_a_killed_run_resumed_pays_each_request_once(tmp_path: Path, fake_api: s
         stderr=subprocess.DEVNULL,
     )
     try:
-        while not log.exists() or log.read_bytes().count(b'"batch_submitted"') < 2:  # both chunks sent
+        while not when():
             assert first.poll() is None, "the run ended before it was killed"
             time.sleep(0.05)
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
-    resume_and_check(tmp_path, log, fake_api)
 
 
 def resume_and_check(tmp_path: Path, log: Path, fake_api: str) -> None:
@@ -102,20 +108,12 @@ def test_a_run_killed_during_a_create_call_resumed_pays_each_request_once(
 ) -> None:
     write_jobs(tmp_path, hanging_fake_api)
     log = tmp_path / "run.jsonl"
-    first = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", "jobs.toml", "--log", str(log), "--json"],
-        cwd=tmp_path,
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    # both batches made: the first's create call hangs, the second's is answered
+    run_and_kill(
+        tmp_path,
+        log,
+        lambda: len(submissions(hanging_fake_api)) >= 6 and log.read_bytes().count(b'"batch_submitted"') >= 1,
     )
-    try:  # both batches made: the first's create call hangs, the second's is answered
-        while len(submissions(hanging_fake_api)) < 6 or log.read_bytes().count(b'"batch_submitted"') < 1:
-            assert first.poll() is None, "the run ended before it was killed"
-            time.sleep(0.05)
-    finally:
-        first.send_signal(signal.SIGKILL)
-        first.wait(timeout=30)
     assert log.read_bytes().count(b'"batch_submitted"') == 1
     assert log.read_bytes().count(b'"batch_submitting"') == 2
     resume_and_check(tmp_path, log, hanging_fake_api)
