@@ -173,9 +173,9 @@ def cancels(base_url: str) -> list[str]:
     return result
 
 
-def test_ctrl_c_on_a_terminal_asks_and_c_cancels_the_remote_batches(tmp_path: Path, fake_api: str) -> None:
+def asked_on_ctrl_c(tmp_path: Path, fake_api: str, log: Path) -> Terminal:
+    """A run on a terminal, its batch submitted, sent Ctrl-C: the question is on the screen."""
     job_file(tmp_path, fake_api)
-    log = tmp_path / "run.jsonl"
     terminal = Terminal(["jobs.toml", "--log", str(log)], tmp_path)
     wait_for_batch(log, terminal.proc)
     # The progress line shows the batch once it is delivered past the log's fsync: asked before
@@ -183,6 +183,12 @@ def test_ctrl_c_on_a_terminal_asks_and_c_cancels_the_remote_batches(tmp_path: Pa
     terminal.wait_for(b"remote batch")
     terminal.proc.send_signal(signal.SIGINT)
     terminal.wait_for(b"[c]ancel them?")
+    return terminal
+
+
+def test_ctrl_c_on_a_terminal_asks_and_c_cancels_the_remote_batches(tmp_path: Path, fake_api: str) -> None:
+    log = tmp_path / "run.jsonl"
+    terminal = asked_on_ctrl_c(tmp_path, fake_api, log)
     os.write(terminal.master, b"c\n")
     assert terminal.finish() == 130
     assert stopped(log) == ["cancel"] and len(cancels(fake_api)) == 1
@@ -190,15 +196,8 @@ def test_ctrl_c_on_a_terminal_asks_and_c_cancels_the_remote_batches(tmp_path: Pa
 
 
 def test_a_second_ctrl_c_at_the_question_detaches_now(tmp_path: Path, fake_api: str) -> None:
-    job_file(tmp_path, fake_api)
     log = tmp_path / "run.jsonl"
-    terminal = Terminal(["jobs.toml", "--log", str(log)], tmp_path)
-    wait_for_batch(log, terminal.proc)
-    # The progress line shows the batch once it is delivered past the log's fsync: asked before
-    # that, the command knows of no remote batch yet, and does not ask.
-    terminal.wait_for(b"remote batch")
-    terminal.proc.send_signal(signal.SIGINT)
-    terminal.wait_for(b"[c]ancel them?")
+    terminal = asked_on_ctrl_c(tmp_path, fake_api, log)
     terminal.proc.send_signal(signal.SIGINT)
     assert terminal.finish() == 130
     assert stopped(log) == ["detach"] and cancels(fake_api) == []
