@@ -158,8 +158,7 @@ def coalesce(events: Iterable[Tagged]) -> list[Tagged]:
     """``events`` as the log would hold them if none were written before the end: every run of
     deltas joined. Pure. Joining is associative: coalescing a log (whose runs were cut by the
     writer's flushes) gives the same records as coalescing the live events it recorded."""
-    runs = HeldLines(hold_s=float("inf"))
-    return [t for line in [*runs.feed(events), *runs.drain()] for t in line]
+    return [t for line in group_lines(events) for t in line]
 
 
 def _joined(first: Tagged, texts: list[str], last: int) -> Tagged:

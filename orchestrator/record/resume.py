@@ -21,7 +21,7 @@ import orjson
 
 from orchestrator.errors import ConfigError
 from orchestrator.events import TERMINAL_EVENTS
-from orchestrator.record.lines import records_of
+from orchestrator.record.lines import THEN, records_of
 from orchestrator.record.log import HEADER_KIND, LogError, first_header
 from orchestrator.spec import BatchSpec
 
@@ -116,7 +116,7 @@ assert all(kind.startswith("job_") for kind in (*_TERMINAL_KINDS, "job_queued"))
 # ... except a line of a job_input alone, as logs before schema 3 write it: the longest line of
 # a job (its rendered request), and one whose text may hold that substring.
 _INPUT = b'"kind":"job_input"'
-_THEN = b'"then":'
+_THEN = b'"%s":' % THEN.encode()  # a line holding more than one record (schema 3)
 
 
 def _job_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
