@@ -14,7 +14,7 @@ so a log line is the tag and the event's fields side by side.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, NamedTuple
 
 import attrs
@@ -26,7 +26,7 @@ from orchestrator.errors import ErrorKind
 
 @attrs.frozen(slots=True)
 class Tokens:
-    """Token counts; ``+`` adds them field by field."""
+    """Token counts; ``+`` adds them field by field, :meth:`sum` many at once."""
 
     input: int = 0
     output: int = 0
@@ -44,6 +44,18 @@ class Tokens:
     @property
     def total(self) -> int:
         return self.input + self.output + self.cache_read + self.cache_creation
+
+    @staticmethod
+    def sum(many: Iterable[Tokens]) -> Tokens:
+        """What ``+`` makes of ``many`` (``Tokens()`` for none), without a value per step: a
+        batch's summary adds up one per job."""
+        inputs = outputs = reads = creations = 0
+        for tokens in many:
+            inputs += tokens.input
+            outputs += tokens.output
+            reads += tokens.cache_read
+            creations += tokens.cache_creation
+        return Tokens(inputs, outputs, reads, creations)
 
 
 @attrs.frozen

@@ -206,30 +206,38 @@ class Aggregator:
         return None
 
     def apply_all(self, events: Iterable[Tagged]) -> None:
+        """Fold ``events``, in order: the one loop every event goes through (:meth:`apply` too).
+
+        Per event it does one look-up of the job and one of what the event's kind changes
+        (:data:`_STEPS`); the live run folds each bus batch here, so the loop holds its names
+        in locals rather than looking them up on ``self`` once per event.
+        """
+        running, steps = self._running, _STEPS
         for tagged in events:
-            self.apply(tagged)
+            job_id = tagged.job_id
+            event = tagged.event
+            if job_id is None:
+                if isinstance(event, BatchStarted):
+                    self._already_done = event.already_done
+                elif isinstance(event, JobsSkipped):
+                    self._skip(event)
+                continue
+            job = running.get(job_id)
+            if job is None:
+                job = running[job_id] = _Job()
+                if type(event) is JobQueued:
+                    self._queued += 1
+                    self._simulated += event.backend == SIMULATOR
+                    self._order.append(job_id)
+                    job.model, job.backend = event.model, event.backend
+            # One dictionary look-up finds what an event kind changes (most change nothing here).
+            step = steps.get(type(event))
+            if step is not None:
+                step(self, job_id, job, tagged)
 
     def apply(self, tagged: Tagged) -> None:
-        job_id = tagged.job_id
-        event = tagged.event
-        if job_id is None:
-            if isinstance(event, BatchStarted):
-                self._already_done = event.already_done
-            elif isinstance(event, JobsSkipped):
-                self._skip(event)
-            return
-        job = self._running.get(job_id)
-        if job is None:
-            job = self._running[job_id] = _Job()
-            if type(event) is JobQueued:
-                self._queued += 1
-                self._simulated += event.backend == SIMULATOR
-                self._order.append(job_id)
-                job.model, job.backend = event.model, event.backend
-        # One dictionary look-up finds what an event kind changes (most change nothing here).
-        step = _STEPS.get(type(event))
-        if step is not None:
-            step(self, job_id, job, tagged)
+        """Fold one event (as :meth:`apply_all` does)."""
+        self.apply_all((tagged,))
 
     def _session_started(self, job_id: str, job: _Job, tagged: Tagged) -> None:
         request_id = tagged.event.request_id  # type: ignore[union-attr]
@@ -337,32 +345,34 @@ class Aggregator:
                 return
         output = attempt if status == "succeeded" else None
         finished = attempt.meter.finished if attempt is not None else None
+        answer = finished if output is not None else None  # what only a success reports
+        given = job.input
+        # Positional, in JobResult's field order: passing 23 keywords costs about as much as
+        # building the result, and this runs once per job.
         self.results[job_id] = JobResult(
-            job_id=job_id,
-            status=status,
-            attempts=job.attempts,
-            text="".join(output.parts) if output is not None and output.parts is not None else None,
-            tool_calls=tuple(output.tool_calls) if output is not None else (),
-            tokens=job.tokens,
-            cost_usd=None if job.cost_unknown else job.cost,
-            ttft_s=_elapsed(output.started, output.first_output) if output is not None else None,
-            duration_s=_elapsed(job.first_start, tagged.ts),
-            stop_reason=finished.stop_reason if finished is not None else None,
-            session_id=finished.session_id if finished is not None else None,
-            request_id=attempt.request_id if attempt is not None else None,
-            error_kind=error_kind,
-            error=error,
-            row=job.input.row if job.input is not None else NO_ROW,
-            metadata=job.input.metadata if job.input is not None else NO_ROW,
-            backend=job.backend,
-            model=job.model,
-            result_text=finished.result_text if finished is not None and output is not None else None,
-            permission_denials=finished.permission_denials
-            if finished is not None and output is not None
-            else (),
-            output=output.output if output is not None else None,
-            refusal=finished.refusal if finished is not None and output is not None else None,
-            deduplicated_from=job.leader if status in ("succeeded", "failed") else None,
+            job_id,
+            status,
+            job.attempts,
+            "".join(output.parts) if output is not None and output.parts is not None else None,
+            tuple(output.tool_calls) if output is not None else (),
+            job.tokens,
+            None if job.cost_unknown else job.cost,
+            _elapsed(output.started, output.first_output) if output is not None else None,  # ttft
+            _elapsed(job.first_start, tagged.ts),  # duration
+            finished.stop_reason if finished is not None else None,
+            finished.session_id if finished is not None else None,
+            attempt.request_id if attempt is not None else None,
+            error_kind,
+            error,
+            given.row if given is not None else NO_ROW,
+            given.metadata if given is not None else NO_ROW,
+            job.backend,
+            job.model,
+            answer.result_text if answer is not None else None,
+            answer.permission_denials if answer is not None else (),
+            output.output if output is not None else None,
+            answer.refusal if answer is not None else None,
+            job.leader if status in ("succeeded", "failed") else None,  # deduplicated_from
         )
 
     def result_of(self, job_id: str) -> JobResult | None:
@@ -374,7 +384,7 @@ class Aggregator:
         """The batch so far, as if it ended ``wall_s`` seconds after it started."""
         results = self.results.values()
         counts = {"succeeded": 0, "failed": 0, "cancelled": 0, "skipped": 0}
-        tokens = Tokens()
+        spent: list[Tokens] = []
         cost = 0.0
         cost_unknown = 0
         latencies: list[float] = []
@@ -382,20 +392,22 @@ class Aggregator:
         deduplicated = 0
         counts["skipped"] = len(self.skipped) + self.unannounced_skipped
         for result in results:
-            counts[result.status] += 1
+            status = result.status
+            counts[status] += 1
             if result.deduplicated_from is not None:
                 deduplicated += 1  # its leader's tokens, latency and cost count once, there
                 continue
-            tokens = tokens + result.tokens
+            spent.append(result.tokens)
             if result.cost_usd is None:
                 cost_unknown += 1
             else:
                 cost += result.cost_usd
-            if result.status == "succeeded":
+            if status == "succeeded":
                 if result.duration_s is not None:
                     latencies.append(result.duration_s)
                 if result.ttft_s is not None:
                     ttfts.append(result.ttft_s)
+        tokens = Tokens.sum(spent)
         return summarize(
             counts=counts,
             jobs=self._queued + self.unannounced_skipped,

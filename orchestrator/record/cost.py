@@ -10,6 +10,8 @@ and the report (per-attempt spans, the HTML tooltip) all call it, so they cannot
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import attrs
 
 from orchestrator.events import StreamFinished, Tokens, UsageReported
@@ -17,12 +19,14 @@ from orchestrator.events import StreamFinished, Tokens, UsageReported
 _NONE = Tokens()  # frozen, so every fresh meter can share it
 
 
-@attrs.frozen
-class AttemptCost:
+class AttemptCost(NamedTuple):
     """What one attempt used: its tokens, and its cost in USD (None when unknown, never 0).
 
     ``at_least_usd`` is what the spend cap counts: the cost when it is known, else what the
     usage events' estimates add up to (0.0 without any), a lower bound.
+
+    A named tuple, not an attrs class: the runner and the aggregate fold each make one per
+    attempt, and a tuple is the cheapest immutable value to make.
     """
 
     tokens: Tokens
