@@ -26,7 +26,7 @@ import hashlib
 import struct
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 import attrs
 import trio
@@ -130,17 +130,22 @@ class Reply:
         if self.pieces is not None:
             yield from self.pieces
             return
-        draws = _Draws(*self.key)
+        random = _Draws(*self.key).random
         for _ in range(self.skip):
-            draws.random()
-        for n in range(self.count):
-            word = _WORDS[int(draws.random() * len(_WORDS))]
-            yield " " + word if n else word
+            random()
+        words, choices = _WORDS, len(_WORDS)
+        if self.count:
+            yield words[int(random() * choices)]
+        for _ in range(self.count - 1):
+            yield " " + words[int(random() * choices)]
 
 
-@attrs.frozen
-class AttemptPlan:
-    """Everything one simulated attempt will do, decided up front."""
+class AttemptPlan(NamedTuple):
+    """Everything one simulated attempt will do, decided up front.
+
+    A named tuple, not an attrs class: one is made per attempt, and a tuple is the cheapest
+    immutable value to make.
+    """
 
     fault: str | None
     tokens: Reply
@@ -163,19 +168,26 @@ class _Draws:
     and a 100k-job benchmark should measure the orchestrator, not the seeding.
     """
 
-    __slots__ = ("_block", "_key", "_pool")
+    __slots__ = ("_block", "_key", "_left", "_pool")
 
     def __init__(self, *key: object) -> None:
         self._key = repr(key).encode()
         self._block = 0
-        self._pool: list[int] = []
+        self._pool: tuple[int, ...] = ()
+        self._left = 0  # draws left in the pool, taken from its end
 
     def random(self) -> float:
-        if not self._pool:
+        """The next draw. Each hash's eight values are drawn from the last to the first, the
+        order the draws have always had (seeded runs stay the same); a tuple and a count make
+        no list per hash."""
+        left = self._left
+        if not left:
             block = self._block.to_bytes(4, "little")
-            self._pool = list(struct.unpack("<8Q", hashlib.blake2b(self._key + block).digest()))
+            self._pool = _UNPACK_8(hashlib.blake2b(self._key + block).digest())
             self._block += 1
-        return (self._pool.pop() >> 11) * _TO_UNIT
+            left = 8
+        self._left = left = left - 1
+        return (self._pool[left] >> 11) * _TO_UNIT
 
     def randint(self, low: int, high: int) -> int:
         """An integer in [low, high], both included."""
@@ -183,6 +195,7 @@ class _Draws:
 
 
 _TO_UNIT = 1.0 / (1 << 53)
+_UNPACK_8 = struct.Struct("<8Q").unpack
 _CHECKPOINT_EVERY = 1024  # stream pieces between two checkpoints of a stream that never sleeps
 
 
@@ -218,13 +231,9 @@ def plan_attempt(job: JobSpec, options: Options, attempt: int, seed: int) -> Att
         tokens = Reply(count, (seed, job.id), skip)
     scale = 1.0 + options.latency_jitter * (2 * rng.random() - 1) if rng is not None else 1.0
     gap = scale / options.tokens_per_s if options.tokens_per_s > 0 else 0.0
+    # Positional, in field order (fault, tokens, ttft, token_gap, tool_calls, input_tokens).
     return AttemptPlan(
-        fault=fault,
-        tokens=tokens,
-        ttft=options.ttft * scale,
-        token_gap=gap,
-        tool_calls=options.tool_calls,
-        input_tokens=estimated_input_tokens(job),
+        fault, tokens, options.ttft * scale, gap, options.tool_calls, estimated_input_tokens(job)
     )
 
 
@@ -318,7 +327,7 @@ class SimBackend:
         if verdict is not None:
             await emit(verdict.info)
         session_id = f"sim-{job.id}-{attempt}"
-        await emit(SessionStarted(session_id=session_id, model=simulated_model(job.model)))
+        await emit(SessionStarted(session_id, simulated_model(job.model)))
         # Without gaps nothing below sleeps, and emit only waits on a full bus: a checkpoint
         # every _CHECKPOINT_EVERY pieces keeps even an endless reply cancellable.
         checkpoint = trio.lowlevel.checkpoint
@@ -352,16 +361,9 @@ class SimBackend:
         tokens = Tokens(plan.input_tokens, len(reply))
         cost = (tokens.input * options.input_price + tokens.output * options.output_price) / 1e6
         await emit(UsageReported(tokens))
-        await emit(
-            StreamFinished(
-                stop_reason="end_turn",
-                tokens=tokens,
-                cost_usd=cost,
-                duration_s=round(trio.current_time() - start, 6),
-                turns=1 + plan.tool_calls,
-                session_id=session_id,
-            )
-        )
+        duration = round(trio.current_time() - start, 6)
+        # Positional (stop reason, tokens, cost, duration, turns, session): one per attempt.
+        await emit(StreamFinished("end_turn", tokens, cost, duration, 1 + plan.tool_calls, session_id))
         if not plan.waits:
             # A stream with no gaps never yielded; let the rest of the batch run.
             await checkpoint()
