@@ -39,8 +39,8 @@ from orchestrator.events import (
     TextDelta,
     UsageReported,
 )
-from orchestrator.record.aggregate import JobResult
 from orchestrator.record.cost import AttemptMeter
+from orchestrator.record.job_result import JobResult
 from orchestrator.visible import as_text, visible
 
 _TAIL = 70

@@ -10,8 +10,7 @@ unknown (None) when any of its attempts' cost is.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 import attrs
@@ -45,66 +44,19 @@ from orchestrator.events import (
     UsageReported,
 )
 from orchestrator.record.cost import AttemptMeter
+
+# What a job's result is, and the summary's arithmetic, have their own modules; their names
+# stay importable from here, where callers have always found them.
+from orchestrator.record.job_result import JobResult as JobResult
+from orchestrator.record.job_result import JobStatus as JobStatus
+from orchestrator.record.job_result import ResultsInJobOrder as ResultsInJobOrder
+from orchestrator.record.job_result import shared_result as shared_result
+from orchestrator.record.job_result import skipped_result as skipped_result
+from orchestrator.record.summary import percentile as percentile
+from orchestrator.record.summary import summarize as summarize
 from orchestrator.spec import NO_ROW
 
-JobStatus = Literal["succeeded", "failed", "cancelled", "skipped"]
 _NONE = Tokens()  # frozen, so every fresh attempt and job can share it
-
-
-@attrs.frozen
-class JobResult:
-    """How one job ended.
-
-    ``text`` is the final attempt's reply, or None when the batch was run without keeping
-    texts (they are in the log). ``duration_s`` runs from the first attempt's start to the end.
-    """
-
-    job_id: str
-    status: JobStatus
-    attempts: int
-    text: str | None
-    tool_calls: tuple[ToolCall, ...]
-    tokens: Tokens
-    cost_usd: float | None
-    ttft_s: float | None
-    duration_s: float | None
-    stop_reason: str | None = None
-    session_id: str | None = None
-    request_id: str | None = None
-    """The provider's id of the final attempt's request (for its support), when it gave one."""
-    error_kind: ErrorKind | Literal["cancelled", "skipped"] | None = None
-    """Why a failed job failed; a cancelled or skipped job's status (it was stopped, not failed)."""
-    error: str | None = None
-    row: Mapping[str, Any] = NO_ROW
-    """The data-file row the job came from (the columns kept), from its ``job_input``."""
-    metadata: Mapping[str, Any] = NO_ROW
-    """The job's ``metadata`` table, from its ``job_input``."""
-    backend: str | None = None
-    """The backend the job ran on, from its ``job_queued`` (None: never announced)."""
-    model: str | None = None
-    """The model the job asked for, from its ``job_queued``."""
-    result_text: str | None = None
-    """The backend's own final answer (the Claude Code CLI's ``result``), when it gives one."""
-    permission_denials: tuple[Mapping[str, Any], ...] = ()
-    """Tool uses the backend refused for want of permission (the Claude Code CLI reports them)."""
-    output: Any = None
-    """The final attempt's structured output (its ``output_parsed`` value): the reply's JSON,
-    parsed and checked against the job's ``output_schema``; None for a job without one."""
-    refusal: str | None = None
-    """The model's refusal text, apart from ``text`` (see :attr:`refused`)."""
-    deduplicated_from: str | None = None
-    """The job whose identical request answered this one (sent once for both, see
-    :mod:`orchestrator.run.dedupe`): the outcome is that job's, the cost 0; None for a job
-    that made its own attempts."""
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "succeeded"
-
-    @property
-    def refused(self) -> bool:
-        """Whether the model refused: a refusal text, or the stop reason ``refusal``."""
-        return self.refusal is not None or self.stop_reason == "refusal"
 
 
 @attrs.define(slots=True)
@@ -433,24 +385,6 @@ class Aggregator:
         return self._running
 
 
-def shared_result(
-    leader: JobResult, job_id: str, given: JobInput | None, backend: str | None, model: str | None
-) -> JobResult:
-    """The result of a job whose identical request ``leader`` sent: the leader's outcome (status,
-    text, output, tool calls, usage, stop reason, error, attempts, times) under the job's own
-    id, row and metadata, at no cost (it was paid once, by the leader)."""
-    return attrs.evolve(
-        leader,
-        job_id=job_id,
-        row=given.row if given is not None else NO_ROW,
-        metadata=given.metadata if given is not None else NO_ROW,
-        backend=backend,
-        model=model,
-        cost_usd=0.0,
-        deduplicated_from=leader.job_id,
-    )
-
-
 _Step = Callable[[Aggregator, str, _Job, Tagged], None]
 _STEPS: dict[type, _Step] = {
     SessionStarted: Aggregator._session_started,
@@ -473,123 +407,6 @@ _STEPS: dict[type, _Step] = {
     JobDeduplicated: Aggregator._job_deduplicated,
 }
 """What each event kind changes in the fold; the kinds missing change nothing."""
-
-
-def skipped_result(job_id: str, reason: str) -> JobResult:
-    """The result of a job that never started."""
-    return JobResult(
-        job_id=job_id,
-        status="skipped",
-        attempts=0,
-        text=None,
-        tool_calls=(),
-        tokens=_NONE,
-        cost_usd=0.0,
-        ttft_s=None,
-        duration_s=None,
-        error_kind="skipped",
-        error=reason,
-    )
-
-
-class ResultsInJobOrder(Mapping[str, JobResult]):
-    """Every job that ended, with its result, in job order (``ids``).
-
-    Results of jobs a ``jobs_skipped`` ended are made when asked for, so a stopped batch of a
-    million jobs builds no million objects.
-    """
-
-    def __init__(self, ids: Sequence[str], aggregator: Aggregator) -> None:
-        self._ids = ids
-        self._aggregator = aggregator
-        self._positions: dict[str, int] | None = None
-
-    def __getitem__(self, job_id: str) -> JobResult:
-        found = self._aggregator.result(job_id)
-        if found is None and self._aggregator.unannounced_skipped:
-            if self._positions is None:
-                self._positions = {job: i for i, job in enumerate(self._ids)}
-            position = self._positions.get(job_id)
-            reason = None if position is None else self._aggregator.unannounced_reason(position)
-            if reason is not None:
-                found = skipped_result(job_id, reason)
-        if found is None:
-            raise KeyError(job_id)
-        return found
-
-    def __iter__(self) -> Iterator[str]:
-        aggregator = self._aggregator
-        results, skipped = aggregator.results, aggregator.skipped
-        bulk = aggregator.unannounced_skipped > 0
-        for position, job_id in enumerate(self._ids):
-            if job_id in results or job_id in skipped:
-                yield job_id
-            elif bulk and aggregator.unannounced_reason(position) is not None:
-                yield job_id
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
-
-def summarize(
-    *,
-    counts: Mapping[str, int],
-    jobs: int,
-    attempts: int,
-    retries: int,
-    tokens: Tokens,
-    cost: float,
-    cost_unknown: int,
-    wall_s: float,
-    latencies: list[float],
-    ttfts: list[float],
-    failures: Mapping[ErrorKind, int],
-    stopped: str | None,
-    already_done: int = 0,
-    simulated: int = 0,
-    priced_by: Mapping[str, str] | None = None,
-    stream_warnings: int = 0,
-    deduplicated: int = 0,
-) -> BatchSummary:
-    """A :class:`BatchSummary` from totals: rates, percentiles and rounding done one way for the
-    live fold and for reports that combine several runs."""
-    latencies = sorted(latencies)
-    ttfts = sorted(ttfts)
-    done = counts["succeeded"] + counts["failed"]
-    return BatchSummary(
-        jobs=jobs,
-        attempts=attempts,
-        retries=retries,
-        tokens=tokens,
-        cost_usd=round(cost, 9),
-        cost_unknown_jobs=cost_unknown,
-        wall_s=wall_s,
-        jobs_per_s=done / wall_s if wall_s > 0 else 0.0,
-        tokens_per_s=tokens.output / wall_s if wall_s > 0 else 0.0,
-        latency_p50_s=percentile(latencies, 50),
-        latency_p95_s=percentile(latencies, 95),
-        latency_max_s=latencies[-1] if latencies else None,
-        ttft_p50_s=percentile(ttfts, 50),
-        failures=dict(sorted(failures.items())),
-        stopped=stopped,
-        already_done=already_done,
-        simulated_jobs=simulated,
-        priced_by=dict(sorted((priced_by or {}).items())),
-        stream_warnings=stream_warnings,
-        deduplicated=deduplicated,
-        succeeded=counts["succeeded"],
-        failed=counts["failed"],
-        cancelled=counts["cancelled"],
-        skipped=counts["skipped"],
-    )
-
-
-def percentile(sorted_values: Sequence[float], p: float) -> float | None:
-    """Nearest-rank percentile of an ascending sequence; None when it is empty."""
-    if not sorted_values:
-        return None
-    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
-    return sorted_values[rank - 1]
 
 
 def _elapsed(start: float | None, end: float | None) -> float | None:

@@ -35,7 +35,7 @@ from typing import Any
 import orjson
 
 from orchestrator.install import install_extra
-from orchestrator.record.aggregate import JobResult
+from orchestrator.record.job_result import JobResult
 
 ROW_PREFIX = "row."
 OUTPUT_PREFIX = "output."

@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 
 from orchestrator._version import __version__
-from orchestrator.record.aggregate import percentile
+from orchestrator.record.summary import percentile
 from orchestrator.report.answers import answers_data
 from orchestrator.report.assets import asset
 from orchestrator.report.charts import Mark, Series, bar_list, histogram, time_chart

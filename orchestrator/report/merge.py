@@ -15,7 +15,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from orchestrator.errors import ErrorKind
 from orchestrator.events import BatchSummary, Tokens
-from orchestrator.record.aggregate import JobResult, summarize
+from orchestrator.record.job_result import JobResult
+from orchestrator.record.summary import summarize
 from orchestrator.report.model import UNFINISHED, AttemptSpan, JobRow, RunReport
 
 

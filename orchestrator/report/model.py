@@ -14,7 +14,7 @@ import attrs
 
 from orchestrator.errors import ErrorKind
 from orchestrator.events import BatchSummary, JobInput, Tagged, Tokens
-from orchestrator.record.aggregate import JobResult
+from orchestrator.record.job_result import JobResult
 from orchestrator.record.log import LogHeader
 from orchestrator.spec import NO_ROW
 
