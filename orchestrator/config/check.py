@@ -96,6 +96,41 @@ def join(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
+def _unicode(text: str) -> bool:
+    """Whether ``text`` is Unicode text: no lone surrogate (ASCII, the usual case, at C speed)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def refuse_lone_surrogates(value: Any, path: str, problems: Problems) -> None:
+    """Add a problem for each string in ``value`` (a string, a mapping's keys and values, a list's
+    or tuple's items, an attrs instance's fields) that holds a lone UTF-16 surrogate.
+
+    Such a Python string is not Unicode text: the log, a results file and every provider refuse
+    it. Only a library caller can pass one (TOML, JSON and UTF-8 files cannot hold it), so the
+    library's entry points call this on what they are given, before anything runs."""
+    if isinstance(value, str):
+        if not _unicode(value):
+            problems.append(f"{path}: not Unicode text (it holds a lone surrogate)")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if isinstance(key, str) and not _unicode(key):
+                problems.append(f"{path}: a key is not Unicode text (it holds a lone surrogate)")
+            else:  # (the path names the key: only a key that is text may be shown)
+                refuse_lone_surrogates(item, join(path, key) if isinstance(key, str) else path, problems)
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            refuse_lone_surrogates(item, join(path, i), problems)
+    elif attrs.has(type(value)):
+        for field in attrs.fields(type(value)):
+            refuse_lone_surrogates(getattr(value, field.name), join(path, field.name), problems)
+
+
 def check_value(value: Any, hint: Any, path: str, meta: Mapping[str, Any], problems: Problems) -> Any:
     """Check ``value`` against the type ``hint``; append problems, return the checked value.
 

@@ -37,7 +37,7 @@ from typing import Any
 
 import orjson
 
-from orchestrator.config.check import Problems, describe, did_you_mean
+from orchestrator.config.check import Problems, describe, did_you_mean, refuse_lone_surrogates
 from orchestrator.config.data import number as row_number
 from orchestrator.config.dataset import data_file_jobs, load_data_file
 from orchestrator.config.resolve import BATCH_KEYS, NO_OVERRIDES, Overrides, resolve
@@ -221,6 +221,12 @@ def build_batch(queries: Iterable[str | Mapping[str, Any]], defaults: Mapping[st
     problems: Problems = []
     if not jobs:
         problems.append("queries: no queries given")
+    not_text: Problems = []
+    for job in jobs:
+        refuse_lone_surrogates(job.table, job.path, not_text)
+    refuse_lone_surrogates(defaults, "defaults", not_text)
+    if not_text:  # (text that is not Unicode cannot even be hashed: stop here)
+        raise ConfigError([*problems, *not_text])
     layer = {k: v for k, v in defaults.items() if k != "backends"}
     spec = resolve(layer, jobs, defaults.get("backends", {}), source=None, problems=problems)
     if spec is None or problems:

@@ -20,7 +20,15 @@ import attrs
 
 from orchestrator.backends import backend_kind, known_backends
 from orchestrator.config.backends import resolve_backends
-from orchestrator.config.check import Problems, check_table, check_value, did_you_mean, join, type_hints
+from orchestrator.config.check import (
+    Problems,
+    check_table,
+    check_value,
+    did_you_mean,
+    join,
+    refuse_lone_surrogates,
+    type_hints,
+)
 from orchestrator.config.output import read_output_schema
 from orchestrator.config.resolve import (
     BATCH_KEYS,
@@ -109,6 +117,13 @@ def library_batch(entry: str, queries: Iterable[QueryLike], keywords: Mapping[st
         if key in keywords:
             batch_fields[key] = _field(BatchSpec, key, keywords[key], where(key), problems)
     queries = list(queries)
+    not_text: Problems = []
+    for i, query in enumerate(queries):
+        refuse_lone_surrogates(query, f"{where('queries')}[{i}]", not_text)
+    for key in (*_JOB_DEFAULTS, "options"):
+        refuse_lone_surrogates(keywords.get(key), where(key), not_text)
+    if not_text:  # (text that is not Unicode cannot even be hashed: stop here)
+        raise ConfigError([*problems, *not_text])
     backend = keywords.get("backend")
     job_defaults: dict[str, Any] = {}
     if backend is None:
