@@ -14,6 +14,7 @@ backend. Resolving is pure and repeatable: the same position gives an equal ``Jo
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, overload
 
@@ -216,14 +217,18 @@ class Jobs(Sequence["JobSpec"]):
                 self._ids = [job_id for part in self.parts for job_id in part.ids()]
         return self._ids
 
-    def content_hashes(self) -> Iterator[str]:
-        """Every job's content hash, in order (made from its row alone where it can be)."""
-        for part in self.parts:
-            if isinstance(part, Rows) and part.content_hash is not None:
-                yield from map(part.content_hash, part.compact)
+    def content_hashes(self, start: int = 0) -> Iterator[str]:
+        """Every job's content hash from position ``start`` on, in order (made from its row
+        alone where it can be)."""
+        for first, part in zip(self.starts, self.parts, strict=True):
+            skip = max(start - first, 0)
+            if skip >= len(part):
                 continue
-            for start in range(0, len(part), CHUNK):
-                yield from (job.content_hash for job in part.resolve(start, start + CHUNK))
+            if isinstance(part, Rows) and part.content_hash is not None:
+                yield from map(part.content_hash, itertools.islice(part.compact, skip, None))
+                continue
+            for offset in range(skip, len(part), CHUNK):
+                yield from (job.content_hash for job in part.resolve(offset, offset + CHUNK))
 
     def backend(self, position: int) -> str:
         """The backend of the job at ``position``, without resolving it."""

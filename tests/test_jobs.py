@@ -56,6 +56,16 @@ def test_a_pick_of_jobs_is_the_jobs_at_those_positions(keep: list[bool], held: i
     assert list(picked.ids()) == [f"j{i}" for i in positions] and len(picked) == len(positions)
 
 
+@given(st.integers(0, 2 * CHUNK + 12), st.booleans())
+def test_content_hashes_from_a_position_are_the_tail_of_all_of_them(start: int, from_rows: bool) -> None:
+    rows, _ = made(CHUNK + 5, start=3)
+    if from_rows:  # hashes made from the compact rows alone, as a data file's plain rows have them
+        rows = Rows(rows.compact, rows.ids(), rows.make, "sim", content_hash=lambda n: f"h{n}")
+    jobs = Jobs([Held([job(0), job(1), job(2)]), rows, Held([job(i) for i in range(CHUNK + 8, CHUNK + 12)])])
+    every = list(jobs.content_hashes())
+    assert len(every) == len(jobs) and list(jobs.content_hashes(start)) == every[start:]
+
+
 def test_the_jobs_of_one_backend_come_in_groups_alike_made_once_per_uniform_part() -> None:
     openai, calls = made(4, start=10, backend="openai")
     uniform, uniform_calls = made(CHUNK + 3, start=100, backend="openai")

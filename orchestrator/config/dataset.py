@@ -41,6 +41,8 @@ from orchestrator.config.sources import (
     MAX_ROW_PROBLEMS,
     JobSource,
     PlainRows,
+    any_blank,
+    blank,
     collector_paused,
     derived_id,
     too_many,
@@ -169,9 +171,9 @@ class _Rendering:
         if settings.id_column is not None:
             needed.add(settings.id_column)
         self.needed = frozenset(needed)
-        # A row whose prompt is empty is not plain (see is_plain): only a template of columns
-        # alone can render one.
-        self.prompt_may_be_empty = not any(self.prompt.parts[0::2])
+        # A row whose prompt is blank is not plain (see is_plain): only a template whose text
+        # outside its columns is whitespace alone can render one.
+        self.prompt_may_be_blank = not any(map(str.strip, self.prompt.parts[0::2]))
 
     def table(self, row: Mapping[str, Any], problems: Problems) -> tuple[dict[str, Any], Mapping[str, Any]]:
         """The row's job table and the columns kept with it; what is wrong goes to ``problems``."""
@@ -229,8 +231,8 @@ class _Rendering:
             return None
         if any(map(operator.contains, rows, itertools.repeat("messages"))):
             return None
-        prompts = list(map(self.prompt.render, rows)) if self.prompt_may_be_empty else None
-        if prompts is not None and "" in prompts:
+        prompts = list(map(self.prompt.render, rows)) if self.prompt_may_be_blank else None
+        if prompts is not None and any_blank(prompts):
             return None
         if self.ident is None and settings.id_column is None:
             rendered = prompts if prompts is not None else map(self.prompt.render, rows)
@@ -253,16 +255,16 @@ class _Rendering:
     def plain_ids(self) -> Callable[[Mapping[str, Any]], tuple[str, int] | None]:
         """:meth:`plain_id` with the settings' lookups done once (it runs for every row)."""
         needed, row_settings, ident = self.needed, self.settings.row_settings, self.ident
-        id_column, prompt, prompt_may_be_empty = (
+        id_column, prompt, prompt_may_be_blank = (
             self.settings.id_column,
             self.prompt,
-            self.prompt_may_be_empty,
+            self.prompt_may_be_blank,
         )
 
         def plain_id(row: Mapping[str, Any]) -> tuple[str, int] | None:
             if not needed <= row.keys() or "messages" in row:
                 return None
-            if prompt_may_be_empty and prompt.render(row) == "":
+            if prompt_may_be_blank and blank(prompt.render(row)):
                 return None
             for key in row_settings:
                 if row.get(key) not in (None, ""):

@@ -41,7 +41,15 @@ from orchestrator.config.check import Problems, describe, did_you_mean, refuse_l
 from orchestrator.config.data import number as row_number
 from orchestrator.config.dataset import data_file_jobs, load_data_file
 from orchestrator.config.resolve import BATCH_KEYS, NO_OVERRIDES, Overrides, resolve
-from orchestrator.config.sources import JobSource, PlainRows, collector_paused, derived_id, is_plain
+from orchestrator.config.sources import (
+    JobSource,
+    PlainRows,
+    any_blank,
+    blank,
+    collector_paused,
+    derived_id,
+    is_plain,
+)
 from orchestrator.errors import ConfigError
 from orchestrator.spec import BatchSpec
 
@@ -165,12 +173,12 @@ def _read_prompts_file(path: Path, problems: Problems, owner: str) -> list[JobSo
         except invalid as exc:
             problems.append(f"{name}: line {row_number(number)}: invalid JSON: {exc}")
             continue
-        if type(value) is str and value:
+        if type(value) is str and not blank(value):
             job_id, derived = derived_id(value), 1
         elif type(value) is dict and _plain_object(value):
             given = value.get("id")
             job_id, derived = (given, 0) if given else (derived_id(value["prompt"]), 1)
-        elif isinstance(value, dict | str):  # a job table, or an empty prompt (see is_plain)
+        elif isinstance(value, dict | str):  # a job table, or a blank prompt (see is_plain)
             if plain.ids:
                 jobs.append(plain)
                 plain = PlainRows(name, "line", remake)
@@ -198,8 +206,8 @@ def _all_prompts(lines: list[str]) -> tuple[list[str], bytearray] | None:
         prompts = list(map(orjson.loads, lines))
     except orjson.JSONDecodeError:
         return None  # a blank line or a bad one: the line-by-line path says which
-    if set(map(type, prompts)) != {str} or "" in prompts:
-        return None  # an empty prompt is checked in full (see is_plain)
+    if set(map(type, prompts)) != {str} or any_blank(prompts):
+        return None  # a blank prompt is checked in full (see is_plain)
     return list(map(derived_id, prompts)), bytearray(b"\x01") * len(prompts)
 
 

@@ -34,10 +34,12 @@ from orchestrator.config.check import (
 from orchestrator.config.output import KEYS as OUTPUT_SCHEMA_KEYS
 from orchestrator.config.output import read_output_schema
 from orchestrator.config.sources import (
+    BLANK_PROMPT,
     Ids,
     JobSource,
     PlainJobs,
     PlainRows,
+    blank,
     derived_id,
     is_plain,
     lazy_rows,
@@ -356,6 +358,9 @@ def _resolve_job(
             merged["prompt"] = ""  # a conversation alone: it ends with its own user turn
         else:
             problems.append(f"{join(path, 'prompt')}: required")
+    prompt = merged.get("prompt")
+    if type(prompt) is str and blank(prompt) and (prompt or not merged.get("messages")):
+        problems.append(f"{join(path, 'prompt')}: {BLANK_PROMPT}")
     problems.extend(_conversation_problems(merged, path, fields))
     if not isinstance(backend, str):
         return None  # not a name: reported where it was set

@@ -17,7 +17,7 @@ import functools
 import gc
 import hashlib
 from array import array
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import attrs
@@ -107,14 +107,30 @@ def derived_id(named: str) -> str:
     return "p-" + hashlib.sha256(named.encode()).digest()[:5].hex()  # the hex digest's first 10
 
 
+BLANK_PROMPT = "empty or whitespace only: nothing to send"
+"""What is wrong with a prompt that :func:`blank` finds (after ``prompt: ``)."""
+
+
+def blank(prompt: str) -> bool:
+    """A prompt with nothing to send: empty, or whitespace alone (no backend takes it as a turn;
+    the Claude Code CLI refuses it). An empty prompt is allowed only after a conversation that
+    ends with a user turn (see :func:`orchestrator.config.resolve.resolve`)."""
+    return prompt == "" or prompt.isspace()  # isspace stops at the first other character
+
+
+def any_blank(prompts: Sequence[str]) -> bool:
+    """Whether any of ``prompts`` is :func:`blank`, with no step per prompt in Python."""
+    return "" in prompts or any(map(str.isspace, prompts))
+
+
 def is_plain(table: Any) -> bool:
     """A job table with a prompt and at most an id, both strings (a prompts file's usual line).
-    The prompt is not empty: an empty one leaves the last turn (and the derived id) to the
-    defaults' messages, if any, so such a job is checked in full."""
+    The prompt is not :func:`blank`: an empty one leaves the last turn (and the derived id) to
+    the defaults' messages, if any, and a blank one is refused, so such a job is checked in full."""
     return (
         type(table) is dict
         and isinstance(table.get("prompt"), str)
-        and table["prompt"] != ""
+        and not blank(table["prompt"])
         and len(table) <= 2
         and (len(table) == 1 or isinstance(table.get("id"), str))
     )

@@ -289,6 +289,8 @@ async def _drive(
         if stopped is None and run.unfinished():
             stopped = run.stopped_by_halt
         if stopped is not None:
+            if stopped == run.capped == "spend cap":  # the spend cap, soft or hard: no other stop
+                await run.announce_answered(stopped)
             for opened in run.backends.values():
                 stop_remote = getattr(opened, "stop_remote", None)  # see orchestrator.backends.base
                 if stop_remote is not None:

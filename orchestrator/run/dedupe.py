@@ -18,6 +18,9 @@ up front:
 * A leader a stop left without an end leaves its followers without one too: they end as any
   unstarted job does (skipped). So does a follower whose ``job_deduplicated`` a stop kept from
   being sent: an end with no line naming its leader would read as a job that ended on its own.
+* A stop by the spend cap (soft or hard) still ends the followers of leaders that have ended,
+  also those not announced yet: they are announced in order up to the last of them (the jobs
+  announced on the way that would run are skipped at once), so their known answer costs nothing.
 
 Deliberate samples differ in ``seed`` (it is part of the hash), so they are never merged; a batch
 with ``dedupe = false`` sends every job. A follower of a leader that ended in an *earlier* run
@@ -101,6 +104,15 @@ class Dedupe(Generic[J]):
         if type(ended) is int:
             return Follow(JobDeduplicated(leader=leader), self._succeeded[ended])
         return Follow(JobDeduplicated(leader=leader), cast(JobFailed, ended))
+
+    def answered(self, content_hash: str) -> bool:
+        """Whether a job announced now with ``content_hash`` would end at once with its leader's
+        outcome (the leader has ended with a success or failure)."""
+        return type(self._leaders.get(content_hash)) is tuple
+
+    def answered_any(self) -> bool:
+        """Whether any leader has ended with an outcome to share (see :meth:`answered`)."""
+        return bool(self._succeeded) or any(type(v) is tuple for v in self._leaders.values())
 
     def leader_ended(self, content_hash: str, terminal: TerminalEvent) -> Sequence[J]:
         """A job that runs has ended with ``terminal``: the followers waiting on it, to end now

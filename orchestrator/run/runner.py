@@ -295,6 +295,38 @@ class Run:
             await trio.lowlevel.checkpoint()
             await self.queue.wait_for_room(ahead)
 
+    async def announce_answered(self, reason: str) -> None:
+        """After a stop by the spend cap (no job task runs any more): announce, in order, the
+        unannounced jobs up to the last one whose identical request a leader has answered. Such
+        a follower ends at once with that outcome (it costs nothing: see
+        :mod:`orchestrator.run.dedupe`); a job on the way that would run is skipped at once
+        (``reason``); the jobs after the last follower stay unannounced, for
+        :meth:`finish_leftovers`. Cancelled, the jobs not announced yet stay so."""
+        jobs, start = self.spec.jobs, self.announced
+        for position in range(start, await self._answered_until(start)):
+            job = _Job(spec=jobs[position], run=self)
+            runs_itself = await self.announce_one(job)
+            self.live[position] = job
+            self.announced = position + 1
+            if runs_itself:
+                await self.send_end(job, JobSkipped(reason=reason))
+            if position % _ANNOUNCE_CHUNK == 0:
+                self._prune()
+                await trio.lowlevel.checkpoint()
+
+    async def _answered_until(self, start: int) -> int:
+        """One past the last job from ``start`` whose identical request a leader has answered
+        (see :meth:`announce_answered`); ``start`` if none."""
+        dedupe, until = self.dedupe, start
+        if not dedupe.answered_any():
+            return start
+        for position, content_hash in enumerate(self.spec.jobs.content_hashes(start), start):
+            if dedupe.answered(content_hash):
+                until = position + 1
+            if position % _ANNOUNCE_CHUNK == 0:
+                await trio.lowlevel.checkpoint()
+        return until
+
     def _prune(self) -> None:
         """Let go of ended jobs (amortised: when the live jobs have doubled since last time)."""
         if len(self.live) >= 2 * max(self._pruned_at, _ANNOUNCE_CHUNK):

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from orchestrator.backends.sim.backend import Options as SimOptions
 from orchestrator.config import jobfile
 from orchestrator.config.jobfile import Overrides, build_batch, load_job_file
+from orchestrator.config.sources import BLANK_PROMPT
 from orchestrator.errors import ConfigError
 
 
@@ -271,8 +272,11 @@ def test_plain_jobs_made_from_the_first_equal_jobs_resolved_in_full(
     defaults = {"backend": "sim", "model": "m", "max_tokens": 5, "sim": {"ttft": 0.1}}
     try:
         together = build_batch(mixed, defaults).jobs
-    except ConfigError as exc:  # equal explicit ids, or a NUL in one: the only problems they can have
-        assert all("duplicate id" in p or "contains a NUL" in p for p in exc.problems)
+    except ConfigError as exc:  # equal explicit ids, a NUL in one, a blank prompt: the only problems
+        assert all(
+            "duplicate id" in p or "contains a NUL" in p or p.endswith(f"prompt: {BLANK_PROMPT}")
+            for p in exc.problems
+        )
         return
     alone = [build_batch([table], defaults).jobs[0] for table in mixed]
     for job, single in zip(together, alone, strict=True):

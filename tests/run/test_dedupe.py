@@ -313,6 +313,44 @@ def test_followers_of_a_leader_the_spend_cap_kept_out_are_skipped() -> None:
     }
 
 
+@pytest.mark.parametrize("hard_cap", [False, True])
+def test_the_spend_cap_ends_the_followers_of_leaders_that_had_ended_with_their_outcome(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hard_cap: bool
+) -> None:
+    # A small announce window: b (identical to x, which ended before the cap) and c (identical
+    # to a, which the cap kept out) are not announced yet when the cap is reached.
+    monkeypatch.setattr(runner, "ANNOUNCE_AHEAD", 2)
+    monkeypatch.setattr(runner, "_ANNOUNCE_CHUNK", 2)
+    one = run_virtual(make_spec(["first"], sim=SIM)).summary.cost_usd
+    fillers = [{"id": f"f{n}", "prompt": f"filler {n}"} for n in range(12)]
+    queries = [
+        {"id": "x", "prompt": "first"},
+        {"id": "a", "prompt": "p"},
+        *fillers[:8],
+        {"id": "b", "prompt": "first"},
+        *fillers[8:],
+        {"id": "c", "prompt": "p"},
+        {"id": "d", "prompt": "more"},
+    ]
+    log = tmp_path / "run.jsonl"
+    spec = make_spec(queries, sim=SIM, concurrency=1, max_cost_usd=one * 1.5, hard_cap=hard_cap)
+    spec = attrs.evolve(spec, log=str(log))
+    recorder = Recorder()
+    result = run_virtual(spec, subscribers=[recorder])
+    ids = [job.id for job in spec.jobs]
+    ends = job_ends(recorder.events, ids)
+    assert result.summary.stopped == "spend cap"
+    assert ends["x"] == ends["b"] == ["job_succeeded"]
+    assert all(ends[i] in (["job_skipped"], ["jobs_skipped"]) for i in ids if i not in ("x", "b"))
+    assert attempts_of(recorder.events) == ["x"]
+    assert result.jobs["b"].text == result.jobs["x"].text and result.jobs["b"].deduplicated_from == "x"
+    assert (result.summary.succeeded, result.summary.skipped, result.summary.deduplicated) == (2, 15, 1)
+    report = read_report([log], keep_text=True)
+    assert report.summary == result.summary
+    assert all(r.status == result.jobs[i].status for i, r in report.jobs.items())  # the announced jobs
+    assert (report.jobs["b"].status, report.jobs["b"].deduplicated_from) == ("succeeded", "x")
+
+
 # --- the log is the source of truth --------------------------------------------------------------
 
 

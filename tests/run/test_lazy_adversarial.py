@@ -67,8 +67,8 @@ def test_a_stop_at_any_point_ends_every_lazily_made_job_exactly_once(
     event(f"{how}: stopped={summary.stopped is not None}")
     assert summary.succeeded + summary.cancelled + summary.skipped + summary.failed == len(ids)
     assert [job for job, r in result.jobs.items() if r.status == "skipped"] == [
-        job for job, kinds in ends.items() if kinds == ["jobs_skipped"]
-    ]
+        job for job, kinds in ends.items() if kinds in (["jobs_skipped"], ["job_skipped"])
+    ]  # one by one: those the spend cap announced on the way to a follower whose leader had ended
 
 
 @pytest.mark.parametrize("stop_after", [None, 40])

@@ -358,7 +358,7 @@ class _Kind:
                     f"claude-code: environment variable {name} contains a control character (a newline?); "
                     "set the key alone"
                 )
-        for job, ids in jobs:
+        for job, _ in jobs:
             options = job.options if isinstance(job.options, Options) else Options()
             problems += _secret_problems(f"job {job.id}: claude-code.env", options.env)
             if options.cwd is not None and not os.path.isdir(options.cwd):
@@ -367,10 +367,7 @@ class _Kind:
                 problems.append(
                     f"claude-code: job {job.id}: takes a single user turn: give a prompt, not messages"
                 )
-            # Checked for a job alone: a group's plain rows have prompts (one of spaces alone
-            # is refused by the CLI when its attempt runs).
-            elif len(ids) == 1 and not job.prompt.strip():
-                problems.append(f"claude-code: job {job.id}: the prompt is empty (the CLI refuses it)")
+            # A blank prompt (the CLI refuses it) never loads: see orchestrator.config.sources.blank.
             if job.output_schema is not None and job.retry.reask:
                 problems.append(
                     f"claude-code: job {job.id}: retry.reask needs a conversation, and the CLI takes a "

@@ -285,3 +285,18 @@ def test_constrained_decoding_gives_json_that_meets_the_schema(model: None) -> N
     assert only.ok, only.error
     assert isinstance(only.output, dict) and set(only.output) == {"answer"}
     assert isinstance(only.output["answer"], int)
+
+
+def test_the_reviews_example_runs_offline_on_the_local_model(model: None) -> None:
+    from orchestrator.config.jobfile import load_job_file
+    from orchestrator.run.batch import execute
+
+    root = Path(__file__).resolve().parents[3]
+    spec = load_job_file(root / "jobs" / "reviews.toml")
+    assert {job.backend for job in spec.jobs} == {"local"}
+    spec = attrs.evolve(spec, jobs=spec.jobs[:4], log=None)  # four rows: the model's time is the test's
+    result = trio.run(lambda: execute(spec))
+    assert result.ok and list(result.jobs) == ["r01", "r02", "r03", "r04"]
+    for job_result in result.jobs.values():
+        assert job_result.text and job_result.text.strip() and job_result.tokens.output <= 8
+        assert job_result.row["label"] in ("positive", "negative", "neutral")
