@@ -196,24 +196,47 @@ def compact_tokens(tokens: Tokens | None) -> dict[str, int] | None:
     return counts
 
 
-def _line_builder(kind: str, cls: type, always: Container[str]) -> Callable[[Tagged], dict[str, Any]]:
+def _line_builder(
+    kind: str, cls: type, always: Container[str], omit: Mapping[str, str], *, head: bool = True
+) -> Callable[..., dict[str, Any]]:
     """Generate the function that turns a tagged event of ``cls`` into its log line's dict: the
     tag, then the fields that do not hold their default (:data:`FIELD_DEFAULTS`; the fields in
     ``always`` are written whatever they hold), JSON-native fields read as they are and the
     others through the converter's hooks (token counts through :func:`compact_tokens`). The
-    log encodes every event, so this is the codec's hot path."""
+    log encodes every event, so this is the codec's hot path.
+
+    ``omit`` maps a tag key (``attempt``, ``seq``) or a field to a Python expression (of ``t``,
+    the tagged event, ``e``, its event, and ``k``, the function's second argument): the key is
+    left out when its value equals the expression's, whatever ``always`` and the defaults say.
+    ``head`` false: the record's fields only, without ``job``, ``ts`` and ``kind`` (a record in
+    a line's ``then``). The function is ``line(t, k=None)``."""
     hints = typing.get_type_hints(cls)
     defaults = FIELD_DEFAULTS[kind]
     scope: dict[str, Any] = {"_tokens": compact_tokens}
-    tag = "'job': t.job_id, 'attempt': t.attempt, 'seq': t.seq, {}'ts': t.ts, 'kind': " + repr(kind)
-    body = [
-        "def line(t):",
-        "    e = t.event",
-        "    if t.seq_end is None:",
-        "        d = {" + tag.format("") + "}",
-        "    else:",
-        "        d = {" + tag.format("'seq_end': t.seq_end, ") + "}",
-    ]
+    tail = "'ts': t.ts, 'kind': " + repr(kind) if head else ""
+    body = ["def line(t, k=None):", "    e = t.event"]
+    tags = [name for name in ("attempt", "seq") if name in omit]
+    if tags:  # the usual record states neither: one dict display for it
+        usual = " and ".join(f"t.{name} == ({omit[name]})" for name in tags)
+        body.append(f"    if {usual} and t.seq_end is None:")
+        body.append("        d = {" + ("'job': t.job_id, " + tail if head else "") + "}")
+        body.append("    else:")
+        body.append("        d = {" + ("'job': t.job_id" if head else "") + "}")
+        for name in ("attempt", "seq"):
+            test = f"t.{name} != ({omit[name]})" if name in omit else "True"
+            body.append(f"        if {test}:")
+            body.append(f"            d[{name!r}] = t.{name}")
+        body.append("        if t.seq_end is not None:")
+        body.append("            d['seq_end'] = t.seq_end")
+        if head:
+            body.append("        d['ts'] = t.ts")
+            body.append(f"        d['kind'] = {kind!r}")
+    else:
+        tag = ("'job': t.job_id, " if head else "") + "'attempt': t.attempt, 'seq': t.seq, "
+        body.append("    if t.seq_end is None:")
+        body.append("        d = {" + tag + tail + "}")
+        body.append("    else:")
+        body.append("        d = {" + tag + "'seq_end': t.seq_end, " + tail + "}")
     for field in attrs.fields(cls):
         name, hint = field.name, hints[field.name]
         if hint in _JSON_NATIVE:
@@ -223,17 +246,36 @@ def _line_builder(kind: str, cls: type, always: Container[str]) -> Callable[[Tag
         else:
             scope[f"_{name}"] = converter.get_unstructure_hook(hint)
             value = f"_{name}(e.{name})"
-        if name in always or name not in defaults:
+        if name in omit:
+            test = f"e.{name} != ({omit[name]})"
+        elif name in always or name not in defaults:
             body.append(f"    d[{name!r}] = {value}")
             continue
-        default = defaults[name]
-        scope[f"_default_{name}"] = default
-        test = f"e.{name} is not None" if default is None else f"e.{name} != _default_{name}"
+        else:
+            default = defaults[name]
+            scope[f"_default_{name}"] = default
+            test = f"e.{name} is not None" if default is None else f"e.{name} != _default_{name}"
         body.append(f"    if {test}:")
         body.append(f"        d[{name!r}] = {value}")
     body.append("    return d")
-    exec(compile("\n".join(body) + "\n", f"<log line of {kind}>", "exec"), scope)
-    return cast(Callable[[Tagged], dict[str, Any]], scope["line"])
+    where = "log line" if head else "log record in then"
+    exec(compile("\n".join(body) + "\n", f"<{where} of {kind}>", "exec"), scope)
+    return cast(Callable[..., dict[str, Any]], scope["line"])
+
+
+def line_builders(
+    omit: Callable[[type], Mapping[str, str]], *, head: bool
+) -> Mapping[type, Callable[..., dict[str, Any]]]:
+    """Per event class (each made the first time it is asked for), the function ``line(t, k)``
+    that turns a tagged event into its log line's dict (``head``) or, without ``job``, ``ts``
+    and ``kind``, the fields of a record in a line's ``then``: as :func:`tagged_to_dict` makes
+    it, except that each key ``omit(cls)`` names is left out exactly when it holds what its
+    expression (of ``t``, ``e`` and ``k``) gives. For a writer that leaves out what a reader
+    knows (:mod:`orchestrator.record.lines`): one dict built, none copied or trimmed."""
+    return _PerKind(
+        lambda cls: _line_builder(cls.kind, cls, CONTEXT_FIELDS.get(cls.kind, ()), omit(cls), head=head),
+        _CLASSES,
+    )
 
 
 CONTEXT_FIELDS: dict[str, tuple[str, ...]] = {
@@ -247,7 +289,7 @@ CONTEXT_FIELDS: dict[str, tuple[str, ...]] = {
 out (see :mod:`orchestrator.record.lines`): a line written without that context writes them."""
 
 _LINE: dict[type, Callable[[Tagged], dict[str, Any]]] = _PerKind(
-    lambda cls: _line_builder(cls.kind, cls, CONTEXT_FIELDS.get(cls.kind, ())), _CLASSES
+    lambda cls: _line_builder(cls.kind, cls, CONTEXT_FIELDS.get(cls.kind, ()), _EMPTY_DICT), _CLASSES
 )
 
 

@@ -29,7 +29,6 @@ batch.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from orchestrator.events import DURABLE_EVENTS, SPANNED_EVENTS, JobQueued, Tagged, TextDelta, ThinkingDelta
 
@@ -43,43 +42,56 @@ _SPANNED = frozenset(SPANNED_EVENTS)
 class _Held:
     """One job's records waiting for a line: the last may be an open run of deltas."""
 
-    __slots__ = ("first_ts", "records", "run", "written")
+    __slots__ = ("first_ts", "job", "records", "run", "run_end", "texts", "written")
 
-    def __init__(self, tagged: Tagged) -> None:
+    def __init__(self, tagged: Tagged, job: str) -> None:
+        self.job = job
         self.first_ts = tagged.ts
         self.records: list[Tagged] = []
-        self.run: list[Any] | None = None  # the open run of deltas: [first record, texts, last seq]
+        self.run: Tagged | None = None  # the first delta of the open run of deltas
+        self.texts: list[str] | None = None  # the run's texts, once a second delta joined it
+        self.run_end = 0  # the run's last seq
         self.written = False  # due with this batch (a new job's, or ended by a durable event)
-        self.add(tagged)
+        self.add(tagged, type(tagged.event))
 
-    def add(self, tagged: Tagged) -> None:
-        event = tagged.event
+    def add(self, tagged: Tagged, kind: type) -> None:
+        """Hold ``tagged``, whose event is of class ``kind``."""
         run = self.run
-        if type(event) in _SPANNED:
+        if kind in _SPANNED:
             if run is not None:
-                first = run[0]
                 if (
-                    type(first.event) is type(event)
-                    and first.attempt == tagged.attempt
-                    and run[2] + 1 == tagged.seq
+                    type(run.event) is kind
+                    and run.attempt == tagged.attempt
+                    and self.run_end + 1 == tagged.seq
                 ):
-                    run[1].append(event.text)  # type: ignore[union-attr]
-                    run[2] = tagged.last_seq
+                    if self.texts is None:
+                        self.texts = [run.event.text]
+                    self.texts.append(tagged.event.text)  # type: ignore[union-attr]
+                    self.run_end = tagged.last_seq
                     return
-                self.records.append(_joined(*run))
-            self.run = [tagged, [event.text], tagged.last_seq]  # type: ignore[union-attr]
+                self.records.append(self._joined(run))
+            self.run, self.texts, self.run_end = tagged, None, tagged.last_seq
             return
         if run is not None:
-            self.records.append(_joined(*run))
+            self.records.append(self._joined(run))
             self.run = None
         self.records.append(tagged)
 
     def line(self) -> list[Tagged]:
         """The records, any open run of deltas closed."""
         if self.run is not None:
-            self.records.append(_joined(*self.run))
+            self.records.append(self._joined(self.run))
             self.run = None
         return self.records
+
+    def _joined(self, first: Tagged) -> Tagged:
+        """The open run of deltas that ``first`` starts as one record."""
+        texts = self.texts
+        if texts is None:
+            return first
+        joined = "".join(texts)
+        event = TextDelta(joined) if type(first.event) is TextDelta else ThinkingDelta(joined)
+        return Tagged(first.job_id, first.attempt, first.seq, first.ts, event, self.run_end)
 
 
 class HeldLines:
@@ -107,15 +119,16 @@ class HeldLines:
                 out.extend(self.drain())
                 out.append([tagged])
                 continue
+            kind = type(tagged.event)
             group = held.get(job)
             if group is None:
-                group = held[job] = _Held(tagged)
-                if type(tagged.event) is JobQueued:
+                group = held[job] = _Held(tagged, job)
+                if kind is JobQueued:
                     group.written = True
                     due.append(group)
             else:
-                group.add(tagged)
-            if type(tagged.event) in _DURABLE:
+                group.add(tagged, kind)
+            if kind in _DURABLE:
                 del held[job]  # the job's next record starts a line of its own
                 if not group.written:
                     group.written = True
@@ -123,9 +136,8 @@ class HeldLines:
         if due:
             for group in due:
                 out.append(group.line())
-                job = group.records[0].job_id
-                if held.get(job) is group:  # type: ignore[arg-type]
-                    del held[job]  # type: ignore[arg-type]
+                if held.get(group.job) is group:
+                    del held[group.job]
             due.clear()
         if held and latest is not None:
             horizon = latest - self.hold_s
@@ -159,11 +171,3 @@ def coalesce(events: Iterable[Tagged]) -> list[Tagged]:
     deltas joined. Pure. Joining is associative: coalescing a log (whose runs were cut by the
     writer's flushes) gives the same records as coalescing the live events it recorded."""
     return [t for line in group_lines(events) for t in line]
-
-
-def _joined(first: Tagged, texts: list[str], last: int) -> Tagged:
-    if len(texts) == 1:
-        return first
-    joined = "".join(texts)
-    event = TextDelta(joined) if type(first.event) is TextDelta else ThinkingDelta(joined)
-    return Tagged(first.job_id, first.attempt, first.seq, first.ts, event, last)

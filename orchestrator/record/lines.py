@@ -39,7 +39,6 @@ early: for a big batch that is most of them, about 110 bytes each). Logs of sche
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -47,7 +46,6 @@ import orjson
 
 from orchestrator import codec
 from orchestrator.events import (
-    EVENT_TYPES,
     TERMINAL_EVENTS,
     AttemptStarted,
     BatchStarted,
@@ -89,60 +87,43 @@ class LogLines:
 
     def encode(self, tagged: Tagged) -> bytes:
         """The record's line, newline included, with what the reader can fill in left out."""
-        return orjson.dumps(self._compact(tagged), option=orjson.OPT_APPEND_NEWLINE)
+        return self.encode_line((tagged,))
 
     def encode_line(self, records: Sequence[Tagged]) -> bytes:
         """One line, newline included, for ``records``: consecutive records of one job (at
-        least one), the first as :meth:`encode` writes it, the others in its ``then`` list."""
-        line = self._compact(records[0])
-        if len(records) > 1:
-            micros = _micros(records[0].ts)
-            then: list[list[Any]] = []
-            for tagged in records[1:]:
-                fields = self._compact(tagged)
-                del fields["job"], fields["kind"]
-                ts = fields.pop("ts")
-                item: list[Any] = [tagged.event.kind]
-                at = _micros(ts)
-                if at is not None and micros is not None and at / 1e6 == ts:
-                    if at != micros:
-                        item.append(at - micros)
-                else:  # not a whole number of microseconds: stated as it is
-                    fields["ts"] = ts
-                micros = at
-                if fields:
-                    item.append(fields)
-                then.append(item)
+        least one), the first as :meth:`encode` writes it, the others in its ``then`` list.
+        Each record counts as written."""
+        jobs, observe = self._jobs, self._observe
+        line: dict[str, Any] = {}
+        then: list[list[Any]] = []
+        micros: int | None = None
+        for tagged in records:
+            kind = type(tagged.event)
+            if kind is BatchStarted:
+                jobs.clear()
+            known = jobs.get(tagged.job_id)
+            if not line:
+                line = _HEAD[kind](tagged, known or _NEW)
+                micros = _micros(tagged.ts)
+                observe(tagged, known)
+                continue
+            fields = _ITEM[kind](tagged, known or _NEW)
+            observe(tagged, known)
+            ts = tagged.ts
+            at = _micros(ts)
+            if at is not None and micros is not None and at / 1e6 == ts:
+                dt = at - micros
+            else:  # not a whole number of microseconds: stated as it is
+                fields["ts"] = ts
+                dt = 0
+            micros = at
+            if fields:
+                then.append([kind.kind, dt, fields] if dt else [kind.kind, fields])
+            else:
+                then.append([kind.kind, dt] if dt else [kind.kind])
+        if then:
             line[THEN] = then
         return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
-
-    def _compact(self, tagged: Tagged) -> dict[str, Any]:
-        """The record's line as a dict, what the reader can fill in left out; the record counts
-        as written."""
-        line = codec.tagged_to_dict(tagged)
-        # The log's hot path: dispatch on the exact kind (events are final classes), no patterns.
-        event = tagged.event
-        kind = type(event)
-        if kind is BatchStarted:
-            self._jobs.clear()
-        known = self._jobs.get(tagged.job_id, _NEW)
-        if tagged.seq == known.next_seq:
-            del line["seq"]
-        if tagged.attempt == known.attempt + (kind is AttemptStarted):
-            del line["attempt"]
-        if kind in _IN_CONTEXT:
-            if kind is AttemptStarted:
-                if event.backend == known.backend:  # type: ignore[union-attr]
-                    del line["backend"]
-            elif kind is StreamFinished:
-                if event.tokens == known.usage:  # type: ignore[union-attr]
-                    del line["tokens"]
-                if event.session_id == known.session_id:  # type: ignore[union-attr]
-                    del line["session_id"]
-            elif event.attempts == tagged.attempt:  # type: ignore[union-attr]
-                del line["attempts"]
-        self._observe(tagged)
-        return line
 
     def decode(self, obj: Mapping[str, Any]) -> Tagged:
         """The record a line of one record (a decoded JSON object) stands for, what it left out
@@ -233,7 +214,8 @@ class LogLines:
         """One record: ``obj`` is a whole line (``top``) or the fields of a ``then`` record."""
         if kind == BatchStarted.kind:
             self._jobs.clear()
-        known = self._jobs.get(job, _NEW)
+        stated = self._jobs.get(job)
+        known = stated or _NEW
         attempt = known.attempt
         if type(kind) is not str:  # a list or an object: not even a key to look a kind up by
             self._skip(job, obj, known.next_seq, attempt)
@@ -260,7 +242,7 @@ class LogLines:
         except codec.DecodeError:
             self._skip(job, obj, known.next_seq, attempt)
             raise
-        self._observe(tagged)
+        self._observe(tagged, stated)
         return tagged
 
     def _skip_item(self, job: str | None, item: Any) -> None:
@@ -281,10 +263,10 @@ class LogLines:
         if type(stated) is int:
             self._jobs.setdefault(job, _Job()).attempt = stated
 
-    def _observe(self, tagged: Tagged) -> None:
-        """The one rule both sides follow: what this record tells about its job."""
+    def _observe(self, tagged: Tagged, job: _Job | None) -> None:
+        """The one rule both sides follow: what this record tells about its job. ``job`` is
+        what the lines before said of it (None: nothing)."""
         jobs = self._jobs
-        job = jobs.get(tagged.job_id)
         if job is None:
             job = jobs[tagged.job_id] = _Job()
         job.next_seq = (tagged.seq if tagged.seq_end is None else tagged.seq_end) + 1
@@ -310,8 +292,10 @@ class LogLines:
 def _micros(ts: float) -> int | None:
     """``ts`` in whole microseconds (None: not a finite number of them; a ts near the float
     limit is finite, its microseconds are not)."""
-    micros = ts * 1e6
-    return round(micros) if math.isfinite(micros) else None
+    try:
+        return round(ts * 1e6)
+    except (OverflowError, ValueError):  # infinite, or not a number
+        return None
 
 
 _EMPTY: dict[str, Any] = {}
@@ -353,7 +337,27 @@ def records_of(line: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]
                 yield item[0], item[-1] if type(item[-1]) is dict else _EMPTY
 
 
+def _omitted(cls: type) -> dict[str, str]:
+    """What a record of ``cls`` leaves out when it holds it (as expressions of the record ``t``
+    and ``k``, the :class:`_Job` the lines before say): its ``seq`` and ``attempt`` when they
+    are the job's next, and what :data:`~orchestrator.codec.CONTEXT_FIELDS` says earlier
+    records give (the rules the reader's :meth:`LogLines._read` undoes)."""
+    omit = {"seq": "k.next_seq", "attempt": "k.attempt + 1" if cls is AttemptStarted else "k.attempt"}
+    for name in codec.CONTEXT_FIELDS.get(cls.kind, ()):  # type: ignore[attr-defined]
+        omit[name] = _FROM_CONTEXT[name]
+    return omit
+
+
+_FROM_CONTEXT = {
+    "backend": "k.backend",
+    "tokens": "k.usage",
+    "session_id": "k.session_id",
+    "attempts": "t.attempt",
+}
+"""Per field of :data:`~orchestrator.codec.CONTEXT_FIELDS`, what earlier records say it is."""
+_HEAD = codec.line_builders(_omitted, head=True)
+"""Per event class: a line's first record, as a dict, what the reader knows left out."""
+_ITEM = codec.line_builders(_omitted, head=False)
+"""Per event class: the fields of a record in a line's ``then``, what the reader knows left out."""
 _NOTED = frozenset({JobQueued, AttemptStarted, SessionStarted, UsageReported, *TERMINAL_EVENTS})
 """The kinds that tell more about a job than where its count stands."""
-_IN_CONTEXT = frozenset(EVENT_TYPES[kind] for kind in codec.CONTEXT_FIELDS)
-"""The kinds whose line may leave out what earlier lines of the job say (``CONTEXT_FIELDS``)."""

@@ -3,6 +3,9 @@ back exactly; a line that leaves out what no earlier line says is refused, never
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -14,6 +17,8 @@ from orchestrator import codec
 from orchestrator.events import (
     AttemptStarted,
     BatchStarted,
+    JobCancelled,
+    JobFailed,
     JobQueued,
     JobSucceeded,
     SessionStarted,
@@ -196,6 +201,65 @@ def test_records_sharing_lines_read_back_as_they_were_written(lines: list[list[T
     assert [each.decode_each(orjson.loads(raw)) for raw in encoded] == lines
     for raw, line in zip(encoded, lines, strict=True):
         assert raw.count(b"\n") == 1 and ("then" in orjson.loads(raw)) == (len(line) > 1)
+
+
+class _PlainWriter(LogLines):
+    """The writer's rules spelled out plainly, as a reference: a line standing on its own
+    (:func:`codec.tagged_to_dict`) with what the reader knows deleted from it."""
+
+    def encode_line(self, records: Sequence[Tagged]) -> bytes:
+        line = self._compact(records[0])
+        micros = round(records[0].ts * 1e6) if math.isfinite(records[0].ts * 1e6) else None
+        then: list[list[Any]] = []
+        for tagged in records[1:]:
+            fields = self._compact(tagged)
+            del fields["job"], fields["kind"]
+            ts = fields.pop("ts")
+            item: list[Any] = [tagged.event.kind]
+            at = round(ts * 1e6) if math.isfinite(ts * 1e6) else None
+            if at is not None and micros is not None and at / 1e6 == ts:
+                if at != micros:
+                    item.append(at - micros)
+            else:
+                fields["ts"] = ts
+            micros = at
+            if fields:
+                item.append(fields)
+            then.append(item)
+        if then:
+            line["then"] = then
+        return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
+
+    def _compact(self, tagged: Tagged) -> dict[str, Any]:
+        line = codec.tagged_to_dict(tagged)
+        event = tagged.event
+        if isinstance(event, BatchStarted):
+            self._jobs.clear()
+        stated = self._jobs.get(tagged.job_id)
+        known: Any = stated or SimpleNamespace(
+            next_seq=0, attempt=0, backend=None, session_id=None, usage=None
+        )
+        if tagged.seq == known.next_seq:
+            del line["seq"]
+        if tagged.attempt == known.attempt + isinstance(event, AttemptStarted):
+            del line["attempt"]
+        if isinstance(event, AttemptStarted) and event.backend == known.backend:
+            del line["backend"]
+        if isinstance(event, StreamFinished):
+            if event.tokens == known.usage:
+                del line["tokens"]
+            if event.session_id == known.session_id:
+                del line["session_id"]
+        if isinstance(event, JobSucceeded | JobFailed | JobCancelled) and event.attempts == tagged.attempt:
+            del line["attempts"]
+        self._observe(tagged, stated)
+        return line
+
+
+@given(lines_of())
+def test_the_writer_writes_the_bytes_the_plain_rules_give(lines: list[list[Tagged]]) -> None:
+    writer, plain = LogLines(), _PlainWriter()
+    assert [writer.encode_line(line) for line in lines] == [plain.encode_line(line) for line in lines]
 
 
 def test_a_line_of_several_records_states_each_after_the_first_in_then() -> None:
