@@ -232,53 +232,59 @@ _ORJSON_PASS = (
 _LEAST_SUMMARY = """\
 import sys, orjson
 ENDS = {"job_succeeded": "succeeded", "job_failed": "failed", "job_cancelled": "cancelled"}
-jobs = {}  # job -> [status, attempts, input tokens, output tokens, cost, first start, end (µs)]
-with open(sys.argv[1], "rb") as f:
-    for line in f:
-        record = orjson.loads(line)
-        job = record.get("job")
-        if job is None:
-            continue  # the header, batch-level lines
-        state = jobs.get(job)
-        if state is None:
-            state = jobs[job] = [None, 0, 0, 0, 0.0, None, None]
-        micros = round(record["ts"] * 1e6)
-        for item in [(record["kind"], record), *record.get("then", ())]:
-            kind, fields = item[0], item[-1]
-            if len(item) == 3 or type(fields) is int:
-                micros += item[1]
-            if kind == "attempt_started":
-                state[1] += 1
-                if state[5] is None:
-                    state[5] = micros
-            elif kind == "usage":
-                tokens = fields["tokens"]
-                state[2] += tokens.get("input", 0)
-                state[3] += tokens.get("output", 0)
-            elif kind == "stream_finished":
-                state[4] += fields.get("cost_usd", 0.0)
-            elif kind in ENDS:
-                state[0] = ENDS[kind]
-                state[6] = micros
-summary = {"jobs": len(jobs), "succeeded": 0, "failed": 0, "cancelled": 0, "attempts": 0}
-tokens_in = tokens_out = 0
-cost = 0.0
-durations = []
-for status, attempts, used_in, used_out, spent, start, end in jobs.values():
-    if status is not None:
-        summary[status] += 1
-    summary["attempts"] += attempts
-    tokens_in += used_in
-    tokens_out += used_out
-    cost += spent
-    if start is not None and end is not None:
-        durations.append((end - start) / 1e6)
-durations.sort()
-summary["tokens"] = {"input": tokens_in, "output": tokens_out}
-summary["cost_usd"] = cost
-summary["latency_p50_s"] = durations[len(durations) // 2] if durations else 0.0
-summary["latency_max_s"] = durations[-1] if durations else 0.0
-sys.stdout.buffer.write(orjson.dumps(summary, option=orjson.OPT_APPEND_NEWLINE))
+def fold(path):
+    jobs = {}  # job -> [status, attempts, input tokens, output tokens, cost, first start, end (µs)]
+    loads, ends = orjson.loads, ENDS
+    with open(path, "rb") as f:
+        for line in f:
+            record = loads(line)
+            job = record.get("job")
+            if job is None:
+                continue  # the header, batch-level lines
+            state = jobs.get(job)
+            if state is None:
+                state = jobs[job] = [None, 0, 0, 0, 0.0, None, None]
+            micros = round(record["ts"] * 1e6)
+            for item in [(record["kind"], record), *record.get("then", ())]:
+                kind, fields = item[0], item[-1]
+                if len(item) == 3 or type(fields) is int:
+                    micros += item[1]
+                if kind == "attempt_started":
+                    state[1] += 1
+                    if state[5] is None:
+                        state[5] = micros
+                elif kind == "usage":
+                    tokens = fields["tokens"]
+                    state[2] += tokens.get("input", 0)
+                    state[3] += tokens.get("output", 0)
+                elif kind == "stream_finished":
+                    state[4] += fields.get("cost_usd", 0.0)
+                elif kind in ends:
+                    state[0] = ends[kind]
+                    state[6] = micros
+    return jobs
+def summary(jobs):
+    counts = {"succeeded": 0, "failed": 0, "cancelled": 0, None: 0}
+    attempts = tokens_in = tokens_out = 0
+    cost = 0.0
+    durations = []
+    for status, tried, used_in, used_out, spent, start, end in jobs.values():
+        counts[status] += 1
+        attempts += tried
+        tokens_in += used_in
+        tokens_out += used_out
+        cost += spent
+        if start is not None and end is not None:
+            durations.append((end - start) / 1e6)
+    durations.sort()
+    del counts[None]
+    return {
+        "jobs": len(jobs), **counts, "attempts": attempts,
+        "tokens": {"input": tokens_in, "output": tokens_out}, "cost_usd": cost,
+        "latency_p50_s": durations[len(durations) // 2] if durations else 0.0,
+        "latency_max_s": durations[-1] if durations else 0.0,
+    }
+sys.stdout.buffer.write(orjson.dumps(summary(fold(sys.argv[1])), option=orjson.OPT_APPEND_NEWLINE))
 """
 """The least a summary can do: ``python -c _LEAST_SUMMARY LOG`` folds status, attempts, tokens,
 cost and duration per job into a dict, then prints the totals (a few of ``report --json``'s)."""
@@ -286,47 +292,50 @@ cost and duration per job into a dict, then prints the totals (a few of ``report
 _LEAST_EXPORT = """\
 import sys, orjson
 ENDS = {"job_succeeded": "succeeded", "job_failed": "failed", "job_cancelled": "cancelled"}
-dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
-running = {}  # job -> its row so far ("text": the deltas, "duration_s": the first start, µs)
-with open(sys.argv[1], "rb") as f, open(sys.argv[2], "wb") as out:
-    for line in f:
-        record = orjson.loads(line)
-        job = record.get("job")
-        if job is None:
-            continue  # the header, batch-level lines
-        row = running.get(job)
-        if row is None:
-            row = running[job] = {
-                "id": job, "status": None, "text": [], "stop_reason": None, "input_tokens": 0,
-                "output_tokens": 0, "cost_usd": None, "duration_s": None, "backend": None, "model": None,
-            }
-        micros = round(record["ts"] * 1e6)
-        for item in [(record["kind"], record), *record.get("then", ())]:
-            kind, fields = item[0], item[-1]
-            if len(item) == 3 or type(fields) is int:
-                micros += item[1]
-            if kind == "text_delta":
-                row["text"].append(fields["text"])
-            elif kind == "job_queued":
-                row["backend"] = fields["backend"]
-                row["model"] = fields.get("model")
-            elif kind == "attempt_started":
-                row["text"] = []  # the last attempt's text is the answer
-                if row["duration_s"] is None:
-                    row["duration_s"] = micros
-            elif kind == "usage":
-                tokens = fields["tokens"]
-                row["input_tokens"] += tokens.get("input", 0)
-                row["output_tokens"] += tokens.get("output", 0)
-            elif kind == "stream_finished":
-                row["stop_reason"] = fields.get("stop_reason")
-                row["cost_usd"] = fields.get("cost_usd")
-            elif kind in ENDS:
-                row["status"] = ENDS[kind]
-                row["text"] = "".join(row["text"])
-                start = row["duration_s"]
-                row["duration_s"] = None if start is None else (micros - start) / 1e6
-                out.write(dumps(running.pop(job), option=newline))
+def export(path, out):
+    running = {}  # job -> its row so far ("text": the deltas, "duration_s": the first start, µs)
+    loads, dumps, newline, ends = orjson.loads, orjson.dumps, orjson.OPT_APPEND_NEWLINE, ENDS
+    with open(path, "rb") as f:
+        for line in f:
+            record = loads(line)
+            job = record.get("job")
+            if job is None:
+                continue  # the header, batch-level lines
+            row = running.get(job)
+            if row is None:
+                row = running[job] = {
+                    "id": job, "status": None, "text": [], "stop_reason": None, "input_tokens": 0,
+                    "output_tokens": 0, "cost_usd": None, "duration_s": None, "backend": None, "model": None,
+                }
+            micros = round(record["ts"] * 1e6)
+            for item in [(record["kind"], record), *record.get("then", ())]:
+                kind, fields = item[0], item[-1]
+                if len(item) == 3 or type(fields) is int:
+                    micros += item[1]
+                if kind == "text_delta":
+                    row["text"].append(fields["text"])
+                elif kind == "job_queued":
+                    row["backend"] = fields["backend"]
+                    row["model"] = fields.get("model")
+                elif kind == "attempt_started":
+                    row["text"] = []  # the last attempt's text is the answer
+                    if row["duration_s"] is None:
+                        row["duration_s"] = micros
+                elif kind == "usage":
+                    tokens = fields["tokens"]
+                    row["input_tokens"] += tokens.get("input", 0)
+                    row["output_tokens"] += tokens.get("output", 0)
+                elif kind == "stream_finished":
+                    row["stop_reason"] = fields.get("stop_reason")
+                    row["cost_usd"] = fields.get("cost_usd")
+                elif kind in ends:
+                    row["status"] = ends[kind]
+                    row["text"] = "".join(row["text"])
+                    start = row["duration_s"]
+                    row["duration_s"] = None if start is None else (micros - start) / 1e6
+                    out.write(dumps(running.pop(job), option=newline))
+with open(sys.argv[2], "wb") as out:
+    export(sys.argv[1], out)
 """
 """The least an export can do: ``python -c _LEAST_EXPORT LOG OUT`` writes one JSON line per job
 at its end (10 of the results row's 22 columns, those ``write_log``'s jobs fill in)."""
