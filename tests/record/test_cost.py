@@ -201,6 +201,7 @@ class _Scripted(FakeBackendKind):
     """A backend that plays each job's case, attempt by attempt."""
 
     name = "scripted"
+
     async def stream(self, job: Any, attempt: int, emit: Any) -> None:
         events, end = CASES[job.prompt].attempts[attempt - 1]
         if events or end != "retry":  # an attempt refused at once (a 429) streams nothing
