@@ -18,6 +18,7 @@ Decisions are pure arithmetic on trio's clock, so tests on the virtual clock are
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Awaitable, Callable
 
@@ -254,12 +255,21 @@ class Gate:
                 self.slots.acquire_nowait()  # the common case, without a trip through the scheduler
             except trio.WouldBlock:
                 await self.slots.acquire()
-        pacer = self.models.get(model) if model is not None else None
-        number: int | None = None
+        pacer = self.models.get(model) if model is not None and self.models else None
+        epoch = self.adaptive.epoch if self.adaptive is not None else 0
+        # Priced when it may go: the uncached share learned meanwhile applies.
+        price = functools.partial(self.cost, tokens, output)
+        if pacer is None:
+            # The common case: a start the backend's pacer lets go at once passes without an
+            # await, as through acquire (nothing can be cancelled, and it passes at the time it
+            # was booked at).
+            number = self.pacer.start_nowait(price)
+            if number is not None:
+                cost, started = self.pacer.charged_at(number)
+                return Ticket(cost, epoch, model, started, (number, None))
+        number = None
         try:
-            epoch = self.adaptive.epoch if self.adaptive is not None else 0
-            # Priced when it may go: the uncached share learned meanwhile applies.
-            number = await self.pacer.acquire(lambda: self.cost(tokens, output))
+            number = await self.pacer.acquire(price)
             cost = self.pacer.charged(number)
             own = await pacer.acquire(cost) if pacer is not None else None
         except BaseException:
