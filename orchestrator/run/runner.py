@@ -169,6 +169,12 @@ class Run:
         self.ceilings = {name: self._ceiling(spec, name, n) for name, n in ceilings.items()}
         # A backend may estimate an attempt's tokens and cost (for pacing and the spend cap).
         self.estimators = {name: getattr(backend, "estimate", None) for name, backend in backends.items()}
+        # A batch API's attempt waits hours in silence: no idle timeout, no attempt timeout.
+        self.waits = {
+            name: getattr(backend, "waits_for_results", False) for name, backend in backends.items()
+        }
+        # Each attempt's first event: a frozen value, one per backend, shared by its attempts.
+        self.attempt_started = {name: AttemptStarted(backend=name) for name in backends}
         self.gates = {
             name: Gate(
                 name,
@@ -513,9 +519,9 @@ class Run:
         spec = job.spec
         timeouts = spec.timeouts
         backend = self.backends[spec.backend]
-        waits = getattr(backend, "waits_for_results", False)  # a batch API: hours of silence are normal
+        waits = self.waits[spec.backend]
         idle = None if waits else timeouts.idle
-        await job.emit(AttemptStarted(backend=spec.backend))
+        await job.emit(self.attempt_started[spec.backend])
         start = self.now()
         deadline = None if timeouts.attempt is None or waits else start + timeouts.attempt
         if job.deadline is not None:
