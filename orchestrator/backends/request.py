@@ -29,7 +29,12 @@ def turns(job: JobSpec) -> list[dict[str, str]]:
 
 def input_chars(job: JobSpec) -> int:
     """Characters the job sends: system prompt, messages and prompt."""
-    return len(job.system or "") + sum(len(m.content) for m in job.messages) + len(job.prompt)
+    chars = len(job.prompt)
+    if job.system:
+        chars += len(job.system)
+    if job.messages:  # no generator for the common job, a prompt alone (it runs once per attempt)
+        chars += sum(len(m.content) for m in job.messages)
+    return chars
 
 
 def estimated_input_tokens(job: JobSpec) -> int:

@@ -66,16 +66,15 @@ class LiveJob(JobState):
         """
         if not self.emit_nowait(event):
             await self._emit_waiting(event)
-        if type(event) in OBSERVED:
-            await self._observe_sent(event)
+        if type(event) in OBSERVED:  # what it changes: the job's state, or its backend's gate
+            if type(event) is RateLimitInfo:
+                await self._tell_gate(event)
+            else:
+                self.observe(event)
 
-    async def _observe_sent(self, event: Event) -> None:
-        """What a sent event of the kinds the job looks at changes: the job's state, or its
-        backend's gate (rate-limit headers)."""
-        if type(event) is RateLimitInfo:
-            await self.run.gates[self.spec.backend].observe(self.spec.model, event, self.ticket)
-        else:
-            self.observe(event)
+    async def _tell_gate(self, info: RateLimitInfo) -> None:
+        """The job's backend's gate hears what the server said (rate-limit headers)."""
+        await self.run.gates[self.spec.backend].observe(self.spec.model, info, self.ticket)
 
     async def _emit_waiting(self, event: Event) -> None:
         """:meth:`emit`'s send when the bus is full: wait for room, the idle watch paused."""
@@ -93,12 +92,15 @@ class LiveJob(JobState):
 
     async def emit_from_backend(self, event: StreamEvent) -> None:
         """The ``emit`` a backend gets: :meth:`emit`, with the batch's secrets hidden first.
-        (Its body rather than a call to it: one coroutine fewer for every event of a stream.)"""
+        (Its body rather than a call to it: no coroutine but this one for an event of a stream.)"""
         event = self.run.redactor.value(event)  # secrets: see orchestrator.redact
         if not self.emit_nowait(event):
             await self._emit_waiting(event)
-        if type(event) in OBSERVED:
-            await self._observe_sent(event)
+        if type(event) in OBSERVED:  # what it changes: the job's state, or its backend's gate
+            if type(event) is RateLimitInfo:
+                await self._tell_gate(event)
+            else:
+                self.observe(event)
 
 
 def batch_time(seconds: float) -> float:
