@@ -121,8 +121,13 @@ class AdaptiveLimit:
         self.value = max(float(self.floor), self.value / 2)
         await self.apply("rate limited or overloaded: halved")
 
+    @property
+    def at_ceiling(self) -> bool:
+        """Whether the limit is as high as it goes: a success then changes nothing."""
+        return self.value >= self.ceiling
+
     async def succeeded(self) -> None:
-        if self.value < self.ceiling:
+        if not self.at_ceiling:
             self.value = min(float(self.ceiling), self.value + 1.0 / max(self.value, 1.0))
             await self.apply("successes: one more")
 
@@ -318,7 +323,7 @@ class Gate:
     async def succeeded(self, ticket: Ticket | None = None) -> None:
         if ticket is not None and self.derived is not None:
             await self._follow_latency(ticket)
-        if self.adaptive is not None:
+        if self.adaptive is not None and not self.adaptive.at_ceiling:  # no coroutine per success
             await self.adaptive.succeeded()
 
     async def _follow_latency(self, ticket: Ticket) -> None:
