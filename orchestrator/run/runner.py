@@ -237,7 +237,11 @@ class Run:
         unstarted: ``finish_leftovers`` skips it by position); cancelled after, its
         ``job_input`` may be missing from the log."""
         spec = job.spec
-        await job.emit(JobQueued(backend=spec.backend, model=spec.model, content_hash=spec.content_hash))
+        queued = JobQueued(backend=spec.backend, model=spec.model, content_hash=spec.content_hash)
+        # Not a kind the job's state looks at: emit_nowait is all of emit (without a coroutine)
+        # unless the bus is full, when it sends nothing and emit waits for room.
+        if not job.emit_nowait(queued):
+            await job.emit(queued)
         job.queued = True
         described = job_input(spec, log_inputs=self.spec.log_inputs)
         if described is not None:
@@ -439,7 +443,8 @@ class Run:
         backend = self.backends[spec.backend]
         waits = self.waits[spec.backend]
         idle = None if waits else timeouts.idle
-        await job.emit(self.attempt_started[spec.backend])
+        if not job.emit_nowait(self.attempt_started[spec.backend]):  # as job_queued in announce_one
+            await job.emit(self.attempt_started[spec.backend])
         start = self.now()
         deadline = None if timeouts.attempt is None or waits else start + timeouts.attempt
         if job.deadline is not None:
