@@ -53,6 +53,9 @@ _SECRET_PARTS = frozenset(
 # scheme://userinfo@ : the userinfo is a credential (user:password, or a token alone).
 _URL_USERINFO = r"\b([a-z][a-z0-9+.-]*://)[^\s/?#@'\"<>]+@"
 _URL_CREDENTIALS = re.compile(_URL_USERINFO, re.IGNORECASE)
+_SHORTEST = min(len("a://b@"), MIN_SECRET)
+"""No shorter string holds a URL credential (the shortest is ``a://b@``) or the start or end of a
+known secret (at least ``MIN_SECRET`` characters): :meth:`Redactor.value` passes those unread."""
 _HEADER_LINE = re.compile(r"^\s*[A-Za-z0-9-]+\s*:\s*(.+?)\s*$")
 T = TypeVar("T")
 
@@ -108,8 +111,9 @@ def environment_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
 class Redactor:
     """Hides known secrets and URL credentials in strings and in every string inside a value.
 
-    Immutable once built; cheap when there is nothing to hide (one regular-expression search per
-    string).
+    Immutable once built; cheap when there is nothing to hide (at most one regular-expression
+    search per string; none for a string too short to hold a secret, and with no secret known
+    none for a string without an ``@``).
     """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
@@ -177,11 +181,15 @@ class Redactor:
         if fields is None and kind not in _GETTERS:
             fields = _GETTERS[kind] = _fields_getter(kind)
         if fields is not None:
-            search = self._any.search
+            search = None if self._anchors is None else self._any.search
             for field in fields(value):
                 field_kind = type(field)
                 if field_kind is str:
-                    if search(field) is None:
+                    # Too short to hold a URL credential or an anchor (both at least _SHORTEST
+                    # characters); with no secret known, only a URL credential, which needs an @.
+                    if len(field) < _SHORTEST or (
+                        "@" not in field if search is None else search(field) is None
+                    ):
                         continue
                 elif field_kind in _ATOMS or (field_kind in _CONTAINERS and not field):
                     continue

@@ -27,6 +27,7 @@ class Timeline(Generic[T]):
         self._heap: list[tuple[float, int, T]] = []
         self._order = itertools.count()  # equal due times come out in the order pushed
         self._sleep: trio.CancelScope | None = None
+        self._wakes_at = -math.inf  # the sleep's deadline, kept here (-inf: not asleep)
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -34,8 +35,10 @@ class Timeline(Generic[T]):
     def push(self, due: float, item: T) -> None:
         """Add ``item``, due at trio time ``due``; wakes the sleeper if that is sooner."""
         heapq.heappush(self._heap, (due, next(self._order), item))
-        if self._sleep is not None and due < self._sleep.deadline:
-            self._sleep.deadline = due
+        # The sleep's deadline as a float, not the scope's property: most pushes are for later.
+        if due < self._wakes_at:
+            assert self._sleep is not None
+            self._sleep.deadline = self._wakes_at = due
 
     def pop_due(self, now: float) -> Iterator[T]:
         """Take out every item due at or before ``now``, earliest first."""
@@ -53,9 +56,11 @@ class Timeline(Generic[T]):
         deadline = self._heap[0][0] if self._heap else math.inf
         try:
             with trio.CancelScope(deadline=deadline) as self._sleep:
+                self._wakes_at = deadline
                 await trio.sleep_forever()
         finally:
             self._sleep = None
+            self._wakes_at = -math.inf
 
     def wake(self) -> None:
         """End the current sleep now (for instance: there is nothing left to wait for)."""

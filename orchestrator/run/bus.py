@@ -83,6 +83,7 @@ async def run_bus(
     and not others; the runner cancels the bus only when the run is being torn down anyway.
     """
     task_status.started()
+    receive_nowait = receive.receive_nowait  # looked up once: the loop below runs per event
     async with receive:
         while True:
             try:
@@ -90,18 +91,20 @@ async def run_bus(
             except trio.EndOfChannel:
                 return
             batch: list[Tagged] = []
+            append = batch.append
             item: Item = first
             while True:
                 if isinstance(item, Barrier):
                     await _deliver(subscribers, batch)
                     batch = []
+                    append = batch.append
                     item.reached.set()
                 else:
-                    batch.append(item)
-                if len(batch) >= MAX_BATCH:
-                    break
+                    append(item)
+                    if len(batch) >= MAX_BATCH:
+                        break
                 try:
-                    item = receive.receive_nowait()
+                    item = receive_nowait()
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
             await _deliver(subscribers, batch)

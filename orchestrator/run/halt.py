@@ -37,12 +37,19 @@ class HaltWatch:
     def record(self, backend: str, terminal: TerminalEvent) -> str | None:
         """Note how one job on ``backend`` ended. Returns the halt reason the first time the
         backend crosses the policy (``"halted (auth)"``), else None."""
-        if backend in self.halted or not isinstance(terminal, JobSucceeded | JobFailed):
+        # Exact types (neither has subclasses), not isinstance of a union: once per job.
+        ending = type(terminal)
+        if ending is JobSucceeded:
+            kind = None
+        elif ending is JobFailed:
+            kind = terminal.error_kind  # type: ignore[union-attr]
+        else:
+            return None
+        if backend in self.halted:
             return None
         policy = self.policy
         record = self._records[backend]
         record.ended += 1
-        kind = terminal.error_kind if isinstance(terminal, JobFailed) else None
         if kind is not None:
             record.failed += 1
         if kind in BACKEND_WIDE:

@@ -18,6 +18,7 @@ Decisions are pure arithmetic on trio's clock, so tests on the virtual clock are
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Awaitable, Callable
 
@@ -120,8 +121,13 @@ class AdaptiveLimit:
         self.value = max(float(self.floor), self.value / 2)
         await self.apply("rate limited or overloaded: halved")
 
+    @property
+    def at_ceiling(self) -> bool:
+        """Whether the limit is as high as it goes: a success then changes nothing."""
+        return self.value >= self.ceiling
+
     async def succeeded(self) -> None:
-        if self.value < self.ceiling:
+        if not self.at_ceiling:
             self.value = min(float(self.ceiling), self.value + 1.0 / max(self.value, 1.0))
             await self.apply("successes: one more")
 
@@ -254,12 +260,21 @@ class Gate:
                 self.slots.acquire_nowait()  # the common case, without a trip through the scheduler
             except trio.WouldBlock:
                 await self.slots.acquire()
-        pacer = self.models.get(model) if model is not None else None
-        number: int | None = None
+        pacer = self.models.get(model) if model is not None and self.models else None
+        epoch = self.adaptive.epoch if self.adaptive is not None else 0
+        # Priced when it may go: the uncached share learned meanwhile applies.
+        price = functools.partial(self.cost, tokens, output)
+        if pacer is None:
+            # The common case: a start the backend's pacer lets go at once passes without an
+            # await, as through acquire (nothing can be cancelled, and it passes at the time it
+            # was booked at).
+            number = self.pacer.start_nowait(price)
+            if number is not None:
+                cost, started = self.pacer.charged_at(number)
+                return Ticket(cost, epoch, model, started, (number, None))
+        number = None
         try:
-            epoch = self.adaptive.epoch if self.adaptive is not None else 0
-            # Priced when it may go: the uncached share learned meanwhile applies.
-            number = await self.pacer.acquire(lambda: self.cost(tokens, output))
+            number = await self.pacer.acquire(price)
             cost = self.pacer.charged(number)
             own = await pacer.acquire(cost) if pacer is not None else None
         except BaseException:
@@ -308,7 +323,7 @@ class Gate:
     async def succeeded(self, ticket: Ticket | None = None) -> None:
         if ticket is not None and self.derived is not None:
             await self._follow_latency(ticket)
-        if self.adaptive is not None:
+        if self.adaptive is not None and not self.adaptive.at_ceiling:  # no coroutine per success
             await self.adaptive.succeeded()
 
     async def _follow_latency(self, ticket: Ticket) -> None:

@@ -108,6 +108,7 @@ class Pacer:
             for (field, change, charge), limit in zip(_METERS, limits, strict=True)
         ]
         self._requests, self._tokens, self._input, self._output = self._meters
+        self._limited = self._with_limits()
         self._notify = notify
         self.paused_until = -math.inf
         self._starts = 0
@@ -117,6 +118,11 @@ class Pacer:
         self._lock = trio.Lock()  # trio's Lock is fair: waiters are served in arrival order
         self._first_word: trio.Event | None = trio.Event() if probe else None
         self._probe_sent_at: float | None = None
+
+    def _with_limits(self) -> tuple[_Meter, ...]:
+        """The meters that have a limit: the only ones a start is paced to or charged on (a
+        backend with none, the common case of a local one, loops over nothing per attempt)."""
+        return tuple(meter for meter in self._meters if meter.limit)
 
     @property
     def rpm(self) -> float | None:
@@ -146,10 +152,9 @@ class Pacer:
     def ready_at(self, cost: Cost) -> float:
         """The earliest trio time a start costing ``cost`` may go."""
         ready = self.paused_until
-        for meter in self._meters:
-            if meter.limit:
-                own = self._seconds(meter, meter.charge(cost))
-                ready = max(ready, meter.tat - max(self.burst - own, 0.0))
+        for meter in self._limited:
+            own = self._seconds(meter, meter.charge(cost))
+            ready = max(ready, meter.tat - max(self.burst - own, 0.0))
         return ready
 
     @property
@@ -169,11 +174,9 @@ class Pacer:
         price = cost if callable(cost) else (lambda: cost if isinstance(cost, Cost) else Cost(tokens=cost))
         if self._first_word is not None:
             await self._await_first_word()
-        if not self._lock.locked():
-            now = trio.current_time()
-            current = price()
-            if self.ready_at(current) <= now:
-                return self._charge(now, current)  # nobody waits: the start is on time
+        number = self.start_nowait(price)
+        if number is not None:
+            return number
         async with self._lock:
             announced = False
             while True:
@@ -196,6 +199,19 @@ class Pacer:
             # a burst.
             return self._charge(max(ready, now - _CATCH_UP), current)
 
+    def start_nowait(self, price: Callable[[], Cost]) -> int | None:
+        """:meth:`acquire` for a start that may go now: its start number, charged ``price()``,
+        when nobody waits before it, no first word is awaited and its meters and any pause let
+        it go at once; else None, with nothing charged (the caller then awaits :meth:`acquire`).
+        :meth:`acquire` itself starts this way, so the two decide alike."""
+        if self._first_word is not None or self._lock.locked():
+            return None
+        now = trio.current_time()
+        current = price()
+        if self.ready_at(current) <= now:
+            return self._charge(now, current)  # nobody waits: the start is on time
+        return None
+
     async def _await_first_word(self) -> None:
         """The first caller goes at once; the others wait for the server's first word."""
         first = self._first_word
@@ -217,12 +233,15 @@ class Pacer:
         """What start ``number`` (still running) was charged."""
         return self._running[number][0]
 
+    def charged_at(self, number: int) -> tuple[Cost, float]:
+        """What start ``number`` (still running) was charged, and the time it was booked at."""
+        return self._running[number]
+
     def _charge(self, start: float, cost: Cost) -> int:
         self._starts += 1
         self._running[self._starts] = (cost, start)
-        for meter in self._meters:
-            if meter.limit:
-                meter.tat = max(meter.tat, start) + self._seconds(meter, meter.charge(cost))
+        for meter in self._limited:
+            meter.tat = max(meter.tat, start) + self._seconds(meter, meter.charge(cost))
         return self._starts
 
     def release(self, number: int, used: Cost | None = None) -> None:
@@ -234,8 +253,8 @@ class Pacer:
         if entry is None or used is None:
             return
         cost = entry[0]
-        for meter in self._meters:
-            if meter.limit and meter.field != "requests":
+        for meter in self._limited:
+            if meter.field != "requests":
                 meter.tat += self._seconds(meter, meter.charge(used) - meter.charge(cost))
 
     def _started_after(self, number: int | None, meter: _Meter) -> float:
@@ -302,6 +321,7 @@ class Pacer:
         adopted = min(meter.configured or math.inf, limit)
         if adopted != meter.limit:
             meter.limit = adopted
+            self._limited = self._with_limits()
             changes.append(LimiterChanged(self.name, meter.change, adopted, None, "announced by the server"))
         remaining = getattr(info, f"{meter.field}_remaining")
         reset = getattr(info, f"{meter.field}_reset_s")

@@ -25,7 +25,6 @@ started.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 
 import attrs
@@ -42,8 +41,6 @@ from orchestrator.events import (
     JobSkipped,
     JobsSkipped,
     LimiterChanged,
-    RateLimitInfo,
-    StreamEvent,
     Tagged,
     TerminalEvent,
 )
@@ -53,9 +50,7 @@ from orchestrator.run.control import RunControl
 from orchestrator.run.dedupe import Dedupe
 from orchestrator.run.halt import HaltWatch
 from orchestrator.run.job import (
-    OBSERVED,
     Failure,
-    JobState,
     Retry,
     attempt_failure,
     failure_from,
@@ -63,7 +58,8 @@ from orchestrator.run.job import (
     leftover_terminal,
     next_step,
 )
-from orchestrator.run.limits import Budget, Gate, Ticket
+from orchestrator.run.limits import Budget, Gate
+from orchestrator.run.live import LiveJob, batch_time
 from orchestrator.run.schedule import JobQueue
 from orchestrator.run.watchdog import IdleWatchdog, Watch
 from orchestrator.spec import BackendLimits, BatchSpec, JobSpec
@@ -73,84 +69,6 @@ _ANNOUNCE_CHUNK = 256  # jobs announced between two checkpoints, once the first 
 ANNOUNCE_AHEAD = 8192  # announced jobs that may wait for a worker (at least; see Run.announce)
 _TERMINAL_GRACE = 5.0  # seconds a job's terminal event may wait for the bus during a stop
 _log = logger("orchestrator.run.runner")
-# Tagged(...) goes through the named tuple's Python-level __new__; this is one C call.
-_tagged = functools.partial(tuple.__new__, Tagged)
-
-
-@attrs.define(slots=True, eq=False)
-class _Job(JobState):
-    """A job's state (:class:`~orchestrator.run.job.JobState`) bound to the run that sends its events."""
-
-    run: Run = attrs.field(kw_only=True)
-    ticket: Ticket | None = attrs.field(default=None, kw_only=True)  # its attempt's, at the gate
-    following: bool = attrs.field(default=False, kw_only=True)  # its job_deduplicated is sent
-
-    def emit_nowait(self, event: Event) -> bool:
-        """Tag and send one event if the bus has room (True), without yielding to the scheduler;
-        False, with nothing sent, when the bus is full. Not for the kinds a job's state looks
-        at (:data:`~orchestrator.run.job.OBSERVED`): :meth:`emit` does that."""
-        # On the path of every event: a handful of attribute reads and one tuple, nothing more
-        # (the time to the microsecond: batch_time, inlined).
-        run = self.run
-        now = run.now()
-        try:
-            run.send.send_nowait(
-                _tagged(
-                    (self.spec.id, self.attempt, self.seq, int((now - run.t0) * 1e6 + 0.5) / 1e6, event, None)
-                )
-            )
-        except trio.WouldBlock:
-            return False
-        self.seq += 1
-        watch = self.watch
-        if watch is not None:  # Watch.touch, inlined: an event also ends a wait for the first one
-            watch.last = now
-            watch.paused = False
-        return True
-
-    async def emit(self, event: Event) -> None:
-        """Tag and send one event. Not to be called from two tasks at once (seq order).
-
-        While the bus has room this returns without yielding to the scheduler: a checkpoint per
-        event would cap the whole batch near 100k events/s. Only a full channel (a slow
-        consumer) makes it wait, and then the idle watchdog is paused, since the stream is not
-        the one stalling. A job's terminal event goes through :meth:`Run.send_end`.
-        """
-        if not self.emit_nowait(event):
-            await self._emit_waiting(event)
-        if type(event) in OBSERVED:
-            await self._observe_sent(event)
-
-    async def _observe_sent(self, event: Event) -> None:
-        """What a sent event of the kinds the job looks at changes: the job's state, or its
-        backend's gate (rate-limit headers)."""
-        if type(event) is RateLimitInfo:
-            await self.run.gates[self.spec.backend].observe(self.spec.model, event, self.ticket)
-        else:
-            self.observe(event)
-
-    async def _emit_waiting(self, event: Event) -> None:
-        """:meth:`emit`'s send when the bus is full: wait for room, the idle watch paused."""
-        run = self.run
-        watch = self.watch
-        if watch is not None:
-            watch.paused = True
-        await run.send.send(
-            _tagged((self.spec.id, self.attempt, self.seq, batch_time(run.now() - run.t0), event, None))
-        )
-        self.seq += 1
-        if watch is not None:
-            watch.last = run.now()
-            watch.paused = False
-
-    async def emit_from_backend(self, event: StreamEvent) -> None:
-        """The ``emit`` a backend gets: :meth:`emit`, with the batch's secrets hidden first.
-        (Its body rather than a call to it: one coroutine fewer for every event of a stream.)"""
-        event = self.run.redactor.value(event)  # secrets: see orchestrator.redact
-        if not self.emit_nowait(event):
-            await self._emit_waiting(event)
-        if type(event) in OBSERVED:
-            await self._observe_sent(event)
 
 
 class Run:
@@ -169,6 +87,12 @@ class Run:
         self.ceilings = {name: self._ceiling(spec, name, n) for name, n in ceilings.items()}
         # A backend may estimate an attempt's tokens and cost (for pacing and the spend cap).
         self.estimators = {name: getattr(backend, "estimate", None) for name, backend in backends.items()}
+        # A batch API's attempt waits hours in silence: no idle timeout, no attempt timeout.
+        self.waits = {
+            name: getattr(backend, "waits_for_results", False) for name, backend in backends.items()
+        }
+        # Each attempt's first event: a frozen value, one per backend, shared by its attempts.
+        self.attempt_started = {name: AttemptStarted(backend=name) for name in backends}
         self.gates = {
             name: Gate(
                 name,
@@ -192,13 +116,13 @@ class Run:
         self.t0 = self.now()
         self.seq = 0
         self.watchdog = IdleWatchdog()
-        self.dedupe: Dedupe[_Job] = Dedupe(spec.dedupe)
+        self.dedupe: Dedupe[LiveJob] = Dedupe(spec.dedupe)
         # Per-job state is made as each job is announced, and let go once it has ended: a
         # million-job batch holds the state (and the resolved JobSpec) of a window of jobs only.
-        self.live: dict[int, _Job] = {}  # position -> job, announced and (mostly) not ended
+        self.live: dict[int, LiveJob] = {}  # position -> job, announced and (mostly) not ended
         self.announced = 0  # jobs whose job_queued is sent: the first ``announced`` positions
         self._pruned_at = 0
-        self.queue: JobQueue[_Job] = JobQueue(
+        self.queue: JobQueue[LiveJob] = JobQueue(
             (),
             lane_of=lambda job: job.spec.backend,
             room=lambda lane: self.gates[str(lane)].has_room(),
@@ -224,14 +148,14 @@ class Run:
         until = None if change.until_s is None else change.until_s - self.t0
         await self.emit_batch(attrs.evolve(change, until_s=until))
 
-    def estimate(self, job: _Job) -> tuple[int, float]:
+    def estimate(self, job: LiveJob) -> tuple[int, float]:
         """Tokens and cost to reserve for one attempt (the backend's estimate when it has one).
         Worked out once per job: it depends on the job's spec alone."""
         if job.estimate is None:
             job.estimate = attempt_estimate(self.estimators.get(job.spec.backend), job.spec)
         return job.estimate
 
-    async def reach_spend_cap(self, job: _Job) -> None:
+    async def reach_spend_cap(self, job: LiveJob) -> None:
         """No new job starts from now on; with ``hard_cap`` running ones are cancelled too."""
         self.capped = "spend cap"
         cap = self.spec.max_cost_usd
@@ -278,7 +202,7 @@ class Run:
         ahead = max(ANNOUNCE_AHEAD, 4 * self.spec.concurrency)
         start, size = 0, max(self.spec.concurrency, 1)
         while start < len(jobs) and self.queue.accepting:
-            chunk = [_Job(spec=spec, run=self) for spec in jobs[start : start + size]]
+            chunk = [LiveJob(spec=spec, run=self) for spec in jobs[start : start + size]]
             runs = []
             for position, job in enumerate(chunk, start):
                 runs_itself = await self.announce_one(job)
@@ -337,7 +261,7 @@ class Run:
         """Whether any job has not ended (or not even been announced)."""
         return self.announced < len(self.spec.jobs) or any(not job.done for job in self.live.values())
 
-    async def announce_one(self, job: _Job) -> bool:
+    async def announce_one(self, job: LiveJob) -> bool:
         """Send the job's ``job_queued`` and its ``job_input``; True when the job is to run,
         False when an identical job announced before it sends its request (it then follows that
         leader, see :mod:`orchestrator.run.dedupe`, and may have ended already). Cancelled while
@@ -345,7 +269,11 @@ class Run:
         unstarted: ``finish_leftovers`` skips it by position); cancelled after, its
         ``job_input`` may be missing from the log."""
         spec = job.spec
-        await job.emit(JobQueued(backend=spec.backend, model=spec.model, content_hash=spec.content_hash))
+        queued = JobQueued(backend=spec.backend, model=spec.model, content_hash=spec.content_hash)
+        # Not a kind the job's state looks at: emit_nowait is all of emit (without a coroutine)
+        # unless the bus is full, when it sends nothing and emit waits for room.
+        if not job.emit_nowait(queued):
+            await job.emit(queued)
         job.queued = True
         described = job_input(spec, log_inputs=self.spec.log_inputs)
         if described is not None:
@@ -359,7 +287,7 @@ class Run:
             await self.end_follower(job, follow.ended)
         return False
 
-    async def end_followers(self, waiting: Sequence[_Job], shared: TerminalEvent) -> None:
+    async def end_followers(self, waiting: Sequence[LiveJob], shared: TerminalEvent) -> None:
         """A leader has ended with ``shared``: end the followers that waited on it with that
         event, each as the leader's own end is sent (:meth:`send_end`: a stop must not turn a
         shared outcome into a skip, the followers would be paid for on resume). A follower
@@ -369,11 +297,11 @@ class Run:
             if follower.following:
                 await self.end_follower(follower, shared)
 
-    async def end_follower(self, follower: _Job, shared: TerminalEvent) -> None:
+    async def end_follower(self, follower: LiveJob, shared: TerminalEvent) -> None:
         """End a follower with its leader's terminal event (readers copy the leader's outcome)."""
         await self.send_end(follower, shared)
 
-    async def send_end(self, job: _Job, terminal: TerminalEvent) -> None:
+    async def send_end(self, job: LiveJob, terminal: TerminalEvent) -> None:
         """Send the job's terminal event and mark it done.
 
         A stop arriving now must not turn a finished job into a cancelled one (it would be paid
@@ -400,7 +328,7 @@ class Run:
         its attempts' streams is watched. A cut attempt leaves that scope: the worker carries
         the attempt on (its failure, retry or end) under a fresh one.
         """
-        cut: tuple[_Job, Failure | None] | None = None  # an attempt ended by leaving the scope
+        cut: tuple[LiveJob, Failure | None] | None = None  # an attempt ended by leaving the scope
         while True:
             attempts = _Attempts(trio.CancelScope())
             try:
@@ -425,14 +353,14 @@ class Run:
             )
             cut = (job, failure)
 
-    async def _carry_on(self, job: _Job, failure: Failure | None) -> None:
+    async def _carry_on(self, job: LiveJob, failure: Failure | None) -> None:
         """What follows an attempt's stream, for an attempt whose stream left the worker's scope."""
         await self._attempt_ended(job, failure)
         terminal = await self._next(job, failure)
         if terminal is not None:
             await self._end(job, terminal)
 
-    async def _end(self, job: _Job, terminal: TerminalEvent) -> None:
+    async def _end(self, job: LiveJob, terminal: TerminalEvent) -> None:
         """The job has ended with ``terminal``: send it, end its followers, count it."""
         await self.send_end(job, terminal)
         waiting = self.dedupe.leader_ended(job.spec.content_hash, terminal)
@@ -443,7 +371,7 @@ class Run:
         if halted is not None:
             await self.halt_backend(job.spec.backend, halted)
 
-    async def step(self, job: _Job, attempts: _Attempts) -> TerminalEvent | None:
+    async def step(self, job: LiveJob, attempts: _Attempts) -> TerminalEvent | None:
         """Run the job's next attempt. Returns its terminal event, or None when it will retry
         (it is then back in the queue with the time its backoff ends) or will not run (cap).
         Raises :class:`_Cut` (or, cut by the watchdog, ``Cancelled``) out of the worker's scope;
@@ -465,7 +393,7 @@ class Run:
         failure = await self.attempt(job, attempts)
         return await self._next(job, failure)
 
-    async def _next(self, job: _Job, failure: Failure | None) -> TerminalEvent | None:
+    async def _next(self, job: LiveJob, failure: Failure | None) -> TerminalEvent | None:
         """Where the job goes after its attempt ended with ``failure``: its terminal event, or
         None when it retries (it is then back in the queue with the time its backoff ends)."""
         if failure is not None:
@@ -483,7 +411,7 @@ class Run:
             return None
         return step
 
-    async def attempt(self, job: _Job, attempts: _Attempts) -> Failure | None:
+    async def attempt(self, job: LiveJob, attempts: _Attempts) -> Failure | None:
         """One attempt through its backend's gate (in-flight limit, rate limits, pauses), under
         the attempt and job deadlines and the idle watchdog (which cancels ``attempts.scope``).
 
@@ -514,7 +442,7 @@ class Run:
         await self._attempt_ended(job, failure)
         return failure
 
-    async def _attempt_ended(self, job: _Job, failure: Failure | None) -> None:
+    async def _attempt_ended(self, job: LiveJob, failure: Failure | None) -> None:
         """After the attempt's stream (its slot given back): its checked output, then what its
         backend's gate learns from how it ended."""
         if job.parsed is not None:
@@ -530,12 +458,12 @@ class Run:
             self.queue.wake()  # a slot of this backend is free again (without a slot limit,
             # workers wait only for jobs: this one takes the next itself, so waking another is waste)
 
-    def _settle(self, job: _Job, cost: float | None) -> None:
+    def _settle(self, job: LiveJob, cost: float | None) -> None:
         if job.reserved is not None:
             self.budget.settle(job.reserved, cost)
             job.reserved = None
 
-    async def _stream(self, job: _Job, attempts: _Attempts) -> Failure | None:
+    async def _stream(self, job: LiveJob, attempts: _Attempts) -> Failure | None:
         """Run one attempt's stream under the idle watch and the attempt and job deadlines.
 
         Cut by the watchdog, it raises ``Cancelled`` (caught by the worker's scope). A stream
@@ -545,9 +473,10 @@ class Run:
         spec = job.spec
         timeouts = spec.timeouts
         backend = self.backends[spec.backend]
-        waits = getattr(backend, "waits_for_results", False)  # a batch API: hours of silence are normal
+        waits = self.waits[spec.backend]
         idle = None if waits else timeouts.idle
-        await job.emit(AttemptStarted(backend=spec.backend))
+        if not job.emit_nowait(self.attempt_started[spec.backend]):  # as job_queued in announce_one
+            await job.emit(self.attempt_started[spec.backend])
         start = self.now()
         deadline = None if timeouts.attempt is None or waits else start + timeouts.attempt
         if job.deadline is not None:
@@ -625,7 +554,7 @@ class _Attempts:
     """A worker's cancel scope for its attempts, and the attempt the watchdog watches in it."""
 
     scope: trio.CancelScope
-    job: _Job | None = None
+    job: LiveJob | None = None
     watch: Watch | None = None
 
 
@@ -633,17 +562,10 @@ class _Cut(Exception):
     """An attempt's stream ended (``failure``: how) while the watchdog cancelled its worker's
     scope: raised to leave that scope before any checkpoint; the worker carries the attempt on."""
 
-    def __init__(self, job: _Job, failure: Failure | None) -> None:
+    def __init__(self, job: LiveJob, failure: Failure | None) -> None:
         super().__init__()
         self.job = job
         self.failure = failure
-
-
-def batch_time(seconds: float) -> float:
-    """An event's ``ts``: ``seconds`` (not negative) since the batch started, to the microsecond.
-    Half a microsecond rounds up. ``round(seconds, 6)`` gives the same but for values within a
-    rounding error of a half microsecond, at three times the cost (on the path of every event)."""
-    return int(seconds * 1e6 + 0.5) / 1e6
 
 
 def job_input(spec: JobSpec, *, log_inputs: bool) -> JobInput | None:

@@ -15,6 +15,7 @@ not count until then).
 from __future__ import annotations
 
 import math
+import operator
 from contextvars import ContextVar
 
 import attrs
@@ -45,6 +46,7 @@ class Watch:
         self.active = False
 
 
+_active = operator.attrgetter("active")  # a watch still wanted (one C call per heap entry)
 _ATTEMPT: ContextVar[Watch | None] = ContextVar("attempt_watch", default=None)
 
 
@@ -85,7 +87,7 @@ class IdleWatchdog:
             _ATTEMPT.set(None)
         self._closed += 1
         if self._closed > 1024 and self._closed * 2 > len(self._timeline):
-            self._timeline.keep(lambda watch: watch.active)
+            self._timeline.keep(_active)
             self._closed = 0
 
     def watch(

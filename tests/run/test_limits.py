@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.lowlevel
@@ -17,7 +18,7 @@ from orchestrator.events import AttemptStarted, LimiterChanged, RateLimitInfo, R
 from orchestrator.run.batch import execute
 from orchestrator.run.control import RunControl
 from orchestrator.run.limits import AdaptiveLimit, Cost, Gate, Pacer, Slots
-from orchestrator.spec import BackendLimits
+from orchestrator.spec import BackendLimits, RateLimits
 from tests.helpers import Recorder, make_spec, run_virtual
 
 
@@ -107,6 +108,48 @@ async def test_a_lower_announced_limit_is_adopted_and_an_empty_quota_pauses(auto
     assert pacer.paused_until == pytest.approx(trio.current_time() + 60.0 / 30)
     await pacer.observe(RateLimitInfo(requests_limit=500))
     assert pacer.rpm == 100  # never above what the user configured
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [BackendLimits(), BackendLimits(rpm=120, burst=2.0), BackendLimits(rpm=60, tpm=6000, burst="none")],
+    ids=["no limit", "rpm with a burst", "rpm and tpm, smooth"],
+)
+async def test_a_gate_admits_alike_whether_a_start_passes_at_once_or_waits_in_line(
+    autojump_clock: Any, limits: BackendLimits
+) -> None:
+    # Model "m" has a pacer of its own (with no limit): its starts always go through the awaited
+    # path; model None's take the gate's path without an await whenever the pacer lets them go
+    # now. The admissions (order, time, charge) must be the same.
+    async def admissions(model: str | None) -> list[tuple[int, float, float, Cost]]:
+        gate = Gate("x", attrs.evolve(limits, models={"m": RateLimits()}), 3, _no_notify)
+        seen: list[tuple[int, float, float, Cost]] = []
+
+        async def attempt(n: int) -> None:
+            ticket = await gate.enter(40 + n, model, 20)
+            seen.append((n, trio.current_time(), ticket.started, ticket.cost))
+            await trio.sleep(0.3 + 0.1 * (n % 3))
+            ticket.used = Tokens(10 + n, 5)
+            gate.leave(ticket)
+
+        async with trio.open_nursery() as nursery:
+            for n in range(12):
+                nursery.start_soon(attempt, n)
+                await trio.lowlevel.checkpoint()  # arrive in order
+                if n == 5:
+                    await gate.pacer.pause(1.5, "a server's Retry-After")
+        return seen
+
+    start = trio.current_time()
+    direct = await admissions(None)
+    autojump_clock.jump(1000.0)  # the second run on a fresh minute
+    in_line = await admissions("m")
+    shift = in_line[0][1] - direct[0][1]
+    assert direct[0][1] == start
+    assert [(n, c) for n, _, _, c in direct] == [(n, c) for n, _, _, c in in_line]
+    # when each was let in, and the start its ticket holds
+    assert [t + shift for _, t, _, _ in direct] == pytest.approx([t for _, t, _, _ in in_line])
+    assert [s + shift for _, _, s, _ in direct] == pytest.approx([s for _, _, s, _ in in_line])
 
 
 async def test_slots_serve_waiters_in_order_and_hand_over_freed_slots() -> None:
