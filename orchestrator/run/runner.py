@@ -228,7 +228,7 @@ class Run:
         :meth:`finish_leftovers`. Cancelled, the jobs not announced yet stay so."""
         jobs, start = self.spec.jobs, self.announced
         for position in range(start, await self._answered_until(start)):
-            job = _Job(spec=jobs[position], run=self)
+            job = LiveJob(spec=jobs[position], run=self)
             runs_itself = await self.announce_one(job)
             self.live[position] = job
             self.announced = position + 1

@@ -425,6 +425,7 @@ def test_batch_deadline_stops_the_batch(recorder: Recorder) -> None:
 @attrs.frozen
 class _Boom(FakeBackendKind):
     name = "boom"
+
     async def stream(self, job: Any, attempt: int, emit: Any) -> None:
         if job.prompt == "bug":
             raise ZeroDivisionError("backend bug")
@@ -607,6 +608,7 @@ class _EndsAsCut(FakeBackendKind):
     stream, so the stream goes on to its end without another checkpoint."""
 
     name = "ends-as-cut"
+
     async def stream(self, job: Any, attempt: int, emit: Any) -> None:
         await emit(TextDelta("x"))
         if job.prompt == "plain":
