@@ -28,6 +28,7 @@ from typing import IO, Any
 import orjson
 
 from orchestrator.config.check import Problems, describe
+from orchestrator.config.files import open_regular, unreadable
 from orchestrator.install import install_extra
 
 Row = dict[str, Any]
@@ -65,7 +66,7 @@ def read_records(path: Path, name: str, problems: Problems) -> Records:
         yield from _no_lines(_parquet_rows(path, name, problems))
         return
     try:
-        f = open(path, "rb")  # closed by the with below, kept open while rows are read
+        f = open_regular(path)  # closed by the with below, kept open while rows are read
     except IsADirectoryError:
         problems.append(f"{name}: is a directory, not a data file")
         return
@@ -73,7 +74,7 @@ def read_records(path: Path, name: str, problems: Problems) -> Records:
         problems.append(f"{name}: no such file")
         return
     except OSError as exc:
-        problems.append(f"{name}: cannot read: {exc.strerror or exc}")
+        problems.append(f"{name}: {unreadable(exc)}")
         return
     with f:
         if fmt == "jsonl":
@@ -141,7 +142,7 @@ def read_blocks(path: Path, name: str, problems: Problems) -> Iterator[list[Reco
         yield from blocks(read_records(path, name, problems))
         return
     try:
-        f = open(path, "rb")  # closed by the with below, kept open while rows are read
+        f = open_regular(path)  # closed by the with below, kept open while rows are read
     except OSError:
         yield from blocks(read_records(path, name, problems))  # it says what is wrong
         return

@@ -27,8 +27,6 @@ A job file::
 
 from __future__ import annotations
 
-import os
-import stat
 import tomllib
 from array import array
 from collections.abc import Iterable, Mapping
@@ -40,6 +38,7 @@ import orjson
 from orchestrator.config.check import Problems, describe, did_you_mean, refuse_lone_surrogates
 from orchestrator.config.data import number as row_number
 from orchestrator.config.dataset import data_file_jobs, load_data_file
+from orchestrator.config.files import open_regular, unreadable
 from orchestrator.config.resolve import BATCH_KEYS, NO_OVERRIDES, Overrides, resolve
 from orchestrator.config.sources import (
     JobSource,
@@ -111,20 +110,14 @@ def _read_text(path: Path, name: str) -> str:
     """The file's text. Only a regular file is read: a FIFO could wait forever for a writer, and
     a device (``/dev/zero``) never ends."""
     try:
-        # Non-blocking open: opening a FIFO otherwise waits for a writer before we can look at it.
-        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
-            mode = os.fstat(f.fileno()).st_mode
-            if stat.S_ISDIR(mode):
-                raise IsADirectoryError
-            if not stat.S_ISREG(mode):
-                raise ConfigError([f"{name}: not a regular file"])
+        with open_regular(path) as f:
             raw = f.read()
     except IsADirectoryError:
         raise ConfigError([f"{name}: is a directory, not a job file"]) from None
     except FileNotFoundError:
         raise ConfigError([f"{name}: no such file"]) from None
     except OSError as exc:
-        raise ConfigError([f"{name}: cannot read: {exc.strerror or exc}"]) from None
+        raise ConfigError([f"{name}: {unreadable(exc)}"]) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from orchestrator.config.check import Problems, describe, join
+from orchestrator.config.files import open_regular, unreadable
 from orchestrator.output import schema_problems
 from orchestrator.spec import OutputSchema
 
@@ -29,9 +30,10 @@ def read_output_schema(
             return None
         path = (base or Path()) / value
         try:
-            schema = orjson.loads(path.read_bytes())
+            with open_regular(path) as f:
+                schema = orjson.loads(f.read())
         except OSError as exc:
-            problems.append(f"{where}: cannot read {path}: {exc.strerror or exc}")
+            problems.append(f"{where}: {path}: {unreadable(exc)}")
             return None
         except orjson.JSONDecodeError as exc:
             problems.append(f"{where}: {path}: invalid JSON: {exc}")

@@ -132,7 +132,7 @@ output_schema_file = 3
     )
     found = problems(path)
     assert (
-        found[0] == f"{path}: jobs[0].output_schema_file: cannot read {tmp_path / 'missing.json'}: "
+        found[0] == f"{path}: jobs[0].output_schema_file: {tmp_path / 'missing.json'}: cannot read: "
         "No such file or directory"
     )
     assert found[1].startswith(
