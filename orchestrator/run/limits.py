@@ -264,17 +264,12 @@ class Gate:
         epoch = self.adaptive.epoch if self.adaptive is not None else 0
         # Priced when it may go: the uncached share learned meanwhile applies.
         price = functools.partial(self.cost, tokens, output)
-        if pacer is None:
-            # The common case: a start the backend's pacer lets go at once passes without an
-            # await, as through acquire (nothing can be cancelled, and it passes at the time it
-            # was booked at).
-            number = self.pacer.start_nowait(price)
-            if number is not None:
-                cost, started = self.pacer.charged_at(number)
-                return Ticket(cost, epoch, model, started, (number, None))
-        number = None
+        # The common case, a start the backend's pacer lets go at once, passes without an await:
+        # acquire decides the same way (it begins with start_nowait) but costs a coroutine.
+        number = self.pacer.start_nowait(price)
         try:
-            number = await self.pacer.acquire(price)
+            if number is None:
+                number = await self.pacer.acquire(price)
             cost = self.pacer.charged(number)
             own = await pacer.acquire(cost) if pacer is not None else None
         except BaseException:

@@ -233,10 +233,6 @@ class Pacer:
         """What start ``number`` (still running) was charged."""
         return self._running[number][0]
 
-    def charged_at(self, number: int) -> tuple[Cost, float]:
-        """What start ``number`` (still running) was charged, and the time it was booked at."""
-        return self._running[number]
-
     def _charge(self, start: float, cost: Cost) -> int:
         self._starts += 1
         self._running[self._starts] = (cost, start)
